@@ -1,0 +1,131 @@
+"""HQ ingest: verify, decrypt, store exactly once, then acknowledge end to end.
+
+Order per message: cleartext header checked → node enrolled and not revoked → decrypt →
+signature → header binding → store (one transaction per batch) → MQTT PUBACK to the broker
+(manual ack, so the broker redelivers anything HQ did not store) → signed ack to the node.
+A message that fails any check is counted under its reason, logged once with the node and
+sequence it claims, and never crashes ingest.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from hq.store import ReadStore
+from transport import signed, topics
+from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope
+from transport.errors import EnvelopeError
+from transport.mqtt import BrokerSettings, MqttLink
+from transport.payload import ReadPayload
+from transport.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    """Counters: stored, duplicates, conflicts and rejections by reason."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    acks_sent: int = 0
+    rejected: collections.Counter = field(default_factory=collections.Counter)
+
+
+class Ingest:
+    """One HQ ingest worker. Several may run at once: they share the load through `$share`."""
+
+    def __init__(self, settings: BrokerSettings, *, store_path: Path, registry_path: Path,
+                 decryption_keys: dict[str, x25519.X25519PrivateKey], sign_key: ed25519.Ed25519PrivateKey,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True) -> None:
+        self.store_path = Path(store_path)
+        self.registry_path = Path(registry_path)
+        self.decryption_keys = decryption_keys
+        self.sign_key = sign_key
+        self.max_message_bytes = max_message_bytes
+        self.max_batch = max_batch
+        self.shared = shared
+        self.stats = IngestStats()
+        self._pending: collections.deque = collections.deque()
+        self._store: ReadStore | None = None
+        self._registry: Registry | None = None
+        self.link = MqttLink(settings, name=f"ingest-{settings.client_id}", on_connect=self._connected,
+                             on_message=self._message, on_tick=self._tick, manual_ack=True)
+
+    def start(self) -> None:
+        """Start the worker's thread."""
+        self.link.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop within `timeout`; messages not yet stored were not PUBACKed and will come again."""
+        self.link.stop(timeout)
+
+    # -- link thread ----------------------------------------------------------------------
+    def _connected(self, client: paho.Client, session_present: bool) -> None:
+        client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared)])
+
+    def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        self._pending.append((message.topic, message.payload, message.mid, message.qos))
+
+    def _tick(self, client: paho.Client) -> None:
+        if not self._pending:
+            return
+        if self._store is None:
+            # sqlite3 connections belong to the thread that made them: open them here.
+            self._store = ReadStore(self.store_path)
+            self._registry = Registry(self.registry_path)
+        batch: list[tuple[Opened, int, int]] = []
+        while self._pending and len(batch) < self.max_batch:
+            topic, payload, mid, qos = self._pending.popleft()
+            self.stats.received += 1
+            opened = self._verify(topic, payload)
+            if opened is None:
+                client.ack(mid, qos)  # rejected for good: do not let the broker redeliver it
+            else:
+                batch.append((opened, mid, qos))
+        if not batch:
+            return
+        results = self._store.store(o for o, _, _ in batch)
+        acks: dict[str, list[int]] = collections.defaultdict(list)
+        for (opened, mid, qos), result in zip(batch, results):
+            client.ack(mid, qos)
+            if result.outcome == "stored":
+                self.stats.stored += 1
+            elif result.outcome == "duplicate":
+                self.stats.duplicates += 1
+            else:
+                self.stats.conflicts += 1
+                log.error("ingest: node %s seq %d arrived again with different content; kept in seq_conflicts",
+                          result.node_id, result.seq)
+            acks[result.node_id].append(result.seq)
+        for node_id, seqs in acks.items():
+            body = {"v": 1, "node": node_id, "seqs": seqs, "t_ns": time.time_ns()}
+            client.publish(topics.node_topic(node_id, "ack"), signed.sign("ack", body, self.sign_key), qos=1)
+            self.stats.acks_sent += 1
+
+    def _verify(self, topic: str, payload: bytes) -> Opened | None:
+        parsed = topics.parse(topic)
+        try:
+            if parsed is None or parsed[1] not in topics.SEALED:
+                raise EnvelopeError("topic", f"unexpected topic {topic!r}")
+            opened = open_envelope(payload, signer_for=self._registry.signer_lookup(),
+                                   decryption_keys=self.decryption_keys, max_bytes=self.max_message_bytes)
+            if opened.header.node_id != parsed[0]:
+                raise EnvelopeError("binding", f"message for node {opened.header.node_id} on {topic}")
+            if opened.header.kind != parsed[1]:
+                raise EnvelopeError("binding", f"{opened.header.kind} message on {topic}")
+            if opened.header.kind in ("read", "alert"):
+                ReadPayload.from_wire(opened.payload)  # full schema check before storing
+            return opened
+        except EnvelopeError as exc:
+            self.stats.rejected[exc.reason] += 1
+            log.warning("ingest: rejected message on %s (%d bytes): %s", topic, len(payload), exc)
+            return None

@@ -1,0 +1,206 @@
+"""One MQTT v5 connection over mutual TLS, owned by one thread, that keeps itself connected.
+
+paho-mqtt's own `loop_start()` reconnects without jitter and without a way to stop within a
+bound; this runs `client.loop()` in a named thread with a stop event, reconnects with
+exponential backoff and full jitter, and calls the owner's hooks from that one thread, so
+the owner needs no locks around the client.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how to prove who we are to it."""
+
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    client_id: str
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 60.0
+
+
+@dataclass
+class LinkStats:
+    """Connection counters for health reports."""
+
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    failures: int = 0
+    last_error: str = ""
+    since_ns: int = field(default_factory=time.time_ns)
+
+
+class MqttLink:
+    """A self-reconnecting MQTT v5 client with mutual TLS, driven from one owned thread.
+
+    Hooks, all called from the link's thread:
+      on_connect(client, session_present)  after CONNACK: subscribe, reset in-flight state
+      on_message(client, message)          each PUBLISH received
+      on_tick(client)                      each loop turn while connected: publish what is due
+    """
+
+    def __init__(self, settings: BrokerSettings, *, name: str,
+                 on_connect: Callable[[paho.Client, bool], None],
+                 on_message: Callable[[paho.Client, paho.MQTTMessage], None],
+                 on_tick: Callable[[paho.Client], None] | None = None,
+                 will: tuple[str, bytes] | None = None,
+                 manual_ack: bool = False,
+                 max_inflight: int = 1000) -> None:
+        self.settings = settings
+        self.name = name
+        self.stats = LinkStats()
+        self._on_connect = on_connect
+        self._on_message = on_message
+        self._on_tick = on_tick
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connected = threading.Event()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5,
+            reconnect_on_failure=False, manual_ack=manual_ack,
+        )
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+        self._client.tls_set_context(context)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = lambda client, userdata, message: self._on_message(client, message)
+
+    @property
+    def client(self) -> paho.Client:
+        return self._client
+
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected or `timeout` seconds pass (for start-up and tests)."""
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Start the link's thread (it connects in the background)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect and join the thread within `timeout`; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("mqtt %s: thread did not stop within %.1fs", self.name, timeout)
+            self._thread = None
+
+    # -- the thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            if not self._connect_once():
+                attempt += 1
+                delay = random.uniform(0, min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** attempt))
+                self._stop.wait(max(delay, 0.05))
+                continue
+            attempt = 0
+            while not self._stop.is_set():
+                rc = self._client.loop(timeout=0.02)
+                if rc != paho.MQTT_ERR_SUCCESS:
+                    self.stats.last_error = f"loop: {paho.error_string(rc)}"
+                    break
+                if self._connected.is_set() and self._on_tick is not None:
+                    try:
+                        self._on_tick(self._client)
+                    except Exception:  # a hook bug must not kill the link; it is logged with context
+                        log.exception("mqtt %s: tick hook failed", self.name)
+            self._mark_down()
+        try:
+            if self._client.is_connected():
+                self._client.disconnect()
+                deadline = time.monotonic() + 1.0
+                while self._client.is_connected() and time.monotonic() < deadline:
+                    self._client.loop(timeout=0.05)
+        except (OSError, ValueError):
+            pass  # closing a socket that is already gone
+        self._mark_down()
+
+    def _connect_once(self) -> bool:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.settings.session_expiry_s
+        try:
+            self._client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
+                                 clean_start=False, properties=properties)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self.stats.failures += 1
+            self.stats.last_error = f"connect: {exc}"
+            log.warning("mqtt %s: cannot connect to %s:%d: %s", self.name, self.settings.host, self.settings.port, exc)
+            return False
+        # Wait for CONNACK (or failure) without blocking shutdown.
+        deadline = time.monotonic() + 10
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            rc = self._client.loop(timeout=0.05)
+            if self._connected.is_set():
+                return True
+            if rc != paho.MQTT_ERR_SUCCESS:
+                break
+        self.stats.failures += 1
+        self.stats.last_error = self.stats.last_error or "no CONNACK"
+        try:
+            self._client.disconnect()
+        except (OSError, ValueError):
+            pass
+        return False
+
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.stats.last_error = f"refused: {reason_code}"
+            log.warning("mqtt %s: broker refused the connection: %s", self.name, reason_code)
+            return
+        self.stats.connects += 1
+        self.stats.connected = True
+        self.stats.since_ns = time.time_ns()
+        log.info("mqtt %s: connected to %s:%d (session present: %s)", self.name, self.settings.host,
+                 self.settings.port, flags.session_present)
+        self._connected.set()
+        try:
+            self._on_connect(client, bool(flags.session_present))
+        except Exception:  # see _run
+            log.exception("mqtt %s: connect hook failed", self.name)
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set():
+            log.warning("mqtt %s: disconnected: %s", self.name, reason_code)
+        self._mark_down()
+
+    def _mark_down(self) -> None:
+        if self._connected.is_set():
+            self.stats.disconnects += 1
+        self._connected.clear()
+        self.stats.connected = False

@@ -1,0 +1,322 @@
+"""The node's durable outbox: sealed envelopes in SQLite (WAL), deleted only on HQ's ack.
+
+Every message is committed here, with its sequence number, before any publish attempt, and
+leaves only when HQ acknowledges that it stored it. The database holds ciphertext only.
+
+Quota policy (docs/wire-format.md, "Outbox"): when a new message would take the outbox over
+its byte or entry quota, the oldest overview images go first, then the oldest ordinary
+events and reads; alerts go last. Every dropped message is counted by kind, and its
+sequence number is kept in `losses` so health reports and HQ can account for the gap.
+
+Sequence numbers never repeat, even if the database is lost or salvaged: a ceiling is
+reserved in a small side file (`<db>.seq`) before numbers below it are used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from transport.errors import OutboxError
+
+log = logging.getLogger(__name__)
+
+PRIORITY = {"alert": 0, "read": 1, "event": 1, "overview": 2}
+SEQ_BLOCK = 10_000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    message BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_sent_ns INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_send ON outbox (priority, seq);
+CREATE TABLE IF NOT EXISTS losses (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, dropped_ns INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An outbox entry due for (re)publication."""
+
+    seq: int
+    kind: str
+    message: bytes
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """What health reports about the outbox."""
+
+    depth: int
+    bytes: int
+    oldest_age_s: float
+    committed: int
+    acked: int
+    dropped: dict[str, int]
+
+
+class Outbox:
+    """A bounded, crash-safe queue of sealed messages. Thread-safe (one connection, one lock)."""
+
+    def __init__(self, path: Path, *, quota_bytes: int = 512 * 1024 * 1024, max_entries: int = 1_000_000,
+                 max_losses_kept: int = 100_000) -> None:
+        self.path = Path(path)
+        self.quota_bytes = quota_bytes
+        self.max_entries = max_entries
+        self.max_losses_kept = max_losses_kept
+        self._lock = threading.Lock()
+        self._seq_file = self.path.with_name(self.path.name + ".seq")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+        self._next_seq, self._ceiling = self._load_sequence()
+        self._bytes, self._depth = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox").fetchone()
+
+    # -- opening and recovery -------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+            if result != "ok":
+                raise sqlite3.DatabaseError(result)
+            db.executescript(SCHEMA)
+            return db
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(
+                f"{self.path}: outbox database is corrupt ({exc}). Nothing has been deleted. "
+                f"Run `alpr-node outbox salvage --data-dir {self.path.parent}` to move it aside and copy "
+                f"every readable message into a new outbox (docs/operations.md, 'Corrupt outbox')."
+            ) from exc
+
+    def _load_sequence(self) -> tuple[int, int]:
+        row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        max_seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        reserved = _read_int(self._seq_file)
+        # If the database was lost or salvaged, numbers up to the reserved ceiling may have
+        # been used already: start above it so HQ never sees one sequence number twice.
+        start = max(row[0] if row else 1, max_seq + 1, reserved if row is None else 1)
+        return start, max(reserved, start)
+
+    # -- producer side --------------------------------------------------------------------
+    def commit(self, kind: str, build: Callable[[int], bytes], now_ns: int | None = None) -> int:
+        """Assign the next sequence number, build the sealed message for it, commit durably.
+
+        `build(seq)` must return the sealed envelope bytes for that sequence number. The
+        message is on disk (fsync'd) when this returns.
+        """
+        if kind not in PRIORITY:
+            raise ValueError(f"unknown outbox kind {kind!r}")
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        with self._lock:
+            seq = self._next_seq
+            if seq >= self._ceiling:
+                self._ceiling = seq + SEQ_BLOCK
+                _write_int(self._seq_file, self._ceiling)
+            message = build(seq)
+            size = len(message)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._make_room(size, now_ns)
+                self._db.execute(
+                    "INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
+                    (seq, kind, PRIORITY[kind], now_ns, size, message),
+                )
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (seq + 1,))
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('committed', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._next_seq = seq + 1
+            self._bytes += size
+            self._depth += 1
+            return seq
+
+    def _make_room(self, size: int, now_ns: int) -> None:
+        """Drop the least valuable messages until `size` more bytes fit (inside a transaction)."""
+        while self._depth > 0 and (self._bytes + size > self.quota_bytes or self._depth + 1 > self.max_entries):
+            victim = self._db.execute(
+                "SELECT seq, kind, size FROM outbox ORDER BY priority DESC, seq ASC LIMIT 1").fetchone()
+            seq, kind, victim_size = victim
+            self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+            self._db.execute("INSERT OR REPLACE INTO losses VALUES (?,?,?)", (seq, kind, now_ns))
+            self._db.execute(
+                "INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                (f"dropped_{kind}",))
+            self._bytes -= victim_size
+            self._depth -= 1
+            log.warning("outbox %s: quota reached, dropped %s seq %d (%d bytes)", self.path, kind, seq, victim_size)
+        self._db.execute(
+            "DELETE FROM losses WHERE seq NOT IN (SELECT seq FROM losses ORDER BY seq DESC LIMIT ?)",
+            (self.max_losses_kept,))
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # no transaction was open
+
+    # -- uplink side ----------------------------------------------------------------------
+    def due(self, limit: int, resend_after_ns: int, now_ns: int | None = None) -> list[Pending]:
+        """Messages never sent since start/reconnect, or sent longer ago than `resend_after_ns`."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, message FROM outbox WHERE last_sent_ns IS NULL OR last_sent_ns < ? "
+                "ORDER BY priority, seq LIMIT ?",
+                (now_ns - resend_after_ns, limit),
+            ).fetchall()
+        return [Pending(seq, kind, bytes(message)) for seq, kind, message in rows]
+
+    def mark_sent(self, seqs: Iterable[int], now_ns: int | None = None) -> None:
+        """Record a publish attempt (not durable on purpose: after a restart, all is resent)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        with self._lock:
+            self._db.executemany(
+                "UPDATE outbox SET last_sent_ns=?, attempts=attempts+1 WHERE seq=?", [(now_ns, s) for s in seqs])
+
+    def reset_sent(self) -> None:
+        """Forget publish attempts (after a reconnect), so every unacked message goes again."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET last_sent_ns=NULL WHERE last_sent_ns IS NOT NULL")
+
+    def in_flight(self) -> int:
+        """Messages published and not yet acknowledged."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM outbox WHERE last_sent_ns IS NOT NULL").fetchone()[0]
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete messages HQ confirmed it stored; returns how many were still here."""
+        seqs = list(seqs)
+        if not seqs:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                placeholders = ",".join("?" * len(seqs))
+                freed, count = self._db.execute(
+                    f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE seq IN ({placeholders})", seqs
+                ).fetchone()
+                self._db.execute(f"DELETE FROM outbox WHERE seq IN ({placeholders})", seqs)
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('acked', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
+                    (count, count))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._bytes -= freed
+            self._depth -= count
+            return count
+
+    # -- reporting ------------------------------------------------------------------------
+    def stats(self, now_ns: int | None = None) -> OutboxStats:
+        """Depth, bytes, age of the oldest message and counters, for health reports."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        with self._lock:
+            oldest = self._db.execute("SELECT MIN(created_ns) FROM outbox").fetchone()[0]
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        dropped = {k[len("dropped_"):]: v for k, v in meta.items() if k.startswith("dropped_")}
+        return OutboxStats(
+            depth=self._depth, bytes=self._bytes,
+            oldest_age_s=(now_ns - oldest) / 1e9 if oldest else 0.0,
+            committed=meta.get("committed", 0), acked=meta.get("acked", 0), dropped=dropped,
+        )
+
+    def losses(self, limit: int = 1000) -> list[tuple[int, str]]:
+        """Sequence numbers dropped under quota, newest first."""
+        with self._lock:
+            return self._db.execute("SELECT seq, kind FROM losses ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+
+    def close(self) -> None:
+        """Close the database; safe to call twice."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+
+def salvage(path: Path) -> tuple[Path, int]:
+    """Move a corrupt outbox aside and copy every readable message into a fresh one.
+
+    Returns (where the corrupt file went, how many messages were recovered). Messages that
+    cannot be read are logged; their sequence numbers are unknown, so HQ sees them as a gap.
+    """
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+    recovered: list[tuple] = []
+    next_seq = 1
+    try:
+        old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        try:
+            row = old.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+            next_seq = row[0] if row else 1
+        except sqlite3.DatabaseError as exc:
+            log.error("salvage %s: meta table unreadable (%s)", aside, exc)
+        try:
+            seqs = [r[0] for r in old.execute("SELECT seq FROM outbox ORDER BY seq")]
+        except sqlite3.DatabaseError as exc:
+            log.error("salvage %s: outbox index unreadable (%s)", aside, exc)
+            seqs = []
+        for seq in seqs:
+            try:
+                recovered.append(old.execute(
+                    "SELECT seq, kind, priority, created_ns, size, message FROM outbox WHERE seq=?", (seq,)).fetchone())
+            except sqlite3.DatabaseError as exc:
+                log.error("salvage %s: message seq %d unreadable (%s)", aside, seq, exc)
+        old.close()
+    except sqlite3.DatabaseError as exc:
+        log.error("salvage %s: database unreadable (%s); starting an empty outbox", aside, exc)
+    box = Outbox(path)
+    with box._lock:
+        box._db.execute("BEGIN IMMEDIATE")
+        box._db.executemany(
+            "INSERT OR IGNORE INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
+            [r for r in recovered if r])
+        top = max([next_seq, box._next_seq] + [r[0] + 1 for r in recovered if r])
+        box._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (top,))
+        box._db.execute("COMMIT")
+    box.close()
+    return aside, len(recovered)
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        raise OutboxError(f"{path}: unreadable sequence reservation ({exc})") from exc
+
+
+def _write_int(path: Path, value: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{value}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

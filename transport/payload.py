@@ -1,0 +1,179 @@
+"""What a node says: the payloads carried inside envelopes, as dataclasses with strict codecs.
+
+Confidences are integers in 1/10000 on the wire (see transport.cbor); the dataclasses use
+floats in 0..1 for convenience and convert at the boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transport.errors import EnvelopeError
+
+KINDS = ("read", "alert", "event")
+CLOCK_STATES = ("synced", "unsynced", "unknown")
+DIRECTIONS = ("approaching", "receding", "unknown")
+SCALE = 10000
+
+
+def to_units(value: float) -> int:
+    """A confidence in 0..1 as an integer in 1/10000."""
+    return max(0, min(SCALE, int(round(float(value) * SCALE))))
+
+
+def from_units(value: int) -> float:
+    return value / SCALE
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One alternative reading of a plate."""
+
+    plate: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ReadPayload:
+    """One plate read: one vehicle pass seen by one camera.
+
+    `kind` is "read" for an ordinary read and "alert" when the node matched it against its
+    hot list (then `hotlist` names the match). `seq` is filled by the outbox at commit.
+    """
+
+    plate: str
+    confidence: float
+    capture_time_ns: int
+    node_id: str
+    site_id: str
+    camera_id: str
+    crop_jpeg: bytes
+    char_confidences: tuple[float, ...] = ()
+    candidates: tuple[Candidate, ...] = ()
+    region: str | None = None
+    region_confidence: float = 0.0
+    clock_sync: str = "unknown"
+    direction: str = "unknown"
+    trigger_source: str = "continuous"
+    trigger_id: str | None = None
+    lane: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+    overview_jpeg: bytes | None = None
+    kind: str = "read"
+    hotlist: dict[str, str] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The payload as the CBOR map documented in docs/wire-format.md."""
+        wire: dict[str, Any] = {
+            "kind": self.kind,
+            "plate": self.plate,
+            "conf": to_units(self.confidence),
+            "char_conf": [to_units(c) for c in self.char_confidences],
+            "alts": [[c.plate, to_units(c.confidence)] for c in self.candidates],
+            "region": self.region,
+            "region_conf": to_units(self.region_confidence),
+            "t_ns": int(self.capture_time_ns),
+            "clock": self.clock_sync,
+            "node": self.node_id,
+            "site": self.site_id,
+            "camera": self.camera_id,
+            "dir": self.direction,
+            "trigger": self.trigger_source,
+            "trigger_id": self.trigger_id,
+            "lane": self.lane,
+            "box": list(self.box) if self.box is not None else None,
+            "models": dict(self.models),
+            "seq": int(self.seq),
+            "crop": bytes(self.crop_jpeg),
+            "overview": bytes(self.overview_jpeg) if self.overview_jpeg is not None else None,
+        }
+        if self.hotlist is not None:
+            wire["hotlist"] = dict(self.hotlist)
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "ReadPayload":
+        """Validate a decoded CBOR map and build the payload; errors name the field."""
+        if not isinstance(wire, dict):
+            raise EnvelopeError("payload", "payload is not a map")
+        get = _FieldReader(wire)
+        kind = get.choice("kind", ("read", "alert"))
+        alts_raw = get.typed("alts", list)
+        candidates = []
+        for i, alt in enumerate(alts_raw):
+            if not (isinstance(alt, list) and len(alt) == 2 and isinstance(alt[0], str) and _is_int(alt[1])):
+                raise EnvelopeError("payload", f"field alts[{i}]: expected [text, int]")
+            candidates.append(Candidate(alt[0], from_units(alt[1])))
+        box = get.optional("box", list)
+        if box is not None and not (len(box) == 4 and all(_is_int(v) for v in box)):
+            raise EnvelopeError("payload", "field box: expected [x, y, w, h] integers")
+        models = get.typed("models", dict)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
+            raise EnvelopeError("payload", "field models: expected a map of text to text")
+        hotlist = get.optional("hotlist", dict)
+        char_conf = get.typed("char_conf", list)
+        if not all(_is_int(c) for c in char_conf):
+            raise EnvelopeError("payload", "field char_conf: expected integers")
+        return cls(
+            kind=kind,
+            plate=get.typed("plate", str),
+            confidence=from_units(get.int("conf")),
+            char_confidences=tuple(from_units(c) for c in char_conf),
+            candidates=tuple(candidates),
+            region=get.optional("region", str),
+            region_confidence=from_units(get.int("region_conf")),
+            capture_time_ns=get.int("t_ns"),
+            clock_sync=get.choice("clock", CLOCK_STATES),
+            node_id=get.typed("node", str),
+            site_id=get.typed("site", str),
+            camera_id=get.typed("camera", str),
+            direction=get.choice("dir", DIRECTIONS),
+            trigger_source=get.typed("trigger", str),
+            trigger_id=get.optional("trigger_id", str),
+            lane=get.optional("lane", str),
+            box=tuple(box) if box is not None else None,
+            models=dict(models),
+            seq=get.int("seq"),
+            crop_jpeg=get.typed("crop", bytes),
+            overview_jpeg=get.optional("overview", bytes),
+            hotlist=dict(hotlist) if hotlist is not None else None,
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _FieldReader:
+    """Reads required/optional fields from a decoded map with errors that name the field."""
+
+    def __init__(self, wire: dict[str, Any]) -> None:
+        self.wire = wire
+
+    def _get(self, name: str) -> Any:
+        if name not in self.wire:
+            raise EnvelopeError("payload", f"field {name}: missing")
+        return self.wire[name]
+
+    def typed(self, name: str, kind: type) -> Any:
+        value = self._get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise EnvelopeError("payload", f"field {name}: expected {kind.__name__}")
+        return value
+
+    def int(self, name: str) -> int:
+        return self.typed(name, int)
+
+    def optional(self, name: str, kind: type) -> Any:
+        value = self.wire.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise EnvelopeError("payload", f"field {name}: expected {kind.__name__} or null")
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.typed(name, str)
+        if value not in allowed:
+            raise EnvelopeError("payload", f"field {name}: {value!r} is not one of {', '.join(allowed)}")
+        return value

@@ -1,0 +1,54 @@
+"""HQ-signed control messages (acks, hot lists, configuration) sent down to nodes.
+
+    message = [ body_bytes: bstr, signature: bstr ]
+    signature = Ed25519(sk_HQ, [ "alpr-ctl-v1", kind, body_bytes ])
+
+The body is a deterministic CBOR map with at least "v", "node" (or "*") and "t_ns". The node
+checks the signature before it looks at anything in the body.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from transport import cbor
+from transport.errors import EncodingError, EnvelopeError
+
+CONTEXT = "alpr-ctl-v1"
+
+
+def sign(kind: str, body: Mapping[str, Any], key: ed25519.Ed25519PrivateKey) -> bytes:
+    """Sign a control message body of the given kind ("ack", "hotlist", "config")."""
+    body_bytes = cbor.dumps(dict(body))
+    return cbor.dumps([body_bytes, key.sign(cbor.dumps([CONTEXT, kind, body_bytes]))])
+
+
+def verify(kind: str, message: bytes, keys: list[ed25519.Ed25519PublicKey], node_id: str,
+           max_bytes: int = 8 * 1024 * 1024) -> dict[str, Any]:
+    """Check a control message against HQ's public key(s) and return its body."""
+    if len(message) > max_bytes:
+        raise EnvelopeError("oversize", f"{kind} message of {len(message)} bytes")
+    try:
+        outer = cbor.loads(message)
+    except EncodingError as exc:
+        raise EnvelopeError("malformed", f"{kind} message is not CBOR ({exc})") from exc
+    if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(p, bytes) for p in outer)):
+        raise EnvelopeError("malformed", f"{kind} message must be [body bstr, signature bstr]")
+    body_bytes, signature = outer
+    signed = cbor.dumps([CONTEXT, kind, body_bytes])
+    for key in keys:
+        try:
+            key.verify(signature, signed)
+            break
+        except InvalidSignature:
+            continue
+    else:
+        raise EnvelopeError("signature", f"{kind} message not signed by HQ")
+    body = cbor.loads(body_bytes)
+    if not isinstance(body, dict) or body.get("v") != 1:
+        raise EnvelopeError("unsupported", f"{kind} body version {body.get('v') if isinstance(body, dict) else None!r}")
+    if body.get("node") not in (node_id, "*"):
+        raise EnvelopeError("binding", f"{kind} message is for node {body.get('node')!r}, not {node_id!r}")
+    return body

@@ -1,0 +1,51 @@
+"""The MQTT topic tree. One place, so ACLs, node and HQ agree.
+
+Up (node → HQ), under alpr/v1/node/<node_id>/:
+    read     sealed read envelopes                      QoS 1
+    alert    sealed hot-list match envelopes            QoS 1, published ahead of reads
+    event    sealed events (vehicle passed, no read)    QoS 1
+    status   "online"/"offline" JSON, retained, also the last will
+    health   heartbeat JSON (no plate data)             QoS 0
+Down (HQ → node):
+    ack      HQ-signed list of stored sequence numbers  QoS 1
+    hotlist  HQ-signed hot list, retained               QoS 1
+    config   HQ-signed configuration, retained          QoS 1
+"""
+from __future__ import annotations
+
+import re
+
+ROOT = "alpr/v1/node"
+UP = ("read", "alert", "event", "status", "health")
+DOWN = ("ack", "hotlist", "config")
+SEALED = ("read", "alert", "event")
+INGEST_GROUP = "hq-ingest"
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def valid_node_id(node_id: str) -> bool:
+    """Node ids are safe in topics, file names and certificate CNs."""
+    return bool(_NODE_ID.match(node_id))
+
+
+def node_topic(node_id: str, leaf: str) -> str:
+    """The topic for one node and one leaf of the tree."""
+    if leaf not in UP + DOWN:
+        raise ValueError(f"unknown topic leaf {leaf!r}")
+    if not valid_node_id(node_id):
+        raise ValueError(f"node id {node_id!r}: use 1-63 letters, digits, '_', '.', '-'")
+    return f"{ROOT}/{node_id}/{leaf}"
+
+
+def ingest_subscriptions(shared: bool = True) -> list[str]:
+    """What HQ ingest workers subscribe to; MQTT v5 shared subscriptions split the load."""
+    topics = [f"{ROOT}/+/{leaf}" for leaf in SEALED]
+    return [f"$share/{INGEST_GROUP}/{t}" for t in topics] if shared else topics
+
+
+def parse(topic: str) -> tuple[str, str] | None:
+    """(node_id, leaf) for a topic of the tree, or None."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != ROOT or parts[4] not in UP + DOWN:
+        return None
+    return parts[3], parts[4]

@@ -1,0 +1,134 @@
+"""The node's uplink: publishes the outbox to the broker and deletes what HQ acknowledges.
+
+Nothing is published that is not already committed in the outbox, and nothing is deleted
+from it on the broker's PUBACK: only HQ's signed end-to-end ack on the node's own topic
+removes a message. Unacked messages are published again after every reconnect and after
+`resend_after_s`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from transport import signed, topics
+from transport.errors import EnvelopeError
+from transport.mqtt import BrokerSettings, MqttLink
+from transport.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UplinkStats:
+    """Counters for health reports."""
+
+    published: int = 0
+    acks: int = 0
+    acked: int = 0
+    bad_acks: int = 0
+    last_ack_ns: int = 0
+
+
+class Uplink:
+    """Publishes outbox entries over an MqttLink and applies HQ's acks."""
+
+    def __init__(self, outbox: Outbox, settings: BrokerSettings, node_id: str,
+                 hq_sign_keys: list[ed25519.Ed25519PublicKey], *, window: int = 500,
+                 resend_after_s: float = 30.0,
+                 on_control: Callable[[str, bytes], None] | None = None) -> None:
+        self.outbox = outbox
+        self.node_id = node_id
+        self.hq_sign_keys = hq_sign_keys
+        self.window = window
+        self.resend_after_ns = int(resend_after_s * 1e9)
+        self.stats = UplinkStats()
+        self._on_control = on_control
+        self._in_flight = 0
+        self._next_recount = 0.0
+        status_topic = topics.node_topic(node_id, "status")
+        self.link = MqttLink(
+            settings, name=f"uplink-{node_id}", on_connect=self._connected, on_message=self._message,
+            on_tick=self._tick, will=(status_topic, _status("offline")),
+        )
+
+    def start(self) -> None:
+        """Start publishing in the background."""
+        self.link.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop within `timeout`; unacked messages stay in the outbox for next time."""
+        self.link.stop(timeout)
+
+    def publish_health(self, report: dict) -> None:
+        """Send a health heartbeat (QoS 0, not queued: a missed heartbeat is replaced by the next)."""
+        if self.link.is_connected():
+            self.link.client.publish(topics.node_topic(self.node_id, "health"), json.dumps(report).encode(), qos=0)
+
+    # -- link hooks (link thread) ---------------------------------------------------------
+    def _connected(self, client: paho.Client, session_present: bool) -> None:
+        client.subscribe([(topics.node_topic(self.node_id, leaf), 1) for leaf in topics.DOWN])
+        client.publish(topics.node_topic(self.node_id, "status"), _status("online"), qos=1, retain=True)
+        # Whatever was in flight on the old connection may be lost: send it all again.
+        self.outbox.reset_sent()
+        self._in_flight = 0
+
+    def _tick(self, client: paho.Client) -> None:
+        now = time.monotonic()
+        if now >= self._next_recount:
+            # Re-derive the window from the outbox now and then, so resends and acks for
+            # messages from earlier connections cannot leave the count drifting.
+            self._in_flight = self.outbox.in_flight()
+            self._next_recount = now + 1.0
+        room = self.window - self._in_flight
+        if room <= 0:
+            return
+        due = self.outbox.due(room, self.resend_after_ns)
+        if not due:
+            return
+        sent = []
+        for entry in due:
+            leaf = "event" if entry.kind == "overview" else entry.kind
+            info = client.publish(topics.node_topic(self.node_id, leaf), entry.message, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                log.warning("uplink: publish of seq %d failed: %s", entry.seq, paho.error_string(info.rc))
+                break
+            sent.append(entry.seq)
+        self.outbox.mark_sent(sent)
+        self._in_flight += len(sent)
+        self.stats.published += len(sent)
+
+    def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        parsed = topics.parse(message.topic)
+        if parsed is None or parsed[0] != self.node_id:
+            return
+        leaf = parsed[1]
+        if leaf == "ack":
+            self._apply_ack(message.payload)
+        elif self._on_control is not None:
+            self._on_control(leaf, message.payload)
+
+    def _apply_ack(self, payload: bytes) -> None:
+        try:
+            body = signed.verify("ack", payload, self.hq_sign_keys, self.node_id)
+            seqs = body["seqs"]
+            if not (isinstance(seqs, list) and all(isinstance(s, int) for s in seqs)):
+                raise EnvelopeError("malformed", "ack field seqs: expected a list of integers")
+        except (EnvelopeError, KeyError, ValueError) as exc:
+            self.stats.bad_acks += 1
+            log.warning("uplink: ignored an ack that failed verification: %s", exc)
+            return
+        removed = self.outbox.ack(seqs)
+        self.stats.acks += 1
+        self.stats.acked += removed
+        self.stats.last_ack_ns = time.time_ns()
+        self._in_flight = max(0, self._in_flight - removed)
+
+
+def _status(state: str) -> bytes:
+    return json.dumps({"state": state, "t_ns": time.time_ns()}).encode()
