@@ -9,7 +9,7 @@ from typing import Sequence
 
 # Sub-command modules are imported lazily by name so that a command that needs LiteRT or
 # OpenCV never slows or breaks one that does not.
-COMMANDS: tuple[str, ...] = ("run", "check_config", "recognize", "evaluate", "aim")
+COMMANDS: tuple[str, ...] = ("run", "check_config", "recognize", "evaluate", "aim", "outbox")
 
 log = logging.getLogger("alpr-node")
 

@@ -51,6 +51,7 @@ class Uplink:
         self._on_control = on_control
         self._in_flight = 0
         self._next_recount = 0.0
+        self._health: bytes | None = None
         status_topic = topics.node_topic(node_id, "status")
         self.link = MqttLink(
             settings, name=f"uplink-{node_id}", on_connect=self._connected, on_message=self._message,
@@ -66,9 +67,11 @@ class Uplink:
         self.link.stop(timeout)
 
     def publish_health(self, report: dict) -> None:
-        """Send a health heartbeat (QoS 0, not queued: a missed heartbeat is replaced by the next)."""
-        if self.link.is_connected():
-            self.link.client.publish(topics.node_topic(self.node_id, "health"), json.dumps(report).encode(), qos=0)
+        """Queue a health heartbeat for the link thread (QoS 0: a missed one is replaced by the next).
+
+        Only the link thread touches the socket: paho's TLS socket is not safe for two writers.
+        """
+        self._health = json.dumps(report).encode()
 
     # -- link hooks (link thread) ---------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
@@ -79,6 +82,9 @@ class Uplink:
         self._in_flight = 0
 
     def _tick(self, client: paho.Client) -> None:
+        health, self._health = self._health, None
+        if health is not None:
+            client.publish(topics.node_topic(self.node_id, "health"), health, qos=0)
         now = time.monotonic()
         if now >= self._next_recount:
             # Re-derive the window from the outbox now and then, so resends and acks for

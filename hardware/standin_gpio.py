@@ -1,0 +1,318 @@
+"""A stand-in for the `RPi.GPIO` module: same call signatures and errors, plus test driving.
+
+Pass an instance wherever the real module would go (`TriggerInput(..., gpio_module=gpio)`).
+Inputs are driven with `drive_high(pin)` / `drive_low(pin)` (BCM numbers: the physical wire);
+edge callbacks fire synchronously in the driving thread, honouring `bouncetime` against this
+object's clock. Outputs are recorded with their times in `output_history(pin)`.
+
+Differences from the real module, on purpose: callbacks run in the caller's thread (the real one
+has its own thread), so tests are deterministic; only the 40-pin header (BCM 0-27) exists.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+log = logging.getLogger(__name__)
+
+# Physical header pin -> BCM GPIO number for the 40-pin header (all Pi models since B+).
+BOARD_TO_BCM: dict[int, int] = {
+    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
+    21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
+    36: 16, 37: 26, 38: 20, 40: 21,
+}
+
+_MODE_MESSAGE = "Please set pin numbering mode using GPIO.setmode(GPIO.BOARD) or GPIO.setmode(GPIO.BCM)"
+
+
+@dataclass(frozen=True)
+class OutputChange:
+    """One recorded output write: when, which BCM pin, which level."""
+
+    time_ns: int
+    pin: int
+    value: int
+
+
+@dataclass
+class _Channel:
+    direction: int
+    pull: int
+    level: int
+    edge: int | None = None
+    bouncetime_ms: int = 0
+    callbacks: list[Callable[[int], None]] | None = None
+    last_event_ns: int | None = None
+    detected: bool = False
+    channel: int = 0  # the number the caller used (BCM or BOARD) - callbacks receive this
+
+
+class StandinGPIO:
+    """An object that behaves like the `RPi.GPIO` module for the calls our adapter makes."""
+
+    # Values as in RPi.GPIO, so code comparing against literals behaves the same.
+    BOARD = 10
+    BCM = 11
+    OUT = 0
+    IN = 1
+    LOW = 0
+    HIGH = 1
+    PUD_OFF = 20
+    PUD_DOWN = 21
+    PUD_UP = 22
+    RISING = 31
+    FALLING = 32
+    BOTH = 33
+    RPI_INFO: ClassVar[dict[str, object]] = {"P1_REVISION": 3, "TYPE": "Stand-in", "PROCESSOR": "stand-in"}
+    VERSION = "0.7.1-standin"
+
+    def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._mode: int | None = None
+        self._warnings = True
+        self._channels: dict[int, _Channel] = {}  # by BCM number
+        self._external: dict[int, int] = {}  # levels driven from outside, by BCM number
+        self._history: list[OutputChange] = []
+
+    # ---- RPi.GPIO API ----------------------------------------------------------------------
+    def setwarnings(self, flag: bool) -> None:
+        """Enable or disable warnings (kept for signature compatibility)."""
+        self._warnings = bool(flag)
+
+    def setmode(self, mode: int) -> None:
+        """Choose BCM or BOARD numbering; changing it later raises ValueError like RPi.GPIO."""
+        if mode not in (self.BCM, self.BOARD):
+            raise ValueError("An invalid mode was passed to setmode()")
+        with self._lock:
+            if self._mode is not None and self._mode != mode:
+                raise ValueError("A different mode has already been set!")
+            self._mode = mode
+
+    def getmode(self) -> int | None:
+        """The numbering mode, or None before setmode()."""
+        return self._mode
+
+    def setup(self, channel: int | Iterable[int], direction: int, pull_up_down: int = PUD_OFF,
+              initial: int = -1) -> None:
+        """Configure one channel or a list of channels as input or output."""
+        channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
+        if direction not in (self.IN, self.OUT):
+            raise ValueError("An invalid direction was passed to setup()")
+        if direction == self.OUT and pull_up_down != self.PUD_OFF:
+            raise ValueError("pull_up_down parameter is not valid for outputs")
+        if direction == self.IN and initial != -1:
+            raise ValueError("initial parameter is not valid for inputs")
+        if pull_up_down not in (self.PUD_OFF, self.PUD_UP, self.PUD_DOWN):
+            raise ValueError("Invalid value for pull_up_down - should be either PUD_OFF, PUD_UP or PUD_DOWN")
+        for ch in channels:
+            bcm = self._bcm(ch)
+            with self._lock:
+                existing = self._channels.get(bcm)
+                if existing is not None and existing.edge is not None:
+                    raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
+                if direction == self.OUT:
+                    level = self.HIGH if initial == self.HIGH else self.LOW
+                    self._channels[bcm] = _Channel(self.OUT, self.PUD_OFF, level, channel=ch)
+                    self._history.append(OutputChange(self.clock(), bcm, level))
+                else:
+                    self._channels[bcm] = _Channel(self.IN, pull_up_down, self._input_level(bcm, pull_up_down),
+                                                   channel=ch)
+
+    def input(self, channel: int) -> int:
+        """The level of a set-up channel (inputs and outputs both, as on a Pi)."""
+        bcm = self._bcm(channel)
+        with self._lock:
+            ch = self._channels.get(bcm)
+            if ch is None:
+                raise RuntimeError("You must setup() the GPIO channel first")
+            return ch.level
+
+    def output(self, channel: int | Iterable[int], value: int | bool | Iterable[int | bool]) -> None:
+        """Set output level(s); the change is recorded with its time."""
+        channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * len(channels)
+        if len(values) != len(channels):
+            raise RuntimeError("Number of channels != number of values")
+        for ch, v in zip(channels, values):
+            bcm = self._bcm(ch)
+            with self._lock:
+                state = self._channels.get(bcm)
+                if state is None or state.direction != self.OUT:
+                    raise RuntimeError("The GPIO channel has not been set up as an OUTPUT")
+                state.level = self.HIGH if v else self.LOW
+                self._history.append(OutputChange(self.clock(), bcm, state.level))
+
+    def add_event_detect(self, channel: int, edge: int, callback: Callable[[int], None] | None = None,
+                         bouncetime: int | None = None) -> None:
+        """Enable edge detection on an input, optionally with a first callback and debounce (ms)."""
+        bcm = self._bcm(channel)
+        if edge not in (self.RISING, self.FALLING, self.BOTH):
+            raise ValueError("The edge must be set to RISING, FALLING or BOTH")
+        if bouncetime is not None and bouncetime <= 0:
+            raise ValueError("Bouncetime must be greater than 0")
+        if callback is not None and not callable(callback):
+            raise TypeError("Parameter must be callable")
+        with self._lock:
+            ch = self._channels.get(bcm)
+            if ch is None or ch.direction != self.IN:
+                raise RuntimeError("You must setup() the GPIO channel as an input first")
+            if ch.edge is not None:
+                raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
+            ch.edge = edge
+            ch.bouncetime_ms = bouncetime or 0
+            ch.callbacks = [callback] if callback is not None else []
+            ch.last_event_ns = None
+            ch.detected = False
+
+    def remove_event_detect(self, channel: int) -> None:
+        """Disable edge detection and drop its callbacks."""
+        bcm = self._bcm(channel)
+        with self._lock:
+            ch = self._channels.get(bcm)
+            if ch is not None:
+                ch.edge = None
+                ch.callbacks = None
+                ch.detected = False
+
+    def add_event_callback(self, channel: int, callback: Callable[[int], None]) -> None:
+        """Add another callback to a channel that already has edge detection."""
+        bcm = self._bcm(channel)
+        if not callable(callback):
+            raise TypeError("Parameter must be callable")
+        with self._lock:
+            ch = self._channels.get(bcm)
+            if ch is None or ch.direction != self.IN:
+                raise RuntimeError("You must setup() the GPIO channel as an input first")
+            if ch.edge is None or ch.callbacks is None:
+                raise RuntimeError("Add event detection using add_event_detect first before adding a callback")
+            ch.callbacks.append(callback)
+
+    def event_detected(self, channel: int) -> bool:
+        """True once after an edge was detected on the channel."""
+        bcm = self._bcm(channel)
+        with self._lock:
+            ch = self._channels.get(bcm)
+            if ch is None:
+                return False
+            detected, ch.detected = ch.detected, False
+            return detected
+
+    def wait_for_edge(self, channel: int, edge: int, bouncetime: int | None = None,
+                      timeout: int | None = None) -> int | None:
+        """Not supported by the stand-in: drive edges with drive_high/drive_low and callbacks."""
+        raise NotImplementedError("StandinGPIO.wait_for_edge: use add_event_detect with a callback")
+
+    def gpio_function(self, channel: int) -> int:
+        """IN or OUT for a set-up channel, IN otherwise (the power-on default)."""
+        bcm = self._bcm(channel)
+        with self._lock:
+            ch = self._channels.get(bcm)
+            return self.IN if ch is None else ch.direction
+
+    def cleanup(self, channel: int | Iterable[int] | None = None) -> None:
+        """Return channels (all when None) to inputs without detection; all: forget the mode too."""
+        with self._lock:
+            if channel is None:
+                self._channels.clear()
+                self._mode = None
+                return
+            channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
+            for ch in channels:
+                self._channels.pop(self._bcm(ch), None)
+
+    # ---- test / clip driving ------------------------------------------------------------------
+    def drive_high(self, pin: int, time_ns: int | None = None) -> None:
+        """Drive BCM `pin` high from outside (a relay opening with a pull-up, a beam restored)."""
+        self._drive(pin, self.HIGH, time_ns)
+
+    def drive_low(self, pin: int, time_ns: int | None = None) -> None:
+        """Drive BCM `pin` low from outside (a relay contact closing to ground)."""
+        self._drive(pin, self.LOW, time_ns)
+
+    def release(self, pin: int) -> None:
+        """Stop driving BCM `pin`: it floats back to its pull (no edge callbacks)."""
+        with self._lock:
+            self._external.pop(pin, None)
+            ch = self._channels.get(pin)
+            if ch is not None and ch.direction == self.IN:
+                ch.level = self._input_level(pin, ch.pull)
+
+    def output_history(self, pin: int | None = None) -> list[OutputChange]:
+        """Recorded output writes (for one BCM pin, or all), oldest first."""
+        with self._lock:
+            return [c for c in self._history if pin is None or c.pin == pin]
+
+    def output_states(self, pin: int) -> list[int]:
+        """Just the levels written to BCM `pin`, oldest first."""
+        return [c.value for c in self.output_history(pin)]
+
+    def clear_history(self) -> None:
+        """Forget recorded output writes."""
+        with self._lock:
+            self._history.clear()
+
+    def is_setup(self, pin: int) -> bool:
+        """Whether BCM `pin` is currently set up."""
+        with self._lock:
+            return pin in self._channels
+
+    def has_event_detect(self, pin: int) -> bool:
+        """Whether BCM `pin` has edge detection enabled."""
+        with self._lock:
+            ch = self._channels.get(pin)
+            return ch is not None and ch.edge is not None
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _bcm(self, channel: int) -> int:
+        if self._mode is None:
+            raise RuntimeError(_MODE_MESSAGE)
+        if isinstance(channel, bool) or not isinstance(channel, int):
+            raise ValueError("Channel must be an integer or list/tuple of integers")  # noqa: TRY004 - as RPi.GPIO
+        if self._mode == self.BOARD:
+            if channel not in BOARD_TO_BCM:
+                raise ValueError("The channel sent is invalid on a Raspberry Pi")
+            return BOARD_TO_BCM[channel]
+        if not 0 <= channel <= 27:
+            raise ValueError("The channel sent is invalid on a Raspberry Pi")
+        return channel
+
+    def _input_level(self, bcm: int, pull: int) -> int:
+        if bcm in self._external:
+            return self._external[bcm]
+        return self.HIGH if pull == self.PUD_UP else self.LOW
+
+    def _drive(self, pin: int, level: int, time_ns: int | None) -> None:
+        if not 0 <= pin <= 27:
+            raise ValueError(f"drive: {pin} is not a BCM GPIO number (0-27)")
+        now = self.clock() if time_ns is None else time_ns
+        callbacks: list[Callable[[int], None]] = []
+        channel_arg = pin
+        with self._lock:
+            self._external[pin] = level
+            ch = self._channels.get(pin)
+            if ch is None or ch.direction != self.IN:
+                return  # an output or unused pin: the external level is remembered only
+            previous, ch.level = ch.level, level
+            if previous == level or ch.edge is None:
+                return
+            rising = level == self.HIGH
+            if ch.edge == self.RISING and not rising or ch.edge == self.FALLING and rising:
+                return
+            # Debounce as RPi.GPIO does: ignore edges within bouncetime of the last accepted one.
+            if ch.bouncetime_ms and ch.last_event_ns is not None and \
+                    now - ch.last_event_ns < ch.bouncetime_ms * 1_000_000:
+                return
+            ch.last_event_ns = now
+            ch.detected = True
+            callbacks = list(ch.callbacks or [])
+            channel_arg = ch.channel
+        for callback in callbacks:
+            try:
+                callback(channel_arg)
+            except Exception:  # RPi.GPIO prints and carries on; so do we
+                log.exception("GPIO callback for channel %s raised", channel_arg)

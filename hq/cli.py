@@ -1,0 +1,117 @@
+"""`alpr-hq`: HQ's command line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from hq import config as hq_config
+from hq.errors import HQError
+
+log = logging.getLogger("alpr-hq")
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from hq.ingest import Ingest
+    from hq.keyring import load_hpke_keys, load_sign_key
+    from transport.mqtt import BrokerSettings
+
+    cfg = hq_config.load(args.config)
+    keys_dir = cfg.hq.data_dir / "keys"
+    b = cfg.broker
+    client_id = args.worker or b.client_id
+    settings = BrokerSettings(host=b.host, port=b.port, ca_file=cfg.path(b.ca, "tls/ca.pem"),
+                              cert_file=cfg.path(b.cert, f"tls/{client_id}.pem"),
+                              key_file=cfg.path(b.key, f"tls/{client_id}.key"), client_id=client_id)
+    ingest = Ingest(settings, store_path=cfg.path(cfg.store.path, "hq.db"),
+                    registry_path=cfg.hq.data_dir / "registry.db", decryption_keys=load_hpke_keys(keys_dir),
+                    sign_key=load_sign_key(keys_dir), max_message_bytes=cfg.ingest.max_message_kb * 1024,
+                    shared=cfg.ingest.shared)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ingest.start()
+    log.info("ingest worker %s started", client_id)
+    last = None
+    while not stop.wait(5.0):
+        s = ingest.stats
+        now = (s.received, s.stored, s.duplicates, dict(s.rejected))
+        if now != last:
+            log.info("ingest: received %d, stored %d, duplicates %d, rejected %s", *now)
+            last = now
+    ingest.stop()
+    return 0
+
+
+def _reads_tail(args: argparse.Namespace) -> int:
+    from hq.store import ReadStore
+
+    cfg = hq_config.load(args.config)
+    store = ReadStore(cfg.path(cfg.store.path, "hq.db"))
+    last = 0 if args.all else max((r.id for r in store.reads_after(0, 10**9)), default=0)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    printed = 0
+    try:
+        while True:
+            for row in store.reads_after(last):
+                last = row.id
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.capture_ns / 1e9))
+                print(f"{when}Z  {row.plate:<10} {row.confidence:5.1%}  node={row.node_id} seq={row.seq} "
+                      f"site={row.site_id} cam={row.camera_id} dir={row.direction} kind={row.kind}", flush=True)
+                printed += 1
+                if args.count and printed >= args.count:
+                    return 0
+            if stop.wait(0.3):
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        store.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alpr-hq", description="ALPR HQ: ingest and records")
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--config", "-c", type=Path, default=hq_config.DEFAULT_PATH, help="hq.toml")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("ingest", help="run an ingest worker (several may run: they share the load)")
+    p.add_argument("--worker", help="worker name = certificate CN (default broker.client_id)")
+    p.set_defaults(func=_ingest)
+    reads = sub.add_parser("reads", help="verified reads").add_subparsers(dest="reads_command", required=True)
+    t = reads.add_parser("tail", help="print verified reads as they arrive")
+    t.add_argument("--all", action="store_true", help="start from the first stored read")
+    t.add_argument("--count", type=int, default=0, help="exit after printing this many")
+    t.set_defaults(func=_reads_tail)
+    try:  # the records system's commands (search, audit, evidence, ...)
+        records_cli = importlib.import_module("hq.records_cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "hq.records_cli":
+            raise
+    else:
+        records_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except (HQError, OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"alpr-hq: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

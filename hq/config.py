@@ -1,0 +1,74 @@
+"""HQ's configuration: one TOML file, validated at start; errors name the key."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hq.errors import BadConfig
+
+DEFAULT_PATH = Path("/etc/alpr-hq/hq.toml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HQSection(Section):
+    data_dir: Path = Field(default=Path("/var/lib/alpr-hq"), description="store, registry, keys live here")
+
+
+class BrokerSection(Section):
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8883, ge=1, le=65535)
+    ca: Optional[Path] = Field(default=None, description="default data_dir/tls/ca.pem")
+    cert: Optional[Path] = Field(default=None, description="default data_dir/tls/hq-ingest.pem")
+    key: Optional[Path] = Field(default=None, description="default data_dir/tls/hq-ingest.key")
+    client_id: str = Field(default="hq-ingest", description="must equal the certificate CN (broker ACL user)")
+
+
+class IngestSection(Section):
+    max_message_kb: int = Field(default=4096, gt=0, le=65536, description="larger messages are rejected")
+    shared: bool = Field(default=True, description="use the $share group so several workers split the load")
+
+
+class StoreSection(Section):
+    path: Optional[Path] = Field(default=None, description="SQLite store (default data_dir/hq.db)")
+    url: Optional[str] = Field(default=None, description="postgresql://... to use PostgreSQL instead")
+
+
+class HQConfig(Section):
+    hq: HQSection = Field(default_factory=HQSection)
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    ingest: IngestSection = Field(default_factory=IngestSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+
+    def path(self, value: Optional[Path], default: str) -> Path:
+        """A configured path, or its default under data_dir."""
+        if value is None:
+            return self.hq.data_dir / default
+        return value if value.is_absolute() else self.hq.data_dir / value
+
+
+def load(path: Path = DEFAULT_PATH) -> HQConfig:
+    """Read and validate hq.toml; BadConfig names the file and each bad key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise BadConfig(f"{path}: config file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise BadConfig(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = HQConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{path}: {key}: {'unknown key (typo?)' if err['type'] == 'extra_forbidden' else err['msg']}")
+        raise BadConfig("\n".join(lines)) from exc
+    if not config.hq.data_dir.is_absolute():
+        config.hq.data_dir = (path.parent / config.hq.data_dir).resolve()
+    return config

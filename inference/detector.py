@@ -1,0 +1,93 @@
+"""Plate detection on whole frames: `PlateDetector(model_path, threads).detect(image_rgb)`."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inference.detect_decode import RawBox, decode_ssd, decode_yolo, nms
+from inference.errors import ModelError
+from inference.models_dir import DETECTOR_MODEL, shipped_model
+from inference.runtime import Geometry, TFLiteModel
+
+log = logging.getLogger(__name__)
+
+DETECTOR_KINDS = ("yolo", "yolov8", "ssd_postprocess")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A plate found in an image: box (x, y, w, h) in input-image pixels, and its score."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
+class PlateDetector:
+    """Runs a detector model (dense YOLO-style or SSD post-processed) and returns plate boxes.
+
+    `tiles` > 1 also runs the model on a tiles x 1 row of overlapping crops of wide frames
+    (more time, smaller plates found); boxes from all passes are merged by NMS.
+    """
+
+    def __init__(self, model_path: Path | None = None, threads: int = 1, score_threshold: float | None = None,
+                 iou_threshold: float = 0.45, tiles: int = 1) -> None:
+        self.model = TFLiteModel(Path(model_path) if model_path else shipped_model(DETECTOR_MODEL), threads)
+        manifest = self.model.manifest
+        if manifest.output_kind not in DETECTOR_KINDS:
+            raise ModelError(f"{self.model.path}: output kind {manifest.output_kind!r} is not a detector kind {DETECTOR_KINDS}")
+        params = manifest.params
+        self.score_threshold = float(score_threshold if score_threshold is not None else params.get("score_threshold", 0.3))
+        self.iou_threshold = iou_threshold
+        self.tiles = max(1, int(tiles))
+        # Which class ids count as plates: all, unless the manifest names a 'plate' class.
+        names = [c.lower() for c in manifest.classes]
+        self._plate_ids = {i for i, n in enumerate(names) if "plate" in n} if any("plate" in n for n in names) else None
+
+    def _raw(self, image: np.ndarray) -> tuple[list[RawBox], Geometry]:
+        outputs, geometry = self.model.run(image)
+        kind = self.model.manifest.output_kind
+        if kind == "ssd_postprocess":
+            raw = decode_ssd(outputs, self.model.input_size, score_threshold=self.score_threshold)
+        else:
+            raw = decode_yolo(outputs[0], self.model.input_size, objectness=(kind == "yolo"),
+                              score_threshold=self.score_threshold, iou_threshold=self.iou_threshold)
+        if self._plate_ids is not None:
+            raw = [r for r in raw if r.class_id in self._plate_ids]
+        return raw, geometry
+
+    def _pass(self, image: np.ndarray, off_x: int = 0, off_y: int = 0) -> list[tuple[float, float, float, float, float]]:
+        raw, geo = self._raw(image)
+        height, width = image.shape[:2]
+        out = []
+        for r in raw:
+            x1, y1 = geo.to_image(r.x1, r.y1)
+            x2, y2 = geo.to_image(r.x2, r.y2)
+            x1, x2 = max(0.0, x1), min(float(width), x2)
+            y1, y2 = max(0.0, y1), min(float(height), y2)
+            if x2 - x1 >= 2 and y2 - y1 >= 2:
+                out.append((x1 + off_x, y1 + off_y, x2 + off_x, y2 + off_y, r.score))
+        return out
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        """Plates in `image_rgb` (uint8 HxWx3), best score first."""
+        boxes = self._pass(image_rgb)
+        height, width = image_rgb.shape[:2]
+        if self.tiles > 1 and width > 2 * self.model.input_size[0]:
+            step = width / (self.tiles + 1)
+            tile_w = int(2 * step)
+            for i in range(self.tiles):
+                x0 = int(i * step)
+                boxes += self._pass(np.ascontiguousarray(image_rgb[:, x0:x0 + tile_w]), x0, 0)
+        if not boxes:
+            return []
+        arr = np.array(boxes, dtype=np.float64)
+        keep = nms(arr[:, :4], arr[:, 4], self.iou_threshold) if self.tiles > 1 else list(range(len(arr)))
+        result = []
+        for i in keep:
+            x1, y1, x2, y2, score = arr[i]
+            result.append(Detection((int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1))), float(score)))
+        result.sort(key=lambda d: -d.score)
+        return result

@@ -1,0 +1,61 @@
+"""`alpr-train`: reproduce the shipped models (needs the `train` extra: tensorflow-cpu).
+
+    alpr-train all          # OCR then detector, writes inference/models/ and REPORT figures
+    alpr-train ocr|detector # one model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from inference.training.common import Paths
+
+log = logging.getLogger("alpr-train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alpr-train", description="train the plate detector and OCR")
+    parser.add_argument("what", choices=("all", "ocr", "detector"), help="which model(s) to train")
+    parser.add_argument("--data", type=Path, default=None, help="real data folder (default ../shared/data or $ALPR_DATA)")
+    parser.add_argument("--cache", type=Path, default=None, help="generated-data cache (default .cache/)")
+    parser.add_argument("--models", type=Path, default=None, help="output folder (default inference/models/)")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow threads (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ocr-steps", type=int, default=6000)
+    parser.add_argument("--det-steps", type=int, default=6000)
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `alpr-train`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    paths = Paths.default(args.data, args.cache, args.models)
+    results = {}
+    start = time.monotonic()
+    if args.what in ("all", "ocr"):
+        from inference.training import train_ocr
+
+        kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps)
+        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, **kwargs)
+    if args.what in ("all", "detector"):
+        from inference.training import train_detector
+
+        kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
+        results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
+    results["total_seconds"] = round(time.monotonic() - start, 1)
+    out = paths.cache / f"train_{args.what}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Shared helpers for the training pipeline: paths, caching, TFLite export and manifests."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = PACKAGE_DIR.parent
+MODELS_DIR = PACKAGE_DIR / "models"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the pipeline reads real data, caches generated data and writes models."""
+
+    data: Path
+    cache: Path
+    models: Path
+
+    @classmethod
+    def default(cls, data: Path | None = None, cache: Path | None = None, models: Path | None = None) -> "Paths":
+        data = data or Path(os.environ.get("ALPR_DATA", REPO_DIR.parent / "shared" / "data"))
+        cache = cache or Path(os.environ.get("ALPR_CACHE", REPO_DIR / ".cache"))
+        return cls(Path(data), Path(cache), Path(models or MODELS_DIR))
+
+
+class Timer:
+    """Wall-clock stage timer whose results end up in the report."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        result = fn()
+        self.stages[name] = round(time.monotonic() - start, 1)
+        log.info("stage %s took %.1f s", name, self.stages[name])
+        return result
+
+
+def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Load `path` (.npz) if present, else build, save and return the arrays."""
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            log.info("using cached %s", path)
+            return {k: data[k] for k in data.files}
+    arrays = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return arrays
+
+
+def set_threads(threads: int) -> None:
+    """Pin TensorFlow's thread pools (the training machine is shared)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+
+
+def export_tflite(model: Any, representative: Iterable[np.ndarray] | None) -> bytes:
+    """Convert a Keras model: float32 when `representative` is None, else full-integer int8."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if representative is not None:
+        samples = list(representative)
+
+        def gen() -> Iterable[list[np.ndarray]]:
+            for sample in samples:
+                yield [sample.astype(np.float32)[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def write_model(path: Path, content: bytes, manifest: dict[str, Any]) -> None:
+    """Write `X.tflite` and its manifest `X.json` with the file's sha256 filled in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    manifest = dict(manifest)
+    manifest["sha256"] = hashlib.sha256(content).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    log.info("wrote %s (%d bytes)", path, len(content))

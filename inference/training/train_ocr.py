@@ -1,0 +1,165 @@
+"""Train the plate OCR (small CNN + CTC, with a state head) and export float and int8 TFLite."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.training.common import Paths, Timer, cached_arrays, export_tflite, write_model
+from inference.training.ocr_data import MAX_LEN, OCR_H, OCR_W, REGIONS, real_set, synth_set
+from inference.training.plates import ALPHABET
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "plate_ocr"
+VERSION = "1.0.0"
+
+
+def build_model(width: int = 1) -> Any:
+    """Grey OCR_H x OCR_W in, [T=OCR_W/4, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out."""
+    import keras
+    from keras import layers
+
+    def conv(x: Any, filters: int, kernel: tuple[int, int] = (3, 3), padding: str = "same") -> Any:
+        x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        return layers.ReLU(6.0)(x)
+
+    inp = keras.Input((OCR_H, OCR_W, 1), batch_size=1 if width < 0 else None, name="image")
+    x = conv(inp, 16 * width)
+    x = layers.MaxPooling2D(2)(x)                      # 16 x 64
+    x = conv(x, 32 * width)
+    x = layers.MaxPooling2D(2)(x)                      # 8 x 32
+    x = conv(x, 64 * width)
+    x = conv(x, 64 * width)
+    x = layers.MaxPooling2D((2, 1))(x)                 # 4 x 32
+    x = conv(x, 96 * width)
+    features = x
+    seq = conv(x, 128, (OCR_H // 8, 1), padding="valid")  # 1 x 32: one column per time step
+    seq = conv(seq, 128, (1, 3))
+    seq = conv(seq, 128, (1, 3))
+    logits = layers.Conv2D(len(ALPHABET) + 1, 1)(seq)
+    logits = layers.Reshape((OCR_W // 4, len(ALPHABET) + 1))(logits)
+    chars = layers.Softmax(name="chars")(logits)
+    pooled = layers.GlobalAveragePooling2D()(features)
+    region = layers.Dense(len(REGIONS), name="region_logits")(pooled)
+    region = layers.Softmax(name="region")(region)
+    return keras.Model(inp, [chars, region], name=MODEL_NAME)
+
+
+def _datasets(paths: Paths, synth_count: int, real_copies: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    cache = paths.cache / "ocr"
+    us = paths.data / "us-plates"
+    sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}.npz", lambda: synth_set(synth_count, seed))}
+    if us.is_dir():
+        sets["real_train"] = cached_arrays(cache / f"real_train_{real_copies}_{seed}.npz", lambda: real_set(us, "train", real_copies, seed))
+        sets["real_val"] = real_set(us, "val", 0, seed)
+        sets["real_test"] = real_set(us, "test", 0, seed)
+    else:
+        log.warning("%s not found: training on synthetic plates only", us)
+    return sets
+
+
+def train(paths: Paths, steps: int = 6000, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
+          real_share: float = 0.6, seed: int = 0, threads: int = 2) -> dict[str, Any]:
+    """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures."""
+    import tensorflow as tf
+
+    from inference.training.common import set_threads
+
+    set_threads(threads)
+    tf.random.set_seed(seed)
+    timer = Timer()
+    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, seed))
+    pools = [sets["synth"]] + ([sets["real_train"]] if "real_train" in sets else [])
+    shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
+    model = build_model()
+    schedule = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
+    optimizer = tf.keras.optimizers.Adam(schedule)
+
+    @tf.function
+    def step(images: tf.Tensor, labels: tf.Tensor, lengths: tf.Tensor, regions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            chars, region = model(images, training=True)
+            logp = tf.math.log(chars + 1e-7)
+            t_len = tf.fill([tf.shape(images)[0]], OCR_W // 4)
+            ctc = tf.reduce_mean(tf.nn.ctc_loss(labels, logp, lengths, t_len, logits_time_major=False, blank_index=0))
+            mask = tf.cast(regions >= 0, tf.float32)
+            rce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(regions, 0), region)
+            rloss = tf.reduce_sum(rce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+            loss = ctc + 0.5 * rloss
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return ctc, rloss
+
+    rng = np.random.default_rng(seed)
+    counts = [int(round(batch * s)) for s in shares]
+    counts[0] = batch - sum(counts[1:])
+
+    def sample() -> tuple[np.ndarray, ...]:
+        parts = []
+        for pool, n in zip(pools, counts):
+            idx = rng.integers(0, len(pool["images"]), n)
+            parts.append((pool["images"][idx], pool["labels"][idx], pool["lengths"][idx], pool["regions"][idx]))
+        images = np.concatenate([p[0] for p in parts]).astype(np.float32)[..., None] / 255.0
+        return images, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])
+
+    def loop() -> None:
+        start = time.monotonic()
+        for i in range(steps):
+            ctc, rloss = step(*sample())
+            if i % 200 == 0 or i == steps - 1:
+                log.info("ocr step %d/%d ctc %.3f region %.3f (%.0f s)", i, steps, float(ctc), float(rloss), time.monotonic() - start)
+
+    timer.run("ocr_train", loop)
+    return export(paths, model, sets, timer, dict(steps=steps, batch=batch, synth_count=synth_count,
+                                                   real_copies=real_copies, real_share=real_share, seed=seed))
+
+
+def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": MODEL_NAME,
+        "version": VERSION,
+        "sha256": "",
+        "input": {"shape": [1, OCR_H, OCR_W, 1], "dtype": dtype, "colour": "grey", "resize": "stretch",
+                  "normalisation": {"mean": [0.0], "std": [255.0]}},
+        "output": {"kind": "ctc", "alphabet": ALPHABET, "blank_index": 0, "region_classes": list(REGIONS),
+                   "params": {"max_len": MAX_LEN}},
+        "training": training,
+        "metrics": metrics,
+    }
+
+
+def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], timer: Timer, hyper: dict[str, Any]) -> dict[str, Any]:
+    """Write float (cache) and int8 (shipped) TFLite, measure both on the real test split."""
+    from inference.training.evaluate_ocr import evaluate_tflite
+
+    rep_pool = np.concatenate([sets[k]["images"][:200] for k in sets if k in ("synth", "real_train")])
+    rng = np.random.default_rng(1)
+    representative = [rep_pool[i][..., None].astype(np.float32) / 255.0 for i in rng.permutation(len(rep_pool))[:300]]
+    training = {
+        "pipeline": "alpr-train ocr",
+        "data": {k: int(len(v["images"])) for k, v in sets.items()},
+        "real_source": "us-plates (openalpr benchmarks), split by file name hash, seed 'alpr-split-v1' 70/10/20",
+        "synthetic": "inference.training.plates.PlateGenerator",
+        "hyper": hyper,
+        "stage_seconds": timer.stages,
+    }
+    float_path = paths.cache / "models" / f"{MODEL_NAME}_float.tflite"
+    int8_path = paths.models / f"{MODEL_NAME}.tflite"
+    write_model(float_path, timer.run("ocr_export_float", lambda: export_tflite(model, None)), manifest_for("float32", training, {}))
+    content = timer.run("ocr_export_int8", lambda: export_tflite(model, representative))
+    metrics: dict[str, Any] = {}
+    for split in ("real_val", "real_test"):
+        if split in sets:
+            metrics[f"{split}_float"] = evaluate_tflite(float_path, sets[split])
+    write_model(int8_path, content, manifest_for("int8", training, metrics))
+    for split in ("real_val", "real_test"):
+        if split in sets:
+            metrics[f"{split}_int8"] = evaluate_tflite(int8_path, sets[split])
+    metrics["size_bytes"] = len(content)
+    write_model(int8_path, content, manifest_for("int8", training, metrics))
+    return {"training": training, "metrics": metrics}

@@ -1,0 +1,48 @@
+"""`alpr-node run`: the node service (systemd runs this)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from node import config as node_config
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the node until SIGTERM/SIGINT")
+    p.add_argument("--config", "-c", type=node_config.Path, default=node_config.DEFAULT_PATH,
+                   help=f"node TOML (default {node_config.DEFAULT_PATH})")
+    p.add_argument("--exit-when-done", action="store_true",
+                   help="stop when the source is done (clip ended, synthetic total reached) and the outbox is empty")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from node.runtime import Runtime
+
+    config = node_config.load(args.config)
+    runtime = Runtime(config)
+
+    def _stop(signum, frame) -> None:  # SIGTERM and SIGINT only set the stop event
+        log.info("signal %d: stopping", signum)
+        runtime.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    runtime.start()
+    if args.exit_when_done:
+        import threading
+
+        def _watch() -> None:
+            while not runtime.stop_event.wait(0.2):
+                if runtime.source.done.is_set() and runtime.outbox.stats().depth == 0:
+                    log.info("source done and outbox drained: stopping")
+                    runtime.stop_event.set()
+        threading.Thread(target=_watch, name="exit-when-done", daemon=True).start()
+    try:
+        runtime.run_until_stopped()
+    finally:
+        runtime.stop()
+    return 0

@@ -1,0 +1,132 @@
+"""The node's configuration: one TOML file, validated at start; every error names its key.
+
+All state lives under `node.data_dir`; paths left unset default to their place in it.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from node.errors import BadConfig
+from transport.topics import valid_node_id
+
+DEFAULT_PATH = Path("/etc/alpr-node/node.toml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(Section):
+    id: str = Field(description="node id: also the broker user name (certificate CN)")
+    site: str = Field(description="site id, as HQ knows it")
+    camera: str = Field(default="cam0", description="camera id at the site")
+    lane: Optional[str] = Field(default=None, description="lane name for capture accounting")
+    data_dir: Path = Field(default=Path("/var/lib/alpr-node"), description="all node state lives here")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not valid_node_id(value):
+            raise ValueError("use 1-63 letters, digits, '_', '.', '-' (it is used in MQTT topics)")
+        return value
+
+
+class BrokerSection(Section):
+    host: str = Field(default="127.0.0.1", description="broker host name or address")
+    port: int = Field(default=8883, ge=1, le=65535, description="broker TLS port")
+    ca: Optional[Path] = Field(default=None, description="CA certificate (default data_dir/tls/ca.pem)")
+    cert: Optional[Path] = Field(default=None, description="node certificate (default data_dir/tls/node.pem)")
+    key: Optional[Path] = Field(default=None, description="node TLS key (default data_dir/tls/node.key)")
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    backoff_max_s: float = Field(default=60.0, ge=1, le=3600)
+
+
+class KeysSection(Section):
+    sign_key: Optional[Path] = Field(default=None, description="node Ed25519 key (default data_dir/keys/node-sign.key)")
+    hq_hpke_pub: Optional[Path] = Field(default=None, description="HQ HPKE public key (default data_dir/hq/hq-hpke.pub)")
+    hq_sign_pub: Optional[Path] = Field(default=None, description="HQ signing public key (default data_dir/hq/hq-sign.pub)")
+
+
+class OutboxSection(Section):
+    quota_mb: float = Field(default=512, gt=0, description="outbox disk quota")
+    max_entries: int = Field(default=1_000_000, gt=0)
+    resend_after_s: float = Field(default=30.0, gt=0, description="publish again if HQ has not acked by then")
+    window: int = Field(default=500, gt=0, le=10000, description="messages in flight awaiting HQ's ack")
+
+
+class SyntheticSection(Section):
+    rate_hz: float = Field(default=5.0, gt=0, le=10000, description="reads per second")
+    total: int = Field(default=0, ge=0, description="stop once the outbox has committed this many (0 = never)")
+    crop_bytes: int = Field(default=20000, ge=100, le=2_000_000, description="approximate crop JPEG size")
+
+
+class SourceSection(Section):
+    kind: Literal["camera", "clip", "synthetic"] = Field(default="camera", description="where reads come from")
+    clip: Optional[Path] = Field(default=None, description="clip directory, for kind = 'clip'")
+    speed: float = Field(default=1.0, ge=0, description="clip replay speed; 0 = as fast as possible")
+    loop: bool = Field(default=False, description="replay the clip forever")
+    synthetic: SyntheticSection = Field(default_factory=SyntheticSection)
+
+    @model_validator(mode="after")
+    def _clip_needs_path(self) -> "SourceSection":
+        if self.kind == "clip" and self.clip is None:
+            raise ValueError("source.clip: required when source.kind = 'clip'")
+        return self
+
+
+class HealthSection(Section):
+    interval_s: float = Field(default=10.0, gt=0, description="heartbeat period")
+
+
+class NodeConfig(Section):
+    node: NodeSection
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    keys: KeysSection = Field(default_factory=KeysSection)
+    outbox: OutboxSection = Field(default_factory=OutboxSection)
+    source: SourceSection = Field(default_factory=SourceSection)
+    health: HealthSection = Field(default_factory=HealthSection)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=120, description="bound on a clean stop")
+
+    # resolved paths ----------------------------------------------------------------------
+    def path(self, value: Optional[Path], default: str) -> Path:
+        """A configured path, or its default under data_dir; relative paths are under data_dir."""
+        if value is None:
+            return self.node.data_dir / default
+        return value if value.is_absolute() else self.node.data_dir / value
+
+
+def format_errors(path: Path, exc: ValidationError) -> str:
+    """One line per problem: `file: key.path: message`."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        lines.append(f"{path}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def load(path: Path = DEFAULT_PATH, base: type[BaseModel] = NodeConfig):
+    """Read and validate a node TOML file; BadConfig names the file and every bad key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise BadConfig(f"{path}: config file not found") from exc
+    except OSError as exc:
+        raise BadConfig(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise BadConfig(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = base.model_validate(raw)
+    except ValidationError as exc:
+        raise BadConfig(format_errors(path, exc)) from exc
+    # data_dir relative to the config file, so a bench folder can be moved as a whole
+    if not config.node.data_dir.is_absolute():
+        config.node.data_dir = (path.parent / config.node.data_dir).resolve()
+    return config

@@ -1,0 +1,137 @@
+"""The node runtime: owns every component, starts them in order, stops them in reverse.
+
+    source (camera pipeline | clip | synthetic) → ReadSink → Outbox (fsync) → Uplink → broker
+
+The source never waits on the network: it only commits to the local outbox; the uplink
+drains the outbox on its own thread whenever the broker is reachable.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from node import system
+from node.config import NodeConfig
+from node.identity import Identity
+from node.sink import ReadSink
+from node.watchdog import SystemdNotifier
+from transport.mqtt import BrokerSettings
+from transport.outbox import Outbox
+from transport.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """What produces reads: the camera pipeline, or the synthetic source."""
+
+    done: threading.Event
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+    def alive(self) -> bool: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+def broker_settings(config: NodeConfig) -> BrokerSettings:
+    """The node's broker connection settings from its config."""
+    b = config.broker
+    return BrokerSettings(
+        host=b.host, port=b.port, ca_file=config.path(b.ca, "tls/ca.pem"),
+        cert_file=config.path(b.cert, "tls/node.pem"), key_file=config.path(b.key, "tls/node.key"),
+        client_id=config.node.id, keepalive_s=b.keepalive_s, backoff_max_s=b.backoff_max_s,
+    )
+
+
+class Runtime:
+    """Everything `alpr-node run` runs, with one stop event."""
+
+    def __init__(self, config: NodeConfig, *, source: Source | None = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        config.node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = Identity.load(config)
+        self.outbox = Outbox(config.node.data_dir / "outbox.db", quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
+                             max_entries=config.outbox.max_entries)
+        self.sink = ReadSink(self.identity, self.outbox)
+        self.uplink = Uplink(self.outbox, broker_settings(config), config.node.id, list(self.identity.hq_sign),
+                             window=config.outbox.window, resend_after_s=config.outbox.resend_after_s,
+                             on_control=self._control)
+        self.source = source if source is not None else self._make_source()
+        self.notifier = SystemdNotifier()
+        self.started_ns = time.time_ns()
+        self._control_handlers: dict[str, Any] = {}
+
+    def _make_source(self) -> Source:
+        kind = self.config.source.kind
+        if kind == "synthetic":
+            from node.synthetic import SyntheticSource
+            s = self.config.source.synthetic
+            return SyntheticSource(self.sink, node_id=self.config.node.id, site_id=self.config.node.site,
+                                   camera_id=self.config.node.camera, rate_hz=s.rate_hz, total=s.total,
+                                   crop_bytes=s.crop_bytes)
+        from node.pipeline_factory import make_pipeline  # camera and clip sources need the vision stack
+        return make_pipeline(self.config, self.sink)
+
+    def on_control(self, leaf: str, handler) -> None:
+        """Register a handler for a down-link control message (hotlist, config)."""
+        self._control_handlers[leaf] = handler
+
+    def _control(self, leaf: str, payload: bytes) -> None:
+        handler = self._control_handlers.get(leaf)
+        if handler is not None:
+            handler(payload)
+
+    def start(self) -> None:
+        """Start the uplink first (so a backlog drains), then the source."""
+        self.uplink.start()
+        self.source.start()
+        self.notifier.ready()
+        log.info("node %s started (site %s, source %s)", self.config.node.id, self.config.node.site,
+                 self.config.source.kind)
+
+    def stop(self) -> None:
+        """Stop in reverse order within config.shutdown_timeout_s; the outbox keeps what is unsent."""
+        self.notifier.stopping()
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        self.source.stop(timeout=max(0.5, (deadline - time.monotonic()) * 0.6))
+        self.uplink.stop(timeout=max(0.5, deadline - time.monotonic()))
+        self.outbox.close()
+        log.info("node %s stopped", self.config.node.id)
+
+    def health(self) -> dict[str, Any]:
+        """The heartbeat published on .../health and shown by `alpr-node status`."""
+        stats = self.outbox.stats()
+        report: dict[str, Any] = {
+            "node": self.config.node.id, "t_ns": time.time_ns(),
+            "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
+            "outbox": asdict(stats), "uplink": asdict(self.uplink.stats),
+            "link": asdict(self.uplink.link.stats),
+            "reads": self.sink.reads, "alerts": self.sink.alerts, "events": self.sink.events,
+            "cpu_temp_c": system.cpu_temperature_c(), "throttled": system.throttled(),
+            "disk_free_bytes": system.disk_free_bytes(self.config.node.data_dir),
+            "clock": system.clock_sync_state(),
+        }
+        source_health = getattr(self.source, "health", None)
+        if callable(source_health):
+            report["pipeline"] = source_health()
+        return report
+
+    def run_until_stopped(self) -> None:
+        """The main loop: health heartbeats and watchdog pings until the stop event is set."""
+        interval = self.config.health.interval_s
+        ping = self.notifier.watchdog_interval_s or 1.0
+        next_health = time.monotonic()
+        while not self.stop_event.wait(min(ping, interval, 1.0)):
+            if self.source.alive() or self.source.done.is_set():
+                # Pet the watchdog only while the source is really alive: a hung pipeline
+                # should get the service restarted by systemd.
+                self.notifier.ping()
+            else:
+                log.error("source thread is not running; withholding the watchdog ping")
+            if time.monotonic() >= next_health:
+                next_health = time.monotonic() + interval
+                self.uplink.publish_health(self.health())

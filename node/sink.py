@@ -1,0 +1,47 @@
+"""Where finished reads go: sealed and committed to the outbox before anything else happens."""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Callable
+
+from node.identity import Identity
+from transport.outbox import Outbox
+from transport.payload import ReadPayload
+
+log = logging.getLogger(__name__)
+
+
+class ReadSink:
+    """Seals and commits reads and events; optionally checks each read against a hot list first."""
+
+    def __init__(self, identity: Identity, outbox: Outbox,
+                 hotlist_match: Callable[[ReadPayload], dict | None] | None = None) -> None:
+        self.identity = identity
+        self.outbox = outbox
+        self.hotlist_match = hotlist_match
+        self.reads = 0
+        self.alerts = 0
+        self.events = 0
+
+    def submit_read(self, read: ReadPayload) -> int:
+        """Commit one read (as an alert if it matches the hot list); returns its sequence number."""
+        match = self.hotlist_match(read) if self.hotlist_match is not None else None
+        if match is not None:
+            read = replace(read, kind="alert", hotlist=match)
+        kind = read.kind
+        seq = self.outbox.commit(kind, self.identity.sealer(kind, read.to_wire(), read.capture_time_ns))
+        if kind == "alert":
+            self.alerts += 1
+            log.warning("hot-list match: plate %s (%s), seq %d", read.plate, match.get("reason", "?"), seq)
+        else:
+            self.reads += 1
+        log.debug("read %s committed as seq %d", read.plate, seq)
+        return seq
+
+    def submit_event(self, event: str, time_ns: int, fields: dict) -> int:
+        """Commit an event such as 'no_read' (vehicle passed, no read); returns its sequence number."""
+        payload = dict(fields, event=event, t_ns=time_ns)
+        seq = self.outbox.commit("event", self.identity.sealer("event", payload, time_ns))
+        self.events += 1
+        return seq

@@ -1,0 +1,140 @@
+"""Clip replay: ClipCamera timing (fast and scaled real time) and ClipPins in step with it."""
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardware.clip import CameraSettings, Clip, ClipWriter
+from hardware.clip_camera import ClipCamera
+from hardware.clip_pins import ClipPins
+from hardware.errors import CameraError, CameraTimeout, EndOfStream
+from hardware.gpio import TriggerEvent, TriggerInput
+from hardware.standin_gpio import StandinGPIO
+from hardware.timeline import ReplayTimeline
+
+pytestmark = pytest.mark.unit
+
+FRAME_NS = 100_000_000  # 10 fps
+
+
+def make_clip(path: Path, n: int = 6, times: list[int] | None = None, wall: int | None = None) -> Clip:
+    settings = CameraSettings((32, 24), (16, 12), 10.0, exposure_us=500)
+    with ClipWriter(path, settings, start_wall_ns=wall) as w:
+        for i, t in enumerate(times or [i * FRAME_NS for i in range(n)]):
+            w.add_frame(np.full((24, 32, 3), 20 * i, np.uint8), t)
+        w.add_trigger(17, "falling", 150_000_000, name="loop1")  # between frames 1 and 2
+        w.add_trigger(17, "rising", 350_000_000, name="loop1")  # between frames 3 and 4
+    return Clip.load(path)
+
+
+def test_fast_mode_keeps_recorded_timestamps_without_waiting(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c", n=6, wall=1_000_000_000_000)
+    cam = ClipCamera(clip, speed=0)
+    cam.start()
+    started = time.monotonic()
+    frames = [cam.capture(timeout=0.01) for _ in range(6)]
+    assert time.monotonic() - started < 1.0  # 0.5 s of clip, no sleeping
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.timestamp_ns - frames[0].timestamp_ns for f in frames] == [i * FRAME_NS for i in range(6)]
+    assert frames[0].wall_time_ns == 1_000_000_000_000  # as recorded
+    assert frames[2].metadata["ExposureTime"] == 500 and frames[2].metadata["ClipFile"] == "frames/000003.jpg"
+    assert frames[3].main.shape == (24, 32, 3) and frames[3].lores.shape == (12, 16, 3)
+    with pytest.raises(EndOfStream):
+        cam.capture(timeout=0.01)
+    cam.close()
+    cam.close()
+
+
+def test_real_time_replay_is_paced_by_speed(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c", n=6)
+    cam = ClipCamera(clip, speed=10.0)  # 100 ms apart on record -> 10 ms apart now
+    cam.start()
+    arrivals = []
+    for _ in range(6):
+        cam.capture(timeout=1.0)
+        arrivals.append(time.monotonic())
+    span = arrivals[-1] - arrivals[0]
+    assert 0.045 <= span < 0.4, span  # 5 gaps of 10 ms, with generous slack for a busy CI box
+    cam.close()
+
+
+def test_gap_longer_than_timeout_is_a_stall(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c", times=[0, 3_000_000_000])
+    cam = ClipCamera(clip, speed=1.0)
+    cam.start()
+    cam.capture(timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(CameraTimeout, match="no frame within"):
+        cam.capture(timeout=0.05)
+    assert time.monotonic() - started < 0.5
+
+
+def test_stop_interrupts_a_waiting_capture(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c", times=[0, 5_000_000_000])
+    cam = ClipCamera(clip, speed=1.0)
+    cam.start()
+    cam.capture(timeout=1.0)
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            cam.capture(timeout=10.0)
+        except CameraError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.05)
+    cam.close()
+    thread.join(1.0)
+    assert not thread.is_alive()
+    assert errors and "stopped" in str(errors[0])
+
+
+def test_clip_pins_fire_before_their_frame_on_the_replay_clock(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c", n=6)
+    timeline = ReplayTimeline(speed=0)
+    gpio = StandinGPIO(clock=timeline.now_ns)
+    events: list[TriggerEvent] = []
+    trig = TriggerInput(17, name="loop1", bouncetime_ms=10, on_trigger=events.append, gpio_module=gpio,
+                        clock_ns=timeline.now_ns)
+    pins = ClipPins(clip, gpio, timeline)
+    cam = ClipCamera(clip, timeline=timeline)
+    pins.start()
+    cam.start()
+    seen_before: list[int] = []
+    frames = []
+    for _ in range(6):
+        frames.append(cam.capture(timeout=0.01))
+        seen_before.append(len(events))
+    # Frame 2 (t=200 ms) comes after the falling edge (150 ms); frame 4 after the rising edge.
+    assert seen_before == [0, 0, 1, 1, 2, 2]
+    assert [(e.edge, e.active) for e in events] == [("falling", True), ("rising", False)]
+    origin = frames[0].timestamp_ns
+    assert [e.time_ns - origin for e in events] == [150_000_000, 350_000_000]
+    assert pins.driven == 2 and pins.remaining == 0
+    pins.close()
+    trig.close()
+    cam.close()
+
+
+def test_clip_pins_real_time_thread(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c", n=6)
+    timeline = ReplayTimeline(speed=10.0)
+    gpio = StandinGPIO(clock=timeline.now_ns)
+    events: list[TriggerEvent] = []
+    trig = TriggerInput(17, bouncetime_ms=1, on_trigger=events.append, gpio_module=gpio, clock_ns=timeline.now_ns)
+    pins = ClipPins(clip, gpio, timeline)
+    pins.start()
+    deadline = time.monotonic() + 2.0
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    pins.close()
+    trig.close()
+    assert [e.active for e in events] == [True, False]
+    origin = timeline.to_replay_ns(0)
+    # Stamped on the replay clock: near the recorded times (10x faster real time, so +-50 ms of clip).
+    assert abs(events[0].time_ns - origin - 150_000_000) < 50_000_000 * 10
+    assert events[1].time_ns > events[0].time_ns
