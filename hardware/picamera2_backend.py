@@ -36,8 +36,9 @@ AF_MODE_CONTINUOUS = 2  # libcamera.controls.AfModeEnum.Continuous
 class Picamera2Config:
     """What to ask the camera for. Sizes are (width, height).
 
-    exposure_us: fixed exposure (AE off); plates on moving cars need <= 1000 us. None = auto.
-    analogue_gain: fixed gain with a fixed exposure; None lets AGC choose.
+    exposure_us: fixed exposure time; plates on moving cars need <= 1000 us. None = auto.
+    analogue_gain: fixed gain; None lets the AGC vary the gain (with a fixed exposure time the
+    Pi's AGC adjusts only the gain). With both fixed, AE/AGC is switched off.
     lens_position: dioptres (1 / distance in m) for manual focus on Camera Module 3; None = AF
     continuous where the camera has autofocus.
     still: use create_still_configuration instead of create_video_configuration.
@@ -63,10 +64,11 @@ class Picamera2Config:
             if self.exposure_us > frame_us:
                 raise CameraError(f"Picamera2Config.exposure_us: {self.exposure_us} us is longer than a "
                                   f"frame at {self.fps} fps ({frame_us} us)")
-            controls["AeEnable"] = False
             controls["ExposureTime"] = int(self.exposure_us)
         if self.analogue_gain is not None:
             controls["AnalogueGain"] = float(self.analogue_gain)
+        if self.exposure_us is not None and self.analogue_gain is not None:
+            controls["AeEnable"] = False  # fully manual: nothing left for AE/AGC to do
         return controls
 
 

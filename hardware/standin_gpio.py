@@ -105,7 +105,7 @@ class StandinGPIO:
             raise ValueError("An invalid direction was passed to setup()")
         if direction == self.OUT and pull_up_down != self.PUD_OFF:
             raise ValueError("pull_up_down parameter is not valid for outputs")
-        if direction == self.IN and initial != -1:
+        if direction == self.IN and initial not in (-1, None):  # -1: RPi.GPIO's "not given", None: rpi-lgpio's
             raise ValueError("initial parameter is not valid for inputs")
         if pull_up_down not in (self.PUD_OFF, self.PUD_UP, self.PUD_DOWN):
             raise ValueError("Invalid value for pull_up_down - should be either PUD_OFF, PUD_UP or PUD_DOWN")
@@ -113,12 +113,13 @@ class StandinGPIO:
             bcm = self._bcm(ch)
             with self._lock:
                 existing = self._channels.get(bcm)
-                if existing is not None and existing.edge is not None:
-                    raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
-                if direction == self.OUT:
+                if direction == self.OUT:  # becoming an output drops edge detection, as rpi-lgpio does
                     level = self.HIGH if initial == self.HIGH else self.LOW
                     self._channels[bcm] = _Channel(self.OUT, self.PUD_OFF, level, channel=ch)
                     self._history.append(OutputChange(self.clock(), bcm, level))
+                elif existing is not None and existing.direction == self.IN:
+                    existing.pull = pull_up_down  # re-setup of an input keeps its edge detection
+                    existing.level = self._input_level(bcm, pull_up_down)
                 else:
                     self._channels[bcm] = _Channel(self.IN, pull_up_down, self._input_level(bcm, pull_up_down),
                                                    channel=ch)

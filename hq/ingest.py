@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from hq.store import ReadStore
 from transport import signed, topics
-from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope
+from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope, read_header
 from transport.errors import EnvelopeError
 from transport.mqtt import BrokerSettings, MqttLink
 from transport.payload import ReadPayload
@@ -116,12 +116,13 @@ class Ingest:
         try:
             if parsed is None or parsed[1] not in topics.SEALED:
                 raise EnvelopeError("topic", f"unexpected topic {topic!r}")
+            # The topic says who sent it (the broker's ACL allows a node only its own topics):
+            # a header that claims anything else is refused before any crypto is spent on it.
+            header, _, _ = read_header(payload, self.max_message_bytes)
+            if header.node_id != parsed[0] or header.kind != parsed[1]:
+                raise EnvelopeError("binding", f"{header.kind} message from node {header.node_id} on {topic}")
             opened = open_envelope(payload, signer_for=self._registry.signer_lookup(),
                                    decryption_keys=self.decryption_keys, max_bytes=self.max_message_bytes)
-            if opened.header.node_id != parsed[0]:
-                raise EnvelopeError("binding", f"message for node {opened.header.node_id} on {topic}")
-            if opened.header.kind != parsed[1]:
-                raise EnvelopeError("binding", f"{opened.header.kind} message on {topic}")
             if opened.header.kind in ("read", "alert"):
                 ReadPayload.from_wire(opened.payload)  # full schema check before storing
             return opened

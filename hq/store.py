@@ -1,68 +1,27 @@
-"""HQ's read store (SQLite by default): verified reads and events, exactly once per (node, seq).
+"""HQ's read store (SQLite by default, PostgreSQL for larger departments): verified reads and
+events, exactly once per (node, seq).
 
 Each read keeps the exact bytes the node signed (header, payload, signature), so evidence
 exports can prove, offline, that a read is what the node saw; the searchable fields are
-copied into columns beside them.
+copied into columns beside them (with the plate's normal form and OCR-confusable skeleton,
+see hq.plates). The schema is versioned (hq.migrations) and brought up to date at open.
+On PostgreSQL reads are partitioned by month of capture time (hq.partitions).
 """
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Union
 
+from hq import migrations, partitions, plates
+from hq.db import Database, is_postgres_url, open_postgres, open_sqlite
+from hq.errors import NotFound
 from transport.envelope import Opened
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reads (
-    id INTEGER PRIMARY KEY,
-    node_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    plate TEXT NOT NULL,
-    confidence INTEGER NOT NULL,
-    region TEXT,
-    capture_ns INTEGER NOT NULL,
-    stored_ns INTEGER NOT NULL,
-    site_id TEXT NOT NULL,
-    camera_id TEXT NOT NULL,
-    direction TEXT,
-    trigger_source TEXT,
-    lane TEXT,
-    payload_sha256 BLOB NOT NULL,
-    header BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    signature BLOB NOT NULL,
-    UNIQUE (node_id, seq)
-);
-CREATE INDEX IF NOT EXISTS reads_plate_time ON reads (plate, capture_ns);
-CREATE INDEX IF NOT EXISTS reads_time ON reads (capture_ns);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    node_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event TEXT NOT NULL,
-    capture_ns INTEGER NOT NULL,
-    stored_ns INTEGER NOT NULL,
-    payload_sha256 BLOB NOT NULL,
-    header BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    signature BLOB NOT NULL,
-    UNIQUE (node_id, seq)
-);
-CREATE TABLE IF NOT EXISTS seq_conflicts (
-    id INTEGER PRIMARY KEY,
-    node_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    stored_ns INTEGER NOT NULL,
-    header BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    signature BLOB NOT NULL
-);
-"""
-
+READ_COLUMNS = ("id, node_id, seq, kind, plate, confidence, region, capture_ns, stored_ns, site_id, camera_id, "
+                "direction")
 
 @dataclass(frozen=True)
 class StoreResult:
@@ -92,21 +51,34 @@ class ReadRow:
 
 
 class ReadStore:
-    """SQLite read store. One instance per thread."""
+    """The read store. One instance per thread (its connection belongs to the thread that opened it).
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+    `ReadStore(path)` opens a SQLite file; `ReadStore(database)` wraps an open Database
+    (see `open_store` for the configuration-driven choice).
+    """
+
+    def __init__(self, target: Union[Path, str, Database]) -> None:
+        if isinstance(target, Database):
+            self.db = target
+        elif is_postgres_url(target):
+            self.db = open_postgres(str(target))
+        else:
+            self.path = Path(target)
+            self.db = open_sqlite(self.path)
+        self._months: set[partitions.Month] = set()
+        try:
+            migrations.migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+
+    @property
+    def _db(self) -> Any:  # the raw connection, for callers and tests written against SQLite
+        return self.db._conn
 
     def close(self) -> None:
         """Close; safe to call twice."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None  # type: ignore[assignment]
+        self.db.close()
 
     def store(self, batch: Iterable[Opened]) -> list[StoreResult]:
         """Store verified messages in one transaction; a (node, seq) already stored is not stored again.
@@ -114,72 +86,115 @@ class ReadStore:
         A message whose (node, seq) is stored with *different* content is not a resend: it
         is kept in seq_conflicts so it is never silently lost, and reported.
         """
-        results = []
+        batch = list(batch)
+        if self.db.postgres:
+            months = {partitions.Month.of_ns(int(o.payload["t_ns"])) for o in batch if o.header.kind != "event"}
+            partitions.ensure_partitions(self.db, months, self._months)
         now = time.time_ns()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for opened in batch:
-                results.append(self._store_one(opened, now))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return results
+        with self.db.transaction():
+            return [self._store_one(opened, now) for opened in batch]
 
     def _store_one(self, opened: Opened, now: int) -> StoreResult:
         h, p = opened.header, opened.payload
         digest = hashlib.sha256(opened.payload_bytes).digest()
-        table = "events" if h.kind == "event" else "reads"
-        existing = self._db.execute(f"SELECT payload_sha256 FROM {table} WHERE node_id=? AND seq=?",
-                                    (h.node_id, h.seq)).fetchone()
+        db = self.db
+        if h.kind == "event":
+            existing = db.value("SELECT payload_sha256 FROM events WHERE node_id=? AND seq=?", (h.node_id, h.seq))
+        elif db.postgres:
+            inserted = db.execute("INSERT INTO read_keys (node_id, seq, payload_sha256, capture_ns) VALUES (?,?,?,?) "
+                                  "ON CONFLICT DO NOTHING", (h.node_id, h.seq, digest, p["t_ns"])).rowcount
+            existing = None if inserted else db.value(
+                "SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?", (h.node_id, h.seq))
+        else:
+            existing = db.value("SELECT payload_sha256 FROM reads WHERE node_id=? AND seq=?", (h.node_id, h.seq))
         if existing is not None:
-            if existing[0] == digest:
+            if bytes(existing) == digest:
                 return StoreResult(h.node_id, h.seq, "duplicate")
-            self._db.execute("INSERT INTO seq_conflicts (node_id, seq, stored_ns, header, payload, signature) "
-                             "VALUES (?,?,?,?,?,?)", (h.node_id, h.seq, now, opened.header_bytes,
-                                                      opened.payload_bytes, opened.signature))
+            db.execute("INSERT INTO seq_conflicts (node_id, seq, stored_ns, header, payload, signature) "
+                       "VALUES (?,?,?,?,?,?)", (h.node_id, h.seq, now, opened.header_bytes,
+                                                opened.payload_bytes, opened.signature))
             return StoreResult(h.node_id, h.seq, "conflict")
-        if table == "events":
-            self._db.execute(
+        if h.kind == "event":
+            db.execute(
                 "INSERT INTO events (node_id, seq, event, capture_ns, stored_ns, payload_sha256, header, payload, "
                 "signature) VALUES (?,?,?,?,?,?,?,?,?)",
                 (h.node_id, h.seq, str(p.get("event", "")), int(p.get("t_ns", h.time_ns)), now, digest,
                  opened.header_bytes, opened.payload_bytes, opened.signature))
         else:
-            self._db.execute(
-                "INSERT INTO reads (node_id, seq, kind, plate, confidence, region, capture_ns, stored_ns, site_id, "
-                "camera_id, direction, trigger_source, lane, payload_sha256, header, payload, signature) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (h.node_id, h.seq, h.kind, p["plate"], p["conf"], p.get("region"), p["t_ns"], now, p["site"],
-                 p["camera"], p.get("dir"), p.get("trigger"), p.get("lane"), digest, opened.header_bytes,
-                 opened.payload_bytes, opened.signature))
+            db.execute(
+                "INSERT INTO reads (node_id, seq, kind, plate, plate_norm, plate_skel, confidence, region, capture_ns, "
+                "stored_ns, site_id, camera_id, direction, trigger_source, lane, payload_sha256, header, payload, "
+                "signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (h.node_id, h.seq, h.kind, p["plate"], plates.normalize(p["plate"]), plates.skeleton(p["plate"]),
+                 p["conf"], p.get("region"), p["t_ns"], now, p["site"], p["camera"], p.get("dir"), p.get("trigger"),
+                 p.get("lane"), digest, opened.header_bytes, opened.payload_bytes, opened.signature))
         return StoreResult(h.node_id, h.seq, "stored")
 
     def reads_after(self, last_id: int, limit: int = 1000) -> list[ReadRow]:
         """Reads stored after row id `last_id`, oldest first (for `reads tail`)."""
-        rows = self._db.execute(
-            "SELECT id, node_id, seq, kind, plate, confidence, region, capture_ns, stored_ns, site_id, camera_id, "
-            "direction FROM reads WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit)).fetchall()
-        return [ReadRow(*r[:5], r[5] / 10000, *r[6:]) for r in rows]
+        rows = self.db.rows(f"SELECT {READ_COLUMNS} FROM reads WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit))
+        return [row_from_db(r) for r in rows]
 
     def count(self, node_id: str | None = None) -> int:
         """How many reads are stored (for one node, or all)."""
         if node_id is None:
-            return self._db.execute("SELECT COUNT(*) FROM reads").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM reads WHERE node_id=?", (node_id,)).fetchone()[0]
+            return int(self.db.value("SELECT COUNT(*) FROM reads"))
+        return int(self.db.value("SELECT COUNT(*) FROM reads WHERE node_id=?", (node_id,)))
 
     def seqs(self, node_id: str, table: str = "reads") -> list[int]:
         """Every stored sequence number of a node, ascending (for exactly-once checks and gap reports)."""
         if table not in ("reads", "events"):
             raise ValueError(table)
-        return [r[0] for r in self._db.execute(f"SELECT seq FROM {table} WHERE node_id=? ORDER BY seq", (node_id,))]
+        return [r[0] for r in self.db.rows(f"SELECT seq FROM {table} WHERE node_id=? ORDER BY seq", (node_id,))]
 
     def duplicate_count(self) -> int:
-        """(node, seq) pairs stored more than once: always 0 thanks to the UNIQUE constraint; checked by tests."""
-        return self._db.execute(
-            "SELECT COUNT(*) FROM (SELECT node_id, seq FROM reads GROUP BY node_id, seq HAVING COUNT(*) > 1)"
-        ).fetchone()[0]
+        """(node, seq) pairs stored more than once: always 0 (UNIQUE / read_keys); checked by tests."""
+        return int(self.db.value(
+            "SELECT COUNT(*) FROM (SELECT node_id, seq FROM reads GROUP BY node_id, seq HAVING COUNT(*) > 1) d"))
 
     def conflicts(self) -> int:
         """Messages kept aside because their (node, seq) was stored with other content."""
-        return self._db.execute("SELECT COUNT(*) FROM seq_conflicts").fetchone()[0]
+        return int(self.db.value("SELECT COUNT(*) FROM seq_conflicts"))
+
+    def read(self, read_id: int) -> "StoredRead":
+        """One read with the exact bytes its node signed; NotFound if absent (or purged)."""
+        row = self.db.one(f"SELECT {READ_COLUMNS}, header, payload, signature, payload_sha256 FROM reads WHERE id=?",
+                          (read_id,))
+        if row is None:
+            raise NotFound(f"read {read_id}: not in the store (never stored, or purged)")
+        return StoredRead(row_from_db(row[:12]), bytes(row[12]), bytes(row[13]), bytes(row[14]), bytes(row[15]))
+
+
+@dataclass(frozen=True)
+class StoredRead:
+    """A read and the node's original signed bytes."""
+
+    row: ReadRow
+    header: bytes
+    payload: bytes
+    signature: bytes
+    payload_sha256: bytes
+
+    def crop_jpeg(self) -> bytes:
+        """The plate crop the node sent (JPEG bytes; empty if none)."""
+        from transport import cbor
+
+        return bytes(cbor.loads(self.payload).get("crop") or b"")
+
+
+def row_from_db(r: tuple) -> ReadRow:
+    """A ReadRow from the READ_COLUMNS of a query."""
+    return ReadRow(*r[:5], r[5] / 10000, *r[6:12])
+
+
+def open_store(config_or_path: Any) -> ReadStore:
+    """The store HQ is configured for: an HQConfig (store.url → PostgreSQL, else store.path or
+    data_dir/hq.db), a postgresql:// URL, or a SQLite path."""
+    from hq.config import HQConfig
+
+    if isinstance(config_or_path, HQConfig):
+        cfg = config_or_path
+        if cfg.store.url:
+            return ReadStore(open_postgres(cfg.store.url))
+        return ReadStore(cfg.path(cfg.store.path, "hq.db"))
+    return ReadStore(config_or_path)

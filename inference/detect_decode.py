@@ -58,19 +58,26 @@ def decode_yolo(
     iou_threshold: float = 0.45,
     max_detections: int = 100,
     layout: str = "auto",
+    channels: tuple[int, ...] = (),
 ) -> list[RawBox]:
     """Decode a dense YOLO output.
 
     `output` is [1, N, 4+1+C] (v5 style, `objectness=True`) or [1, 4+C, N] (v8 style,
     `objectness=False`); boxes are centre x, centre y, width, height, either in input pixels
     or normalised to 0..1 (detected: all coordinates <= 1.5). `layout` is "nxc", "cxn" or
-    "auto" (the smaller of the two trailing dimensions holds the channels).
+    "auto": the dimension whose size is in `channels` (the row lengths the model may have)
+    holds the values of a row, else the smaller of the two.
     """
     data = np.asarray(output, dtype=np.float32)
     while data.ndim > 2:
         data = data[0]
     if layout == "auto":
-        layout = "cxn" if data.shape[0] < data.shape[1] else "nxc"
+        if data.shape[1] in channels:
+            layout = "nxc"
+        elif data.shape[0] in channels:
+            layout = "cxn"
+        else:
+            layout = "cxn" if data.shape[0] < data.shape[1] else "nxc"
     if layout == "cxn":
         data = data.T
     elif layout != "nxc":

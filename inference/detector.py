@@ -42,6 +42,8 @@ class PlateDetector:
         self.score_threshold = float(score_threshold if score_threshold is not None else params.get("score_threshold", 0.3))
         self.iou_threshold = iou_threshold
         self.tiles = max(1, int(tiles))
+        classes = len(manifest.classes)
+        self._channels = (4 + classes + (1 if manifest.output_kind == "yolo" else 0),) + ((5,) if classes == 1 else ())
         # Which class ids count as plates: all, unless the manifest names a 'plate' class.
         names = [c.lower() for c in manifest.classes]
         self._plate_ids = {i for i, n in enumerate(names) if "plate" in n} if any("plate" in n for n in names) else None
@@ -53,7 +55,8 @@ class PlateDetector:
             raw = decode_ssd(outputs, self.model.input_size, score_threshold=self.score_threshold)
         else:
             raw = decode_yolo(outputs[0], self.model.input_size, objectness=(kind == "yolo"),
-                              score_threshold=self.score_threshold, iou_threshold=self.iou_threshold)
+                              score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                              channels=self._channels)
         if self._plate_ids is not None:
             raw = [r for r in raw if r.class_id in self._plate_ids]
         return raw, geometry

@@ -213,7 +213,9 @@ def _output_problem(kind: str, shapes: list[tuple[int, ...]], manifest: Manifest
         if manifest.classes:
             dims = shapes[0][-2:]
             extra = 4 + len(manifest.classes) + (1 if kind == "yolo" else 0)
-            if extra not in dims:
+            # a single-class YOLO model may leave out its class column: rows are box + objectness
+            allowed = {extra, 5} if kind == "yolo" and len(manifest.classes) == 1 else {extra}
+            if not allowed.intersection(dims):
                 return f"no output dimension equals {extra} (4 box + {'1 objectness + ' if kind == 'yolo' else ''}{len(manifest.classes)} classes)"
         return ""
     # OCR: one [1, T, C] sequence output, optionally one [1, R] region output.

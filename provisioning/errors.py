@@ -11,3 +11,11 @@ class BadBundle(ProvisioningError, ValueError):
 
 class PKIError(ProvisioningError, ValueError):
     """A certificate, CSR or CA file that is missing, invalid or does not match."""
+
+
+class BadRequest(ProvisioningError, ValueError):
+    """An enrolment or key-rotation request file that is malformed, forged or not acceptable."""
+
+
+class StateError(ProvisioningError, RuntimeError):
+    """A step run out of order: HQ not initialised, keys missing, node already enrolled, ..."""

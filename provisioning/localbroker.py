@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from provisioning.broker import write_config
+from provisioning.broker import BrokerFiles, write_config
 from provisioning.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,14 @@ class LocalBroker:
     """A mosquitto child process on 127.0.0.1:`port`, restartable on the same port and store."""
 
     def __init__(self, directory: Path, *, ca_file: Path, cert_file: Path, key_file: Path, hq_users: list[str],
-                 port: int | None = None, max_packet_bytes: int = 12 * 1024 * 1024) -> None:
+                 port: int | None = None, max_packet_bytes: int = 12 * 1024 * 1024,
+                 crl_file: Path | None = None, clientid_from_cert: bool = False) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.files = write_config(self.directory, port=self.port, ca_file=ca_file, cert_file=cert_file,
                                   key_file=key_file, hq_users=hq_users, max_packet_bytes=max_packet_bytes,
-                                  run_as=getpass.getuser())
+                                  run_as=getpass.getuser(), crl_file=crl_file,
+                                  clientid_from_cert=clientid_from_cert)
         self.binary = find_mosquitto()
         self.process: subprocess.Popen | None = None
 
@@ -90,6 +92,29 @@ class LocalBroker:
             self.process.kill()
             self.process.wait()
         self.stop()
+
+    @classmethod
+    def existing(cls, files: BrokerFiles, port: int) -> "LocalBroker":
+        """Run a configuration already written (e.g. by `alpr-provision ca init`) as it is.
+
+        `port` must be the one in that configuration; nothing is rewritten.
+        """
+        broker = cls.__new__(cls)
+        broker.directory = Path(files.conf).parent
+        broker.port = port
+        broker.files = files
+        broker.binary = find_mosquitto()
+        broker.process = None
+        return broker
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto rereads its configuration, ACL, certificates and CRL.
+
+        Clients already connected stay connected; a revoked node is refused when it next
+        connects (use `restart()` to cut its open connection at once).
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def restart(self) -> None:
         self.stop()

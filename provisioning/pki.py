@@ -6,11 +6,13 @@ broker uses it as the user name for its ACL), so a CN is a node id or an HQ work
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -18,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from provisioning.errors import PKIError
 from transport.keys import write_private_key
 
+CRL_DAYS = 365
 CLIENT_DAYS = 825
 SERVER_DAYS = 825
 CA_DAYS = 3650
@@ -139,3 +142,68 @@ def issue(ca: CertPair, common_name: str, directory: Path, *, server_names: list
     write_private_key(pair.key, key)
     write_cert(pair.cert, cert)
     return pair
+
+
+def load_csr(data: bytes, source: str) -> x509.CertificateSigningRequest:
+    """Parse a PEM CSR; PKIError names `source` (a file or field) if it is not one."""
+    try:
+        return x509.load_pem_x509_csr(data)
+    except ValueError as exc:
+        raise PKIError(f"{source}: not a PEM certificate request ({exc})") from exc
+
+
+def common_name(name: x509.Name) -> str:
+    """The (single) common name of a subject, or '' if it has none."""
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if len(values) == 1 else ""
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER bytes, hex."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def same_public_key(a, b) -> bool:
+    """Whether two public keys are the same key (compared as SubjectPublicKeyInfo DER)."""
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return a.public_bytes(*fmt) == b.public_bytes(*fmt)
+
+
+def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """Whether `ca_cert` signed `cert` (signature and issuer name)."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def check_validity(cert: x509.Certificate, source: str, now: dt.datetime | None = None) -> None:
+    """PKIError naming `source` if the certificate is not valid at `now`."""
+    now = now or _now()
+    if now < cert.not_valid_before_utc:
+        raise PKIError(f"{source}: certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z")
+    if now >= cert.not_valid_after_utc:
+        raise PKIError(f"{source}: certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z")
+
+
+def build_crl(ca: CertPair, revoked: list[tuple[int, dt.datetime]], *, number: int,
+              days: int = CRL_DAYS) -> x509.CertificateRevocationList:
+    """A CRL signed by the CA listing `revoked` (serial, revocation time).
+
+    A broker with a CRL file refuses every client if the CRL has expired, so `days` is long
+    and every revocation or `ca crl` writes a fresh one.
+    """
+    ca_cert = load_cert(ca.cert)
+    ca_key = load_key(ca.key)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+    return builder.sign(ca_key, hashes.SHA256())

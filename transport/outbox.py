@@ -273,14 +273,20 @@ def salvage(path: Path) -> tuple[Path, int]:
         try:
             seqs = [r[0] for r in old.execute("SELECT seq FROM outbox ORDER BY seq")]
         except sqlite3.DatabaseError as exc:
-            log.error("salvage %s: outbox index unreadable (%s)", aside, exc)
-            seqs = []
+            # The table scan crosses a damaged page: probe each possible key on its own, so
+            # every message on an intact page is still found.
+            upper = max(next_seq, _read_int(path.with_name(path.name + ".seq")), 1)
+            log.error("salvage %s: scan failed (%s); probing seq 1..%d one by one", aside, exc, upper)
+            seqs = range(1, upper + 1)
         for seq in seqs:
             try:
-                recovered.append(old.execute(
-                    "SELECT seq, kind, priority, created_ns, size, message FROM outbox WHERE seq=?", (seq,)).fetchone())
+                row = old.execute(
+                    "SELECT seq, kind, priority, created_ns, size, message FROM outbox WHERE seq=?", (seq,)).fetchone()
             except sqlite3.DatabaseError as exc:
                 log.error("salvage %s: message seq %d unreadable (%s)", aside, seq, exc)
+                continue
+            if row is not None:
+                recovered.append(row)
         old.close()
     except sqlite3.DatabaseError as exc:
         log.error("salvage %s: database unreadable (%s); starting an empty outbox", aside, exc)

@@ -7,6 +7,7 @@ a photographed plate), the main text (what the OCR must read) and the state code
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -116,9 +117,11 @@ class PlateGenerator:
         return "".join(out)
 
     # -- rendering ------------------------------------------------------------------------
-    def _background(self) -> tuple[np.ndarray, tuple[int, int, int], bool]:
+    def _background(self, plain: bool = False) -> tuple[np.ndarray, tuple[int, int, int], bool]:
         rng = self.rng
         w, h = self.width, self.height
+        if plain:
+            return np.full((h, w, 3), 245, np.uint8), (15, 25, 90), False
         dark = rng.random() < 0.12
         if dark:
             base = rng.integers(0, 90, 3)
@@ -169,11 +172,11 @@ class PlateGenerator:
         glyphs = glyphs.resize((max(1, w), max(1, h)), Image.Resampling.BILINEAR)
         canvas.alpha_composite(glyphs, (x, y))
 
-    def render(self, text: str, region: str) -> np.ndarray:
-        """The flat, undamaged plate (RGB, width x height) showing `text`."""
+    def render(self, text: str, region: str, plain: bool = False) -> np.ndarray:
+        """The flat, undamaged plate (RGB, width x height) showing `text`; `plain`: white, no art."""
         rng = self.rng
         w, h = self.width, self.height
-        bg, colour, dark = self._background()
+        bg, colour, dark = self._background(plain)
         canvas = Image.fromarray(bg).convert("RGBA")
         draw = ImageDraw.Draw(canvas)
         font = self.fonts[rng.integers(len(self.fonts))]
@@ -319,11 +322,15 @@ class PlateGenerator:
         return SynthPlate(self.degrade(flat, tight=tight), label, region)
 
     def clean_plate(self, text: str, region: str = "ca") -> np.ndarray:
-        """A legible, front-on plate showing `text` (used by tests and demos)."""
+        """A legible, front-on, plain white plate showing `text` (for tests and demos).
+
+        The same text always gives the same image (seeded from its CRC, not `hash`, which
+        changes between processes).
+        """
         saved = self.rng
-        self.rng = np.random.default_rng(abs(hash(text)) % (2**32))
+        self.rng = np.random.default_rng(zlib.crc32(f"{text}:{region}".encode()))
         try:
-            flat = self.render(text, region)
+            flat = self.render(text, region, plain=True)
         finally:
             self.rng = saved
         return flat

@@ -56,7 +56,7 @@ def test_real_time_replay_is_paced_by_speed(tmp_path: Path) -> None:
         cam.capture(timeout=1.0)
         arrivals.append(time.monotonic())
     span = arrivals[-1] - arrivals[0]
-    assert 0.045 <= span < 0.4, span  # 5 gaps of 10 ms, with generous slack for a busy CI box
+    assert 0.045 <= span < 2.0, span  # 5 gaps of 10 ms: paced, not as fast as possible (slack for a busy box)
     cam.close()
 
 
@@ -135,6 +135,39 @@ def test_clip_pins_real_time_thread(tmp_path: Path) -> None:
     trig.close()
     assert [e.active for e in events] == [True, False]
     origin = timeline.to_replay_ns(0)
-    # Stamped on the replay clock: near the recorded times (10x faster real time, so +-50 ms of clip).
-    assert abs(events[0].time_ns - origin - 150_000_000) < 50_000_000 * 10
+    # Stamped on the replay clock: never early, and late only by scheduling delay (x10 at speed 10;
+    # generous because the CI box is shared).
+    late = [e.time_ns - origin - t for e, t in zip(events, (150_000_000, 350_000_000), strict=True)]
+    assert all(0 <= d < 3_000_000_000 for d in late), late
     assert events[1].time_ns > events[0].time_ns
+
+
+def test_recorder_round_trip_through_replay(tmp_path: Path) -> None:
+    from hardware.camera import CameraState, CameraSupervisor
+    from hardware.recorder import ClipRecorder
+
+    source = make_clip(tmp_path / "src", n=6)
+    timeline = ReplayTimeline(speed=0)
+    gpio = StandinGPIO(clock=timeline.now_ns)
+    pins = ClipPins(source, gpio, timeline)
+    timeline.start()  # recorder's time 0 is the replay origin
+    recorder = ClipRecorder(ClipWriter(tmp_path / "rec", source.camera), clock_ns=lambda: timeline.to_replay_ns(0))
+    recorder.start()
+    trig = TriggerInput(17, name="loop1", bouncetime_ms=1, on_trigger=recorder.put_trigger, gpio_module=gpio,
+                        clock_ns=timeline.now_ns)
+    pins.start()
+    sup = CameraSupervisor(lambda: ClipCamera(source, timeline=timeline), recorder.put_frame)
+    sup.start()
+    deadline = time.monotonic() + 3.0
+    while sup.state is not CameraState.ENDED and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sup.stop()
+    trig.close()
+    clip = recorder.stop()
+    assert recorder.stop() is clip
+    assert recorder.dropped == 0 and recorder.frames_written == 6  # queue (16) larger than the clip
+    assert [f.t_ns for f in clip.frames] == [f.t_ns for f in source.frames]
+    assert clip.frames[0].metadata["ExposureTime"] == 500
+    assert [(t.pin, t.edge, t.t_ns, t.name) for t in clip.triggers] == [
+        (17, "falling", 150_000_000, "loop1"), (17, "rising", 350_000_000, "loop1")]
+    assert abs(float(clip.read_main(3).mean()) - float(source.read_main(3).mean())) < 3

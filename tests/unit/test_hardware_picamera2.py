@@ -71,6 +71,8 @@ def test_configuration_and_controls_sent(module: StandinPicamera2Module) -> None
     assert config["controls"]["FrameDurationLimits"] == (33333, 33333)
     assert config["controls"]["AeEnable"] is False and config["controls"]["ExposureTime"] == 800
     assert config["controls"]["AfMode"] == 0 and config["controls"]["LensPosition"] == 2.5
+    auto_gain = Picamera2Config(exposure_us=800, analogue_gain=None).controls()
+    assert auto_gain == {"FrameDurationLimits": (33333, 33333), "ExposureTime": 800}  # AGC still varies gain
     cam.set_controls({"ExposureTime": 500})
     assert cam.capture(1.0).metadata["ExposureTime"] == 500
     with pytest.raises(CameraError, match="Control Flux is not advertised"):

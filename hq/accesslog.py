@@ -1,0 +1,144 @@
+"""The access log: every access to ALPR information, append-only and tamper-evident.
+
+Each entry records who (user, role), when, what (action, query as canonical JSON), why
+(purpose, case number) and the outcome. Entries form a hash chain:
+
+    hash_n = SHA-256( canonical JSON [id, t_ns, user, role, action, outcome, purpose, case,
+                                      query, detail, hash_{n-1}] )      with hash_0 = 64 × "0"
+
+and `access_log_head` holds the last id and hash, written in the same transaction. The
+database also refuses UPDATE and DELETE on the table (triggers). `verify()` recomputes the
+chain and names every entry that was edited, and every gap where entries were deleted.
+Limits (docs/records.md): someone who can write the database file directly can drop the
+triggers and rewrite the whole chain and head consistently; publish the head hash that
+`audit verify` prints outside HQ (ticket, e-mail, paper) to catch that.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from hq.db import Database
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One access-log entry."""
+
+    id: int
+    t_ns: int
+    user: str
+    role: str
+    action: str
+    outcome: str
+    purpose: str
+    case_no: str
+    query: str
+    detail: str
+    prev_hash: str
+    hash: str
+
+    def computed_hash(self) -> str:
+        """The hash this entry should carry, given its fields and its recorded predecessor."""
+        return entry_hash(self.id, self.t_ns, self.user, self.role, self.action, self.outcome, self.purpose,
+                          self.case_no, self.query, self.detail, self.prev_hash)
+
+
+def entry_hash(*fields: Any) -> str:
+    """SHA-256 of the canonical JSON of the fields (see the module docstring)."""
+    text = json.dumps(list(fields), ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def canonical_query(query: Mapping[str, Any]) -> str:
+    """The query as stored: JSON with sorted keys, so equal queries are equal text."""
+    return json.dumps(dict(query), sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What `verify` found: problems (empty when the chain is intact), entries checked, head."""
+
+    entries: int
+    head_id: int
+    head_hash: str
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class AccessLog:
+    """Append to and read the access log of one store."""
+
+    COLUMNS = "id, t_ns, user_name, role, action, outcome, purpose, case_no, query, detail, prev_hash, hash"
+
+    def __init__(self, db: Database, clock: Callable[[], int] = time.time_ns) -> None:
+        self.db = db
+        self.clock = clock
+
+    def append(self, *, user: str, role: str, action: str, purpose: str, case_no: str = "",
+               query: Mapping[str, Any] | None = None, detail: str = "", outcome: str = "ok") -> Entry:
+        """Add one entry at the end of the chain (serialised with other writers)."""
+        with self.db.transaction(lock="access_log"):
+            head = self.db.one("SELECT last_id, last_hash FROM access_log_head WHERE k=1")
+            prev_id, prev_hash = head if head else (0, GENESIS)
+            entry_id = int(prev_id) + 1
+            t_ns = self.clock()
+            q = canonical_query(query or {})
+            digest = entry_hash(entry_id, t_ns, user, role, action, outcome, purpose, case_no or "", q, detail,
+                                prev_hash)
+            self.db.execute(f"INSERT INTO access_log ({self.COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (entry_id, t_ns, user, role, action, outcome, purpose, case_no or "", q, detail,
+                             prev_hash, digest))
+            if head:
+                self.db.execute("UPDATE access_log_head SET last_id=?, last_hash=? WHERE k=1", (entry_id, digest))
+            else:
+                self.db.execute("INSERT INTO access_log_head (k, last_id, last_hash) VALUES (1,?,?)",
+                                (entry_id, digest))
+        return Entry(entry_id, t_ns, user, role, action, outcome, purpose, case_no or "", q, detail, prev_hash,
+                     digest)
+
+    def entries(self, since_ns: int = 0, until_ns: int | None = None, case_no: str | None = None) -> list[Entry]:
+        """Entries in order, optionally within [since, until) and for one case."""
+        sql = f"SELECT {self.COLUMNS} FROM access_log WHERE t_ns >= ?"
+        params: list[Any] = [since_ns]
+        if until_ns is not None:
+            sql += " AND t_ns < ?"
+            params.append(until_ns)
+        if case_no is not None:
+            sql += " AND case_no = ?"
+            params.append(case_no)
+        return [Entry(*r) for r in self.db.rows(sql + " ORDER BY id", params)]
+
+    def verify(self) -> VerifyResult:
+        """Recompute the chain; every edited entry and every deletion is named in `problems`."""
+        problems = []
+        prev_id, prev_hash = 0, GENESIS
+        count = 0
+        for row in self.db.execute(f"SELECT {self.COLUMNS} FROM access_log ORDER BY id"):
+            e = Entry(*row)
+            count += 1
+            if e.id != prev_id + 1:
+                problems.append(f"entries {prev_id + 1}..{e.id - 1} are missing (deleted)")
+            elif e.prev_hash != prev_hash:
+                problems.append(f"entry {e.id}: does not follow entry {prev_id} (an entry was deleted or replaced)")
+            if e.computed_hash() != e.hash:
+                problems.append(f"entry {e.id}: content was edited (hash mismatch)")
+            prev_id, prev_hash = e.id, e.hash
+        head = self.db.one("SELECT last_id, last_hash FROM access_log_head WHERE k=1")
+        if head is None:
+            if count:
+                problems.append("access_log_head is missing")
+        elif int(head[0]) != prev_id:
+            problems.append(f"entries {prev_id + 1}..{head[0]} at the end are missing (deleted)"
+                            if int(head[0]) > prev_id else f"head records entry {head[0]} but the log ends at {prev_id}")
+        elif head[1] != prev_hash:
+            problems.append(f"entry {prev_id}: differs from the recorded head hash")
+        return VerifyResult(count, prev_id, prev_hash, tuple(problems))

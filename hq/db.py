@@ -1,0 +1,131 @@
+"""One database connection for HQ, SQLite or PostgreSQL, behind a small common interface.
+
+SQL in hq/ is written once with `?` placeholders; for PostgreSQL they become `%s`. Each
+connection belongs to one thread (sqlite3's rule; we keep it for psycopg too).
+"""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from hq.errors import StoreError
+
+SQLITE = "sqlite"
+POSTGRES = "postgres"
+
+
+def is_postgres_url(target: object) -> bool:
+    """True for a postgresql:// (or postgres://) URL."""
+    return isinstance(target, str) and target.split("://", 1)[0] in ("postgresql", "postgres")
+
+
+class Database:
+    """A connection with `?` placeholders on both backends and explicit, non-nesting transactions."""
+
+    def __init__(self, conn: Any, dialect: str, where: str) -> None:
+        self._conn = conn
+        self.dialect = dialect
+        self.where = where  # file path or URL without password, for messages
+        self._depth = 0
+
+    @property
+    def postgres(self) -> bool:
+        return self.dialect == POSTGRES
+
+    def _sql(self, sql: str) -> str:
+        if self.dialect == POSTGRES:
+            return sql.replace("%", "%%").replace("?", "%s")
+        return sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns the backend's cursor."""
+        if self._conn is None:
+            raise StoreError(f"{self.where}: database is closed")
+        return self._conn.execute(self._sql(sql), tuple(params))
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """All rows of a query."""
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """The first row of a query, or None."""
+        row = self.execute(sql, params).fetchone()
+        return tuple(row) if row is not None else None
+
+    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row (None when no row)."""
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run an INSERT ... RETURNING id and return the id."""
+        return int(self.execute(sql + " RETURNING id", params).fetchone()[0])
+
+    @contextlib.contextmanager
+    def transaction(self, lock: str | None = None) -> Iterator["Database"]:
+        """One write transaction; inner calls join the outer one.
+
+        `lock` names a serialisation point (e.g. "access_log"): SQLite's BEGIN IMMEDIATE
+        already serialises writers; PostgreSQL takes a transaction-scoped advisory lock.
+        """
+        if self._depth:
+            if lock and self.postgres:
+                self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (lock,))
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self.execute("BEGIN IMMEDIATE" if self.dialect == SQLITE else "BEGIN")
+        self._depth = 1
+        try:
+            if lock and self.postgres:
+                self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (lock,))
+            yield self
+        except BaseException:
+            self._depth = 0
+            self.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close; safe to call twice."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def open_sqlite(path: Path) -> Database:
+    """Open (creating) a SQLite file in WAL mode; new files reclaim space incrementally after purges."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # auto_vacuum only takes effect on a file with no tables yet: set it first.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        # Purged reads are overwritten on disk, not just unlinked from the b-tree.
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open SQLite store: {exc}") from exc
+    return Database(conn, SQLITE, str(path))
+
+
+def open_postgres(url: str) -> Database:
+    """Connect to PostgreSQL (psycopg 3, the `postgres` extra), autocommit outside `transaction()`."""
+    try:
+        import psycopg  # optional dependency: only HQs that use PostgreSQL need it
+    except ImportError as exc:
+        raise StoreError("store.url is PostgreSQL but psycopg is not installed: pip install 'psycopg[binary]'") from exc
+    shown = url.split("@", 1)[-1] if "@" in url else url
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.Error as exc:
+        raise StoreError(f"store.url {shown}: cannot connect to PostgreSQL: {exc}") from exc
+    return Database(conn, POSTGRES, shown)

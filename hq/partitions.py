@@ -1,0 +1,73 @@
+"""Calendar months of capture time: the unit of read partitions (PostgreSQL) and of retention.
+
+Months are UTC. A partition `reads_pYYYYMM` holds reads with capture_ns in
+[first instant of the month, first instant of the next month).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from hq.db import Database
+
+_NAME = re.compile(r"^reads_p(\d{4})(\d{2})$")
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Month:
+    """One UTC calendar month."""
+
+    year: int
+    month: int
+
+    @classmethod
+    def of_ns(cls, t_ns: int) -> "Month":
+        d = dt.datetime.fromtimestamp(t_ns / _NS, tz=dt.timezone.utc)
+        return cls(d.year, d.month)
+
+    @classmethod
+    def from_name(cls, name: str) -> "Month | None":
+        m = _NAME.match(name)
+        return cls(int(m.group(1)), int(m.group(2))) if m else None
+
+    @property
+    def name(self) -> str:
+        return f"reads_p{self.year:04d}{self.month:02d}"
+
+    def next(self) -> "Month":
+        return Month(self.year + (self.month == 12), self.month % 12 + 1)
+
+    @property
+    def start_ns(self) -> int:
+        return int(dt.datetime(self.year, self.month, 1, tzinfo=dt.timezone.utc).timestamp()) * _NS
+
+    @property
+    def end_ns(self) -> int:
+        return self.next().start_ns
+
+
+def ensure_partitions(db: Database, months: set[Month], known: set[Month]) -> None:
+    """Create the PostgreSQL partitions for `months` that do not exist yet (`known` caches them)."""
+    for month in sorted(months - known, key=lambda m: (m.year, m.month)):
+        with db.transaction(lock="reads_partitions"):
+            exists = db.value("SELECT 1 FROM pg_class WHERE relname=? AND relkind='r'", (month.name,))
+            if not exists:
+                db.execute(f"CREATE TABLE {month.name} PARTITION OF reads "
+                           f"FOR VALUES FROM ({month.start_ns}) TO ({month.end_ns})")
+        known.add(month)
+
+
+def existing_partitions(db: Database) -> list[Month]:
+    """The month partitions of `reads` that exist, oldest first."""
+    names = db.rows("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'reads'")
+    months = [m for (name,) in names if (m := Month.from_name(name)) is not None]
+    return sorted(months, key=lambda m: (m.year, m.month))
+
+
+def retention_cutoff_ns(now_ns: int, min_days: int) -> int:
+    """Reads captured before this instant may be purged: the start of the month that contains
+    `now - min_days`, so every read is kept at least `min_days` and a whole month goes at once."""
+    return Month.of_ns(now_ns - min_days * 86400 * _NS).start_ns

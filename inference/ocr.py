@@ -1,0 +1,79 @@
+"""Plate reading on crops: `PlateReader(model_path, threads).read(crop_rgb) -> PlateText`."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inference.errors import ModelError
+from inference.models_dir import OCR_MODEL, shipped_model
+from inference.ocr_decode import ctc_beam_search, ctc_greedy, fixed_slot
+from inference.runtime import TFLiteModel
+
+log = logging.getLogger(__name__)
+
+OCR_KINDS = ("ctc", "fixed_slot")
+
+
+@dataclass(frozen=True)
+class PlateText:
+    """What a plate crop reads: best text, confidences, up to 10 candidates, region guess."""
+
+    text: str
+    confidence: float
+    char_confidences: list[float] = field(default_factory=list)
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    region: str | None = None
+    region_confidence: float = 0.0
+
+
+def as_probabilities(values: np.ndarray) -> np.ndarray:
+    """Rows of `values` as probabilities: kept if they already are, else softmaxed (logit outputs)."""
+    rows = np.asarray(values, dtype=np.float64)
+    sums = rows.sum(axis=-1)
+    if rows.min() >= 0.0 and rows.max() <= 1.0 + 1e-6 and np.all(np.abs(sums - 1.0) < 0.1):
+        return rows / np.maximum(sums[..., None], 1e-9)
+    shifted = np.exp(rows - rows.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class PlateReader:
+    """Runs a CTC or fixed-slot OCR model on plate crops."""
+
+    def __init__(self, model_path: Path | None = None, threads: int = 1, beam_width: int = 16, top_k: int = 10) -> None:
+        self.model = TFLiteModel(Path(model_path) if model_path else shipped_model(OCR_MODEL), threads)
+        manifest = self.model.manifest
+        if manifest.output_kind not in OCR_KINDS:
+            raise ModelError(f"{self.model.path}: output kind {manifest.output_kind!r} is not an OCR kind {OCR_KINDS}")
+        self.beam_width = beam_width
+        self.top_k = top_k
+
+    def read(self, crop_rgb: np.ndarray) -> PlateText:
+        """Read one plate crop (uint8 RGB HxWx3 or grey HxW)."""
+        outputs, _ = self.model.run(crop_rgb)
+        manifest = self.model.manifest
+        sequence = as_probabilities(next(o for o in outputs if o.ndim == 3)[0])
+        region_out = next((o for o in outputs if o.ndim == 2), None)
+        region, region_conf = None, 0.0
+        if region_out is not None and manifest.region_classes:
+            probs = as_probabilities(region_out[0])
+            best = int(np.argmax(probs))
+            region, region_conf = manifest.region_classes[best], float(probs[best])
+        if manifest.output_kind == "ctc":
+            greedy = ctc_greedy(sequence, manifest.alphabet, manifest.blank_index)
+            candidates = ctc_beam_search(sequence, manifest.alphabet, manifest.blank_index, self.beam_width, self.top_k)
+            text, confidence = candidates[0] if candidates else (greedy.text, greedy.confidence)
+            if greedy.text == text:
+                chars = list(greedy.char_confidences)
+            else:
+                # the beam's winner has no single path: spread its probability over its characters
+                chars = [confidence ** (1.0 / len(text))] * len(text) if text else []
+        else:
+            reading, candidates = fixed_slot(sequence, manifest.alphabet, manifest.pad_char, self.top_k)
+            text, confidence, chars = reading.text, reading.confidence, list(reading.char_confidences)
+            if candidates and candidates[0][0] == text:
+                confidence = candidates[0][1]
+        return PlateText(text, float(confidence), [float(c) for c in chars],
+                         [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf)

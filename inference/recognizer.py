@@ -1,0 +1,103 @@
+"""Detection + OCR on whole images: `Recognizer(detector, reader).recognize(image_rgb)`."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference.detector import Detection, PlateDetector
+from inference.ocr import PlateReader, PlateText
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlateResult:
+    """One read plate: box (x, y, w, h) in image pixels, text, confidences and stage times."""
+
+    box: tuple[int, int, int, int]
+    plate: str
+    confidence: float
+    region: str | None
+    region_confidence: float
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    char_confidences: list[float] = field(default_factory=list)
+    detection_score: float = 0.0
+    detect_ms: float = 0.0
+    ocr_ms: float = 0.0
+    source: str = "detector"  # or "whole_image" when the image itself was read as a plate crop
+
+
+def looks_like_plate_crop(width: int, height: int) -> bool:
+    """True for images shaped like a tight plate crop rather than a scene (small and wide)."""
+    return height <= 260 and 1.3 <= width / max(1, height) <= 6.0
+
+
+def expand_box(box: tuple[int, int, int, int], width: int, height: int, fx: float = 0.06, fy: float = 0.12) -> tuple[int, int, int, int]:
+    """Grow a detection box a little (the OCR was trained on crops with some margin), clipped to the image."""
+    x, y, w, h = box
+    x1, y1 = max(0, int(round(x - w * fx))), max(0, int(round(y - h * fy)))
+    x2, y2 = min(width, int(round(x + w * (1 + fx)))), min(height, int(round(y + h * (1 + fy))))
+    return x1, y1, x2 - x1, y2 - y1
+
+
+class Recognizer:
+    """Finds plates, reads them, and reads the whole image too when it looks like a plate crop."""
+
+    def __init__(self, detector: PlateDetector, reader: PlateReader, whole_image: str = "auto",
+                 min_confidence: float = 0.0) -> None:
+        if whole_image not in ("auto", "always", "never"):
+            raise ValueError(f"whole_image must be 'auto', 'always' or 'never', got {whole_image!r}")
+        self.detector = detector
+        self.reader = reader
+        self.whole_image = whole_image
+        self.min_confidence = min_confidence
+
+    @classmethod
+    def default(cls, threads: int = 1) -> "Recognizer":
+        """The shipped detector and OCR models from `inference/models/`."""
+        return cls(PlateDetector(threads=threads), PlateReader(threads=threads))
+
+    def _read(self, image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[PlateText, float]:
+        x, y, w, h = box
+        start = time.perf_counter()
+        text = self.reader.read(np.ascontiguousarray(image[y:y + h, x:x + w]))
+        return text, (time.perf_counter() - start) * 1000.0
+
+    def recognize(self, image_rgb: np.ndarray) -> list[PlateResult]:
+        """Every plate read in `image_rgb` (uint8 HxWx3), best confidence first."""
+        return self.recognize_with_detections(image_rgb)[1]
+
+    def recognize_with_detections(self, image_rgb: np.ndarray) -> tuple[list[Detection], list[PlateResult]]:
+        """The raw detections (for scoring the detector) and the read plates, best first."""
+        height, width = image_rgb.shape[:2]
+        start = time.perf_counter()
+        detections: list[Detection] = self.detector.detect(image_rgb)
+        detect_ms = (time.perf_counter() - start) * 1000.0
+        big = [d for d in detections if d.box[2] * d.box[3] >= 0.4 * width * height]
+        whole = self.whole_image == "always" or (
+            self.whole_image == "auto" and (not detections or bool(big) or looks_like_plate_crop(width, height))
+        )
+        results: list[PlateResult] = []
+        for det in detections:
+            if whole and det in big:
+                continue  # the same plate as the whole image, read below
+            box = expand_box(det.box, width, height)
+            if box[2] < 4 or box[3] < 4:
+                continue
+            text, ocr_ms = self._read(image_rgb, box)
+            if text.text and text.confidence >= self.min_confidence:
+                results.append(PlateResult(det.box, text.text, text.confidence, text.region, text.region_confidence,
+                                           text.candidates, text.char_confidences, det.score, detect_ms, ocr_ms))
+        if whole:
+            text, ocr_ms = self._read(image_rgb, (0, 0, width, height))
+            if text.text and text.confidence >= self.min_confidence:
+                results = [r for r in results if r.plate != text.text or r.confidence > text.confidence]
+                if not any(r.plate == text.text for r in results):
+                    results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
+                                               text.region_confidence, text.candidates, text.char_confidences,
+                                               0.0, detect_ms, ocr_ms, "whole_image"))
+        results.sort(key=lambda r: -r.confidence)
+        return detections, results

@@ -1,0 +1,174 @@
+"""`alpr-node eval FOLDER`: score the recogniser on a labelled folder and write a misread sheet.
+
+Both label formats are read: `labels.csv` (`file,state,plate`, plate crops) and one
+`NAME.txt` per scene image (`file x y w h PLATE`, tab separated). `--split test` keeps the
+same fixed-seed part of the folder that training held out.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from node.commands.recognize import load_image
+from node.errors import BadInput
+
+
+def register(subparsers: Any) -> None:
+    """Add the `eval` sub-command."""
+    parser = subparsers.add_parser("eval", help="score recognition on a labelled folder",
+                                   description="Score detection and reading on a labelled folder of images.")
+    parser.add_argument("folder", type=Path, metavar="FOLDER", help="folder with labels.csv and/or NAME.txt labels")
+    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
+                        help="only this part of the fixed-seed split used in training")
+    parser.add_argument("--sheet", type=Path, default=None,
+                        help="contact sheet of misreads (HTML; default ./alpr-eval-FOLDER.html)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
+    parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU for a detection to count (default 0.5)")
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N images (0 = all)")
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class Misread:
+    """One plate read wrong (or not found), for the contact sheet."""
+
+    file: str
+    truth: str
+    reading: str
+    crop_png: bytes
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn in place)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.total, self.stream, self.width, self.done = max(1, total), stream, width, 0
+
+    def step(self, label: str = "") -> None:
+        self.done += 1
+        filled = int(self.width * self.done / self.total)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {label[:40]:<40}")
+        if self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _png(image: Any) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return data.tobytes() if ok else b""
+
+
+def write_sheet(path: Path, title: str, misreads: list[Misread], figures: dict[str, Any]) -> None:
+    """An HTML page with every misread: crop, truth and reading."""
+    rows = []
+    for m in misreads:
+        src = "data:image/png;base64," + base64.b64encode(m.crop_png).decode("ascii") if m.crop_png else ""
+        rows.append(
+            f"<tr><td>{html.escape(m.file)}</td><td><img src=\"{src}\" style=\"max-height:80px\"></td>"
+            f"<td><code>{html.escape(m.truth)}</code></td><td><code>{html.escape(m.reading or '(none)')}</code></td></tr>"
+        )
+    page = (
+        f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><pre>{html.escape(json.dumps(figures, indent=2))}</pre>"
+        f"<h2>{len(misreads)} misreads</h2><table border=\"1\" cellpadding=\"4\">"
+        "<tr><th>file</th><th>crop</th><th>truth</th><th>reading</th></tr>" + "".join(rows) + "</table></body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the folder; print the figures; write the contact sheet."""
+    from inference.datasets import read_folder
+    from inference.detector import PlateDetector
+    from inference.metrics import DetectionScore, OcrScore, match_boxes
+    from inference.ocr import PlateReader
+    from inference.recognizer import Recognizer
+
+    items = read_folder(args.folder, args.split)
+    if args.limit > 0:
+        items = items[: args.limit]
+    if not items:
+        raise BadInput(f"{args.folder}: no labelled images{' in split ' + args.split if args.split else ''}")
+    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads))
+    ocr, det = OcrScore(), DetectionScore()
+    detect_ms: list[float] = []
+    ocr_ms: list[float] = []
+    total_ms: list[float] = []
+    misreads: list[Misread] = []
+    failures = 0
+    progress = Progress(len(items))
+    for item in items:
+        progress.step(item.path.name)
+        try:
+            image = load_image(item.path)
+        except BadInput as exc:
+            failures += 1
+            print(f"\nalpr-node: error: {exc}", file=sys.stderr)
+            continue
+        start = time.perf_counter()
+        detections, results = recognizer.recognize_with_detections(image)
+        total_ms.append((time.perf_counter() - start) * 1000.0)
+        if results:
+            detect_ms.append(results[0].detect_ms)
+            ocr_ms.extend(r.ocr_ms for r in results)
+        if item.is_crop:
+            truth = item.plates[0].text
+            best = results[0] if results else None
+            reading = best.plate if best else ""
+            ocr.add(truth, reading, [c for c, _ in best.candidates] if best else [], item.region, best.region if best else None)
+            if reading != truth:
+                misreads.append(Misread(item.path.name, truth, reading, _png(image)))
+            continue
+        truths = [p.box for p in item.plates]
+        det.add(truths, [d.box for d in detections], args.iou)
+        pairs = dict(match_boxes(truths, [r.box for r in results], args.iou))
+        for ti, plate in enumerate(item.plates):
+            if not plate.text:
+                continue
+            found = results[pairs[ti]] if ti in pairs else None
+            reading = found.plate if found else ""
+            ocr.add(plate.text, reading, [c for c, _ in found.candidates] if found else [])
+            if reading != plate.text:
+                x, y, w, h = plate.box
+                crop = image[max(0, y): y + h, max(0, x): x + w]
+                misreads.append(Misread(item.path.name, plate.text, reading, _png(crop) if crop.size else b""))
+    figures: dict[str, Any] = {"folder": str(args.folder), "split": args.split or "all", "images": len(items),
+                               "unreadable": failures, "reading": ocr.as_dict()}
+    if det.truths:
+        figures["detection"] = {"iou": args.iou, **det.as_dict()}
+    figures["ms"] = {
+        "total_median": round(statistics.median(total_ms), 2) if total_ms else 0.0,
+        "detect_median": round(statistics.median(detect_ms), 2) if detect_ms else 0.0,
+        "ocr_median_per_plate": round(statistics.median(ocr_ms), 2) if ocr_ms else 0.0,
+    }
+    sheet = args.sheet or Path(f"alpr-eval-{args.folder.resolve().name}.html")
+    write_sheet(sheet, f"alpr-node eval {args.folder} ({figures['split']})", misreads, figures)
+    figures["sheet"] = str(sheet)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        r = figures["reading"]
+        print(f"{args.folder} [{figures['split']}]: {len(items)} images")
+        print(f"  reading: exact {r['exact_pct']}% of {r['plates']}, characters {r['char_accuracy_pct']}%, "
+              f"top-10 {r['top10_pct']}%" + (f", region top-1 {r['region_top1_pct']}%" if ocr.region_total else ""))
+        if "detection" in figures:
+            d = figures["detection"]
+            print(f"  detection @IoU>={args.iou}: recall {d['recall_pct']}%, precision {d['precision_pct']}% "
+                  f"({d['truths']} plates, {d['predictions']} boxes)")
+        m = figures["ms"]
+        print(f"  ms: total {m['total_median']}, detect {m['detect_median']}, ocr/plate {m['ocr_median_per_plate']} (medians)")
+        print(f"  misreads sheet: {sheet}")
+    return 1 if failures else 0

@@ -1,0 +1,98 @@
+"""`alpr-node recognize IMAGE... [--json]`: detect and read plates in still images."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from node.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 10
+
+
+def register(subparsers: Any) -> None:
+    """Add the `recognize` sub-command."""
+    parser = subparsers.add_parser("recognize", help="detect and read plates in still images",
+                                   description="Detect and read licence plates in still images (whole scenes or plate crops).")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
+    parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
+    parser.add_argument("--whole-image", choices=("auto", "always", "never"), default="auto",
+                        help="also read the whole image as a plate: auto = when it looks like a crop or nothing is detected")
+    parser.set_defaults(func=run)
+
+
+def load_image(path: Path) -> Any:
+    """An image file as an RGB uint8 array; BadInput naming the file when missing or unreadable."""
+    import cv2
+    import numpy as np
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror or exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise BadInput(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def result_dict(path: Path, ms: float, results: list[Any]) -> dict[str, Any]:
+    """The JSON object printed for one image."""
+    return {
+        "file": str(path),
+        "ms": round(ms, 2),
+        "plates": [
+            {
+                "plate": r.plate,
+                "confidence": round(float(r.confidence), 4),
+                "box": [int(v) for v in r.box],
+                "region": r.region,
+                "region_confidence": round(float(r.region_confidence), 4),
+                "candidates": [{"plate": t, "confidence": round(float(p), 4)} for t, p in r.candidates[:MAX_CANDIDATES]],
+            }
+            for r in results
+        ],
+    }
+
+
+def human_line(path: Path, ms: float, results: list[Any]) -> str:
+    """One readable line for one image."""
+    if not results:
+        return f"{path}: no plate ({ms:.0f} ms)"
+    parts = [f"{r.plate} ({r.confidence:.2f}{', ' + r.region.upper() if r.region else ''}) at {list(r.box)}" for r in results]
+    return f"{path}: " + "; ".join(parts) + f" ({ms:.0f} ms)"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Recognise every image; errors on single images are reported and the others still run."""
+    from inference.detector import PlateDetector
+    from inference.ocr import PlateReader
+    from inference.recognizer import Recognizer
+
+    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
+                            whole_image=args.whole_image)
+    failures = 0
+    for path in args.images:
+        try:
+            image = load_image(path)
+        except BadInput as exc:
+            failures += 1
+            print(f"alpr-node: error: {exc}", file=sys.stderr, flush=True)
+            continue
+        start = time.perf_counter()
+        results = recognizer.recognize(image)
+        ms = (time.perf_counter() - start) * 1000.0
+        line = json.dumps(result_dict(path, ms, results)) if args.json else human_line(path, ms, results)
+        print(line, flush=True)
+    return 1 if failures else 0

@@ -1,0 +1,220 @@
+"""HQ's trust anchors: the offline CA, broker and worker certificates, HQ's HPKE and signing keys.
+
+    HQ_DATA_DIR/hq.toml                         for `alpr-hq`
+    HQ_DATA_DIR/provisioning.toml               for later `alpr-provision` commands
+    HQ_DATA_DIR/registry.db                     node registry and audit trail
+    HQ_DATA_DIR/keys/hq-hpke-<kid>.key|.pub     HPKE (X25519) keys; old ones kept after rotation
+    HQ_DATA_DIR/keys/hq-sign.key|.pub           Ed25519: acks, hot lists, configuration, bundles
+    HQ_DATA_DIR/tls/ca.pem, tls/<worker>.pem|.key   HQ workers' broker client certificates
+    HQ_DATA_DIR/broker/                         mosquitto.conf, acl, ca.pem, server.pem|.key, crl.pem
+    CA_DIR/                                     the offline CA (see provisioning.authority)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from provisioning import broker as broker_config
+from provisioning import state as hq_state
+from provisioning import tomlout
+from provisioning.authority import Authority
+from provisioning.errors import ProvisioningError, StateError
+from provisioning.names import worker_problem
+from transport.errors import KeyFileError
+from transport.keys import key_id, load_private_key, write_private_key, write_public_key
+from transport.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HQSetup:
+    """What `init_hq` made, for the caller to print or use."""
+
+    state: hq_state.HQState
+    hq_config: Path
+    broker_files: broker_config.BrokerFiles
+    hq_sign_fingerprint: str
+    hpke_key_id: str
+
+
+def default_ca_dir(hq_dir: Path) -> Path:
+    """The CA folder when none is given: a sibling of HQ's data folder, not inside it."""
+    hq_dir = Path(hq_dir).resolve()
+    return hq_dir.parent / "alpr-ca"
+
+
+def sign_fingerprint(public: ed25519.Ed25519PublicKey) -> str:
+    """HQ signing key fingerprint: SHA-256 of the raw key, hex; its first 16 digits are the key id."""
+    import hashlib
+
+    from transport.keys import raw_public
+    return hashlib.sha256(raw_public(public)).hexdigest()
+
+
+def group(fingerprint: str, n: int = 4) -> str:
+    """A fingerprint in groups of four for reading aloud or typing."""
+    return " ".join(fingerprint[i:i + n] for i in range(0, len(fingerprint), n))
+
+
+def _audit(state: hq_state.HQState, actor: str, action: str, node_id: str | None, detail: str) -> None:
+    registry = Registry(state.registry_path)
+    try:
+        registry.record(actor, action, node_id, detail)
+    finally:
+        registry.close()
+
+
+def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_names: list[str] | None = None,
+            broker_host: str | None = None, broker_port: int = 8883, broker_bind: str = "",
+            broker_reload: str = "", workers: int = 1, bundle_valid_hours: int = 168) -> HQSetup:
+    """Create the CA, broker and worker certificates, HQ keys, hq.toml and the broker config.
+
+    Refuses to run twice on the same HQ folder or CA folder: a second CA would orphan every
+    node certificate already issued.
+    """
+    hq_dir = Path(hq_dir).resolve()
+    if (hq_dir / hq_state.FILE_NAME).exists():
+        raise StateError(f"{hq_dir / hq_state.FILE_NAME}: HQ is already initialised; refusing to start over")
+    if (hq_dir / "keys" / "hq-sign.key").exists():
+        raise StateError(f"{hq_dir / 'keys' / 'hq-sign.key'}: an HQ signing key already exists; refusing to replace it")
+    ca_dir = Path(ca_dir).resolve() if ca_dir else default_ca_dir(hq_dir)
+    if ca_dir == hq_dir or hq_dir in ca_dir.parents:
+        raise ProvisioningError(f"--ca-dir {ca_dir}: keep the offline CA outside HQ's data folder {hq_dir}")
+    names = broker_names or ["localhost", "127.0.0.1"]
+    worker_names = tuple(f"hq-ingest-{i + 1}" for i in range(workers))
+    hq_dir.mkdir(parents=True, exist_ok=True)
+    authority = Authority.create(ca_dir)
+
+    keys = hq_dir / "keys"
+    hpke = x25519.X25519PrivateKey.generate()
+    hpke_kid = key_id(hpke.public_key())
+    write_private_key(keys / f"hq-hpke-{hpke_kid}.key", hpke)
+    write_public_key(keys / f"hq-hpke-{hpke_kid}.pub", hpke.public_key())
+    sign = ed25519.Ed25519PrivateKey.generate()
+    write_private_key(keys / "hq-sign.key", sign)
+    write_public_key(keys / "hq-sign.pub", sign.public_key())
+
+    tls = hq_dir / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    (tls / "ca.pem").write_bytes(authority.pair.cert.read_bytes())
+    for worker in worker_names:
+        authority.issue(worker, tls, stem=worker)
+
+    state = hq_state.HQState(hq_dir=hq_dir, ca_dir=ca_dir, broker_host=broker_host or names[0],
+                             broker_port=broker_port, broker_names=tuple(names), broker_bind=broker_bind,
+                             broker_reload=broker_reload, workers=worker_names, hpke_current=hpke_kid,
+                             bundle_valid_hours=bundle_valid_hours)
+    bdir = state.broker_dir
+    bdir.mkdir(parents=True, exist_ok=True)
+    authority.issue("broker", bdir, stem="server", server_names=names)
+    (bdir / "ca.pem").write_bytes(authority.pair.cert.read_bytes())
+    authority.write_crl(bdir / "crl.pem")
+    files = write_broker_config(state)
+    state.save()
+
+    hq_config = hq_dir / "hq.toml"
+    hq_config.write_text(tomlout.document({
+        "hq": {"data_dir": str(hq_dir)},
+        "broker": {"host": broker_host or names[0], "port": broker_port, "client_id": worker_names[0]},
+    }, header="Written by alpr-provision ca init."))
+    fp = sign_fingerprint(sign.public_key())
+    _audit(state, actor, "ca-init", None,
+           f"ca={ca_dir} broker={','.join(names)}:{broker_port} workers={','.join(worker_names)} "
+           f"hpke={hpke_kid} hq-sign={fp}")
+    return HQSetup(state, hq_config, files, fp, hpke_kid)
+
+
+def write_broker_config(state: hq_state.HQState) -> broker_config.BrokerFiles:
+    """(Re)write the broker's mosquitto.conf and ACL from the HQ state."""
+    bdir = state.broker_dir
+    return broker_config.write_config(
+        bdir, port=state.broker_port, ca_file=bdir / "ca.pem", cert_file=bdir / "server.pem",
+        key_file=bdir / "server.key", hq_users=list(state.workers), bind=state.broker_bind,
+        crl_file=bdir / "crl.pem", clientid_from_cert=True)
+
+
+def reload_broker(state: hq_state.HQState) -> str:
+    """Run the configured broker reload command; returns what to tell the technician."""
+    if not state.broker_reload:
+        return (f"the broker must reread {state.broker_dir}: sudo systemctl restart mosquitto "
+                "(restart also drops open connections; `reload` (SIGHUP) only refuses new ones)")
+    try:
+        result = subprocess.run(shlex.split(state.broker_reload), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProvisioningError(f"broker reload command {state.broker_reload!r} failed: {exc}") from exc
+    if result.returncode != 0:
+        raise ProvisioningError(f"broker reload command {state.broker_reload!r} exited {result.returncode}: "
+                                f"{result.stderr.strip()}")
+    return f"ran {state.broker_reload!r}"
+
+
+def issue_worker(hq_dir: Path, worker: str, *, actor: str) -> Path:
+    """Issue a client certificate for another HQ worker and add it to the broker ACL."""
+    state = hq_state.load(hq_dir)
+    problem = worker_problem(worker)
+    if problem:
+        raise ProvisioningError(problem)
+    authority = Authority(state.ca_dir)
+    pair = authority.issue(worker, state.hq_dir / "tls", stem=worker)
+    if worker not in state.workers:
+        state = state.with_(workers=state.workers + (worker,))
+        state.save()
+        write_broker_config(state)
+    _audit(state, actor, "issue-hq", None, f"worker={worker} cert={pair.cert}")
+    return pair.cert
+
+
+def load_hpke_public(state: hq_state.HQState, kid: str | None = None) -> x25519.X25519PublicKey:
+    """HQ's current (or given) HPKE public key, from its private key file."""
+    kid = kid or state.hpke_current
+    path = state.keys_dir / f"hq-hpke-{kid}.key"
+    try:
+        return load_private_key(path, x25519.X25519PrivateKey).public_key()
+    except KeyFileError as exc:
+        raise StateError(str(exc)) from exc
+
+
+def load_sign_key(state: hq_state.HQState) -> ed25519.Ed25519PrivateKey:
+    """HQ's Ed25519 signing key."""
+    try:
+        return load_private_key(state.keys_dir / "hq-sign.key", ed25519.Ed25519PrivateKey)
+    except KeyFileError as exc:
+        raise StateError(str(exc)) from exc
+
+
+def rotate_hpke(hq_dir: Path, *, actor: str) -> tuple[str, list[str]]:
+    """Make a new HPKE key pair and make it current; old keys stay to decrypt queued reads.
+
+    Returns (new key id, key ids still kept).
+    """
+    state = hq_state.load(hq_dir)
+    key = x25519.X25519PrivateKey.generate()
+    kid = key_id(key.public_key())
+    write_private_key(state.keys_dir / f"hq-hpke-{kid}.key", key)
+    write_public_key(state.keys_dir / f"hq-hpke-{kid}.pub", key.public_key())
+    old = state.hpke_current
+    state.with_(hpke_current=kid).save()
+    _audit(state, actor, "rotate-hpke", None, f"new={kid} previous={old}")
+    kept = sorted(p.stem.removeprefix("hq-hpke-") for p in state.keys_dir.glob("hq-hpke-*.key"))
+    return kid, kept
+
+
+def retire_hpke(hq_dir: Path, kid: str, *, actor: str) -> Path:
+    """Delete an old HPKE private key (reads still sealed for it can then never be opened)."""
+    state = hq_state.load(hq_dir)
+    if kid == state.hpke_current:
+        raise ProvisioningError(f"HPKE key {kid} is the current one; rotate first (ca rotate-hpke)")
+    path = state.keys_dir / f"hq-hpke-{kid}.key"
+    if not path.exists():
+        raise StateError(f"{path}: no such HPKE key")
+    os.remove(path)
+    (state.keys_dir / f"hq-hpke-{kid}.pub").unlink(missing_ok=True)
+    _audit(state, actor, "retire-hpke", None, f"key={kid}")
+    return path

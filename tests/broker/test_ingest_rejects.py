@@ -1,0 +1,135 @@
+"""HQ ingest against hostile input: each bad message is rejected with its reason, ingest keeps going."""
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hq.ingest import Ingest
+from hq.keyring import load_hpke_keys, load_sign_key
+from hq.store import ReadStore
+from tests.conftest import wait_for
+from tests.support.vectors import sample_read
+from transport import cbor, envelope, topics
+from transport.keys import load_private_key
+from transport.mqtt import BrokerSettings
+from transport.registry import Registry
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def world(lab):
+    node = lab.add_node("node-a")
+    lab.add_node("node-b")
+    tls = lab.hq_dir / "tls"
+    ingest = Ingest(BrokerSettings("127.0.0.1", lab.broker.port, tls / "ca.pem", tls / "hq-ingest-1.pem",
+                                   tls / "hq-ingest-1.key", "hq-ingest-1"),
+                    store_path=lab.hq_dir / "hq.db", registry_path=lab.registry_path,
+                    decryption_keys=load_hpke_keys(lab.hq_dir / "keys"), sign_key=load_sign_key(lab.hq_dir / "keys"))
+    ingest.start()
+    assert ingest.link.wait_connected(10)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="node-a", protocol=paho.MQTTv5)
+    client.tls_set(str(node.data_dir / "tls/ca.pem"), str(node.data_dir / "tls/node.pem"),
+                   str(node.data_dir / "tls/node.key"))
+    acks: list[bytes] = []
+    got_ack = threading.Event()
+
+    def on_message(c, u, m):
+        acks.append(m.payload)
+        got_ack.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", lab.broker.port)
+    client.subscribe(topics.node_topic("node-a", "ack"), qos=1)
+    client.loop_start()
+    sign_key = load_private_key(node.data_dir / "keys/node-sign.key", ed25519.Ed25519PrivateKey)
+    yield lab, ingest, client, sign_key, acks
+    client.loop_stop()
+    client.disconnect()
+    ingest.stop()
+
+
+def good_message(lab, sign_key, seq=1, node_id="node-a", t_ns=None):
+    read = sample_read()
+    t_ns = t_ns or read.capture_time_ns
+    wire = dict(read.to_wire(), node=node_id, seq=seq, t_ns=t_ns)
+    return envelope.seal(wire, kind="read", node_id=node_id, seq=seq, time_ns=t_ns,
+                         signing_key=sign_key, recipient=lab.hq_hpke.public_key())
+
+
+def send(client, payload, leaf="read", node_id="node-a"):
+    client.publish(topics.node_topic(node_id, leaf), payload, qos=1).wait_for_publish(10)
+
+
+def test_each_bad_message_is_rejected_with_its_reason_and_ingest_keeps_running(world):
+    lab, ingest, client, sign_key, acks = world
+    forger = ed25519.Ed25519PrivateKey.generate()
+    good = good_message(lab, sign_key, seq=1)
+    header_bytes, sealed = cbor.loads(good)
+    header = cbor.loads(header_bytes)
+    header["seq"] = 999
+    tampered = cbor.dumps([cbor.dumps(header), sealed])
+    cases = [
+        (good_message(lab, forger, seq=2), "wrong-key"),                     # forged: a key HQ never enrolled
+        (good_message(lab, sign_key, seq=3, node_id="node-b"), "binding"),  # node-a posing as node-b on its topic
+        (tampered, "decrypt"),                                                 # header edited in transit
+        (b"\x00\xffgarbage", "malformed"),
+        (b"\x00" * (10 * 1024 * 1024), "oversize"),                            # 10 MB
+    ]
+    for payload, _ in cases:
+        send(client, payload)
+    expected: dict[str, int] = {}
+    for _, why in cases:
+        expected[why] = expected.get(why, 0) + 1
+    wait_for(lambda: sum(ingest.stats.rejected.values()) >= len(cases), 20, "all bad messages rejected")
+    assert dict(ingest.stats.rejected) == expected
+    # ...and ingest is still alive: a good read is stored and acked.
+    send(client, good)
+    wait_for(lambda: ingest.stats.stored == 1, 10, "the good read stored")
+    wait_for(lambda: len(acks) == 1, 10, "the ack for it")
+
+
+def test_replayed_envelope_is_acked_again_but_stored_once(world):
+    lab, ingest, client, sign_key, acks = world
+    good = good_message(lab, sign_key, seq=5)
+    for _ in range(3):
+        send(client, good)
+    wait_for(lambda: ingest.stats.stored + ingest.stats.duplicates == 3, 10, "three deliveries handled")
+    assert (ingest.stats.stored, ingest.stats.duplicates) == (1, 2)
+    wait_for(lambda: len(acks) == 3, 10, "three acks")
+    store = ReadStore(lab.hq_dir / "hq.db")
+    assert store.seqs("node-a") == [5]
+    store.close()
+
+
+def test_unknown_and_revoked_nodes_are_rejected(world):
+    lab, ingest, client, sign_key, acks = world
+    registry = Registry(lab.registry_path)
+    revoked_at = time.time_ns()
+    registry.revoke("node-a", actor="auditor-1", reason="stolen from pole 12", at_ns=revoked_at)
+    registry.close()
+    send(client, good_message(lab, sign_key, seq=7, t_ns=revoked_at + 1))
+    wait_for(lambda: ingest.stats.rejected["revoked"] == 1, 10, "read made after revocation rejected")
+    # A read made before the revocation (queued in the outbox while offline) is still accepted.
+    send(client, good_message(lab, sign_key, seq=6, t_ns=revoked_at - 10**9))
+    wait_for(lambda: ingest.stats.stored == 1, 10, "read made before revocation stored")
+    # A node with a valid broker certificate that HQ never enrolled.
+    from provisioning import pki
+    pair = pki.issue(lab.ca, "node-zz", lab.root / "stranger")
+    stranger_client = paho.Client(CallbackAPIVersion.VERSION2, client_id="node-zz", protocol=paho.MQTTv5)
+    stranger_client.tls_set(str(lab.ca.cert), str(pair.cert), str(pair.key))
+    stranger_client.connect("127.0.0.1", lab.broker.port)
+    stranger_client.loop_start()
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    read = sample_read()
+    msg = envelope.seal(dict(read.to_wire(), node="node-zz", seq=1), kind="read", node_id="node-zz", seq=1,
+                        time_ns=read.capture_time_ns, signing_key=stranger, recipient=lab.hq_hpke.public_key())
+    send(stranger_client, msg, node_id="node-zz")
+    wait_for(lambda: ingest.stats.rejected["unknown-node"] == 1, 10, "unknown node rejected")
+    stranger_client.loop_stop()
+    stranger_client.disconnect()
+    assert ingest.stats.stored == 1 and len(acks) == 1

@@ -1,0 +1,140 @@
+"""The outbox: durable order, acks, resends, quota policy, corruption, sequence safety."""
+import os
+import sqlite3
+
+import pytest
+
+from transport import outbox as outbox_mod
+from transport.errors import OutboxError
+from transport.outbox import Outbox
+
+pytestmark = pytest.mark.unit
+
+
+def msg(size=100):
+    return lambda seq: seq.to_bytes(8, "big") + b"x" * (size - 8)
+
+
+def test_commit_assigns_increasing_seqs_and_survives_reopen(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    assert [box.commit("read", msg()) for _ in range(3)] == [1, 2, 3]
+    box.close()
+    box = Outbox(tmp_path / "o.db")
+    assert box.commit("read", msg()) == 4
+    assert [p.seq for p in box.due(10, 0)] == [1, 2, 3, 4]
+    box.close()
+
+
+def test_ack_deletes_only_acked_and_counts(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(5):
+        box.commit("read", msg())
+    assert box.ack([2, 4, 99]) == 2
+    assert [p.seq for p in box.due(10, 0)] == [1, 3, 5]
+    stats = box.stats()
+    assert (stats.depth, stats.committed, stats.acked) == (3, 5, 2)
+
+
+def test_sent_messages_wait_for_the_resend_timeout_and_reset_on_reconnect(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(3):
+        box.commit("read", msg())
+    box.mark_sent([1, 2], now_ns=1_000)
+    assert [p.seq for p in box.due(10, resend_after_ns=500, now_ns=1_200)] == [3]
+    assert [p.seq for p in box.due(10, resend_after_ns=500, now_ns=1_600)] == [1, 2, 3]
+    box.reset_sent()
+    assert box.in_flight() == 0
+
+
+def test_alerts_go_first(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    box.commit("read", msg())
+    box.commit("overview", msg())
+    box.commit("alert", msg())
+    assert [p.kind for p in box.due(10, 0)] == ["alert", "read", "overview"]
+
+
+def test_quota_drops_overviews_first_then_oldest_reads_and_counts_every_loss(tmp_path):
+    box = Outbox(tmp_path / "o.db", quota_bytes=1000)
+    box.commit("read", msg(300))      # 1
+    box.commit("overview", msg(300))  # 2
+    box.commit("alert", msg(300))     # 3
+    box.commit("read", msg(300))      # 4: overview 2 goes
+    assert [p.seq for p in box.due(10, 0)] == [3, 1, 4]
+    box.commit("read", msg(300))      # 5: oldest read 1 goes, the alert stays
+    assert sorted(p.seq for p in box.due(10, 0)) == [3, 4, 5]
+    stats = box.stats()
+    assert stats.dropped == {"overview": 1, "read": 1}
+    assert sorted(box.losses()) == [(1, "read"), (2, "overview")]
+    assert stats.bytes <= 1000
+
+
+def test_entry_quota(tmp_path):
+    box = Outbox(tmp_path / "o.db", max_entries=2)
+    for _ in range(4):
+        box.commit("read", msg())
+    assert [p.seq for p in box.due(10, 0)] == [3, 4]
+    assert box.stats().dropped == {"read": 2}
+
+
+def test_failed_build_commits_nothing_and_reuses_no_seq(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+
+    def boom(seq):
+        raise RuntimeError("sealing failed")
+    with pytest.raises(RuntimeError):
+        box.commit("read", boom)
+    assert box.commit("read", msg()) in (1, 2)
+    assert box.stats().depth == 1
+
+
+def test_corrupt_database_is_refused_with_recovery_hint_and_salvaged(tmp_path):
+    path = tmp_path / "outbox.db"
+    box = Outbox(path)
+    for _ in range(50):
+        box.commit("read", msg(2000))
+    box.close()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"\xde\xad" * 2048  # smash a page in the middle
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutboxError) as info:
+        Outbox(path)
+    assert str(path) in str(info.value) and "salvage" in str(info.value)
+    assert path.exists()  # nothing deleted
+    aside, recovered = outbox_mod.salvage(path)
+    assert aside.exists() and 0 < recovered < 50
+    box = Outbox(path)
+    assert box.commit("read", msg()) > 50  # sequence numbers never reused
+    box.close()
+
+
+def test_garbage_file_and_truncated_file(tmp_path):
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OutboxError, match="corrupt"):
+        Outbox(path)
+    aside, recovered = outbox_mod.salvage(path)
+    assert recovered == 0
+    Outbox(path).close()
+
+
+def test_lost_database_does_not_reuse_sequence_numbers(tmp_path):
+    path = tmp_path / "outbox.db"
+    box = Outbox(path)
+    last = [box.commit("read", msg()) for _ in range(5)][-1]
+    box.close()
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(str(path) + suffix):
+            os.remove(str(path) + suffix)
+    box = Outbox(path)
+    assert box.commit("read", msg()) > last
+
+
+def test_database_holds_ciphertext_only(tmp_path):
+    """The outbox stores only what `build` returns (sealed envelopes): no plaintext columns."""
+    box = Outbox(tmp_path / "o.db")
+    box.commit("read", lambda seq: b"SEALED")
+    box.close()
+    db = sqlite3.connect(tmp_path / "o.db")
+    columns = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
+    assert columns == ["seq", "kind", "priority", "created_ns", "size", "message", "attempts", "last_sent_ns"]
