@@ -24,11 +24,12 @@ class ClipCamera(Camera):
     would live. After the last frame capture() raises EndOfStream.
     """
 
-    def __init__(self, clip: Clip, *, speed: float = 1.0, timeline: ReplayTimeline | None = None) -> None:
+    def __init__(self, clip: Clip, *, speed: float = 1.0, timeline: ReplayTimeline | None = None,
+                 start_index: int = 0) -> None:
         self.clip = clip
         self.timeline = timeline if timeline is not None else ReplayTimeline(speed)
         self._stop = threading.Event()
-        self._next = 0
+        self._next = start_index
         self._started = False
         self._closed = False
         self._controls: dict[str, Any] = {}
@@ -85,6 +86,11 @@ class ClipCamera(Camera):
         metadata.update(recorded)
         metadata["ClipFile"] = file
         return metadata
+
+    @property
+    def position(self) -> int:
+        """Index of the next frame (a replacement camera after a fault resumes from here)."""
+        return self._next
 
     def stop(self) -> None:
         """Interrupt a waiting capture and stop replay (position is kept)."""

@@ -78,6 +78,53 @@ class SourceSection(Section):
         return self
 
 
+class CameraSection(Section):
+    backend: Literal["picamera2"] = Field(default="picamera2", description="live camera backend")
+    main_size: tuple[int, int] = Field(default=(1920, 1080), description="full-resolution stream (crops)")
+    lores_size: tuple[int, int] = Field(default=(640, 352), description="detection stream")
+    fps: float = Field(default=30.0, gt=0, le=120)
+    exposure_us: Optional[int] = Field(default=1000, ge=10, le=1_000_000, description="short, to freeze motion")
+    analogue_gain: Optional[float] = Field(default=None, ge=1, le=64)
+    lens_position: Optional[float] = Field(default=None, ge=0, le=32, description="manual focus (dioptres), CM3")
+    camera_num: int = Field(default=0, ge=0)
+    capture_timeout_s: float = Field(default=2.0, gt=0, le=60, description="a frame later than this is a stall")
+
+
+class TriggerSection(Section):
+    name: str = Field(description="trigger name, used in trigger ids")
+    pin: int = Field(ge=0, le=27, description="BCM pin number")
+    kind: Literal["loop", "ir_beam", "radar", "manual"] = "loop"
+    lane: str = "1"
+    pull: Literal["up", "down", "off"] = "up"
+    active_low: bool = True
+    bouncetime_ms: int = Field(default=20, ge=0, le=1000)
+
+
+class OutputsSection(Section):
+    ir_pin: Optional[int] = Field(default=None, ge=0, le=27, description="BCM pin of the IR illuminator")
+    led_pin: Optional[int] = Field(default=None, ge=0, le=27, description="BCM pin of the status LED")
+
+
+class PipelineSection(Section):
+    mode: Literal["triggered", "continuous"] = Field(default="triggered", description="detect around triggers or always")
+    detect_rate_hz: float = Field(default=0.0, ge=0, description="continuous mode: detections per second (0 = every frame)")
+    window_before_s: float = Field(default=0.3, ge=0, le=5)
+    window_after_s: float = Field(default=1.0, ge=0, le=30)
+    max_window_s: float = Field(default=10.0, gt=0, le=120)
+    track_timeout_s: float = Field(default=0.6, gt=0, le=10)
+    min_observations: int = Field(default=1, ge=1, le=30)
+    min_confidence: float = Field(default=0.3, ge=0, le=1)
+    dedup_window_s: float = Field(default=60.0, ge=0, le=3600, description="the same plate is not sent twice within this")
+    queue_size: int = Field(default=8, ge=1, le=256, description="frames between camera and detection")
+    threads: int = Field(default=1, ge=1, le=8, description="inference threads")
+    overview: bool = False
+
+
+class ModelsSection(Section):
+    detector: Optional[Path] = Field(default=None, description="detector .tflite (default: shipped)")
+    ocr: Optional[Path] = Field(default=None, description="OCR .tflite (default: shipped)")
+
+
 class HealthSection(Section):
     interval_s: float = Field(default=10.0, gt=0, description="heartbeat period")
 
@@ -89,7 +136,25 @@ class NodeConfig(Section):
     outbox: OutboxSection = Field(default_factory=OutboxSection)
     source: SourceSection = Field(default_factory=SourceSection)
     health: HealthSection = Field(default_factory=HealthSection)
+    camera: CameraSection = Field(default_factory=CameraSection)
+    triggers: list[TriggerSection] = Field(default_factory=list)
+    outputs: OutputsSection = Field(default_factory=OutputsSection)
+    pipeline: PipelineSection = Field(default_factory=PipelineSection)
+    models: ModelsSection = Field(default_factory=ModelsSection)
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=120, description="bound on a clean stop")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "NodeConfig":
+        if self.pipeline.mode == "triggered" and not self.triggers and self.source.kind == "camera":
+            raise ValueError("triggers: pipeline.mode = 'triggered' needs at least one [[triggers]] entry "
+                             "(or set pipeline.mode = 'continuous')")
+        names = [t.name for t in self.triggers]
+        if len(names) != len(set(names)):
+            raise ValueError("triggers: names must be unique")
+        pins = [t.pin for t in self.triggers] + [p for p in (self.outputs.ir_pin, self.outputs.led_pin) if p is not None]
+        if len(pins) != len(set(pins)):
+            raise ValueError("triggers/outputs: a BCM pin is used twice")
+        return self
 
     # resolved paths ----------------------------------------------------------------------
     def path(self, value: Optional[Path], default: str) -> Path:

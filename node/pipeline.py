@@ -1,0 +1,365 @@
+"""The vision pipeline: frames → (trigger-gated) detection → OCR → tracking → voting → reads.
+
+    camera thread ──► bounded frame queue ──► worker thread ──► ReadSink (outbox, fsync)
+          (never blocks: a full queue drops its oldest frame and counts it)
+
+Triggers (GPIO edges) arrive on the GPIO library's thread and are only queued; the worker
+turns them into passes (windows of frame time) and decides per frame whether to detect.
+Every pass ends in at least one read or in a "no_read" event with its best frame.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from hardware.camera import CameraState, CameraSupervisor
+from hardware.frame import Frame
+from hardware.frame_queue import FrameQueue
+from hardware.gpio import TriggerEvent
+from inference.recognizer import expand_box
+from node.accounting import CaptureAccounting, Pass
+from node.sink import ReadSink
+from node.tracker import Observation, Track, Tracker
+from node.voting import vote
+from transport.payload import Candidate, ReadPayload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the pipeline decides what to read (validated in node.config)."""
+
+    mode: str = "triggered"             # "triggered" | "continuous"
+    detect_rate_hz: float = 0.0         # continuous mode: 0 = every frame
+    window_before_s: float = 0.3
+    window_after_s: float = 1.0
+    max_window_s: float = 10.0
+    track_timeout_s: float = 0.6
+    min_observations: int = 1
+    min_confidence: float = 0.3
+    min_plate_chars: int = 2
+    dedup_window_s: float = 60.0
+    queue_size: int = 8
+    lossless_replay: bool = False       # clip at speed 0 only: the camera waits for the worker
+    overview: bool = False
+    node_id: str = ""
+    site_id: str = ""
+    camera_id: str = ""
+    default_lane: str = "1"
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """What a trigger input means: its lane and what kind of sensor it is."""
+
+    name: str
+    lane: str
+    kind: str
+
+
+class Pipeline:
+    """Owns the camera supervisor and the worker thread; a `Source` for node.runtime."""
+
+    def __init__(self, *, camera_factory: Callable, detector: Any, reader: Any, sink: ReadSink,
+                 settings: PipelineSettings, triggers: dict[str, TriggerSpec] | None = None,
+                 models: dict[str, str] | None = None, clock_sync: Callable[[], str] = lambda: "unknown",
+                 capture_timeout_s: float = 2.0, ends: bool = False) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.reader = reader
+        self.sink = sink
+        self.triggers = triggers or {}
+        self.models = models or {}
+        self.clock_sync = clock_sync
+        self.ends = ends
+        self.done = threading.Event()
+        self.accounting = CaptureAccounting()
+        self.tracker = Tracker(int(settings.track_timeout_s * 1e9))
+        if settings.lossless_replay:
+            self._frames: Any = queue.Queue(maxsize=settings.queue_size)
+            sink_fn = self._put_blocking
+        else:
+            self._frames = FrameQueue(maxsize=settings.queue_size)
+            sink_fn = self._frames.put
+        self.camera = CameraSupervisor(camera_factory, sink_fn, capture_timeout_s=capture_timeout_s, name="camera")
+        self._trigger_events: queue.Queue = queue.Queue(maxsize=1024)
+        self._trigger_overflow = 0
+        self._recent: collections.deque[Frame] = collections.deque(maxlen=max(2, settings.queue_size))
+        self._passes: list[Pass] = []
+        self._pass_counter = 0
+        self._recent_plates: collections.OrderedDict[str, tuple[int, set[str]]] = collections.OrderedDict()
+        self._last_detect_ns = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats: dict[str, Any] = collections.Counter()
+        self.stage_ms: dict[str, float] = {"detect": 0.0, "ocr": 0.0, "frame": 0.0}
+        self.last_progress = time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._thread.start()
+        self.camera.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the camera, then let the worker finish what it has (closing open passes)."""
+        deadline = time.monotonic() + timeout
+        self.camera.stop(max(0.1, timeout / 2))
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.error("pipeline: worker did not stop within %.1fs", timeout)
+            self._thread = None
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def on_trigger(self, event: TriggerEvent) -> None:
+        """GPIO callback: queue the event and return at once (runs on the GPIO thread)."""
+        try:
+            self._trigger_events.put_nowait(event)
+        except queue.Full:
+            self._trigger_overflow += 1
+
+    def _put_blocking(self, frame: Frame) -> None:
+        while not self._stop.is_set():
+            try:
+                self._frames.put(frame, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self) -> Frame | None:
+        if isinstance(self._frames, FrameQueue):
+            return self._frames.get(timeout=0.2)
+        try:
+            return self._frames.get(timeout=0.2)
+        except queue.Empty:
+            return None
+
+    # -- worker ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        last_ts = 0
+        try:
+            while True:
+                frame = self._get()
+                if frame is None:
+                    ended = self.camera.state is CameraState.ENDED
+                    if self._stop.is_set() or (self.ends and ended):
+                        break
+                    continue
+                started = time.perf_counter()
+                last_ts = frame.timestamp_ns
+                try:
+                    self._take_triggers(frame.timestamp_ns)
+                    self._process(frame)
+                except Exception:  # one bad frame (or model hiccup) must not stop the node reading
+                    self.stats["frame_errors"] += 1
+                    log.exception("pipeline: frame %d failed", frame.index)
+                self.stage_ms["frame"] = (time.perf_counter() - started) * 1000.0
+                self.last_progress = time.monotonic()
+                self.stats["frames"] += 1
+        finally:
+            try:
+                self._finish(last_ts)
+            finally:
+                self.done.set()
+
+    def _finish(self, now_ns: int) -> None:
+        for track in self.tracker.close_all():
+            self._emit(track)
+        for p in list(self._passes):
+            self._close_pass(p)
+        self._passes.clear()
+
+    def _take_triggers(self, now_ns: int) -> None:
+        while True:
+            try:
+                event: TriggerEvent = self._trigger_events.get_nowait()
+            except queue.Empty:
+                return
+            spec = self.triggers.get(event.name, TriggerSpec(event.name, self.settings.default_lane, event.kind))
+            s = self.settings
+            if event.active:
+                self._pass_counter += 1
+                p = Pass(trigger_id=f"{event.name}-{event.time_ns}", lane=spec.lane, source=spec.kind,
+                         start_ns=event.time_ns - int(s.window_before_s * 1e9),
+                         end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=time.time_ns())
+                self._passes.append(p)
+                self.stats["triggers"] += 1
+                # Frames just before the trigger are still in hand: read them too.
+                for old in list(self._recent):
+                    if old.timestamp_ns >= p.start_ns:
+                        self._process(old, replay=True)
+            else:
+                for p in self._passes:
+                    if p.trigger_id.startswith(event.name + "-") and p.open_until_inactive:
+                        p.open_until_inactive = False
+                        p.end_ns = min(p.end_ns, event.time_ns + int(s.window_after_s * 1e9))
+
+    def _active_pass(self, ts: int) -> Pass | None:
+        for p in self._passes:
+            if p.start_ns <= ts <= p.end_ns:
+                return p
+        return None
+
+    def _process(self, frame: Frame, replay: bool = False) -> None:
+        s = self.settings
+        if not replay:
+            self._recent.append(frame)
+        p = self._active_pass(frame.timestamp_ns)
+        detect = False
+        if s.mode == "continuous":
+            period = int(1e9 / s.detect_rate_hz) if s.detect_rate_hz > 0 else 0
+            detect = frame.timestamp_ns - self._last_detect_ns >= period
+        elif p is not None:
+            detect = True
+        observations: list[Observation] = []
+        if detect:
+            self._last_detect_ns = frame.timestamp_ns
+            observations = self._read_frame(frame, p)
+        closed = self.tracker.update(observations, p.trigger_id if p else None) if observations \
+            else self.tracker.expire(frame.timestamp_ns)
+        for track in closed:
+            self._emit(track)
+        if not replay:
+            grace = int(s.track_timeout_s * 1e9)
+            for q in [q for q in self._passes if frame.timestamp_ns > q.end_ns + grace]:
+                self._passes.remove(q)
+                self._close_pass(q)
+
+    def _read_frame(self, frame: Frame, p: Pass | None) -> list[Observation]:
+        t0 = time.perf_counter()
+        detections = self.detector.detect(frame.lores)
+        t1 = time.perf_counter()
+        self.stage_ms["detect"] = (t1 - t0) * 1000.0
+        self.stats["detections"] += len(detections)
+        main = frame.main
+        mh, mw = main.shape[:2]
+        lh, lw = frame.lores.shape[:2]
+        sx, sy = mw / lw, mh / lh
+        observations = []
+        for det in detections:
+            x, y, w, h = det.box
+            box = (int(x * sx), int(y * sy), max(1, int(w * sx)), max(1, int(h * sy)))
+            cx, cy, cw, ch = expand_box(box, mw, mh)
+            if cw < 8 or ch < 4:
+                continue
+            crop = np.ascontiguousarray(main[cy:cy + ch, cx:cx + cw])
+            text = self.reader.read(crop)
+            if p is not None and det.score > p.best_score:
+                p.best_score, p.best_frame = det.score, frame
+                p.lux = frame.metadata.get("Lux")
+            observations.append(Observation(
+                time_ns=frame.timestamp_ns, wall_ns=frame.wall_time_ns, box=box, text=text.text,
+                confidence=text.confidence, char_confidences=list(text.char_confidences),
+                candidates=list(text.candidates), region=text.region, region_confidence=text.region_confidence,
+                crop_jpeg=_jpeg(crop, 90), detection_score=det.score))
+        self.stage_ms["ocr"] = (time.perf_counter() - t1) * 1000.0
+        if p is not None and p.best_frame is None:
+            p.best_frame = frame
+            p.lux = frame.metadata.get("Lux")
+        return observations
+
+    # -- output ---------------------------------------------------------------------------
+    def _emit(self, track: Track) -> None:
+        s = self.settings
+        if len(track.observations) < s.min_observations:
+            self.stats["tracks_too_short"] += 1
+            return
+        result = vote(track.observations)
+        if len(result.text) < s.min_plate_chars or result.confidence < s.min_confidence:
+            self.stats["tracks_low_confidence"] += 1
+            log.info("track %d: best reading %r at %.2f is below the bar; not sent", track.id, result.text,
+                     result.confidence)
+            return
+        best = result.best
+        if self._is_duplicate(result.text, {c for c, _ in result.candidates}, best.time_ns):
+            self.stats["duplicates_suppressed"] += 1
+            log.info("plate %s seen again within %.0fs: not sent twice", result.text, s.dedup_window_s)
+            self._attribute(track, None)
+            return
+        p = self._pass_for(track)
+        read = ReadPayload(
+            plate=result.text, confidence=result.confidence, capture_time_ns=best.wall_ns,
+            node_id=s.node_id, site_id=s.site_id, camera_id=s.camera_id, crop_jpeg=best.crop_jpeg,
+            char_confidences=tuple(result.char_confidences),
+            candidates=tuple(Candidate(t, c) for t, c in result.candidates), region=result.region,
+            region_confidence=result.region_confidence, clock_sync=self.clock_sync(), direction=track.direction(),
+            trigger_source=p.source if p else "continuous", trigger_id=track.trigger_id,
+            lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
+        )
+        seq = self.sink.submit_read(read)
+        self.stats["reads"] += 1
+        log.info("read %s (%.2f) seq %d, %d frames, %s, trigger %s", result.text, result.confidence, seq,
+                 len(track.observations), read.direction, track.trigger_id)
+        self._attribute(track, seq)
+
+    def _pass_for(self, track: Track) -> Pass | None:
+        return next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
+
+    def _attribute(self, track: Track, seq: int | None) -> None:
+        p = self._pass_for(track)
+        if p is not None:
+            p.reads.append(seq if seq is not None else -1)
+
+    def _is_duplicate(self, text: str, candidates: set[str], now_ns: int) -> bool:
+        window = int(self.settings.dedup_window_s * 1e9)
+        for plate, (seen, cands) in list(self._recent_plates.items()):
+            if now_ns - seen > window:
+                del self._recent_plates[plate]
+        duplicate = any(text == plate or text in cands or plate in candidates
+                        for plate, (_, cands) in self._recent_plates.items())
+        self._recent_plates[text] = (now_ns, candidates)
+        while len(self._recent_plates) > 256:
+            self._recent_plates.popitem(last=False)
+        return duplicate
+
+    def _close_pass(self, p: Pass) -> None:
+        self.accounting.record(p)
+        if p.reads:
+            return
+        fields: dict[str, Any] = {"node": self.settings.node_id, "site": self.settings.site_id,
+                                  "camera": self.settings.camera_id, "lane": p.lane, "trigger": p.source,
+                                  "trigger_id": p.trigger_id, "frame": None}
+        frame = p.best_frame
+        if isinstance(frame, Frame):
+            fields["frame"] = _jpeg(_downscale(frame.main, 960), 70)
+        seq = self.sink.submit_event("no_read", frame.wall_time_ns if isinstance(frame, Frame) else p.wall_ns, fields)
+        self.stats["no_reads"] += 1
+        log.warning("trigger %s (lane %s): vehicle passed, no read (event seq %d)", p.trigger_id, p.lane, seq)
+
+    def health(self) -> dict[str, Any]:
+        """Pipeline figures for the heartbeat."""
+        cam = self.camera.stats()
+        dropped = self._frames.dropped if isinstance(self._frames, FrameQueue) else 0
+        return {"camera": {"state": self.camera.state.value, "frames": cam.frames, "stalls": cam.stalls,
+                           "errors": cam.errors, "restarts": cam.restarts, "last_error": cam.last_error},
+                "frames_dropped": dropped, "trigger_overflow": self._trigger_overflow,
+                "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
+                "open_tracks": self.tracker.open_count, "open_passes": len(self._passes),
+                "counts": dict(self.stats), "capture": self.accounting.report()}
+
+
+def _downscale(image: np.ndarray, width: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if w <= width:
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, int(h * width / w))))
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "JPEG", quality=quality)
+    return out.getvalue()

@@ -1,0 +1,126 @@
+"""Builds the camera pipeline from the node config: live picamera2 + RPi.GPIO, or a clip
+replayed through the same code with stand-in pins driven by the clip's recorded triggers."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hardware.clip import Clip
+from hardware.clip_camera import ClipCamera
+from hardware.clip_pins import ClipPins
+from hardware.gpio import OutputPin, TriggerInput
+from hardware.standin_gpio import StandinGPIO
+from hardware.timeline import ReplayTimeline
+from inference.detector import PlateDetector
+from inference.ocr import PlateReader
+from node import system
+from node.config import NodeConfig
+from node.errors import BadConfig
+from node.pipeline import Pipeline, PipelineSettings, TriggerSpec
+from node.sink import ReadSink
+
+log = logging.getLogger(__name__)
+
+
+class CameraPipeline:
+    """The pipeline plus the GPIO it owns (trigger inputs, outputs, clip pin driver)."""
+
+    def __init__(self, pipeline: Pipeline, inputs: list[TriggerInput], outputs: list[OutputPin],
+                 pins: ClipPins | None) -> None:
+        self.pipeline = pipeline
+        self.inputs = inputs
+        self.outputs = outputs
+        self.pins = pins
+        self.done = pipeline.done
+
+    def start(self) -> None:
+        for out in self.outputs:
+            out.on()
+        self.pipeline.start()
+        if self.pins is not None:
+            self.pins.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.pins is not None:
+            self.pins.stop()
+        self.pipeline.stop(timeout)
+        for device in [*self.inputs, *self.outputs]:
+            device.close()
+
+    def alive(self) -> bool:
+        return self.pipeline.alive()
+
+    def health(self) -> dict[str, Any]:
+        return self.pipeline.health()
+
+
+def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
+    """The node's camera pipeline as configured (source.kind 'camera' or 'clip')."""
+    c = config.pipeline
+    threads = c.threads
+    try:
+        detector = PlateDetector(config.models.detector, threads=threads)
+        reader = PlateReader(config.models.ocr, threads=threads)
+    except (OSError, ValueError) as exc:
+        raise BadConfig(f"models: {exc}") from exc
+    models = {"detector": f"{detector.model.manifest.name}@{detector.model.manifest.version}",
+              "ocr": f"{reader.model.manifest.name}@{reader.model.manifest.version}"}
+    gpio: Any = None
+    pins: ClipPins | None = None
+    ends = False
+    if config.source.kind == "clip":
+        try:
+            clip = Clip.load(config.source.clip)
+        except (OSError, ValueError) as exc:
+            raise BadConfig(f"source.clip: {exc}") from exc
+        timeline = ReplayTimeline(config.source.speed)
+        gpio = StandinGPIO(clock=timeline.now_ns)
+        pins = ClipPins(clip, gpio, timeline)
+        state = {"camera": None}
+
+        def camera_factory() -> ClipCamera:
+            # After a fault the replacement resumes where the last one stopped.
+            previous = state["camera"]
+            cam = ClipCamera(clip, timeline=timeline, start_index=previous.position if previous else 0)
+            state["camera"] = cam
+            return cam
+        clock_ns = timeline.now_ns
+        ends = not config.source.loop
+        lossless = config.source.speed == 0
+    else:
+        from hardware.picamera2_backend import Picamera2Camera, Picamera2Config
+        cam_cfg = config.camera
+        p2 = Picamera2Config(main_size=tuple(cam_cfg.main_size), lores_size=tuple(cam_cfg.lores_size), fps=cam_cfg.fps,
+                             exposure_us=cam_cfg.exposure_us, analogue_gain=cam_cfg.analogue_gain,
+                             lens_position=cam_cfg.lens_position, camera_num=cam_cfg.camera_num)
+
+        def camera_factory() -> Picamera2Camera:
+            return Picamera2Camera(p2)
+        import time
+        clock_ns = time.monotonic_ns
+        lossless = False
+    settings = PipelineSettings(
+        mode=c.mode, detect_rate_hz=c.detect_rate_hz, window_before_s=c.window_before_s,
+        window_after_s=c.window_after_s, max_window_s=c.max_window_s, track_timeout_s=c.track_timeout_s,
+        min_observations=c.min_observations, min_confidence=c.min_confidence, dedup_window_s=c.dedup_window_s,
+        queue_size=c.queue_size, lossless_replay=lossless, overview=c.overview, node_id=config.node.id,
+        site_id=config.node.site, camera_id=config.node.camera, default_lane=config.node.lane or "1")
+    pipeline = Pipeline(camera_factory=camera_factory, detector=detector, reader=reader, sink=sink, settings=settings,
+                        triggers={t.name: TriggerSpec(t.name, t.lane, t.kind) for t in config.triggers},
+                        models=models, clock_sync=system.clock_sync_state,
+                        capture_timeout_s=config.camera.capture_timeout_s, ends=ends)
+    trigger_cfgs = list(config.triggers)
+    if config.source.kind == "clip" and not trigger_cfgs:
+        # A clip carries its own wiring: each recorded pin is a pulled-up, active-low loop input.
+        from node.config import TriggerSection
+        seen: dict[int, str] = {}
+        for record in clip.triggers:
+            seen.setdefault(record.pin, record.name or f"gpio{record.pin}")
+        trigger_cfgs = [TriggerSection(name=name, pin=pin) for pin, name in sorted(seen.items())]
+        pipeline.triggers.update({t.name: TriggerSpec(t.name, t.lane, t.kind) for t in trigger_cfgs})
+    inputs = [TriggerInput(t.pin, name=t.name, kind=t.kind, pull=t.pull, active_low=t.active_low,
+                           bouncetime_ms=t.bouncetime_ms, on_trigger=pipeline.on_trigger, gpio_module=gpio,
+                           clock_ns=clock_ns) for t in trigger_cfgs]
+    outputs = [OutputPin(pin, name=name, gpio_module=gpio)
+               for name, pin in (("ir", config.outputs.ir_pin), ("led", config.outputs.led_pin)) if pin is not None]
+    return CameraPipeline(pipeline, inputs, outputs, pins)

@@ -1,0 +1,123 @@
+"""Tracks plates across frames so one vehicle pass gives one read.
+
+Association is greedy by IoU between a detection and each open track's last box, with a
+fallback on centre distance (a plate moves fast between frames at close range). A track
+closes when it has not been seen for `timeout_ns` of frame time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class Observation:
+    """One OCR reading of a plate in one frame."""
+
+    time_ns: int
+    wall_ns: int
+    box: Box
+    text: str
+    confidence: float
+    char_confidences: list[float]
+    candidates: list[tuple[str, float]]
+    region: str | None
+    region_confidence: float
+    crop_jpeg: bytes
+    detection_score: float
+
+
+@dataclass
+class Track:
+    """A plate followed across frames."""
+
+    id: int
+    observations: list[Observation] = field(default_factory=list)
+    trigger_id: str | None = None
+
+    @property
+    def last(self) -> Observation:
+        return self.observations[-1]
+
+    def direction(self) -> str:
+        """'approaching' if the plate grew in the image, 'receding' if it shrank."""
+        if len(self.observations) < 2:
+            return "unknown"
+        first, last = self.observations[0].box[2], self.observations[-1].box[2]
+        if last > first * 1.1:
+            return "approaching"
+        if last < first * 0.9:
+            return "receding"
+        return "unknown"
+
+
+def iou(a: Box, b: Box) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _near(a: Box, b: Box) -> bool:
+    ax, ay = a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx, by = b[0] + b[2] / 2, b[1] + b[3] / 2
+    return abs(ax - bx) < 1.5 * max(a[2], b[2]) and abs(ay - by) < 2.0 * max(a[3], b[3])
+
+
+class Tracker:
+    """Open tracks, bounded in number; the oldest is closed early if the bound is reached."""
+
+    def __init__(self, timeout_ns: int, max_tracks: int = 16, max_observations: int = 30) -> None:
+        self.timeout_ns = timeout_ns
+        self.max_tracks = max_tracks
+        self.max_observations = max_observations
+        self._open: list[Track] = []
+        self._next_id = 1
+
+    def update(self, observations: list[Observation], trigger_id: str | None) -> list[Track]:
+        """Add one frame's observations; returns the tracks that closed."""
+        unmatched = list(self._open)
+        for obs in sorted(observations, key=lambda o: -o.detection_score):
+            best, best_score = None, 0.0
+            for track in unmatched:
+                score = iou(track.last.box, obs.box)
+                if score < 0.1 and _near(track.last.box, obs.box):
+                    score = 0.1
+                if score > best_score:
+                    best, best_score = track, score
+            if best is None:
+                best = Track(self._next_id, trigger_id=trigger_id)
+                self._next_id += 1
+                self._open.append(best)
+            else:
+                unmatched.remove(best)
+            best.observations.append(obs)
+            if len(best.observations) > self.max_observations:
+                # Keep the most confident readings: they decide the vote anyway.
+                best.observations.remove(min(best.observations[:-1], key=lambda o: o.confidence))
+            if best.trigger_id is None:
+                best.trigger_id = trigger_id
+        closed = []
+        if observations:
+            now = max(o.time_ns for o in observations)
+            closed = self.expire(now)
+        while len(self._open) > self.max_tracks:
+            closed.append(self._open.pop(0))
+        return closed
+
+    def expire(self, now_ns: int) -> list[Track]:
+        """Close the tracks not seen for the timeout."""
+        closed = [t for t in self._open if now_ns - t.last.time_ns > self.timeout_ns]
+        self._open = [t for t in self._open if t not in closed]
+        return closed
+
+    def close_all(self) -> list[Track]:
+        closed, self._open = self._open, []
+        return closed
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
