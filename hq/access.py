@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from hq.accesslog import AccessLog
 from hq.db import Database
@@ -92,7 +93,9 @@ class Access:
 
     def __init__(self, db: Database, *, session_hours: float = 8.0, clock: Callable[[], int] = time.time_ns,
                  hasher: Any = None) -> None:
-        from argon2 import PasswordHasher  # argon2-cffi: PasswordHasher's default type is argon2id
+        from argon2 import (
+            PasswordHasher,  # argon2-cffi: PasswordHasher's default type is argon2id
+        )
 
         self.db = db
         self.clock = clock
@@ -121,7 +124,7 @@ class Access:
                     raise PolicyError("the first user must be an administrator")
                 creator = "bootstrap"
             else:
-                self._require_role(by, "users")
+                self.require_role(by, "users")
                 creator = by.name
             if self.db.value("SELECT 1 FROM users WHERE name=?", (name,)):
                 raise PolicyError(f"user {name!r} exists already")
@@ -144,7 +147,7 @@ class Access:
 
     def set_training(self, by: Actor, name: str, trained_until_ns: int | None) -> None:
         """Record when a user's ALPR training expires (None: no training on file)."""
-        self._require_role(by, "users")
+        self.require_role(by, "users")
         self.user(name)
         with self.db.transaction():
             self.db.execute("UPDATE users SET trained_until_ns=? WHERE name=?", (trained_until_ns, name))
@@ -153,7 +156,7 @@ class Access:
 
     def set_active(self, by: Actor, name: str, active: bool) -> None:
         """Disable (or re-enable) a user; disabling also ends their sessions."""
-        self._require_role(by, "users")
+        self.require_role(by, "users")
         self.user(name)
         with self.db.transaction():
             self.db.execute("UPDATE users SET active=? WHERE name=?", (int(active), name))
@@ -166,7 +169,7 @@ class Access:
     def set_password(self, by: Actor, name: str, password: str) -> None:
         """Change a password: one's own, or anyone's for an administrator."""
         if by.name != name:
-            self._require_role(by, "users")
+            self.require_role(by, "users")
         if len(password) < MIN_PASSWORD:
             raise PolicyError(f"password: at least {MIN_PASSWORD} characters")
         self.user(name)
@@ -178,7 +181,7 @@ class Access:
     # -- login and sessions -----------------------------------------------------------------
     def authenticate(self, name: str, password: str) -> Actor:
         """Check a password; AccessDenied (logged) if wrong, unknown or disabled."""
-        from argon2.exceptions import VerificationError, InvalidHashError
+        from argon2.exceptions import InvalidHashError, VerificationError
 
         row = self.db.one("SELECT role, password_hash, active FROM users WHERE name=?", (name,))
         ok = False
@@ -224,7 +227,8 @@ class Access:
                         (self.clock(), _token_hash(token)))
 
     # -- the gate ---------------------------------------------------------------------------
-    def _require_role(self, actor: Actor, action: str) -> None:
+    def require_role(self, actor: Actor, action: str) -> None:
+        """AccessDenied unless the actor's role has the permission (for non-data actions)."""
         if actor.role not in PERMISSIONS[action]:
             raise AccessDenied(f"user {actor.name!r} ({actor.role}) may not {action}")
 

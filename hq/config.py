@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,9 +22,9 @@ class HQSection(Section):
 class BrokerSection(Section):
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8883, ge=1, le=65535)
-    ca: Optional[Path] = Field(default=None, description="default data_dir/tls/ca.pem")
-    cert: Optional[Path] = Field(default=None, description="default data_dir/tls/hq-ingest.pem")
-    key: Optional[Path] = Field(default=None, description="default data_dir/tls/hq-ingest.key")
+    ca: Path | None = Field(default=None, description="default data_dir/tls/ca.pem")
+    cert: Path | None = Field(default=None, description="default data_dir/tls/hq-ingest.pem")
+    key: Path | None = Field(default=None, description="default data_dir/tls/hq-ingest.key")
     client_id: str = Field(default="hq-ingest", description="must equal the certificate CN (broker ACL user)")
 
 
@@ -35,8 +34,16 @@ class IngestSection(Section):
 
 
 class StoreSection(Section):
-    path: Optional[Path] = Field(default=None, description="SQLite store (default data_dir/hq.db)")
-    url: Optional[str] = Field(default=None, description="postgresql://... to use PostgreSQL instead")
+    path: Path | None = Field(default=None, description="SQLite store (default data_dir/hq.db)")
+    url: str | None = Field(default=None, description="postgresql://... to use PostgreSQL instead")
+
+
+class RecordsSection(Section):
+    retention_days: int = Field(default=365, ge=1, le=36500,
+                                description="minimum days a read is kept; whole months are purged after it")
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 7, description="a login session expires after this")
+    hotlist_valid_hours: float = Field(default=24.0, gt=0, le=24 * 30,
+                                       description="nodes stop matching a hot list this long after it was published")
 
 
 class HQConfig(Section):
@@ -44,8 +51,9 @@ class HQConfig(Section):
     broker: BrokerSection = Field(default_factory=BrokerSection)
     ingest: IngestSection = Field(default_factory=IngestSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    records: RecordsSection = Field(default_factory=RecordsSection)
 
-    def path(self, value: Optional[Path], default: str) -> Path:
+    def path(self, value: Path | None, default: str) -> Path:
         """A configured path, or its default under data_dir."""
         if value is None:
             return self.hq.data_dir / default

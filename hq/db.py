@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from hq.errors import StoreError
 
@@ -64,7 +65,7 @@ class Database:
         return int(self.execute(sql + " RETURNING id", params).fetchone()[0])
 
     @contextlib.contextmanager
-    def transaction(self, lock: str | None = None) -> Iterator["Database"]:
+    def transaction(self, lock: str | None = None) -> Iterator[Database]:
         """One write transaction; inner calls join the outer one.
 
         `lock` names a serialisation point (e.g. "access_log"): SQLite's BEGIN IMMEDIATE

@@ -82,6 +82,7 @@ class Ingest:
             # sqlite3 connections belong to the thread that made them: open them here.
             self._store = ReadStore(self.store_path)
             self._registry = Registry(self.registry_path)
+            self._signer_for = self._registry.signer_lookup(cache_s=2.0)
         batch: list[tuple[Opened, int, int]] = []
         while self._pending and len(batch) < self.max_batch:
             topic, payload, mid, qos = self._pending.popleft()
@@ -121,7 +122,7 @@ class Ingest:
             header, _, _ = read_header(payload, self.max_message_bytes)
             if header.node_id != parsed[0] or header.kind != parsed[1]:
                 raise EnvelopeError("binding", f"{header.kind} message from node {header.node_id} on {topic}")
-            opened = open_envelope(payload, signer_for=self._registry.signer_lookup(),
+            opened = open_envelope(payload, signer_for=self._signer_for,
                                    decryption_keys=self.decryption_keys, max_bytes=self.max_message_bytes)
             if opened.header.kind in ("read", "alert"):
                 ReadPayload.from_wire(opened.payload)  # full schema check before storing

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from hq import plates
 from hq.db import POSTGRES, SQLITE, Database
@@ -18,7 +18,7 @@ from hq.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-Step = Union[str, Callable[[Database], None]]
+Step = str | Callable[[Database], None]
 
 _SQLITE_V1 = [
     """CREATE TABLE IF NOT EXISTS reads (
@@ -99,7 +99,7 @@ def _records_tables(dialect: str) -> list[str]:
             role TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, purpose TEXT NOT NULL,
             case_no TEXT NOT NULL, query TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL)""",
-        f"CREATE INDEX access_log_time ON access_log (t_ns)",
+        "CREATE INDEX access_log_time ON access_log (t_ns)",
         f"CREATE TABLE access_log_head (k INTEGER PRIMARY KEY, last_id {i} NOT NULL, last_hash TEXT NOT NULL)",
         f"""CREATE TABLE holds (id {pk}, case_no TEXT NOT NULL, reason TEXT NOT NULL, created_by TEXT NOT NULL,
             created_ns {i} NOT NULL, released_ns {i}, released_by TEXT, release_note TEXT)""",

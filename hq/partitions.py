@@ -23,12 +23,12 @@ class Month:
     month: int
 
     @classmethod
-    def of_ns(cls, t_ns: int) -> "Month":
-        d = dt.datetime.fromtimestamp(t_ns / _NS, tz=dt.timezone.utc)
+    def of_ns(cls, t_ns: int) -> Month:
+        d = dt.datetime.fromtimestamp(t_ns / _NS, tz=dt.UTC)
         return cls(d.year, d.month)
 
     @classmethod
-    def from_name(cls, name: str) -> "Month | None":
+    def from_name(cls, name: str) -> Month | None:
         m = _NAME.match(name)
         return cls(int(m.group(1)), int(m.group(2))) if m else None
 
@@ -36,12 +36,12 @@ class Month:
     def name(self) -> str:
         return f"reads_p{self.year:04d}{self.month:02d}"
 
-    def next(self) -> "Month":
+    def next(self) -> Month:
         return Month(self.year + (self.month == 12), self.month % 12 + 1)
 
     @property
     def start_ns(self) -> int:
-        return int(dt.datetime(self.year, self.month, 1, tzinfo=dt.timezone.utc).timestamp()) * _NS
+        return int(dt.datetime(self.year, self.month, 1, tzinfo=dt.UTC).timestamp()) * _NS
 
     @property
     def end_ns(self) -> int:

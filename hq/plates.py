@@ -72,3 +72,8 @@ def to_regex(pattern: str) -> re.Pattern[str]:
 def literal_prefix(pattern: str) -> str:
     """The characters before the first wildcard (what an index range can use)."""
     return re.split(r"[?*]", pattern, maxsplit=1)[0]
+
+
+def safe_name(plate: str) -> str:
+    """The plate reduced to A-Z and 0-9, for file names (a node's text never becomes a path)."""
+    return "".join(ch for ch in normalize(plate) if ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")[:16] or "plate"

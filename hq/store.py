@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any
 
 from hq import migrations, partitions, plates
 from hq.db import Database, is_postgres_url, open_postgres, open_sqlite
@@ -57,7 +58,7 @@ class ReadStore:
     (see `open_store` for the configuration-driven choice).
     """
 
-    def __init__(self, target: Union[Path, str, Database]) -> None:
+    def __init__(self, target: Path | str | Database) -> None:
         if isinstance(target, Database):
             self.db = target
         elif is_postgres_url(target):
@@ -156,7 +157,7 @@ class ReadStore:
         """Messages kept aside because their (node, seq) was stored with other content."""
         return int(self.db.value("SELECT COUNT(*) FROM seq_conflicts"))
 
-    def read(self, read_id: int) -> "StoredRead":
+    def read(self, read_id: int) -> StoredRead:
         """One read with the exact bytes its node signed; NotFound if absent (or purged)."""
         row = self.db.one(f"SELECT {READ_COLUMNS}, header, payload, signature, payload_sha256 FROM reads WHERE id=?",
                           (read_id,))

@@ -28,7 +28,7 @@ class SyntheticNode:
     key: ed25519.Ed25519PrivateKey
 
     @classmethod
-    def create(cls, node_id: str = "node-1", site_id: str = "site-a") -> "SyntheticNode":
+    def create(cls, node_id: str = "node-1", site_id: str = "site-a") -> SyntheticNode:
         return cls(node_id, site_id, ed25519.Ed25519PrivateKey.generate())
 
     def read(self, seq: int, plate: str, t_ns: int, *, crop: bytes = b"", kind: str = "read",
@@ -58,3 +58,16 @@ def tiny_jpeg(text: str = "") -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=60)
     return buf.getvalue()
+
+
+class FakeClock:
+    """A settable nanosecond clock for Access/AccessLog in tests and demos."""
+
+    def __init__(self, t_ns: int) -> None:
+        self.t_ns = t_ns
+
+    def __call__(self) -> int:
+        return self.t_ns
+
+    def advance(self, seconds: float) -> None:
+        self.t_ns += int(seconds * 10**9)

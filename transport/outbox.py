@@ -36,11 +36,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     priority INTEGER NOT NULL,
     created_ns INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    message BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_sent_ns INTEGER
+    message BLOB NOT NULL  -- last: scans of the small columns never touch the blob's overflow pages
 );
-CREATE INDEX IF NOT EXISTS outbox_send ON outbox (priority, seq);
+CREATE INDEX IF NOT EXISTS outbox_send ON outbox (priority, seq, kind);
 CREATE TABLE IF NOT EXISTS losses (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, dropped_ns INTEGER NOT NULL);
 """
 
@@ -76,6 +74,9 @@ class Outbox:
         self.max_entries = max_entries
         self.max_losses_kept = max_losses_kept
         self._lock = threading.Lock()
+        # Publish attempts live in memory on purpose: after a restart everything unacked is
+        # sent again anyway, and updating a row would rewrite its blob.
+        self._sent: dict[int, int] = {}
         self._seq_file = self.path.with_name(self.path.name + ".seq")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
@@ -152,6 +153,7 @@ class Outbox:
                 "SELECT seq, kind, size FROM outbox ORDER BY priority DESC, seq ASC LIMIT 1").fetchone()
             seq, kind, victim_size = victim
             self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+            self._sent.pop(seq, None)
             self._db.execute("INSERT OR REPLACE INTO losses VALUES (?,?,?)", (seq, kind, now_ns))
             self._db.execute(
                 "INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
@@ -173,30 +175,39 @@ class Outbox:
     def due(self, limit: int, resend_after_ns: int, now_ns: int | None = None) -> list[Pending]:
         """Messages never sent since start/reconnect, or sent longer ago than `resend_after_ns`."""
         now_ns = time.time_ns() if now_ns is None else now_ns
+        cutoff = now_ns - resend_after_ns
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, kind, message FROM outbox WHERE last_sent_ns IS NULL OR last_sent_ns < ? "
-                "ORDER BY priority, seq LIMIT ?",
-                (now_ns - resend_after_ns, limit),
-            ).fetchall()
-        return [Pending(seq, kind, bytes(message)) for seq, kind, message in rows]
+            # Only the first `limit + in flight` keys can qualify: read keys from the covering
+            # index, then fetch just the chosen blobs.
+            keys = self._db.execute("SELECT seq, kind FROM outbox ORDER BY priority, seq LIMIT ?",
+                                    (limit + len(self._sent),)).fetchall()
+            chosen = [(seq, kind) for seq, kind in keys if self._sent.get(seq, cutoff - 1) < cutoff][:limit]
+            result = []
+            for seq, kind in chosen:
+                row = self._db.execute("SELECT message FROM outbox WHERE seq=?", (seq,)).fetchone()
+                if row is not None:
+                    result.append(Pending(seq, kind, bytes(row[0])))
+        return result
 
     def mark_sent(self, seqs: Iterable[int], now_ns: int | None = None) -> None:
-        """Record a publish attempt (not durable on purpose: after a restart, all is resent)."""
+        """Record a publish attempt (in memory: after a restart, all is resent)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         with self._lock:
-            self._db.executemany(
-                "UPDATE outbox SET last_sent_ns=?, attempts=attempts+1 WHERE seq=?", [(now_ns, s) for s in seqs])
+            for seq in seqs:
+                self._sent[seq] = now_ns
 
     def reset_sent(self) -> None:
         """Forget publish attempts (after a reconnect), so every unacked message goes again."""
         with self._lock:
-            self._db.execute("UPDATE outbox SET last_sent_ns=NULL WHERE last_sent_ns IS NOT NULL")
+            self._sent.clear()
 
-    def in_flight(self) -> int:
-        """Messages published and not yet acknowledged."""
+    def in_flight(self, resend_after_ns: int | None = None, now_ns: int | None = None) -> int:
+        """Messages published and not yet acknowledged (only those sent within `resend_after_ns`, if given)."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox WHERE last_sent_ns IS NOT NULL").fetchone()[0]
+            if resend_after_ns is None:
+                return len(self._sent)
+            cutoff = (time.time_ns() if now_ns is None else now_ns) - resend_after_ns
+            return sum(1 for sent in self._sent.values() if sent >= cutoff)
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete messages HQ confirmed it stored; returns how many were still here."""
@@ -211,6 +222,8 @@ class Outbox:
                     f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE seq IN ({placeholders})", seqs
                 ).fetchone()
                 self._db.execute(f"DELETE FROM outbox WHERE seq IN ({placeholders})", seqs)
+                for seq in seqs:
+                    self._sent.pop(seq, None)
                 self._db.execute(
                     "INSERT INTO meta VALUES ('acked', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
                     (count, count))

@@ -181,16 +181,37 @@ class Registry:
         return self._db.execute("SELECT t_ns, actor, action, node_id, detail FROM audit WHERE t_ns >= ? ORDER BY id",
                                 (since_ns,)).fetchall()
 
-    def signer_lookup(self):
-        """A `signer_for(header)` for envelope.open_envelope that enforces enrolment and revocation."""
-        def signer_for(header) -> ed25519.Ed25519PublicKey:
+    def signer_lookup(self, cache_s: float = 0.0):
+        """A `signer_for(header)` for envelope.open_envelope that enforces enrolment and revocation.
+
+        With `cache_s` > 0 a node's record and keys are re-read at most that often, so a
+        revocation takes effect within `cache_s` seconds; ingest uses 2 s.
+        """
+        cache: dict[str, tuple[float, NodeRecord | None, list[NodeKey]]] = {}
+
+        def load(node_id: str) -> tuple[NodeRecord | None, list[NodeKey]]:
+            now = time.monotonic()
+            hit = cache.get(node_id)
+            if hit is not None and hit[0] > now:
+                return hit[1], hit[2]
             try:
-                record = self.node(header.node_id)
-            except RegistryError as exc:
-                raise EnvelopeError("unknown-node", str(exc)) from exc
+                record = self.node(node_id)
+                keys = self.keys(node_id)
+            except RegistryError:
+                record, keys = None, []
+            if cache_s > 0:
+                if len(cache) > 10_000:
+                    cache.clear()
+                cache[node_id] = (now + cache_s, record, keys)
+            return record, keys
+
+        def signer_for(header) -> ed25519.Ed25519PublicKey:
+            record, keys = load(header.node_id)
+            if record is None:
+                raise EnvelopeError("unknown-node", f"node {header.node_id} is not enrolled")
             if record.status == "revoked" and header.time_ns >= (record.revoked_ns or 0):
                 raise EnvelopeError("revoked", f"node {header.node_id} was revoked; message made after revocation")
-            for key in self.keys(header.node_id):
+            for key in keys:
                 if key.key_id == header.signer_key_id:
                     if key.retired_ns is not None and header.time_ns >= key.retired_ns:
                         raise EnvelopeError("wrong-key", f"node {header.node_id}: key {key.key_id} was retired")

@@ -49,8 +49,6 @@ class Uplink:
         self.resend_after_ns = int(resend_after_s * 1e9)
         self.stats = UplinkStats()
         self._on_control = on_control
-        self._in_flight = 0
-        self._next_recount = 0.0
         self._health: bytes | None = None
         status_topic = topics.node_topic(node_id, "status")
         self.link = MqttLink(
@@ -79,19 +77,13 @@ class Uplink:
         client.publish(topics.node_topic(self.node_id, "status"), _status("online"), qos=1, retain=True)
         # Whatever was in flight on the old connection may be lost: send it all again.
         self.outbox.reset_sent()
-        self._in_flight = 0
 
     def _tick(self, client: paho.Client) -> None:
         health, self._health = self._health, None
         if health is not None:
             client.publish(topics.node_topic(self.node_id, "health"), health, qos=0)
-        now = time.monotonic()
-        if now >= self._next_recount:
-            # Re-derive the window from the outbox now and then, so resends and acks for
-            # messages from earlier connections cannot leave the count drifting.
-            self._in_flight = self.outbox.in_flight()
-            self._next_recount = now + 1.0
-        room = self.window - self._in_flight
+        # Messages past their resend time no longer hold a place in the window.
+        room = self.window - self.outbox.in_flight(self.resend_after_ns)
         if room <= 0:
             return
         due = self.outbox.due(room, self.resend_after_ns)
@@ -106,7 +98,6 @@ class Uplink:
                 break
             sent.append(entry.seq)
         self.outbox.mark_sent(sent)
-        self._in_flight += len(sent)
         self.stats.published += len(sent)
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
@@ -133,7 +124,6 @@ class Uplink:
         self.stats.acks += 1
         self.stats.acked += removed
         self.stats.last_ack_ns = time.time_ns()
-        self._in_flight = max(0, self._in_flight - removed)
 
 
 def _status(state: str) -> bytes:

@@ -137,4 +137,4 @@ def test_database_holds_ciphertext_only(tmp_path):
     box.close()
     db = sqlite3.connect(tmp_path / "o.db")
     columns = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
-    assert columns == ["seq", "kind", "priority", "created_ns", "size", "message", "attempts", "last_sent_ns"]
+    assert columns == ["seq", "kind", "priority", "created_ns", "size", "message"]

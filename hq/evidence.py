@@ -1,0 +1,191 @@
+"""Evidence packages: the held reads of a case, exported for portable media and verifiable offline.
+
+Layout of a package directory (format "alpr-evidence-v1"):
+
+    manifest.json            case, who, when, release request, HQ public key, SHA-256 of every file
+    manifest.sig             Ed25519 signature of HQ (data_dir/keys/hq-sign.key) over manifest.json, hex
+    reads.json               the reads' fields as HQ decoded them
+    reads/<id>/header.cbor   the node's exact header bytes
+    reads/<id>/payload.cbor  the node's exact payload bytes (includes the crop)
+    reads/<id>/signature.bin the node's Ed25519 signature over ["alpr-sig-v1", header, payload]
+    reads/<id>/crop.jpg      the crop, extracted (also inside payload.cbor)
+    nodes/<node>.json        the node's public keys from the registry
+    access-log.json          every access-log entry for this case, up to and including this export
+    release.json             the approved release request this export fulfils
+    holds.json               the holds that kept these reads
+
+`verify_package` needs nothing but the directory (and, better, HQ's public key obtained by
+another channel: a package can only vouch for itself with the key it carries).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from hq import releases, retention
+from hq.access import Access, Actor
+from hq.errors import PolicyError
+from hq.store import ReadStore
+from transport import cbor
+from transport.envelope import signed_bytes
+from transport.keys import key_id, raw_public
+
+FORMAT = "alpr-evidence-v1"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the package is, what it holds, and the manifest's hash (written into the release request)."""
+
+    directory: Path
+    reads: int
+    manifest_sha256: str
+
+
+def _write(root: Path, rel: str, data: bytes, files: dict[str, str]) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    files[rel] = hashlib.sha256(data).hexdigest()
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, release_id: int, out: Path,
+           sign_key: ed25519.Ed25519PrivateKey, registry: Any) -> ExportResult:
+    """Write the package for a case's held reads; needs an approved release request for that case."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise PolicyError(f"{out}: output directory is not empty")
+    req = releases.require_approved(store, release_id, case_no)
+    read_ids = retention.held_read_ids(store, case_no)
+    if not read_ids:
+        raise PolicyError(f"case {case_no}: no reads under an active hold; place a hold first (evidence hold)")
+    grant = access.authorize(actor, "export", purpose=req.purpose, case_no=case_no,
+                             query={"release": release_id, "reads": read_ids, "out": str(out)})
+    files: dict[str, str] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    reads_doc, node_ids = [], set()
+    for read_id in read_ids:
+        stored = store.read(read_id)
+        base = f"reads/{read_id}"
+        _write(out, f"{base}/header.cbor", stored.header, files)
+        _write(out, f"{base}/payload.cbor", stored.payload, files)
+        _write(out, f"{base}/signature.bin", stored.signature, files)
+        crop = stored.crop_jpeg()
+        if crop:
+            _write(out, f"{base}/crop.jpg", crop, files)
+        reads_doc.append(asdict(stored.row))
+        node_ids.add(stored.row.node_id)
+    _write(out, "reads.json", _json(reads_doc), files)
+    for node_id in sorted(node_ids):
+        keys = [{"key_id": k.key_id, "public_raw": raw_public(k.public).hex(), "valid_from_ns": k.valid_from_ns,
+                 "retired_ns": k.retired_ns} for k in registry.keys(node_id)]
+        _write(out, f"nodes/{node_id}.json", _json({"node_id": node_id, "keys": keys}), files)
+    _write(out, "holds.json", _json([asdict(h) for h in retention.holds(store, case_no)]), files)
+    _write(out, "release.json", _json(asdict(req)), files)
+    log_entries = [asdict(e) for e in access.log.entries(case_no=case_no) if e.id <= grant.log_id]
+    _write(out, "access-log.json", _json(log_entries), files)
+    public = sign_key.public_key()
+    manifest = {"format": FORMAT, "case": case_no, "created_ns": access.clock(), "created_by": actor.name,
+                "release_request": release_id, "reads": read_ids, "hq_public_key": raw_public(public).hex(),
+                "hq_key_id": key_id(public), "files": dict(sorted(files.items()))}
+    manifest_bytes = _json(manifest)
+    (out / "manifest.json").write_bytes(manifest_bytes)
+    (out / "manifest.sig").write_text(sign_key.sign(manifest_bytes).hex() + "\n")
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
+    releases.mark_exported(store, release_id, digest, access.clock())
+    access.record(grant, "export-written", detail=f"manifest sha256 {digest}")
+    for path in out.rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o444)
+    return ExportResult(out, len(read_ids), digest)
+
+
+@dataclass(frozen=True)
+class PackageCheck:
+    """The outcome of verifying a package: problems (empty = valid) and what was checked."""
+
+    problems: tuple[str, ...]
+    reads_checked: int
+    hq_key_id: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | None = None) -> PackageCheck:
+    """Check a package offline: HQ's signature on the manifest, every file's hash, every read's
+    node signature (with the node keys in the package), header/payload binding, crops."""
+    root = Path(directory)
+    problems: list[str] = []
+    try:
+        manifest_bytes = (root / "manifest.json").read_bytes()
+        manifest = json.loads(manifest_bytes)
+        signature = bytes.fromhex((root / "manifest.sig").read_text().strip())
+    except (OSError, ValueError) as exc:
+        return PackageCheck((f"{root}: not an evidence package: {exc}",), 0, "")
+    if manifest.get("format") != FORMAT:
+        return PackageCheck((f"manifest.json: format {manifest.get('format')!r} is not {FORMAT}",), 0, "")
+    public = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(manifest["hq_public_key"]))
+    if trusted_hq_key is not None and raw_public(trusted_hq_key) != raw_public(public):
+        problems.append("manifest.json: signed with a key that is not the trusted HQ key")
+    try:
+        public.verify(signature, manifest_bytes)
+    except InvalidSignature:
+        problems.append("manifest.sig: HQ signature does not verify (manifest edited or not from HQ)")
+    files: dict[str, str] = manifest.get("files", {})
+    for rel, expected in files.items():
+        path = root / rel
+        if ".." in Path(rel).parts or not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            problems.append(f"{rel}: SHA-256 differs from the manifest (file changed)")
+    extra = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                   if p.is_file() and str(p.relative_to(root)) not in files
+                   and p.name not in ("manifest.json", "manifest.sig"))
+    problems += [f"{rel}: not in the manifest (file added)" for rel in extra]
+    node_keys: dict[tuple[str, str], ed25519.Ed25519PublicKey] = {}
+    for path in sorted((root / "nodes").glob("*.json")):
+        doc = json.loads(path.read_text())
+        for k in doc["keys"]:
+            node_keys[(doc["node_id"], k["key_id"])] = ed25519.Ed25519PublicKey.from_public_bytes(
+                bytes.fromhex(k["public_raw"]))
+    checked = 0
+    for read_id in manifest.get("reads", []):
+        base = root / "reads" / str(read_id)
+        try:
+            header_bytes = (base / "header.cbor").read_bytes()
+            payload_bytes = (base / "payload.cbor").read_bytes()
+            sig = (base / "signature.bin").read_bytes()
+            header, payload = cbor.loads(header_bytes), cbor.loads(payload_bytes)
+        except (OSError, ValueError) as exc:
+            problems.append(f"read {read_id}: unreadable ({exc})")
+            continue
+        key = node_keys.get((header.get("node"), header.get("sk")))
+        if key is None:
+            problems.append(f"read {read_id}: no public key for node {header.get('node')} key {header.get('sk')}")
+            continue
+        try:
+            key.verify(sig, signed_bytes(header_bytes, payload_bytes))
+        except InvalidSignature:
+            problems.append(f"read {read_id}: node signature does not verify")
+            continue
+        for name in ("node", "seq", "kind"):
+            if payload.get(name) != header.get(name):
+                problems.append(f"read {read_id}: payload field {name} does not match the header")
+        crop_path = base / "crop.jpg"
+        if crop_path.exists() and crop_path.read_bytes() != payload.get("crop"):
+            problems.append(f"read {read_id}: crop.jpg is not the crop the node signed")
+        checked += 1
+    return PackageCheck(tuple(problems), checked, manifest.get("hq_key_id", ""))

@@ -1,0 +1,615 @@
+"""`alpr-hq` commands of the records system: users, login, search, reads, alerts, hot lists,
+evidence, releases, retention and audit. `hq.cli` calls `register(subparsers)`.
+
+Every command that reads ALPR information asks who (--user, or a session from `alpr-hq
+login`) and why (--purpose, --case); the answer goes into the access log before any data
+is read.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hq import config as hq_config
+from hq.errors import AccessDenied, BadConfig, PolicyError
+
+DEFAULT_SESSION = Path(os.environ.get("ALPR_HQ_SESSION", str(Path.home() / ".config" / "alpr-hq" / "session")))
+
+
+# -- helpers --------------------------------------------------------------------------------
+def parse_time(text: str, *, end: bool = False) -> int:
+    """`YYYY-MM-DD` (start of that day, or the next day with end=True) or ISO 8601; UTC unless an offset is given."""
+    try:
+        if len(text) == 10:
+            day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+            return int((day + dt.timedelta(days=1 if end else 0)).timestamp()) * 10**9
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PolicyError(f"time {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 10**9)
+
+
+def fmt_ns(t_ns: int | None) -> str:
+    if t_ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+class Context:
+    """What one command needs: the configuration, the store and the access gate; closed at the end."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from hq.access import Access
+        from hq.store import open_store
+
+        self.args = args
+        self.cfg = hq_config.load(args.config)
+        self.store = open_store(self.cfg)
+        self.access = Access(self.store.db, session_hours=self.cfg.records.session_hours)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def password(self, prompt: str = "Password: ") -> str:
+        if getattr(self.args, "password", None):
+            return self.args.password
+        if os.environ.get("ALPR_HQ_PASSWORD"):
+            return os.environ["ALPR_HQ_PASSWORD"]
+        if sys.stdin.isatty():
+            return getpass.getpass(prompt)
+        raise AccessDenied("no password: give --password, set ALPR_HQ_PASSWORD, or run on a terminal")
+
+    def actor(self):
+        """The user: --user (with a password) or the session token file."""
+        if getattr(self.args, "user", None):
+            return self.access.authenticate(self.args.user, self.password(f"Password for {self.args.user}: "))
+        path = Path(self.args.session)
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            raise AccessDenied(f"{path}: no session; run `alpr-hq login --user NAME` or give --user") from None
+        return self.access.session(token)
+
+    def why(self) -> dict[str, str]:
+        return {"purpose": self.args.purpose or "", "case_no": self.args.case or ""}
+
+    def registry(self):
+        from transport.registry import Registry
+
+        path = self.cfg.hq.data_dir / "registry.db"
+        if not path.exists():
+            raise BadConfig(f"{path}: node registry not found (alpr-provision writes it)")
+        return Registry(path)
+
+    def sign_key(self):
+        from hq.keyring import load_sign_key
+
+        return load_sign_key(self.cfg.hq.data_dir / "keys")
+
+
+def _run(func: Callable[[Context], int]) -> Callable[[argparse.Namespace], int]:
+    def runner(args: argparse.Namespace) -> int:
+        ctx = Context(args)
+        try:
+            return func(ctx)
+        finally:
+            ctx.close()
+    return runner
+
+
+def _who(p: argparse.ArgumentParser, why: bool = True, case_required: bool = False) -> None:
+    g = p.add_argument_group("who and why (recorded in the access log)")
+    g.add_argument("--user", help="log in as this user for this command (password prompted or $ALPR_HQ_PASSWORD)")
+    g.add_argument("--password", help=argparse.SUPPRESS)  # for scripts and tests; prefer the prompt or env
+    g.add_argument("--session", type=Path, default=DEFAULT_SESSION, help=f"session token file (default {DEFAULT_SESSION})")
+    if why:
+        g.add_argument("--purpose", required=True, help="why you need this data")
+        g.add_argument("--case", required=case_required, default="", help="case or incident number")
+
+
+def _out(args: argparse.Namespace, value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+# -- users and sessions -------------------------------------------------------------------------
+def _users_add(ctx: Context) -> int:
+    a = ctx.args
+    by = None if a.bootstrap else ctx.actor()
+    new_password = os.environ.get("ALPR_HQ_NEW_PASSWORD") or (a.new_password or "")
+    if not new_password:
+        if not sys.stdin.isatty():
+            raise PolicyError("no password for the new user: set ALPR_HQ_NEW_PASSWORD or run on a terminal")
+        new_password = getpass.getpass(f"New password for {a.name}: ")
+    trained = parse_time(a.trained_until, end=True) if a.trained_until else None
+    user = ctx.access.add_user(by, a.name, a.role, new_password, trained)
+    print(f"user {user.name} added ({user.role}, training until {fmt_ns(user.trained_until_ns)})")
+    return 0
+
+
+def _users_list(ctx: Context) -> int:
+    ctx.access.require_role(ctx.actor(), "users")
+    for u in ctx.access.users():
+        print(f"{u.name:<20} {u.role:<14} training until {fmt_ns(u.trained_until_ns)}  "
+              f"{'active' if u.active else 'disabled'}")
+    return 0
+
+
+def _users_training(ctx: Context) -> int:
+    until = None if ctx.args.until == "none" else parse_time(ctx.args.until, end=True)
+    ctx.access.set_training(ctx.actor(), ctx.args.name, until)
+    print(f"user {ctx.args.name}: training until {fmt_ns(until)}")
+    return 0
+
+
+def _users_active(active: bool) -> Callable[[Context], int]:
+    def run(ctx: Context) -> int:
+        ctx.access.set_active(ctx.actor(), ctx.args.name, active)
+        print(f"user {ctx.args.name} {'enabled' if active else 'disabled'}")
+        return 0
+    return run
+
+
+def _users_passwd(ctx: Context) -> int:
+    new = os.environ.get("ALPR_HQ_NEW_PASSWORD") or getpass.getpass(f"New password for {ctx.args.name}: ")
+    ctx.access.set_password(ctx.actor(), ctx.args.name, new)
+    print(f"password of {ctx.args.name} changed")
+    return 0
+
+
+def _login(ctx: Context) -> int:
+    token = ctx.access.login(ctx.args.user, ctx.password(f"Password for {ctx.args.user}: "))
+    path = Path(ctx.args.session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    print(f"logged in as {ctx.args.user}; session in {path}, valid {ctx.cfg.records.session_hours:g} h")
+    return 0
+
+
+def _logout(ctx: Context) -> int:
+    path = Path(ctx.args.session)
+    if path.exists():
+        ctx.access.logout(path.read_text().strip())
+        path.unlink()
+    print("logged out")
+    return 0
+
+
+# -- data -------------------------------------------------------------------------------------------
+def _search(ctx: Context) -> int:
+    from hq.search import SearchQuery, search
+
+    a = ctx.args
+    query = SearchQuery(a.plate, confusable=a.confusable, since_ns=parse_time(a.since) if a.since else None,
+                        until_ns=parse_time(a.until, end=True) if a.until else None, site=a.site, limit=a.limit)
+    hits = search(ctx.store, ctx.access, ctx.actor(), query, crops_dir=a.crops, **ctx.why())
+    if a.json:
+        _out(a, [{"match": h.match, **h.row.__dict__} for h in hits])
+    else:
+        for h in hits:
+            r = h.row
+            print(f"{r.id:>10}  {fmt_ns(r.capture_ns)}  {r.plate:<10} {h.match:<10} {r.confidence:5.1%}  "
+                  f"site={r.site_id} cam={r.camera_id} node={r.node_id} dir={r.direction} kind={r.kind}")
+        print(f"{len(hits)} read(s)" + (f"; crops in {a.crops}" if a.crops else ""))
+    return 0
+
+
+def _reads_show(ctx: Context) -> int:
+    from hq.search import write_crops
+
+    a = ctx.args
+    grant = ctx.access.authorize(ctx.actor(), "view", query={"read": a.id}, **ctx.why())
+    stored = ctx.store.read(a.id)
+    _out(a, {**stored.row.__dict__, "payload_sha256": stored.payload_sha256.hex()})
+    if a.crops:
+        written = write_crops(ctx.store, ctx.access, grant, [a.id], a.crops)
+        print(f"crop written: {', '.join(map(str, written)) or 'none (read has no crop)'}")
+    return 0
+
+
+def _alerts_list(ctx: Context) -> int:
+    from hq.alerts import list_alerts
+
+    a = ctx.args
+    alerts = list_alerts(ctx.store, ctx.access, ctx.actor(), unverified_only=not a.all, limit=a.limit, **ctx.why())
+    for al in alerts:
+        r = al.row
+        print(f"{r.id:>10}  {fmt_ns(r.capture_ns)}  {r.plate:<10} {al.status.upper():<14} site={r.site_id} "
+              f"node={r.node_id} match={json.dumps(al.hotlist, sort_keys=True)}"
+              + (f" by={al.verified_by} note={al.note!r}" if al.verified_by else ""))
+    print(f"{len(alerts)} alert(s). UNVERIFIED alerts must be confirmed through CLETS before any enforcement action.")
+    return 0
+
+
+def _alerts_verify(ctx: Context) -> int:
+    from hq.alerts import verify_alert
+
+    a = ctx.args
+    al = verify_alert(ctx.store, ctx.access, ctx.actor(), a.id, outcome=a.outcome, note=a.note, case_no=a.case)
+    print(f"alert {a.id}: {al.status} (by {al.verified_by})")
+    return 0
+
+
+def _hotlist_add(ctx: Context) -> int:
+    from hq import hotlist
+
+    a = ctx.args
+    e = hotlist.add_entry(ctx.store, ctx.access, ctx.actor(), plate=a.plate, reason=a.reason, source=a.source,
+                          expires_ns=parse_time(a.expires, end=True), note=a.note, **ctx.why())
+    print(f"hot-list entry {e.id}: {e.plate} ({e.reason}, source {e.source}) until {fmt_ns(e.expires_ns)}")
+    return 0
+
+
+def _hotlist_list(ctx: Context) -> int:
+    from hq import hotlist
+
+    ctx.access.authorize(ctx.actor(), "hotlist-view", query={"list": "active"}, **ctx.why())
+    for e in hotlist.active_entries(ctx.store, ctx.access.clock()):
+        print(f"{e.id:>6}  {e.plate:<10} {'pattern' if e.is_pattern else 'exact':<8} {e.reason:<15} "
+              f"source={e.source} until={fmt_ns(e.expires_ns)} by={e.entered_by}")
+    return 0
+
+
+def _hotlist_remove(ctx: Context) -> int:
+    from hq import hotlist
+
+    hotlist.remove_entry(ctx.store, ctx.access, ctx.actor(), ctx.args.id, purpose=ctx.args.purpose)
+    print(f"hot-list entry {ctx.args.id} removed")
+    return 0
+
+
+def _hotlist_publish(ctx: Context) -> int:
+    from hq import hotlist
+
+    compiled = hotlist.publish(ctx.store, ctx.access, ctx.actor(), ctx.sign_key(), purpose=ctx.args.purpose,
+                               valid_hours=ctx.cfg.records.hotlist_valid_hours)
+    ctx.args.out.write_bytes(compiled.message)
+    print(f"hot list version {compiled.version}: {len(compiled.body['exact'])} exact, "
+          f"{len(compiled.body['patterns'])} patterns; signed message in {ctx.args.out}")
+    return 0
+
+
+# -- evidence, releases, retention, audit -----------------------------------------------------------
+def _hold(ctx: Context) -> int:
+    from hq import retention
+
+    a = ctx.args
+    h = retention.place_hold(ctx.store, ctx.access, ctx.actor(), case_no=a.case, reason=a.why, read_ids=a.read)
+    print(f"hold {h.id} on {len(h.read_ids)} read(s) for case {h.case_no}")
+    return 0
+
+
+def _holds(ctx: Context) -> int:
+    from hq import retention
+
+    ctx.access.authorize(ctx.actor(), "hold", query={"list": ctx.args.case or "all"}, **ctx.why())
+    for h in retention.holds(ctx.store, ctx.args.case or None):
+        state = "active" if h.released_ns is None else f"released {fmt_ns(h.released_ns)}"
+        print(f"{h.id:>6}  case={h.case_no} reads={len(h.read_ids)} by={h.created_by} {fmt_ns(h.created_ns)} "
+              f"{state}  why={h.reason!r}")
+    return 0
+
+
+def _release_hold(ctx: Context) -> int:
+    from hq import retention
+
+    h = retention.release_hold(ctx.store, ctx.access, ctx.actor(), ctx.args.id, note=ctx.args.note)
+    print(f"hold {h.id} released")
+    return 0
+
+
+def _export(ctx: Context) -> int:
+    from hq import evidence
+
+    a = ctx.args
+    registry = ctx.registry()
+    try:
+        result = evidence.export(ctx.store, ctx.access, ctx.actor(), case_no=a.case, release_id=a.release, out=a.out,
+                                 sign_key=ctx.sign_key(), registry=registry)
+    finally:
+        registry.close()
+    print(f"evidence package for case {a.case}: {result.reads} read(s) in {result.directory}; "
+          f"manifest sha256 {result.manifest_sha256}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from hq import evidence
+    from transport.keys import load_public_key
+
+    trusted = load_public_key(args.hq_key, ed25519.Ed25519PublicKey) if args.hq_key else None
+    check = evidence.verify_package(args.dir, trusted)
+    for problem in check.problems:
+        print(f"FAIL  {problem}")
+    if check.ok:
+        print(f"OK  {check.reads_checked} read(s): files, node signatures and HQ signature (key {check.hq_key_id}) "
+              f"verify" + ("" if trusted else "; give --hq-key to pin HQ's key"))
+    return 0 if check.ok else 1
+
+
+def _release_request(ctx: Context) -> int:
+    from hq import releases
+
+    a = ctx.args
+    r = releases.request(ctx.store, ctx.access, ctx.actor(), case_no=a.case, agency=a.agency, requester=a.requester,
+                         purpose=a.purpose)
+    print(f"release request {r.id} filed for case {r.case_no} ({r.agency}); pending administrator review")
+    return 0
+
+
+def _release_review(ctx: Context) -> int:
+    from hq import releases
+
+    a = ctx.args
+    r = releases.review(ctx.store, ctx.access, ctx.actor(), a.id, approve=a.approve, note=a.note)
+    print(f"release request {r.id}: {r.status} by {r.reviewed_by}")
+    return 0
+
+
+def _release_list(ctx: Context) -> int:
+    from hq import releases
+
+    ctx.access.require_role(ctx.actor(), "release-review")
+    for r in releases.all_requests(ctx.store):
+        print(f"{r.id:>6}  case={r.case_no} agency={r.agency!r} requester={r.requester!r} {r.status} "
+              f"filed by {r.requested_by} {fmt_ns(r.requested_ns)} reviewed by {r.reviewed_by or '-'}")
+    return 0
+
+
+def _retention_run(ctx: Context) -> int:
+    from hq import retention
+    from hq.access import SYSTEM
+
+    actor = SYSTEM if ctx.args.system else ctx.actor()
+    days = ctx.args.min_days or ctx.cfg.records.retention_days
+    r = retention.purge(ctx.store, ctx.access, actor, min_days=days)
+    print(f"retention ({days} days): purged {r.reads_deleted} read(s) captured before {fmt_ns(r.cutoff_ns)}, "
+          f"dropped {r.partitions_dropped} partition(s), kept {r.held_kept} under hold, {r.seconds:.2f} s")
+    return 0
+
+
+def _audit_verify(ctx: Context) -> int:
+    ctx.access.require_role(ctx.actor(), "audit")
+    result = ctx.access.log.verify()
+    for problem in result.problems:
+        print(f"FAIL  {problem}")
+    if result.ok:
+        print(f"OK  {result.entries} entries; head entry {result.head_id} hash {result.head_hash}")
+        print("Keep this head hash outside HQ: a later verify must still reach it.")
+    return 0 if result.ok else 1
+
+
+def _audit_report(ctx: Context) -> int:
+    from hq import report
+
+    a = ctx.args
+    registry = None
+    path = ctx.cfg.hq.data_dir / "registry.db"
+    if path.exists():
+        registry = ctx.registry()
+    try:
+        doc = report.build(ctx.store, ctx.access, ctx.actor(), since_ns=parse_time(a.since),
+                           until_ns=parse_time(a.until, end=True), registry=registry)
+    finally:
+        if registry is not None:
+            registry.close()
+    if a.json:
+        _out(a, doc)
+        return 0
+    print(f"Audit report {fmt_ns(doc['from_ns'])} .. {fmt_ns(doc['to_ns'])}")
+    print("\nAccesses per user (action | purpose: count)")
+    for user, counts in doc["accesses_per_user"].items():
+        for key, n in counts.items():
+            print(f"  {user:<20} {key}: {n}")
+    print(f"\nSearches without a case number: {len(doc['searches_without_case'])}")
+    for s in doc["searches_without_case"]:
+        print(f"  entry {s['id']} {fmt_ns(s['t_ns'])} {s['user']} purpose={s['purpose']!r}")
+    print(f"\nRefused attempts: {len(doc['denied'])}")
+    for d in doc["denied"]:
+        print(f"  entry {d['id']} {fmt_ns(d['t_ns'])} {d['user']} {d['action']}: {d['why']}")
+    print(f"\nRelease requests: {len(doc['releases'])}")
+    for r in doc["releases"]:
+        print(f"  {r['id']} case={r['case_no']} agency={r['agency']!r} {r['status']} reviewed by {r['reviewed_by']}")
+    print(f"\nPurges: {len(doc['purges'])}")
+    for p in doc["purges"]:
+        print(f"  {fmt_ns(p['t_ns'])} by {p['by']}: {p['reads_deleted']} reads before {fmt_ns(p['cutoff_ns'])}, "
+              f"{p['held_kept']} held kept")
+    print(f"\nHolds: {len(doc['holds'])}")
+    for h in doc["holds"]:
+        print(f"  {h['id']} case={h['case']} reads={h['reads']} by {h['by']} released={fmt_ns(h['released_ns'])}")
+    print(f"\nProvisioning events: {len(doc['provisioning'])}")
+    for e in doc["provisioning"]:
+        print(f"  {fmt_ns(e['t_ns'])} {e['actor']} {e['action']} node={e['node']} {e['detail']}")
+    chain = doc["access_log"]
+    print(f"\nAccess log: {chain['entries']} entries, {'intact' if chain['intact'] else 'BROKEN'}; "
+          f"head {chain['head_id']} {chain['head_hash']}")
+    for problem in chain["problems"]:
+        print(f"  FAIL {problem}")
+    return 0
+
+
+# -- registration ---------------------------------------------------------------------------------
+def register(sub: Any) -> None:
+    """Add the records commands to `alpr-hq`'s subparsers."""
+    from hq.access import ROLES
+    from hq.alerts import OUTCOMES
+    from hq.hotlist import REASONS
+
+    # users
+    users = sub.add_parser("users", help="user accounts (administrators)").add_subparsers(dest="users_command",
+                                                                                         required=True)
+    p = users.add_parser("add", help="add a user (the first one with --bootstrap); password from the prompt "
+                                     "or $ALPR_HQ_NEW_PASSWORD")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--trained-until", help="date ALPR training expires (YYYY-MM-DD); none: no data access")
+    p.add_argument("--bootstrap", action="store_true", help="create the first administrator (only when no users)")
+    p.add_argument("--new-password", help=argparse.SUPPRESS)
+    _who(p, why=False)
+    p.set_defaults(func=_run(_users_add))
+    p = users.add_parser("list", help="list users")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_users_list))
+    p = users.add_parser("training", help="record a user's training expiry")
+    p.add_argument("name")
+    p.add_argument("--until", required=True, help="YYYY-MM-DD, or 'none'")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_users_training))
+    for name, active in (("disable", False), ("enable", True)):
+        p = users.add_parser(name, help=f"{name} a user")
+        p.add_argument("name")
+        _who(p, why=False)
+        p.set_defaults(func=_run(_users_active(active)))
+    p = users.add_parser("passwd", help="change a password (new one from the prompt or $ALPR_HQ_NEW_PASSWORD)")
+    p.add_argument("name")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_users_passwd))
+
+    p = sub.add_parser("login", help="start a session (token file, mode 0600)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--password", help=argparse.SUPPRESS)
+    p.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    p.set_defaults(func=_run(_login))
+    p = sub.add_parser("logout", help="end the session")
+    p.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    p.set_defaults(func=_run(_logout))
+
+    # search and reads
+    p = sub.add_parser("search", help="search reads by plate: exact, pattern (7AB?12*), --confusable")
+    p.add_argument("plate", help="plate, or pattern with ? (one character) and * (any run)")
+    p.add_argument("--confusable", action="store_true", help="also match OCR confusions (0/O/D/Q 1/I/7 8/B 5/S 2/Z)")
+    p.add_argument("--from", dest="since", help="YYYY-MM-DD or ISO time (UTC)")
+    p.add_argument("--to", dest="until", help="YYYY-MM-DD (inclusive) or ISO time")
+    p.add_argument("--site")
+    p.add_argument("--limit", type=int, default=500)
+    p.add_argument("--crops", type=Path, help="write each hit's crop JPEG into this folder")
+    p.add_argument("--json", action="store_true")
+    _who(p)
+    p.set_defaults(func=_run(_search))
+    p = sub.add_parser("read", help="show one read (and write its crop with --crops DIR)")
+    p.add_argument("id", type=int)
+    p.add_argument("--crops", type=Path)
+    _who(p)
+    p.set_defaults(func=_run(_reads_show))
+
+    # alerts
+    alerts = sub.add_parser("alerts", help="hot-list alerts (unverified until confirmed through CLETS)"
+                            ).add_subparsers(dest="alerts_command", required=True)
+    p = alerts.add_parser("list", help="alerts not yet verified (--all: every alert)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--limit", type=int, default=200)
+    _who(p)
+    p.set_defaults(func=_run(_alerts_list))
+    p = alerts.add_parser("verify", help="record the CLETS outcome of an alert")
+    p.add_argument("id", type=int)
+    p.add_argument("--outcome", required=True, choices=OUTCOMES)
+    p.add_argument("--note", required=True, help="what was checked, e.g. CLETS response reference")
+    _who(p, why=False)
+    p.add_argument("--case", default="")
+    p.set_defaults(func=_run(_alerts_verify))
+
+    # hot lists
+    hl = sub.add_parser("hotlist", help="hot-list entries and signed hot lists for nodes").add_subparsers(
+        dest="hotlist_command", required=True)
+    p = hl.add_parser("add", help="add a plate or pattern")
+    p.add_argument("plate")
+    p.add_argument("--reason", required=True, choices=REASONS)
+    p.add_argument("--source", required=True, help="where the entry comes from (NCIC, SVS, case ...)")
+    p.add_argument("--expires", required=True, help="YYYY-MM-DD")
+    p.add_argument("--note", default="")
+    _who(p)
+    p.set_defaults(func=_run(_hotlist_add))
+    p = hl.add_parser("list", help="active entries")
+    _who(p)
+    p.set_defaults(func=_run(_hotlist_list))
+    p = hl.add_parser("remove", help="take an entry off the list")
+    p.add_argument("id", type=int)
+    _who(p)
+    p.set_defaults(func=_run(_hotlist_remove))
+    p = hl.add_parser("publish", help="compile and sign the next version for nodes")
+    p.add_argument("--out", type=Path, required=True, help="write the signed message here")
+    _who(p)
+    p.set_defaults(func=_run(_hotlist_publish))
+
+    # evidence
+    ev = sub.add_parser("evidence", help="evidence holds, export and offline verification").add_subparsers(
+        dest="evidence_command", required=True)
+    p = ev.add_parser("hold", help="exempt reads from purging for a case")
+    p.add_argument("--read", type=int, action="append", required=True, help="read id (repeat)")
+    p.add_argument("--why", required=True)
+    _who(p, why=False)
+    p.add_argument("--case", required=True)
+    p.set_defaults(func=_run(_hold))
+    p = ev.add_parser("holds", help="list holds")
+    _who(p)
+    p.set_defaults(func=_run(_holds))
+    p = ev.add_parser("release-hold", help="end a hold")
+    p.add_argument("id", type=int)
+    p.add_argument("--note", required=True)
+    _who(p, why=False)
+    p.set_defaults(func=_run(_release_hold))
+    p = ev.add_parser("export", help="write a case's held reads as a signed package (needs an approved release)")
+    p.add_argument("--case", required=True)
+    p.add_argument("--release", type=int, required=True, help="approved release request id")
+    p.add_argument("--out", type=Path, required=True)
+    _who(p, why=False)
+    p.set_defaults(func=_run(_export))
+    p = ev.add_parser("verify", help="check a package offline (no HQ database needed)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--hq-key", type=Path, help="HQ's public signing key (PEM), obtained separately")
+    p.set_defaults(func=_verify)
+
+    # releases
+    rel = sub.add_parser("release", help="release requests from other agencies").add_subparsers(
+        dest="release_command", required=True)
+    p = rel.add_parser("request", help="file a request")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--requester", required=True)
+    _who(p, case_required=True)
+    p.set_defaults(func=_run(_release_request))
+    p = rel.add_parser("review", help="approve or deny (administrator, not the one who filed it)")
+    p.add_argument("id", type=int)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--approve", action="store_true")
+    g.add_argument("--deny", dest="approve", action="store_false")
+    p.add_argument("--note", required=True)
+    _who(p, why=False)
+    p.set_defaults(func=_run(_release_review))
+    p = rel.add_parser("list", help="all requests (administrators)")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_release_list))
+
+    # retention
+    ret = sub.add_parser("retention", help="purge reads past retention").add_subparsers(
+        dest="retention_command", required=True)
+    p = ret.add_parser("run", help="purge now (also from a systemd timer with --system)")
+    p.add_argument("--min-days", type=int, help="override records.retention_days")
+    p.add_argument("--system", action="store_true", help="run as the scheduled system job (no login)")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_retention_run))
+
+    # audit
+    au = sub.add_parser("audit", help="access-log verification and audit reports").add_subparsers(
+        dest="audit_command", required=True)
+    p = au.add_parser("verify", help="check the access log's hash chain; names edited or deleted entries")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_audit_verify))
+    p = au.add_parser("report", help="accesses, searches without case, releases, purges, holds, provisioning")
+    p.add_argument("--from", dest="since", required=True)
+    p.add_argument("--to", dest="until", required=True)
+    p.add_argument("--json", action="store_true")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_audit_report))

@@ -1,0 +1,182 @@
+"""Retention: reads are kept at least `min_days`, then purged a whole month at a time; evidence
+holds (case number, by whom, why) exempt reads from purging until the hold is released.
+
+Purge unit. A read captured in month M is purged once all of M is older than `min_days`
+(hq.partitions.retention_cutoff_ns), so each read is kept between min_days and min_days + 31.
+- PostgreSQL: each expired month is a partition; it is dropped whole (DROP TABLE), unless it
+  holds reads under an active hold, in which case only its unheld rows are deleted.
+- SQLite: reads live in one table with an index on capture time; expired rows are deleted in
+  batches (short transactions, so ingest keeps writing), overwritten on disk (secure_delete),
+  and the freed pages are returned to the file system (incremental vacuum).
+Each run is recorded in `purges` and in the access log.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hq import partitions
+from hq.access import Access, Actor
+from hq.errors import NotFound, PolicyError
+from hq.store import ReadStore
+
+log = logging.getLogger(__name__)
+ACTIVE_HELD = ("SELECT hr.read_id FROM hold_reads hr JOIN holds h ON h.id = hr.hold_id "
+               "WHERE h.released_ns IS NULL")
+BATCH = 5000
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What one retention run did."""
+
+    cutoff_ns: int
+    reads_deleted: int
+    partitions_dropped: int
+    held_kept: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An evidence hold on some reads."""
+
+    id: int
+    case_no: str
+    reason: str
+    created_by: str
+    created_ns: int
+    released_ns: int | None
+    read_ids: tuple[int, ...]
+
+
+def place_hold(store: ReadStore, access: Access, actor: Actor, *, case_no: str, reason: str,
+               read_ids: list[int]) -> Hold:
+    """Hold reads for a case: they are not purged while the hold is active."""
+    if not reason.strip():
+        raise PolicyError("a hold needs a reason (--why)")
+    if not read_ids:
+        raise PolicyError("a hold needs at least one read (--read)")
+    access.authorize(actor, "hold", purpose=reason, case_no=case_no, query={"reads": sorted(read_ids)})
+    rows = {r[0]: r[1] for r in store.db.rows(
+        f"SELECT id, capture_ns FROM reads WHERE id IN ({','.join('?' * len(read_ids))})", read_ids)}
+    missing = sorted(set(read_ids) - set(rows))
+    if missing:
+        raise NotFound(f"reads {missing}: not in the store (purged or never stored)")
+    with store.db.transaction():
+        hold_id = store.db.insert("INSERT INTO holds (case_no, reason, created_by, created_ns) VALUES (?,?,?,?)",
+                                  (case_no, reason, actor.name, access.clock()))
+        for read_id in sorted(set(read_ids)):
+            store.db.execute("INSERT INTO hold_reads (hold_id, read_id, capture_ns) VALUES (?,?,?)",
+                             (hold_id, read_id, rows[read_id]))
+    return get_hold(store, hold_id)
+
+
+def release_hold(store: ReadStore, access: Access, actor: Actor, hold_id: int, *, note: str) -> Hold:
+    """End a hold (its reads become purgeable again under normal retention)."""
+    hold = get_hold(store, hold_id)
+    if hold.released_ns is not None:
+        raise PolicyError(f"hold {hold_id} was already released")
+    access.authorize(actor, "hold", purpose=note or "release hold", case_no=hold.case_no,
+                     query={"release_hold": hold_id})
+    store.db.execute("UPDATE holds SET released_ns=?, released_by=?, release_note=? WHERE id=?",
+                     (access.clock(), actor.name, note, hold_id))
+    return get_hold(store, hold_id)
+
+
+def get_hold(store: ReadStore, hold_id: int) -> Hold:
+    row = store.db.one("SELECT id, case_no, reason, created_by, created_ns, released_ns FROM holds WHERE id=?",
+                       (hold_id,))
+    if row is None:
+        raise NotFound(f"hold {hold_id}: no such hold")
+    ids = tuple(r[0] for r in store.db.rows("SELECT read_id FROM hold_reads WHERE hold_id=? ORDER BY read_id",
+                                            (hold_id,)))
+    return Hold(*row, ids)
+
+
+def holds(store: ReadStore, case_no: str | None = None, active_only: bool = False) -> list[Hold]:
+    """Holds, optionally for one case / only active ones."""
+    sql, params = "SELECT id FROM holds WHERE 1=1", []
+    if case_no is not None:
+        sql += " AND case_no=?"
+        params.append(case_no)
+    if active_only:
+        sql += " AND released_ns IS NULL"
+    return [get_hold(store, r[0]) for r in store.db.rows(sql + " ORDER BY id", params)]
+
+
+def held_read_ids(store: ReadStore, case_no: str) -> list[int]:
+    """Reads under an active hold for a case."""
+    return [r[0] for r in store.db.rows(
+        "SELECT DISTINCT hr.read_id FROM hold_reads hr JOIN holds h ON h.id = hr.hold_id "
+        "WHERE h.released_ns IS NULL AND h.case_no=? ORDER BY hr.read_id", (case_no,))]
+
+
+def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365,
+          now_ns: int | None = None, clock: Callable[[], float] = time.monotonic) -> PurgeResult:
+    """Purge reads past retention (see the module docstring); logged and recorded in `purges`."""
+    if min_days < 1:
+        raise PolicyError(f"retention.min_days {min_days}: must be at least 1")
+    access.require_role(actor, "retention")
+    now_ns = access.clock() if now_ns is None else now_ns
+    cutoff = partitions.retention_cutoff_ns(now_ns, min_days)
+    started = clock()
+    if store.db.postgres:
+        deleted, dropped = _purge_postgres(store, cutoff)
+    else:
+        deleted, dropped = _purge_sqlite(store, cutoff)
+    held = int(store.db.value(f"SELECT COUNT(*) FROM reads WHERE capture_ns < ? AND id IN ({ACTIVE_HELD})",
+                              (cutoff,)))
+    seconds = clock() - started
+    with store.db.transaction():
+        store.db.execute("INSERT INTO purges (t_ns, by_user, cutoff_ns, reads_deleted, partitions_dropped, held_kept, "
+                         "seconds) VALUES (?,?,?,?,?,?,?)", (access.clock(), actor.name, cutoff, deleted, dropped,
+                                                             held, seconds))
+        access.log.append(user=actor.name, role=actor.role, action="purge", purpose="retention policy",
+                          query={"min_days": min_days, "cutoff_ns": cutoff},
+                          detail=f"deleted {deleted} reads, dropped {dropped} partitions, kept {held} held")
+    log.info("retention: cutoff %d: deleted %d reads, dropped %d partitions, kept %d held, %.2f s",
+             cutoff, deleted, dropped, held, seconds)
+    return PurgeResult(cutoff, deleted, dropped, held, seconds)
+
+
+def _purge_sqlite(store: ReadStore, cutoff: int) -> tuple[int, int]:
+    db = store.db
+    deleted = 0
+    while True:
+        with db.transaction():
+            n = db.execute(f"DELETE FROM reads WHERE id IN (SELECT id FROM reads WHERE capture_ns < ? "
+                           f"AND id NOT IN ({ACTIVE_HELD}) LIMIT ?)", (cutoff, BATCH)).rowcount
+            db.execute(f"DELETE FROM alert_outcomes WHERE capture_ns < ? AND read_id NOT IN ({ACTIVE_HELD})",
+                       (cutoff,))
+        deleted += n
+        if n < BATCH:
+            break
+    db.execute("PRAGMA incremental_vacuum")
+    return deleted, 0
+
+
+def _purge_postgres(store: ReadStore, cutoff: int) -> tuple[int, int]:
+    db = store.db
+    deleted = dropped = 0
+    for month in partitions.existing_partitions(db):
+        if month.end_ns > cutoff:
+            continue
+        with db.transaction(lock="reads_partitions"):
+            held = db.value(f"SELECT COUNT(*) FROM {month.name} WHERE id IN ({ACTIVE_HELD})")
+            if held:
+                n = db.execute(f"DELETE FROM {month.name} WHERE id NOT IN ({ACTIVE_HELD})").rowcount
+            else:
+                n = int(db.value(f"SELECT COUNT(*) FROM {month.name}"))
+                db.execute(f"DROP TABLE {month.name}")
+                dropped += 1
+            deleted += n
+            store._months.discard(month)
+    with db.transaction():
+        # Keys of purged reads go too (a late resend of a purged read would be stored and purged again).
+        db.execute(f"DELETE FROM read_keys WHERE capture_ns < ? AND (node_id, seq) NOT IN "
+                   f"(SELECT node_id, seq FROM reads WHERE id IN ({ACTIVE_HELD}))", (cutoff,))
+        db.execute(f"DELETE FROM alert_outcomes WHERE capture_ns < ? AND read_id NOT IN ({ACTIVE_HELD})", (cutoff,))
+    return deleted, dropped
