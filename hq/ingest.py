@@ -82,7 +82,7 @@ class Ingest:
             # sqlite3 connections belong to the thread that made them: open them here.
             self._store = ReadStore(self.store_path)
             self._registry = Registry(self.registry_path)
-            self._signer_for = self._registry.signer_lookup(cache_s=2.0)
+            self._signer_for = self._registry.signer_lookup(cache_s=60.0)
         batch: list[tuple[Opened, int, int]] = []
         while self._pending and len(batch) < self.max_batch:
             topic, payload, mid, qos = self._pending.popleft()

@@ -184,13 +184,19 @@ class Registry:
     def signer_lookup(self, cache_s: float = 0.0):
         """A `signer_for(header)` for envelope.open_envelope that enforces enrolment and revocation.
 
-        With `cache_s` > 0 a node's record and keys are re-read at most that often, so a
-        revocation takes effect within `cache_s` seconds; ingest uses 2 s.
+        With `cache_s` > 0 a node's record and keys are kept that long, but the whole cache is
+        dropped as soon as any other connection changes the registry (SQLite's data_version),
+        so a revocation takes effect for the very next message.
         """
         cache: dict[str, tuple[float, NodeRecord | None, list[NodeKey]]] = {}
+        version = [self._db.execute("PRAGMA data_version").fetchone()[0]]
 
         def load(node_id: str) -> tuple[NodeRecord | None, list[NodeKey]]:
             now = time.monotonic()
+            current = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if current != version[0]:
+                version[0] = current
+                cache.clear()
             hit = cache.get(node_id)
             if hit is not None and hit[0] > now:
                 return hit[1], hit[2]
