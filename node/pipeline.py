@@ -33,6 +33,7 @@ from node.voting import vote
 from transport.payload import Candidate, ReadPayload
 
 log = logging.getLogger(__name__)
+MAX_PLATES_PER_FRAME = 8
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class Pipeline:
 
     def _read_frame(self, frame: Frame, p: Pass | None) -> list[Observation]:
         t0 = time.perf_counter()
-        detections = self.detector.detect(frame.lores)
+        # Bounded work per frame: a confused detector must not stall the camera queue.
+        detections = sorted(self.detector.detect(frame.lores), key=lambda d: -d.score)[:MAX_PLATES_PER_FRAME]
         t1 = time.perf_counter()
         self.stage_ms["detect"] = (t1 - t0) * 1000.0
         self.stats["detections"] += len(detections)
