@@ -252,6 +252,7 @@ class Pipeline:
         lh, lw = frame.lores.shape[:2]
         sx, sy = mw / lw, mh / lh
         observations = []
+        overview = _jpeg(_downscale(main, 1280), 70) if self.settings.overview and detections else None
         for det in detections:
             x, y, w, h = det.box
             box = (int(x * sx), int(y * sy), max(1, int(w * sx)), max(1, int(h * sy)))
@@ -267,7 +268,7 @@ class Pipeline:
                 time_ns=frame.timestamp_ns, wall_ns=frame.wall_time_ns, box=box, text=text.text,
                 confidence=text.confidence, char_confidences=list(text.char_confidences),
                 candidates=list(text.candidates), region=text.region, region_confidence=text.region_confidence,
-                crop_jpeg=_jpeg(crop, 90), detection_score=det.score))
+                crop_jpeg=_jpeg(crop, 90), detection_score=det.score, overview_jpeg=overview))
         self.stage_ms["ocr"] = (time.perf_counter() - t1) * 1000.0
         if p is not None and p.best_frame is None:
             p.best_frame = frame
@@ -303,6 +304,9 @@ class Pipeline:
             lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
         )
         seq = self.sink.submit_read(read)
+        if best.overview_jpeg is not None:
+            # A separate, lower-priority message: under the outbox quota it goes before any read.
+            self.sink.submit_overview(seq, best.overview_jpeg, best.wall_ns)
         self.stats["reads"] += 1
         log.info("read %s (%.2f) seq %d, %d frames, %s, trigger %s", result.text, result.confidence, seq,
                  len(track.observations), read.direction, track.trigger_id)

@@ -3,7 +3,9 @@ replayed through the same code with stand-in pins driven by the clip's recorded 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from hardware.clip import Clip
 from hardware.clip_camera import ClipCamera
@@ -54,6 +56,46 @@ class CameraPipeline:
         return self.pipeline.health()
 
 
+@dataclass
+class CameraSource:
+    """How frames and trigger edges reach the node: a live camera, or a clip and its pins."""
+
+    factory: Callable[[], Any]
+    gpio: Any = None             # None: the real RPi.GPIO; else the stand-in the clip drives
+    pins: ClipPins | None = None
+    clock_ns: Callable[[], int] = time.monotonic_ns
+    ends: bool = False
+    lossless: bool = False
+    clip: Clip | None = None
+
+
+def camera_source(config: NodeConfig) -> CameraSource:
+    """The configured frame source (source.kind 'camera' or 'clip')."""
+    if config.source.kind == "clip":
+        try:
+            clip = Clip.load(config.source.clip)
+        except (OSError, ValueError) as exc:
+            raise BadConfig(f"source.clip: {exc}") from exc
+        timeline = ReplayTimeline(config.source.speed)
+        gpio = StandinGPIO(clock=timeline.now_ns)
+        state: dict[str, ClipCamera | None] = {"camera": None}
+
+        def clip_factory() -> ClipCamera:
+            # After a fault the replacement resumes where the last one stopped.
+            previous = state["camera"]
+            cam = ClipCamera(clip, timeline=timeline, start_index=previous.position if previous else 0)
+            state["camera"] = cam
+            return cam
+        return CameraSource(clip_factory, gpio, ClipPins(clip, gpio, timeline), timeline.now_ns,
+                            ends=not config.source.loop, lossless=config.source.speed == 0, clip=clip)
+    from hardware.picamera2_backend import Picamera2Camera, Picamera2Config
+    cam = config.camera
+    p2 = Picamera2Config(main_size=tuple(cam.main_size), lores_size=tuple(cam.lores_size), fps=cam.fps,
+                         exposure_us=cam.exposure_us, analogue_gain=cam.analogue_gain,
+                         lens_position=cam.lens_position, camera_num=cam.camera_num)
+    return CameraSource(lambda: Picamera2Camera(p2))
+
+
 def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
     """The node's camera pipeline as configured (source.kind 'camera' or 'clip')."""
     c = config.pipeline
@@ -65,40 +107,9 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
         raise BadConfig(f"models: {exc}") from exc
     models = {"detector": f"{detector.model.manifest.name}@{detector.model.manifest.version}",
               "ocr": f"{reader.model.manifest.name}@{reader.model.manifest.version}"}
-    gpio: Any = None
-    pins: ClipPins | None = None
-    ends = False
-    if config.source.kind == "clip":
-        try:
-            clip = Clip.load(config.source.clip)
-        except (OSError, ValueError) as exc:
-            raise BadConfig(f"source.clip: {exc}") from exc
-        timeline = ReplayTimeline(config.source.speed)
-        gpio = StandinGPIO(clock=timeline.now_ns)
-        pins = ClipPins(clip, gpio, timeline)
-        state = {"camera": None}
-
-        def camera_factory() -> ClipCamera:
-            # After a fault the replacement resumes where the last one stopped.
-            previous = state["camera"]
-            cam = ClipCamera(clip, timeline=timeline, start_index=previous.position if previous else 0)
-            state["camera"] = cam
-            return cam
-        clock_ns = timeline.now_ns
-        ends = not config.source.loop
-        lossless = config.source.speed == 0
-    else:
-        from hardware.picamera2_backend import Picamera2Camera, Picamera2Config
-        cam_cfg = config.camera
-        p2 = Picamera2Config(main_size=tuple(cam_cfg.main_size), lores_size=tuple(cam_cfg.lores_size), fps=cam_cfg.fps,
-                             exposure_us=cam_cfg.exposure_us, analogue_gain=cam_cfg.analogue_gain,
-                             lens_position=cam_cfg.lens_position, camera_num=cam_cfg.camera_num)
-
-        def camera_factory() -> Picamera2Camera:
-            return Picamera2Camera(p2)
-        import time
-        clock_ns = time.monotonic_ns
-        lossless = False
+    src = camera_source(config)
+    gpio, pins, clock_ns, ends, lossless, clip = src.gpio, src.pins, src.clock_ns, src.ends, src.lossless, src.clip
+    camera_factory = src.factory
     settings = PipelineSettings(
         mode=c.mode, detect_rate_hz=c.detect_rate_hz, window_before_s=c.window_before_s,
         window_after_s=c.window_after_s, max_window_s=c.max_window_s, track_timeout_s=c.track_timeout_s,

@@ -39,6 +39,11 @@ class ReadSink:
         log.debug("read %s committed as seq %d", read.plate, seq)
         return seq
 
+    def submit_overview(self, read_seq: int, jpeg: bytes, time_ns: int) -> int:
+        """Commit the overview image of a read as its own low-priority message (event 'overview')."""
+        payload = {"event": "overview", "t_ns": time_ns, "read_seq": read_seq, "image": jpeg}
+        return self.outbox.commit("overview", self.identity.sealer("event", payload, time_ns))
+
     def submit_event(self, event: str, time_ns: int, fields: dict) -> int:
         """Commit an event such as 'no_read' (vehicle passed, no read); returns its sequence number."""
         payload = dict(fields, event=event, t_ns=time_ns)

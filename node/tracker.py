@@ -26,6 +26,7 @@ class Observation:
     region_confidence: float
     crop_jpeg: bytes
     detection_score: float
+    overview_jpeg: bytes | None = None
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""`alpr-node aim`: the checks judge focus, exposure, size and blur the way an installer would."""
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from node.commands.aim import assess, sharpness
+
+pytestmark = pytest.mark.unit
+
+
+def plate_scene(blur: float = 0.0, level: int = 128) -> np.ndarray:
+    image = Image.new("RGB", (640, 360), (level, level, level))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([250, 200, 400, 275], fill=(240, 240, 240))
+    for i in range(7):
+        draw.rectangle([258 + 20 * i, 215, 270 + 20 * i, 260], fill=(10, 10, 10))
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    return np.asarray(image)
+
+
+def verdicts(checks):
+    return {c.name: c.verdict for c in checks}
+
+
+def test_sharp_well_exposed_large_plate_passes():
+    v = verdicts(assess(plate_scene(), (250, 200, 150, 75), exposure_us=500, speed_kmh=50, plate_width_m=0.305))
+    assert v == {"plate width": "pass", "sharpness": "pass", "exposure": "pass", "motion blur": "pass"}
+
+
+def test_out_of_focus_is_caught():
+    assert sharpness(plate_scene(blur=4).mean(axis=2)) < sharpness(plate_scene().mean(axis=2)) / 5
+    v = verdicts(assess(plate_scene(blur=4), (250, 200, 150, 75), 500, 50, 0.305))
+    assert v["sharpness"] in ("warn", "fail")
+
+
+def test_small_plate_long_exposure_and_no_plate():
+    v = verdicts(assess(plate_scene(), (250, 200, 50, 25), exposure_us=8000, speed_kmh=50, plate_width_m=0.305))
+    assert v["plate width"] == "fail" and v["motion blur"] == "fail"
+    v = verdicts(assess(plate_scene(level=10), None, 500, 50, 0.305))
+    assert v["plate found"] == "fail"
