@@ -6,6 +6,7 @@ installation has. Processes are started as a user would start them (`alpr-node r
 """
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -14,10 +15,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from provisioning import pki
-from provisioning.localbroker import LocalBroker
-from transport.keys import key_id, write_private_key, write_public_key
-from transport.registry import Registry
+from provisioning import hqsetup, local, pki
+from provisioning.localbroker import LocalBroker, free_port
+from transport.keys import load_private_key
 
 
 @dataclass(frozen=True)
@@ -30,54 +30,39 @@ class NodeHandle:
 
 
 class Lab:
-    """CA + broker + HQ + nodes under `root`."""
+    """CA + broker + HQ + nodes under `root`, made with the real provisioning flow.
 
-    def __init__(self, root: Path, *, hq_workers: int = 1, broker_port: int | None = None) -> None:
-        self.root = Path(root)
+    HQ is set up as `alpr-provision ca init` does it, and each node goes through keygen (keys
+    made in the node's own folder) → enroll → signed bundle → install, as a technician would.
+    """
+
+    def __init__(self, root: Path, *, hq_workers: int = 1, broker_port: int | None = None,
+                 actor: str = "lab-technician") -> None:
+        self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.actor = actor
         self.hq_dir = self.root / "hq"
-        self.hq_workers = [f"hq-ingest-{i + 1}" for i in range(hq_workers)]
-        self.ca = pki.create_ca(self.root / "ca")
-        server = pki.issue(self.ca, "broker", self.root / "broker-tls", server_names=["localhost", "127.0.0.1"])
-        self.broker = LocalBroker(self.root / "broker", ca_file=self.ca.cert, cert_file=server.cert,
-                                  key_file=server.key, hq_users=self.hq_workers, port=broker_port)
+        port = broker_port or free_port()
+        setup = hqsetup.init_hq(self.hq_dir, actor=actor, ca_dir=self.root / "ca",
+                                broker_names=["localhost", "127.0.0.1"], broker_host="127.0.0.1",
+                                broker_port=port, broker_bind="127.0.0.1", broker_user=getpass.getuser(),
+                                workers=hq_workers)
+        self.hq_workers = list(setup.state.workers)
+        self.broker = LocalBroker.existing(setup.broker_files, port)
+        self.ca = pki.CertPair(self.root / "ca" / "ca.pem", self.root / "ca" / "ca.key")
         keys = self.hq_dir / "keys"
-        self.hq_hpke = x25519.X25519PrivateKey.generate()
-        self.hq_sign = ed25519.Ed25519PrivateKey.generate()
-        write_private_key(keys / f"hq-hpke-{key_id(self.hq_hpke.public_key())}.key", self.hq_hpke)
-        write_private_key(keys / "hq-sign.key", self.hq_sign)
-        tls = self.hq_dir / "tls"
-        for worker in self.hq_workers:
-            pki.issue(self.ca, worker, tls)
-        (tls / "ca.pem").write_bytes(self.ca.cert.read_bytes())
-        self.hq_config = self.hq_dir / "hq.toml"
-        self.hq_config.write_text(
-            f'[hq]\ndata_dir = "{self.hq_dir}"\n\n[broker]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
-            f'client_id = "{self.hq_workers[0]}"\n')
+        self.hq_hpke = load_private_key(keys / f"hq-hpke-{setup.hpke_key_id}.key", x25519.X25519PrivateKey)
+        self.hq_sign = load_private_key(keys / "hq-sign.key", ed25519.Ed25519PrivateKey)
+        self.hq_config = setup.hq_config
         self.registry_path = self.hq_dir / "registry.db"
-        Registry(self.registry_path).close()
         self.nodes: dict[str, NodeHandle] = {}
 
-    def add_node(self, node_id: str, *, site: str = "site-1", body: str = "", actor: str = "lab") -> NodeHandle:
-        """Provision a node: keys made in its folder, certificate issued, enrolled at HQ."""
+    def add_node(self, node_id: str, *, site: str = "site-1", body: str = "", actor: str | None = None) -> NodeHandle:
+        """Provision a node (keygen → enroll → bundle → install); `body` adds TOML sections."""
         data = self.root / "nodes" / node_id
-        sign = ed25519.Ed25519PrivateKey.generate()
-        write_private_key(data / "keys" / "node-sign.key", sign)
-        pair = pki.issue(self.ca, node_id, data / "tls", stem="node")
-        (data / "tls" / "ca.pem").write_bytes(self.ca.cert.read_bytes())
-        write_public_key(data / "hq" / "hq-hpke.pub", self.hq_hpke.public_key())
-        write_public_key(data / "hq" / "hq-sign.pub", self.hq_sign.public_key())
-        registry = Registry(self.registry_path)
-        try:
-            serial = format(pki.load_cert(pair.cert).serial_number, "x")
-            registry.enroll(node_id, site, sign.public_key(), actor=actor, cert_serial=serial)
-        finally:
-            registry.close()
-        config = data / "node.toml"
-        config.write_text(
-            f'[node]\nid = "{node_id}"\nsite = "{site}"\ndata_dir = "{data}"\n\n'
-            f'[broker]\nhost = "127.0.0.1"\nport = {self.broker.port}\nbackoff_max_s = 2\n\n{body}')
-        handle = NodeHandle(node_id, data, config)
+        done = local.provision_node(self.hq_dir, data, node_id, site=site, actor=actor or self.actor,
+                                    extra_toml="[broker]\nbackoff_max_s = 2\n\n" + body)
+        handle = NodeHandle(node_id, done.data_dir, done.config)
         self.nodes[node_id] = handle
         return handle
 

@@ -56,7 +56,7 @@ class Authority:
         self.crl_path = self.directory / "crl.pem"
 
     @classmethod
-    def create(cls, directory: Path, name: str = "ALPR offline CA") -> "Authority":
+    def create(cls, directory: Path, name: str = "ALPR offline CA") -> Authority:
         """Create a new CA folder; refuses to overwrite an existing CA."""
         directory = Path(directory)
         if (directory / "ca.key").exists():
@@ -117,7 +117,7 @@ class Authority:
     def revoke(self, common_name: str, reason: str) -> list[int]:
         """Revoke every unrevoked certificate issued to `common_name`; returns their serials."""
         certs, number = self._load()
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         done = []
         for i, entry in enumerate(certs):
             if entry.common_name == common_name and entry.revoked_at is None:
@@ -129,7 +129,7 @@ class Authority:
     def revoke_serial(self, serial: int, reason: str) -> None:
         """Revoke one certificate by serial (e.g. one issued by mistake)."""
         certs, number = self._load()
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         for i, entry in enumerate(certs):
             if entry.serial == serial and entry.revoked_at is None:
                 certs[i] = Issued(entry.serial, entry.common_name, entry.kind, entry.not_after, now, reason)

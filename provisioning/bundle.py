@@ -16,7 +16,6 @@ import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -113,6 +112,14 @@ def verify(data: bytes, source: str, *, node_id: str, trusted: ed25519.Ed25519Pu
     missing = fields - set(body)
     if missing:
         raise BadBundle(f"{source}: field(s) missing: {', '.join(sorted(missing))}")
+    for name in sorted(fields):
+        expected = int if name in ("broker_port", "t_ns", "expires") else (
+            bytes if name in ("node_sign_pub", "cert", "ca", "hq_hpke_pub", "hq_sign_pub") else str)
+        if not isinstance(body[name], expected) or isinstance(body[name], bool):
+            raise BadBundle(f"{source}: field {name}: expected {expected.__name__}")
+    for name in ("node_sign_pub", "hq_hpke_pub", "hq_sign_pub"):
+        if len(body[name]) != 32:
+            raise BadBundle(f"{source}: field {name}: expected 32 bytes, got {len(body[name])}")
     bundle = Bundle(**{k: body[k] for k in fields})
     if bundle.hq_sign_pub != trusted_raw:
         raise BadBundle(f"{source}: field hq_sign_pub: does not match the key that signed the bundle")

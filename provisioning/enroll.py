@@ -167,17 +167,32 @@ def revoke(hq_dir: Path, node_id: str, *, actor: str, reason: str, reload: bool 
     authority = Authority(state.ca_dir)  # fail before changing anything if the CA is not mounted
     registry = _registry(state)
     try:
-        record = registry.revoke(node_id, actor=actor, reason=reason)
+        record = registry.node(node_id)
+        if record.status != "revoked":
+            record = registry.revoke(node_id, actor=actor, reason=reason)
+        # else: a second run finishes a revocation whose CRL step failed (CA not mounted, ...)
         serials = authority.revoke(node_id, reason)
         crl = state.broker_dir / "crl.pem"
         authority.write_crl(crl)
+        hqsetup.give_broker_files(state)
         registry.record(actor, "crl", node_id, f"revoked serials={','.join(format(s, 'x') for s in serials)}")
-        told = hqsetup.reload_broker(state) if reload else "broker not reloaded (--no-reload)"
-        if state.broker_reload and reload:
-            registry.record(actor, "broker-reload", node_id, state.broker_reload)
     finally:
         registry.close()
+    told = reload_broker(hq_dir, actor=actor, node_id=node_id) if reload else "not reloaded (--no-reload)"
     return Revoked(record, [format(s, "x") for s in serials], crl, told)
+
+
+def reload_broker(hq_dir: Path, *, actor: str, node_id: str | None = None) -> str:
+    """Run the broker reload command from `ca init --broker-reload` (audited); returns what happened."""
+    state = hq_state.load(hq_dir)
+    told = hqsetup.reload_broker(state)
+    if state.broker_reload:
+        registry = _registry(state)
+        try:
+            registry.record(actor, "broker-reload", node_id, state.broker_reload)
+        finally:
+            registry.close()
+    return told
 
 
 def regenerate_crl(hq_dir: Path, *, actor: str) -> Path:
@@ -185,6 +200,7 @@ def regenerate_crl(hq_dir: Path, *, actor: str) -> Path:
     state = hq_state.load(hq_dir)
     authority = Authority(state.ca_dir)
     crl = authority.write_crl(state.broker_dir / "crl.pem")
+    hqsetup.give_broker_files(state)
     registry = _registry(state)
     try:
         registry.record(actor, "crl", None, f"next_update={crl.next_update_utc:%Y-%m-%d}")

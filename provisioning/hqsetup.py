@@ -11,8 +11,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pwd
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -27,7 +29,13 @@ from provisioning.authority import Authority
 from provisioning.errors import ProvisioningError, StateError
 from provisioning.names import worker_problem
 from transport.errors import KeyFileError
-from transport.keys import key_id, load_private_key, write_private_key, write_public_key
+from transport.keys import (
+    key_id,
+    load_private_key,
+    raw_public,
+    write_private_key,
+    write_public_key,
+)
 from transport.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -52,10 +60,12 @@ def default_ca_dir(hq_dir: Path) -> Path:
 
 def sign_fingerprint(public: ed25519.Ed25519PublicKey) -> str:
     """HQ signing key fingerprint: SHA-256 of the raw key, hex; its first 16 digits are the key id."""
-    import hashlib
-
-    from transport.keys import raw_public
     return hashlib.sha256(raw_public(public)).hexdigest()
+
+
+def sign_raw(state: hq_state.HQState) -> bytes:
+    """HQ's signing public key, raw bytes."""
+    return raw_public(load_sign_key(state).public_key())
 
 
 def group(fingerprint: str, n: int = 4) -> str:
@@ -73,7 +83,8 @@ def _audit(state: hq_state.HQState, actor: str, action: str, node_id: str | None
 
 def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_names: list[str] | None = None,
             broker_host: str | None = None, broker_port: int = 8883, broker_bind: str = "",
-            broker_reload: str = "", workers: int = 1, bundle_valid_hours: int = 168) -> HQSetup:
+            broker_reload: str = "", broker_user: str = "mosquitto", workers: int = 1,
+            bundle_valid_hours: int = 168) -> HQSetup:
     """Create the CA, broker and worker certificates, HQ keys, hq.toml and the broker config.
 
     Refuses to run twice on the same HQ folder or CA folder: a second CA would orphan every
@@ -109,7 +120,7 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
 
     state = hq_state.HQState(hq_dir=hq_dir, ca_dir=ca_dir, broker_host=broker_host or names[0],
                              broker_port=broker_port, broker_names=tuple(names), broker_bind=broker_bind,
-                             broker_reload=broker_reload, workers=worker_names, hpke_current=hpke_kid,
+                             broker_reload=broker_reload, broker_user=broker_user, workers=worker_names, hpke_current=hpke_kid,
                              bundle_valid_hours=bundle_valid_hours)
     bdir = state.broker_dir
     bdir.mkdir(parents=True, exist_ok=True)
@@ -132,12 +143,31 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
 
 
 def write_broker_config(state: hq_state.HQState) -> broker_config.BrokerFiles:
-    """(Re)write the broker's mosquitto.conf and ACL from the HQ state."""
+    """(Re)write the broker's mosquitto.conf and ACL from the HQ state.
+
+    Run as root, the broker's folder is given to `broker_user`: mosquitto drops to that user
+    and must still read its key and CRL when it reloads on SIGHUP.
+    """
     bdir = state.broker_dir
-    return broker_config.write_config(
+    files = broker_config.write_config(
         bdir, port=state.broker_port, ca_file=bdir / "ca.pem", cert_file=bdir / "server.pem",
         key_file=bdir / "server.key", hq_users=list(state.workers), bind=state.broker_bind,
-        crl_file=bdir / "crl.pem", clientid_from_cert=True)
+        crl_file=bdir / "crl.pem", clientid_from_cert=True, run_as=state.broker_user or None)
+    give_broker_files(state)
+    return files
+
+
+def give_broker_files(state: hq_state.HQState) -> None:
+    """chown the broker folder to the broker's user when we are root and that user exists."""
+    if os.geteuid() != 0 or not state.broker_user:
+        return
+    try:
+        entry = pwd.getpwnam(state.broker_user)
+    except KeyError:
+        log.warning("broker user %s does not exist; %s left owned by root", state.broker_user, state.broker_dir)
+        return
+    for path in [state.broker_dir, *state.broker_dir.iterdir()]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def reload_broker(state: hq_state.HQState) -> str:
@@ -146,7 +176,7 @@ def reload_broker(state: hq_state.HQState) -> str:
         return (f"the broker must reread {state.broker_dir}: sudo systemctl restart mosquitto "
                 "(restart also drops open connections; `reload` (SIGHUP) only refuses new ones)")
     try:
-        result = subprocess.run(shlex.split(state.broker_reload), capture_output=True, text=True, timeout=60)
+        result = subprocess.run(shlex.split(state.broker_reload), check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProvisioningError(f"broker reload command {state.broker_reload!r} failed: {exc}") from exc
     if result.returncode != 0:

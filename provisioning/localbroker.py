@@ -94,7 +94,7 @@ class LocalBroker:
         self.stop()
 
     @classmethod
-    def existing(cls, files: BrokerFiles, port: int) -> "LocalBroker":
+    def existing(cls, files: BrokerFiles, port: int) -> LocalBroker:
         """Run a configuration already written (e.g. by `alpr-provision ca init`) as it is.
 
         `port` must be the one in that configuration; nothing is rewritten.

@@ -75,7 +75,7 @@ def _fingerprint(signed: bytes) -> str:
 
 
 def _now_text() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 def make_enroll(node_id: str, sign_key: ed25519.Ed25519PrivateKey, csr: x509.CertificateSigningRequest, *,

@@ -26,6 +26,7 @@ class HQState:
     broker_names: tuple[str, ...]
     broker_bind: str = ""
     broker_reload: str = ""
+    broker_user: str = "mosquitto"
     workers: tuple[str, ...] = ("hq-ingest-1",)
     hpke_current: str = ""
     bundle_valid_hours: int = 168
@@ -52,14 +53,15 @@ class HQState:
         """HQ's copy of what it knows about one node (request, certificate, bundles)."""
         return self.hq_dir / "nodes" / node_id
 
-    def with_(self, **changes) -> "HQState":
+    def with_(self, **changes) -> HQState:
         return replace(self, **changes)
 
     def save(self) -> None:
         text = tomlout.document({
             "ca": {"dir": str(self.ca_dir)},
             "broker": {"host": self.broker_host, "port": self.broker_port, "names": list(self.broker_names),
-                       "bind": self.broker_bind, "reload": self.broker_reload},
+                       "bind": self.broker_bind, "reload": self.broker_reload,
+                       "user": self.broker_user},
             "hq": {"workers": list(self.workers), "hpke_current": self.hpke_current},
             "bundle": {"valid_hours": self.bundle_valid_hours},
         }, header="Written by alpr-provision; `ca init` made it, later commands update it.")
@@ -84,6 +86,7 @@ def load(hq_dir: Path) -> HQState:
             hq_dir=hq_dir, ca_dir=Path(raw["ca"]["dir"]), broker_host=str(raw["broker"]["host"]),
             broker_port=int(raw["broker"]["port"]), broker_names=tuple(raw["broker"]["names"]),
             broker_bind=str(raw["broker"].get("bind", "")), broker_reload=str(raw["broker"].get("reload", "")),
+            broker_user=str(raw["broker"].get("user", "mosquitto")),
             workers=tuple(raw["hq"]["workers"]), hpke_current=str(raw["hq"]["hpke_current"]),
             bundle_valid_hours=int(raw.get("bundle", {}).get("valid_hours", 168)))
     except KeyError as exc:

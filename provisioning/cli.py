@@ -1,0 +1,304 @@
+"""`alpr-provision`: from a blank Pi to an enrolled, trusted node in a few technician commands.
+
+HQ side:   ca init | ca issue-hq | ca rotate-hpke | ca retire-hpke | ca crl
+           node enroll | node bundle | node add-key | node list | node revoke | audit
+Node side: node keygen | node rotate-key | node install
+
+Every command needs --actor (the technician's name, kept in the audit trail) except the
+read-only ones, and prints what it did and what comes next.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from provisioning.errors import ProvisioningError
+from transport.errors import TransportError
+
+DEFAULT_HQ_DIR = Path(os.environ.get("ALPR_HQ_DIR", "/var/lib/alpr-hq"))
+DEFAULT_NODE_DIR = Path("/var/lib/alpr-node")
+
+
+def _when(t_ns: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t_ns / 1e9)) if t_ns else "-"
+
+
+# -- ca ------------------------------------------------------------------------------------
+def _ca_init(args: argparse.Namespace) -> int:
+    from provisioning import hqsetup
+    names = [n.strip() for item in args.broker_name for n in item.split(",") if n.strip()] or None
+    setup = hqsetup.init_hq(args.dir, actor=args.actor, ca_dir=args.ca_dir, broker_names=names,
+                            broker_host=args.broker_host, broker_port=args.broker_port, broker_bind=args.broker_bind,
+                            broker_reload=args.broker_reload, broker_user=args.broker_user, workers=args.workers,
+                            bundle_valid_hours=args.bundle_hours)
+    s = setup.state
+    print(f"offline CA:          {s.ca_dir} (ca.key: keep this folder offline, e.g. on removable media)")
+    print(f"HQ config:           {setup.hq_config}")
+    print(f"HQ HPKE key:         {s.keys_dir}/hq-hpke-{setup.hpke_key_id}.key (key id {setup.hpke_key_id})")
+    print(f"HQ signing key:      {s.keys_dir}/hq-sign.key")
+    print(f"HQ workers:          {', '.join(s.workers)} (certificates in {s.hq_dir / 'tls'})")
+    print(f"broker:              {s.broker_dir} (mosquitto.conf, acl, server.pem for {', '.join(s.broker_names)}, "
+          "crl.pem)")
+    print()
+    print("HQ signing key fingerprint (give it to technicians: `node keygen/install --hq-key-id`):")
+    print(f"    {hqsetup.group(setup.hq_sign_fingerprint)}")
+    print()
+    print("next: start the broker with this config:")
+    print(f"    mosquitto -c {setup.broker_files.conf}   (or include it from /etc/mosquitto/conf.d)")
+    print(f"then on each Pi: alpr-provision node keygen --data-dir /var/lib/alpr-node --node-id ID --actor NAME "
+          f"--hq-key-id {setup.hq_sign_fingerprint[:16]}")
+    return 0
+
+
+def _ca_issue_hq(args: argparse.Namespace) -> int:
+    from provisioning import hqsetup
+    cert = hqsetup.issue_worker(args.dir, args.worker, actor=args.actor)
+    print(f"issued {cert} (and its key) for HQ worker {args.worker}; the broker ACL now lets it read every node")
+    print(f"next: reload the broker, then run: alpr-hq --config {Path(args.dir) / 'hq.toml'} ingest "
+          f"--worker {args.worker}")
+    return 0
+
+
+def _ca_rotate_hpke(args: argparse.Namespace) -> int:
+    from provisioning import hqsetup
+    kid, kept = hqsetup.rotate_hpke(args.dir, actor=args.actor)
+    print(f"new HQ HPKE key {kid} is current; kept for queued reads: {', '.join(k for k in kept if k != kid) or '-'}")
+    print("next: restart HQ ingest workers (they load every hq-hpke-*.key), then make and install a new bundle "
+          "for each node (node bundle ID / node install); retire an old key only once no node uses it: "
+          "ca retire-hpke KID")
+    return 0
+
+
+def _ca_retire_hpke(args: argparse.Namespace) -> int:
+    from provisioning import hqsetup
+    path = hqsetup.retire_hpke(args.dir, args.key_id, actor=args.actor)
+    print(f"deleted {path}; reads sealed for key {args.key_id} can no longer be opened")
+    return 0
+
+
+def _ca_crl(args: argparse.Namespace) -> int:
+    from provisioning import enroll, hqsetup, state
+    path = enroll.regenerate_crl(args.dir, actor=args.actor)
+    print(f"wrote a fresh CRL to {path}")
+    print(f"next: {hqsetup.reload_broker(state.load(args.dir))}")
+    return 0
+
+
+def _ca_reload_broker(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+    print(f"broker: {enroll.reload_broker(args.dir, actor=args.actor)}")
+    return 0
+
+
+# -- node, HQ side ------------------------------------------------------------------------
+def _node_enroll(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+    done = enroll.enroll(args.dir, args.request, site=args.site, actor=args.actor, camera=args.camera,
+                         lane=args.lane or "", expect_fingerprint=args.fingerprint)
+    r = done.record
+    print(f"enrolled node {r.node_id} at site {r.site_id} by {r.enrolled_by}")
+    print(f"    request fingerprint {done.fingerprint}  (must match what the Pi printed at keygen)")
+    print(f"    signing key {done.sign_key_id}, certificate {done.cert} serial {done.cert_serial}")
+    print(f"next: alpr-provision node bundle {r.node_id} --dir {args.dir} --actor {args.actor}")
+    return 0
+
+
+def _node_bundle(args: argparse.Namespace) -> int:
+    from provisioning import bundle, enroll, hqsetup, state
+    out = enroll.make_bundle(args.dir, args.node_id, actor=args.actor, out=args.out, valid_hours=args.hours)
+    st = state.load(args.dir)
+    fp = bundle.fingerprint(hqsetup.sign_raw(st))
+    print(f"wrote {out} for node {args.node_id}, signed by HQ key {hqsetup.group(fp[:16])}")
+    print(f"next: copy it to the Pi and run: alpr-provision node install {out.name} --data-dir DIR --actor NAME "
+          f"[--hq-key-id {fp[:16]} if not pinned at keygen]")
+    return 0
+
+
+def _node_add_key(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+    node_id, kid = enroll.add_key(args.dir, args.request, actor=args.actor, grace_hours=args.grace_hours)
+    print(f"node {node_id}: key {kid} enrolled; the old key is accepted for messages made in the next "
+          f"{args.grace_hours:g} h (reads already queued on the node stay valid)")
+    print(f"next: alpr-provision node bundle {node_id} --dir {args.dir} --actor {args.actor}, then install it on "
+          "the Pi and restart alpr-node")
+    return 0
+
+
+def _node_list(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+    rows = enroll.nodes(args.dir)
+    print(f"{'NODE':<20} {'SITE':<12} {'STATUS':<8} {'ENROLLED':<21} {'BY':<12} {'REVOKED':<21} KEYS")
+    for r, keys in rows:
+        print(f"{r.node_id:<20} {r.site_id:<12} {r.status:<8} {_when(r.enrolled_ns):<21} {r.enrolled_by:<12} "
+              f"{_when(r.revoked_ns):<21} {','.join(keys)}")
+    if not rows:
+        print("(no nodes enrolled)")
+    return 0
+
+
+def _node_revoke(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+    done = enroll.revoke(args.dir, args.node_id, actor=args.actor, reason=args.reason, reload=not args.no_reload)
+    print(f"revoked node {args.node_id}: HQ ingest rejects anything it made from {_when(done.record.revoked_ns)}")
+    print(f"    certificates revoked: {', '.join(done.serials) or '-'}; CRL written to {done.crl}")
+    print(f"    broker: {done.broker}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+    for t_ns, actor, action, node_id, detail in enroll.audit(args.dir, node_id=args.node):
+        print(f"{_when(t_ns)}  {actor:<12} {action:<13} {node_id or '-':<16} {detail}")
+    return 0
+
+
+# -- node, Pi side ------------------------------------------------------------------------
+def _node_keygen(args: argparse.Namespace) -> int:
+    from provisioning import nodeside
+    done = nodeside.keygen(args.data_dir, args.node_id, actor=args.actor, user=args.user, hq_key_id=args.hq_key_id,
+                           out=args.out)
+    print(f"made keys for node {done.node_id} in {Path(args.data_dir).resolve()} (private keys stay on this Pi)")
+    print(f"    signing key id {done.sign_key_id}")
+    print(f"    request {done.request}")
+    print(f"    request fingerprint: {done.fingerprint}   <- write this down; HQ checks it at enrol")
+    print(f"next: carry {done.request} to HQ: alpr-provision node enroll {done.request.name} --site SITE "
+          f"--actor NAME --fingerprint {done.fingerprint}")
+    return 0
+
+
+def _node_rotate_key(args: argparse.Namespace) -> int:
+    from provisioning import nodeside
+    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=args.out)
+    print(f"node {done.node_id}: new signing key {done.sign_key_id} made (kept aside until HQ's bundle names it)")
+    print(f"    request {done.request}, fingerprint {done.fingerprint}")
+    print(f"next: at HQ: alpr-provision node add-key {done.request.name} --actor NAME; node bundle {done.node_id}; "
+          "then here: node install BUNDLE and restart alpr-node")
+    return 0
+
+
+def _node_install(args: argparse.Namespace) -> int:
+    from provisioning import nodeside
+    extra = args.extra.read_text() if args.extra else None
+    done = nodeside.install(args.bundle, args.data_dir, actor=args.actor, hq_key_id=args.hq_key_id,
+                            config_path=args.config, extra_toml=extra)
+    print(f"bundle verified (HQ key {done.hq_key_id}) and installed for node {done.node_id}:")
+    for path in done.written:
+        print(f"    {path}")
+    if done.rotated_to:
+        print(f"    signing key rotated to {done.rotated_to}")
+    print(f"    certificate valid until {done.cert_not_after:%Y-%m-%d}")
+    print(f"next: alpr-node check-config --config {done.config}; then alpr-node run --config {done.config} "
+          "(or sudo systemctl restart alpr-node)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `alpr-provision` parser."""
+    parser = argparse.ArgumentParser(prog="alpr-provision", description="ALPR provisioning: CA, nodes, revocation")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def hq(p: argparse.ArgumentParser, actor: bool = True) -> argparse.ArgumentParser:
+        p.add_argument("--dir", type=Path, default=DEFAULT_HQ_DIR,
+                       help=f"HQ data dir (default $ALPR_HQ_DIR or {DEFAULT_HQ_DIR})")
+        if actor:
+            p.add_argument("--actor", required=True, help="your name, for the audit trail")
+        return p
+
+    def pi(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", type=Path, default=DEFAULT_NODE_DIR, help=f"node data dir (default {DEFAULT_NODE_DIR})")
+        p.add_argument("--actor", required=True, help="your name, for the node's audit log")
+        return p
+
+    ca = sub.add_parser("ca", help="HQ trust anchors").add_subparsers(dest="ca_command", required=True, metavar="STEP")
+    p = hq(ca.add_parser("init", help="create the offline CA, broker and HQ certificates, HQ keys, hq.toml"))
+    p.add_argument("--ca-dir", type=Path, help="offline CA folder (default: alpr-ca next to --dir)")
+    p.add_argument("--broker-name", action="append", default=[],
+                   help="broker DNS name or IP for its certificate; repeat or comma-separate (default localhost,127.0.0.1)")
+    p.add_argument("--broker-host", help="address nodes and HQ connect to (default: the first --broker-name)")
+    p.add_argument("--broker-port", type=int, default=8883)
+    p.add_argument("--broker-bind", default="", help="listener address (default: every address)")
+    p.add_argument("--broker-reload", default="",
+                   help="command run after a revocation, e.g. 'systemctl restart mosquitto' (default: print it)")
+    p.add_argument("--broker-user", default="mosquitto",
+                   help="user mosquitto runs as; when run as root its folder is given to it (default mosquitto)")
+    p.add_argument("--workers", type=int, default=1, help="HQ ingest worker certificates hq-ingest-1..N")
+    p.add_argument("--bundle-hours", type=int, default=168, help="how long a provisioning bundle stays valid")
+    p.set_defaults(func=_ca_init)
+    p = hq(ca.add_parser("issue-hq", help="certificate for another HQ worker (CN hq-...)"))
+    p.add_argument("--worker", required=True, help="worker name, e.g. hq-ingest-2")
+    p.set_defaults(func=_ca_issue_hq)
+    hq(ca.add_parser("rotate-hpke", help="new HQ HPKE key; old ones kept for queued reads")).set_defaults(
+        func=_ca_rotate_hpke)
+    p = hq(ca.add_parser("retire-hpke", help="delete an old HQ HPKE key"))
+    p.add_argument("key_id")
+    p.set_defaults(func=_ca_retire_hpke)
+    hq(ca.add_parser("crl", help="write a fresh CRL (before the current one expires)")).set_defaults(func=_ca_crl)
+    hq(ca.add_parser("reload-broker", help="run the broker reload command (after --no-reload, issue-hq, crl)")
+       ).set_defaults(func=_ca_reload_broker)
+
+    node = sub.add_parser("node", help="node enrolment, bundles, revocation").add_subparsers(
+        dest="node_command", required=True, metavar="STEP")
+    p = pi(node.add_parser("keygen", help="(on the Pi) make the node's keys and enrolment request"))
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--user", help="service user to own the files (needs root)")
+    p.add_argument("--hq-key-id", help="pin HQ's signing key fingerprint now (16+ hex digits)")
+    p.add_argument("--out", type=Path, help="also write the request here (e.g. a USB stick)")
+    p.set_defaults(func=_node_keygen)
+    p = hq(node.add_parser("enroll", help="(at HQ) sign the node's CSR and register it"))
+    p.add_argument("request", type=Path)
+    p.add_argument("--site", required=True)
+    p.add_argument("--camera", default="cam0")
+    p.add_argument("--lane")
+    p.add_argument("--fingerprint", help="the request fingerprint the Pi printed; refused if different")
+    p.set_defaults(func=_node_enroll)
+    p = hq(node.add_parser("bundle", help="(at HQ) write the node's signed provisioning bundle"))
+    p.add_argument("node_id")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--hours", type=float, help="validity (default from ca init)")
+    p.set_defaults(func=_node_bundle)
+    p = pi(node.add_parser("install", help="(on the Pi) verify the bundle and put files in place"))
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--hq-key-id", help="HQ signing key fingerprint (16+ hex digits), unless pinned at keygen")
+    p.add_argument("--config", type=Path, help="node.toml to write (default DATA_DIR/node.toml)")
+    p.add_argument("--extra", type=Path, help="local TOML sections to add ([source], [outbox], ...)")
+    p.set_defaults(func=_node_install)
+    p = pi(node.add_parser("rotate-key", help="(on the Pi) new signing key and a rotation request"))
+    p.add_argument("--out", type=Path)
+    p.set_defaults(func=_node_rotate_key)
+    p = hq(node.add_parser("add-key", help="(at HQ) enrol a rotated signing key"))
+    p.add_argument("request", type=Path)
+    p.add_argument("--grace-hours", type=float, default=24.0,
+                   help="the old key stays valid for messages made this long from now (default 24)")
+    p.set_defaults(func=_node_add_key)
+    hq(node.add_parser("list", help="enrolled nodes"), actor=False).set_defaults(func=_node_list)
+    p = hq(node.add_parser("revoke", help="revoke a node: registry, CRL, broker"))
+    p.add_argument("node_id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--no-reload", action="store_true", help="do not run the broker reload command")
+    p.set_defaults(func=_node_revoke)
+    p = hq(sub.add_parser("audit", help="the provisioning audit trail"), actor=False)
+    p.add_argument("--node", help="only this node")
+    p.set_defaults(func=_audit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: errors print `alpr-provision: error: ...` and exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ProvisioningError, TransportError, OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"alpr-provision: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Node-side provisioning, run on the Pi: make keys, make requests, install HQ's bundle.
+
+Private keys are made here and never leave the node. Files, under the node's data_dir:
+
+    keys/node-sign.key        Ed25519 signing key (0600)
+    keys/node-sign.next.key   a rotated key waiting for HQ's bundle (0600)
+    tls/node.key, node.csr    TLS key (0600) and its certificate request
+    tls/node.pem, tls/ca.pem  from the bundle
+    hq/hq-hpke.pub, hq/hq-sign.pub   from the bundle
+    provisioning/node.json    node id, service user and HQ key pin chosen at keygen
+    provisioning/request.json, rotate-request.json   what the technician carries to HQ
+    provisioning/installed.json  the last bundle installed (refuses older ones)
+    provisioning/audit.log    what was done here, by whom (JSON lines)
+
+Trust in the bundle (see docs/provisioning.md): the node checks the bundle's signature
+against, in this order, the HQ signing key already installed (re-provisioning), else the
+fingerprint typed with --hq-key-id at install, else the one pinned at keygen. With none of
+these it refuses: there is no silent trust on first use.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import pwd
+import socket
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from provisioning import bundle as bundle_format
+from provisioning import pki, request, tomlout
+from provisioning.errors import BadBundle, PKIError, ProvisioningError, StateError
+from provisioning.names import node_id_problem
+from transport.errors import KeyFileError
+from transport.keys import (
+    key_id,
+    load_private_key,
+    load_public_key,
+    raw_public,
+    write_private_key,
+    write_public_key,
+)
+
+SIGN_KEY = "keys/node-sign.key"
+NEXT_SIGN_KEY = "keys/node-sign.next.key"
+TLS_KEY = "tls/node.key"
+TLS_CSR = "tls/node.csr"
+TLS_CERT = "tls/node.pem"
+CA_CERT = "tls/ca.pem"
+HQ_HPKE = "hq/hq-hpke.pub"
+HQ_SIGN = "hq/hq-sign.pub"
+META = "provisioning/node.json"
+REQUEST = "provisioning/request.json"
+ROTATE_REQUEST = "provisioning/rotate-request.json"
+INSTALLED = "provisioning/installed.json"
+AUDIT = "provisioning/audit.log"
+# what the bundle decides in node.toml; everything else is the technician's
+_BUNDLE_SECTIONS = ("node", "broker", "keys")
+_BUNDLE_BROKER_KEYS = ("host", "port", "ca", "cert", "key")
+
+
+@dataclass(frozen=True)
+class KeygenResult:
+    """What `keygen` made."""
+
+    node_id: str
+    request: Path
+    fingerprint: str
+    sign_key_id: str
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What `install` wrote."""
+
+    node_id: str
+    config: Path
+    written: list[Path]
+    rotated_to: str | None
+    hq_key_id: str
+    cert_not_after: dt.datetime
+
+
+def _audit(data_dir: Path, actor: str, action: str, detail: str) -> None:
+    path = data_dir / AUDIT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"t": dt.datetime.now(dt.UTC).isoformat(), "actor": actor, "action": action, "detail": detail}
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def _owner(user: str | None) -> tuple[int, int] | None:
+    """(uid, gid) to chown files to, or None. Only root can give files away."""
+    if not user or user == getpass.getuser():
+        return None
+    if os.geteuid() != 0:
+        raise ProvisioningError(f"--user {user}: only root can make files for another user; run with sudo")
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise ProvisioningError(f"--user {user}: no such user (create the service user first)") from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown(data_dir: Path, owner: tuple[int, int] | None, paths: list[Path]) -> None:
+    if owner is None:
+        return
+    dirs = {p.parent for p in paths} | {data_dir}
+    for path in sorted(dirs) + paths:
+        os.chown(path, *owner)
+
+
+def _load_meta(data_dir: Path) -> dict:
+    path = data_dir / META
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise StateError(f"{path}: missing; run alpr-provision node keygen --data-dir {data_dir} first") from exc
+    except ValueError as exc:
+        raise StateError(f"{path}: corrupt ({exc})") from exc
+
+
+def _sign_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    if not path.exists():
+        raise StateError(f"{path}: missing; run alpr-provision node keygen first")
+    try:
+        return load_private_key(path, ed25519.Ed25519PrivateKey)
+    except KeyFileError as exc:
+        raise StateError(str(exc)) from exc
+
+
+def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None, hq_key_id: str | None = None,
+           out: Path | None = None) -> KeygenResult:
+    """Make the node's keys and its enrolment request. Refuses to replace existing keys."""
+    data_dir = Path(data_dir).resolve()
+    problem = node_id_problem(node_id)
+    if problem:
+        raise ProvisioningError(problem)
+    for rel in (SIGN_KEY, TLS_KEY):
+        if (data_dir / rel).exists():
+            raise StateError(f"{data_dir / rel}: keys exist already; use `node rotate-key` to replace the signing "
+                             "key, or start from an empty data dir")
+    pin = bundle_format.normalise_pin(hq_key_id) if hq_key_id else ""
+    owner = _owner(user)
+    sign = ed25519.Ed25519PrivateKey.generate()
+    tls = pki.new_key()
+    csr = pki.make_csr(node_id, tls)
+    write_private_key(data_dir / SIGN_KEY, sign)
+    write_private_key(data_dir / TLS_KEY, tls)
+    (data_dir / TLS_CSR).write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    req, fp = request.make_enroll(node_id, sign, csr, actor=actor, host=socket.gethostname())
+    request.write(data_dir / REQUEST, req)
+    if out:
+        request.write(Path(out), req)
+    meta = data_dir / META
+    meta.write_text(json.dumps({"node_id": node_id, "user": user or "", "hq_pin": pin}, indent=1) + "\n")
+    _chown(data_dir, owner, [data_dir / p for p in (SIGN_KEY, TLS_KEY, TLS_CSR, REQUEST, META)])
+    _audit(data_dir, actor, "keygen", f"node={node_id} sign={key_id(sign.public_key())} request={fp}")
+    return KeygenResult(node_id, Path(out) if out else data_dir / REQUEST, fp, key_id(sign.public_key()))
+
+
+def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None) -> KeygenResult:
+    """Make a new signing key (kept aside until HQ's bundle names it) and a rotation request."""
+    data_dir = Path(data_dir).resolve()
+    meta = _load_meta(data_dir)
+    old = _sign_key(data_dir / SIGN_KEY)
+    new = ed25519.Ed25519PrivateKey.generate()
+    write_private_key(data_dir / NEXT_SIGN_KEY, new)
+    req, fp = request.make_rotate(meta["node_id"], new, old, actor=actor, host=socket.gethostname())
+    request.write(data_dir / ROTATE_REQUEST, req)
+    if out:
+        request.write(Path(out), req)
+    _chown(data_dir, _owner(meta.get("user")), [data_dir / NEXT_SIGN_KEY, data_dir / ROTATE_REQUEST])
+    _audit(data_dir, actor, "rotate-key", f"old={key_id(old.public_key())} new={key_id(new.public_key())} "
+           f"request={fp}")
+    return KeygenResult(meta["node_id"], Path(out) if out else data_dir / ROTATE_REQUEST, fp,
+                        key_id(new.public_key()))
+
+
+def _trust_anchor(data_dir: Path, meta: dict, typed: str | None, named: bytes, source: str) -> ed25519.Ed25519PublicKey:
+    """The HQ key this node trusts (see the module docstring for the order)."""
+    installed = data_dir / HQ_SIGN
+    if installed.exists():
+        try:
+            key = load_public_key(installed, ed25519.Ed25519PublicKey)
+        except KeyFileError as exc:
+            raise StateError(str(exc)) from exc
+        if typed and not bundle_format.fingerprint(raw_public(key)).startswith(bundle_format.normalise_pin(typed)):
+            raise BadBundle(f"--hq-key-id {typed}: does not match the HQ key already installed in {installed}")
+        return key
+    pin = bundle_format.normalise_pin(typed) if typed else meta.get("hq_pin", "")
+    if not pin:
+        raise BadBundle(f"{source}: no trusted HQ key on this node yet: pass --hq-key-id with HQ's signing key "
+                        "fingerprint (printed by `alpr-provision ca init` and `node bundle`), or pin it at keygen")
+    if not bundle_format.fingerprint(named).startswith(pin):
+        raise BadBundle(f"{source}: signed by HQ key {bundle_format.fingerprint(named)[:16]}, not the pinned "
+                        f"{pin[:16]}: refusing it (not from our HQ, or a mistyped --hq-key-id)")
+    return ed25519.Ed25519PublicKey.from_public_bytes(named)
+
+
+def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | None = None,
+            config_path: Path | None = None, extra_toml: str | None = None, now_ns: int | None = None) -> InstallResult:
+    """Verify a bundle and put its files in place; write node.toml for `alpr-node run --config`.
+
+    `extra_toml`: local sections ([source], [pipeline], ...) and [broker] tuning keys to add
+    to the bundle's; None keeps those of the existing node.toml.
+    """
+    data_dir = Path(data_dir).resolve()
+    bundle_path = Path(bundle_path)
+    source = str(bundle_path)
+    meta = _load_meta(data_dir)
+    node_id = meta["node_id"]
+    try:
+        data = bundle_path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BadBundle(f"{source}: bundle file not found") from exc
+    except OSError as exc:
+        raise BadBundle(f"{source}: cannot read bundle: {exc.strerror or exc}") from exc
+    named, _ = bundle_format.candidate_key(data, source)
+    trusted = _trust_anchor(data_dir, meta, hq_key_id, named, source)
+    b = bundle_format.verify(data, source, node_id=node_id, trusted=trusted, now_ns=now_ns)
+
+    # the bundle must name this node's own keys: made for another node's keys means refused
+    current = _sign_key(data_dir / SIGN_KEY)
+    next_path = data_dir / NEXT_SIGN_KEY
+    rotated_to = None
+    if b.node_sign_pub != raw_public(current.public_key()):
+        nxt = _sign_key(next_path) if next_path.exists() else None
+        if nxt is None or b.node_sign_pub != raw_public(nxt.public_key()):
+            raise BadBundle(f"{source}: field node_sign_pub: key {bundle_format.fingerprint(b.node_sign_pub)[:16]} "
+                            f"is not this node's signing key ({data_dir / SIGN_KEY}); the bundle was made for "
+                            "another node or another key")
+        rotated_to = key_id(nxt.public_key())
+    try:
+        cert = x509.load_pem_x509_certificate(b.cert)
+        ca = x509.load_pem_x509_certificate(b.ca)
+    except ValueError as exc:
+        raise BadBundle(f"{source}: field cert or ca: not a PEM certificate ({exc})") from exc
+    tls_key_path = data_dir / TLS_KEY
+    if not tls_key_path.exists():
+        raise StateError(f"{tls_key_path}: missing; the TLS key made at keygen is needed")
+    tls_key = pki.load_key(tls_key_path)
+    if not pki.same_public_key(cert.public_key(), tls_key.public_key()):
+        raise BadBundle(f"{source}: field cert: the certificate is not for this node's TLS key ({tls_key_path})")
+    if pki.common_name(cert.subject) != node_id:
+        raise BadBundle(f"{source}: field cert: CN {pki.common_name(cert.subject)!r} is not {node_id!r}")
+    if not pki.issued_by(cert, ca):
+        raise BadBundle(f"{source}: field cert: not issued by the CA in field ca")
+    now = dt.datetime.fromtimestamp((time.time_ns() if now_ns is None else now_ns) / 1e9, dt.UTC)
+    try:
+        pki.check_validity(cert, f"{source}: field cert", now)
+    except PKIError as exc:
+        raise BadBundle(str(exc)) from exc
+    installed_path = data_dir / INSTALLED
+    if installed_path.exists():
+        previous = json.loads(installed_path.read_text())
+        if int(previous.get("t_ns", 0)) > b.t_ns:
+            raise BadBundle(f"{source}: field t_ns: older than the bundle installed already "
+                            f"({previous.get('id')}); refusing to roll back")
+    config_path = Path(config_path) if config_path else data_dir / "node.toml"
+    if extra_toml is None:
+        existing = config_path.read_text() if config_path.exists() else ""
+        broker_local, extra = local_part(existing, str(config_path), strict=False)
+    else:
+        broker_local, extra = local_part(extra_toml, "--extra", strict=True)
+
+    written = []
+    def put_cert(rel: str, pem: bytes) -> None:
+        path = data_dir / rel
+        pki.write_cert(path, x509.load_pem_x509_certificate(pem))
+        written.append(path)
+    put_cert(TLS_CERT, b.cert)
+    put_cert(CA_CERT, b.ca)
+    write_public_key(data_dir / HQ_HPKE, x25519.X25519PublicKey.from_public_bytes(b.hq_hpke_pub))
+    write_public_key(data_dir / HQ_SIGN, trusted)
+    written += [data_dir / HQ_HPKE, data_dir / HQ_SIGN]
+    if rotated_to:
+        os.replace(next_path, data_dir / SIGN_KEY)  # the old private key is gone: its reads are already sealed
+        written.append(data_dir / SIGN_KEY)
+    node_section = {"id": node_id, "site": b.site, "camera": b.camera, "lane": b.lane or None,
+                    "data_dir": str(data_dir)}
+    text = tomlout.document({"node": node_section, "broker": {"host": b.broker_host, "port": b.broker_port, **broker_local}},
+                            header=f"Written by alpr-provision node install from bundle {b.id}.\n"
+                                   "[node] and [broker] host/port come from HQ; other [broker] keys and\n"
+                                   "the sections after [broker] are local and kept by the next install.")
+    if extra:
+        text += "\n" + extra.strip() + "\n"
+    else:
+        text += ("\n# Add this site's sections below ([pipeline], [[triggers]], [camera], [source], ...),\n"
+                 "# or pass them with `alpr-provision node install --extra FILE`.\n")
+    if config_path.exists() and config_path.read_text() != text:
+        config_path.with_name(config_path.name + ".bak").write_bytes(config_path.read_bytes())
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(text)
+    written.append(config_path)
+    installed_path.write_text(json.dumps({"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by,
+                                          "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n")
+    written.append(installed_path)
+    _chown(data_dir, _owner(meta.get("user")), [p for p in written if data_dir in p.parents])
+    _audit(data_dir, actor, "install", f"bundle={b.id} issued_by={b.issued_by} rotated_to={rotated_to}")
+    return InstallResult(node_id, config_path, written, rotated_to, bundle_format.fingerprint(b.hq_sign_pub)[:16],
+                         cert.not_valid_after_utc)
+
+
+def local_part(text: str, source: str, *, strict: bool) -> tuple[dict, str]:
+    """Split node.toml text into what is local: ([broker] tuning keys, the other sections' text).
+
+    The bundle decides [node], [keys] and the broker's address and TLS files; a technician
+    may add any other section, and [broker] tuning such as backoff_max_s. `strict` (for
+    --extra) refuses what would override the bundle instead of dropping it.
+    """
+    if not text.strip():
+        return {}, ""
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProvisioningError(f"{source}: not valid TOML: {exc}") from exc
+    broker = dict(parsed.get("broker", {}))
+    if strict:
+        clash = sorted(set(parsed) & {"node", "keys"}) + [f"broker.{k}" for k in _BUNDLE_BROKER_KEYS if k in broker]
+        if clash:
+            raise ProvisioningError(f"{source}: {', '.join(clash)} come from the bundle; remove them")
+    for key in _BUNDLE_BROKER_KEYS:
+        broker.pop(key, None)
+    keep, out = False, []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            keep = stripped.strip("[]").split(".")[0].strip() not in _BUNDLE_SECTIONS
+        if keep:
+            out.append(line)
+    return broker, "\n".join(out).strip()

@@ -1,0 +1,445 @@
+"""Provisioning without a broker: ca init, keygen, enroll, bundle, install, rotation, revocation, audit."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import getpass
+import json
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from provisioning import bundle as bundle_format
+from provisioning import cli, enroll, hqsetup, local, nodeside, pki, request
+from provisioning import state as hq_state
+from provisioning.errors import BadBundle, BadRequest, ProvisioningError, StateError
+from transport import cbor, envelope
+from transport.errors import EnvelopeError
+from transport.keys import key_id, load_private_key
+from transport.registry import Registry
+
+pytestmark = pytest.mark.unit
+ME = getpass.getuser()
+# what a technician adds for the site (the bundle decides only [node] and [broker])
+LOCAL = '[pipeline]\nmode = "continuous"\n'
+
+
+@pytest.fixture
+def hq(tmp_path: Path) -> Path:
+    hq_dir = tmp_path / "hq"
+    hqsetup.init_hq(hq_dir, actor="alice", broker_names=["127.0.0.1"], broker_port=18883, broker_user=ME,
+                    workers=2)
+    return hq_dir
+
+
+def keygen_enroll(hq: Path, data: Path, node_id: str, **enroll_kw):
+    made = nodeside.keygen(data, node_id, actor="bob", hq_key_id=local.hq_key_id(hq))
+    enroll.enroll(hq, made.request, site="north", actor="alice", **enroll_kw)
+    return made
+
+
+# -- HQ trust anchors ---------------------------------------------------------------------
+def test_ca_init_puts_files_where_hq_config_and_keyring_look(hq: Path) -> None:
+    from hq import config as hq_config
+    from hq.keyring import load_hpke_keys, load_sign_key
+
+    cfg = hq_config.load(hq / "hq.toml")
+    assert cfg.hq.data_dir == hq.resolve() and cfg.broker.client_id == "hq-ingest-1"
+    for worker in ("hq-ingest-1", "hq-ingest-2"):
+        assert cfg.path(None, f"tls/{worker}.pem").exists() and cfg.path(None, f"tls/{worker}.key").exists()
+    assert cfg.path(cfg.broker.ca, "tls/ca.pem").exists()
+    st = hq_state.load(hq)
+    assert list(load_hpke_keys(hq / "keys")) == [st.hpke_current]
+    load_sign_key(hq / "keys")
+    for key in [*(hq / "keys").glob("*.key"), *(hq / "tls").glob("*.key"), st.ca_dir / "ca.key"]:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    # the offline CA lives outside HQ's data folder, and its key is nowhere under it
+    assert hq.resolve() not in st.ca_dir.parents and not list(hq.rglob("ca.key"))
+    conf = (hq / "broker" / "mosquitto.conf").read_text()
+    assert f"crlfile {hq.resolve() / 'broker' / 'crl.pem'}" in conf
+    assert "require_certificate true" in conf and "use_identity_as_username true" in conf
+    assert conf.index("use_username_as_clientid true") > conf.index("listener 18883")
+    acl = (hq / "broker" / "acl").read_text()
+    assert "user hq-ingest-2" in acl and "pattern write alpr/v1/node/%u/read" in acl
+    ca = x509.load_pem_x509_certificate((st.ca_dir / "ca.pem").read_bytes())
+    crl = x509.load_pem_x509_crl((hq / "broker" / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(ca.public_key()) and len(crl) == 0
+    server = x509.load_pem_x509_certificate((hq / "broker" / "server.pem").read_bytes())
+    assert server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.IPAddress)[0].compressed == "127.0.0.1"
+
+
+def test_ca_init_refuses_to_run_twice_or_put_the_ca_inside_hq(hq: Path, tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="provisioning.toml: HQ is already initialised"):
+        hqsetup.init_hq(hq, actor="alice")
+    with pytest.raises(ProvisioningError, match="outside HQ's data folder"):
+        hqsetup.init_hq(tmp_path / "hq2", actor="alice", ca_dir=tmp_path / "hq2" / "ca")
+
+
+def test_issue_hq_worker_and_reserved_names(hq: Path) -> None:
+    cert = hqsetup.issue_worker(hq, "hq-ingest-3", actor="alice")
+    assert cert == hq.resolve() / "tls" / "hq-ingest-3.pem"
+    assert "user hq-ingest-3" in (hq / "broker" / "acl").read_text()
+    with pytest.raises(ProvisioningError, match="must start with 'hq-'"):
+        hqsetup.issue_worker(hq, "gate-9", actor="alice")
+
+
+def test_rotate_hpke_keeps_old_keys_and_bundles_carry_the_new_one(hq: Path, tmp_path: Path) -> None:
+    from hq.keyring import load_hpke_keys
+    node = local.provision_node(hq, tmp_path / "n1", "gate-1", actor="bob", extra_toml=LOCAL)
+    old = hq_state.load(hq).hpke_current
+    new, kept = hqsetup.rotate_hpke(hq, actor="alice")
+    assert new != old and set(kept) == {old, new} and set(load_hpke_keys(hq / "keys")) == {old, new}
+    nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), node.data_dir, actor="bob")
+    from node import config as node_config
+    from node.identity import Identity
+    ident = Identity.load(node_config.load(node.config))
+    assert key_id(ident.hq_hpke) == new
+    with pytest.raises(ProvisioningError, match="is the current one"):
+        hqsetup.retire_hpke(hq, new, actor="alice")
+    hqsetup.retire_hpke(hq, old, actor="alice")
+    assert set(load_hpke_keys(hq / "keys")) == {new}
+
+
+# -- the node's path ----------------------------------------------------------------------
+def test_full_flow_makes_a_node_config_that_alpr_node_can_load(hq: Path, tmp_path: Path) -> None:
+    from node import config as node_config
+    from node.identity import Identity
+    from node.runtime import broker_settings
+
+    data = tmp_path / "n1"
+    made = nodeside.keygen(data, "gate-1", actor="bob", hq_key_id=local.hq_key_id(hq)[:16])
+    for rel in (nodeside.SIGN_KEY, nodeside.TLS_KEY):
+        assert stat.S_IMODE((data / rel).stat().st_mode) == 0o600
+    req_text = made.request.read_text()
+    assert "PRIVATE" not in req_text and json.loads(req_text)["actor"] == "bob"
+    done = enroll.enroll(hq, made.request, site="north", actor="alice", camera="cam2", lane="in",
+                         expect_fingerprint=made.fingerprint)
+    assert done.fingerprint == made.fingerprint and done.record.enrolled_by == "alice"
+    out = enroll.make_bundle(hq, "gate-1", actor="alice", out=tmp_path / "usb" / "gate-1.alprbundle")
+    result = nodeside.install(out, data, actor="bob", extra_toml=LOCAL)
+    cfg = node_config.load(result.config)
+    assert (cfg.node.id, cfg.node.site, cfg.node.camera, cfg.node.lane) == ("gate-1", "north", "cam2", "in")
+    assert (cfg.broker.host, cfg.broker.port) == ("127.0.0.1", 18883)
+    settings = broker_settings(cfg)
+    for path in (settings.ca_file, settings.cert_file, settings.key_file):
+        assert path.exists(), path
+    cert = x509.load_pem_x509_certificate(settings.cert_file.read_bytes())
+    assert pki.common_name(cert.subject) == "gate-1"
+    ident = Identity.load(cfg)
+    assert key_id(ident.sign_key.public_key()) == made.sign_key_id
+    # HQ can open what this node seals
+    from hq.keyring import load_hpke_keys
+    registry = Registry(hq / "registry.db")
+    try:
+        msg = envelope.seal({"x": 1, "node": "gate-1", "seq": 1, "kind": "read"}, kind="read", node_id="gate-1",
+                            seq=1, time_ns=time.time_ns(), signing_key=ident.sign_key, recipient=ident.hq_hpke)
+        opened = envelope.open_envelope(msg, signer_for=registry.signer_lookup(),
+                                        decryption_keys=load_hpke_keys(hq / "keys"))
+        assert opened.payload["x"] == 1
+        actions = [(a, action, n) for _, a, action, n, _ in registry.audit_log()]
+    finally:
+        registry.close()
+    assert ("alice", "ca-init", None) in actions and ("alice", "enroll", "gate-1") in actions
+    assert ("alice", "bundle", "gate-1") in actions
+    node_log = [json.loads(line) for line in (data / nodeside.AUDIT).read_text().splitlines()]
+    assert [(e["actor"], e["action"]) for e in node_log] == [("bob", "keygen"), ("bob", "install")]
+
+
+def test_keygen_refuses_reserved_ids_and_existing_keys(hq: Path, tmp_path: Path) -> None:
+    with pytest.raises(ProvisioningError, match="reserved for HQ"):
+        nodeside.keygen(tmp_path / "x", "hq-ingest-1", actor="bob")
+    nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob")
+    with pytest.raises(StateError, match="node-sign.key: keys exist already"):
+        nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob")
+    with pytest.raises(BadBundle, match="at least 16 hex digits"):
+        nodeside.keygen(tmp_path / "n2", "gate-2", actor="bob", hq_key_id="abc")
+
+
+def test_enroll_refuses_altered_swapped_duplicate_and_mismatched_requests(hq: Path, tmp_path: Path) -> None:
+    made = nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob")
+    raw = json.loads(made.request.read_text())
+    altered = tmp_path / "altered.json"
+    altered.write_text(json.dumps(dict(raw, node_id="gate-2")))
+    with pytest.raises(BadRequest, match="altered.json: field sig"):
+        enroll.enroll(hq, altered, site="north", actor="alice")
+    with pytest.raises(BadRequest, match="fingerprint .* is not the 0000-0000-0000-0000"):
+        enroll.enroll(hq, made.request, site="north", actor="alice", expect_fingerprint="0000-0000-0000-0000")
+    missing = dict(raw)
+    del missing["csr"]
+    (tmp_path / "missing.json").write_text(json.dumps(missing))
+    with pytest.raises(BadRequest, match="missing.json: field csr: missing"):
+        enroll.enroll(hq, tmp_path / "missing.json", site="north", actor="alice")
+    with pytest.raises(BadRequest, match="nope.json: request file not found"):
+        enroll.enroll(hq, tmp_path / "nope.json", site="north", actor="alice")
+    # a CSR for another CN, properly signed by the node's keys: still refused
+    sign = ed25519.Ed25519PrivateKey.generate()
+    forged, _ = request.make_enroll("gate-5", sign, pki.make_csr("gate-1", pki.new_key()), actor="eve", host="x")
+    request.write(tmp_path / "cn.json", forged)
+    with pytest.raises(BadRequest, match="field csr: CN 'gate-1' is not the node id 'gate-5'"):
+        enroll.enroll(hq, tmp_path / "cn.json", site="north", actor="alice")
+    enroll.enroll(hq, made.request, site="north", actor="alice")
+    with pytest.raises(StateError, match="gate-1 is already enrolled"):
+        enroll.enroll(hq, made.request, site="north", actor="alice")
+
+
+# -- bundle checks on the node ------------------------------------------------------------
+def test_tampered_bundle_is_refused(hq: Path, tmp_path: Path) -> None:
+    data = tmp_path / "n1"
+    keygen_enroll(hq, data, "gate-1")
+    good = enroll.make_bundle(hq, "gate-1", actor="alice")
+    magic, hq_pub, message = cbor.loads(good.read_bytes())
+    body_bytes, sig = cbor.loads(message)
+    body = cbor.loads(body_bytes)
+    body["broker_host"] = "evil.example"
+    bad = tmp_path / "tampered.alprbundle"
+    bad.write_bytes(cbor.dumps([magic, hq_pub, cbor.dumps([cbor.dumps(body), sig])]))
+    with pytest.raises(BadBundle, match="tampered.alprbundle: signature check failed"):
+        nodeside.install(bad, data, actor="bob")
+    garbage = tmp_path / "garbage.alprbundle"
+    garbage.write_bytes(good.read_bytes()[:-7])
+    with pytest.raises(BadBundle, match="garbage.alprbundle: not a provisioning bundle"):
+        nodeside.install(garbage, data, actor="bob")
+    # a bundle signed by another key (someone else's "HQ") fails the pin
+    other = bundle_format.build(node="gate-1", site="x", camera="c", lane="", broker_host="evil", broker_port=1,
+                                node_sign_pub=body["node_sign_pub"], cert=body["cert"], ca=body["ca"],
+                                hq_hpke_pub=body["hq_hpke_pub"], issued_by="eve",
+                                sign_key=ed25519.Ed25519PrivateKey.generate(), valid_s=3600)
+    (tmp_path / "other.alprbundle").write_bytes(other)
+    with pytest.raises(BadBundle, match="other.alprbundle: signed by HQ key .* not the pinned"):
+        nodeside.install(tmp_path / "other.alprbundle", data, actor="bob")
+    assert not (data / "node.toml").exists() and not (data / nodeside.TLS_CERT).exists()
+
+
+def test_bundle_for_another_node_or_another_key_is_refused(hq: Path, tmp_path: Path) -> None:
+    keygen_enroll(hq, tmp_path / "n1", "gate-1")
+    keygen_enroll(hq, tmp_path / "n2", "gate-2")
+    for_2 = enroll.make_bundle(hq, "gate-2", actor="alice")
+    with pytest.raises(BadBundle, match="field node: bundle is for node 'gate-2', this node is 'gate-1'"):
+        nodeside.install(for_2, tmp_path / "n1", actor="bob")
+    # a second Pi claiming gate-1's id (its own keys) cannot use gate-1's bundle
+    nodeside.keygen(tmp_path / "impostor", "gate-1", actor="eve", hq_key_id=local.hq_key_id(hq))
+    for_1 = enroll.make_bundle(hq, "gate-1", actor="alice")
+    with pytest.raises(BadBundle, match="field node_sign_pub: .* not this node's signing key"):
+        nodeside.install(for_1, tmp_path / "impostor", actor="eve")
+
+
+def test_expired_bundle_and_expired_certificate_are_refused(hq: Path, tmp_path: Path) -> None:
+    keygen_enroll(hq, tmp_path / "n1", "gate-1")
+    out = enroll.make_bundle(hq, "gate-1", actor="alice", valid_hours=1)
+    with pytest.raises(BadBundle, match="field expires: the bundle expired at"):
+        nodeside.install(out, tmp_path / "n1", actor="bob", now_ns=time.time_ns() + 2 * 3600 * 10**9)
+    # a certificate that expired yesterday, in a bundle made while it was still valid
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    keygen_enroll(hq, tmp_path / "n2", "gate-2", cert_days=1, not_before=past)
+    with pytest.raises(StateError, match="node.pem: certificate expired"):
+        enroll.make_bundle(hq, "gate-2", actor="alice")
+    old = enroll.make_bundle(hq, "gate-2", actor="alice", now_ns=int((past.timestamp() + 3600) * 1e9),
+                             valid_hours=24 * 30)
+    with pytest.raises(BadBundle, match="field cert: certificate expired on"):
+        nodeside.install(old, tmp_path / "n2", actor="bob")
+
+
+def test_missing_files_are_named(hq: Path, tmp_path: Path) -> None:
+    with pytest.raises(StateError, match=r"provisioning/node.json: missing; run alpr-provision node keygen"):
+        nodeside.install(tmp_path / "b.alprbundle", tmp_path / "blank", actor="bob")
+    keygen_enroll(hq, tmp_path / "n1", "gate-1")
+    with pytest.raises(BadBundle, match="nope.alprbundle: bundle file not found"):
+        nodeside.install(tmp_path / "nope.alprbundle", tmp_path / "n1", actor="bob")
+    out = enroll.make_bundle(hq, "gate-1", actor="alice")
+    (tmp_path / "n1" / nodeside.TLS_KEY).unlink()
+    with pytest.raises(StateError, match=r"tls/node.key: missing"):
+        nodeside.install(out, tmp_path / "n1", actor="bob")
+    (hq / "nodes" / "gate-1" / "node.pem").unlink()
+    with pytest.raises(ProvisioningError, match=r"node.pem: cannot read certificate"):
+        enroll.make_bundle(hq, "gate-1", actor="alice")
+    with pytest.raises(StateError, match=r"provisioning.toml: not found; run alpr-provision ca init"):
+        enroll.make_bundle(tmp_path / "nohq", "gate-1", actor="alice")
+
+
+def test_trust_anchor_needs_a_pin_then_sticks_to_the_installed_key(hq: Path, tmp_path: Path) -> None:
+    data = tmp_path / "n1"
+    made = nodeside.keygen(data, "gate-1", actor="bob")  # nothing pinned at keygen
+    enroll.enroll(hq, made.request, site="north", actor="alice")
+    out = enroll.make_bundle(hq, "gate-1", actor="alice")
+    with pytest.raises(BadBundle, match="no trusted HQ key on this node yet: pass --hq-key-id"):
+        nodeside.install(out, data, actor="bob")
+    with pytest.raises(BadBundle, match="not the pinned 0123456789abcdef"):
+        nodeside.install(out, data, actor="bob", hq_key_id="0123 4567 89ab cdef")
+    first = nodeside.install(out, data, actor="bob", hq_key_id=local.hq_key_id(hq)[:16])
+    # later bundles need no pin: the installed HQ key is the anchor; older bundles are refused
+    second = enroll.make_bundle(hq, "gate-1", actor="alice", out=tmp_path / "second.alprbundle")
+    nodeside.install(second, data, actor="bob")
+    with pytest.raises(BadBundle, match="older than the bundle installed already"):
+        nodeside.install(out, data, actor="bob")
+    assert first.hq_key_id == local.hq_key_id(hq)[:16]
+
+
+def test_install_keeps_the_technicians_local_sections(hq: Path, tmp_path: Path) -> None:
+    from node import config as node_config
+    node = local.provision_node(hq, tmp_path / "n1", "gate-1",
+                                extra_toml='[broker]\nbackoff_max_s = 2\n\n[source]\nkind = "synthetic"\n\n'
+                                           '[outbox]\nquota_mb = 64\n')
+    nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), node.data_dir, actor="bob")
+    cfg = node_config.load(node.config)
+    assert cfg.source.kind == "synthetic" and cfg.outbox.quota_mb == 64
+    assert (cfg.broker.host, cfg.broker.port, cfg.broker.backoff_max_s) == ("127.0.0.1", 18883, 2)
+    for extra, error in (('[broker]\nhost = "evil"\n', "--extra: broker.host come from the bundle"),
+                         ('[keys]\nsign_key = "/tmp/k"\n', "--extra: keys come from the bundle"),
+                         ("[source\n", "--extra: not valid TOML")):
+        with pytest.raises(ProvisioningError, match=error):
+            nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), node.data_dir, actor="bob",
+                             extra_toml=extra)
+
+
+# -- rotation and revocation --------------------------------------------------------------
+def _header(sign_key: ed25519.Ed25519PrivateKey, t_ns: int) -> envelope.Header:
+    """The header of a read this key made at `t_ns` (what signer_lookup judges)."""
+    msg = envelope.seal({"node": "gate-1", "seq": 1, "kind": "read"}, kind="read", node_id="gate-1", seq=1,
+                        time_ns=t_ns, signing_key=sign_key, recipient=x25519.X25519PrivateKey.generate().public_key())
+    return envelope.read_header(msg)[0]
+
+
+def test_rotate_key_keeps_old_key_for_messages_made_before(hq: Path, tmp_path: Path) -> None:
+    node = local.provision_node(hq, tmp_path / "n1", "gate-1")
+    old = load_private_key(node.data_dir / nodeside.SIGN_KEY, ed25519.Ed25519PrivateKey)
+    before = time.time_ns()
+    new_kid = local.rotate_node_key(hq, node.data_dir, grace_hours=0)
+    after = time.time_ns() + 1
+    new = load_private_key(node.data_dir / nodeside.SIGN_KEY, ed25519.Ed25519PrivateKey)
+    assert key_id(new.public_key()) == new_kid != key_id(old.public_key())
+    assert not (node.data_dir / nodeside.NEXT_SIGN_KEY).exists()
+    registry = Registry(hq / "registry.db")
+    try:
+        lookup = registry.signer_lookup()
+        assert registry.keys("gate-1")[0].key_id == new_kid
+        assert key_id(lookup(_header(old, before))) == key_id(old.public_key())  # queued read: still valid
+        with pytest.raises(EnvelopeError, match="retired"):
+            lookup(_header(old, after))
+        assert key_id(lookup(_header(new, after))) == new_kid
+    finally:
+        registry.close()
+
+
+def test_rotation_request_must_be_signed_by_the_enrolled_key(hq: Path, tmp_path: Path) -> None:
+    local.provision_node(hq, tmp_path / "n1", "gate-1")
+    registry = Registry(hq / "registry.db")
+    enrolled_kid = registry.keys("gate-1")[0].key_id
+    registry.close()
+    new, stranger = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    forged, _ = request.make_rotate("gate-1", new, stranger, actor="eve", host="x")
+    # claim the enrolled key, sign everything else correctly: only sig_old is wrong
+    forged["old_key_id"] = enrolled_kid
+    body = {k: v for k, v in forged.items() if k not in ("sig", "sig_old")}
+    signed = cbor.dumps([request.CONTEXT, body])
+    forged["sig"] = base64.b64encode(new.sign(signed)).decode()
+    forged["sig_old"] = base64.b64encode(stranger.sign(signed)).decode()
+    request.write(tmp_path / "forged.json", forged)
+    with pytest.raises(BadRequest, match=f"forged.json: field sig_old: not signed by the node's enrolled key {enrolled_kid}"):
+        enroll.add_key(hq, tmp_path / "forged.json", actor="alice")
+    registry = Registry(hq / "registry.db")
+    assert [k.key_id for k in registry.keys("gate-1")] == [enrolled_kid]
+    registry.close()
+
+
+def test_revoke_updates_registry_crl_and_runs_the_reload_command(hq: Path, tmp_path: Path) -> None:
+    local.provision_node(hq, tmp_path / "n1", "gate-1")
+    marker = tmp_path / "reloaded"
+    st = hq_state.load(hq)
+    st.with_(broker_reload=f"{sys.executable} -c \"open('{marker}', 'w').write('ok')\"").save()
+    done = enroll.revoke(hq, "gate-1", actor="alice", reason="stolen")
+    assert done.record.status == "revoked" and marker.read_text() == "ok"
+    crl = x509.load_pem_x509_crl((hq / "broker" / "crl.pem").read_bytes())
+    serial = int(Registry(hq / "registry.db").node("gate-1").cert_serial, 16)
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    with pytest.raises(StateError, match="not active|revoked"):
+        enroll.make_bundle(hq, "gate-1", actor="alice")
+    actions = [(a, action) for _, a, action, n, _ in enroll.audit(hq, node_id="gate-1")]
+    assert ("alice", "revoke") in actions and ("alice", "crl") in actions and ("alice", "broker-reload") in actions
+
+
+def test_revoke_without_the_offline_ca_changes_nothing(hq: Path, tmp_path: Path) -> None:
+    local.provision_node(hq, tmp_path / "n1", "gate-1")
+    st = hq_state.load(hq)
+    st.ca_dir.rename(st.ca_dir.with_name("unmounted"))
+    with pytest.raises(StateError, match="ca.pem: missing; is the offline CA folder mounted"):
+        enroll.revoke(hq, "gate-1", actor="alice", reason="stolen")
+    assert Registry(hq / "registry.db").node("gate-1").status == "active"
+
+
+# -- the command line ---------------------------------------------------------------------
+def test_cli_walks_the_technicians_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hq_dir, ca_dir, data = str(tmp_path / "hq"), str(tmp_path / "usb-ca"), str(tmp_path / "pi")
+    def run(*argv: str) -> str:
+        assert cli.main(list(argv)) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+    out = run("ca", "init", "--dir", hq_dir, "--ca-dir", ca_dir, "--actor", "alice", "--broker-name", "10.0.0.5",
+              "--broker-port", "8883", "--broker-user", ME)
+    assert "next:" in out and "HQ signing key fingerprint" in out
+    pin = local.hq_key_id(Path(hq_dir))
+    assert pin[:4] + " " + pin[4:8] in out
+    out = run("node", "keygen", "--data-dir", data, "--node-id", "gate-1", "--actor", "bob")
+    fp = out.split("request fingerprint: ")[1].split()[0]
+    out = run("node", "enroll", f"{data}/provisioning/request.json", "--dir", hq_dir, "--site", "north",
+              "--actor", "alice", "--fingerprint", fp)
+    assert "enrolled node gate-1" in out and "next: alpr-provision node bundle gate-1" in out
+    out = run("node", "bundle", "gate-1", "--dir", hq_dir, "--actor", "alice", "--out", str(tmp_path / "b.alprbundle"))
+    assert "next:" in out
+    out = run("node", "install", str(tmp_path / "b.alprbundle"), "--data-dir", data, "--actor", "bob",
+              "--hq-key-id", pin[:16])
+    assert "alpr-node run --config" in out
+    out = run("node", "rotate-key", "--data-dir", data, "--actor", "bob")
+    out = run("node", "add-key", f"{data}/provisioning/rotate-request.json", "--dir", hq_dir, "--actor", "alice")
+    assert "enrolled" in out
+    out = run("node", "list", "--dir", hq_dir)
+    assert "gate-1" in out and "active" in out
+    out = run("ca", "rotate-hpke", "--dir", hq_dir, "--actor", "alice")
+    out = run("node", "revoke", "gate-1", "--dir", hq_dir, "--actor", "carol", "--reason", "stolen")
+    assert "systemctl" in out and "revoked node gate-1" in out
+    out = run("audit", "--dir", hq_dir)
+    for actor, action in (("alice", "ca-init"), ("alice", "enroll"), ("alice", "bundle"), ("alice", "rotate-key"),
+                          ("alice", "rotate-hpke"), ("carol", "revoke"), ("carol", "crl")):
+        assert any(actor in line and action in line for line in out.splitlines()), (actor, action)
+    # errors: one line naming the file, exit 2; --actor is required
+    assert cli.main(["node", "enroll", str(tmp_path / "none.json"), "--dir", hq_dir, "--site", "s",
+                     "--actor", "a"]) == 2
+    assert "alpr-provision: error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["node", "revoke", "gate-1", "--dir", hq_dir, "--reason", "x"])
+
+
+def test_keygen_gives_keys_to_the_service_user_only_as_root(tmp_path: Path) -> None:
+    import os
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() == 0:
+        nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob", user="nobody")
+        for rel in (nodeside.SIGN_KEY, nodeside.TLS_KEY, "keys", "tls", "."):
+            assert (tmp_path / "n1" / rel).stat().st_uid == nobody.pw_uid, rel
+        assert stat.S_IMODE((tmp_path / "n1" / nodeside.SIGN_KEY).stat().st_mode) == 0o600
+    else:
+        with pytest.raises(ProvisioningError, match="--user nobody: only root"):
+            nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob", user="nobody")
+
+
+def test_incomplete_bundle_even_if_signed_by_hq_names_the_field(hq: Path, tmp_path: Path) -> None:
+    from transport import signed
+    keygen_enroll(hq, tmp_path / "n1", "gate-1")
+    good = enroll.make_bundle(hq, "gate-1", actor="alice")
+    magic, hq_pub, message = cbor.loads(good.read_bytes())
+    body = cbor.loads(cbor.loads(message)[0])
+    sign_key = hqsetup.load_sign_key(hq_state.load(hq))
+    for change, error in ((lambda b: b.pop("cert"), r"field\(s\) missing: cert"),
+                          (lambda b: b.__setitem__("broker_port", "8883"), "field broker_port: expected int"),
+                          (lambda b: b.__setitem__("hq_hpke_pub", b"short"), "field hq_hpke_pub: expected 32 bytes")):
+        bad_body = dict(body)
+        change(bad_body)
+        path = tmp_path / "bad.alprbundle"
+        path.write_bytes(cbor.dumps([magic, hq_pub, signed.sign(bundle_format.KIND, bad_body, sign_key)]))
+        with pytest.raises(BadBundle, match=error):
+            nodeside.install(path, tmp_path / "n1", actor="bob")
