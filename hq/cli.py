@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hq import config as hq_config
-from hq.errors import HQError
+from hq.errors import BadConfig, HQError
 
 log = logging.getLogger("alpr-hq")
 
@@ -76,6 +76,30 @@ def _reads_tail(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _broker_settings(cfg, client_id: str):
+    from transport.mqtt import BrokerSettings
+
+    b = cfg.broker
+    return BrokerSettings(host=b.host, port=b.port, ca_file=cfg.path(b.ca, "tls/ca.pem"),
+                          cert_file=cfg.path(b.cert, f"tls/{client_id}.pem"),
+                          key_file=cfg.path(b.key, f"tls/{client_id}.key"), client_id=client_id)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from hq.push import push
+
+    cfg = hq_config.load(args.config)
+    message = args.file.read_bytes()
+    settings = _broker_settings(cfg, args.worker)
+    if not settings.cert_file.exists():
+        raise BadConfig(f"{settings.cert_file}: no certificate for HQ client {args.worker}; issue one with "
+                        f"`alpr-provision ca issue-hq --worker {args.worker} --actor NAME` (a client name "
+                        "that no running ingest worker uses: the broker allows one connection per name)")
+    nodes = push(settings, cfg.hq.data_dir / "registry.db", args.leaf, message)
+    print(f"pushed {args.file} ({len(message)} bytes) as retained {args.leaf} to {len(nodes)} nodes")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpr-hq", description="ALPR HQ: ingest and records")
     parser.add_argument("--debug", action="store_true")
@@ -84,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="run an ingest worker (several may run: they share the load)")
     p.add_argument("--worker", help="worker name = certificate CN (default broker.client_id)")
     p.set_defaults(func=_ingest)
+    p = sub.add_parser("push", help="send a signed hot list or config file to every active node (retained)")
+    p.add_argument("leaf", choices=("hotlist", "config"))
+    p.add_argument("file", type=Path, help="the signed message (e.g. from `alpr-hq hotlist publish --out`)")
+    p.add_argument("--worker", default="hq-push", help="HQ client certificate to use (default hq-push)")
+    p.set_defaults(func=_push)
     reads = sub.add_parser("reads", help="verified reads").add_subparsers(dest="reads_command", required=True)
     t = reads.add_parser("tail", help="print verified reads as they arrive")
     t.add_argument("--all", action="store_true", help="start from the first stored read")

@@ -62,6 +62,7 @@ class SyntheticSection(Section):
     rate_hz: float = Field(default=5.0, gt=0, le=10000, description="reads per second")
     total: int = Field(default=0, ge=0, description="stop once the outbox has committed this many (0 = never)")
     crop_bytes: int = Field(default=20000, ge=100, le=2_000_000, description="approximate crop JPEG size")
+    plates: list[str] = Field(default_factory=list, description="plates to cycle through (default: random)")
 
 
 class SourceSection(Section):

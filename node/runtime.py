@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from node import system
 from node.config import NodeConfig
+from node.hotlist import HotList
 from node.identity import Identity
 from node.sink import ReadSink
 from node.watchdog import SystemdNotifier
@@ -56,14 +57,15 @@ class Runtime:
         self.identity = Identity.load(config)
         self.outbox = Outbox(config.node.data_dir / "outbox.db", quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
                              max_entries=config.outbox.max_entries)
-        self.sink = ReadSink(self.identity, self.outbox)
+        self.hotlist = HotList(config.node.data_dir / "hotlist.msg", list(self.identity.hq_sign), config.node.id)
+        self.sink = ReadSink(self.identity, self.outbox, hotlist_match=self.hotlist.match)
         self.uplink = Uplink(self.outbox, broker_settings(config), config.node.id, list(self.identity.hq_sign),
                              window=config.outbox.window, resend_after_s=config.outbox.resend_after_s,
                              on_control=self._control)
         self.source = source if source is not None else self._make_source()
         self.notifier = SystemdNotifier()
         self.started_ns = time.time_ns()
-        self._control_handlers: dict[str, Any] = {}
+        self._control_handlers: dict[str, Any] = {"hotlist": self.hotlist.update}
 
     def _make_source(self) -> Source:
         kind = self.config.source.kind
@@ -72,7 +74,7 @@ class Runtime:
             s = self.config.source.synthetic
             return SyntheticSource(self.sink, node_id=self.config.node.id, site_id=self.config.node.site,
                                    camera_id=self.config.node.camera, rate_hz=s.rate_hz, total=s.total,
-                                   crop_bytes=s.crop_bytes)
+                                   crop_bytes=s.crop_bytes, plates=s.plates)
         from node.pipeline_factory import make_pipeline  # camera and clip sources need the vision stack
         return make_pipeline(self.config, self.sink)
 
@@ -111,6 +113,7 @@ class Runtime:
             "outbox": asdict(stats), "uplink": asdict(self.uplink.stats),
             "link": asdict(self.uplink.link.stats),
             "reads": self.sink.reads, "alerts": self.sink.alerts, "events": self.sink.events,
+            "hotlist": {"version": self.hotlist.version, "rejected": self.hotlist.rejected},
             "cpu_temp_c": system.cpu_temperature_c(), "throttled": system.throttled(),
             "disk_free_bytes": system.disk_free_bytes(self.config.node.data_dir),
             "clock": system.clock_sync_state(),

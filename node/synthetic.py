@@ -29,11 +29,13 @@ class SyntheticSource:
     """Produces reads until the outbox has committed `total` (0 = forever), at `rate_hz`."""
 
     def __init__(self, sink: ReadSink, *, node_id: str, site_id: str, camera_id: str, rate_hz: float,
-                 total: int, crop_bytes: int, seed: int | None = None) -> None:
+                 total: int, crop_bytes: int, seed: int | None = None, plates: list[str] | None = None) -> None:
         self.sink = sink
         self.node_id, self.site_id, self.camera_id = node_id, site_id, camera_id
         self.period = 1.0 / rate_hz
         self.total = total
+        self.plates = list(plates or [])
+        self._count = 0
         self.rng = random.Random(seed)
         self.crop = noise_jpeg(crop_bytes, self.rng)
         self._stop = threading.Event()
@@ -61,7 +63,11 @@ class SyntheticSource:
                 self.done.set()
                 log.info("synthetic source: %d reads committed in total; done", self.total)
                 return
-            plate = "".join(self.rng.choice(ALPHABET) for _ in range(7))
+            if self.plates:
+                plate = self.plates[self._count % len(self.plates)]
+            else:
+                plate = "".join(self.rng.choice(ALPHABET) for _ in range(7))
+            self._count += 1
             self.sink.submit_read(ReadPayload(
                 plate=plate, confidence=0.97, capture_time_ns=time.time_ns(), node_id=self.node_id,
                 site_id=self.site_id, camera_id=self.camera_id, crop_jpeg=self.crop,

@@ -1,0 +1,148 @@
+"""The node's hot list: HQ-signed, swapped atomically, matched against every read locally.
+
+Body format and matching rules: docs/records.md, "Hot-list message". Exact plates arrive
+only as keyed hashes (HMAC-SHA-256/128 with the list's key) of the normal form and of the
+OCR-confusable skeleton; partial patterns arrive in clear. A list is used only after its
+signature verifies and only if its version is above the one in use; the verified message is
+kept in the data directory so a restart resumes with it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from transport import signed
+from transport.errors import EnvelopeError
+from transport.payload import ReadPayload
+
+log = logging.getLogger(__name__)
+HASH_LEN = 16
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    version: int
+    valid_until_ns: int
+    key: bytes
+    skeleton: dict[str, str]
+    exact: dict[bytes, dict[str, Any]]
+    confusable: dict[bytes, dict[str, Any]]
+    patterns: tuple[tuple[re.Pattern[str], dict[str, Any]], ...]
+
+
+def normalize(plate: str) -> str:
+    return "".join(ch for ch in plate.upper() if ch not in " -\t")
+
+
+def _pattern(p: str) -> re.Pattern[str]:
+    return re.compile("^" + "".join({"?": ".", "*": ".*"}.get(ch, re.escape(ch)) for ch in p) + "$")
+
+
+def _digest(key: bytes, prefix: str, text: str) -> bytes:
+    return hmac.new(key, f"{prefix}:{text}".encode(), hashlib.sha256).digest()[:HASH_LEN]
+
+
+class HotList:
+    """The list in use. `update(message)` from the uplink thread, `match(read)` from the pipeline."""
+
+    def __init__(self, path: Path, hq_keys: list[ed25519.Ed25519PublicKey], node_id: str,
+                 match_candidates: bool = True) -> None:
+        self.path = Path(path)
+        self.hq_keys = hq_keys
+        self.node_id = node_id
+        self.match_candidates = match_candidates
+        self._lock = threading.Lock()
+        self._list: _Compiled | None = None
+        self.rejected = 0
+        if self.path.exists():
+            try:
+                self._install(self.path.read_bytes(), persist=False)
+            except EnvelopeError as exc:
+                log.error("hot list %s: kept copy refused (%s); waiting for HQ to send one", self.path, exc)
+
+    @property
+    def version(self) -> int:
+        current = self._list
+        return current.version if current else 0
+
+    def update(self, message: bytes) -> bool:
+        """Verify and switch to a newer list; False (and logged) if refused."""
+        try:
+            return self._install(message, persist=True)
+        except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+            self.rejected += 1
+            log.warning("hot list refused: %s", exc)
+            return False
+
+    def _install(self, message: bytes, persist: bool) -> bool:
+        body = signed.verify("hotlist", message, self.hq_keys, self.node_id)
+        version = int(body["list_version"])
+        if version <= self.version:
+            log.info("hot list version %d ignored: version %d is in use", version, self.version)
+            return False
+        skeleton = {ch: group[0] for group in body["confusable"] for ch in group}
+        compiled = _Compiled(
+            version=version, valid_until_ns=int(body["valid_until_ns"]), key=bytes(body["hash"]["key"]),
+            skeleton=skeleton,
+            exact={bytes(e["x"]): e for e in body["exact"]},
+            confusable={bytes(e["s"]): e for e in body["exact"]},
+            patterns=tuple((_pattern(p["p"]), p) for p in body["patterns"]),
+        )
+        if persist:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(message)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        with self._lock:
+            self._list = compiled  # one reference swap: a read sees the old list or the new, never a mix
+        log.info("hot list version %d in use: %d exact, %d patterns", version, len(compiled.exact),
+                 len(compiled.patterns))
+        return True
+
+    def match(self, read: ReadPayload) -> dict[str, str] | None:
+        """The hot-list hit for a read (its plate, then its candidates), or None."""
+        current = self._list
+        now = time.time_ns()
+        if current is None or now >= current.valid_until_ns:
+            return None
+        texts = [read.plate] + ([c.plate for c in read.candidates] if self.match_candidates else [])
+        for rank, text in enumerate(dict.fromkeys(texts)):
+            hit = self._match_one(current, normalize(text), now)
+            if hit is not None:
+                hit["matched_text"] = text
+                hit["via"] = "plate" if rank == 0 else "candidate"
+                return hit
+        return None
+
+    def _match_one(self, current: _Compiled, norm: str, now: int) -> dict[str, str] | None:
+        skel = "".join(current.skeleton.get(ch, ch) for ch in norm)
+        found = None
+        entry = current.exact.get(_digest(current.key, "x", norm))
+        if entry is not None and entry["exp"] > now:
+            found = (entry, "exact")
+        else:
+            entry = current.confusable.get(_digest(current.key, "s", skel))
+            if entry is not None and entry["exp"] > now:
+                found = (entry, "confusable")
+        if found is None:
+            for regex, item in current.patterns:
+                if item["exp"] > now and regex.match(norm):
+                    found = (item, "pattern")
+                    break
+        if found is None:
+            return None
+        item, how = found
+        return {"list_version": str(current.version), "entry": str(item["id"]), "reason": str(item["r"]),
+                "match": how}
