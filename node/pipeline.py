@@ -105,6 +105,7 @@ class Pipeline:
         self.stats: dict[str, Any] = collections.Counter()
         self.stage_ms: dict[str, float] = {"detect": 0.0, "ocr": 0.0, "frame": 0.0}
         self.last_progress = time.monotonic()
+        self._rate_mark = (time.monotonic(), 0)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -350,7 +351,11 @@ class Pipeline:
         """Pipeline figures for the heartbeat."""
         cam = self.camera.stats()
         dropped = self._frames.dropped if isinstance(self._frames, FrameQueue) else 0
-        return {"camera": {"state": self.camera.state.value, "frames": cam.frames, "stalls": cam.stalls,
+        now, frames = time.monotonic(), self.stats["frames"]
+        then, before = self._rate_mark
+        self._rate_mark = (now, frames)
+        fps = (frames - before) / (now - then) if now > then else 0.0
+        return {"fps": round(fps, 2),"camera": {"state": self.camera.state.value, "frames": cam.frames, "stalls": cam.stalls,
                            "errors": cam.errors, "restarts": cam.restarts, "last_error": cam.last_error},
                 "frames_dropped": dropped, "trigger_overflow": self._trigger_overflow,
                 "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},

@@ -168,3 +168,18 @@ def test_corrupt_outbox_on_start_is_a_clear_error_then_salvaged(lab):
     start(lab, lab.start_ingest())
     assert start(lab, lab.start_node(node, "--exit-when-done")).wait(60) == 0
     assert len(stored_seqs(lab, "node-a")) == 30
+
+
+def test_sigterm_stops_within_the_bound_and_loses_nothing(lab):
+    node = lab.add_node("node-a", body=synthetic(400, rate=50))
+    proc = start(lab, lab.start_node(node))
+    wait_for(lambda: _meta(node, "committed") >= 50, 30, "reads being made")  # broker up, HQ down: backlog
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert time.monotonic() - started < 11  # shutdown_timeout_s is 10 s
+    log = (lab.root / "node-a.log").read_text()
+    assert "signal 15: stopping" in log and "stopped" in log
+    start(lab, lab.start_ingest())
+    assert start(lab, lab.start_node(node, "--exit-when-done")).wait(90) == 0
+    assert_exactly_once(lab, node, 400)

@@ -1,0 +1,122 @@
+"""The HQ store on a real PostgreSQL server: migrations, month partitions, purge by dropping
+partitions (holds kept), exactly-once, search, and the access log."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from argon2 import PasswordHasher
+
+from hq import migrations, retention
+from hq.access import SYSTEM, Access, Actor
+from hq.search import SearchQuery, run_search, search
+from hq.store import ReadStore
+from hq.synthetic import FakeClock, SyntheticNode
+
+pytestmark = pytest.mark.postgres
+
+DAY = 86400 * 10**9
+NOW = int(dt.datetime(2026, 9, 15, 12, tzinfo=dt.UTC).timestamp()) * 10**9
+PW = "correct horse battery"
+
+
+def _ns(y, m, d):
+    return int(dt.datetime(y, m, d, 12, tzinfo=dt.UTC).timestamp()) * 10**9
+
+
+def _partitions(store):
+    return [r[0] for r in store.db.rows(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid=i.inhrelid "
+        "JOIN pg_class p ON p.oid=i.inhparent WHERE p.relname='reads' ORDER BY 1")]
+
+
+def test_migrations_apply_once_and_reads_are_partitioned_by_month(pg_url):
+    store = ReadStore(pg_url)
+    assert store.db.postgres
+    assert store.db.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
+    assert store.db.value("SELECT relkind FROM pg_class WHERE relname='reads'") == "p"
+    node = SyntheticNode.create()
+    out = store.store([node.read(1, "7ABC123", _ns(2026, 8, 3)), node.read(2, "8XYZ999", _ns(2026, 9, 1)),
+                       node.read(1, "7ABC123", _ns(2026, 8, 3))])
+    assert [r.outcome for r in out] == ["stored", "stored", "duplicate"]
+    assert _partitions(store) == ["reads_p202608", "reads_p202609"]
+    assert store.store([node.read(2, "CHANGED", _ns(2026, 9, 1))])[0].outcome == "conflict"
+    assert (store.count(), store.seqs("node-1"), store.duplicate_count(), store.conflicts()) == (2, [1, 2], 0, 1)
+    store.close()
+    second = ReadStore(pg_url)  # reopening applies nothing
+    assert migrations.migrate(second.db) == []
+    assert [r.plate for r in second.reads_after(0)] == ["7ABC123", "8XYZ999"]
+    second.close()
+
+
+def test_search_exact_pattern_confusable(pg_url):
+    store = ReadStore(pg_url)
+    node = SyntheticNode.create()
+    store.store([node.read(i, p, NOW - i * DAY) for i, p in
+                 enumerate(["7ABC123", "7A8C1Z3", "7ABD125", "8XYZ999", "TABC123"], 1)])
+    assert {h.row.plate for h in run_search(store, SearchQuery("7AB?12*").checked())} == {"7ABC123", "7ABD125"}
+    assert {(h.row.plate, h.match) for h in run_search(store, SearchQuery("7ABC123", confusable=True).checked())} == {
+        ("7ABC123", "exact"), ("7A8C1Z3", "confusable")}
+    hits = run_search(store, SearchQuery("*99?", since_ns=NOW - 5 * DAY, until_ns=NOW).checked())
+    assert [h.row.plate for h in hits] == ["8XYZ999"]
+    store.close()
+
+
+def test_purge_drops_whole_partitions_and_keeps_held_reads(pg_url):
+    store = ReadStore(pg_url)
+    clock = FakeClock(NOW)
+    access = Access(store.db, clock=clock, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    access.add_user(None, "ada", "administrator", PW, NOW + 400 * DAY)
+    node = SyntheticNode.create()
+    reads = ([node.read(i, f"JUN{i:04d}", _ns(2025, 6, 1 + i % 28)) for i in range(20)]
+             + [node.read(100 + i, f"JUL{i:04d}", _ns(2025, 7, 1 + i % 28)) for i in range(20)]
+             + [node.read(200 + i, f"SEP{i:04d}", _ns(2025, 9, 20 + i % 5)) for i in range(5)]  # inside 365 d
+             + [node.read(300, "NEW0001", NOW - DAY)])
+    store.store(reads)
+    july = [r.id for r in store.reads_after(0, 1000) if r.plate.startswith("JUL")][:3]
+    retention.place_hold(store, access, Actor("ada", "administrator"), case_no="C1", reason="robbery",
+                         read_ids=july)
+    result = retention.purge(store, access, SYSTEM, min_days=365)
+    assert result.partitions_dropped == 1                 # June: dropped whole
+    assert result.reads_deleted == 20 + 17 and result.held_kept == 3  # July: only unheld rows deleted
+    assert _partitions(store) == ["reads_p202507", "reads_p202509", "reads_p202609"]
+    assert sorted(r.id for r in store.reads_after(0, 1000) if r.plate.startswith("JUL")) == sorted(july)
+    assert store.db.value("SELECT COUNT(*) FROM read_keys") == 3 + 5 + 1
+    # A purged read sent again is stored again (and will be purged again), never a silent conflict.
+    assert store.store([reads[0]])[0].outcome == "stored"
+    assert access.log.verify().ok
+    store.close()
+
+
+def test_access_log_append_only_and_search_logged(pg_url):
+    import psycopg
+
+    store = ReadStore(pg_url)
+    access = Access(store.db, clock=FakeClock(NOW), hasher=PasswordHasher(time_cost=1, memory_cost=1024,
+                                                                             parallelism=1))
+    access.add_user(None, "ada", "administrator", PW, NOW + 400 * DAY)
+    node = SyntheticNode.create()
+    store.store([node.read(1, "7ABC123", NOW - DAY)])
+    hits = search(store, access, Actor("ada", "administrator"), SearchQuery("7ABC123"), purpose="robbery",
+                  case_no="C1")
+    assert len(hits) == 1 and access.log.entries()[-1].case_no == "C1"
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        store.db.execute("UPDATE access_log SET purpose='x'")
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        store.db.execute("TRUNCATE access_log")
+    assert access.log.verify().ok
+    store.close()
+
+
+def test_open_store_follows_the_configuration(pg_url, tmp_path):
+    from hq.config import HQConfig
+    from hq.store import open_store
+
+    cfg = HQConfig.model_validate({"hq": {"data_dir": str(tmp_path)}, "store": {"url": pg_url}})
+    store = open_store(cfg)
+    assert store.db.postgres and store.count() == 0
+    store.close()
+    store.close()  # safe twice
+    sqlite_store = open_store(HQConfig.model_validate({"hq": {"data_dir": str(tmp_path)}}))
+    assert not sqlite_store.db.postgres and (tmp_path / "hq.db").exists()
+    sqlite_store.close()

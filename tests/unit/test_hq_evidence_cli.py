@@ -1,0 +1,257 @@
+"""HQ records: release requests, evidence export/verify, audit report, and the `alpr-hq` commands."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+
+import pytest
+from argon2 import PasswordHasher
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from hq import cli, evidence, releases, report, retention
+from hq.access import Access, Actor
+from hq.errors import AccessDenied, PolicyError
+from hq.store import ReadStore
+from hq.synthetic import FakeClock, SyntheticNode, tiny_jpeg
+from transport.keys import write_private_key, write_public_key
+from transport.registry import Registry
+
+pytestmark = pytest.mark.unit
+
+DAY = 86400 * 10**9
+NOW = int(dt.datetime(2026, 9, 15, 12, tzinfo=dt.UTC).timestamp()) * 10**9
+PW = "correct horse battery"
+ADA, BEA, IVAN = Actor("ada", "administrator"), Actor("bea", "administrator"), Actor("ivan", "investigator")
+
+
+@pytest.fixture
+def env(tmp_path):
+    store = ReadStore(tmp_path / "hq.db")
+    access = Access(store.db, clock=FakeClock(NOW),
+                    hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    access.add_user(None, "ada", "administrator", PW, NOW + 400 * DAY)
+    for name, role in (("bea", "administrator"), ("ivan", "investigator"), ("audrey", "auditor")):
+        access.add_user(ADA, name, role, PW, NOW + 400 * DAY)
+    node = SyntheticNode.create("node-a", "main-st")
+    registry = Registry(tmp_path / "registry.db")
+    registry.enroll("node-a", "main-st", node.key.public_key(), actor="installer")
+    store.store([node.read(i, p, NOW - i * DAY, crop=tiny_jpeg(p)) for i, p in enumerate(["7ABC123", "8XYZ999"], 1)])
+    ids = [r.id for r in store.reads_after(0)]
+    yield store, access, registry, ids
+    registry.close()
+    store.close()
+
+
+def _approved(store, access, case="C1"):
+    req = releases.request(store, access, IVAN, case_no=case, agency="County DA", requester="DDA Smith",
+                           purpose="prosecution of robbery")
+    return req
+
+
+def test_release_needs_approval_by_another_administrator(env, tmp_path):
+    store, access, registry, ids = env
+    key = ed25519.Ed25519PrivateKey.generate()
+    retention.place_hold(store, access, IVAN, case_no="C1", reason="robbery", read_ids=ids)
+    req = releases.request(store, access, ADA, case_no="C1", agency="County DA", requester="DDA Smith",
+                           purpose="prosecution")
+    with pytest.raises(PolicyError, match="nothing is released before approval"):
+        evidence.export(store, access, IVAN, case_no="C1", release_id=req.id, out=tmp_path / "pkg", sign_key=key,
+                        registry=registry)
+    with pytest.raises(PolicyError, match="another administrator"):
+        releases.review(store, access, ADA, req.id, approve=True, note="ok")
+    with pytest.raises(AccessDenied, match="may not release-review"):
+        releases.review(store, access, IVAN, req.id, approve=True, note="ok")
+    denied = releases.review(store, access, BEA, req.id, approve=False, note="not a public agency request")
+    assert denied.status == "denied"
+    with pytest.raises(PolicyError, match="denied"):
+        evidence.export(store, access, IVAN, case_no="C1", release_id=req.id, out=tmp_path / "pkg", sign_key=key,
+                        registry=registry)
+
+
+def test_export_package_verifies_offline_and_detects_tampering(env, tmp_path):
+    store, access, registry, ids = env
+    key = ed25519.Ed25519PrivateKey.generate()
+    retention.place_hold(store, access, IVAN, case_no="C1", reason="robbery", read_ids=ids[:1])
+    req = _approved(store, access)
+    with pytest.raises(PolicyError, match="is for case C1, not C2"):
+        evidence.export(store, access, IVAN, case_no="C2", release_id=req.id, out=tmp_path / "x", sign_key=key,
+                        registry=registry)
+    releases.review(store, access, ADA, req.id, approve=True, note="DA request under PC 1054")
+    out = tmp_path / "pkg"
+    result = evidence.export(store, access, IVAN, case_no="C1", release_id=req.id, out=out, sign_key=key,
+                             registry=registry)
+    assert result.reads == 1
+    assert releases.get(store, req.id).export_manifest_sha256 == result.manifest_sha256
+    assert releases.get(store, req.id).status == "exported"
+    with pytest.raises(PolicyError, match="exported"):  # one approval, one release
+        evidence.export(store, access, IVAN, case_no="C1", release_id=req.id, out=tmp_path / "again", sign_key=key,
+                        registry=registry)
+    check = evidence.verify_package(out, key.public_key())
+    assert check.ok and check.reads_checked == 1, check.problems
+    log_doc = json.loads((out / "access-log.json").read_text())
+    assert {e["action"] for e in log_doc} >= {"hold", "release-request", "release-review", "export"}
+    # Someone edits the crop and the reads' summary on the media:
+    for rel in (f"reads/{ids[0]}/crop.jpg", "reads.json"):
+        os.chmod(out / rel, 0o644)
+    (out / f"reads/{ids[0]}/crop.jpg").write_bytes(tiny_jpeg("FAKE"))
+    problems = evidence.verify_package(out).problems
+    assert f"reads/{ids[0]}/crop.jpg: SHA-256 differs from the manifest (file changed)" in problems
+    assert f"read {ids[0]}: crop.jpg is not the crop the node signed" in problems
+    other = ed25519.Ed25519PrivateKey.generate()
+    assert "signed with a key that is not the trusted HQ key" in " ".join(evidence.verify_package(out, other.public_key()).problems)
+
+
+def test_package_with_forged_payload_fails_node_signature(env, tmp_path):
+    store, access, registry, ids = env
+    key = ed25519.Ed25519PrivateKey.generate()
+    retention.place_hold(store, access, IVAN, case_no="C1", reason="robbery", read_ids=ids[:1])
+    req = _approved(store, access)
+    releases.review(store, access, ADA, req.id, approve=True, note="ok")
+    out = tmp_path / "pkg"
+    evidence.export(store, access, IVAN, case_no="C1", release_id=req.id, out=out, sign_key=key, registry=registry)
+    # A forger who also re-signs the manifest with their own key still cannot forge the node's signature.
+    payload = out / f"reads/{ids[0]}/payload.cbor"
+    os.chmod(payload, 0o644)
+    payload.write_bytes(payload.read_bytes().replace(b"7ABC123", b"7ABC124"))
+    assert f"read {ids[0]}: node signature does not verify" in evidence.verify_package(out).problems
+
+
+def test_audit_report(env):
+    store, access, registry, ids = env
+    access.authorize(IVAN, "search", purpose="patrol curiosity", query={"plate": "7ABC123"})
+    access.authorize(IVAN, "search", purpose="robbery", case_no="C1", query={"plate": "7ABC123"})
+    with pytest.raises(AccessDenied):
+        access.authorize(Actor("audrey", "auditor"), "search", purpose="x")
+    retention.place_hold(store, access, IVAN, case_no="C1", reason="robbery", read_ids=ids)
+    with pytest.raises(AccessDenied):
+        report.build(store, access, IVAN, since_ns=0, until_ns=NOW + 1)
+    doc = report.build(store, access, Actor("audrey", "auditor"), since_ns=0, until_ns=2**62, registry=registry)
+    assert doc["accesses_per_user"]["ivan"]["search | robbery"] == 1
+    assert [s["purpose"] for s in doc["searches_without_case"]] == ["patrol curiosity"]
+    assert [(d["user"], d["action"]) for d in doc["denied"]] == [("audrey", "search"), ("ivan", "audit")]
+    assert doc["holds"][0]["case"] == "C1" and doc["holds"][0]["reads"] == 2
+    assert [(p["actor"], p["action"]) for p in doc["provisioning"]] == [("installer", "enroll")]
+    assert doc["access_log"]["intact"]
+
+
+# -- the command line -----------------------------------------------------------------------------
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "keys").mkdir(parents=True)
+    key = ed25519.Ed25519PrivateKey.generate()
+    write_private_key(data / "keys" / "hq-sign.key", key)
+    write_public_key(tmp_path / "hq-sign.pub", key.public_key())
+    node = SyntheticNode.create("node-a", "main-st")
+    registry = Registry(data / "registry.db")
+    registry.enroll("node-a", "main-st", node.key.public_key(), actor="installer")
+    registry.close()
+    store = ReadStore(data / "hq.db")
+    now = time.time_ns()
+    store.store([node.read(1, "7ABC123", now - DAY, crop=tiny_jpeg("7ABC123")),
+                 node.read(2, "7A8C1Z3", now - 2 * DAY), node.read(3, "OLD0001", now - 500 * DAY)])
+    store.close()
+    config = tmp_path / "hq.toml"
+    config.write_text(f'[hq]\ndata_dir = "{data}"\n[records]\nsession_hours = 1\n')
+    monkeypatch.setenv("ALPR_HQ_SESSION", str(tmp_path / "session"))
+    monkeypatch.delenv("ALPR_HQ_PASSWORD", raising=False)
+
+    def run(*argv, password=None, new_password=None):
+        if new_password:
+            monkeypatch.setenv("ALPR_HQ_NEW_PASSWORD", new_password)
+        else:
+            monkeypatch.delenv("ALPR_HQ_NEW_PASSWORD", raising=False)
+        extra = ["--password", password] if password else []
+        return cli.main(["--config", str(config), *argv, *extra])
+    return run, tmp_path
+
+
+def test_cli_end_to_end(site, capsys):
+    run, tmp = site
+    sess = ["--session", str(tmp / "s-ivan")]
+    assert run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+               new_password=PW) == 0
+    assert run("users", "add", "bea", "--role", "administrator", "--trained-until", "2099-01-01", "--user", "ada",
+               password=PW, new_password=PW) == 0
+    assert run("users", "add", "ivan", "--role", "investigator", "--user", "ada", password=PW, new_password=PW) == 0
+    assert run("login", "--user", "ivan", *sess, password=PW) == 0
+    capsys.readouterr()
+    # No training on file yet: refused, with the reason.
+    assert run("search", "7ABC123", "--purpose", "robbery", *sess) == 2
+    assert "no ALPR training on file" in capsys.readouterr().err
+    assert run("users", "training", "ivan", "--until", "2099-01-01", "--user", "ada", password=PW) == 0
+    capsys.readouterr()
+    assert run("search", "7ABC123", "--confusable", "--purpose", "robbery", "--case", "C1", "--crops",
+               str(tmp / "crops"), "--json", *sess) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert sorted(h["match"] for h in hits) == ["confusable", "exact"]
+    assert len(list((tmp / "crops").iterdir())) == 1
+    assert run("search", "7AB", "--purpose", "x", *sess) == 0  # exact, no hit
+    assert run("search", "7AB%", "--purpose", "x", *sess) == 2
+    assert "letters and digits" in capsys.readouterr().err
+    ids = [h["id"] for h in hits]
+    assert run("evidence", "hold", "--case", "C1", "--why", "robbery suspect", *[arg for i in ids for arg in ("--read", str(i))],
+               *sess) == 0
+    assert run("release", "request", "--case", "C1", "--agency", "County DA", "--requester", "DDA Smith",
+               "--purpose", "prosecution", *sess) == 0
+    assert run("evidence", "export", "--case", "C1", "--release", "1", "--out", str(tmp / "pkg"), *sess) == 2
+    assert "before approval" in capsys.readouterr().err
+    assert run("release", "review", "1", "--approve", "--note", "public agency, PC 1054", "--user", "bea",
+               password=PW) == 0
+    assert run("evidence", "export", "--case", "C1", "--release", "1", "--out", str(tmp / "pkg"), *sess) == 0
+    capsys.readouterr()
+    assert run("evidence", "verify", str(tmp / "pkg"), "--hq-key", str(tmp / "hq-sign.pub")) == 0
+    assert "OK  2 read(s)" in capsys.readouterr().out
+    assert run("retention", "run", "--system") == 0
+    assert "purged 1 read(s)" in capsys.readouterr().out
+    assert run("audit", "verify", "--user", "ada", password=PW) == 0
+    capsys.readouterr()
+    assert run("audit", "report", "--from", "2000-01-01", "--to", "2099-01-01", "--json", "--user", "ada",
+               password=PW) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["purpose"] for s in doc["searches_without_case"]] == ["x"]  # the malformed one read nothing
+    assert doc["purges"][0]["reads_deleted"] == 1 and doc["access_log"]["intact"]
+    assert run("logout", *sess) == 0
+    assert run("search", "7ABC123", "--purpose", "x", *sess) == 2
+    assert "no session" in capsys.readouterr().err
+
+
+def test_cli_hotlist_and_alerts(site, capsys):
+    run, tmp = site
+    run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+        new_password=PW)
+    who = ["--user", "ada"]
+    assert run("hotlist", "add", "7ABC123", "--reason", "stolen-vehicle", "--source", "NCIC", "--expires",
+               "2099-01-01", "--purpose", "stolen report", *who, password=PW) == 0
+    assert run("hotlist", "publish", "--out", str(tmp / "hl.cbor"), "--purpose", "daily", *who, password=PW) == 0
+    assert (tmp / "hl.cbor").stat().st_size > 100
+    store = ReadStore(tmp / "data" / "hq.db")
+    node = SyntheticNode.create("node-a", "main-st")
+    store.store([node.read(9, "7ABC123", time.time_ns(), kind="alert",
+                           hotlist={"list_version": "1", "entry": "1", "reason": "stolen-vehicle", "match": "exact"})])
+    alert_id = store.reads_after(0)[-1].id
+    store.close()
+    capsys.readouterr()
+    assert run("alerts", "list", "--purpose", "dispatch", *who, password=PW) == 0
+    assert "UNVERIFIED" in capsys.readouterr().out
+    assert run("alerts", "verify", str(alert_id), "--outcome", "confirmed", "--note", "CLETS ref 77", *who,
+               password=PW) == 0
+    assert run("alerts", "list", "--purpose", "dispatch", *who, password=PW) == 0
+    assert "0 alert(s)" in capsys.readouterr().out
+
+
+def test_cli_audit_verify_names_an_edited_entry(site, capsys):
+    run, tmp = site
+    run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+        new_password=PW)
+    run("search", "7ABC123", "--purpose", "robbery", "--user", "ada", password=PW)
+    store = ReadStore(tmp / "data" / "hq.db")
+    store.db.execute("DROP TRIGGER access_log_no_update")
+    store.db.execute("UPDATE access_log SET purpose='routine' WHERE action='search'")
+    entry = store.db.value("SELECT id FROM access_log WHERE action='search'")
+    store.close()
+    capsys.readouterr()
+    assert run("audit", "verify", "--user", "ada", password=PW) == 1
+    assert f"FAIL  entry {entry}: content was edited" in capsys.readouterr().out

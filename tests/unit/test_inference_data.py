@@ -1,0 +1,112 @@
+"""The synthetic generators, labelled-folder readers, the fixed split and the scoring helpers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.datasets import DatasetError, normalise_plate, read_folder, split_of
+from inference.metrics import DetectionScore, OcrScore, box_iou, edit_distance, match_boxes
+from inference.training.plates import ALPHABET, STATES, PlateGenerator
+from inference.training.scenes import SceneGenerator, SourceScene, letterbox
+
+pytestmark = pytest.mark.unit
+
+
+def test_plate_generator_is_deterministic_and_labels_are_clean() -> None:
+    a = [PlateGenerator(3).plate() for _ in range(1)]
+    gen1, gen2 = PlateGenerator(5), PlateGenerator(5)
+    for _ in range(5):
+        p1, p2 = gen1.plate(), gen2.plate()
+        assert p1.text == p2.text and p1.region == p2.region
+        assert np.array_equal(p1.image, p2.image)
+        assert p1.image.dtype == np.uint8 and p1.image.ndim == 3 and p1.image.shape[2] == 3
+        assert 2 <= len(p1.text) <= 10 and set(p1.text) <= set(ALPHABET)
+        assert p1.region in STATES
+        h, w = p1.image.shape[:2]
+        assert 1.2 < w / h < 3.2  # roughly 2:1 crops
+    assert a[0].text
+
+
+def test_clean_plate_is_the_same_in_every_process() -> None:
+    first = PlateGenerator(0).clean_plate("ABC123")
+    again = PlateGenerator(99).clean_plate("ABC123")
+    assert np.array_equal(first, again)
+    assert first.shape == (128, 256, 3)
+    # dark characters on a light plate
+    assert first.mean() > 150 and first.min() < 60
+
+
+def test_scene_generator_boxes_lie_inside_the_canvas() -> None:
+    source = np.full((400, 800, 3), 80, np.uint8)
+    source[300:330, 350:450] = 230
+    gen = SceneGenerator(1, 512, 288, [SourceScene(source, np.array([[350, 300, 450, 330]], np.float32))],
+                         [PlateGenerator(0).clean_plate("XYZ987")])
+    total = 0
+    for _ in range(12):
+        scene = gen.scene()
+        assert scene.image.shape == (288, 512, 3)
+        boxes = scene.boxes
+        total += len(boxes)
+        assert np.all(boxes[:, 0] >= 0) and np.all(boxes[:, 2] <= 512) and np.all(boxes[:, 3] <= 288)
+        assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+    assert total > 0
+
+
+def test_letterbox_keeps_aspect() -> None:
+    canvas, scale, pad_x, pad_y = letterbox(np.zeros((100, 400, 3), np.uint8), 512, 288)
+    assert canvas.shape == (288, 512, 3) and scale == pytest.approx(1.28)
+    assert pad_x == 0 and pad_y == (288 - 128) // 2
+
+
+def test_split_is_fixed_by_name_and_roughly_70_10_20() -> None:
+    assert split_of("ca123.png") == split_of("/some/where/ca123.png")
+    names = [f"img{i}.jpg" for i in range(3000)]
+    counts = {s: sum(split_of(n) == s for n in names) for s in ("train", "val", "test")}
+    assert 0.65 < counts["train"] / 3000 < 0.75
+    assert 0.07 < counts["val"] / 3000 < 0.13
+    assert 0.17 < counts["test"] / 3000 < 0.23
+
+
+def test_read_folder_reads_both_label_formats(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("file,state,plate\na.png,CA,abc-123\nb.png,ny,X Y 1\n")
+    (tmp_path / "car.jpg").write_bytes(b"")
+    (tmp_path / "car.txt").write_text("car.jpg\t10\t20\t30\t8\tAB123\n")
+    (tmp_path / "orphan.txt").write_text("notes without an image\n")
+    items = read_folder(tmp_path)
+    assert [i.path.name for i in items] == ["a.png", "b.png", "car.jpg"]
+    assert items[0].plates[0].text == "ABC123" and items[0].region == "ca" and items[0].is_crop
+    assert items[2].plates[0].box == (10, 20, 30, 8) and not items[2].is_crop
+    wanted = {i.path.name for i in items if split_of(i.path.name) == "test"}
+    assert {i.path.name for i in read_folder(tmp_path, "test")} == wanted
+
+
+def test_read_folder_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "car.jpg").write_bytes(b"")
+    (tmp_path / "car.txt").write_text("car.jpg\t10\t20\n")
+    with pytest.raises(DatasetError, match=r"car.txt:1"):
+        read_folder(tmp_path)
+    with pytest.raises(DatasetError, match="not a folder"):
+        read_folder(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="unknown split"):
+        (tmp_path / "car.txt").write_text("car.jpg\t1\t2\t3\t4\tA\n")
+        read_folder(tmp_path, "holdout")
+
+
+def test_scoring_helpers() -> None:
+    assert normalise_plate("ab-12 3.") == "AB123"
+    assert edit_distance("ABC123", "ABC123") == 0
+    assert edit_distance("ABC123", "A8C12") == 2
+    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(1 / 3)
+    assert match_boxes([(0, 0, 10, 10), (100, 100, 10, 10)], [(101, 100, 10, 10), (50, 50, 5, 5)]) == [(1, 0)]
+    score = OcrScore()
+    score.add("ABC123", "ABC123", ["ABC123"], "ca", "ca")
+    score.add("XYZ789", "XYZ780", ["XYZ780", "XYZ789"], "ny", "nj")
+    fig = score.as_dict()
+    assert fig["exact_pct"] == 50.0 and fig["top10_pct"] == 100.0
+    assert fig["char_accuracy_pct"] == pytest.approx(100 * 11 / 12, abs=0.01)
+    assert fig["region_top1_pct"] == 50.0
+    det = DetectionScore()
+    det.add([(0, 0, 10, 10)], [(0, 0, 10, 10), (50, 50, 10, 10)])
+    assert det.as_dict()["recall_pct"] == 100.0 and det.as_dict()["precision_pct"] == 50.0

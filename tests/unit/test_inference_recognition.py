@@ -1,0 +1,100 @@
+"""End-to-end recognition with the shipped models on plates and scenes the project renders itself."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.detector import Detection, PlateDetector
+from inference.metrics import box_iou
+from inference.ocr import PlateReader, PlateText
+from inference.recognizer import Recognizer, expand_box, looks_like_plate_crop
+from inference.training.plates import PlateGenerator
+
+pytestmark = pytest.mark.unit
+
+TEXTS = ["ABC1234", "7XYZ123", "KLM4821", "2G8834", "WPT509"]
+
+
+@pytest.fixture(scope="module")
+def reader() -> PlateReader:
+    return PlateReader()
+
+
+@pytest.fixture(scope="module")
+def recognizer(reader: PlateReader) -> Recognizer:
+    return Recognizer(PlateDetector(), reader)
+
+
+def scene_with_plate(plate: np.ndarray, width: int = 1280, height: int = 720, plate_w: int = 220) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A plain grey 'car front' scene with the plate pasted at a known box."""
+    rng = np.random.default_rng(0)
+    scene = np.full((height, width, 3), 90, np.uint8)
+    scene[150:650, 300:1000] = (150, 30, 30)  # car body
+    scene[250:420, 380:920] = (40, 40, 45)  # windscreen / grille
+    scene = np.clip(scene + rng.normal(0, 4, scene.shape), 0, 255).astype(np.uint8)
+    import cv2
+
+    plate_h = int(plate_w * plate.shape[0] / plate.shape[1])
+    x, y = 540, 470
+    scene[y:y + plate_h, x:x + plate_w] = cv2.resize(plate, (plate_w, plate_h), interpolation=cv2.INTER_AREA)
+    return scene, (x, y, plate_w, plate_h)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_reader_reads_rendered_plates(reader: PlateReader, text: str) -> None:
+    plate = PlateGenerator(0).clean_plate(text)
+    result = reader.read(plate)
+    assert isinstance(result, PlateText)
+    assert result.text == text
+    assert 0.0 < result.confidence <= 1.0
+    assert len(result.char_confidences) == len(text)
+    assert 1 <= len(result.candidates) <= 10
+    assert result.candidates[0][0] == text
+    probs = [p for _, p in result.candidates]
+    assert probs == sorted(probs, reverse=True)
+    assert result.region is None or len(result.region) == 2
+
+
+def test_recognizer_finds_and_reads_a_plate_in_a_scene(recognizer: Recognizer) -> None:
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
+    results = recognizer.recognize(scene)
+    assert results, "no plate found"
+    best = results[0]
+    assert best.source == "detector"
+    assert box_iou(best.box, box) >= 0.5
+    assert best.plate == "KLM4821"
+    assert best.detect_ms > 0 and best.ocr_ms > 0
+
+
+def test_recognizer_reads_a_tight_crop_as_a_whole_image(recognizer: Recognizer) -> None:
+    import cv2
+
+    crop = cv2.resize(PlateGenerator(0).clean_plate("ABC1234"), (300, 150), interpolation=cv2.INTER_AREA)
+    results = recognizer.recognize(crop)
+    assert results and results[0].plate == "ABC1234"
+    assert any(r.source == "whole_image" and r.box == (0, 0, 300, 150) for r in results)
+
+
+def test_empty_scene_gives_no_confident_plate(recognizer: Recognizer) -> None:
+    scene = np.full((720, 1280, 3), 128, np.uint8)
+    detections = recognizer.detector.detect(scene)
+    assert detections == [] or all(isinstance(d, Detection) for d in detections)
+    assert len(detections) <= 2
+
+
+def test_crop_heuristics_and_box_expansion() -> None:
+    assert looks_like_plate_crop(320, 160) and looks_like_plate_crop(200, 50)
+    assert not looks_like_plate_crop(1280, 720) and not looks_like_plate_crop(640, 480)
+    assert expand_box((10, 10, 100, 50), 1000, 1000) == (4, 4, 112, 62)
+    assert expand_box((0, 0, 100, 50), 105, 52) == (0, 0, 105, 52)
+
+
+def test_recognizer_rejects_unknown_whole_image_mode(reader: PlateReader) -> None:
+    with pytest.raises(ValueError, match="whole_image"):
+        Recognizer(PlateDetector(), reader, whole_image="sometimes")
+
+
+def test_default_loads_shipped_models() -> None:
+    rec = Recognizer.default(threads=1)
+    assert rec.detector.model.path.name == "plate_detector.tflite"
+    assert rec.reader.model.path.name == "plate_ocr.tflite"
