@@ -139,6 +139,34 @@ def _append_only(dialect: str) -> list[str]:
     ]
 
 
+# SQLite keeps the signed bytes (crop included) in the reads row, so a plate test that has to
+# visit rows walks their overflow pages: searches must be answerable from an index alone.
+# Covering indexes (plate, time, site) and (time, plates, site) replace the narrower ones;
+# the time-led one also serves retention's `capture_ns < cutoff`.
+_SQLITE_V3 = [
+    "CREATE INDEX reads_norm_cover ON reads (plate_norm, capture_ns, site_id)",
+    "CREATE INDEX reads_skel_cover ON reads (plate_skel, capture_ns, site_id)",
+    "CREATE INDEX reads_time_cover ON reads (capture_ns, plate_norm, plate_skel, site_id)",
+    "DROP INDEX IF EXISTS reads_norm_time",
+    "DROP INDEX IF EXISTS reads_skel_time",
+    "DROP INDEX IF EXISTS reads_site_time",
+    "DROP INDEX IF EXISTS reads_time",
+    "DROP INDEX IF EXISTS reads_plate_time",
+    "ANALYZE reads",
+]
+
+# PostgreSQL: the same idea, as index-only scans (INCLUDE); patterns use text_pattern_ops.
+_PG_V3 = [
+    "CREATE INDEX reads_norm_cover ON reads (plate_norm text_pattern_ops, capture_ns) INCLUDE (site_id, id)",
+    "CREATE INDEX reads_skel_cover ON reads (plate_skel text_pattern_ops, capture_ns) INCLUDE (site_id, id)",
+    "CREATE INDEX reads_time_cover ON reads (capture_ns) INCLUDE (plate_norm, plate_skel, site_id, id)",
+    "DROP INDEX IF EXISTS reads_norm_time",
+    "DROP INDEX IF EXISTS reads_skel_time",
+    "DROP INDEX IF EXISTS reads_site_time",
+    "ANALYZE reads",
+]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: its steps for SQLite and for PostgreSQL."""
@@ -156,6 +184,7 @@ MIGRATIONS = (
                  "alert outcomes, release requests, purges",
               tuple(_SQLITE_V2_READS + _records_tables(SQLITE) + _append_only(SQLITE)),
               tuple(_records_tables(POSTGRES) + _append_only(POSTGRES))),
+    Migration(3, "covering plate/time/site indexes for search", tuple(_SQLITE_V3), tuple(_PG_V3)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -12,13 +12,14 @@ import datetime as dt
 import getpass
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hq import config as hq_config
-from hq.errors import AccessDenied, BadConfig, PolicyError
+from hq.errors import AccessDenied, BadConfig, PolicyError, StoreError
 
 DEFAULT_SESSION = Path(os.environ.get("ALPR_HQ_SESSION", str(Path.home() / ".config" / "alpr-hq" / "session")))
 
@@ -96,11 +97,24 @@ class Context:
         return load_sign_key(self.cfg.hq.data_dir / "keys")
 
 
+def _database_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
 def _run(func: Callable[[Context], int]) -> Callable[[argparse.Namespace], int]:
     def runner(args: argparse.Namespace) -> int:
         ctx = Context(args)
         try:
             return func(ctx)
+        except _database_errors() as exc:  # e.g. locked, disk full, server gone: say where
+            raise StoreError(f"{ctx.store.db.where}: {exc}") from exc
         finally:
             ctx.close()
     return runner

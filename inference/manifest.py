@@ -57,7 +57,7 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str) -> "Manifest":
+    def from_dict(cls, data: Any, source: str) -> Manifest:
         """Validate a parsed manifest; errors name `source` and the offending key."""
         if not isinstance(data, dict):
             raise ModelError(f"{source}: manifest must be a JSON object")
@@ -132,7 +132,7 @@ class Manifest:
         )
 
     @classmethod
-    def load(cls, path: Path) -> "Manifest":
+    def load(cls, path: Path) -> Manifest:
         """Read and validate the manifest at `path`."""
         path = Path(path)
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,7 @@ def ctc_beam_search(
     beam_width: int = 16,
     top_k: int = 10,
     prune: float = 1e-4,
+    per_step: int = 6,
 ) -> list[tuple[str, float]]:
     """CTC prefix beam search: up to `top_k` (text, probability) best first.
 
@@ -76,16 +78,13 @@ def ctc_beam_search(
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}
     for t in range(data.shape[0]):
         row = data[t]
-        candidates = [int(k) for k in np.nonzero(row >= prune)[0]]
+        # the few likeliest characters of this step (at most `per_step`), above `prune`
+        top = np.argsort(-row)[:per_step]
+        candidates = [int(k) for k in top if row[k] >= prune]
         if blank_index not in candidates:
             candidates.append(blank_index)
         nxt: dict[tuple[int, ...], list[float]] = {}
-
-        def add(prefix: tuple[int, ...], pb: float, pnb: float) -> None:
-            entry = nxt.setdefault(prefix, [0.0, 0.0])
-            entry[0] += pb
-            entry[1] += pnb
-
+        add = _accumulator(nxt)
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
             for k in candidates:
@@ -104,6 +103,17 @@ def ctc_beam_search(
         beams = {prefix: (v[0], v[1]) for prefix, v in ranked}
     ranked_final = sorted(beams.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
     return [("".join(symbols[k] for k in prefix), pb + pnb) for prefix, (pb, pnb) in ranked_final[:top_k]]
+
+
+def _accumulator(store: dict[tuple[int, ...], list[float]]) -> Callable[[tuple[int, ...], float, float], None]:
+    """add(prefix, p_blank, p_non_blank): sums into `store` (one dict per time step)."""
+
+    def add(prefix: tuple[int, ...], pb: float, pnb: float) -> None:
+        entry = store.setdefault(prefix, [0.0, 0.0])
+        entry[0] += pb
+        entry[1] += pnb
+
+    return add
 
 
 def fixed_slot(

@@ -47,16 +47,17 @@ class Recognizer:
     """Finds plates, reads them, and reads the whole image too when it looks like a plate crop."""
 
     def __init__(self, detector: PlateDetector, reader: PlateReader, whole_image: str = "auto",
-                 min_confidence: float = 0.0) -> None:
+                 min_confidence: float = 0.0, max_plates: int = 8) -> None:
         if whole_image not in ("auto", "always", "never"):
             raise ValueError(f"whole_image must be 'auto', 'always' or 'never', got {whole_image!r}")
         self.detector = detector
         self.reader = reader
         self.whole_image = whole_image
         self.min_confidence = min_confidence
+        self.max_plates = max_plates  # bounds the OCR time of a frame full of false detections
 
     @classmethod
-    def default(cls, threads: int = 1) -> "Recognizer":
+    def default(cls, threads: int = 1) -> Recognizer:
         """The shipped detector and OCR models from `inference/models/`."""
         return cls(PlateDetector(threads=threads), PlateReader(threads=threads))
 
@@ -81,7 +82,7 @@ class Recognizer:
             self.whole_image == "auto" and (not detections or bool(big) or looks_like_plate_crop(width, height))
         )
         results: list[PlateResult] = []
-        for det in detections:
+        for det in detections[: self.max_plates]:
             if whole and det in big:
                 continue  # the same plate as the whole image, read below
             box = expand_box(det.box, width, height)

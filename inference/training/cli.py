@@ -2,6 +2,7 @@
 
     alpr-train all          # OCR then detector, writes inference/models/ and REPORT figures
     alpr-train ocr|detector # one model
+    alpr-train report       # rewrite inference/models/REPORT.md from the manifests
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from inference.training.common import Paths
 
@@ -20,7 +21,7 @@ log = logging.getLogger("alpr-train")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpr-train", description="train the plate detector and OCR")
-    parser.add_argument("what", choices=("all", "ocr", "detector"), help="which model(s) to train")
+    parser.add_argument("what", choices=("all", "ocr", "detector", "report"), help="which model(s) to train")
     parser.add_argument("--data", type=Path, default=None, help="real data folder (default ../shared/data or $ALPR_DATA)")
     parser.add_argument("--cache", type=Path, default=None, help="generated-data cache (default .cache/)")
     parser.add_argument("--models", type=Path, default=None, help="output folder (default inference/models/)")
@@ -49,10 +50,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
+    if args.what == "report":
+        from inference.training.report import write_report
+
+        print(write_report(paths.models))
+        return 0
     results["total_seconds"] = round(time.monotonic() - start, 1)
     out = paths.cache / f"train_{args.what}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if args.what == "all":
+        from inference.training.report import write_report
+
+        write_report(paths.models)
     print(json.dumps(results, indent=2))
     return 0
 

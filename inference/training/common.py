@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class Paths:
     models: Path
 
     @classmethod
-    def default(cls, data: Path | None = None, cache: Path | None = None, models: Path | None = None) -> "Paths":
+    def default(cls, data: Path | None = None, cache: Path | None = None, models: Path | None = None) -> Paths:
         data = data or Path(os.environ.get("ALPR_DATA", REPO_DIR.parent / "shared" / "data"))
         cache = cache or Path(os.environ.get("ALPR_CACHE", REPO_DIR / ".cache"))
         return cls(Path(data), Path(cache), Path(models or MODELS_DIR))

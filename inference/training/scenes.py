@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from inference.training.plates import PlateGenerator, STATES
+from inference.training.plates import STATES, PlateGenerator
 
 LETTERBOX_FILL = 114
 
@@ -199,4 +198,4 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return iw * ih / area if area > 0 else 0.0
 
 
-__all__ = ["Scene", "SceneGenerator", "SourceScene", "letterbox", "STATES"]
+__all__ = ["STATES", "Scene", "SceneGenerator", "SourceScene", "letterbox"]

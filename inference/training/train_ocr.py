@@ -3,13 +3,25 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inference.training.common import Paths, Timer, cached_arrays, export_tflite, write_model
-from inference.training.ocr_data import MAX_LEN, OCR_H, OCR_W, REGIONS, real_set, synth_set
+from inference.training.common import (
+    Paths,
+    Timer,
+    cached_arrays,
+    export_tflite,
+    write_model,
+)
+from inference.training.ocr_data import (
+    MAX_LEN,
+    OCR_H,
+    OCR_W,
+    REGIONS,
+    real_set,
+    synth_set,
+)
 from inference.training.plates import ALPHABET
 
 log = logging.getLogger(__name__)
@@ -142,7 +154,7 @@ def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], tim
     representative = [rep_pool[i][..., None].astype(np.float32) / 255.0 for i in rng.permutation(len(rep_pool))[:300]]
     training = {
         "pipeline": "alpr-train ocr",
-        "data": {k: int(len(v["images"])) for k, v in sets.items()},
+        "data": {k: len(v["images"]) for k, v in sets.items()},
         "real_source": "us-plates (openalpr benchmarks), split by file name hash, seed 'alpr-split-v1' 70/10/20",
         "synthetic": "inference.training.plates.PlateGenerator",
         "hyper": hyper,

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from node import config as node_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-config", help="validate the node configuration and key files")
-    p.add_argument("--config", "-c", type=node_config.Path, default=node_config.DEFAULT_PATH)
+    p.add_argument("--config", "-c", type=Path, default=node_config.DEFAULT_PATH)
     p.set_defaults(func=run)
 
 

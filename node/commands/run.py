@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import logging
 import signal
 
@@ -12,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the node until SIGTERM/SIGINT")
-    p.add_argument("--config", "-c", type=node_config.Path, default=node_config.DEFAULT_PATH,
+    p.add_argument("--config", "-c", type=Path, default=node_config.DEFAULT_PATH,
                    help=f"node TOML (default {node_config.DEFAULT_PATH})")
     p.add_argument("--exit-when-done", action="store_true",
                    help="stop when the source is done (clip ended, synthetic total reached) and the outbox is empty")
