@@ -24,6 +24,7 @@ from transport.envelope import Opened
 READ_COLUMNS = ("id, node_id, seq, kind, plate, confidence, region, capture_ns, stored_ns, site_id, camera_id, "
                 "direction")
 
+
 @dataclass(frozen=True)
 class StoreResult:
     """What happened to one message: stored new, duplicate of one stored, or a conflict kept aside."""
@@ -93,7 +94,59 @@ class ReadStore:
             partitions.ensure_partitions(self.db, months, self._months)
         now = time.time_ns()
         with self.db.transaction():
+            if self.db.postgres:
+                return self._store_batch_postgres(batch, now)
             return [self._store_one(opened, now) for opened in batch]
+
+    def _store_batch_postgres(self, batch: list[Opened], now: int) -> list[StoreResult]:
+        """The same outcomes as `_store_one` per message, in three round trips for the reads:
+        claim all keys at once, insert the new reads in a pipeline, fetch digests of the rest."""
+        results: list[StoreResult | None] = [None] * len(batch)
+        reads = []
+        for i, opened in enumerate(batch):
+            if opened.header.kind == "event":
+                results[i] = self._store_one(opened, now)
+            else:
+                reads.append((i, opened, hashlib.sha256(opened.payload_bytes).digest()))
+        if not reads:
+            return results  # type: ignore[return-value]
+        claimed = {(r[0], r[1]) for r in self.db.rows(
+            "INSERT INTO read_keys (node_id, seq, payload_sha256, capture_ns) "
+            "SELECT * FROM unnest(?::text[], ?::bigint[], ?::bytea[], ?::bigint[]) ON CONFLICT DO NOTHING "
+            "RETURNING node_id, seq",
+            ([o.header.node_id for _, o, _ in reads], [o.header.seq for _, o, _ in reads],
+             [d for _, _, d in reads], [int(o.payload["t_ns"]) for _, o, _ in reads]))}
+        digests: dict[tuple[str, int], bytes] = {}  # what is stored for each key, once known
+        rows, conflicts = [], []
+        for i, opened, digest in reads:
+            h, p = opened.header, opened.payload
+            key = (h.node_id, h.seq)
+            if key in claimed and key not in digests:
+                digests[key] = digest
+                rows.append((h.node_id, h.seq, h.kind, p["plate"], plates.normalize(p["plate"]),
+                             plates.skeleton(p["plate"]), p["conf"], p.get("region"), p["t_ns"], now, p["site"],
+                             p["camera"], p.get("dir"), p.get("trigger"), p.get("lane"), digest,
+                             opened.header_bytes, opened.payload_bytes, opened.signature))
+                results[i] = StoreResult(h.node_id, h.seq, "stored")
+                continue
+            if key not in digests:
+                digests[key] = bytes(self.db.value("SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?",
+                                                   key))
+            if digests[key] == digest:
+                results[i] = StoreResult(h.node_id, h.seq, "duplicate")
+            else:
+                conflicts.append((h.node_id, h.seq, now, opened.header_bytes, opened.payload_bytes, opened.signature))
+                results[i] = StoreResult(h.node_id, h.seq, "conflict")
+        cursor = self.db._conn.cursor()
+        if rows:
+            cursor.executemany(
+                "INSERT INTO reads (node_id, seq, kind, plate, plate_norm, plate_skel, confidence, region, capture_ns, "
+                "stored_ns, site_id, camera_id, direction, trigger_source, lane, payload_sha256, header, payload, "
+                "signature) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
+        if conflicts:
+            cursor.executemany("INSERT INTO seq_conflicts (node_id, seq, stored_ns, header, payload, signature) "
+                               "VALUES (%s,%s,%s,%s,%s,%s)", conflicts)
+        return results  # type: ignore[return-value]
 
     def _store_one(self, opened: Opened, now: int) -> StoreResult:
         h, p = opened.header, opened.payload

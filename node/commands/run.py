@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import logging
 import signal
+from pathlib import Path
 
 from node import config as node_config
 

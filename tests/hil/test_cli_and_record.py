@@ -82,3 +82,33 @@ def test_parse_pin():
     assert parse_pin("27:loop2") == (27, "loop2") and parse_pin("22") == (22, "gpio22")
     with pytest.raises(ValueError):
         parse_pin("40:x")
+
+
+def test_drive_replays_loop_edges_on_mapped_outputs(tmp_path: Path):
+    from hardware.clip import Clip
+    from hil.drive import drive, parse_map
+    from hil.scenario import CLIP_DIR
+
+    clip = Clip.load(CLIP_DIR / "close-following")
+    gpio = StandinGPIO()
+    report = drive(clip, dict([parse_map("17=22"), parse_map("27=23")]), gpio_module=gpio, speed=8.0)
+    assert [(pin, level) for _, pin, level in report.edges] == [
+        (22 if t.pin == 17 else 23, 0 if t.edge == "falling" else 1) for t in clip.triggers]
+    levels = [(c.pin, c.value) for c in gpio.output_history() if c.pin == 22]
+    assert levels[0] == (22, 1) and (22, 0) in levels, "idle high (no vehicle), low while a vehicle is on the loop"
+    assert report.worst_late_ms < 200
+    with pytest.raises(ValueError, match="trigger pins \\[27\\]"):
+        drive(clip, {17: 22}, gpio_module=StandinGPIO())
+
+
+def test_repeating_faults_expand_until_the_clip_ends(tmp_path: Path):
+    path = tmp_path / "soakish.toml"
+    path.write_text('[scenario]\nclip = "false-trigger"\nrepeat = 10\n'
+                    '[[faults]]\nkind = "broker_outage"\nat_s = 5\nduration_s = 2\nevery_s = 20\n')
+    s = scenarios.load(path)
+    # the clip is 6.125 s long, x10 = 61.25 s: outages at 5, 25, 45
+    assert [(f.at_s, f.duration_s) for f in s.faults] == [(5.0, 2.0), (25.0, 2.0), (45.0, 2.0)]
+    path.write_text('[scenario]\nclip = "false-trigger"\n[[faults]]\nkind = "broker_outage"\nat_s = 5\n'
+                    'duration_s = 2\nevery_s = 1\n')
+    with pytest.raises(BadScenario, match="faults\\[0\\].every_s"):
+        scenarios.load(path)

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from hardware.clip import CameraSettings, Clip, ClipWriter
-from hil.judge import Judge, NodeRun, OutboxStatus, StoredEvent, StoredRead, normalise, parse_trigger_id
+from hil.judge import (
+    Judge,
+    NodeRun,
+    OutboxStatus,
+    StoredEvent,
+    StoredRead,
+    normalise,
+    parse_trigger_id,
+)
 
 pytestmark = pytest.mark.hil
 
@@ -55,6 +63,9 @@ def test_clean_run_every_vehicle_once_latency_from_its_own_trigger(clip):
     # latency = stored - wall time of the vehicle's own trigger: 0.2 s to capture + 0.5 s to store
     assert j.vehicles[0].matches[0].latency_s == pytest.approx(0.7)
     assert [t.outcome for t in j.triggers] == ["read", "read", "no_read"]
+    # per trigger: to the first message naming it (the no_read is stored 1 s after its trigger)
+    assert [round(t.latency_s, 2) for t in j.triggers] == [0.7, 0.7, 1.0]
+    assert j.figures()["trigger_to_hq_worst_s"] == 1.0
     f = j.figures()
     assert (f["reads_correct"], f["misread"], f["missed"], f["data_lost"], f["phantom_reads"]) == (1, 1, 0, 0, 0)
     assert j.data_path_ok

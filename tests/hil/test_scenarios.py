@@ -28,17 +28,22 @@ SHORT = {s.name: s for s in scenarios.shipped()}
 CLI_SCENARIO = "false-trigger-disk-full"  # run through the `alpr-hil run` command line; the rest via the API
 
 
+class Runs:
+    """Each scenario run once, on first use (so each test's setup holds at most one run)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.results: dict[str, RunResult] = {}
+
+    def __getitem__(self, name: str) -> RunResult:
+        if name not in self.results:
+            self.results[name] = run_scenario(SHORT[name], self.out / name)
+        return self.results[name]
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, RunResult]:
-    out = tmp_path_factory.mktemp("hil")
-    results = {}
-    for name, s in SHORT.items():
-        if name == CLI_SCENARIO:
-            continue
-        results[name] = run_scenario(s, out / name)
-    write_reports(list(results.values()), junit=out / "junit.xml", html_path=out / "report.html")
-    results["_out"] = out  # type: ignore[assignment]
-    return results
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("hil"))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def cli_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("hil-cli")
     proc = subprocess.run([sys.executable, "-m", "hil.cli", "run", CLI_SCENARIO, "--out", str(out),
                            "--junit", str(out / "junit.xml"), "--html", str(out / "report.html")],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=180, check=False)
     return proc, out
 
 
@@ -82,7 +87,8 @@ def test_vehicle_outcomes_against_ground_truth(runs, name):
     assert not r.expectation_failures(), r.expectation_failures()
     f = r.judgement.figures()
     judged = f["vehicles"] - f["excused"]
-    assert f["reads_correct"] + f["misread"] + f["missed"] + f["re_reads_after_restart"] * 0 <= judged
+    # every judged vehicle has exactly one outcome (re-reads after a power cut count as correct)
+    assert f["reads_correct"] + f["misread"] + f["missed"] + f["duplicates"] == judged
 
 
 def test_power_cut_commits_before_the_kill_reach_hq_once_and_the_replay_is_judged_per_run(runs):
@@ -105,26 +111,25 @@ def test_camera_stall_excuses_the_hidden_vehicle_but_its_trigger_still_ends_in_a
 
 
 def test_reports_are_written_and_agree_with_the_results(runs):
-    out: Path = runs["_out"]  # type: ignore[assignment]
-    tree = ET.parse(out / "junit.xml")
+    names = sorted(set(SHORT) - {CLI_SCENARIO})
+    results = [runs[name] for name in names]
+    write_reports(results, junit=runs.out / "junit.xml", html_path=runs.out / "report.html")
+    tree = ET.parse(runs.out / "junit.xml")
     suites = {s.get("name"): s for s in tree.getroot().findall("testsuite")}
-    assert set(suites) == set(SHORT) - {CLI_SCENARIO}
+    assert sorted(suites) == names
     for name, suite in suites.items():
         r = runs[name]
         props = {p.get("name"): p.get("value") for p in suite.find("properties")}
         assert props["data_lost"] == "0" and int(props["vehicles"]) == len(r.judgement.vehicles)
         data_case = next(c for c in suite.findall("testcase") if c.get("name").startswith("data path"))
         assert data_case.find("failure") is None
-    page = (out / "report.html").read_text()
-    for name in suites:
-        assert f"id='{name}'" in page
-    for r in runs.values():
-        if isinstance(r, RunResult):
-            for v in r.judgement.vehicles:
-                assert v.plate in page
-                for m in v.matches:
-                    if m.read.crop:
-                        assert "data:image/jpeg;base64," in page
+    page = (runs.out / "report.html").read_text()
+    for r in results:
+        assert f"id='{r.scenario.name}'" in page
+        for v in r.judgement.vehicles:
+            assert v.plate in page
+            if any(m.read.crop for m in v.matches):
+                assert "data:image/jpeg;base64," in page
 
 
 def test_cli_false_trigger_with_a_nearly_full_disk(cli_run):

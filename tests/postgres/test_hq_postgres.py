@@ -120,3 +120,32 @@ def test_open_store_follows_the_configuration(pg_url, tmp_path):
     sqlite_store = open_store(HQConfig.model_validate({"hq": {"data_dir": str(tmp_path)}}))
     assert not sqlite_store.db.postgres and (tmp_path / "hq.db").exists()
     sqlite_store.close()
+
+
+def _event(node, seq, t_ns):
+    from transport import cbor
+    from transport.envelope import Header, Opened, signed_bytes
+    from transport.keys import key_id
+
+    header = Header("event", node.node_id, seq, t_ns, key_id(node.key.public_key()), "hq")
+    hb = cbor.dumps(header.to_wire())
+    payload = {"kind": "event", "node": node.node_id, "seq": seq, "event": "no-read", "t_ns": t_ns}
+    pb = cbor.dumps(payload)
+    return Opened(header, hb, payload, pb, node.key.sign(signed_bytes(hb, pb)))
+
+
+def test_batch_outcomes_match_sqlite(pg_url, tmp_path):
+    node = SyntheticNode.create()
+    first = node.read(1, "7ABC123", NOW)
+    batch = [first, first, node.read(1, "DIFFERENT", NOW), _event(node, 1, NOW), node.read(2, "8XYZ999", NOW - DAY),
+             _event(node, 1, NOW), node.read(2, "8XYZ999", NOW - DAY)]
+    outcomes = {}
+    for name, target in (("postgres", pg_url), ("sqlite", tmp_path / "hq.db")):
+        store = ReadStore(target)
+        outcomes[name] = ([r.outcome for r in store.store(batch)], [r.outcome for r in store.store(batch)],
+                          store.count(), store.conflicts(), [r.plate for r in store.reads_after(0)])
+        store.close()
+    assert outcomes["postgres"] == outcomes["sqlite"]
+    assert outcomes["sqlite"][0] == ["stored", "duplicate", "conflict", "stored", "stored", "duplicate", "duplicate"]
+    assert outcomes["sqlite"][1] == ["duplicate", "duplicate", "conflict", "duplicate", "duplicate", "duplicate",
+                                     "duplicate"]

@@ -99,6 +99,9 @@ def test_export_package_verifies_offline_and_detects_tampering(env, tmp_path):
     problems = evidence.verify_package(out).problems
     assert f"reads/{ids[0]}/crop.jpg: SHA-256 differs from the manifest (file changed)" in problems
     assert f"read {ids[0]}: crop.jpg is not the crop the node signed" in problems
+    os.chmod(out / "reads", 0o755)
+    (out / "reads" / "manifest.json").write_text("{}")
+    assert "reads/manifest.json: not in the manifest (file added)" in evidence.verify_package(out).problems
     other = ed25519.Ed25519PrivateKey.generate()
     assert "signed with a key that is not the trusted HQ key" in " ".join(evidence.verify_package(out, other.public_key()).problems)
 
@@ -255,3 +258,28 @@ def test_cli_audit_verify_names_an_edited_entry(site, capsys):
     capsys.readouterr()
     assert run("audit", "verify", "--user", "ada", password=PW) == 1
     assert f"FAIL  entry {entry}: content was edited" in capsys.readouterr().out
+
+
+def test_other_commands_can_use_the_gate(site):
+    import argparse
+
+    from hq import records_cli
+    from hq.store import ReadStore
+
+    run, tmp = site
+    run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+        new_password=PW)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    records_cli.add_who_arguments(parser)
+    args = parser.parse_args(["--config", str(tmp / "hq.toml"), "--user", "ada", "--password", PW,
+                              "--purpose", "watch live reads"])
+    records_cli.authorize_from_args(args, "view", {"tail": True})
+    store = ReadStore(tmp / "data" / "hq.db")
+    last = store.db.one("SELECT user_name, action, purpose, query FROM access_log ORDER BY id DESC LIMIT 1")
+    store.close()
+    assert last == ("ada", "view", "watch live reads", '{"tail":true}')
+    bad = parser.parse_args(["--config", str(tmp / "hq.toml"), "--user", "ada", "--password", "wrong password",
+                             "--purpose", "x"])
+    with pytest.raises(AccessDenied):
+        records_cli.authorize_from_args(bad, "view", {"tail": True})

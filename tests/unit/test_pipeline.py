@@ -26,7 +26,7 @@ from inference.ocr import PlateText
 from node.identity import Identity
 from node.pipeline import Pipeline, PipelineSettings
 from node.sink import ReadSink
-from transport import cbor, envelope
+from transport import envelope
 from transport.keys import key_id
 from transport.outbox import Outbox
 
