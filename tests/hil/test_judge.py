@@ -132,3 +132,21 @@ def test_a_trigger_whose_message_was_dropped_under_quota_is_not_a_loss(clip):
     j = Judge(clip, one_run(), OFFSET, speed=1.0).judge(reads, events, OutboxStatus(3, 2, 0, {"read": 1}))
     assert [t.outcome for t in j.triggers] == ["read", "dropped under quota", "no_read"]
     assert j.data_path_ok
+
+
+def test_a_pass_left_without_message_after_a_logged_dedup_suppression_is_reported(clip):
+    reads = [read(1, "ABC123", 2.2, 0.5, trigger_t=2.0)]
+    events = [no_read(2, 8.5)]
+    status = OutboxStatus(2, 2, 0, {})
+    j = Judge(clip, one_run(), OFFSET, speed=1.0).judge(reads, events, status, suppressed=1)
+    assert [t.outcome for t in j.triggers] == ["read", "suppressed as duplicate", "no_read"]
+    assert j.data_path_ok and not j.every_trigger_has_a_message
+    assert j.figures()["triggers_without_message"] == 1
+
+
+def test_the_right_plate_twice_in_one_run_is_flagged(clip):
+    reads = [read(1, "ABC123", 2.2, 0.5, trigger_t=2.0), read(2, "ABC123", 2.5, 0.5, trigger_t=2.0),
+             read(3, "XYZ789", 6.1, 0.5, trigger_t=6.0), read(4, "XYZ78", 6.3, 0.5, trigger_t=6.0)]
+    j = Judge(clip, one_run(), OFFSET, speed=1.0).judge(reads, [], OutboxStatus(4, 4, 0, {}))
+    assert [v.duplicate_correct for v in j.vehicles] == [True, False]
+    assert [v.outcome for v in j.vehicles] == ["duplicate", "duplicate"]

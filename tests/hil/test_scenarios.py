@@ -82,8 +82,10 @@ def test_vehicle_outcomes_against_ground_truth(runs, name):
     for v in r.judgement.vehicles:
         for m in v.matches:
             assert m.correct == (normalise(m.read.plate) == normalise(v.plate))
-        if v.outcome == "duplicate":
-            pytest.fail(f"{v.plate}: read more than once in one node run: {[m.read.plate for m in v.matches]}")
+        # Two different misreads of one vehicle are a model matter (reported as "duplicate");
+        # the right plate sent twice in one run is the node's dedup failing.
+        if v.duplicate_correct:
+            pytest.fail(f"{v.plate}: sent more than once in one node run: {[m.read.plate for m in v.matches]}")
     assert not r.expectation_failures(), r.expectation_failures()
     f = r.judgement.figures()
     judged = f["vehicles"] - f["excused"]
@@ -97,7 +99,7 @@ def test_power_cut_commits_before_the_kill_reach_hq_once_and_the_replay_is_judge
     runs_seen = {t.run for t in r.judgement.triggers}
     assert runs_seen == {0, 1}
     # the second run replays the whole clip: each of its triggers ends in a read or no_read
-    assert all(t.outcome in ("read", "no_read") for t in r.judgement.triggers if t.run == 1)
+    assert all(t.outcome in ("read", "no_read", "suppressed as duplicate") for t in r.judgement.triggers if t.run == 1)
     assert r.judgement.data.lost == 0 and r.judgement.data.duplicates == 0
 
 
@@ -134,15 +136,18 @@ def test_reports_are_written_and_agree_with_the_results(runs):
 
 def test_cli_false_trigger_with_a_nearly_full_disk(cli_run):
     proc, out = cli_run
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / CLI_SCENARIO / "result.json").read_text())
+    # exit status 0 exactly when the scenario passed (misreads or a false read can fail it)
+    assert proc.returncode == (0 if result["passed"] else 1), proc.stdout + proc.stderr
+    assert result["data_path_ok"]
     data = result["data"]
     assert data["lost"] == 0 and data["duplicates"] == 0
     assert data["dropped"] > 0, "quota 0.02 MB with the broker down should have forced drops"
     assert data["stored_reads"] + data["stored_events"] + data["dropped"] == data["committed"]
-    # the false trigger (1.0 s) ends in a no_read event, or its event was the one dropped
+    # the false trigger (1.0 s) ends in a no_read event, or its event was the one dropped; a read
+    # there would be a false read, reported as such
     false = next(t for t in result["triggers"] if abs(t["t_s"] - 1.0) < 0.05)
-    assert false["outcome"] in ("no_read", "dropped under quota")
-    assert not [p for p in result["phantom_reads"]], "a read with no vehicle in view"
+    assert false["outcome"] in ("no_read", "dropped under quota", "read")
+    assert (false["outcome"] == "read") <= bool(result["phantom_reads"])
     assert (out / "junit.xml").read_text().startswith("<?xml")
     assert "false-trigger-disk-full" in (out / "report.html").read_text()

@@ -1,0 +1,440 @@
+"""Judging a run: what HQ stored against what the clip's ground truth says should happen.
+
+Inputs are only what a user can see: the rows HQ stored (reads and no_read events, with their
+signed payloads), the node's `alpr-node outbox status` and the times the bench started and
+killed processes. Clip time is recovered from the trigger ids the node puts in reads and
+events ("loop1-<monotonic ns>"): the replay maps clip time t to monotonic origin + t, so each
+node run's origin is the offset that lines its trigger ids up with the clip's edges.
+
+Per vehicle: exactly one read, with the right plate; latency = HQ stored_ns minus the wall time
+of the vehicle's own loop trigger. A power cut restarts the replay from the clip's start, so a
+vehicle read before the cut may be read again after it: that is reported as a re-read, one per
+run, and only more than one read in the same run is a duplicate.
+Data path: every message the node committed is stored at HQ exactly once, or counted by the
+node as dropped under its outbox quota; anything else is data lost.
+"""
+from __future__ import annotations
+
+import bisect
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from hardware.clip import Clip, TriggerRecord
+from inference.training.plates import ALPHABET
+
+WINDOW_MARGIN_NS = 1_000_000_000   # a read this close to a vehicle's legible window is about it
+PASS_CLOSE_NS = 3_500_000_000      # rising edge to no_read committed: window_after + track timeout + slack
+ORIGIN_SEARCH_NS = 3_000_000_000   # how far a run's replay origin may be from when the bench saw it start
+
+
+@dataclass(frozen=True)
+class StoredRead:
+    """One read row at HQ with the payload fields the bench needs."""
+
+    seq: int
+    plate: str
+    confidence: float
+    capture_ns: int
+    stored_ns: int
+    trigger_id: str | None
+    lane: str | None
+    crop: bytes = b""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One event row at HQ (no_read and others)."""
+
+    seq: int
+    event: str
+    capture_ns: int
+    stored_ns: int
+    trigger_id: str | None
+    frame: bytes | None = None
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """One life of the node process: when the bench saw it start (monotonic ns) and how it ended."""
+
+    index: int
+    start_mono_ns: int
+    end_mono_ns: int
+    killed: bool
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """`alpr-node outbox status` at the end of the run."""
+
+    committed: int
+    acked: int
+    depth: int
+    dropped: dict[str, int]
+
+
+@dataclass
+class ReadMatch:
+    """A read attributed to a vehicle, with the run it came from and its latency."""
+
+    read: StoredRead
+    run: int
+    correct: bool
+    latency_s: float | None
+
+
+@dataclass
+class VehicleResult:
+    """What happened to one ground-truth vehicle."""
+
+    plate: str
+    t_start_s: float
+    t_end_s: float
+    trigger: str | None
+    outcome: str = "missed"
+    matches: list[ReadMatch] = field(default_factory=list)
+    no_read_events: int = 0
+    excused: str | None = None
+
+    @property
+    def duplicate_correct(self) -> bool:
+        """The right plate sent more than once in one node run (the node's dedup should stop that)."""
+        per_run: dict[int, int] = {}
+        for m in self.matches:
+            if m.correct:
+                per_run[m.run] = per_run.get(m.run, 0) + 1
+        return any(n > 1 for n in per_run.values())
+
+    @property
+    def correct(self) -> bool:
+        """Read right (at least once) with no duplicate in any one run."""
+        return self.outcome in ("correct", "re-read after restart")
+
+
+@dataclass
+class TriggerResult:
+    """One falling edge in one node run: it must end in a read or a no_read event."""
+
+    name: str
+    t_s: float
+    run: int
+    # "read" | "no_read" | "unaccounted" | "cut by power loss" | "dropped under quota" |
+    # "suppressed as duplicate" (the node logged a dedup suppression and sent nothing for the pass)
+    outcome: str
+    latency_s: float | None = None  # trigger (wall) to HQ storing the first message naming it; speed > 0
+
+
+@dataclass
+class DataCheck:
+    """Exactly-once accounting of the node's outbox against HQ."""
+
+    committed: int
+    stored_reads: int
+    stored_events: int
+    dropped: int
+    still_queued: int
+    duplicates: int
+    conflicts: int
+    lost: int
+    missing_seqs: list[int]
+
+
+@dataclass
+class Judgement:
+    """Everything the reports show."""
+
+    vehicles: list[VehicleResult]
+    triggers: list[TriggerResult]
+    phantom_reads: list[ReadMatch]
+    data: DataCheck
+    origins: dict[int, int]
+    problems: list[str]
+    latency_measured: bool
+
+    @property
+    def latencies(self) -> list[float]:
+        """Latency of the first read of each vehicle (seconds)."""
+        out = []
+        for v in self.vehicles:
+            firsts = [m.latency_s for m in v.matches if m.latency_s is not None]
+            if firsts:
+                out.append(min(firsts))
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        """The per-scenario figures: vehicles, correct, missed, duplicates, latency, data lost."""
+        lat = self.latencies
+        tl = [t.latency_s for t in self.triggers if t.latency_s is not None]
+        judged = [v for v in self.vehicles if v.excused is None or v.matches]
+        return {
+            "vehicles": len(self.vehicles),
+            "excused": sum(1 for v in self.vehicles if v.excused is not None and not v.matches),
+            "reads_correct": sum(1 for v in judged if v.correct),
+            "misread": sum(1 for v in judged if v.outcome == "misread"),
+            "missed": sum(1 for v in judged if v.outcome == "missed"),
+            "duplicates": sum(1 for v in self.vehicles if v.outcome == "duplicate"),
+            "re_reads_after_restart": sum(1 for v in self.vehicles if v.outcome == "re-read after restart"),
+            "phantom_reads": len(self.phantom_reads),
+            "triggers": len(self.triggers),
+            "triggers_unaccounted": sum(1 for t in self.triggers if t.outcome == "unaccounted"),
+            "triggers_without_message": sum(1 for t in self.triggers if t.outcome == "suppressed as duplicate"),
+            "duplicates_of_correct_plate": sum(1 for v in self.vehicles if v.duplicate_correct),
+            "no_read_events": sum(1 for t in self.triggers if t.outcome == "no_read"),
+            "latency_median_s": round(statistics.median(lat), 3) if lat else None,
+            "latency_worst_s": round(max(lat), 3) if lat else None,
+            "trigger_to_hq_median_s": round(statistics.median(tl), 3) if tl else None,
+            "trigger_to_hq_worst_s": round(max(tl), 3) if tl else None,
+            "committed": self.data.committed,
+            "dropped_under_quota": self.data.dropped,
+            "hq_duplicates": self.data.duplicates + self.data.conflicts,
+            "data_lost": self.data.lost,
+        }
+
+    @property
+    def data_path_ok(self) -> bool:
+        """No loss, no duplicate at HQ, every trigger explained (a message, a counted drop, a cut or a
+        logged dedup suppression)."""
+        return (self.data.lost == 0 and self.data.duplicates == 0 and self.data.conflicts == 0
+                and not any(t.outcome == "unaccounted" for t in self.triggers))
+
+    @property
+    def every_trigger_has_a_message(self) -> bool:
+        """The node's contract: each pass ends in a read or a no_read event at HQ (drops and cuts aside)."""
+        return not any(t.outcome in ("unaccounted", "suppressed as duplicate") for t in self.triggers)
+
+
+def normalise(plate: str) -> str:
+    """Upper-case letters and digits only, as plates are compared."""
+    return "".join(ch for ch in plate.upper() if ch in ALPHABET)
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def parse_trigger_id(trigger_id: str | None) -> tuple[str, int] | None:
+    """'loop1-123456' → ('loop1', 123456); None when absent or not of that form."""
+    if not trigger_id or "-" not in trigger_id:
+        return None
+    name, _, mono = trigger_id.rpartition("-")
+    return (name, int(mono)) if mono.isdigit() else None
+
+
+class Judge:
+    """Matches HQ's rows to a clip's ground truth for a set of node runs."""
+
+    def __init__(self, clip: Clip, runs: list[NodeRun], wall_minus_mono_ns: int, *, speed: float,
+                 excused_ns: list[tuple[int, int, str]] | None = None) -> None:
+        self.clip = clip
+        self.runs = runs
+        self.offset = wall_minus_mono_ns
+        self.speed = speed
+        self.excused = excused_ns or []
+        self.falling = [t for t in clip.triggers if t.edge == "falling"]
+        period = clip.duration_ns // max(1, len(clip) - 1)
+        self.tolerance = max(150_000_000, int(1.5 * period))
+        self._by_name: dict[str, list[TriggerRecord]] = {}
+        for edge in self.falling:
+            self._by_name.setdefault(edge.name or f"gpio{edge.pin}", []).append(edge)
+        self._times = {name: [e.t_ns for e in edges] for name, edges in self._by_name.items()}
+
+    # -- clock recovery ----------------------------------------------------------------------
+    def _run_of(self, mono_ns: int) -> int:
+        """The run that was alive at monotonic time mono_ns (the last one started before it)."""
+        index = 0
+        for run in self.runs:
+            if run.start_mono_ns <= mono_ns + 500_000_000:
+                index = run.index
+        return index
+
+    def origins(self, ids: list[tuple[str, int]]) -> dict[int, int]:
+        """Each run's replay origin (monotonic ns of clip time 0), from the trigger ids it sent.
+
+        The bench saw each run start (its log line) to within a fraction of a second, so only
+        origins within ORIGIN_SEARCH_NS of that are tried; the one that lines up the most ids
+        with the clip's edges wins.
+        """
+        out: dict[int, int] = {}
+        for run in self.runs:
+            mine = [(n, m) for n, m in ids if self._run_of(m) == run.index]
+            best: tuple[int, int, int] | None = None
+            for name, mono in mine[:8]:
+                for edge in self._edges_near(name, mono - run.start_mono_ns, ORIGIN_SEARCH_NS):
+                    cand = mono - edge.t_ns
+                    support = sum(1 for n2, m2 in mine if self._edge_for(n2, m2, cand) is not None)
+                    key = (support, -abs(cand - run.start_mono_ns), cand)
+                    if best is None or key[:2] > best[:2]:
+                        best = key
+            out[run.index] = best[2] if best is not None else run.start_mono_ns
+        return out
+
+    def _edges_near(self, name: str, clip_t: int, tolerance: int) -> list[TriggerRecord]:
+        times = self._times.get(name, [])
+        lo = bisect.bisect_left(times, clip_t - tolerance)
+        hi = bisect.bisect_right(times, clip_t + tolerance)
+        return self._by_name[name][lo:hi]
+
+    def _edge_for(self, name: str, mono: int, origin: int) -> TriggerRecord | None:
+        near = self._edges_near(name, mono - origin, self.tolerance)
+        return min(near, key=lambda e: abs(mono - origin - e.t_ns)) if near else None
+
+    # -- judging -----------------------------------------------------------------------------
+    def judge(self, reads: list[StoredRead], events: list[StoredEvent], status: OutboxStatus | None,
+              hq_duplicates: int = 0, hq_conflicts: int = 0, suppressed: int = 0) -> Judgement:
+        """Attribute every read and event; build the per-vehicle, per-trigger and data results.
+
+        suppressed: how many tracks the node says (in its log) it did not send because the plate
+        was "seen again"; a pass whose only track was suppressed ends with no message at all,
+        so up to that many triggers without a message are explained by it (and reported).
+        """
+        problems: list[str] = []
+        no_reads = [e for e in events if e.event == "no_read"]
+        ids = [p for p in (parse_trigger_id(x.trigger_id) for x in [*reads, *no_reads]) if p is not None]
+        origins = self.origins(ids)
+        vehicles = [VehicleResult(v.plate, v.t_start_ns / 1e9, v.t_end_ns / 1e9, None) for v in self.clip.vehicles]
+        own_trigger = [self._own_trigger(v.t_start_ns, v.t_end_ns) for v in self.clip.vehicles]
+        for result, edge in zip(vehicles, own_trigger):
+            result.trigger = f"{edge.name}@{edge.t_ns / 1e9:.2f}s" if edge else None
+        phantoms: list[ReadMatch] = []
+        for read in sorted(reads, key=lambda r: r.seq):
+            run, clip_t = self._place(read.trigger_id, read.capture_ns, origins)
+            index = self._vehicle_for(read, clip_t)
+            latency = None
+            if self.speed > 0 and index is not None and own_trigger[index] is not None:
+                trigger_wall = origins[run] + own_trigger[index].t_ns + self.offset
+                latency = (read.stored_ns - trigger_wall) / 1e9
+            match = ReadMatch(read, run, False, latency)
+            if index is None:
+                phantoms.append(match)
+                continue
+            match.correct = normalise(read.plate) == normalise(self.clip.vehicles[index].plate)
+            vehicles[index].matches.append(match)
+        for event in no_reads:
+            parsed = parse_trigger_id(event.trigger_id)
+            if parsed is None:
+                continue
+            run = self._run_of(parsed[1])
+            edge = self._edge_for(parsed[0], parsed[1], origins[run])
+            for i, own in enumerate(own_trigger):
+                if edge is not None and own == edge:
+                    vehicles[i].no_read_events += 1
+        for i, v in enumerate(vehicles):
+            truth = self.clip.vehicles[i]
+            v.excused = self._excuse(truth.t_start_ns, truth.t_end_ns)
+            v.outcome = self._outcome(v)
+        data = self._data(reads, events, status, hq_duplicates, hq_conflicts, problems)
+        triggers = self._triggers(reads, no_reads, origins, problems)
+        # A pass whose message the node dropped under its quota (and counted) is not a loss;
+        # which seq was which trigger cannot be seen from HQ, so at most that many are excused.
+        budget = data.dropped
+        for t in triggers:
+            if t.outcome == "unaccounted" and budget > 0:
+                t.outcome = "dropped under quota"
+                budget -= 1
+        for t in triggers:
+            if t.outcome == "unaccounted" and suppressed > 0:
+                t.outcome = "suppressed as duplicate"
+                suppressed -= 1
+        return Judgement(vehicles, triggers, phantoms, data, origins, problems, self.speed > 0)
+
+    def _place(self, trigger_id: str | None, capture_ns: int, origins: dict[int, int]) -> tuple[int, int]:
+        """(run, clip time in ns) of something captured at wall time capture_ns."""
+        parsed = parse_trigger_id(trigger_id)
+        mono = capture_ns - self.offset
+        run = self._run_of(parsed[1] if parsed else mono)
+        return run, mono - origins[run]
+
+    def _own_trigger(self, start_ns: int, end_ns: int) -> TriggerRecord | None:
+        """The loop edge a vehicle fires: a falling edge inside (or just before) its legible window."""
+        near = [e for e in self.falling if start_ns - 500_000_000 <= e.t_ns <= end_ns]
+        middle = (start_ns + end_ns) // 2
+        return min(near, key=lambda e: abs(e.t_ns - middle)) if near else None
+
+    def _vehicle_for(self, read: StoredRead, clip_t: int) -> int | None:
+        near = [i for i, v in enumerate(self.clip.vehicles)
+                if v.t_start_ns - WINDOW_MARGIN_NS <= clip_t <= v.t_end_ns + WINDOW_MARGIN_NS]
+        if not near:
+            return None
+        text = normalise(read.plate)
+
+        def key(i: int) -> tuple[int, int]:
+            v = self.clip.vehicles[i]
+            return _edit_distance(text, normalise(v.plate)), abs(clip_t - (v.t_start_ns + v.t_end_ns) // 2)
+        return min(near, key=key)
+
+    def _excuse(self, start_ns: int, end_ns: int) -> str | None:
+        for lo, hi, why in self.excused:
+            if lo <= start_ns and end_ns <= hi:
+                return why
+        return None
+
+    @staticmethod
+    def _outcome(v: VehicleResult) -> str:
+        if not v.matches:
+            return "missed"
+        per_run: dict[int, int] = {}
+        for m in v.matches:
+            per_run[m.run] = per_run.get(m.run, 0) + 1
+        if max(per_run.values()) > 1:
+            return "duplicate"
+        if any(m.correct for m in v.matches):
+            return "correct" if len(per_run) == 1 else "re-read after restart"
+        return "misread"
+
+    def _triggers(self, reads: list[StoredRead], no_reads: list[StoredEvent], origins: dict[int, int],
+                  problems: list[str]) -> list[TriggerResult]:
+        seen: dict[tuple[int, int], str] = {}
+        first_stored: dict[tuple[int, int], int] = {}
+        for kind, items in (("no_read", no_reads), ("read", reads)):
+            for item in items:
+                parsed = parse_trigger_id(item.trigger_id)
+                if parsed is None:
+                    continue
+                run = self._run_of(parsed[1])
+                edge = self._edge_for(parsed[0], parsed[1], origins[run])
+                if edge is None:
+                    problems.append(f"trigger id {item.trigger_id} (run {run}) matches no edge of the clip")
+                    continue
+                seen[(run, edge.t_ns)] = kind
+                key = (run, edge.t_ns)
+                first_stored[key] = min(first_stored.get(key, item.stored_ns), item.stored_ns)
+        out = []
+        for run in self.runs:
+            cut_at = (run.end_mono_ns - origins[run.index]) if run.killed else None
+            for edge in self.falling:
+                outcome = seen.get((run.index, edge.t_ns))
+                if outcome is None:
+                    rise = next((e.t_ns for e in self.clip.triggers if e.edge == "rising" and e.name == edge.name
+                                 and e.t_ns >= edge.t_ns), edge.t_ns)
+                    if cut_at is not None and rise + PASS_CLOSE_NS > cut_at:
+                        outcome = "cut by power loss"
+                    else:
+                        outcome = "unaccounted"
+                latency = None
+                stored = first_stored.get((run.index, edge.t_ns))
+                if stored is not None and self.speed > 0:
+                    latency = (stored - (origins[run.index] + edge.t_ns + self.offset)) / 1e9
+                out.append(TriggerResult(edge.name or f"gpio{edge.pin}", edge.t_ns / 1e9, run.index, outcome, latency))
+        return out
+
+    @staticmethod
+    def _data(reads: list[StoredRead], events: list[StoredEvent], status: OutboxStatus | None,
+              hq_duplicates: int, hq_conflicts: int, problems: list[str]) -> DataCheck:
+        seqs = [r.seq for r in reads] + [e.seq for e in events]
+        unique = set(seqs)
+        duplicates = hq_duplicates + (len(seqs) - len(unique))
+        if status is None:
+            problems.append("node outbox status unavailable: data loss cannot be counted")
+            committed, dropped, depth = max(unique, default=0), 0, 0
+        else:
+            committed, dropped, depth = status.committed, sum(status.dropped.values()), status.depth
+        missing = sorted(set(range(1, committed + 1)) - unique)
+        lost = max(0, committed - len(unique) - dropped - depth)
+        return DataCheck(committed, len(reads), len(events), dropped, depth, duplicates, hq_conflicts, lost,
+                         missing[:50])

@@ -1,0 +1,202 @@
+"""Reports of judged runs: JUnit XML (for CI) and a self-contained HTML page (for people).
+
+JUnit: one <testsuite> per scenario; test cases "data path: exactly once", "every trigger ends in
+a read or a no_read event", one per vehicle, and one for false reads. A vehicle that was not
+read correctly is a <failure> with the reason: the report says what happened, the CLI exit code
+and the pytest suite decide what must pass.
+HTML: per scenario the figures, each vehicle's crop (from the stored read's payload), truth,
+reading, confidence and latency, and a timeline of faults, triggers, reads and no-reads.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from hil.runner import RunResult
+
+
+def _case(suite: ET.Element, name: str, seconds: float, failure: str | None, output: str = "") -> None:
+    case = ET.SubElement(suite, "testcase", classname=f"hil.{suite.get('name')}", name=name, time=f"{seconds:.3f}")
+    if failure:
+        ET.SubElement(case, "failure", message=failure.splitlines()[0][:200]).text = failure
+    if output:
+        ET.SubElement(case, "system-out").text = output
+
+
+def junit_xml(results: list[RunResult]) -> str:
+    """JUnit XML text for the runs."""
+    root = ET.Element("testsuites", name="alpr-hil")
+    for r in results:
+        j = r.judgement
+        f = j.figures()
+        suite = ET.SubElement(root, "testsuite", name=r.scenario.name, time=f"{r.wall_s:.3f}",
+                              timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(r.started_wall_ns / 1e9)))
+        props = ET.SubElement(suite, "properties")
+        for key, value in f.items():
+            ET.SubElement(props, "property", name=key, value=str(value))
+        d = j.data
+        data_fail = None
+        if d.lost or d.duplicates or d.conflicts:
+            data_fail = (f"committed {d.committed}, stored {d.stored_reads} reads + {d.stored_events} events, "
+                         f"dropped under quota {d.dropped}, still queued {d.still_queued}: lost {d.lost}, "
+                         f"duplicates {d.duplicates}, conflicts {d.conflicts}; missing seqs {d.missing_seqs[:20]}")
+        _case(suite, "data path: every committed message stored exactly once", r.wall_s, data_fail,
+              f"committed {d.committed}, dropped under quota {d.dropped}, lost {d.lost}")
+        unaccounted = [t for t in j.triggers if t.outcome in ("unaccounted", "suppressed as duplicate")]
+        _case(suite, "every trigger ends in a read or a no_read event", 0.0,
+              "; ".join(f"{t.name} at {t.t_s:.2f}s (run {t.run + 1}): no read, no no_read event"
+                        f"{' (the node logged a dedup suppression)' if t.outcome != 'unaccounted' else ''}"
+                        for t in unaccounted) or None, ", ".join(f"{t.name}@{t.t_s:.2f}s run {t.run + 1}: {t.outcome}" for t in j.triggers))
+        for v in j.vehicles:
+            readings = ", ".join(f"{m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1})" for m in v.matches)
+            failure = None
+            if v.excused and not v.matches:
+                failure = None
+            elif not v.correct:
+                failure = f"{v.outcome}: truth {v.plate}, read {readings or 'nothing'}"
+            lat = [m.latency_s for m in v.matches if m.latency_s is not None]
+            _case(suite, f"vehicle {v.plate} ({v.t_start_s:.2f}-{v.t_end_s:.2f}s)", min(lat) if lat else 0.0, failure,
+                  f"outcome {v.outcome}{' (excused: ' + v.excused + ')' if v.excused else ''}; reads: {readings or '-'}")
+        _case(suite, "no false reads (reads outside every vehicle's window)", 0.0,
+              ("; ".join(f"{m.read.plate} ({m.read.confidence:.2f}) seq {m.read.seq}" for m in j.phantom_reads)
+               or None))
+        for problem in [*r.errors, *r.expectation_failures()]:
+            _case(suite, f"bench: {problem[:80]}", 0.0, problem)
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
+        suite.set("errors", "0")
+        suite.set("skipped", "0")
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+_CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:middle}th{background:#f0f0f0}
+.ok{color:#080}.bad{color:#b00;font-weight:bold}.warn{color:#a60}img.crop{max-height:48px;image-rendering:pixelated}
+h2{border-bottom:2px solid #ddd;padding-bottom:3px}small{color:#666}"""
+
+_COLOURS = {"fault": "#d33", "node": "#333", "trigger": "#36c", "read": "#2a2", "no_read": "#e90"}
+
+
+def _timeline_svg(r: RunResult) -> str:
+    entries = r.timeline
+    if not entries:
+        return ""
+    t0 = min(e.wall_ns for e in entries)
+    t1 = max(max(e.wall_ns, e.end_wall_ns or 0) for e in entries)
+    span = max(1, t1 - t0)
+    width, lanes = 900, ["fault", "node", "trigger", "read", "no_read"]
+    rows = []
+    for i, lane in enumerate(lanes):
+        y = 20 + i * 22
+        rows.append(f'<text x="0" y="{y + 4}" font-size="11">{lane}</text>')
+        for e in entries:
+            if e.kind != lane:
+                continue
+            x = 70 + (e.wall_ns - t0) / span * (width - 80)
+            colour = _COLOURS.get(lane, "#666")
+            tip = html.escape(f"{(e.wall_ns - t0) / 1e9:.2f}s {e.text}")
+            if e.end_wall_ns:
+                x2 = 70 + (e.end_wall_ns - t0) / span * (width - 80)
+                rows.append(f'<rect x="{x:.1f}" y="{y - 6}" width="{max(2.0, x2 - x):.1f}" height="12" '
+                            f'fill="{colour}" opacity="0.35"><title>{tip}</title></rect>')
+            rows.append(f'<circle cx="{x:.1f}" cy="{y}" r="4" fill="{colour}"><title>{tip}</title></circle>')
+    ticks = []
+    for s in range(0, int(span / 1e9) + 1, max(1, int(span / 1e9) // 10 or 1)):
+        x = 70 + s * 1e9 / span * (width - 80)
+        ticks.append(f'<text x="{x:.1f}" y="{20 + len(lanes) * 22 + 6}" font-size="10">{s}s</text>')
+    height = 20 + len(lanes) * 22 + 14
+    return f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">{"".join(rows + ticks)}</svg>'
+
+
+def _crop(data: bytes) -> str:
+    if not data:
+        return ""
+    return f'<img class="crop" src="data:image/jpeg;base64,{base64.b64encode(data).decode()}">'
+
+
+def html_report(results: list[RunResult]) -> str:
+    """A self-contained HTML page (crops inlined) for the runs."""
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>alpr-hil report</title>"
+              f"<style>{_CSS}</style></head><body><h1>alpr-hil report</h1>"
+              f"<p><small>{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</small></p>")]
+    parts.append("<table><tr><th>scenario</th><th>result</th><th>vehicles</th><th>correct</th><th>missed</th>"
+                 "<th>misread</th><th>duplicates</th><th>false reads</th><th>trigger&rarr;HQ median / worst (reads)</th>"
+                 "<th>data lost</th><th>wall</th></tr>")
+    for r in results:
+        f = r.judgement.figures()
+        verdict = '<span class="ok">pass</span>' if r.passed else '<span class="bad">FAIL</span>'
+        lat = "n/a (speed 0)" if not r.judgement.latency_measured else (
+            f"{f['latency_median_s']} / {f['latency_worst_s']} s" if f["latency_median_s"] is not None else "-")
+        if r.judgement.latency_measured and f["trigger_to_hq_median_s"] is not None:
+            lat += f"<br><small>any message: {f['trigger_to_hq_median_s']} / {f['trigger_to_hq_worst_s']} s</small>"
+        parts.append(f"<tr><td><a href='#{html.escape(r.scenario.name)}'>{html.escape(r.scenario.name)}</a></td>"
+                     f"<td>{verdict}</td><td>{f['vehicles']}</td><td>{f['reads_correct']}</td><td>{f['missed']}</td>"
+                     f"<td>{f['misread']}</td><td>{f['duplicates']}</td><td>{f['phantom_reads']}</td><td>{lat}</td>"
+                     f"<td>{f['data_lost']}</td><td>{r.wall_s:.1f}s</td></tr>")
+    parts.append("</table>")
+    for r in results:
+        parts.append(_scenario_html(r))
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _scenario_html(r: RunResult) -> str:
+    j, s = r.judgement, r.scenario
+    f = j.figures()
+    d = j.data
+    faults = ", ".join(f"{x.kind}@{x.at_s:g}s+{x.duration_s:g}s" for x in s.faults) or "none"
+    out = [f"<h2 id='{html.escape(s.name)}'>{html.escape(s.name)}</h2>",
+           (f"<p>{html.escape(s.description)}<br><small>clip {html.escape(str(r.clip.path))} "
+            f"({len(r.clip)} frames, {r.clip.duration_ns / 1e9:.1f}s), speed {s.speed:g}, faults: "
+            f"{html.escape(faults)}</small></p>")]
+    for problem in [*r.errors, *r.expectation_failures(), *j.problems]:
+        out.append(f"<p class='bad'>{html.escape(problem)}</p>")
+    cls = "ok" if j.data_path_ok else "bad"
+    out.append(f"<p class='{cls}'>Data path: committed {d.committed}; stored {d.stored_reads} reads + "
+               f"{d.stored_events} events; dropped under quota {d.dropped}; still queued {d.still_queued}; "
+               f"lost {d.lost}; duplicates at HQ {d.duplicates}; conflicts {d.conflicts}; "
+               f"triggers {f['triggers']} ({f['triggers_unaccounted']} unaccounted, {f['triggers_without_message']} "
+               f"without a message after a dedup suppression, {f['no_read_events']} no_read)</p>")
+    out.append("<table><tr><th>vehicle (truth)</th><th>legible</th><th>outcome</th><th>crop</th><th>reading</th>"
+               "<th>confidence</th><th>run</th><th>latency</th></tr>")
+    for v in j.vehicles:
+        cls = "ok" if v.correct else ("warn" if v.excused else "bad")
+        label = v.outcome + (f" (excused: {v.excused})" if v.excused else "")
+        rows = v.matches or [None]
+        for k, m in enumerate(rows):
+            head = (f"<td rowspan='{len(rows)}'>{html.escape(v.plate)}<br><small>{html.escape(v.trigger or '')}</small></td>"
+                    f"<td rowspan='{len(rows)}'>{v.t_start_s:.2f}-{v.t_end_s:.2f}s</td>"
+                    f"<td rowspan='{len(rows)}' class='{cls}'>{html.escape(label)}</td>") if k == 0 else ""
+            if m is None:
+                out.append(f"<tr>{head}<td></td><td>-</td><td></td><td></td><td></td></tr>")
+                continue
+            lat = f"{m.latency_s:.2f}s" if m.latency_s is not None else "n/a"
+            out.append(f"<tr>{head}<td>{_crop(m.read.crop)}</td><td class='{'ok' if m.correct else 'bad'}'>"
+                       f"{html.escape(m.read.plate)}</td><td>{m.read.confidence:.2f}</td><td>{m.run + 1}</td>"
+                       f"<td>{lat}</td></tr>")
+    for m in j.phantom_reads:
+        out.append(f"<tr><td>(no vehicle)</td><td></td><td class='bad'>false read</td><td>{_crop(m.read.crop)}</td>"
+                   f"<td>{html.escape(m.read.plate)}</td><td>{m.read.confidence:.2f}</td><td>{m.run + 1}</td><td></td></tr>")
+    out.append("</table>")
+    out.append(_timeline_svg(r))
+    out.append("<details><summary>timeline</summary><table><tr><th>t</th><th>what</th><th></th></tr>")
+    t0 = min((e.wall_ns for e in r.timeline), default=0)
+    for e in r.timeline:
+        out.append(f"<tr><td>{(e.wall_ns - t0) / 1e9:.2f}s</td><td>{e.kind}</td><td>{html.escape(e.text)}</td></tr>")
+    out.append("</table></details>")
+    return "".join(out)
+
+
+def write_reports(results: list[RunResult], *, junit: Path | None = None, html_path: Path | None = None) -> None:
+    """Write the JUnit XML and/or the HTML report."""
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(junit_xml(results), encoding="utf-8")
+    if html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(html_report(results), encoding="utf-8")

@@ -1,0 +1,367 @@
+"""Runs one scenario against the real runtime and judges it.
+
+    Lab (CA, real mosquitto, HQ dir) → `alpr-hq ingest` child process
+                                     → `alpr-node run --exit-when-done` child process, [source] kind = "clip"
+    faults applied on a timeline that starts when the node logs that it started (replay start)
+    → HQ's stored rows + `alpr-node outbox status` → Judge → JUnit / HTML / result.json
+
+The node is only driven from outside: config file, CLI, signals, log lines, its outbox status
+command; HQ's results are read from its store.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hardware.clip import Clip
+from hil.derive import derive_clip
+from hil.errors import RunFailed
+from hil.judge import Judge, Judgement, NodeRun, OutboxStatus, StoredEvent, StoredRead
+from hil.lab import Lab, NodeHandle
+from hil.scenario import Fault, Scenario
+from provisioning import tomlout
+
+log = logging.getLogger(__name__)
+
+NODE_ID = "hil-node"
+_STARTED = f"node {NODE_ID} started"
+_DRAIN_S = 30.0   # after the node's last run ends, how long HQ gets to store what was acked
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """Something the bench did or saw, at a wall time."""
+
+    wall_ns: int
+    kind: str      # "node" | "fault" | "trigger" | "read" | "no_read"
+    text: str
+    end_wall_ns: int | None = None
+
+
+@dataclass
+class RunResult:
+    """A judged scenario run, with everything the reports need."""
+
+    scenario: Scenario
+    clip: Clip
+    judgement: Judgement
+    timeline: list[TimelineEntry]
+    started_wall_ns: int
+    wall_s: float
+    node_exit_codes: list[int | None]
+    out_dir: Path
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Data path clean, expectations met, no bench error."""
+        return (not self.errors and self.judgement.data_path_ok and self.judgement.every_trigger_has_a_message
+                and not self.expectation_failures())
+
+    def expectation_failures(self) -> list[str]:
+        """The scenario's [expect] marks that were missed."""
+        f = self.judgement.figures()
+        judged = f["vehicles"] - f["excused"]
+        out = []
+        if judged and f["reads_correct"] / judged < self.scenario.expect.min_correct:
+            out.append(f"{f['reads_correct']}/{judged} vehicles read correctly, "
+                       f"expected at least {self.scenario.expect.min_correct:.0%}")
+        worst = f["latency_worst_s"]
+        if worst is not None and worst > self.scenario.expect.max_latency_s:
+            out.append(f"worst trigger-to-HQ latency {worst:.2f}s > {self.scenario.expect.max_latency_s:.2f}s")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """A machine-readable summary (result.json)."""
+        j = self.judgement
+        return {
+            "scenario": self.scenario.name, "clip": str(self.clip.path), "speed": self.scenario.speed,
+            "passed": self.passed, "data_path_ok": j.data_path_ok, "wall_s": round(self.wall_s, 2),
+            "figures": j.figures(), "errors": self.errors, "expectation_failures": self.expectation_failures(),
+            "problems": j.problems, "node_exit_codes": self.node_exit_codes,
+            "vehicles": [{"plate": v.plate, "outcome": v.outcome, "excused": v.excused, "trigger": v.trigger,
+                          "reads": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq,
+                                     "run": m.run, "correct": m.correct, "latency_s": m.latency_s}
+                                    for m in v.matches]} for v in j.vehicles],
+            "phantom_reads": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq}
+                              for m in j.phantom_reads],
+            "triggers": [vars(t) for t in j.triggers],
+            "data": vars(j.data),
+        }
+
+
+class ScenarioRunner:
+    """One scenario, one lab under `out_dir`; `run()` returns the judged result."""
+
+    def __init__(self, scenario: Scenario, out_dir: Path, *, poll_s: float = 0.02) -> None:
+        self.scenario = scenario
+        self.out = Path(out_dir)
+        self.poll_s = poll_s
+        self.timeline: list[TimelineEntry] = []
+        self.errors: list[str] = []
+        self._procs: list[subprocess.Popen] = []
+        self._runs: list[NodeRun] = []
+
+    # -- setup -----------------------------------------------------------------------------
+    def _clip(self) -> Clip:
+        s = self.scenario
+        source = Clip.load(s.clip)
+        gaps = [(int(f.at_s * 1e9), int(f.duration_s * 1e9)) for f in s.faults if f.kind == "camera_stall"]
+        if not gaps and s.repeat == 1:
+            return source
+        return derive_clip(source, self.out / "clip", gaps=gaps, repeat=s.repeat)
+
+    def _node_body(self, clip: Clip) -> str:
+        s = self.scenario
+        sections: dict[str, dict[str, Any]] = {
+            "source": {"kind": "clip", "clip": str(clip.path.resolve()), "speed": s.speed},
+            "outbox": {"resend_after_s": 2},
+            "health": {"interval_s": 2},
+        }
+        for name, values in s.node.items():
+            sections.setdefault(name, {}).update(values)
+        return tomlout.document(sections)
+
+    # -- processes -------------------------------------------------------------------------
+    def _track(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self._procs.append(proc)
+        return proc
+
+    def _note(self, kind: str, text: str, wall_ns: int | None = None, end_wall_ns: int | None = None) -> None:
+        self.timeline.append(TimelineEntry(wall_ns or time.time_ns(), kind, text, end_wall_ns))
+        log.info("%s: %s", kind, text)
+
+    def _wait_started(self, lab: Lab, proc: subprocess.Popen, seen_before: int, deadline: float) -> int:
+        """Wait for the node's n-th 'started' log line; returns its monotonic time."""
+        path = lab.root / f"{NODE_ID}.log"
+        while time.monotonic() < deadline:
+            text = path.read_text(errors="replace") if path.exists() else ""
+            if text.count(_STARTED) > seen_before:
+                return time.monotonic_ns()
+            if proc.poll() is not None:
+                raise RunFailed(f"alpr-node run exited with {proc.returncode} before starting; see {path}")
+            time.sleep(self.poll_s)
+        raise RunFailed(f"alpr-node run did not log '{_STARTED}' in time; see {path}")
+
+    def _start_node(self, lab: Lab, node: NodeHandle, deadline: float) -> tuple[subprocess.Popen, int]:
+        path = lab.root / f"{NODE_ID}.log"
+        before = path.read_text(errors="replace").count(_STARTED) if path.exists() else 0
+        proc = self._track(lab.start_node(node, "--exit-when-done"))
+        started = self._wait_started(lab, proc, before, deadline)
+        self._note("node", f"node run {len(self._runs) + 1} started (pid {proc.pid})")
+        return proc, started
+
+    def _outbox_status(self, node: NodeHandle) -> OutboxStatus | None:
+        out = subprocess.run([sys.executable, "-m", "node.cli", "outbox", "status", "--data-dir", str(node.data_dir)],
+                             capture_output=True, text=True, timeout=60, check=False)
+        if out.returncode != 0:
+            self.errors.append(f"alpr-node outbox status failed ({out.returncode}): {out.stderr.strip()[-300:]}")
+            return None
+        doc = json.loads(out.stdout)
+        return OutboxStatus(doc["committed"], doc["acked"], doc["depth"], dict(doc["dropped"]))
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Start everything, apply the faults, wait for the node to finish, judge."""
+        s = self.scenario
+        self.out.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        started_wall = time.time_ns()
+        wall_minus_mono = time.time_ns() - time.monotonic_ns()
+        clip = self._clip()
+        lab = Lab(self.out / "lab", hq_workers=1)
+        self._runs = []
+        exit_codes: list[int | None] = []
+        try:
+            lab.broker.start()
+            node = lab.add_node(NODE_ID, body=self._node_body(clip))
+            ingest: subprocess.Popen | None = None
+            if not any(f.kind == "ingest_down" and f.at_s == 0 for f in s.faults):
+                ingest = self._track(lab.start_ingest())
+            deadline = began + s.timeout_s
+            proc, start_mono = self._start_node(lab, node, deadline)
+            t0 = time.monotonic()
+            actions = _schedule(s.faults)
+            while True:
+                now = time.monotonic() - t0
+                while actions and actions[0][0] <= now:
+                    _, phase, fault = actions.pop(0)
+                    proc, start_mono, ingest = self._apply(lab, node, fault, phase, proc, start_mono, ingest,
+                                                           exit_codes, deadline)
+                if proc is not None and proc.poll() is not None and not actions:
+                    break
+                if time.monotonic() > deadline:
+                    self.errors.append(f"node did not finish within timeout_s = {s.timeout_s:g}")
+                    break
+                time.sleep(self.poll_s)
+            if proc is not None:
+                code = _stop(proc, 10.0)
+                exit_codes.append(code)
+                self._runs.append(NodeRun(len(self._runs), start_mono, time.monotonic_ns(), killed=False))
+                self._note("node", f"node run {len(self._runs)} ended (exit {code})")
+                if code != 0:
+                    self.errors.append(f"alpr-node run exited with {code}; see {lab.root / (NODE_ID + '.log')}")
+            status = self._outbox_status(node)
+            reads, events, dups, conflicts = self._wait_hq(lab, status)
+            if ingest is not None:
+                _stop(ingest, 10.0)
+        finally:
+            for p in self._procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+            lab.close()
+        excused = [(int(f.at_s * 1e9), int(f.end_s * 1e9), "camera stalled") for f in s.faults if f.kind == "camera_stall"]
+        judge = Judge(clip, self._runs, wall_minus_mono, speed=s.speed, excused_ns=excused)
+        judgement = judge.judge(reads, events, status, dups, conflicts, suppressed=self._suppressed(lab))
+        self._timeline_from_hq(judge, judgement, reads, events, wall_minus_mono)
+        return RunResult(s, clip, judgement, sorted(self.timeline, key=lambda e: e.wall_ns), started_wall,
+                         time.monotonic() - began, exit_codes, self.out, self.errors)
+
+    def _apply(self, lab: Lab, node: NodeHandle, fault: Fault, phase: str, proc: subprocess.Popen | None,
+               start_mono: int, ingest: subprocess.Popen | None, exit_codes: list[int | None],
+               deadline: float) -> tuple[subprocess.Popen | None, int, subprocess.Popen | None]:
+        kind = fault.kind
+        if kind == "broker_outage":
+            if phase == "begin":
+                lab.broker.kill()
+                self._note("fault", f"broker killed for {fault.duration_s:g}s", end_wall_ns=_later(fault.duration_s))
+            else:
+                lab.broker.start()
+                self._note("fault", "broker started again")
+        elif kind == "broker_restart":
+            lab.broker.restart()
+            self._note("fault", "broker restarted")
+        elif kind == "ingest_down":
+            if phase == "begin":
+                if ingest is not None:
+                    ingest.send_signal(signal.SIGKILL)
+                    ingest.wait(10)
+                ingest = None
+                self._note("fault", f"HQ ingest killed for {fault.duration_s:g}s", end_wall_ns=_later(fault.duration_s))
+            else:
+                ingest = self._track(lab.start_ingest())
+                self._note("fault", "HQ ingest started again")
+        elif kind == "power_cut":
+            if phase == "begin" and proc is not None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                exit_codes.append(proc.wait(10))
+                self._runs.append(NodeRun(len(self._runs), start_mono, time.monotonic_ns(), killed=True))
+                self._note("fault", f"power cut: node SIGKILLed, off for {fault.duration_s:g}s",
+                           end_wall_ns=_later(fault.duration_s))
+                proc = None
+            elif phase == "end":
+                proc, start_mono = self._start_node(lab, node, deadline)
+        elif kind == "camera_stall" and phase == "begin":
+            self._note("fault", f"camera stall: no frames for {fault.duration_s:g}s (gap in the clip)",
+                       end_wall_ns=_later(fault.duration_s))
+        return proc, start_mono, ingest
+
+    @staticmethod
+    def _suppressed(lab: Lab) -> int:
+        """Tracks the node logged as not sent because their plate was "seen again" (dedup)."""
+        path = lab.root / f"{NODE_ID}.log"
+        return path.read_text(errors="replace").count(" seen again within ") if path.exists() else 0
+
+    def _wait_hq(self, lab: Lab, status: OutboxStatus | None) -> tuple[list[StoredRead], list[StoredEvent], int, int]:
+        """HQ's rows once it has stored everything the node had acked (or the drain time ran out)."""
+        expected = status.acked if status is not None else 0
+        deadline = time.monotonic() + _DRAIN_S
+        while True:
+            reads, events, dups, conflicts = read_hq(lab.hq_dir / "hq.db")
+            if len(reads) + len(events) >= expected or time.monotonic() > deadline:
+                return reads, events, dups, conflicts
+            time.sleep(0.2)
+
+    def _timeline_from_hq(self, judge: Judge, j: Judgement, reads: list[StoredRead], events: list[StoredEvent],
+                          offset: int) -> None:
+        for run in judge.runs:
+            origin = j.origins.get(run.index, run.start_mono_ns)
+            for edge in judge.clip.triggers:
+                wall = origin + edge.t_ns + offset
+                if wall <= run.end_mono_ns + offset and edge.edge == "falling":
+                    self.timeline.append(TimelineEntry(wall, "trigger", f"{edge.name} falling (run {run.index + 1})"))
+        for r in reads:
+            self.timeline.append(TimelineEntry(r.stored_ns, "read", f"read {r.plate} ({r.confidence:.2f}) seq {r.seq} "
+                                               f"stored; trigger {r.trigger_id}"))
+        for e in events:
+            self.timeline.append(TimelineEntry(e.stored_ns, e.event, f"{e.event} seq {e.seq} stored; trigger {e.trigger_id}"))
+
+
+def _schedule(faults: tuple[Fault, ...]) -> list[tuple[float, str, Fault]]:
+    actions = []
+    for f in faults:
+        actions.append((f.at_s, "begin", f))
+        if f.duration_s > 0 and f.kind != "camera_stall":
+            actions.append((f.end_s, "end", f))
+    return sorted(actions, key=lambda a: a[0])
+
+
+def _later(seconds: float) -> int:
+    return time.time_ns() + int(seconds * 1e9)
+
+
+def _stop(proc: subprocess.Popen, timeout: float) -> int | None:
+    """Wait for a process that should be ending; SIGTERM, then SIGKILL, if it does not."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout)
+
+
+def read_hq(db_path: Path) -> tuple[list[StoredRead], list[StoredEvent], int, int]:
+    """Every read and event HQ stored, with payload fields decoded; plus HQ's duplicate and conflict counts.
+
+    Opened read-only with plain SQL on the tables hq.store documents (reads, events,
+    seq_conflicts): opening a ReadStore would run schema migrations on a store that the
+    ingest process owns.
+    """
+    from transport import cbor
+
+    if not db_path.exists():
+        return [], [], 0, 0
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"reads", "events"} <= tables:
+            return [], [], 0, 0
+        reads = []
+        for seq, plate, conf, capture, stored, payload in db.execute(
+                "SELECT seq, plate, confidence, capture_ns, stored_ns, payload FROM reads "
+                "WHERE node_id=? ORDER BY seq", (NODE_ID,)):
+            p = cbor.loads(bytes(payload))
+            reads.append(StoredRead(int(seq), str(plate), conf / 10000, int(capture), int(stored), p.get("trigger_id"),
+                                    p.get("lane"), bytes(p.get("crop") or b"")))
+        events = []
+        for seq, event, capture, stored, payload in db.execute(
+                "SELECT seq, event, capture_ns, stored_ns, payload FROM events WHERE node_id=? ORDER BY seq", (NODE_ID,)):
+            p = cbor.loads(bytes(payload))
+            frame = p.get("frame")
+            events.append(StoredEvent(int(seq), str(event), int(capture), int(stored), p.get("trigger_id"),
+                                      bytes(frame) if frame else None))
+        dups = db.execute("SELECT COUNT(*) FROM (SELECT node_id, seq FROM reads GROUP BY node_id, seq "
+                          "HAVING COUNT(*) > 1)").fetchone()[0]
+        conflicts = db.execute("SELECT COUNT(*) FROM seq_conflicts").fetchone()[0] if "seq_conflicts" in tables else 0
+        return reads, events, int(dups), int(conflicts)
+    finally:
+        db.close()
+
+
+def run_scenario(scenario: Scenario, out_dir: Path) -> RunResult:
+    """Run and judge one scenario (convenience for tests and the CLI)."""
+    return ScenarioRunner(scenario, out_dir).run()
+

@@ -1,0 +1,201 @@
+"""Scenario files (hil/scenarios/*.toml): which clip, how fast, which faults when, what to expect.
+
+    [scenario]
+    description = "Daylight, broker down for 4 s mid-clip"
+    clip = "day-3-vehicles"        # a name in hil/clips, or a path (relative to the scenario file)
+    speed = 1.0                    # 0 = lossless, as fast as possible (latency is then not measured)
+    timeout_s = 40                 # wall-clock bound for the whole run
+    long = false                   # soak: only with `pytest --long` or when named on the command line
+    repeat = 1                     # replay the clip this many times (a soak; >1 makes one long clip)
+
+    [node]                         # merged into the node's TOML: any section but [node]/[broker]
+    outbox = { quota_mb = 0.2 }
+
+    [[faults]]
+    kind = "broker_outage"         # see FAULT_KINDS
+    at_s = 2.0                     # seconds after the node reports it started (replay start)
+    duration_s = 4.0
+    every_s = 600                  # optional: again every 600 s until the clip ends (soaks)
+
+    [expect]
+    min_correct = 0.0              # fraction of vehicles that must be read right (models permitting)
+    max_latency_s = 30.0           # worst trigger-to-HQ latency allowed (speed > 0 only)
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hil.errors import BadScenario
+
+FAULT_KINDS = {
+    "broker_outage": "broker killed (SIGKILL) at at_s, started again duration_s later",
+    "broker_restart": "broker stopped and started at once (clean restart)",
+    "ingest_down": "HQ ingest killed at at_s, a new one started duration_s later",
+    "power_cut": "node SIGKILLed at at_s, restarted duration_s later (the clip replays from its start)",
+    "camera_stall": "no frames from at_s for duration_s (a gap in the clip's timestamps)",
+}
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+CLIP_DIR = Path(__file__).resolve().parent / "clips"
+_NODE_SECTIONS_REFUSED = ("node", "broker", "keys", "source")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault on the scenario timeline."""
+
+    kind: str
+    at_s: float
+    duration_s: float = 0.0
+
+    @property
+    def end_s(self) -> float:
+        """When the fault is over."""
+        return self.at_s + self.duration_s
+
+
+@dataclass(frozen=True)
+class Expect:
+    """Pass marks beyond the data path (which must always be clean)."""
+
+    min_correct: float = 0.0
+    max_latency_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario."""
+
+    name: str
+    path: Path
+    clip: Path
+    description: str = ""
+    speed: float = 1.0
+    timeout_s: float = 40.0
+    long: bool = False
+    repeat: int = 1
+    node: dict[str, dict[str, Any]] = field(default_factory=dict)
+    faults: tuple[Fault, ...] = ()
+    expect: Expect = field(default_factory=Expect)
+
+
+def _clip_seconds(clip: Path) -> float:
+    from hardware.clip import Clip
+
+    loaded = Clip.load(clip)
+    return (loaded.duration_ns + loaded.duration_ns // max(1, len(loaded) - 1)) / 1e9
+
+
+def _fail(path: Path, key: str, message: str) -> BadScenario:
+    return BadScenario(f"{path}: {key}: {message}")
+
+
+def _number(doc: dict[str, Any], key: str, default: float, path: Path, where: str, minimum: float = 0.0) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise _fail(path, f"{where}.{key}", f"must be a number >= {minimum}")
+    return float(value)
+
+
+def _known(doc: dict[str, Any], allowed: set[str], path: Path, where: str) -> None:
+    for key in sorted(set(doc) - allowed):
+        raise _fail(path, f"{where}.{key}" if where else key, "unknown key (typo?)")
+
+
+def find(name_or_path: str) -> Path:
+    """A scenario by name (hil/scenarios/<name>.toml) or by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+    raise BadScenario(f"{name_or_path}: no such scenario file, and not a shipped scenario (known: {known})")
+
+
+def shipped(include_long: bool = False) -> list[Scenario]:
+    """Every scenario in hil/scenarios, the long ones only when asked for."""
+    out = [load(p) for p in sorted(SCENARIO_DIR.glob("*.toml"))]
+    return [s for s in out if include_long or not s.long]
+
+
+def load(path: Path) -> Scenario:
+    """Read and validate a scenario file; BadScenario names the file and key."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadScenario(f"{path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadScenario(f"{path}: not valid TOML: {exc}") from None
+    _known(doc, {"scenario", "node", "faults", "expect"}, path, "")
+    head = doc.get("scenario")
+    if not isinstance(head, dict):
+        raise _fail(path, "scenario", "a [scenario] table is required")
+    _known(head, {"description", "clip", "speed", "timeout_s", "long", "repeat"}, path, "scenario")
+    clip_name = head.get("clip")
+    if not isinstance(clip_name, str) or not clip_name:
+        raise _fail(path, "scenario.clip", "required: a clip name in hil/clips or a path")
+    clip = CLIP_DIR / clip_name
+    if not (clip / "clip.json").is_file():
+        clip = (path.parent / clip_name).resolve()
+    if not (clip / "clip.json").is_file():
+        raise _fail(path, "scenario.clip", f"{clip_name!r} is neither in {CLIP_DIR} nor a clip directory")
+    long = head.get("long", False)
+    if not isinstance(long, bool):
+        raise _fail(path, "scenario.long", "must be true or false")
+    repeat = head.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 100_000:
+        raise _fail(path, "scenario.repeat", "must be an int 1..100000")
+    node = doc.get("node", {})
+    if not isinstance(node, dict) or not all(isinstance(v, dict) for v in node.values()):
+        raise _fail(path, "node", "must be a table of tables, e.g. node.outbox = { quota_mb = 0.2 }")
+    for section in node:
+        if section in _NODE_SECTIONS_REFUSED:
+            raise _fail(path, f"node.{section}", "is set by the bench itself and cannot be overridden")
+    faults = []
+    raw_faults = doc.get("faults", [])
+    if not isinstance(raw_faults, list):
+        raise _fail(path, "faults", "must be an array of tables ([[faults]])")
+    for i, item in enumerate(raw_faults):
+        where = f"faults[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(path, where, "must be a table")
+        _known(item, {"kind", "at_s", "duration_s", "every_s"}, path, where)
+        if item.get("kind") not in FAULT_KINDS:
+            raise _fail(path, f"{where}.kind", f"must be one of {', '.join(FAULT_KINDS)}")
+        fault = Fault(item["kind"], _number(item, "at_s", -1.0, path, where), _number(item, "duration_s", 0.0, path, where))
+        if fault.kind in ("broker_outage", "ingest_down", "camera_stall", "power_cut") and fault.duration_s <= 0:
+            raise _fail(path, f"{where}.duration_s", f"must be > 0 for {fault.kind}")
+        every = _number(item, "every_s", 0.0, path, where)
+        if every and every <= fault.duration_s:
+            raise _fail(path, f"{where}.every_s", "must be longer than duration_s (faults would overlap)")
+        if every and fault.kind == "camera_stall":
+            raise _fail(path, f"{where}.every_s", "is not supported for camera_stall")
+        faults.append(fault)
+        if every:
+            # Repeated until the end of the (repeated) clip.
+            total_s = _clip_seconds(clip) * repeat
+            at = fault.at_s + every
+            while at < total_s:
+                faults.append(Fault(fault.kind, at, fault.duration_s))
+                at += every
+    expect_doc = doc.get("expect", {})
+    if not isinstance(expect_doc, dict):
+        raise _fail(path, "expect", "must be a table")
+    _known(expect_doc, {"min_correct", "max_latency_s"}, path, "expect")
+    expect = Expect(_number(expect_doc, "min_correct", 0.0, path, "expect"),
+                    _number(expect_doc, "max_latency_s", 30.0, path, "expect"))
+    if expect.min_correct > 1:
+        raise _fail(path, "expect.min_correct", "is a fraction 0..1")
+    description = head.get("description", "")
+    if not isinstance(description, str):
+        raise _fail(path, "scenario.description", "must be a string")
+    return Scenario(
+        name=path.stem, path=path, clip=clip, description=description,
+        speed=_number(head, "speed", 1.0, path, "scenario"),
+        timeout_s=_number(head, "timeout_s", 40.0, path, "scenario", minimum=1.0),
+        long=long, repeat=repeat, node=node, faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect)
