@@ -20,15 +20,12 @@ log = logging.getLogger("alpr-hq")
 def _ingest(args: argparse.Namespace) -> int:
     from hq.ingest import Ingest
     from hq.keyring import load_hpke_keys, load_sign_key
-    from transport.mqtt import BrokerSettings
 
     cfg = hq_config.load(args.config)
     keys_dir = cfg.hq.data_dir / "keys"
     b = cfg.broker
     client_id = args.worker or b.client_id
-    settings = BrokerSettings(host=b.host, port=b.port, ca_file=cfg.path(b.ca, "tls/ca.pem"),
-                              cert_file=cfg.path(b.cert, f"tls/{client_id}.pem"),
-                              key_file=cfg.path(b.key, f"tls/{client_id}.key"), client_id=client_id)
+    settings = _broker_settings(cfg, client_id)
     ingest = Ingest(settings, store_path=cfg.path(cfg.store.path, "hq.db"),
                     registry_path=cfg.hq.data_dir / "registry.db", decryption_keys=load_hpke_keys(keys_dir),
                     sign_key=load_sign_key(keys_dir), max_message_bytes=cfg.ingest.max_message_kb * 1024,
@@ -82,7 +79,8 @@ def _broker_settings(cfg, client_id: str):
     b = cfg.broker
     return BrokerSettings(host=b.host, port=b.port, ca_file=cfg.path(b.ca, "tls/ca.pem"),
                           cert_file=cfg.path(b.cert, f"tls/{client_id}.pem"),
-                          key_file=cfg.path(b.key, f"tls/{client_id}.key"), client_id=client_id)
+                          key_file=cfg.path(b.key, f"tls/{client_id}.key"), client_id=client_id,
+                          backoff_max_s=b.backoff_max_s)
 
 
 def _push(args: argparse.Namespace) -> int:

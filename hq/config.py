@@ -26,6 +26,7 @@ class BrokerSection(Section):
     cert: Path | None = Field(default=None, description="default data_dir/tls/hq-ingest.pem")
     key: Path | None = Field(default=None, description="default data_dir/tls/hq-ingest.key")
     client_id: str = Field(default="hq-ingest", description="must equal the certificate CN (broker ACL user)")
+    backoff_max_s: float = Field(default=10.0, ge=0.5, le=3600, description="longest wait between reconnects")
 
 
 class IngestSection(Section):

@@ -22,7 +22,8 @@ class Pass:
     end_ns: int
     wall_ns: int
     open_until_inactive: bool = True
-    reads: list[int] = field(default_factory=list)
+    reads: list[int] = field(default_factory=list)       # sequence numbers of reads sent for this pass
+    duplicates: list[str] = field(default_factory=list)  # plates read but already sent (dedup window)
     best_score: float = -1.0
     best_frame: object = None
     lux: float | None = None

@@ -34,6 +34,7 @@ from transport.payload import Candidate, ReadPayload
 
 log = logging.getLogger(__name__)
 MAX_PLATES_PER_FRAME = 8
+DEDUP_MIN_CANDIDATE_CONF = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class Pipeline:
     def __init__(self, *, camera_factory: Callable, detector: Any, reader: Any, sink: ReadSink,
                  settings: PipelineSettings, triggers: dict[str, TriggerSpec] | None = None,
                  models: dict[str, str] | None = None, clock_sync: Callable[[], str] = lambda: "unknown",
-                 capture_timeout_s: float = 2.0, ends: bool = False) -> None:
+                 capture_timeout_s: float = 2.0, ends: bool = False,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.settings = settings
         self.detector = detector
         self.reader = reader
@@ -83,6 +85,8 @@ class Pipeline:
         self.models = models or {}
         self.clock_sync = clock_sync
         self.ends = ends
+        # The clock trigger and frame times are on (monotonic live, the replay timeline for clips).
+        self.clock_ns = clock_ns
         self.done = threading.Event()
         self.accounting = CaptureAccounting()
         self.tracker = Tracker(int(settings.track_timeout_s * 1e9))
@@ -160,6 +164,9 @@ class Pipeline:
                     ended = self.camera.state is CameraState.ENDED
                     if self._stop.is_set() or (self.ends and ended):
                         break
+                    # No frames (a stalled or dead camera): triggers still open and close
+                    # passes, so a vehicle passing now still ends in a no-read event.
+                    self._idle(self.clock_ns())
                     continue
                 started = time.perf_counter()
                 last_ts = frame.timestamp_ns
@@ -185,6 +192,26 @@ class Pipeline:
             self._close_pass(p)
         self._passes.clear()
 
+    def _idle(self, now_ns: int) -> None:
+        try:
+            self._take_triggers(now_ns)
+            for track in self.tracker.expire(now_ns):
+                self._emit(track)
+            self._close_due_passes(now_ns)
+        except Exception:  # see _run: keep reading
+            self.stats["frame_errors"] += 1
+            log.exception("pipeline: idle step failed")
+
+    def _close_due_passes(self, now_ns: int) -> None:
+        grace = int(self.settings.track_timeout_s * 1e9)
+        for q in [q for q in self._passes if now_ns > q.end_ns + grace]:
+            self._passes.remove(q)
+            self._close_pass(q)
+
+    def _wall(self, t_ns: int) -> int:
+        """A time on the pipeline clock as UTC ns."""
+        return time.time_ns() - (self.clock_ns() - t_ns)
+
     def _take_triggers(self, now_ns: int) -> None:
         while True:
             try:
@@ -197,7 +224,7 @@ class Pipeline:
                 self._pass_counter += 1
                 p = Pass(trigger_id=f"{event.name}-{event.time_ns}", lane=spec.lane, source=spec.kind,
                          start_ns=event.time_ns - int(s.window_before_s * 1e9),
-                         end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=time.time_ns())
+                         end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=self._wall(event.time_ns))
                 self._passes.append(p)
                 self.stats["triggers"] += 1
                 # Frames just before the trigger are still in hand: read them too.
@@ -211,7 +238,8 @@ class Pipeline:
                         p.end_ns = min(p.end_ns, event.time_ns + int(s.window_after_s * 1e9))
 
     def _active_pass(self, ts: int) -> Pass | None:
-        for p in self._passes:
+        """The newest pass whose window covers `ts` (a vehicle close behind belongs to its own trigger)."""
+        for p in reversed(self._passes):
             if p.start_ns <= ts <= p.end_ns:
                 return p
         return None
@@ -236,10 +264,7 @@ class Pipeline:
         for track in closed:
             self._emit(track)
         if not replay:
-            grace = int(s.track_timeout_s * 1e9)
-            for q in [q for q in self._passes if frame.timestamp_ns > q.end_ns + grace]:
-                self._passes.remove(q)
-                self._close_pass(q)
+            self._close_due_passes(frame.timestamp_ns)
 
     def _read_frame(self, frame: Frame, p: Pass | None) -> list[Observation]:
         t0 = time.perf_counter()
@@ -269,7 +294,7 @@ class Pipeline:
                 time_ns=frame.timestamp_ns, wall_ns=frame.wall_time_ns, box=box, text=text.text,
                 confidence=text.confidence, char_confidences=list(text.char_confidences),
                 candidates=list(text.candidates), region=text.region, region_confidence=text.region_confidence,
-                crop_jpeg=_jpeg(crop, 90), detection_score=det.score, overview_jpeg=overview))
+                crop=crop, detection_score=det.score, overview_jpeg=overview))
         self.stage_ms["ocr"] = (time.perf_counter() - t1) * 1000.0
         if p is not None and p.best_frame is None:
             p.best_frame = frame
@@ -285,23 +310,28 @@ class Pipeline:
         result = vote(track.observations)
         if len(result.text) < s.min_plate_chars or result.confidence < s.min_confidence:
             self.stats["tracks_low_confidence"] += 1
-            log.info("track %d: best reading %r at %.2f is below the bar; not sent", track.id, result.text,
-                     result.confidence)
+            log.debug("track %d: best reading %r at %.2f is below the bar; not sent", track.id, result.text,
+                      result.confidence)
             return
         best = result.best
-        if self._is_duplicate(result.text, {c for c, _ in result.candidates}, best.time_ns):
+        p = self._pass_for(track, best.time_ns)
+        trigger_id = p.trigger_id if p else track.trigger_id
+        confident = {c for c, conf in result.candidates if conf >= DEDUP_MIN_CANDIDATE_CONF and len(c) >= 4}
+        duplicate_of = self._duplicate_of(result.text, confident, best.time_ns)
+        if duplicate_of is not None:
             self.stats["duplicates_suppressed"] += 1
-            log.info("plate %s seen again within %.0fs: not sent twice", result.text, s.dedup_window_s)
-            self._attribute(track, None)
+            log.info("plate %s seen again within %.0fs (as %s): not sent twice", result.text, s.dedup_window_s,
+                     duplicate_of)
+            if p is not None:
+                p.duplicates.append(duplicate_of)
             return
-        p = self._pass_for(track)
         read = ReadPayload(
             plate=result.text, confidence=result.confidence, capture_time_ns=best.wall_ns,
-            node_id=s.node_id, site_id=s.site_id, camera_id=s.camera_id, crop_jpeg=best.crop_jpeg,
+            node_id=s.node_id, site_id=s.site_id, camera_id=s.camera_id, crop_jpeg=_jpeg(best.crop, 90),
             char_confidences=tuple(result.char_confidences),
             candidates=tuple(Candidate(t, c) for t, c in result.candidates), region=result.region,
             region_confidence=result.region_confidence, clock_sync=self.clock_sync(), direction=track.direction(),
-            trigger_source=p.source if p else "continuous", trigger_id=track.trigger_id,
+            trigger_source=p.source if p else "continuous", trigger_id=trigger_id,
             lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
         )
         seq = self.sink.submit_read(read)
@@ -310,28 +340,31 @@ class Pipeline:
             self.sink.submit_overview(seq, best.overview_jpeg, best.wall_ns)
         self.stats["reads"] += 1
         log.info("read %s (%.2f) seq %d, %d frames, %s, trigger %s", result.text, result.confidence, seq,
-                 len(track.observations), read.direction, track.trigger_id)
-        self._attribute(track, seq)
-
-    def _pass_for(self, track: Track) -> Pass | None:
-        return next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
-
-    def _attribute(self, track: Track, seq: int | None) -> None:
-        p = self._pass_for(track)
+                 len(track.observations), read.direction, trigger_id)
         if p is not None:
-            p.reads.append(seq if seq is not None else -1)
+            p.reads.append(seq)
 
-    def _is_duplicate(self, text: str, candidates: set[str], now_ns: int) -> bool:
+    def _pass_for(self, track: Track, t_ns: int) -> Pass | None:
+        """The pass a track's read belongs to: the newest covering its best frame, else the one it began in."""
+        return self._active_pass(t_ns) or next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
+
+    def _duplicate_of(self, text: str, confident: set[str], now_ns: int) -> str | None:
+        """The plate sent within the dedup window that this reading repeats, if any.
+
+        Only top readings and confident, plate-length alternatives count, so two different
+        vehicles are not merged through a stray short alternative.
+        """
         window = int(self.settings.dedup_window_s * 1e9)
-        for plate, (seen, cands) in list(self._recent_plates.items()):
+        for plate, (seen, _) in list(self._recent_plates.items()):
             if now_ns - seen > window:
                 del self._recent_plates[plate]
-        duplicate = any(text == plate or text in cands or plate in candidates
-                        for plate, (_, cands) in self._recent_plates.items())
-        self._recent_plates[text] = (now_ns, candidates)
-        while len(self._recent_plates) > 256:
-            self._recent_plates.popitem(last=False)
-        return duplicate
+        found = next((plate for plate, (_, cands) in self._recent_plates.items()
+                      if text == plate or text in cands or plate in confident), None)
+        if found is None:
+            self._recent_plates[text] = (now_ns, confident)
+            while len(self._recent_plates) > 256:
+                self._recent_plates.popitem(last=False)
+        return found
 
     def _close_pass(self, p: Pass) -> None:
         self.accounting.record(p)
@@ -339,7 +372,10 @@ class Pipeline:
             return
         fields: dict[str, Any] = {"node": self.settings.node_id, "site": self.settings.site_id,
                                   "camera": self.settings.camera_id, "lane": p.lane, "trigger": p.source,
-                                  "trigger_id": p.trigger_id, "frame": None}
+                                  "trigger_id": p.trigger_id, "frame": None,
+                                  # read, but already sent within the dedup window (e.g. a vehicle
+                                  # that stopped on the loop and set it off again)
+                                  "duplicate_of": p.duplicates[0] if p.duplicates else None}
         frame = p.best_frame
         if isinstance(frame, Frame):
             fields["frame"] = _jpeg(_downscale(frame.main, 960), 70)
@@ -355,7 +391,7 @@ class Pipeline:
         then, before = self._rate_mark
         self._rate_mark = (now, frames)
         fps = (frames - before) / (now - then) if now > then else 0.0
-        return {"fps": round(fps, 2),"camera": {"state": self.camera.state.value, "frames": cam.frames, "stalls": cam.stalls,
+        return {"fps": round(fps, 2), "camera": {"state": self.camera.state.value, "frames": cam.frames, "stalls": cam.stalls,
                            "errors": cam.errors, "restarts": cam.restarts, "last_error": cam.last_error},
                 "frames_dropped": dropped, "trigger_overflow": self._trigger_overflow,
                 "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},

@@ -119,7 +119,7 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
     pipeline = Pipeline(camera_factory=camera_factory, detector=detector, reader=reader, sink=sink, settings=settings,
                         triggers={t.name: TriggerSpec(t.name, t.lane, t.kind) for t in config.triggers},
                         models=models, clock_sync=system.clock_sync_state,
-                        capture_timeout_s=config.camera.capture_timeout_s, ends=ends)
+                        capture_timeout_s=config.camera.capture_timeout_s, ends=ends, clock_ns=clock_ns)
     trigger_cfgs = list(config.triggers)
     if config.source.kind == "clip" and not trigger_cfgs:
         # A clip carries its own wiring: each recorded pin is a pulled-up, active-low loop input.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from inference.metrics import box_iou as iou
 
 Box = tuple[int, int, int, int]
@@ -26,7 +28,7 @@ class Observation:
     candidates: list[tuple[str, float]]
     region: str | None
     region_confidence: float
-    crop_jpeg: bytes
+    crop: "np.ndarray"  # encoded to JPEG only for the observation that is sent
     detection_score: float
     overview_jpeg: bytes | None = None
 

@@ -106,7 +106,7 @@ def run(tmp_path, keys, clip, mode="triggered", speed=0.0, **settings):
     pipeline = Pipeline(camera_factory=factory, detector=ScriptedDetector(), reader=ScriptedReader(), sink=sink,
                         settings=PipelineSettings(mode=mode, node_id="n1", site_id="s1", camera_id="c0",
                                                   lossless_replay=speed == 0, **settings),
-                        capture_timeout_s=1.0, ends=True)
+                        capture_timeout_s=1.0, ends=True, clock_ns=timeline.now_ns)
     trigger = TriggerInput(17, name="loop1", on_trigger=pipeline.on_trigger, gpio_module=gpio,
                            clock_ns=timeline.now_ns)
     pins = ClipPins(clip, gpio, timeline)
@@ -164,6 +164,23 @@ def test_same_plate_again_within_the_window_is_not_sent_twice(tmp_path, keys):
     pipeline, reads, _ = run(tmp_path, keys, clip, mode="continuous")
     assert [r["plate"] for r in reads] == ["ABC123"]
     assert pipeline.stats["duplicates_suppressed"] == 1
+
+
+def test_a_pass_whose_vehicle_was_already_sent_reports_it_instead_of_silence(tmp_path, keys):
+    # The same car sets the loop off twice within the dedup window (it stopped on the loop).
+    clip = make_clip(tmp_path / "c", [("ABC123", 0.5, 1.5), ("ABC123", 3.0, 4.0)], [(0.6, 1.4), (3.1, 3.9)],
+                     seconds=5)
+    _, reads, events = run(tmp_path, keys, clip)
+    assert [r["plate"] for r in reads] == ["ABC123"]
+    assert [(e["event"], e["duplicate_of"]) for e in events] == [("no_read", "ABC123")]
+
+
+def test_a_trigger_while_the_camera_gives_no_frames_still_ends_in_a_no_read(tmp_path, keys):
+    # Frames stop at 1.5 s (a dead camera: the clip jumps 3 s); the loop fires at 2.0 s.
+    clip = make_clip(tmp_path / "c", [], [(2.0, 2.3)], seconds=2.0, gap_at=1.5)
+    pipeline, reads, events = run(tmp_path, keys, clip, speed=1.0)
+    assert reads == [] and [e["event"] for e in events] == ["no_read"]
+    assert events[0]["frame"] is None
 
 
 def test_camera_stall_is_counted_and_recovered_without_losing_the_next_vehicle(tmp_path, keys):
