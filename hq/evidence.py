@@ -151,9 +151,9 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
             problems.append(f"{rel}: missing")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != expected:
             problems.append(f"{rel}: SHA-256 differs from the manifest (file changed)")
-    extra = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                   if p.is_file() and str(p.relative_to(root)) not in files
-                   and p.name not in ("manifest.json", "manifest.sig"))
+    extra = sorted(rel for p in root.rglob("*") if p.is_file()
+                   and (rel := p.relative_to(root).as_posix()) not in files
+                   and rel not in ("manifest.json", "manifest.sig"))
     problems += [f"{rel}: not in the manifest (file added)" for rel in extra]
     node_keys: dict[tuple[str, str], ed25519.Ed25519PublicKey] = {}
     for path in sorted((root / "nodes").glob("*.json")):

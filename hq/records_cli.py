@@ -130,6 +130,20 @@ def _who(p: argparse.ArgumentParser, why: bool = True, case_required: bool = Fal
         g.add_argument("--case", required=case_required, default="", help="case or incident number")
 
 
+def add_who_arguments(parser: argparse.ArgumentParser) -> None:
+    """--user/--session/--purpose/--case for a command defined elsewhere (e.g. `reads tail`)."""
+    _who(parser)
+
+
+def authorize_from_args(args: argparse.Namespace, action: str, query: dict[str, Any]) -> None:
+    """Gate and log one access for a command defined elsewhere; AccessDenied if refused."""
+    ctx = Context(args)
+    try:
+        ctx.access.authorize(ctx.actor(), action, query=query, **ctx.why())
+    finally:
+        ctx.close()
+
+
 def _out(args: argparse.Namespace, value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
@@ -395,6 +409,24 @@ def _retention_run(ctx: Context) -> int:
     return 0
 
 
+def _store_status(ctx: Context) -> int:
+    from hq import migrations, partitions
+
+    ctx.access.require_role(ctx.actor(), "retention")
+    db = ctx.store.db
+    oldest, newest = db.one("SELECT MIN(capture_ns), MAX(capture_ns) FROM reads") or (None, None)
+    days = ctx.cfg.records.retention_days
+    print(f"store: {db.where} ({db.dialect}), schema version {migrations.current_version(db)} "
+          f"(this HQ: {migrations.LATEST})")
+    print(f"reads: {ctx.store.count():,}, captured {fmt_ns(oldest)} .. {fmt_ns(newest)}; "
+          f"conflicts kept aside: {ctx.store.conflicts()}")
+    print(f"retention: {days} days; a run now purges reads captured before "
+          f"{fmt_ns(partitions.retention_cutoff_ns(ctx.access.clock(), days))}")
+    if db.postgres:
+        print("partitions: " + " ".join(m.name for m in partitions.existing_partitions(db)))
+    return 0
+
+
 def _audit_verify(ctx: Context) -> int:
     ctx.access.require_role(ctx.actor(), "audit")
     result = ctx.access.log.verify()
@@ -614,6 +646,10 @@ def register(sub: Any) -> None:
     p.add_argument("--system", action="store_true", help="run as the scheduled system job (no login)")
     _who(p, why=False)
     p.set_defaults(func=_run(_retention_run))
+
+    p = ret.add_parser("status", help="schema version, read counts, what a purge would remove (technicians)")
+    _who(p, why=False)
+    p.set_defaults(func=_run(_store_status))
 
     # audit
     au = sub.add_parser("audit", help="access-log verification and audit reports").add_subparsers(

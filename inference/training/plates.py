@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+GENERATOR_VERSION = 3  # part of the cache keys: bump when the rendered data changes
 
 STATES: dict[str, str] = {
     "ak": "ALASKA", "al": "ALABAMA", "ar": "ARKANSAS", "az": "ARIZONA", "ca": "California",
@@ -114,6 +115,10 @@ class PlateGenerator:
                 out.append(ALPHABET[rng.integers(len(ALPHABET))])
             else:
                 out.append(ch)
+            # Most states never issue the letter O (and few issue Q): it is the same glyph as
+            # zero, and labels write it as 0. Keep a few so both stay readable.
+            if out[-1] in "OQ" and rng.random() < 0.85:
+                out[-1] = "0"
         return "".join(out)
 
     # -- rendering ------------------------------------------------------------------------
@@ -211,7 +216,7 @@ class PlateGenerator:
         sep_w = {" ": int(char_w * rng.uniform(0.3, 0.8)), "-": int(char_w * 0.6), ".": int(char_w * 0.5), "*": int(char_w * 0.9)}
         total = sum(sep_w[g] if isinstance(g, str) else char_w + gap for g in glyphs)
         max_w = int(w * rng.uniform(0.78, 0.92))
-        stacked = rng.random() < 0.15
+        stacked = rng.random() < 0.25
         if stacked:
             max_w -= int(char_w * 0.7)
         if total > max_w:
@@ -243,6 +248,12 @@ class PlateGenerator:
             else:
                 self._paste(canvas, g, (x, top, char_w, main_h))
                 x += char_w + gap
+        if rng.random() < 0.15 and x + int(char_w * 0.5) < w - 2:
+            # small stacked characters or a tiny word at the right (also not read)
+            sh = main_h // 2 - 2
+            for i in range(2):
+                small = _text_image(ALPHABET[rng.integers(len(ALPHABET))], font, 40, colour)
+                self._paste(canvas, small, (x + 2, top + i * (sh + 3), max(4, min(w - x - 4, int(char_w * 0.45))), sh))
         # stickers and bolts
         for _ in range(rng.integers(0, 3)):
             sw, sh = int(w * rng.uniform(0.08, 0.14)), int(h * rng.uniform(0.1, 0.2))

@@ -22,7 +22,7 @@ from inference.training.ocr_data import (
     real_set,
     synth_set,
 )
-from inference.training.plates import ALPHABET
+from inference.training.plates import ALPHABET, GENERATOR_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def build_model(width: int = 1) -> Any:
 def _datasets(paths: Paths, synth_count: int, real_copies: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
     cache = paths.cache / "ocr"
     us = paths.data / "us-plates"
-    sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}.npz", lambda: synth_set(synth_count, seed))}
+    version = f"v{GENERATOR_VERSION}"
+    sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz", lambda: synth_set(synth_count, seed))}
     if us.is_dir():
         sets["real_train"] = cached_arrays(cache / f"real_train_{real_copies}_{seed}.npz", lambda: real_set(us, "train", real_copies, seed))
         sets["real_val"] = real_set(us, "val", 0, seed)
