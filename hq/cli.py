@@ -73,6 +73,42 @@ def _reads_tail(args: argparse.Namespace) -> int:
         store.close()
 
 
+def gaps(seqs: list[int]) -> list[tuple[int, int]]:
+    """Missing runs (first, last) in an ascending list of sequence numbers starting at 1."""
+    missing, expected = [], 1
+    for seq in seqs:
+        if seq > expected:
+            missing.append((expected, seq - 1))
+        expected = max(expected, seq + 1)
+    return missing
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    from hq.store import ReadStore
+    from transport.registry import Registry
+
+    cfg = hq_config.load(args.config)
+    registry = Registry(cfg.hq.data_dir / "registry.db")
+    store = ReadStore(cfg.path(cfg.store.path, "hq.db"))
+    try:
+        for node in registry.nodes():
+            if args.node and node.node_id != args.node:
+                continue
+            seqs = sorted(set(store.seqs(node.node_id, "reads")) | set(store.seqs(node.node_id, "events")))
+            missing = gaps(seqs)
+            lost = sum(b - a + 1 for a, b in missing)
+            line = (f"{node.node_id:<16} site={node.site_id:<14} {node.status:<8} reads={store.count(node.node_id):<7} "
+                    f"last_seq={seqs[-1] if seqs else 0:<7} gaps={lost}")
+            print(line)
+            if args.gaps:
+                for a, b in missing[:50]:
+                    print(f"    missing seq {a}" + (f"..{b}" if b > a else ""))
+    finally:
+        store.close()
+        registry.close()
+    return 0
+
+
 def _broker_settings(cfg, client_id: str):
     from transport.mqtt import BrokerSettings
 
@@ -111,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="the signed message (e.g. from `alpr-hq hotlist publish --out`)")
     p.add_argument("--worker", default="hq-push", help="HQ client certificate to use (default hq-push)")
     p.set_defaults(func=_push)
+    p = sub.add_parser("nodes", help="enrolled nodes with their read counts and sequence gaps")
+    p.add_argument("--node", help="only this node")
+    p.add_argument("--gaps", action="store_true", help="list the missing sequence numbers "
+                   "(messages not yet delivered, or dropped under the node's outbox quota)")
+    p.set_defaults(func=_nodes)
     reads = sub.add_parser("reads", help="verified reads").add_subparsers(dest="reads_command", required=True)
     t = reads.add_parser("tail", help="print verified reads as they arrive")
     t.add_argument("--all", action="store_true", help="start from the first stored read")

@@ -58,3 +58,4 @@ def test_check_config_cli_reports_missing_keys_files(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("alpr-node: error: keys:") and "node-sign.key" in out.stderr
     assert "alpr-provision node install" in out.stderr
+
