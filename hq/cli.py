@@ -26,7 +26,7 @@ def _ingest(args: argparse.Namespace) -> int:
     b = cfg.broker
     client_id = args.worker or b.client_id
     settings = _broker_settings(cfg, client_id)
-    ingest = Ingest(settings, store_path=cfg.path(cfg.store.path, "hq.db"),
+    ingest = Ingest(settings, store_path=cfg.store.url or cfg.path(cfg.store.path, "hq.db"),
                     registry_path=cfg.hq.data_dir / "registry.db", decryption_keys=load_hpke_keys(keys_dir),
                     sign_key=load_sign_key(keys_dir), max_message_bytes=cfg.ingest.max_message_kb * 1024,
                     shared=cfg.ingest.shared)
@@ -47,10 +47,13 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _reads_tail(args: argparse.Namespace) -> int:
-    from hq.store import ReadStore
+    from hq.records_cli import authorize_from_args
+    from hq.store import open_store
 
     cfg = hq_config.load(args.config)
-    store = ReadStore(cfg.path(cfg.store.path, "hq.db"))
+    # Watching reads is an access like any other: who, why, recorded in the access log.
+    authorize_from_args(args, "view", {"tail": True, "all": bool(args.all)})
+    store = open_store(cfg)
     last = 0 if args.all else max((r.id for r in store.reads_after(0, 10**9)), default=0)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--all", action="store_true", help="start from the first stored read")
     t.add_argument("--count", type=int, default=0, help="exit after printing this many")
     t.set_defaults(func=_reads_tail)
+    from hq.records_cli import add_who_arguments
+    add_who_arguments(t)
     try:  # the records system's commands (search, audit, evidence, ...)
         records_cli = importlib.import_module("hq.records_cli")
     except ModuleNotFoundError as exc:

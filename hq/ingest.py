@@ -43,10 +43,10 @@ class IngestStats:
 class Ingest:
     """One HQ ingest worker. Several may run at once: they share the load through `$share`."""
 
-    def __init__(self, settings: BrokerSettings, *, store_path: Path, registry_path: Path,
+    def __init__(self, settings: BrokerSettings, *, store_path: Path | str, registry_path: Path,
                  decryption_keys: dict[str, x25519.X25519PrivateKey], sign_key: ed25519.Ed25519PrivateKey,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True) -> None:
-        self.store_path = Path(store_path)
+        self.store_path = store_path  # a SQLite path or a postgresql:// URL
         self.registry_path = Path(registry_path)
         self.decryption_keys = decryption_keys
         self.sign_key = sign_key

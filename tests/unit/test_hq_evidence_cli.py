@@ -286,3 +286,19 @@ def test_other_commands_can_use_the_gate(site):
                              "--purpose", "x"])
     with pytest.raises(AccessDenied):
         records_cli.authorize_from_args(bad, "view", {"tail": True})
+
+
+def test_reads_tail_asks_who_and_why_and_is_logged(site, capsys):
+    run, tmp = site
+    run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+        new_password=PW)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # --purpose is required
+        run("reads", "tail", "--all", "--count", "1", "--user", "ada", password=PW)
+    assert run("reads", "tail", "--all", "--count", "3", "--user", "ada", "--purpose", "watch desk",
+               password=PW) == 0
+    out = capsys.readouterr().out
+    assert "7ABC123" in out and "OLD0001" in out
+    assert run("audit", "report", "--from", "2000-01-01", "--to", "2099-01-01", "--json", "--user", "ada",
+               password=PW) == 0
+    assert "watch desk" in capsys.readouterr().out
