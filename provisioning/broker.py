@@ -68,6 +68,8 @@ def write_config(directory: Path, *, port: int, ca_file: Path, cert_file: Path, 
         f"persistence_location {directory}/",
         "autosave_interval 1",
         "max_queued_messages 1000000",
+        # Bound the broker's memory per client while HQ is away (nodes keep their own outbox).
+        "max_queued_bytes 1073741824",
         "max_inflight_messages 1000",
         f"max_packet_size {max_packet_bytes}",
         f"log_dest file {log_file or directory / 'mosquitto.log'}",

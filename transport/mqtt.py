@@ -20,6 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class MqttLink:
             self._client.will_set(will[0], will[1], qos=1, retain=True)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
-        self._client.on_message = lambda client, userdata, message: self._on_message(client, message)
+        self._client.on_message = self._handle_message
+        self._has_will = will is not None
 
     @property
     def client(self) -> paho.Client:
@@ -150,7 +152,9 @@ class MqttLink:
             self._mark_down()
         try:
             if self._client.is_connected():
-                self._client.disconnect()
+                # A clean stop still tells HQ we are gone: ask the broker to publish the will.
+                reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message") if self._has_will else None
+                self._client.disconnect(reasoncode=reason)
                 deadline = time.monotonic() + 1.0
                 while self._client.is_connected() and time.monotonic() < deadline:
                     self._client.loop(timeout=0.05)
@@ -200,6 +204,19 @@ class MqttLink:
             self._on_connect(client, bool(flags.session_present))
         except Exception:  # see _run
             log.exception("mqtt %s: connect hook failed", self.name)
+
+    def _handle_message(self, client, userdata, message) -> None:
+        # paho re-raises callback exceptions out of loop(): one bad message (or a full disk
+        # while handling it) must not end the link thread.
+        try:
+            self._on_message(client, message)
+        except Exception:
+            self.stats.last_error = f"message handler failed on {message.topic}"
+            log.exception("mqtt %s: handler failed for a message on %s", self.name, message.topic)
+
+    def alive(self) -> bool:
+        """True while the link's thread runs (the watchdog checks it)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():

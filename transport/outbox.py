@@ -9,7 +9,7 @@ events and reads; alerts go last. Every dropped message is counted by kind, and 
 sequence number is kept in `losses` so health reports and HQ can account for the gap.
 
 Sequence numbers never repeat, even if the database is lost or salvaged: a ceiling is
-reserved in a small side file (`<db>.seq`) before numbers below it are used.
+reserved in a small side file (`sequence.reserved`) before numbers below it are used.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class Outbox:
         # Publish attempts live in memory on purpose: after a restart everything unacked is
         # sent again anyway, and updating a row would rewrite its blob.
         self._sent: dict[int, int] = {}
-        self._seq_file = self.path.with_name(self.path.name + ".seq")
+        self._seq_file = reservation_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
         self._next_seq, self._ceiling = self._load_sequence()
@@ -123,13 +123,17 @@ class Outbox:
         with self._lock:
             seq = self._next_seq
             if seq >= self._ceiling:
-                self._ceiling = seq + SEQ_BLOCK
-                _write_int(self._seq_file, self._ceiling)
+                ceiling = seq + SEQ_BLOCK
+                _write_int(self._seq_file, ceiling)  # durable before any number below it is used
+                self._ceiling = ceiling
             message = build(seq)
             size = len(message)
+            if size > self.quota_bytes:
+                raise OutboxError(f"{self.path}: a {kind} of {size} bytes is larger than the whole outbox quota "
+                                  f"({self.quota_bytes} bytes); raise outbox.quota_mb")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._make_room(size, now_ns)
+                freed, dropped, dropped_seqs = self._make_room(size, now_ns)
                 self._db.execute(
                     "INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
                     (seq, kind, PRIORITY[kind], now_ns, size, message),
@@ -141,29 +145,38 @@ class Outbox:
             except BaseException:
                 self._rollback()
                 raise
+            # In-memory accounting changes only once the transaction is durable.
             self._next_seq = seq + 1
-            self._bytes += size
-            self._depth += 1
+            self._bytes += size - freed
+            self._depth += 1 - dropped
+            for gone in dropped_seqs:
+                self._sent.pop(gone, None)
             return seq
 
-    def _make_room(self, size: int, now_ns: int) -> None:
-        """Drop the least valuable messages until `size` more bytes fit (inside a transaction)."""
-        while self._depth > 0 and (self._bytes + size > self.quota_bytes or self._depth + 1 > self.max_entries):
-            victim = self._db.execute(
+    def _make_room(self, size: int, now_ns: int) -> tuple[int, int, list[int]]:
+        """Drop the least valuable messages until `size` more bytes fit (inside the caller's transaction).
+
+        Returns (bytes freed, messages dropped, their seqs) for the caller to apply after COMMIT.
+        """
+        freed, dropped, seqs = 0, 0, []
+        while self._depth - dropped > 0 and (self._bytes - freed + size > self.quota_bytes
+                                             or self._depth - dropped + 1 > self.max_entries):
+            seq, kind, victim_size = self._db.execute(
                 "SELECT seq, kind, size FROM outbox ORDER BY priority DESC, seq ASC LIMIT 1").fetchone()
-            seq, kind, victim_size = victim
             self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
-            self._sent.pop(seq, None)
             self._db.execute("INSERT OR REPLACE INTO losses VALUES (?,?,?)", (seq, kind, now_ns))
             self._db.execute(
                 "INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
                 (f"dropped_{kind}",))
-            self._bytes -= victim_size
-            self._depth -= 1
-            log.warning("outbox %s: quota reached, dropped %s seq %d (%d bytes)", self.path, kind, seq, victim_size)
-        self._db.execute(
-            "DELETE FROM losses WHERE seq NOT IN (SELECT seq FROM losses ORDER BY seq DESC LIMIT ?)",
-            (self.max_losses_kept,))
+            freed += victim_size
+            dropped += 1
+            seqs.append(seq)
+            log.warning("outbox %s: quota reached, dropping %s seq %d (%d bytes)", self.path, kind, seq, victim_size)
+        if dropped:
+            # Keep the newest `max_losses_kept` entries; uses the primary key, runs only when something was dropped.
+            self._db.execute("DELETE FROM losses WHERE seq < (SELECT seq FROM losses ORDER BY seq DESC "
+                             "LIMIT 1 OFFSET ?)", (self.max_losses_kept - 1,))
+        return freed, dropped, seqs
 
     def _rollback(self) -> None:
         try:
@@ -288,7 +301,7 @@ def salvage(path: Path) -> tuple[Path, int]:
         except sqlite3.DatabaseError as exc:
             # The table scan crosses a damaged page: probe each possible key on its own, so
             # every message on an intact page is still found.
-            upper = max(next_seq, _read_int(path.with_name(path.name + ".seq")), 1)
+            upper = max(next_seq, _read_int(reservation_path(path)), 1)
             log.error("salvage %s: scan failed (%s); probing seq 1..%d one by one", aside, exc, upper)
             seqs = range(1, upper + 1)
         for seq in seqs:
@@ -314,6 +327,12 @@ def salvage(path: Path) -> tuple[Path, int]:
         box._db.execute("COMMIT")
     box.close()
     return aside, len(recovered)
+
+
+def reservation_path(db_path: Path) -> Path:
+    """The sequence reservation file beside an outbox. Deliberately not `outbox.db*`, so that
+    removing a broken database by glob cannot take the reservation with it."""
+    return Path(db_path).with_name("sequence.reserved")
 
 
 def _read_int(path: Path) -> int:

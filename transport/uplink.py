@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -47,6 +48,8 @@ class Uplink:
         self.hq_sign_keys = hq_sign_keys
         self.window = window
         self.resend_after_ns = int(resend_after_s * 1e9)
+        self.max_resend_after_ns = int(600 * 1e9)
+        self._progress_ns = time.time_ns()
         self.stats = UplinkStats()
         self._on_control = on_control
         self._health: bytes | None = None
@@ -77,16 +80,22 @@ class Uplink:
         client.publish(topics.node_topic(self.node_id, "status"), _status("online"), qos=1, retain=True)
         # Whatever was in flight on the old connection may be lost: send it all again.
         self.outbox.reset_sent()
+        self._progress_ns = time.time_ns()
 
     def _tick(self, client: paho.Client) -> None:
         health, self._health = self._health, None
         if health is not None:
             client.publish(topics.node_topic(self.node_id, "health"), health, qos=0)
-        # Messages past their resend time no longer hold a place in the window.
-        room = self.window - self.outbox.in_flight(self.resend_after_ns)
+        # Messages past their resend time no longer hold a place in the window. While HQ
+        # acknowledges nothing, the resend interval doubles with each interval of silence
+        # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
+        silent = time.time_ns() - self._progress_ns
+        doublings = int(math.log2(silent / self.resend_after_ns)) if silent > self.resend_after_ns else 0
+        resend_after = min(self.resend_after_ns << min(doublings, 20), self.max_resend_after_ns)
+        room = self.window - self.outbox.in_flight(resend_after)
         if room <= 0:
             return
-        due = self.outbox.due(room, self.resend_after_ns)
+        due = self.outbox.due(room, resend_after)
         if not due:
             return
         sent = []
@@ -123,7 +132,7 @@ class Uplink:
         removed = self.outbox.ack(seqs)
         self.stats.acks += 1
         self.stats.acked += removed
-        self.stats.last_ack_ns = time.time_ns()
+        self.stats.last_ack_ns = self._progress_ns = time.time_ns()
 
 
 def _status(state: str) -> bytes:

@@ -138,3 +138,23 @@ def test_database_holds_ciphertext_only(tmp_path):
     db = sqlite3.connect(tmp_path / "o.db")
     columns = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
     assert columns == ["seq", "kind", "priority", "created_ns", "size", "message"]
+
+
+def test_a_failed_commit_under_quota_pressure_leaves_counters_true(tmp_path):
+    box = Outbox(tmp_path / "o.db", quota_bytes=300)
+    for _ in range(3):
+        box.commit("read", msg(100))
+    with pytest.raises(sqlite3.Error):
+        box.commit("read", lambda seq: [0] * 100)  # fails at INSERT, after room was made
+    db = sqlite3.connect(tmp_path / "o.db")
+    on_disk = db.execute("SELECT COUNT(*), SUM(size) FROM outbox").fetchone()
+    assert (box.stats().depth, box.stats().bytes) == on_disk == (3, 300)
+    assert box.stats().dropped == {}  # the drop was rolled back with the rest
+
+
+def test_a_message_larger_than_the_quota_is_refused_and_evicts_nothing(tmp_path):
+    box = Outbox(tmp_path / "o.db", quota_bytes=1000)
+    box.commit("alert", msg(500))
+    with pytest.raises(OutboxError, match="larger than the whole outbox quota"):
+        box.commit("read", msg(2000))
+    assert [p.kind for p in box.due(10, 0)] == ["alert"]

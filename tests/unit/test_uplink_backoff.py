@@ -1,0 +1,53 @@
+"""The uplink's resend interval doubles while HQ is silent, and resets when an ack arrives."""
+import time
+
+import pytest
+
+from transport.outbox import Outbox
+from transport.uplink import Uplink
+
+pytestmark = pytest.mark.unit
+
+
+class FakeClient:
+    """Records publishes (the uplink only calls publish on the client in _tick)."""
+
+    def __init__(self):
+        self.published = []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        self.published.append(topic)
+
+        class Info:
+            rc = 0
+        return Info()
+
+
+def test_resends_space_out_while_hq_is_silent(tmp_path, monkeypatch):
+    box = Outbox(tmp_path / "o.db")
+    box.commit("read", lambda seq: b"m")
+    up = Uplink.__new__(Uplink)  # no broker needed: drive the tick directly
+    up.outbox, up.node_id, up.window = box, "n1", 10
+    up.resend_after_ns, up.max_resend_after_ns = 10 * 10**9, 600 * 10**9
+    up._health, up.stats = None, type("S", (), {"published": 0})()
+    now = [10**18]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    up._progress_ns = now[0]
+    client = FakeClient()
+    sends = []
+    for second in range(0, 200):
+        now[0] = 10**18 + second * 10**9
+        before = len(client.published)
+        up._tick(client)
+        if len(client.published) > before:
+            sends.append(second)
+    # first send, then resends after 10 s, then 20 s apart, then 40 s apart ...
+    # first send; resends 11, 21, 41, 81 s apart (10 s interval, doubling with each interval of silence)
+    assert sends == [0, 11, 32, 73, 154]
+    # an ack resets it: the next resend comes after the base 10 s again
+    up._progress_ns = now[0]
+    box.mark_sent([1], now_ns=now[0])
+    before = len(client.published)
+    now[0] += 11 * 10**9
+    up._tick(client)
+    assert client.published[before:] == ["alpr/v1/node/n1/read"]
