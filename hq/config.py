@@ -32,6 +32,8 @@ class BrokerSection(Section):
 class IngestSection(Section):
     max_message_kb: int = Field(default=4096, gt=0, le=65536, description="larger messages are rejected")
     shared: bool = Field(default=True, description="use the $share group so several workers split the load")
+    revocation_grace_h: float = Field(default=24.0, ge=0, le=24 * 30,
+                                      description="how long reads dated before a revocation are still accepted")
 
 
 class StoreSection(Section):

@@ -37,6 +37,7 @@ class IngestStats:
     duplicates: int = 0
     conflicts: int = 0
     acks_sent: int = 0
+    store_errors: int = 0
     rejected: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -45,7 +46,8 @@ class Ingest:
 
     def __init__(self, settings: BrokerSettings, *, store_path: Path | str, registry_path: Path,
                  decryption_keys: dict[str, x25519.X25519PrivateKey], sign_key: ed25519.Ed25519PrivateKey,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True,
+                 revocation_grace_s: float = 24 * 3600.0) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
         self.registry_path = Path(registry_path)
         self.decryption_keys = decryption_keys
@@ -53,8 +55,10 @@ class Ingest:
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
         self.shared = shared
+        self.revocation_grace_s = revocation_grace_s
         self.stats = IngestStats()
         self._pending: collections.deque = collections.deque()
+        self._retry_at = 0.0
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         self.link = MqttLink(settings, name=f"ingest-{settings.client_id}", on_connect=self._connected,
@@ -82,10 +86,16 @@ class Ingest:
             # sqlite3 connections belong to the thread that made them: open them here.
             self._store = ReadStore(self.store_path)
             self._registry = Registry(self.registry_path)
-            self._signer_for = self._registry.signer_lookup(cache_s=60.0)
+            self._signer_for = self._registry.signer_lookup(cache_s=60.0, grace_s=self.revocation_grace_s)
+        if time.monotonic() < self._retry_at:
+            return
         batch: list[tuple[Opened, int, int]] = []
         while self._pending and len(batch) < self.max_batch:
-            topic, payload, mid, qos = self._pending.popleft()
+            item = self._pending.popleft()
+            if isinstance(item[0], Opened):  # verified before, put back after a failed store
+                batch.append(item)
+                continue
+            topic, payload, mid, qos = item
             self.stats.received += 1
             opened = self._verify(topic, payload)
             if opened is None:
@@ -94,7 +104,18 @@ class Ingest:
                 batch.append((opened, mid, qos))
         if not batch:
             return
-        results = self._store.store(o for o, _, _ in batch)
+        try:
+            results = self._store.store(o for o, _, _ in batch)
+        except Exception:
+            # Not stored, so not acknowledged: put the batch back and try again next tick (the
+            # broker would redeliver anyway after a reconnect; the node resends after its timeout).
+            self.stats.store_errors += 1
+            log.exception("ingest: storing a batch of %d failed; will retry", len(batch))
+            for opened, mid, qos in reversed(batch):
+                self._pending.appendleft((opened, mid, qos))
+            self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self.stats.store_errors, 6))
+            return
+        self.stats.store_errors = 0
         acks: dict[str, list[int]] = collections.defaultdict(list)
         for (opened, mid, qos), result in zip(batch, results):
             client.ack(mid, qos)
@@ -126,8 +147,23 @@ class Ingest:
                                    decryption_keys=self.decryption_keys, max_bytes=self.max_message_bytes)
             if opened.header.kind in ("read", "alert"):
                 ReadPayload.from_wire(opened.payload)  # full schema check before storing
+            else:
+                check_event(opened.payload)
             return opened
         except EnvelopeError as exc:
             self.stats.rejected[exc.reason] += 1
             log.warning("ingest: rejected message on %s (%d bytes): %s", topic, len(payload), exc)
             return None
+        except Exception as exc:  # a message must never stop ingest, whatever is wrong with it
+            self.stats.rejected["invalid"] += 1
+            log.warning("ingest: rejected message on %s (%d bytes): invalid: %r", topic, len(payload), exc)
+            return None
+
+
+def check_event(payload: dict) -> None:
+    """The fields every event must have, with their types (the rest is event-specific)."""
+    if not isinstance(payload.get("event"), str):
+        raise EnvelopeError("payload", "event field event: expected text")
+    t_ns = payload.get("t_ns")
+    if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not 0 <= t_ns < 2**63:
+        raise EnvelopeError("payload", "event field t_ns: expected an unsigned 63-bit integer")

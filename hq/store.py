@@ -152,7 +152,19 @@ class ReadStore:
         h, p = opened.header, opened.payload
         digest = hashlib.sha256(opened.payload_bytes).digest()
         db = self.db
+        event_row = None
         if h.kind == "event":
+            event_row = (h.node_id, h.seq, str(p.get("event", "")), int(p.get("t_ns", h.time_ns)), now, digest,
+                         opened.header_bytes, opened.payload_bytes, opened.signature)
+        if h.kind == "event" and db.postgres:
+            # Two workers can get the same resend at once: let the unique key decide, not a SELECT.
+            inserted = db.execute(
+                "INSERT INTO events (node_id, seq, event, capture_ns, stored_ns, payload_sha256, header, payload, "
+                "signature) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", event_row).rowcount
+            if inserted:
+                return StoreResult(h.node_id, h.seq, "stored")
+            existing = db.value("SELECT payload_sha256 FROM events WHERE node_id=? AND seq=?", (h.node_id, h.seq))
+        elif h.kind == "event":
             existing = db.value("SELECT payload_sha256 FROM events WHERE node_id=? AND seq=?", (h.node_id, h.seq))
         elif db.postgres:
             inserted = db.execute("INSERT INTO read_keys (node_id, seq, payload_sha256, capture_ns) VALUES (?,?,?,?) "
@@ -171,9 +183,7 @@ class ReadStore:
         if h.kind == "event":
             db.execute(
                 "INSERT INTO events (node_id, seq, event, capture_ns, stored_ns, payload_sha256, header, payload, "
-                "signature) VALUES (?,?,?,?,?,?,?,?,?)",
-                (h.node_id, h.seq, str(p.get("event", "")), int(p.get("t_ns", h.time_ns)), now, digest,
-                 opened.header_bytes, opened.payload_bytes, opened.signature))
+                "signature) VALUES (?,?,?,?,?,?,?,?,?)", event_row)
         else:
             db.execute(
                 "INSERT INTO reads (node_id, seq, kind, plate, plate_norm, plate_skel, confidence, region, capture_ns, "

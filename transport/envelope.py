@@ -126,8 +126,10 @@ def read_header(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Hea
     text = ("kind", "node", "sk", "rk")
     if not all(isinstance(raw[k], str) for k in text):
         raise EnvelopeError("malformed", "header fields kind, node, sk, rk must be text")
-    if not all(isinstance(raw[k], int) and not isinstance(raw[k], bool) and raw[k] >= 0 for k in ("seq", "t_ns")):
-        raise EnvelopeError("malformed", "header fields seq and t_ns must be unsigned integers")
+    if not all(isinstance(raw[k], int) and not isinstance(raw[k], bool) and 0 <= raw[k] < 2**63
+               for k in ("seq", "t_ns")):
+        # 63 bits: they must fit the signed 64-bit integers of SQL stores.
+        raise EnvelopeError("malformed", "header fields seq and t_ns must be unsigned integers below 2^63")
     header = Header(raw["kind"], raw["node"], raw["seq"], raw["t_ns"], raw["sk"], raw["rk"])
     return header, header_bytes, sealed
 

@@ -164,7 +164,10 @@ class _FieldReader:
         return value
 
     def int(self, name: str) -> int:
-        return self.typed(name, int)
+        value = self.typed(name, int)
+        if not 0 <= value < 2**63:
+            raise EnvelopeError("payload", f"field {name}: must be an unsigned integer below 2^63")
+        return value
 
     def optional(self, name: str, kind: type) -> Any:
         value = self.wire.get(name)

@@ -181,12 +181,16 @@ class Registry:
         return self._db.execute("SELECT t_ns, actor, action, node_id, detail FROM audit WHERE t_ns >= ? ORDER BY id",
                                 (since_ns,)).fetchall()
 
-    def signer_lookup(self, cache_s: float = 0.0):
+    def signer_lookup(self, cache_s: float = 0.0, grace_s: float = 24 * 3600.0):
         """A `signer_for(header)` for envelope.open_envelope that enforces enrolment and revocation.
 
         With `cache_s` > 0 a node's record and keys are kept that long, but the whole cache is
         dropped as soon as any other connection changes the registry (SQLite's data_version),
         so a revocation takes effect for the very next message.
+
+        A revoked node's (or retired key's) messages dated before the revocation are accepted
+        only until `grace_s` after it, by HQ's clock: reads queued while offline still arrive,
+        but a key stolen with the node cannot keep signing backdated reads for ever.
         """
         cache: dict[str, tuple[float, NodeRecord | None, list[NodeKey]]] = {}
         version = [self._db.execute("PRAGMA data_version").fetchone()[0]]
@@ -215,11 +219,18 @@ class Registry:
             record, keys = load(header.node_id)
             if record is None:
                 raise EnvelopeError("unknown-node", f"node {header.node_id} is not enrolled")
-            if record.status == "revoked" and header.time_ns >= (record.revoked_ns or 0):
-                raise EnvelopeError("revoked", f"node {header.node_id} was revoked; message made after revocation")
+            now = time.time_ns()
+            grace = int(grace_s * 1e9)
+            if record.status == "revoked":
+                revoked = record.revoked_ns or 0
+                if header.time_ns >= revoked:
+                    raise EnvelopeError("revoked", f"node {header.node_id} was revoked; message made after revocation")
+                if now > revoked + grace:
+                    raise EnvelopeError("revoked", f"node {header.node_id} was revoked and its grace period is over")
             for key in keys:
                 if key.key_id == header.signer_key_id:
-                    if key.retired_ns is not None and header.time_ns >= key.retired_ns:
+                    if key.retired_ns is not None and (header.time_ns >= key.retired_ns
+                                                       or now > key.retired_ns + grace):
                         raise EnvelopeError("wrong-key", f"node {header.node_id}: key {key.key_id} was retired")
                     return key.public
             raise EnvelopeError("wrong-key", f"node {header.node_id}: key id {header.signer_key_id} is not enrolled")

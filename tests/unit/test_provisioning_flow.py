@@ -443,3 +443,25 @@ def test_incomplete_bundle_even_if_signed_by_hq_names_the_field(hq: Path, tmp_pa
         path.write_bytes(cbor.dumps([magic, hq_pub, signed.sign(bundle_format.KIND, bad_body, sign_key)]))
         with pytest.raises(BadBundle, match=error):
             nodeside.install(path, tmp_path / "n1", actor="bob")
+
+
+def test_revoked_node_backdated_reads_accepted_only_within_the_grace(tmp_path):
+    import time as _time
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519 as _ed
+
+    from transport.envelope import Header
+    from transport.errors import EnvelopeError
+    from transport.keys import key_id
+    from transport.registry import Registry
+
+    reg = Registry(tmp_path / "r.db")
+    key = _ed.Ed25519PrivateKey.generate()
+    reg.enroll("n1", "s", key.public_key(), actor="t")
+    now = _time.time_ns()
+    reg.revoke("n1", actor="t", reason="stolen", at_ns=now - 2 * 3600 * 10**9)  # revoked two hours ago
+    backdated = Header("read", "n1", 1, now - 3 * 3600 * 10**9, key_id(key.public_key()), "x")
+    assert reg.signer_lookup(grace_s=3 * 3600)(backdated) is not None       # within the grace: queued read
+    with pytest.raises(EnvelopeError, match="grace period is over"):
+        reg.signer_lookup(grace_s=3600)(backdated)                          # after it: refused
+    reg.close()
