@@ -16,6 +16,7 @@ class Pass:
     """One vehicle pass announced by a trigger: a window of frames in which to read it."""
 
     trigger_id: str
+    trigger_name: str
     lane: str
     source: str
     start_ns: int

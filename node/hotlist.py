@@ -79,7 +79,7 @@ class HotList:
         """Verify and switch to a newer list; False (and logged) if refused."""
         try:
             return self._install(message, persist=True)
-        except (EnvelopeError, KeyError, TypeError, ValueError) as exc:
+        except (EnvelopeError, KeyError, TypeError, ValueError, OSError) as exc:
             self.rejected += 1
             log.warning("hot list refused: %s", exc)
             return False
@@ -100,11 +100,18 @@ class HotList:
         )
         if persist:
             tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "wb") as f:
+            # 0600: the list's hash key is in it, and plates are a small space to search.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
                 f.write(message)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         with self._lock:
             self._list = compiled  # one reference swap: a read sees the old list or the new, never a mix
         log.info("hot list version %d in use: %d exact, %d patterns", version, len(compiled.exact),

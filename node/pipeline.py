@@ -100,6 +100,7 @@ class Pipeline:
         self._trigger_events: queue.Queue = queue.Queue(maxsize=1024)
         self._trigger_overflow = 0
         self._recent: collections.deque[Frame] = collections.deque(maxlen=max(2, settings.queue_size))
+        self._detected: collections.deque[int] = collections.deque(maxlen=max(2, settings.queue_size) * 2)
         self._passes: list[Pass] = []
         self._pass_counter = 0
         self._recent_plates: collections.OrderedDict[str, tuple[int, set[str]]] = collections.OrderedDict()
@@ -186,17 +187,31 @@ class Pipeline:
                 self.done.set()
 
     def _finish(self, now_ns: int) -> None:
-        for track in self.tracker.close_all():
-            self._emit(track)
-        for p in list(self._passes):
-            self._close_pass(p)
-        self._passes.clear()
+        self._emit_all(self.tracker.close_all())
+        passes, self._passes = list(self._passes), []
+        self._close_all(passes)
+
+    def _emit_all(self, tracks: list[Track]) -> None:
+        """Emit each closed track on its own: one failure must not lose the others."""
+        for track in tracks:
+            try:
+                self._emit(track)
+            except Exception:
+                self.stats["emit_errors"] += 1
+                log.exception("pipeline: track %d could not be sent", track.id)
+
+    def _close_all(self, passes: list[Pass]) -> None:
+        for p in passes:
+            try:
+                self._close_pass(p)
+            except Exception:
+                self.stats["emit_errors"] += 1
+                log.exception("pipeline: pass %s could not be closed", p.trigger_id)
 
     def _idle(self, now_ns: int) -> None:
         try:
             self._take_triggers(now_ns)
-            for track in self.tracker.expire(now_ns):
-                self._emit(track)
+            self._emit_all(self.tracker.expire(now_ns))
             self._close_due_passes(now_ns)
         except Exception:  # see _run: keep reading
             self.stats["frame_errors"] += 1
@@ -204,9 +219,9 @@ class Pipeline:
 
     def _close_due_passes(self, now_ns: int) -> None:
         grace = int(self.settings.track_timeout_s * 1e9)
-        for q in [q for q in self._passes if now_ns > q.end_ns + grace]:
-            self._passes.remove(q)
-            self._close_pass(q)
+        due = [q for q in self._passes if now_ns > q.end_ns + grace]
+        self._passes = [q for q in self._passes if q not in due]
+        self._close_all(due)
 
     def _wall(self, t_ns: int) -> int:
         """A time on the pipeline clock as UTC ns."""
@@ -222,18 +237,19 @@ class Pipeline:
             s = self.settings
             if event.active:
                 self._pass_counter += 1
-                p = Pass(trigger_id=f"{event.name}-{event.time_ns}", lane=spec.lane, source=spec.kind,
+                p = Pass(trigger_id=f"{event.name}-{event.time_ns}", trigger_name=event.name, lane=spec.lane,
+                         source=spec.kind,
                          start_ns=event.time_ns - int(s.window_before_s * 1e9),
                          end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=self._wall(event.time_ns))
                 self._passes.append(p)
                 self.stats["triggers"] += 1
                 # Frames just before the trigger are still in hand: read them too.
                 for old in list(self._recent):
-                    if old.timestamp_ns >= p.start_ns:
+                    if old.timestamp_ns >= p.start_ns and old.index not in self._detected:
                         self._process(old, replay=True)
             else:
                 for p in self._passes:
-                    if p.trigger_id.startswith(event.name + "-") and p.open_until_inactive:
+                    if p.trigger_name == event.name and p.open_until_inactive:
                         p.open_until_inactive = False
                         p.end_ns = min(p.end_ns, event.time_ns + int(s.window_after_s * 1e9))
 
@@ -258,11 +274,11 @@ class Pipeline:
         observations: list[Observation] = []
         if detect:
             self._last_detect_ns = frame.timestamp_ns
+            self._detected.append(frame.index)
             observations = self._read_frame(frame, p)
         closed = self.tracker.update(observations, p.trigger_id if p else None) if observations \
             else self.tracker.expire(frame.timestamp_ns)
-        for track in closed:
-            self._emit(track)
+        self._emit_all(closed)
         if not replay:
             self._close_due_passes(frame.timestamp_ns)
 
@@ -335,6 +351,7 @@ class Pipeline:
             lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
         )
         seq = self.sink.submit_read(read)
+        self._remember(result.text, confident, best.time_ns)
         if best.overview_jpeg is not None:
             # A separate, lower-priority message: under the outbox quota it goes before any read.
             self.sink.submit_overview(seq, best.overview_jpeg, best.wall_ns)
@@ -345,8 +362,10 @@ class Pipeline:
             p.reads.append(seq)
 
     def _pass_for(self, track: Track, t_ns: int) -> Pass | None:
-        """The pass a track's read belongs to: the newest covering its best frame, else the one it began in."""
-        return self._active_pass(t_ns) or next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
+        """The pass a track's read belongs to: the one it began in (the newest open when it was first
+        seen), else the newest covering its best frame."""
+        own = next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
+        return own or self._active_pass(t_ns)
 
     def _duplicate_of(self, text: str, confident: set[str], now_ns: int) -> str | None:
         """The plate sent within the dedup window that this reading repeats, if any.
@@ -358,13 +377,14 @@ class Pipeline:
         for plate, (seen, _) in list(self._recent_plates.items()):
             if now_ns - seen > window:
                 del self._recent_plates[plate]
-        found = next((plate for plate, (_, cands) in self._recent_plates.items()
-                      if text == plate or text in cands or plate in confident), None)
-        if found is None:
-            self._recent_plates[text] = (now_ns, confident)
-            while len(self._recent_plates) > 256:
-                self._recent_plates.popitem(last=False)
-        return found
+        return next((plate for plate, (_, cands) in self._recent_plates.items()
+                     if text == plate or text in cands or plate in confident), None)
+
+    def _remember(self, text: str, confident: set[str], now_ns: int) -> None:
+        """Record a plate as sent (only once it is committed: a failed commit may be retried)."""
+        self._recent_plates[text] = (now_ns, confident)
+        while len(self._recent_plates) > 256:
+            self._recent_plates.popitem(last=False)
 
     def _close_pass(self, p: Pass) -> None:
         self.accounting.record(p)

@@ -53,7 +53,7 @@ class Runtime:
     def __init__(self, config: NodeConfig, *, source: Source | None = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
-        config.node.data_dir.mkdir(parents=True, exist_ok=True)
+        config.node.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.identity = Identity.load(config)
         self.outbox = Outbox(config.node.data_dir / "outbox.db", quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
                              max_entries=config.outbox.max_entries)
@@ -101,7 +101,12 @@ class Runtime:
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         self.source.stop(timeout=max(0.5, (deadline - time.monotonic()) * 0.6))
         self.uplink.stop(timeout=max(0.5, deadline - time.monotonic()))
-        self.outbox.close()
+        if self.source.alive():
+            # Still flushing: leave the outbox open (SQLite WAL is crash-safe); the process exit
+            # ends it, and whatever was committed is sent next time.
+            log.error("source still running at the shutdown bound; exiting without closing the outbox")
+        else:
+            self.outbox.close()
         log.info("node %s stopped", self.config.node.id)
 
     def health(self) -> dict[str, Any]:
@@ -129,12 +134,14 @@ class Runtime:
         ping = self.notifier.watchdog_interval_s or 1.0
         next_health = time.monotonic()
         while not self.stop_event.wait(min(ping, interval, 1.0)):
-            if self.source.alive() or self.source.done.is_set():
-                # Pet the watchdog only while the source is really alive: a hung pipeline
-                # should get the service restarted by systemd.
+            source_ok = self.source.alive() or self.source.done.is_set()
+            if source_ok and self.uplink.link.alive():
+                # Pet the watchdog only while the source and the uplink are really alive: a
+                # hung pipeline or a dead uplink should get the service restarted by systemd.
                 self.notifier.ping()
             else:
-                log.error("source thread is not running; withholding the watchdog ping")
+                log.error("%s thread is not running; withholding the watchdog ping",
+                          "source" if not source_ok else "uplink")
             if time.monotonic() >= next_health:
                 next_health = time.monotonic() + interval
                 self.uplink.publish_health(self.health())

@@ -36,7 +36,7 @@ def vote(observations: list[Observation], max_candidates: int = 10) -> Vote:
     best = max(observations, key=lambda o: o.confidence)
     if not by_length:
         return Vote("", 0.0, [], [], None, 0.0, best)
-    length = max(by_length, key=lambda n: sum(o.confidence for o in by_length[n]))
+    length = max(by_length, key=lambda n: (sum(o.confidence for o in by_length[n]), len(by_length[n])))
     group = by_length[length]
     chars, confs = [], []
     for pos in range(length):
@@ -48,7 +48,8 @@ def vote(observations: list[Observation], max_candidates: int = 10) -> Vote:
         chars.append(winner)
         confs.append(weights[winner] / len(group))
     text = "".join(chars)
-    agreement = sum(o.confidence for o in group) / sum(o.confidence for o in observations if o.text)
+    total = sum(o.confidence for o in observations if o.text)
+    agreement = sum(o.confidence for o in group) / total if total > 0 else 0.0
     confidence = min(confs) * agreement if confs else 0.0
     scores: dict[str, float] = defaultdict(float)
     for obs in observations:

@@ -253,6 +253,8 @@ class Outbox:
         """Depth, bytes, age of the oldest message and counters, for health reports."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         with self._lock:
+            if self._db is None:
+                raise OutboxError(f"{self.path}: outbox is closed")
             oldest = self._db.execute("SELECT MIN(created_ns) FROM outbox").fetchone()[0]
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         dropped = {k[len("dropped_"):]: v for k, v in meta.items() if k.startswith("dropped_")}

@@ -52,8 +52,9 @@ class Misread:
 class Progress:
     """A one-line progress bar on stderr (redrawn in place)."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.total, self.stream, self.width, self.done = max(1, total), stream, width, 0
+    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total, self.width, self.done = max(1, total), width, 0
+        self.stream = stream if stream is not None else sys.stderr
 
     def step(self, label: str = "") -> None:
         self.done += 1

@@ -36,9 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_when_done:
         import threading
 
+        from transport.errors import OutboxError
+
         def _watch() -> None:
             while not runtime.stop_event.wait(0.2):
-                if runtime.source.done.is_set() and runtime.outbox.stats().depth == 0:
+                try:
+                    drained = runtime.source.done.is_set() and runtime.outbox.stats().depth == 0
+                except OutboxError:
+                    return  # closed under us by a shutdown already in progress
+                if drained:
                     log.info("source done and outbox drained: stopping")
                     runtime.stop_event.set()
         threading.Thread(target=_watch, name="exit-when-done", daemon=True).start()
