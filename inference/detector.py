@@ -28,8 +28,9 @@ class Detection:
 class PlateDetector:
     """Runs a detector model (dense YOLO-style or SSD post-processed) and returns plate boxes.
 
-    `tiles` > 1 also runs the model on a tiles x 1 row of overlapping crops of wide frames
-    (more time, smaller plates found); boxes from all passes are merged by NMS.
+    `tiles` > 1 also runs the model on a tiles x tiles grid of overlapping crops of frames more
+    than twice the input width (tiles**2 + 1 passes: more time, smaller plates found); boxes
+    from all passes are merged by NMS.
     """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, score_threshold: float | None = None,
@@ -79,11 +80,14 @@ class PlateDetector:
         boxes = self._pass(image_rgb)
         height, width = image_rgb.shape[:2]
         if self.tiles > 1 and width > 2 * self.model.input_size[0]:
-            step = width / (self.tiles + 1)
-            tile_w = int(2 * step)
-            for i in range(self.tiles):
-                x0 = int(i * step)
-                boxes += self._pass(np.ascontiguousarray(image_rgb[:, x0:x0 + tile_w]), x0, 0)
+            # a tiles x tiles grid of overlapping crops, each 2/(tiles+1) of the frame per side,
+            # so small plates are seen at up to (tiles+1)/2 times the full-frame scale
+            tile_w, tile_h = int(2 * width / (self.tiles + 1)), int(2 * height / (self.tiles + 1))
+            for row in range(self.tiles):
+                for col in range(self.tiles):
+                    x0, y0 = int(col * tile_w / 2), int(row * tile_h / 2)
+                    tile = np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w])
+                    boxes += self._pass(tile, x0, y0)
         if not boxes:
             return []
         arr = np.array(boxes, dtype=np.float64)

@@ -12,6 +12,10 @@ from inference.ocr import PlateReader, PlateText
 
 log = logging.getLogger(__name__)
 
+PLATE_ASPECT = (1.5, 3.5)   # width / height of images that may be large plate crops
+CROP_CONFIDENCE = 0.5       # whole-image read at least this sure: the image is a plate crop
+PLATE_LENGTH = (4, 8)       # ... and reads as this many characters
+
 
 @dataclass(frozen=True)
 class PlateResult:
@@ -78,13 +82,20 @@ class Recognizer:
         detections: list[Detection] = self.detector.detect(image_rgb)
         detect_ms = (time.perf_counter() - start) * 1000.0
         big = [d for d in detections if d.box[2] * d.box[3] >= 0.4 * width * height]
-        whole = self.whole_image == "always" or (
-            self.whole_image == "auto" and (not detections or bool(big) or looks_like_plate_crop(width, height))
-        )
+        # A plate crop holds one plate: read it whole and nothing inside it (parts of a plate
+        # -- a slogan, a sticker -- otherwise come back as extra, sometimes confident, plates).
+        crop = self.whole_image == "auto" and (bool(big) or looks_like_plate_crop(width, height))
+        whole_read: tuple[PlateText, float] | None = None
+        if self.whole_image == "auto" and not crop and PLATE_ASPECT[0] <= width / max(1, height) <= PLATE_ASPECT[1]:
+            # Plate-shaped but large: a big crop (the detector is trained on plates that fill a
+            # small part of the frame) or a wide scene. A confident plate-like whole-image read
+            # says crop; a scene squeezed into the OCR input reads as low-confidence noise.
+            whole_read = self._read(image_rgb, (0, 0, width, height))
+            text = whole_read[0].text
+            crop = whole_read[0].confidence >= CROP_CONFIDENCE and PLATE_LENGTH[0] <= len(text) <= PLATE_LENGTH[1]
+        whole = self.whole_image == "always" or crop or (self.whole_image == "auto" and not detections)
         results: list[PlateResult] = []
-        for det in detections[: self.max_plates]:
-            if whole and det in big:
-                continue  # the same plate as the whole image, read below
+        for det in [] if crop else detections[: self.max_plates]:
             box = expand_box(det.box, width, height)
             if box[2] < 4 or box[3] < 4:
                 continue
@@ -93,7 +104,7 @@ class Recognizer:
                 results.append(PlateResult(det.box, text.text, text.confidence, text.region, text.region_confidence,
                                            text.candidates, text.char_confidences, det.score, detect_ms, ocr_ms))
         if whole:
-            text, ocr_ms = self._read(image_rgb, (0, 0, width, height))
+            text, ocr_ms = whole_read or self._read(image_rgb, (0, 0, width, height))
             if text.text and text.confidence >= self.min_confidence:
                 results = [r for r in results if r.plate != text.text or r.confidence > text.confidence]
                 if not any(r.plate == text.text for r in results):

@@ -173,7 +173,7 @@ def targets(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
     return obj.reshape(batch, n), weight.reshape(batch, n), box_t.reshape(batch, n, 4)
 
 
-def train(paths: Paths, steps: int = 3000, batch: int = 24, synth_count: int = 6000, seed: int = 0, threads: int = 2) -> dict[str, Any]:
+def train(paths: Paths, steps: int = 2500, batch: int = 24, synth_count: int = 6000, seed: int = 0, threads: int = 2) -> dict[str, Any]:
     """Train, export `plate_detector.tflite` (int8) + manifest, return the figures."""
     import tensorflow as tf
 
@@ -244,7 +244,7 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) 
         "sha256": "",
         "input": {"shape": [1, DET_H, DET_W, 3], "dtype": dtype, "colour": "rgb", "resize": "letterbox",
                   "normalisation": {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}},
-        "output": {"kind": "yolo", "classes": ["plate"], "params": {"score_threshold": 0.3, "stride": STRIDE,
+        "output": {"kind": "yolo", "classes": ["plate"], "params": {"score_threshold": 0.5, "stride": STRIDE,
                                                                     "box_format": "cxcywh normalised"}},
         "training": training,
         "metrics": metrics,

@@ -98,3 +98,9 @@ def test_default_loads_shipped_models() -> None:
     rec = Recognizer.default(threads=1)
     assert rec.detector.model.path.name == "plate_detector.tflite"
     assert rec.reader.model.path.name == "plate_ocr.tflite"
+
+
+def test_tiles_find_a_small_plate_in_a_full_hd_frame() -> None:
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1920, 1080, plate_w=70)
+    found = PlateDetector(tiles=2).detect(scene)
+    assert any(box_iou(d.box, box) >= 0.5 for d in found)
