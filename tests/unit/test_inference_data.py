@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from inference.datasets import DatasetError, normalise_plate, read_folder, split_of
-from inference.metrics import DetectionScore, OcrScore, box_iou, edit_distance, match_boxes
+from inference.metrics import (
+    DetectionScore,
+    OcrScore,
+    box_iou,
+    edit_distance,
+    match_boxes,
+)
 from inference.training.plates import ALPHABET, STATES, PlateGenerator
 from inference.training.scenes import SceneGenerator, SourceScene, letterbox
 
