@@ -118,6 +118,7 @@ class Runtime:
             "outbox": asdict(stats), "uplink": asdict(self.uplink.stats),
             "link": asdict(self.uplink.link.stats),
             "reads": self.sink.reads, "alerts": self.sink.alerts, "events": self.sink.events,
+            "images_dropped": self.sink.images_dropped,
             "hotlist": {"version": self.hotlist.version, "rejected": self.hotlist.rejected},
             "cpu_temp_c": system.cpu_temperature_c(), "throttled": system.throttled(),
             "disk_free_bytes": system.disk_free_bytes(self.config.node.data_dir),

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Callable
 
 from node.identity import Identity
+from transport.errors import OutboxTooLarge
 from transport.outbox import Outbox
 from transport.payload import ReadPayload
 
@@ -23,6 +24,7 @@ class ReadSink:
         self.reads = 0
         self.alerts = 0
         self.events = 0
+        self.images_dropped = 0
 
     def submit_read(self, read: ReadPayload) -> int:
         """Commit one read (as an alert if it matches the hot list); returns its sequence number."""
@@ -39,14 +41,32 @@ class ReadSink:
         log.debug("read %s committed as seq %d", read.plate, seq)
         return seq
 
-    def submit_overview(self, read_seq: int, jpeg: bytes, time_ns: int) -> int:
-        """Commit the overview image of a read as its own low-priority message (event 'overview')."""
+    def submit_overview(self, read_seq: int, jpeg: bytes, time_ns: int) -> int | None:
+        """Commit the overview image of a read as its own low-priority message (event 'overview').
+
+        None if the image alone is larger than the outbox quota (counted in images_dropped).
+        """
         payload = {"event": "overview", "t_ns": time_ns, "read_seq": read_seq, "image": jpeg}
-        return self.outbox.commit("overview", self.identity.sealer("event", payload, time_ns))
+        try:
+            return self.outbox.commit("overview", self.identity.sealer("event", payload, time_ns))
+        except OutboxTooLarge:
+            self.images_dropped += 1
+            log.warning("overview of read seq %d is larger than the outbox quota: not kept", read_seq)
+            return None
 
     def submit_event(self, event: str, time_ns: int, fields: dict) -> int:
-        """Commit an event such as 'no_read' (vehicle passed, no read); returns its sequence number."""
+        """Commit an event such as 'no_read' (vehicle passed, no read); returns its sequence number.
+
+        If the event's image makes it larger than the whole outbox quota, the event is kept
+        without the image (counted in images_dropped): the event itself matters more.
+        """
         payload = dict(fields, event=event, t_ns=time_ns)
-        seq = self.outbox.commit("event", self.identity.sealer("event", payload, time_ns))
+        try:
+            seq = self.outbox.commit("event", self.identity.sealer("event", payload, time_ns))
+        except OutboxTooLarge:
+            self.images_dropped += 1
+            log.warning("%s event image is larger than the outbox quota: sending the event without it", event)
+            payload = {k: (None if isinstance(v, bytes) else v) for k, v in payload.items()}
+            seq = self.outbox.commit("event", self.identity.sealer("event", payload, time_ns))
         self.events += 1
         return seq

@@ -27,3 +27,7 @@ class KeyFileError(TransportError, ValueError):
 
 class OutboxError(TransportError, RuntimeError):
     """The node's outbox database cannot be opened or is corrupt."""
+
+
+class OutboxTooLarge(OutboxError):
+    """One message is larger than the whole outbox quota: it can never be kept."""

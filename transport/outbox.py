@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from transport.errors import OutboxError
+from transport.errors import OutboxError, OutboxTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Outbox:
             message = build(seq)
             size = len(message)
             if size > self.quota_bytes:
-                raise OutboxError(f"{self.path}: a {kind} of {size} bytes is larger than the whole outbox quota "
+                raise OutboxTooLarge(f"{self.path}: a {kind} of {size} bytes is larger than the whole outbox quota "
                                   f"({self.quota_bytes} bytes); raise outbox.quota_mb")
             try:
                 self._db.execute("BEGIN IMMEDIATE")

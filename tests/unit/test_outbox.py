@@ -158,3 +158,17 @@ def test_a_message_larger_than_the_quota_is_refused_and_evicts_nothing(tmp_path)
     with pytest.raises(OutboxError, match="larger than the whole outbox quota"):
         box.commit("read", msg(2000))
     assert [p.kind for p in box.due(10, 0)] == ["alert"]
+
+
+def test_an_event_too_large_for_the_quota_is_kept_without_its_image(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+    from node.identity import Identity
+    from node.sink import ReadSink
+
+    hq = x25519.X25519PrivateKey.generate()
+    box = Outbox(tmp_path / "o.db", quota_bytes=2000)
+    sink = ReadSink(Identity("n1", ed25519.Ed25519PrivateKey.generate(), hq.public_key(), ()), box)
+    sink.submit_event("no_read", 1, {"frame": b"\xff" * 5000, "lane": "1"})
+    assert box.stats().depth == 1 and sink.images_dropped == 1
+    assert len(box.due(1, 0)[0].message) < 2000
