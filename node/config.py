@@ -113,7 +113,7 @@ class PipelineSection(Section):
     window_after_s: float = Field(default=1.0, ge=0, le=30)
     max_window_s: float = Field(default=10.0, gt=0, le=120)
     track_timeout_s: float = Field(default=0.6, gt=0, le=10)
-    min_observations: int = Field(default=1, ge=1, le=30)
+    min_observations: int = Field(default=2, ge=1, le=30, description="frames a plate must be read in (1 lets single-frame glimpses through)")
     min_confidence: float = Field(default=0.3, ge=0, le=1)
     dedup_window_s: float = Field(default=60.0, ge=0, le=3600, description="the same plate is not sent twice within this")
     queue_size: int = Field(default=8, ge=1, le=256, description="frames between camera and detection")

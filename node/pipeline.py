@@ -47,7 +47,7 @@ class PipelineSettings:
     window_after_s: float = 1.0
     max_window_s: float = 10.0
     track_timeout_s: float = 0.6
-    min_observations: int = 1
+    min_observations: int = 2
     min_confidence: float = 0.3
     min_plate_chars: int = 2
     dedup_window_s: float = 60.0
