@@ -51,7 +51,7 @@ class Recognizer:
     """Finds plates, reads them, and reads the whole image too when it looks like a plate crop."""
 
     def __init__(self, detector: PlateDetector, reader: PlateReader, whole_image: str = "auto",
-                 min_confidence: float = 0.0, max_plates: int = 8) -> None:
+                 min_confidence: float = 0.0, max_plates: int = 8, views: int = 1) -> None:
         if whole_image not in ("auto", "always", "never"):
             raise ValueError(f"whole_image must be 'auto', 'always' or 'never', got {whole_image!r}")
         self.detector = detector
@@ -59,6 +59,7 @@ class Recognizer:
         self.whole_image = whole_image
         self.min_confidence = min_confidence
         self.max_plates = max_plates  # bounds the OCR time of a frame full of false detections
+        self.views = views  # >1: read each crop with several margins and fuse (still images)
 
     @classmethod
     def default(cls, threads: int = 1) -> Recognizer:
@@ -68,7 +69,8 @@ class Recognizer:
     def _read(self, image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[PlateText, float]:
         x, y, w, h = box
         start = time.perf_counter()
-        text = self.reader.read(np.ascontiguousarray(image[y:y + h, x:x + w]))
+        crop = np.ascontiguousarray(image[y:y + h, x:x + w])
+        text = self.reader.read_views(crop, self.views) if self.views > 1 else self.reader.read(crop)
         return text, (time.perf_counter() - start) * 1000.0
 
     def recognize(self, image_rgb: np.ndarray) -> list[PlateResult]:

@@ -31,6 +31,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sheet", type=Path, default=None,
                         help="contact sheet of misreads (HTML; default ./alpr-eval-FOLDER.html)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
+                        help="margins read and fused per plate, as `recognize` does (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if not items:
         raise BadInput(f"{args.folder}: no labelled images{' in split ' + args.split if args.split else ''}")
-    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads))
+    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
+                            views=args.views)
     ocr, det = OcrScore(), DetectionScore()
     detect_ms: list[float] = []
     ocr_ms: list[float] = []

@@ -22,6 +22,8 @@ def register(subparsers: Any) -> None:
                                    description="Detect and read licence plates in still images (whole scenes or plate crops).")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
+                        help="read each plate with this many margins and fuse them (default 3; 1 = fastest)")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from inference.recognizer import Recognizer
 
     recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
-                            whole_image=args.whole_image)
+                            whole_image=args.whole_image, views=args.views)
     failures = 0
     for path in args.images:
         try:

@@ -104,3 +104,18 @@ def test_tiles_find_a_small_plate_in_a_full_hd_frame() -> None:
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1920, 1080, plate_w=70)
     found = PlateDetector(tiles=2).detect(scene)
     assert any(box_iou(d.box, box) >= 0.5 for d in found)
+
+
+def test_margin_views_and_fused_reading():
+    from inference.ocr import PlateReader, margin_views
+
+    crop = np.zeros((40, 100, 3), np.uint8)
+    views = margin_views(crop)
+    assert [v.shape[:2] for v in views] == [(40, 100), (44, 108), (36, 94)]
+    reader = PlateReader()
+    one = reader.read_views(crop, views=1)
+    fused = reader.read_views(crop, views=3)
+    assert one == reader.read(crop)
+    assert len(fused.candidates) <= reader.top_k
+    assert fused.candidates == sorted(fused.candidates, key=lambda c: -c[1])
+    assert fused.text == fused.candidates[0][0]
