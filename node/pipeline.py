@@ -102,14 +102,12 @@ class Pipeline:
         self._recent: collections.deque[Frame] = collections.deque(maxlen=max(2, settings.queue_size))
         self._detected: collections.deque[int] = collections.deque(maxlen=max(2, settings.queue_size) * 2)
         self._passes: list[Pass] = []
-        self._pass_counter = 0
         self._recent_plates: collections.OrderedDict[str, tuple[int, set[str]]] = collections.OrderedDict()
         self._last_detect_ns = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats: dict[str, Any] = collections.Counter()
         self.stage_ms: dict[str, float] = {"detect": 0.0, "ocr": 0.0, "frame": 0.0}
-        self.last_progress = time.monotonic()
         self._rate_mark = (time.monotonic(), 0)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -178,7 +176,6 @@ class Pipeline:
                     self.stats["frame_errors"] += 1
                     log.exception("pipeline: frame %d failed", frame.index)
                 self.stage_ms["frame"] = (time.perf_counter() - started) * 1000.0
-                self.last_progress = time.monotonic()
                 self.stats["frames"] += 1
         finally:
             try:
@@ -236,7 +233,6 @@ class Pipeline:
             spec = self.triggers.get(event.name, TriggerSpec(event.name, self.settings.default_lane, event.kind))
             s = self.settings
             if event.active:
-                self._pass_counter += 1
                 p = Pass(trigger_id=f"{event.name}-{event.time_ns}", trigger_name=event.name, lane=spec.lane,
                          source=spec.kind,
                          start_ns=event.time_ns - int(s.window_before_s * 1e9),

@@ -41,7 +41,6 @@ class SyntheticSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.done = threading.Event()
-        self.last_progress = time.monotonic()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="synthetic-source", daemon=True)
@@ -58,8 +57,11 @@ class SyntheticSource:
 
     def _run(self) -> None:
         next_t = time.monotonic()
+        # The total counts across restarts (it is the outbox's own counter): read it once, then
+        # count here rather than asking SQLite before every read.
+        committed = self.sink.outbox.stats().committed
         while not self._stop.is_set():
-            if self.total and self.sink.outbox.stats().committed >= self.total:
+            if self.total and committed >= self.total:
                 self.done.set()
                 log.info("synthetic source: %d reads committed in total; done", self.total)
                 return
@@ -74,7 +76,7 @@ class SyntheticSource:
                 char_confidences=tuple(0.97 for _ in plate), candidates=(Candidate(plate, 0.97),),
                 trigger_source="synthetic", models={"source": "synthetic"},
             ))
-            self.last_progress = time.monotonic()
+            committed += 1
             next_t += self.period
             delay = next_t - time.monotonic()
             if delay > 0:

@@ -102,17 +102,22 @@ def seal(
     return cbor.dumps([header_bytes, sealed])
 
 
+def bstr_pair(data: bytes, what: str, shape: str) -> tuple[bytes, bytes]:
+    """Decode the `[bstr, bstr]` framing all our messages use; EnvelopeError("malformed") if not."""
+    try:
+        pair = cbor.loads(data)
+    except EncodingError as exc:
+        raise EnvelopeError("malformed", f"{what} is not CBOR ({exc})") from exc
+    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, bytes) for p in pair)):
+        raise EnvelopeError("malformed", f"{what} must be [{shape}]")
+    return pair[0], pair[1]
+
+
 def read_header(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Header, bytes, bytes]:
     """Parse the cleartext part of a message without trusting it: (header, header_bytes, sealed)."""
     if len(message) > max_bytes:
         raise EnvelopeError("oversize", f"{len(message)} bytes exceeds the {max_bytes} byte limit")
-    try:
-        outer = cbor.loads(message)
-    except EncodingError as exc:
-        raise EnvelopeError("malformed", f"not a CBOR envelope ({exc})") from exc
-    if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(p, bytes) for p in outer)):
-        raise EnvelopeError("malformed", "envelope must be [header bstr, sealed bstr]")
-    header_bytes, sealed = outer
+    header_bytes, sealed = bstr_pair(message, "envelope", "header bstr, sealed bstr")
     try:
         raw = cbor.loads(header_bytes)
     except EncodingError as exc:
@@ -161,13 +166,7 @@ def open_envelope(
         plaintext = HPKE_SUITE.decrypt(sealed, private, info=hpke_info(header_bytes))
     except Exception as exc:  # cryptography raises InvalidTag or ValueError; one opaque reason for all
         raise EnvelopeError("decrypt", f"node {header.node_id} seq {header.seq}: cannot decrypt (tampered or wrong key)") from exc
-    try:
-        inner = cbor.loads(plaintext)
-    except EncodingError as exc:
-        raise EnvelopeError("malformed", f"decrypted body is not CBOR ({exc})") from exc
-    if not (isinstance(inner, list) and len(inner) == 2 and all(isinstance(p, bytes) for p in inner)):
-        raise EnvelopeError("malformed", "decrypted body must be [payload bstr, signature bstr]")
-    payload_bytes, signature = inner
+    payload_bytes, signature = bstr_pair(plaintext, "decrypted body", "payload bstr, signature bstr")
     try:
         public.verify(signature, signed_bytes(header_bytes, payload_bytes))
     except InvalidSignature as exc:

@@ -195,12 +195,12 @@ class Outbox:
             keys = self._db.execute("SELECT seq, kind FROM outbox ORDER BY priority, seq LIMIT ?",
                                     (limit + len(self._sent),)).fetchall()
             chosen = [(seq, kind) for seq, kind in keys if self._sent.get(seq, cutoff - 1) < cutoff][:limit]
-            result = []
-            for seq, kind in chosen:
-                row = self._db.execute("SELECT message FROM outbox WHERE seq=?", (seq,)).fetchone()
-                if row is not None:
-                    result.append(Pending(seq, kind, bytes(row[0])))
-        return result
+            if not chosen:
+                return []
+            blobs = dict(self._db.execute(
+                f"SELECT seq, message FROM outbox WHERE seq IN ({','.join('?' * len(chosen))})",
+                [seq for seq, _ in chosen]).fetchall())
+        return [Pending(seq, kind, bytes(blobs[seq])) for seq, kind in chosen if seq in blobs]
 
     def mark_sent(self, seqs: Iterable[int], now_ns: int | None = None) -> None:
         """Record a publish attempt (in memory: after a restart, all is resent)."""

@@ -14,7 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from transport import cbor
-from transport.errors import EncodingError, EnvelopeError
+from transport.envelope import bstr_pair
+from transport.errors import EnvelopeError
 
 CONTEXT = "alpr-ctl-v1"
 
@@ -30,13 +31,7 @@ def verify(kind: str, message: bytes, keys: list[ed25519.Ed25519PublicKey], node
     """Check a control message against HQ's public key(s) and return its body."""
     if len(message) > max_bytes:
         raise EnvelopeError("oversize", f"{kind} message of {len(message)} bytes")
-    try:
-        outer = cbor.loads(message)
-    except EncodingError as exc:
-        raise EnvelopeError("malformed", f"{kind} message is not CBOR ({exc})") from exc
-    if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(p, bytes) for p in outer)):
-        raise EnvelopeError("malformed", f"{kind} message must be [body bstr, signature bstr]")
-    body_bytes, signature = outer
+    body_bytes, signature = bstr_pair(message, f"{kind} message", "body bstr, signature bstr")
     signed = cbor.dumps([CONTEXT, kind, body_bytes])
     for key in keys:
         try:
