@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-GENERATOR_VERSION = 3  # part of the cache keys: bump when the rendered data changes
+GENERATOR_VERSION = 4  # part of the cache keys: bump when the rendered data changes
 
 STATES: dict[str, str] = {
     "ak": "ALASKA", "al": "ALABAMA", "ar": "ARKANSAS", "az": "ARIZONA", "ca": "California",
@@ -61,19 +61,19 @@ class SynthPlate:
     region: str
 
 
+# Narrow gothic faces like the ones most US plates use; the wider and serif faces are kept
+# for older and specialty plates, at a lower share.
+PLATE_LIKE_FONTS = ("LiberationSansNarrow-Bold.ttf", "NimbusSansNarrow-Bold.otf", "RobotoCondensed-Bold.ttf",
+                    "RobotoCondensed-Regular.ttf")
+
+
 def font_paths() -> list[Path]:
-    """Bold fonts for plate characters: the shipped ones first, then any on the system."""
+    """The fonts shipped in `inference/fonts` (only those, so every machine renders the same plates)."""
     here = Path(__file__).resolve().parent.parent / "fonts"
-    found = sorted(here.glob("*.ttf"))
-    for folder in (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation")):
-        if folder.is_dir():
-            found += sorted(p for p in folder.glob("*Bold*.ttf") if "Oblique" not in p.name and "Italic" not in p.name)
-    unique: dict[str, Path] = {}
-    for path in found:
-        unique.setdefault(path.name, path)
-    if not unique:
-        raise FileNotFoundError(f"no .ttf fonts found in {here} or the system font folders")
-    return list(unique.values())
+    found = sorted([*here.glob("*.ttf"), *here.glob("*.otf")])
+    if not found:
+        raise FileNotFoundError(f"no .ttf/.otf fonts found in {here}")
+    return found
 
 
 @lru_cache(maxsize=256)
@@ -98,6 +98,13 @@ class PlateGenerator:
         self.width = width
         self.height = height
         self.fonts = [str(p) for p in font_paths()]
+        plate_like = np.array([Path(f).name in PLATE_LIKE_FONTS for f in self.fonts], np.float64)
+        # 75 % of plates in the narrow plate-like faces when there are any
+        if 0 < plate_like.sum() < len(self.fonts):
+            weights = np.where(plate_like > 0, 0.75 / plate_like.sum(), 0.25 / (len(self.fonts) - plate_like.sum()))
+        else:
+            weights = np.full(len(self.fonts), 1.0 / len(self.fonts))
+        self.main_font_weights = weights / weights.sum()
         self.regions = sorted(STATES)
 
     # -- text -----------------------------------------------------------------------------
@@ -184,7 +191,7 @@ class PlateGenerator:
         bg, colour, dark = self._background(plain)
         canvas = Image.fromarray(bg).convert("RGBA")
         draw = ImageDraw.Draw(canvas)
-        font = self.fonts[rng.integers(len(self.fonts))]
+        font = self.fonts[int(rng.choice(len(self.fonts), p=self.main_font_weights))]
         # header: state name; footer: slogan (each sometimes missing)
         header_colour = tuple(int(v) for v in (rng.integers(0, 256, 3) if rng.random() < 0.5 else colour))
         if rng.random() < 0.9:

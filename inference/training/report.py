@@ -43,9 +43,21 @@ def detector_section(manifest: dict[str, Any]) -> str:
                     f = fig[folder]
                     rows.append((split, kind, folder, f["truths"], f["predictions"], f["recall_pct"], f["precision_pct"], f["mean_iou"]))
     t = manifest.get("training", {})
+    threshold = manifest.get("output", {}).get("params", {}).get("score_threshold")
+    curve_rows = []
+    val_curve, test_curve = m.get("val_curve_int8", {}), m.get("test_curve_int8", {})
+    for key in val_curve:
+        v, tc = val_curve[key], test_curve.get(key, {})
+        curve_rows.append((key, v["recall_pct"], v["precision_pct"], tc.get("recall_pct", "-"), tc.get("precision_pct", "-")))
+    curve = ""
+    if curve_rows:
+        curve = (f"Score threshold {threshold}: {m.get('score_threshold_rule', '')} (int8, all scenes; test shown for "
+                 "information only, it played no part in the choice):\n\n"
+                 + _table(curve_rows, ("threshold", "val recall %", "val precision %", "test recall %", "test precision %")))
     return "\n\n".join([
         f"## Detector `plate_detector.tflite` ({m.get('size_bytes', '?')} bytes, int8)",
         _table(rows, ("split", "model", "folder", "plates", "boxes", "recall %", "precision %", "mean IoU")),
+        *([curve] if curve else []),
         f"Training data: `{json.dumps(t.get('data', {}))}`; hyper-parameters: `{json.dumps(t.get('hyper', {}))}`; "
         f"stage seconds: `{json.dumps(t.get('stage_seconds', {}))}`.",
     ])
@@ -70,7 +82,7 @@ def measured_section(folder: Path) -> str:
     if rows:
         parts.append("## Whole pipeline on the real test split (`alpr-node eval`)")
         parts.append("Command: `alpr-node eval ../shared/data/NAME --split test --json --sheet misreads-NAME.html` "
-                     "(shipped int8 models, 1 thread, this 2-core x86 machine shared with other jobs).")
+                     "(shipped int8 models, 1 thread, this 2-core x86 machine).")
         parts.append(_table(rows, ("folder", "images", "plates", "exact %", "char %", "top-10 %", "state top-1 %",
                                    "det recall %", "det precision %", "detect ms", "OCR ms/plate", "total ms")))
         parts.append("For scenes, a plate counts as read only when a box with IoU >= 0.5 reads it exactly; the "
@@ -106,10 +118,10 @@ def write_report(models: Path, extra: str = "") -> Path:
     if totals:
         parts.append("## Reproduction time\n\n"
                      "Command: `alpr-train all` (or `alpr-train ocr` then `alpr-train detector`; `alpr-train report` "
-                     "rewrites this file). Measured wall time of each stage on this 2-core x86 machine, which was "
-                     "shared with other jobs while training: "
+                     "rewrites this file). Wall time of the stages recorded in the manifests (data generation + "
+                     "training + export + evaluation; see the notes below for the conditions): "
                      + ", ".join(f"{k} {v / 60:.1f} min" for k, v in totals.items())
-                     + f", total {sum(totals.values()) / 60:.1f} min (data generation + training + export + evaluation).")
+                     + f", total {sum(totals.values()) / 60:.1f} min.")
     if extra:
         parts.append(extra)
     path = models / "REPORT.md"

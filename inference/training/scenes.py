@@ -11,9 +11,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference.training.plates import STATES, PlateGenerator
+from PIL import Image, ImageDraw
+
+from inference.training.plates import STATES, PlateGenerator, _text_image
 
 LETTERBOX_FILL = 114
+SCENES_VERSION = 2  # part of the cache key: bump when the rendered scenes change
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,64 @@ class SceneGenerator:
         x2, y2 = quad.max(axis=0)
         return np.clip(np.array([x1, y1, x2, y2]), [0, 0, 0, 0], [self.width, self.height, self.width, self.height])
 
+    # -- distractors -----------------------------------------------------------------------
+    def _distractor(self, canvas: np.ndarray, taken: list[np.ndarray]) -> None:
+        """Paint something plate-sized that is not a plate: a badge, an emblem or a grille.
+
+        Most false boxes on real cars were model badges, maker emblems and chrome lettering,
+        i.e. text or shapes without a plate's light rectangle around them.
+        """
+        rng = self.rng
+        width = float(np.exp(rng.uniform(math.log(16), math.log(160))))
+        kind = int(rng.integers(4))
+        aspect = rng.uniform(2.0, 6.0) if kind in (0, 3) else rng.uniform(1.0, 2.2)
+        height = max(5.0, width / aspect)
+        x = rng.uniform(0, max(1.0, self.width - width))
+        y = rng.uniform(0, max(1.0, self.height - height))
+        box = np.array([x, y, x + width, y + height])
+        if any(_overlap(box, t) > 0.0 or _overlap(t, box) > 0.0 for t in taken):
+            return
+        w, h = int(width), int(height)
+        if w < 4 or h < 4:
+            return
+        chrome = rng.random() < 0.6
+        colour = tuple(int(v) for v in (rng.integers(170, 256, 3) if chrome else rng.integers(0, 256, 3)))
+        layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        font = self.plates.fonts[int(rng.integers(len(self.plates.fonts)))]
+        if kind in (0, 3):  # lettering: model names, engine badges, dealer stickers' words
+            letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            word = "".join(letters[int(rng.integers(26))] if rng.random() < 0.8 else str(int(rng.integers(10)))
+                           for _ in range(int(rng.integers(2, 9))))
+            if rng.random() < 0.3:
+                word = word[:2] + "." + word[2:] if len(word) > 3 else word
+            if rng.random() < 0.4:
+                word = word.capitalize() if rng.random() < 0.5 else word.lower()
+            text = _text_image(word, font, 48, colour)
+            layer = text.resize((w, h), Image.Resampling.BILINEAR)
+        elif kind == 1:  # emblem: a ring, sometimes with letters in it
+            thick = max(1, int(min(w, h) * rng.uniform(0.06, 0.15)))
+            draw.ellipse((0, 0, w - 1, h - 1), outline=colour + (255,), width=thick)
+            if rng.random() < 0.6 and w > 12:
+                word = "".join(chr(65 + int(rng.integers(26))) for _ in range(int(rng.integers(1, 5))))
+                inner = _text_image(word, font, 40, colour)
+                layer.alpha_composite(inner.resize((max(1, int(w * 0.6)), max(1, int(h * 0.4)))), (int(w * 0.2), int(h * 0.3)))
+        else:  # grille / vents: parallel bars
+            bars = int(rng.integers(3, 8))
+            for i in range(bars):
+                y0 = int(i * h / bars)
+                draw.rectangle((0, y0, w - 1, y0 + max(1, int(h / bars * 0.5))), fill=colour + (255,))
+        patch = np.asarray(layer, np.float32)
+        alpha = patch[..., 3:4] / 255.0 * rng.uniform(0.7, 1.0)
+        x0, y0 = int(x), int(y)
+        region = canvas[y0:y0 + h, x0:x0 + w].astype(np.float32)
+        hh, ww = region.shape[:2]
+        if chrome and rng.random() < 0.7:  # a dark edge under chrome letters
+            shadow = np.roll(alpha[:hh, :ww], (max(1, h // 12), max(1, w // 40)), axis=(0, 1))
+            region = region * (1 - 0.5 * shadow)
+        blended = region * (1 - alpha[:hh, :ww]) + patch[:hh, :ww, :3] * alpha[:hh, :ww]
+        canvas[y0:y0 + hh, x0:x0 + ww] = np.clip(blended, 0, 255).astype(np.uint8)
+
     def scene(self) -> Scene:
         """One scene with its plate boxes."""
         rng = self.rng
@@ -181,6 +242,9 @@ class SceneGenerator:
             box = self._paste(canvas, self._plate_image(), boxes)
             if box is not None:
                 boxes.append(box)
+        if rng.random() < 0.7:
+            for _ in range(int(rng.integers(1, 4))):
+                self._distractor(canvas, boxes)
         img = canvas.astype(np.float32) * rng.uniform(0.5, 1.3) + rng.uniform(-25, 25)
         if rng.random() < 0.1:
             img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)

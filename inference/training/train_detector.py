@@ -16,7 +16,8 @@ import numpy as np
 from inference.datasets import read_folder
 from inference.training.common import Paths, Timer, export_tflite, write_model
 from inference.training.ocr_data import load_rgb
-from inference.training.scenes import SceneGenerator, SourceScene
+from inference.training.plates import GENERATOR_VERSION
+from inference.training.scenes import SCENES_VERSION, SceneGenerator, SourceScene
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _scene_chunk(args: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
 
 def scene_set(paths: Paths, count: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """`count` scenes as a uint8 memmap [count, H, W, 3] (cached under .cache/) and boxes [count, MAX_BOXES, 4]."""
-    folder = paths.cache / "detector" / f"scenes_{count}_{seed}"
+    folder = paths.cache / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{GENERATOR_VERSION}"
     images_path, boxes_path = folder / "images.npy", folder / "boxes.npy"
     if images_path.is_file() and boxes_path.is_file():
         return np.load(images_path, mmap_mode="r"), np.load(boxes_path)
@@ -237,14 +238,14 @@ def train(paths: Paths, steps: int = 2500, batch: int = 24, synth_count: int = 6
     return export(paths, model, representative, timer, hyper, len(images))
 
 
-def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], score_threshold: float = 0.5) -> dict[str, Any]:
     return {
         "name": MODEL_NAME,
         "version": VERSION,
         "sha256": "",
         "input": {"shape": [1, DET_H, DET_W, 3], "dtype": dtype, "colour": "rgb", "resize": "letterbox",
                   "normalisation": {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}},
-        "output": {"kind": "yolo", "classes": ["plate"], "params": {"score_threshold": 0.5, "stride": STRIDE,
+        "output": {"kind": "yolo", "classes": ["plate"], "params": {"score_threshold": score_threshold, "stride": STRIDE,
                                                                     "box_format": "cxcywh normalised"}},
         "training": training,
         "metrics": metrics,
@@ -253,7 +254,7 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) 
 
 def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Timer, hyper: dict[str, Any], scenes: int) -> dict[str, Any]:
     """Write float (cache) and int8 (shipped) TFLite and measure both on the real scene splits."""
-    from inference.training.evaluate_detector import evaluate_detector
+    from inference.training.evaluate_detector import choose_threshold, evaluate_detector, threshold_curve
 
     training = {
         "pipeline": "alpr-train detector",
@@ -269,9 +270,22 @@ def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Ti
     content = timer.run("det_export_int8", lambda: export_tflite(model, representative))
     metrics: dict[str, Any] = {}
     write_model(int8_path, content, manifest_for("int8", training, metrics))
-    for label, path in (("float", float_path), ("int8", int8_path)):
-        for split in ("val", "test"):
-            metrics[f"{split}_{label}"] = evaluate_detector(path, paths.data, split)
+    # The score threshold is chosen on the val split only; the test curve is reported beside it.
+    chosen = {"threshold": 0.5}
+
+    def evaluate() -> None:
+        if not ((paths.data / "eu-scenes").is_dir() or (paths.data / "br-scenes").is_dir()):
+            return
+        metrics["val_curve_int8"] = threshold_curve(int8_path, paths.data, "val")
+        chosen["threshold"] = choose_threshold(metrics["val_curve_int8"])
+        metrics["test_curve_int8"] = threshold_curve(int8_path, paths.data, "test")
+        metrics["score_threshold_rule"] = "highest threshold keeping the best val recall"
+        for label, path in (("float", float_path), ("int8", int8_path)):
+            for split in ("val", "test"):
+                metrics[f"{split}_{label}"] = evaluate_detector(path, paths.data, split, score_threshold=chosen["threshold"])
+
+    timer.run("det_evaluate", evaluate)
+    threshold = chosen["threshold"]
     metrics["size_bytes"] = len(content)
-    write_model(int8_path, content, manifest_for("int8", training, metrics))
+    write_model(int8_path, content, manifest_for("int8", training, metrics, threshold))
     return {"training": training, "metrics": metrics}

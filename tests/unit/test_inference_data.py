@@ -116,3 +116,40 @@ def test_scoring_helpers() -> None:
     det = DetectionScore()
     det.add([(0, 0, 10, 10)], [(0, 0, 10, 10), (50, 50, 10, 10)])
     assert det.as_dict()["recall_pct"] == 100.0 and det.as_dict()["precision_pct"] == 50.0
+
+
+def test_generator_uses_only_the_shipped_fonts_mostly_plate_like_ones() -> None:
+    from inference.training.plates import PLATE_LIKE_FONTS, font_paths
+
+    fonts = font_paths()
+    assert all(p.parent.name == "fonts" and p.parent.parent.name == "inference" for p in fonts)
+    assert {p.name for p in fonts} >= set(PLATE_LIKE_FONTS)
+    gen = PlateGenerator(0)
+    share = sum(w for f, w in zip(gen.fonts, gen.main_font_weights) if Path(f).name in PLATE_LIKE_FONTS)
+    assert share == pytest.approx(0.75)
+
+
+def test_detector_threshold_is_the_highest_keeping_the_best_recall() -> None:
+    from inference.training.evaluate_detector import choose_threshold
+
+    curve = {
+        "0.30": {"recall_pct": 100.0, "precision_pct": 50.0},
+        "0.50": {"recall_pct": 100.0, "precision_pct": 80.0},
+        "0.60": {"recall_pct": 100.0, "precision_pct": 90.0},
+        "0.70": {"recall_pct": 96.0, "precision_pct": 100.0},
+    }
+    assert choose_threshold(curve) == 0.6
+
+
+def test_ocr_jitter_keeps_shape_and_moves_pixels() -> None:
+    from inference.training.ocr_data import OCR_H, OCR_W
+    from inference.training.train_ocr import jitter
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((8, OCR_H, OCR_W), np.uint8)
+    images[:, 8:24, 40:88] = 200
+    out = jitter(images, rng)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, images)
+    # the bright block stays roughly where it was: framing moves by a few pixels, not more
+    assert all(abs(float(o.mean()) - float(i.mean())) < 40 for o, i in zip(out, images))
