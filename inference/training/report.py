@@ -124,6 +124,9 @@ def write_report(models: Path, extra: str = "") -> Path:
                      + f", total {sum(totals.values()) / 60:.1f} min.")
     if extra:
         parts.append(extra)
+    notes = models / "NOTES.md"
+    if notes.is_file():  # hand-written: how the figures came about, caveats, what was chosen on what
+        parts.append(notes.read_text(encoding="utf-8").strip())
     path = models / "REPORT.md"
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return path
