@@ -81,7 +81,7 @@ def measured_section(folder: Path) -> str:
                      ms["detect_median"], ms["ocr_median_per_plate"], ms["total_median"]))
     if rows:
         parts.append("## Whole pipeline on the real test split (`alpr-node eval`)")
-        parts.append("Command: `alpr-node eval ../shared/data/NAME --split test --json --sheet misreads-NAME.html` "
+        parts.append("Command: `alpr-node eval ../shared/data/NAME --split test --views 1 --json --sheet misreads-NAME.html` "
                      "(shipped int8 models, 1 thread, this 2-core x86 machine).")
         parts.append(_table(rows, ("folder", "images", "plates", "exact %", "char %", "top-10 %", "state top-1 %",
                                    "det recall %", "det precision %", "detect ms", "OCR ms/plate", "total ms")))

@@ -22,7 +22,7 @@ from inference.training.scenes import SCENES_VERSION, SceneGenerator, SourceScen
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "plate_detector"
-VERSION = "2.0.0"
+VERSION = "1.0.0"
 DET_W, DET_H = 512, 288
 STRIDE = 8
 GRID_W, GRID_H = DET_W // STRIDE, DET_H // STRIDE
@@ -46,16 +46,9 @@ def build_model() -> Any:
     x = conv(x, 24)
     x = conv(x, 40, 2)             # /8
     s8 = conv(x, 40)
-    x = conv(s8, 80, 2)            # /16
-    x = conv(x, 80)
-    s16 = conv(x, 80)
-    # A /32 stage for context: badges and lettering look like plates up close; where they sit on
-    # the car (and the plate's frame around the characters) is what tells them apart.
-    x = conv(s16, 128, 2)          # /32
-    x = conv(x, 128)
-    up32 = layers.UpSampling2D(2, interpolation="nearest")(x)
-    x = layers.Concatenate()([s16, up32])
-    x = conv(x, 80, kernel=1)
+    x = conv(s8, 64, 2)            # /16
+    x = conv(x, 64)
+    x = conv(x, 64)
     up = layers.UpSampling2D(2, interpolation="nearest")(x)
     x = layers.Concatenate()([s8, up])
     x = conv(x, 48, kernel=1)

@@ -1,0 +1,88 @@
+"""Small plates in a 1920x1080 frame: how many the shipped detector finds, per plate width.
+
+Real us-plates crops (val split) are pasted at a given width and a random place into real
+br-scenes frames (val split) resized to 1920x1080, whose own plates are greyed out so they
+neither help nor count. A pasted plate is found when a box overlaps it with IoU >= 0.5.
+
+    .venv/bin/python bench/bench_small_plates.py --frames 40 --widths 60 80 120 --tiles 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inference.datasets import read_folder  # noqa: E402
+from inference.detector import PlateDetector  # noqa: E402
+from inference.metrics import box_iou  # noqa: E402
+
+FRAME_W, FRAME_H = 1920, 1080
+
+
+def _rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"{path}: cannot read image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """`frames` (frame, pasted box) pairs, deterministic for `seed`."""
+    rng = np.random.default_rng(seed)
+    scenes = read_folder(data / "br-scenes", "val")
+    crops = read_folder(data / "us-plates", "val")
+    if not scenes or not crops:
+        raise SystemExit(f"{data}: needs br-scenes and us-plates (see ../shared/data/README.md)")
+    out = []
+    for i in range(frames):
+        scene = scenes[i % len(scenes)]
+        image = _rgb(scene.path)
+        for plate in scene.plates:  # the scene's own plate is not what is measured
+            x, y, w, h = plate.box
+            image[max(0, y):y + h, max(0, x):x + w] = 114
+        frame = cv2.resize(image, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA)
+        crop = _rgb(crops[int(rng.integers(len(crops)))].path)
+        height = max(4, round(width * crop.shape[0] / crop.shape[1]))
+        small = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+        x = int(rng.integers(0, FRAME_W - width))
+        y = int(rng.integers(FRAME_H // 3, FRAME_H - height))
+        frame[y:y + height, x:x + width] = small
+        out.append((frame, (x, y, width, height)))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--widths", type=int, nargs="+", default=[60, 80, 120])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    report: dict[str, dict[str, float]] = {}
+    for tiles in args.tiles:
+        detector = PlateDetector(args.detector, tiles=tiles)
+        for width in args.widths:
+            found, times = 0, []
+            for frame, box in frames_with_plates(args.data, args.frames, width, args.seed):
+                start = time.perf_counter()
+                boxes = [d.box for d in detector.detect(frame)]
+                times.append((time.perf_counter() - start) * 1000)
+                found += any(box_iou(box, b) >= 0.5 for b in boxes)
+            report[f"tiles{tiles}_width{width}"] = {"recall_pct": round(100 * found / args.frames, 1),
+                                                    "median_ms": round(float(np.median(times)), 1), "frames": args.frames}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
