@@ -23,15 +23,10 @@ sys.path.insert(0, str(ROOT))
 from inference.datasets import read_folder  # noqa: E402
 from inference.detector import PlateDetector  # noqa: E402
 from inference.metrics import box_iou  # noqa: E402
+from inference.training.ocr_data import load_rgb  # noqa: E402
+from inference.training.scenes import LETTERBOX_FILL  # noqa: E402
 
 FRAME_W, FRAME_H = 1920, 1080
-
-
-def _rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(f"{path}: cannot read image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
@@ -44,12 +39,12 @@ def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[t
     out = []
     for i in range(frames):
         scene = scenes[i % len(scenes)]
-        image = _rgb(scene.path)
+        image = load_rgb(scene.path)
         for plate in scene.plates:  # the scene's own plate is not what is measured
             x, y, w, h = plate.box
-            image[max(0, y):y + h, max(0, x):x + w] = 114
+            image[max(0, y):y + h, max(0, x):x + w] = LETTERBOX_FILL
         frame = cv2.resize(image, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA)
-        crop = _rgb(crops[int(rng.integers(len(crops)))].path)
+        crop = load_rgb(crops[int(rng.integers(len(crops)))].path)
         height = max(4, round(width * crop.shape[0] / crop.shape[1]))
         small = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
         x = int(rng.integers(0, FRAME_W - width))
@@ -69,11 +64,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     report: dict[str, dict[str, float]] = {}
+    frames = {width: frames_with_plates(args.data, args.frames, width, args.seed) for width in args.widths}
     for tiles in args.tiles:
         detector = PlateDetector(args.detector, tiles=tiles)
         for width in args.widths:
             found, times = 0, []
-            for frame, box in frames_with_plates(args.data, args.frames, width, args.seed):
+            for frame, box in frames[width]:
                 start = time.perf_counter()
                 boxes = [d.box for d in detector.detect(frame)]
                 times.append((time.perf_counter() - start) * 1000)

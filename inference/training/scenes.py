@@ -186,7 +186,7 @@ class SceneGenerator:
         x = rng.uniform(0, max(1.0, self.width - width))
         y = rng.uniform(0, max(1.0, self.height - height))
         box = np.array([x, y, x + width, y + height])
-        if any(_overlap(box, t) > 0.0 or _overlap(t, box) > 0.0 for t in taken):
+        if any(_overlap(box, t) > 0.0 for t in taken):
             return
         w, h = int(width), int(height)
         if w < 4 or h < 4:

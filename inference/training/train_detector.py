@@ -254,7 +254,7 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], 
 
 def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Timer, hyper: dict[str, Any], scenes: int) -> dict[str, Any]:
     """Write float (cache) and int8 (shipped) TFLite and measure both on the real scene splits."""
-    from inference.training.evaluate_detector import choose_threshold, evaluate_detector, threshold_curve
+    from inference.training.evaluate_detector import FOLDERS, choose_threshold, evaluate_detector, threshold_curve
 
     training = {
         "pipeline": "alpr-train detector",
@@ -271,21 +271,19 @@ def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Ti
     metrics: dict[str, Any] = {}
     write_model(int8_path, content, manifest_for("int8", training, metrics))
     # The score threshold is chosen on the val split only; the test curve is reported beside it.
-    chosen = {"threshold": 0.5}
-
-    def evaluate() -> None:
-        if not ((paths.data / "eu-scenes").is_dir() or (paths.data / "br-scenes").is_dir()):
-            return
+    def evaluate() -> float:
+        if not any((paths.data / name).is_dir() for name in FOLDERS):
+            return 0.5
         metrics["val_curve_int8"] = threshold_curve(int8_path, paths.data, "val")
-        chosen["threshold"] = choose_threshold(metrics["val_curve_int8"])
+        threshold = choose_threshold(metrics["val_curve_int8"])
         metrics["test_curve_int8"] = threshold_curve(int8_path, paths.data, "test")
         metrics["score_threshold_rule"] = "highest threshold keeping the best val recall"
         for label, path in (("float", float_path), ("int8", int8_path)):
             for split in ("val", "test"):
-                metrics[f"{split}_{label}"] = evaluate_detector(path, paths.data, split, score_threshold=chosen["threshold"])
+                metrics[f"{split}_{label}"] = evaluate_detector(path, paths.data, split, score_threshold=threshold)
+        return threshold
 
-    timer.run("det_evaluate", evaluate)
-    threshold = chosen["threshold"]
+    threshold = timer.run("det_evaluate", evaluate)
     metrics["size_bytes"] = len(content)
     write_model(int8_path, content, manifest_for("int8", training, metrics, threshold))
     return {"training": training, "metrics": metrics}
