@@ -31,10 +31,14 @@ class PlateDetector:
     `tiles` > 1 also runs the model on a tiles x tiles grid of overlapping crops of frames more
     than twice the input width (tiles**2 + 1 passes: more time, smaller plates found); boxes
     from all passes are merged by NMS.
+
+    `windows` also runs the model on overlapping windows of its own aspect ratio across frames
+    of another shape (a 4:3, square or portrait still in front of a 16:9 model), so no pixels
+    of the input are spent on letterbox padding: a plate is seen up to 1.8x larger.
     """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, score_threshold: float | None = None,
-                 iou_threshold: float = 0.45, tiles: int = 1) -> None:
+                 iou_threshold: float = 0.45, tiles: int = 1, windows: bool = False) -> None:
         self.model = TFLiteModel(Path(model_path) if model_path else shipped_model(DETECTOR_MODEL), threads)
         manifest = self.model.manifest
         if manifest.output_kind not in DETECTOR_KINDS:
@@ -43,6 +47,7 @@ class PlateDetector:
         self.score_threshold = float(score_threshold if score_threshold is not None else params.get("score_threshold", 0.3))
         self.iou_threshold = iou_threshold
         self.tiles = max(1, int(tiles))
+        self.windows = windows
         classes = len(manifest.classes)
         self._channels = (4 + classes + (1 if manifest.output_kind == "yolo" else 0),) + ((5,) if classes == 1 else ())
         # Which class ids count as plates: all, unless the manifest names a 'plate' class.
@@ -88,13 +93,35 @@ class PlateDetector:
                     x0, y0 = int(col * tile_w / 2), int(row * tile_h / 2)
                     tile = np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w])
                     boxes += self._pass(tile, x0, y0)
+        passes = 1 + (self.tiles**2 if self.tiles > 1 and width > 2 * self.model.input_size[0] else 0)
+        if self.windows:
+            for x0, y0, w, h in aspect_windows(width, height, *self.model.input_size):
+                boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + h, x0:x0 + w]), x0, y0)
+                passes += 1
         if not boxes:
             return []
         arr = np.array(boxes, dtype=np.float64)
-        keep = nms(arr[:, :4], arr[:, 4], self.iou_threshold) if self.tiles > 1 else list(range(len(arr)))
+        keep = nms(arr[:, :4], arr[:, 4], self.iou_threshold) if passes > 1 else list(range(len(arr)))
         result = []
         for i in keep:
             x1, y1, x2, y2, score = arr[i]
             result.append(Detection((int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1))), float(score)))
         result.sort(key=lambda d: -d.score)
         return result
+
+
+def aspect_windows(width: int, height: int, model_w: int, model_h: int, min_gain: float = 1.15) -> list[tuple[int, int, int, int]]:
+    """Windows (x, y, w, h) of the model's aspect ratio spanning a frame's short side, overlapping
+    by at least half, that together cover the frame; none when the frame already has about the
+    model's shape (a window would show the plates less than `min_gain` times larger)."""
+    aspect = model_w / model_h
+    if width / height < aspect:          # taller than the model: full-width bands, top to bottom
+        win_w, win_h, span, along = width, int(round(width / aspect)), height, "y"
+    else:                                # wider: full-height columns, left to right
+        win_w, win_h, span, along = int(round(height * aspect)), height, width, "x"
+    size = win_h if along == "y" else win_w
+    if span / size < min_gain:
+        return []
+    count = int(np.ceil((span - size) / (size / 2))) + 1
+    starts = [int(round(i * (span - size) / (count - 1))) for i in range(count)]
+    return [(0, s, win_w, win_h) if along == "y" else (s, 0, win_w, win_h) for s in starts]

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 PLATE_ASPECT = (1.5, 3.5)   # width / height of images that may be large plate crops
 CROP_CONFIDENCE = 0.5       # whole-image read at least this sure: the image is a plate crop
 PLATE_LENGTH = (4, 8)       # ... and reads as this many characters
+MIN_CHARS = 3               # a detection that reads as fewer characters is not reported as a plate
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Recognizer:
     """Finds plates, reads them, and reads the whole image too when it looks like a plate crop."""
 
     def __init__(self, detector: PlateDetector, reader: PlateReader, whole_image: str = "auto",
-                 min_confidence: float = 0.0, max_plates: int = 8, views: int = 1) -> None:
+                 min_confidence: float = 0.0, max_plates: int = 8, views: int = 1, min_chars: int = MIN_CHARS) -> None:
         if whole_image not in ("auto", "always", "never"):
             raise ValueError(f"whole_image must be 'auto', 'always' or 'never', got {whole_image!r}")
         self.detector = detector
@@ -60,6 +61,8 @@ class Recognizer:
         self.min_confidence = min_confidence
         self.max_plates = max_plates  # bounds the OCR time of a frame full of false detections
         self.views = views  # >1: read each crop with several margins and fuse (still images)
+        # Badges, lamps and lettering the detector keeps mostly read as one or two characters.
+        self.min_chars = min_chars
 
     @classmethod
     def default(cls, threads: int = 1) -> Recognizer:
@@ -102,7 +105,7 @@ class Recognizer:
             if box[2] < 4 or box[3] < 4:
                 continue
             text, ocr_ms = self._read(image_rgb, box)
-            if text.text and text.confidence >= self.min_confidence:
+            if len(text.text) >= self.min_chars and text.confidence >= self.min_confidence:
                 results.append(PlateResult(det.box, text.text, text.confidence, text.region, text.region_confidence,
                                            text.candidates, text.char_confidences, det.score, detect_ms, ocr_ms))
         if whole:
@@ -113,5 +116,11 @@ class Recognizer:
                     results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
                                                text.region_confidence, text.candidates, text.char_confidences,
                                                0.0, detect_ms, ocr_ms, "whole_image"))
-        results.sort(key=lambda r: -r.confidence)
+        results.sort(key=rank, reverse=True)
         return detections, results
+
+
+def rank(result: PlateResult) -> float:
+    """Order of reported plates: how sure the reading is, times how sure the detector was that
+    it is a plate (a badge can read confidently; the detector rarely scores it high)."""
+    return result.confidence * (result.detection_score if result.source == "detector" else 1.0)

@@ -119,3 +119,65 @@ def test_margin_views_and_fused_reading():
     assert len(fused.candidates) <= reader.top_k
     assert fused.candidates == sorted(fused.candidates, key=lambda c: -c[1])
     assert fused.text == fused.candidates[0][0]
+
+
+@pytest.mark.parametrize("size", [(1280, 1280), (640, 480), (720, 1280), (3000, 800)])
+def test_aspect_windows_cover_the_frame_at_the_model_shape(size: tuple[int, int]) -> None:
+    from inference.detector import aspect_windows
+
+    width, height = size
+    windows = aspect_windows(width, height, 512, 288)
+    assert len(windows) >= 2
+    covered = np.zeros((height, width), bool)
+    for x, y, w, h in windows:
+        assert abs(w / h - 512 / 288) < 0.01
+        assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
+        covered[y:y + h, x:x + w] = True
+    assert covered.all()
+    # neighbours overlap by at least half a window, so a plate near a seam is whole in one
+    along_y = width / height < 512 / 288
+    size = windows[0][3] if along_y else windows[0][2]
+    starts = sorted(y if along_y else x for x, y, _, _ in windows)
+    assert max(b - a for a, b in zip(starts, starts[1:])) <= size / 2 + 1
+
+
+def test_aspect_windows_leave_frames_of_the_model_shape_alone() -> None:
+    from inference.detector import aspect_windows
+
+    assert aspect_windows(1920, 1080, 512, 288) == []
+    assert aspect_windows(1280, 760, 512, 288) == []  # a window would gain under 15 %
+
+
+def test_windows_find_a_plate_in_a_square_still_in_image_coordinates() -> None:
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"), 1280, 1280, plate_w=120)
+    found = PlateDetector(windows=True).detect(scene)
+    assert any(box_iou(d.box, box) >= 0.5 for d in found)
+    # merged across passes: no two boxes left on the same plate
+    on_plate = [d for d in found if box_iou(d.box, box) >= 0.3]
+    assert len(on_plate) == 1
+
+
+def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(reader: PlateReader) -> None:
+    from inference.recognizer import PlateResult, rank
+
+    sure_badge = PlateResult((0, 0, 10, 5), "AUDI", 0.9, None, 0.0, detection_score=0.45)
+    plate = PlateResult((0, 0, 10, 5), "7XYZ123", 0.7, None, 0.0, detection_score=0.95)
+    whole = PlateResult((0, 0, 10, 5), "7XYZ123", 0.6, None, 0.0, source="whole_image")
+    assert rank(plate) > rank(sure_badge)
+    assert rank(whole) == 0.6
+
+    class OneBox:
+        """A detector stand-in with PlateDetector's detect() signature: one fixed box."""
+
+        def __init__(self, box: tuple[int, int, int, int]) -> None:
+            self.box = box
+
+        def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+            return [Detection(self.box, 0.9)]
+
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
+    # a box on the car body reads as nothing plate-like and is not reported
+    body = Recognizer(OneBox((320, 170, 40, 40)), reader, whole_image="never")  # type: ignore[arg-type]
+    assert body.recognize(scene) == []
+    on_plate = Recognizer(OneBox(box), reader, whole_image="never")  # type: ignore[arg-type]
+    assert [r.plate for r in on_plate.recognize(scene)] == ["KLM4821"]

@@ -1,0 +1,116 @@
+"""US plates on real cars, end to end: what `alpr-node recognize` reports for whole scenes.
+
+There is no labelled set of whole US car photos in ../shared/data, so this builds a stand-in:
+each real eu-scenes / br-scenes frame of the chosen split gets its own plate covered with the
+colour around it and a real us-plates crop of the same split pasted where that plate was, at the
+size a US plate would have on that car (US 305 mm wide against EU 520 mm and Brazilian 400 mm).
+The frames and crops of one split never meet the training data of the models.
+
+Per pasted plate it counts: found (a detection with IoU >= 0.5), top-1 (the first plate
+reported is the truth, the figure a user sees), matched (the plate reported at the pasted box is
+the truth, as `alpr-node eval` scores scenes), and extra plates reported elsewhere.
+
+    .venv/bin/python bench/bench_us_scenes.py --split val [--views 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inference.datasets import LabelledImage, read_folder  # noqa: E402
+from inference.detector import PlateDetector  # noqa: E402
+from inference.metrics import box_iou  # noqa: E402
+from inference.ocr import PlateReader  # noqa: E402
+from inference.recognizer import Recognizer  # noqa: E402
+from inference.training.ocr_data import load_rgb  # noqa: E402
+
+US_WIDTH_MM = 305.0
+SCENE_PLATE_WIDTH_MM = {"eu-scenes": 520.0, "br-scenes": 400.0}
+
+
+def compose(scene: LabelledImage, plate_width_mm: float, crop: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The scene with its first plate replaced by `crop` at US size; returns (frame, pasted box)."""
+    image = load_rgb(scene.path)
+    height, width = image.shape[:2]
+    x, y, w, h = scene.plates[0].box
+    x, y = max(0, x), max(0, y)
+    w, h = min(w, width - x), min(h, height - y)
+    ring = np.concatenate([image[max(0, y - 3):y, x:x + w].reshape(-1, 3), image[y + h:y + h + 3, x:x + w].reshape(-1, 3)])
+    image[y:y + h, x:x + w] = np.median(ring, axis=0) if len(ring) else 128
+    new_w = max(24, int(round(w * US_WIDTH_MM / plate_width_mm)))
+    new_h = max(12, int(round(new_w * crop.shape[0] / crop.shape[1])))
+    new_w, new_h = min(new_w, width), min(new_h, height)
+    cx, cy = x + w / 2, y + h / 2
+    px = int(np.clip(round(cx - new_w / 2), 0, width - new_w))
+    py = int(np.clip(round(cy - new_h / 2), 0, height - new_h))
+    shrink = new_w < crop.shape[1]
+    image[py:py + new_h, px:px + new_w] = cv2.resize(crop, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return image, (px, py, new_w, new_h)
+
+
+def run(data: Path, split: str, recognizer: Recognizer, seed: int, verbose: bool) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    scenes = [(s, folder) for folder in SCENE_PLATE_WIDTH_MM for s in read_folder(data / folder, split) if s.plates]
+    crops = read_folder(data / "us-plates", split)
+    if not scenes or not crops:
+        raise SystemExit(f"{data}: needs eu-scenes, br-scenes and us-plates (see ../shared/data/README.md)")
+    counts = {"plates": 0, "found": 0, "top1": 0, "matched": 0, "any": 0, "extra_plates": 0, "frames_with_extra": 0}
+    times = []
+    order = rng.permutation(len(scenes))
+    for i, crop_item in enumerate(crops):
+        scene, folder = scenes[order[i % len(scenes)]]
+        truth = crop_item.plates[0].text
+        frame, box = compose(scene, SCENE_PLATE_WIDTH_MM[folder], load_rgb(crop_item.path))
+        start = time.perf_counter()
+        detections, results = recognizer.recognize_with_detections(frame)
+        times.append((time.perf_counter() - start) * 1000)
+        at_box = [r for r in results if box_iou(box, r.box) >= 0.5]
+        extra = len(results) - len(at_box)
+        counts["plates"] += 1
+        counts["found"] += any(box_iou(box, d.box) >= 0.5 for d in detections)
+        counts["top1"] += bool(results) and results[0].plate == truth
+        counts["matched"] += any(r.plate == truth for r in at_box)
+        counts["any"] += any(r.plate == truth for r in results)
+        counts["extra_plates"] += extra
+        counts["frames_with_extra"] += extra > 0
+        if verbose and not (results and results[0].plate == truth):
+            shown = [(r.plate, round(r.confidence, 2), round(r.detection_score, 2), box_iou(box, r.box) >= 0.5) for r in results]
+            print(f"{crop_item.path.name} on {scene.path.name}: truth {truth} {box[2]}px; got {shown}", file=sys.stderr)
+    n = counts["plates"]
+    report: dict[str, Any] = {k: v for k, v in counts.items()}
+    for key in ("found", "top1", "matched", "any", "frames_with_extra"):
+        report[f"{key}_pct"] = round(100.0 * counts[key] / n, 1)
+    report["median_ms"] = round(float(np.median(times)), 1)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--views", type=int, default=3)
+    parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
+    parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")
+    parser.add_argument("--windows", choices=("on", "off"), default="on",
+                        help="detector windows of its own aspect across stills of another shape (recognize's default: on)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="print each plate not read right first")
+    args = parser.parse_args()
+    recognizer = Recognizer(PlateDetector(args.detector, windows=args.windows == "on"), PlateReader(args.ocr), views=args.views)
+    report = run(args.data, args.split, recognizer, args.seed, args.verbose)
+    print(json.dumps({"split": args.split, "views": args.views, "windows": args.windows, **report}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
