@@ -36,8 +36,10 @@ class PlateResult:
 
 
 def looks_like_plate_crop(width: int, height: int) -> bool:
-    """True for images shaped like a tight plate crop rather than a scene (small and wide)."""
-    return height <= 260 and 1.3 <= width / max(1, height) <= 6.0
+    """True for images shaped like a tight plate crop rather than a scene (small and wide).
+
+    From 1.5:1 (US crops are 1.6 to 2.8:1), so that a small 4:3 photo of a car is a scene."""
+    return height <= 260 and 1.5 <= width / max(1, height) <= 6.0
 
 
 def expand_box(box: tuple[int, int, int, int], width: int, height: int, fx: float = 0.06, fy: float = 0.12) -> tuple[int, int, int, int]:

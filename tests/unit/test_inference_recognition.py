@@ -85,6 +85,7 @@ def test_empty_scene_gives_no_confident_plate(recognizer: Recognizer) -> None:
 def test_crop_heuristics_and_box_expansion() -> None:
     assert looks_like_plate_crop(320, 160) and looks_like_plate_crop(200, 50)
     assert not looks_like_plate_crop(1280, 720) and not looks_like_plate_crop(640, 480)
+    assert not looks_like_plate_crop(320, 240)  # a thumbnail of a car, not a plate
     assert expand_box((10, 10, 100, 50), 1000, 1000) == (4, 4, 112, 62)
     assert expand_box((0, 0, 100, 50), 105, 52) == (0, 0, 105, 52)
 
