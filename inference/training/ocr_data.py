@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 OCR_H, OCR_W = 32, 128
 MAX_LEN = 10
+# Part of the cached arrays' names: bump when the synthetic or augmented crops change.
+# v2: crops framed as loosely as a detector box grown by the recognizer's margin, not only tight.
+OCR_DATA_VERSION = 2
+LOOSE_SHARE = 0.35  # synthetic plates framed with 10-30 % margin, like a detector's crop
 REGIONS = tuple(sorted(STATES))
 
 
@@ -45,7 +49,7 @@ def _synth_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str], list[str
     images = np.zeros((count, OCR_H, OCR_W), np.uint8)
     texts, regions = [], []
     for i in range(count):
-        plate = gen.plate()
+        plate = gen.plate(tight=gen.rng.random() >= LOOSE_SHARE)
         images[i] = ocr_input(plate.image)
         texts.append(plate.text)
         regions.append(plate.region)
@@ -81,9 +85,11 @@ def augment_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     big = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE if rng.random() < 0.5 else cv2.BORDER_REFLECT)
     corners = np.float32([[pad, pad], [pad + w, pad], [pad + w, pad + h], [pad, pad + h]])
     jitter = np.stack([rng.uniform(-0.07, 0.07, 4) * w, rng.uniform(-0.1, 0.1, 4) * h], axis=1).astype(np.float32)
-    grow = rng.uniform(-0.04, 0.08)
+    # from a tight crop out to the margin of a detector box grown by the recognizer (about
+    # 10-25 % of the width and 15-30 % of the height more than the plate)
+    grow = np.array([rng.uniform(-0.04, 0.24), rng.uniform(-0.06, 0.3)])
     centre = corners.mean(axis=0)
-    src = (corners - centre) * (1 + grow) + centre + jitter
+    src = ((corners - centre) * (1 + grow) + centre + jitter).astype(np.float32)
     out_w = int(rng.uniform(0.3, 1.0) * w) if rng.random() < 0.5 else w
     out_w = max(24, out_w)
     out_h = max(12, int(out_w * h / w * rng.uniform(0.9, 1.1)))

@@ -16,7 +16,11 @@ from PIL import Image, ImageDraw
 from inference.training.plates import STATES, PlateGenerator, _text_image
 
 LETTERBOX_FILL = 114
-SCENES_VERSION = 2  # part of the cache key: bump when the rendered scenes change
+SCENES_VERSION = 3  # part of the cache key: bump when the rendered scenes change
+# A US plate (305 mm) is narrower than the plates in the real scenes (EU 520 mm, BR 400 mm):
+# a swapped-in US plate is this fraction of the real plate's width.
+US_WIDTH_RATIO = (0.55, 0.8)
+SWAP_SHARE = 0.5  # share of real plates replaced by a US plate in real scenes
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class SceneGenerator:
         rng = self.rng
         src = self.sources[rng.integers(len(self.sources))]
         image, boxes = src.image, src.boxes.astype(np.float64)
+        if len(boxes) and rng.random() < SWAP_SHARE:
+            image, boxes = self._swap_plates(image, boxes)
         if rng.random() < 0.5:
             image = image[:, ::-1]
             boxes = boxes.copy()
@@ -116,6 +122,45 @@ class SceneGenerator:
                 x1, y1, x2, y2 = (int(v) for v in clipped)
                 canvas[y1:y2 + 1, x1:x2 + 1] = LETTERBOX_FILL
         return np.ascontiguousarray(canvas), out
+
+    def _swap_plates(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The photo with each plate covered in the colour around it and a US plate put there.
+
+        The real scenes are European and Brazilian; without this the detector only ever sees
+        US plates pasted at random places, never on a bumper between the lamps where a
+        camera meets them.
+        """
+        rng = self.rng
+        image = image.copy()
+        height, width = image.shape[:2]
+        out = []
+        for box in boxes:
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+            w, h = x2 - x1, y2 - y1
+            if w < 8 or h < 4:
+                out.append(box)
+                continue
+            ring = np.concatenate([image[max(0, y1 - 3):y1, x1:x2].reshape(-1, 3), image[y2:y2 + 3, x1:x2].reshape(-1, 3)])
+            image[y1:y2, x1:x2] = np.median(ring, axis=0) if len(ring) else LETTERBOX_FILL
+            plate = self._us_plate()
+            new_w = min(width, max(8, int(round(w * rng.uniform(*US_WIDTH_RATIO)))))
+            new_h = min(height, max(4, int(round(new_w * plate.shape[0] / plate.shape[1] * rng.uniform(0.9, 1.1)))))
+            px = int(np.clip(round((x1 + x2 - new_w) / 2 + rng.uniform(-0.1, 0.1) * w), 0, width - new_w))
+            py = int(np.clip(round((y1 + y2 - new_h) / 2), 0, height - new_h))
+            shrink = new_w < plate.shape[1]
+            image[py:py + new_h, px:px + new_w] = cv2.resize(plate, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            out.append(np.array([px, py, px + new_w, py + new_h], np.float64))
+        return image, np.array(out, np.float64).reshape(-1, 4)
+
+    def _us_plate(self) -> np.ndarray:
+        """A US plate image: a real training crop when there are any, else a rendered 2:1 plate."""
+        rng = self.rng
+        if self.crops and rng.random() < 0.7:
+            return self.crops[rng.integers(len(self.crops))]
+        gen = self.plates
+        gen.width, gen.height = 128, 64
+        return gen.render(gen.random_text(), gen.regions[rng.integers(len(gen.regions))])
 
     # -- plates ---------------------------------------------------------------------------
     def _plate_image(self) -> np.ndarray:

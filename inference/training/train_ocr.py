@@ -17,6 +17,7 @@ from inference.training.common import (
 )
 from inference.training.ocr_data import (
     MAX_LEN,
+    OCR_DATA_VERSION,
     OCR_H,
     OCR_W,
     REGIONS,
@@ -76,10 +77,11 @@ def build_model(width: int = 1) -> Any:
 def _datasets(paths: Paths, synth_count: int, real_copies: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
     cache = paths.cache / "ocr"
     us = paths.data / "us-plates"
-    version = f"v{GENERATOR_VERSION}"
+    version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
     sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz", lambda: synth_set(synth_count, seed))}
     if us.is_dir():
-        sets["real_train"] = cached_arrays(cache / f"real_train_{real_copies}_{seed}.npz", lambda: real_set(us, "train", real_copies, seed))
+        sets["real_train"] = cached_arrays(cache / f"real_train_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
+                                           lambda: real_set(us, "train", real_copies, seed))
         sets["real_val"] = real_set(us, "val", 0, seed)
         sets["real_test"] = real_set(us, "test", 0, seed)
     else:

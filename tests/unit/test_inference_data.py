@@ -153,3 +153,38 @@ def test_ocr_jitter_keeps_shape_and_moves_pixels() -> None:
     assert not np.array_equal(out, images)
     # the bright block stays roughly where it was: framing moves by a few pixels, not more
     assert all(abs(float(o.mean()) - float(i.mean())) < 40 for o, i in zip(out, images))
+
+
+def test_swapped_plate_is_us_sized_where_the_real_plate_was_and_hides_it() -> None:
+    from inference.training.scenes import US_WIDTH_RATIO
+
+    source = np.full((400, 800, 3), 80, np.uint8)
+    source[300:340, 300:500] = 230  # a 5:1 European plate, 200 px wide
+    us_crop = PlateGenerator(0).clean_plate("XYZ987")
+    gen = SceneGenerator(2, 512, 288, [], [us_crop])
+    for _ in range(5):
+        image, boxes = gen._swap_plates(source, np.array([[300, 300, 500, 340]], np.float64))
+        assert source[320, 310, 0] == 230  # the source photo is not changed
+        (x1, y1, x2, y2), = boxes
+        width = x2 - x1
+        assert US_WIDTH_RATIO[0] * 200 - 1 <= width <= US_WIDTH_RATIO[1] * 200 + 1
+        assert 1.6 < width / (y2 - y1) < 2.5  # the US plate keeps its own shape
+        assert abs((x1 + x2) / 2 - 400) <= 0.1 * 200 + 1 and abs((y1 + y2) / 2 - 320) <= 1
+        # the old plate is gone: what is left of it outside the new one has the colour around it
+        left = image[305:335, 300:int(x1)]
+        assert left.size == 0 or abs(float(left.mean()) - 80) < 5
+
+
+def test_augmented_real_crops_range_from_tight_to_detector_margins() -> None:
+    from inference.training.ocr_data import augment_crop
+
+    crop = np.full((100, 200, 3), 40, np.uint8)
+    crop[10:90, 10:190] = 220  # the plate fills the crop with a thin dark border
+    rng = np.random.default_rng(0)
+    fill = []
+    for _ in range(60):
+        out = augment_crop(crop, rng).astype(np.float32).mean(axis=2)
+        h, w = out.shape
+        fill.append(float((out[h // 2] > out[h // 2].max() * 0.6).mean()))
+    # some crops are tight (the plate spans nearly the whole width), some show a margin
+    assert max(fill) > 0.85 and min(fill) < 0.8
