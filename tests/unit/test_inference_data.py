@@ -186,5 +186,6 @@ def test_augmented_real_crops_range_from_tight_to_detector_margins() -> None:
         out = augment_crop(crop, rng).astype(np.float32).mean(axis=2)
         h, w = out.shape
         fill.append(float((out[h // 2] > out[h // 2].max() * 0.6).mean()))
-    # some crops are tight (the plate spans nearly the whole width), some show a margin
-    assert max(fill) > 0.85 and min(fill) < 0.8
+    # some crops are tight (the plate spans nearly the whole width), typical ones show a margin
+    # like a detector's box (median 0.84 here; tight-only framing gave 0.90)
+    assert max(fill) > 0.9 and float(np.median(fill)) < 0.87
