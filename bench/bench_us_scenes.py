@@ -4,7 +4,8 @@ There is no labelled set of whole US car photos in ../shared/data, so this build
 each real eu-scenes / br-scenes frame of the chosen split gets its own plate covered with the
 colour around it and a real us-plates crop of the same split pasted where that plate was, at the
 size a US plate would have on that car (US 305 mm wide against EU 520 mm and Brazilian 400 mm).
-The frames and crops of one split never meet the training data of the models.
+The frames and crops of one split never meet the training data of the models. Recognition
+runs with `recognize`'s defaults (3 views, windows auto) unless told otherwise.
 
 Per pasted plate it counts: found (a detection with IoU >= 0.5), top-1 (the first plate
 reported is the truth, the figure a user sees), matched (the plate reported at the pasted box is
@@ -101,12 +102,12 @@ def main() -> int:
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")
-    parser.add_argument("--windows", choices=("on", "off"), default="on",
-                        help="detector windows of its own aspect across stills of another shape (recognize's default: on)")
+    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
+                        help="detector windows of its own aspect across stills of another shape (recognize's default: auto)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print each plate not read right first")
     args = parser.parse_args()
-    recognizer = Recognizer(PlateDetector(args.detector, windows=args.windows == "on"), PlateReader(args.ocr), views=args.views)
+    recognizer = Recognizer(PlateDetector(args.detector), PlateReader(args.ocr), views=args.views, windows=args.windows)
     report: dict[str, Any] = {"views": args.views, "windows": args.windows}
     for split in args.split:
         report[split] = run(args.data, split, recognizer, args.seed, args.verbose)

@@ -80,8 +80,9 @@ class PlateDetector:
                 out.append((x1 + off_x, y1 + off_y, x2 + off_x, y2 + off_y, r.score))
         return out
 
-    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
-        """Plates in `image_rgb` (uint8 HxWx3), best score first."""
+    def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
+        """Plates in `image_rgb` (uint8 HxWx3), best score first; `windows` overrides the setting."""
+        windows = self.windows if windows is None else windows
         boxes = self._pass(image_rgb)
         height, width = image_rgb.shape[:2]
         if self.tiles > 1 and width > 2 * self.model.input_size[0]:
@@ -94,7 +95,7 @@ class PlateDetector:
                     tile = np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w])
                     boxes += self._pass(tile, x0, y0)
         passes = 1 + (self.tiles**2 if self.tiles > 1 and width > 2 * self.model.input_size[0] else 0)
-        if self.windows:
+        if windows:
             for x0, y0, w, h in aspect_windows(width, height, *self.model.input_size):
                 boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + h, x0:x0 + w]), x0, y0)
                 passes += 1

@@ -33,9 +33,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
                         help="margins read and fused per plate, as `recognize` does (default 3)")
-    parser.add_argument("--windows", choices=("on", "off"), default="on",
-                        help="on (default): also run the detector on windows of its own shape across images of "
-                             "another shape (4:3, square, portrait), so plates are seen larger; off: one pass")
+    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
+                        help="detector passes on windows of its own shape across images of another shape (4:3, "
+                             "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
+                             "confident plate; on = always; off = never")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if not items:
         raise BadInput(f"{args.folder}: no labelled images{' in split ' + args.split if args.split else ''}")
-    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads, windows=args.windows == "on"), PlateReader(args.ocr, threads=args.threads),
-                            views=args.views)
+    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
+                            views=args.views, windows=args.windows)
     # det scores the detector's raw boxes; reported scores the plates recognize would print
     # (boxes whose reading passed the recognizer's checks), which is what a user sees.
     ocr, det, reported = OcrScore(), DetectionScore(), DetectionScore()

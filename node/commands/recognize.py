@@ -24,9 +24,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
                         help="read each plate with this many margins and fuse them (default 3; 1 = fastest)")
-    parser.add_argument("--windows", choices=("on", "off"), default="on",
-                        help="on (default): also run the detector on windows of its own shape across images of "
-                             "another shape (4:3, square, portrait), so plates are seen larger; off: one pass")
+    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
+                        help="detector passes on windows of its own shape across images of another shape (4:3, "
+                             "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
+                             "confident plate; on = always; off = never")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -85,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from inference.ocr import PlateReader
     from inference.recognizer import Recognizer
 
-    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads, windows=args.windows == "on"), PlateReader(args.ocr, threads=args.threads),
-                            whole_image=args.whole_image, views=args.views)
+    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
+                            whole_image=args.whole_image, views=args.views, windows=args.windows)
     failures = 0
     for path in args.images:
         try:

@@ -173,7 +173,7 @@ def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(read
         def __init__(self, box: tuple[int, int, int, int]) -> None:
             self.box = box
 
-        def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
             return [Detection(self.box, 0.9)]
 
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
@@ -182,3 +182,38 @@ def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(read
     assert body.recognize(scene) == []
     on_plate = Recognizer(OneBox(box), reader, whole_image="never")  # type: ignore[arg-type]
     assert [r.plate for r in on_plate.recognize(scene)] == ["KLM4821"]
+
+
+class WindowsOnly:
+    """A detector stand-in with PlateDetector.detect's signature that finds the plate only in its
+    window passes, and records how it was called."""
+
+    def __init__(self, box: tuple[int, int, int, int]) -> None:
+        self.box = box
+        self.calls: list[bool | None] = []
+
+    def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
+        self.calls.append(windows)
+        return [Detection(self.box, 0.9)] if windows else []
+
+
+def test_windows_auto_looks_again_only_when_one_pass_reads_no_confident_plate(reader: PlateReader) -> None:
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1280, 1280)
+    detector = WindowsOnly(box)
+    auto = Recognizer(detector, reader, windows="auto")  # type: ignore[arg-type]
+    assert [r.plate for r in auto.recognize(scene)] == ["WPT509"]
+    assert detector.calls == [False, True]
+
+    class Always(WindowsOnly):
+        def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
+            self.calls.append(windows)
+            return [Detection(self.box, 0.9)]
+
+    confident = Always(box)
+    assert [r.plate for r in Recognizer(confident, reader, windows="auto").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
+    assert confident.calls == [False]  # the plate read confidently at once: no window passes
+    never = WindowsOnly(box)
+    Recognizer(never, reader, windows="off").recognize(scene)  # type: ignore[arg-type]
+    assert never.calls == [False]
+    with pytest.raises(ValueError, match="windows"):
+        Recognizer(never, reader, windows="sometimes")  # type: ignore[arg-type]
