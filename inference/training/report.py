@@ -84,14 +84,14 @@ def measured_section(folder: Path) -> str:
     if rows:
         parts.append("## Whole pipeline on the real test split (`alpr-node eval`)")
         parts.append("Command: `alpr-node eval ../shared/data/NAME --split test --views 1 --json --sheet misreads-NAME.html` "
-                     "(shipped int8 models, 1 thread, this 2-core x86 machine; windows on, as `recognize` runs).")
+                     "(shipped int8 models, 1 thread, this 2-core x86 machine; `--windows auto`, as `recognize` runs).")
         parts.append(_table(rows, ("folder", "images", "plates", "exact %", "char %", "top-10 %", "state top-1 %",
                                    "det recall %", "det precision %", "reported recall %", "reported precision %",
                                    "detect ms", "OCR ms/plate", "total ms")))
         parts.append("For scenes, a plate counts as read only when a box with IoU >= 0.5 reads it exactly; the "
                      "OCR was trained on US plates only, so EU/BR reading figures are for information. det = every "
                      "box the detector keeps; reported = the plates `recognize` prints (boxes whose reading has 3 or "
-                     "more characters at 10 % confidence or more).")
+                     "more characters at 15 % confidence or more).")
     us = folder / "us_scenes.json"
     if us.is_file():
         u = json.loads(us.read_text())
@@ -99,7 +99,7 @@ def measured_section(folder: Path) -> str:
                  for split, f in u.items() if isinstance(f, dict) and "plates" in f]
         parts.append("## US plates on real cars (`.venv/bin/python bench/bench_us_scenes.py --split SPLIT`)")
         parts.append("Real us-plates crops put in place of the plates of real eu/br scene photos, US-sized, frames and "
-                     "crops of the same held-out split; `recognize`'s defaults (windows on, 3 views). found = a "
+                     "crops of the same held-out split; `recognize`'s defaults (windows auto, 3 views; one placement, seed 0). found = a "
                      "detection with IoU >= 0.5; first = the first plate reported is the truth; any = some reported "
                      "plate is; extra = plates reported elsewhere in the frames.")
         parts.append(_table(urows, ("split", "plates", "found %", "first read right %", "any read right %",
