@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +33,7 @@ from inference.metrics import box_iou  # noqa: E402
 from inference.ocr import PlateReader  # noqa: E402
 from inference.recognizer import Recognizer  # noqa: E402
 from inference.training.ocr_data import load_rgb  # noqa: E402
+from inference.training.scenes import put_plate  # noqa: E402
 
 US_WIDTH_MM = 305.0
 SCENE_PLATE_WIDTH_MM = {"eu-scenes": 520.0, "br-scenes": 400.0}
@@ -42,21 +42,9 @@ SCENE_PLATE_WIDTH_MM = {"eu-scenes": 520.0, "br-scenes": 400.0}
 def compose(scene: LabelledImage, plate_width_mm: float, crop: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The scene with its first plate replaced by `crop` at US size; returns (frame, pasted box)."""
     image = load_rgb(scene.path)
-    height, width = image.shape[:2]
     x, y, w, h = scene.plates[0].box
-    x, y = max(0, x), max(0, y)
-    w, h = min(w, width - x), min(h, height - y)
-    ring = np.concatenate([image[max(0, y - 3):y, x:x + w].reshape(-1, 3), image[y + h:y + h + 3, x:x + w].reshape(-1, 3)])
-    image[y:y + h, x:x + w] = np.median(ring, axis=0) if len(ring) else 128
-    new_w = max(24, int(round(w * US_WIDTH_MM / plate_width_mm)))
-    new_h = max(12, int(round(new_w * crop.shape[0] / crop.shape[1])))
-    new_w, new_h = min(new_w, width), min(new_h, height)
-    cx, cy = x + w / 2, y + h / 2
-    px = int(np.clip(round(cx - new_w / 2), 0, width - new_w))
-    py = int(np.clip(round(cy - new_h / 2), 0, height - new_h))
-    shrink = new_w < crop.shape[1]
-    image[py:py + new_h, px:px + new_w] = cv2.resize(crop, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return image, (px, py, new_w, new_h)
+    x1, y1, x2, y2 = put_plate(image, np.array([x, y, x + w, y + h], np.float64), crop, US_WIDTH_MM / plate_width_mm)
+    return image, (int(x1), int(y1), int(x2 - x1), int(y2 - y1))
 
 
 def run(data: Path, split: str, recognizer: Recognizer, seed: int, verbose: bool) -> dict[str, Any]:

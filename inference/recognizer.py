@@ -62,7 +62,7 @@ class Recognizer:
 
     def __init__(self, detector: PlateDetector, reader: PlateReader, whole_image: str = "auto",
                  min_confidence: float = 0.0, max_plates: int = 8, views: int = 1, min_chars: int = MIN_CHARS,
-                 min_read_confidence: float = MIN_READ_CONFIDENCE, windows: str = "off") -> None:
+                 min_read_confidence: float = MIN_READ_CONFIDENCE, windows: str = "auto") -> None:
         if whole_image not in ("auto", "always", "never"):
             raise ValueError(f"whole_image must be 'auto', 'always' or 'never', got {whole_image!r}")
         if windows not in WINDOW_MODES:

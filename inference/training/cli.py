@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path

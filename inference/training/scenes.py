@@ -136,21 +136,13 @@ class SceneGenerator:
         out = []
         for box in boxes:
             x1, y1, x2, y2 = (int(round(v)) for v in box)
-            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
-            w, h = x2 - x1, y2 - y1
-            if w < 8 or h < 4:
+            if min(width, x2) - max(0, x1) < 8 or min(height, y2) - max(0, y1) < 4:
                 out.append(box)
                 continue
-            ring = np.concatenate([image[max(0, y1 - 3):y1, x1:x2].reshape(-1, 3), image[y2:y2 + 3, x1:x2].reshape(-1, 3)])
-            image[y1:y2, x1:x2] = np.median(ring, axis=0) if len(ring) else LETTERBOX_FILL
             plate = self._us_plate()
-            new_w = min(width, max(8, int(round(w * rng.uniform(*US_WIDTH_RATIO)))))
-            new_h = min(height, max(4, int(round(new_w * plate.shape[0] / plate.shape[1] * rng.uniform(0.9, 1.1)))))
-            px = int(np.clip(round((x1 + x2 - new_w) / 2 + rng.uniform(-0.1, 0.1) * w), 0, width - new_w))
-            py = int(np.clip(round((y1 + y2 - new_h) / 2), 0, height - new_h))
-            shrink = new_w < plate.shape[1]
-            image[py:py + new_h, px:px + new_w] = cv2.resize(plate, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            out.append(np.array([px, py, px + new_w, py + new_h], np.float64))
+            ratio = float(rng.uniform(*US_WIDTH_RATIO))
+            stretch = float(rng.uniform(0.9, 1.1))
+            out.append(put_plate(image, box, plate, ratio, shift=float(rng.uniform(-0.1, 0.1)), stretch=stretch))
         return image, np.array(out, np.float64).reshape(-1, 4)
 
     def _us_plate(self) -> np.ndarray:
@@ -300,6 +292,26 @@ class SceneGenerator:
         return Scene(img, array)
 
 
+def put_plate(image: np.ndarray, box: np.ndarray, plate: np.ndarray, width_ratio: float,
+              shift: float = 0.0, stretch: float = 1.0) -> np.ndarray:
+    """Cover the plate at `box` (x1, y1, x2, y2) in `image` (changed in place) with the colour just
+    above and below it, and put `plate` there: `width_ratio` times as wide, its own aspect
+    (times `stretch`), centred (moved sideways by `shift` of the old width). Returns the new box."""
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+    w = x2 - x1
+    ring = np.concatenate([image[max(0, y1 - 3):y1, x1:x2].reshape(-1, 3), image[y2:y2 + 3, x1:x2].reshape(-1, 3)])
+    image[y1:y2, x1:x2] = np.median(ring, axis=0) if len(ring) else LETTERBOX_FILL
+    new_w = min(width, max(8, int(round(w * width_ratio))))
+    new_h = min(height, max(4, int(round(new_w * plate.shape[0] / plate.shape[1] * stretch))))
+    px = int(np.clip(round((x1 + x2 - new_w) / 2 + shift * w), 0, width - new_w))
+    py = int(np.clip(round((y1 + y2 - new_h) / 2), 0, height - new_h))
+    shrink = new_w < plate.shape[1]
+    image[py:py + new_h, px:px + new_w] = cv2.resize(plate, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.array([px, py, px + new_w, py + new_h], np.float64)
+
+
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -307,4 +319,4 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return iw * ih / area if area > 0 else 0.0
 
 
-__all__ = ["STATES", "Scene", "SceneGenerator", "SourceScene", "letterbox"]
+__all__ = ["STATES", "Scene", "SceneGenerator", "SourceScene", "letterbox", "put_plate"]
