@@ -48,6 +48,8 @@ def compose(scene: LabelledImage, plate_width_mm: float, crop: np.ndarray) -> tu
 
 
 def run(data: Path, split: str, recognizer: Recognizer, seed: int, verbose: bool) -> dict[str, Any]:
+    """Every us-plates crop of `split` on a scene of `split` (placement fixed by `seed`): the counts
+    and percentages described at the top of this file."""
     rng = np.random.default_rng(seed)
     scenes = [(s, folder) for folder in SCENE_PLATE_WIDTH_MM for s in read_folder(data / folder, split) if s.plates]
     crops = read_folder(data / "us-plates", split)
@@ -84,6 +86,7 @@ def run(data: Path, split: str, recognizer: Recognizer, seed: int, verbose: bool
 
 
 def main() -> int:
+    """Parse the arguments, run each split, print one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--split", nargs="+", default=["val"], choices=("val", "test"), help="held-out split(s)")

@@ -34,7 +34,8 @@ class PlateDetector:
 
     `windows` also runs the model on overlapping windows of its own aspect ratio across frames
     of another shape (a 4:3, square or portrait still in front of a 16:9 model), so no pixels
-    of the input are spent on letterbox padding: a plate is seen up to 1.8x larger.
+    of the input are spent on letterbox padding: a plate is seen 1.3x larger in a 4:3 still,
+    1.8x in a square one, more in a portrait one.
     """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, score_threshold: float | None = None,
@@ -96,13 +97,30 @@ class PlateDetector:
                     boxes += self._pass(tile, x0, y0)
         passes = 1 + (self.tiles**2 if self.tiles > 1 and width > 2 * self.model.input_size[0] else 0)
         if windows:
-            for x0, y0, w, h in aspect_windows(width, height, *self.model.input_size):
-                boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + h, x0:x0 + w]), x0, y0)
-                passes += 1
+            window_boxes = self._window_boxes(image_rgb)
+            boxes += window_boxes
+            passes += bool(window_boxes)
+        return self._merge(boxes, passes > 1)
+
+    def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
+        """Plates found by the window passes alone (none for a frame of about the model's shape):
+        what `detect(windows=True)` adds, for a caller that has already run the single pass."""
+        return self._merge(self._window_boxes(image_rgb), True)
+
+    def _window_boxes(self, image_rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        height, width = image_rgb.shape[:2]
+        boxes = []
+        for x0, y0, w, h in aspect_windows(width, height, *self.model.input_size):
+            boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + h, x0:x0 + w]), x0, y0)
+        return boxes
+
+    def _merge(self, boxes: list[tuple[float, float, float, float, float]], several_passes: bool) -> list[Detection]:
+        """Boxes (x1, y1, x2, y2, score) as Detections, best first; NMS when they come from
+        several passes (one pass is already NMSed by its decoder)."""
         if not boxes:
             return []
         arr = np.array(boxes, dtype=np.float64)
-        keep = nms(arr[:, :4], arr[:, 4], self.iou_threshold) if passes > 1 else list(range(len(arr)))
+        keep = nms(arr[:, :4], arr[:, 4], self.iou_threshold) if several_passes else list(range(len(arr)))
         result = []
         for i in keep:
             x1, y1, x2, y2, score = arr[i]
@@ -111,18 +129,25 @@ class PlateDetector:
         return result
 
 
+MAX_WINDOWS = 8     # a strip of a frame needing more gets none (each window is a full pass)
+MIN_WINDOW_SIDE = 64  # px: a window shorter than this holds no readable plate
+
+
 def aspect_windows(width: int, height: int, model_w: int, model_h: int, min_gain: float = 1.15) -> list[tuple[int, int, int, int]]:
     """Windows (x, y, w, h) of the model's aspect ratio spanning a frame's short side, overlapping
     by at least half, that together cover the frame; none when the frame already has about the
-    model's shape (a window would show the plates less than `min_gain` times larger)."""
+    model's shape (a window would show the plates less than `min_gain` times larger), when the
+    windows would be tiny, or when it would take more than MAX_WINDOWS of them."""
     aspect = model_w / model_h
     if width / height < aspect:          # taller than the model: full-width bands, top to bottom
         win_w, win_h, span, along = width, int(round(width / aspect)), height, "y"
     else:                                # wider: full-height columns, left to right
         win_w, win_h, span, along = int(round(height * aspect)), height, width, "x"
     size = win_h if along == "y" else win_w
-    if span / size < min_gain:
+    if min(win_w, win_h) < MIN_WINDOW_SIDE or span / size < min_gain:
         return []
     count = int(np.ceil((span - size) / (size / 2))) + 1
+    if count > MAX_WINDOWS:
+        return []
     starts = [int(round(i * (span - size) / (count - 1))) for i in range(count)]
     return [(0, s, win_w, win_h) if along == "y" else (s, 0, win_w, win_h) for s in starts]

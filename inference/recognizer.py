@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inference.detector import Detection, PlateDetector
-from inference.metrics import box_iou
 from inference.ocr import PlateReader, PlateText
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,9 @@ class PlateResult:
     detection_score: float = 0.0
     detect_ms: float = 0.0
     ocr_ms: float = 0.0
-    source: str = "detector"  # or "whole_image" when the image itself was read as a plate crop
+    # "detector"; "whole_image" when the image itself was read as a plate crop; or
+    # "whole_image_fallback" when it was read whole because no detection was found
+    source: str = "detector"
 
 
 def looks_like_plate_crop(width: int, height: int) -> bool:
@@ -130,27 +131,54 @@ class Recognizer:
             text = whole_read[0].text
             crop = whole_read[0].confidence >= CROP_CONFIDENCE and PLATE_LENGTH[0] <= len(text) <= PLATE_LENGTH[1]
         results = [] if crop else self._read_detections(image_rgb, detections[: self.max_plates], detect_ms)
-        if self.windows == "auto" and not crop and not any(r.confidence >= CROP_CONFIDENCE for r in results):
+        if self.windows == "auto" and not crop and not any(_sure_plate(r) for r in results):
             start = time.perf_counter()
-            more = [d for d in self.detector.detect(image_rgb, windows=True)
-                    if not any(box_iou(d.box, seen.box) >= 0.5 for seen in detections)]
+            # a window box mostly inside a box already read is the same plate framed again
+            more = [d for d in self.detector.detect_windows(image_rgb)
+                    if not any(_covered(d.box, seen.box) for seen in detections)]
             detect_ms += (time.perf_counter() - start) * 1000.0
-            detections = detections + more
-            results += self._read_detections(image_rgb, more[: max(0, self.max_plates - len(results))], detect_ms)
+            budget = max(0, self.max_plates - min(len(detections), self.max_plates))
+            results += self._read_detections(image_rgb, more[:budget], detect_ms)
+            detections = sorted(detections + more, key=lambda d: -d.score)
         whole = self.whole_image == "always" or crop or (self.whole_image == "auto" and not detections)
         if whole:
             text, ocr_ms = whole_read or self._read(image_rgb, (0, 0, width, height))
-            if text.text and text.confidence >= self.min_confidence:
+            # read whole only because nothing was found: a scene squeezed into the OCR input, so
+            # it must look like a plate read as much as a detection's reading must
+            fallback = not crop and self.whole_image != "always"
+            plausible = not fallback or (len(text.text) >= self.min_chars and text.confidence >= self.min_read_confidence)
+            if text.text and text.confidence >= self.min_confidence and plausible:
                 results = [r for r in results if r.plate != text.text or r.confidence > text.confidence]
                 if not any(r.plate == text.text for r in results):
                     results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
                                                text.region_confidence, text.candidates, text.char_confidences,
-                                               0.0, detect_ms, ocr_ms, "whole_image"))
+                                               0.0, detect_ms, ocr_ms, "whole_image" if crop else "whole_image_fallback"))
         results.sort(key=rank, reverse=True)
-        return detections, results
+        # one entry per plate text: two boxes on one plate (a loose and a tight one) read alike
+        unique: dict[str, PlateResult] = {}
+        for result in results:
+            unique.setdefault(result.plate, result)
+        return detections, list(unique.values())
 
 
 def rank(result: PlateResult) -> float:
     """Order of reported plates: how sure the reading is, times how sure the detector was that
-    it is a plate (a badge can read confidently; the detector rarely scores it high)."""
-    return result.confidence * (result.detection_score if result.source == "detector" else 1.0)
+    it is a plate (a badge can read confidently; the detector rarely scores it high). A plate
+    crop read whole counts as sure; a whole image read for want of any detection, or besides
+    them (`whole_image="always"`), counts as a detection at half score."""
+    factor = {"detector": result.detection_score, "whole_image": 1.0}.get(result.source, 0.5)
+    return result.confidence * factor
+
+
+def _sure_plate(result: PlateResult) -> bool:
+    """Read at CROP_CONFIDENCE or more from a box the detector also more likely than not calls a
+    plate: no need to look again with windows (a badge can read confidently, at a low score)."""
+    return result.confidence >= CROP_CONFIDENCE and result.detection_score >= 0.5
+
+
+def _covered(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> bool:
+    """Half or more of the smaller of the two boxes lies inside the other."""
+    ix = max(0, min(box[0] + box[2], other[0] + other[2]) - max(box[0], other[0]))
+    iy = max(0, min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1]))
+    smaller = min(box[2] * box[3], other[2] * other[3])
+    return smaller > 0 and ix * iy >= 0.5 * smaller

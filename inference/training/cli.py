@@ -88,11 +88,27 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         "ocr": common + ["--ocr-steps", str(args.ocr_steps)],
         "detector": common + ["--det-steps", str(args.det_steps)],
     }
-    procs = {what: subprocess.Popen([sys.executable, "-m", "inference.training.cli", what, *extra])
+    # Children log to our stderr; their result JSON is read from the files they write, so their
+    # stdout is dropped and ours stays one JSON document.
+    procs = {what: subprocess.Popen([sys.executable, "-m", "inference.training.cli", what, *extra], stdout=subprocess.DEVNULL)
              for what, extra in jobs.items()}
-    failed = [what for what, proc in procs.items() if proc.wait() != 0]
-    if failed:
-        raise SystemExit(f"alpr-train: {' and '.join(failed)} training failed (see the log above)")
+    try:
+        while any(proc.poll() is None for proc in procs.values()):
+            failed = [what for what, proc in procs.items() if proc.returncode not in (None, 0)]
+            if failed:  # no half-new pair: stop the other training too
+                raise SystemExit(f"alpr-train: {' and '.join(failed)} training failed (see the log above)")
+            time.sleep(1.0)
+        failed = [what for what, proc in procs.items() if proc.returncode != 0]
+        if failed:
+            raise SystemExit(f"alpr-train: {' and '.join(failed)} training failed (see the log above)")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     results = {}
     for what in jobs:
         results[what] = json.loads((paths.cache / f"train_{what}.json").read_text(encoding="utf-8"))[what]

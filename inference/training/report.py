@@ -139,7 +139,8 @@ def write_report(models: Path, extra: str = "") -> Path:
                      "recorded in the manifests (data generation + training + export + evaluation; see the notes "
                      "below for the conditions): "
                      + ", ".join(f"{k} {v / 60:.1f} min" for k, v in totals.items())
-                     + f"; side by side the run takes the longer of the two, {max(totals.values()) / 60:.1f} min.")
+                     + f"; run side by side, as `alpr-train all` does by default, the pair takes the longer of "
+                     f"the two, {max(totals.values()) / 60:.1f} min (`--sequential`: the sum).")
     if extra:
         parts.append(extra)
     notes = models / "NOTES.md"

@@ -178,42 +178,88 @@ def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(read
 
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
     # a box on the car body reads as nothing plate-like and is not reported
-    body = Recognizer(OneBox((320, 170, 40, 40)), reader, whole_image="never")  # type: ignore[arg-type]
+    body = Recognizer(OneBox((320, 170, 40, 40)), reader, whole_image="never", windows="off")  # type: ignore[arg-type]
     assert body.recognize(scene) == []
-    on_plate = Recognizer(OneBox(box), reader, whole_image="never")  # type: ignore[arg-type]
+    on_plate = Recognizer(OneBox(box), reader, whole_image="never", windows="off")  # type: ignore[arg-type]
     assert [r.plate for r in on_plate.recognize(scene)] == ["KLM4821"]
 
 
 class WindowsOnly:
-    """A detector stand-in with PlateDetector.detect's signature that finds the plate only in its
-    window passes, and records how it was called."""
+    """A detector stand-in with PlateDetector's detect() / detect_windows() signatures that finds
+    the plate only in its window passes, and records which it was asked for."""
 
-    def __init__(self, box: tuple[int, int, int, int]) -> None:
+    def __init__(self, box: tuple[int, int, int, int], score: float = 0.9) -> None:
         self.box = box
-        self.calls: list[bool | None] = []
+        self.score = score
+        self.calls: list[str] = []
 
     def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
-        self.calls.append(windows)
-        return [Detection(self.box, 0.9)] if windows else []
+        self.calls.append("windows" if windows else "single")
+        return [Detection(self.box, self.score)] if windows else []
+
+    def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
+        self.calls.append("windows only")
+        return [Detection(self.box, self.score)]
 
 
-def test_windows_auto_looks_again_only_when_one_pass_reads_no_confident_plate(reader: PlateReader) -> None:
+class Everywhere(WindowsOnly):
+    """Finds the plate in the single pass too."""
+
+    def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
+        self.calls.append("windows" if windows else "single")
+        return [Detection(self.box, self.score)]
+
+
+def test_windows_auto_looks_again_only_when_one_pass_reads_no_sure_plate(reader: PlateReader) -> None:
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1280, 1280)
     detector = WindowsOnly(box)
     auto = Recognizer(detector, reader, windows="auto")  # type: ignore[arg-type]
     assert [r.plate for r in auto.recognize(scene)] == ["WPT509"]
-    assert detector.calls == [False, True]
+    assert detector.calls == ["single", "windows only"]
 
-    class Always(WindowsOnly):
-        def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
-            self.calls.append(windows)
-            return [Detection(self.box, 0.9)]
-
-    confident = Always(box)
+    confident = Everywhere(box)
     assert [r.plate for r in Recognizer(confident, reader, windows="auto").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
-    assert confident.calls == [False]  # the plate read confidently at once: no window passes
+    assert confident.calls == ["single"]  # read confidently from a sure box at once: no window passes
+    # a confident reading of a box the detector is unsure of (a badge, say) is no reason to stop looking
+    unsure = Everywhere(box, score=0.4)
+    Recognizer(unsure, reader, windows="auto").recognize(scene)  # type: ignore[arg-type]
+    assert unsure.calls == ["single", "windows only"]
     never = WindowsOnly(box)
     Recognizer(never, reader, windows="off").recognize(scene)  # type: ignore[arg-type]
-    assert never.calls == [False]
+    assert never.calls == ["single"]
+    always = WindowsOnly(box)
+    assert [r.plate for r in Recognizer(always, reader, windows="on").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
+    assert always.calls == ["windows"]
     with pytest.raises(ValueError, match="windows"):
         Recognizer(never, reader, windows="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_plate_framed_twice_is_reported_once(reader: PlateReader) -> None:
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
+    x, y, w, h = box
+
+    class TwoBoxes(WindowsOnly):
+        def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
+            # a tight and a loose box on one plate, as two passes can leave them
+            return [Detection(box, 0.9), Detection((x - w // 8, y - h // 4, w + w // 4, h + h // 2), 0.8)]
+
+    results = Recognizer(TwoBoxes(box), reader, windows="off").recognize(scene)  # type: ignore[arg-type]
+    assert [r.plate for r in results] == ["KLM4821"]
+
+
+def test_a_scene_read_whole_for_want_of_detections_must_read_like_a_plate(reader: PlateReader) -> None:
+    noise = np.random.default_rng(1).integers(0, 255, (720, 1280, 3)).astype(np.uint8)
+    nothing = WindowsOnly((0, 0, 1, 1))
+    nothing.detect_windows = lambda image_rgb: []  # type: ignore[method-assign]
+    results = Recognizer(nothing, reader, windows="auto").recognize(noise)  # type: ignore[arg-type]
+    assert all(len(r.plate) >= 3 and r.confidence >= 0.15 for r in results)
+    assert all(r.source == "whole_image_fallback" for r in results)
+
+
+def test_aspect_windows_refuse_slivers_and_endless_strips() -> None:
+    from inference.detector import MAX_WINDOWS, aspect_windows
+
+    assert aspect_windows(10, 2000, 512, 288) == []       # windows 10 px wide: nothing to read
+    assert aspect_windows(3000, 40, 512, 288) == []
+    assert aspect_windows(640, 4000, 512, 288) == []      # would take more than MAX_WINDOWS passes
+    assert 2 <= len(aspect_windows(1080, 1920, 512, 288)) <= MAX_WINDOWS  # a portrait phone photo
