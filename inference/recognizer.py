@@ -19,7 +19,7 @@ WINDOW_MODES = ("auto", "on", "off")
 MIN_CHARS = 3               # a detection that reads as fewer characters is not reported as a plate
 # ... nor one whose reading is less sure than this. Rule: half the lowest confidence of a right
 # read on the val splits (US plates on real cars from bench_us_scenes, EU and BR scenes), rounded
-# down to 0.05. Shipped models: right reads 0.38 or more, so 0.15; half of the badges, emblems
+# down to 0.05. Shipped models: right reads 0.33 or more, so 0.15; half of the badges, emblems
 # and lamps the detector keeps read at under 0.03.
 MIN_READ_CONFIDENCE = 0.15
 
