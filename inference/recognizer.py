@@ -39,7 +39,8 @@ class PlateResult:
     detect_ms: float = 0.0
     ocr_ms: float = 0.0
     # "detector"; "whole_image" when the image itself was read as a plate crop; or
-    # "whole_image_fallback" when it was read whole because no detection was found
+    # "whole_image_fallback" when it was read whole without being judged a crop (no detection
+    # was found, or whole_image="always")
     source: str = "detector"
 
 
@@ -148,13 +149,12 @@ class Recognizer:
             fallback = not crop and self.whole_image != "always"
             plausible = not fallback or (len(text.text) >= self.min_chars and text.confidence >= self.min_read_confidence)
             if text.text and text.confidence >= self.min_confidence and plausible:
-                results = [r for r in results if r.plate != text.text or r.confidence > text.confidence]
-                if not any(r.plate == text.text for r in results):
-                    results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
-                                               text.region_confidence, text.candidates, text.char_confidences,
-                                               0.0, detect_ms, ocr_ms, "whole_image" if crop else "whole_image_fallback"))
+                results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
+                                           text.region_confidence, text.candidates, text.char_confidences,
+                                           0.0, detect_ms, ocr_ms, "whole_image" if crop else "whole_image_fallback"))
         results.sort(key=rank, reverse=True)
-        # one entry per plate text: two boxes on one plate (a loose and a tight one) read alike
+        # one entry per plate text, the best ranked: two boxes on one plate (a loose and a tight
+        # one), or a box and the whole image, read alike
         unique: dict[str, PlateResult] = {}
         for result in results:
             unique.setdefault(result.plate, result)

@@ -93,14 +93,14 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     procs = {what: subprocess.Popen([sys.executable, "-m", "inference.training.cli", what, *extra], stdout=subprocess.DEVNULL)
              for what, extra in jobs.items()}
     try:
-        while any(proc.poll() is None for proc in procs.values()):
-            failed = [what for what, proc in procs.items() if proc.returncode not in (None, 0)]
-            if failed:  # no half-new pair: stop the other training too
+        while True:
+            codes = {what: proc.poll() for what, proc in procs.items()}
+            failed = [what for what, code in codes.items() if code not in (None, 0)]
+            if failed:  # no half-new pair: the finally below stops the other training too
                 raise SystemExit(f"alpr-train: {' and '.join(failed)} training failed (see the log above)")
+            if all(code == 0 for code in codes.values()):
+                break
             time.sleep(1.0)
-        failed = [what for what, proc in procs.items() if proc.returncode != 0]
-        if failed:
-            raise SystemExit(f"alpr-train: {' and '.join(failed)} training failed (see the log above)")
     finally:
         for proc in procs.values():
             if proc.poll() is None:
