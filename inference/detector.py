@@ -86,7 +86,8 @@ class PlateDetector:
         windows = self.windows if windows is None else windows
         boxes = self._pass(image_rgb)
         height, width = image_rgb.shape[:2]
-        if self.tiles > 1 and width > 2 * self.model.input_size[0]:
+        tiled = self.tiles > 1 and width > 2 * self.model.input_size[0]
+        if tiled:
             # a tiles x tiles grid of overlapping crops, each 2/(tiles+1) of the frame per side,
             # so small plates are seen at up to (tiles+1)/2 times the full-frame scale
             tile_w, tile_h = int(2 * width / (self.tiles + 1)), int(2 * height / (self.tiles + 1))
@@ -95,12 +96,8 @@ class PlateDetector:
                     x0, y0 = int(col * tile_w / 2), int(row * tile_h / 2)
                     tile = np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w])
                     boxes += self._pass(tile, x0, y0)
-        passes = 1 + (self.tiles**2 if self.tiles > 1 and width > 2 * self.model.input_size[0] else 0)
-        if windows:
-            window_boxes = self._window_boxes(image_rgb)
-            boxes += window_boxes
-            passes += bool(window_boxes)
-        return self._merge(boxes, passes > 1)
+        window_boxes = self._window_boxes(image_rgb) if windows else []
+        return self._merge(boxes + window_boxes, tiled or bool(window_boxes))
 
     def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
         """Plates found by the window passes alone (none for a frame of about the model's shape):

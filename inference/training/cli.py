@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from inference.training import train_detector, train_ocr
 from inference.training.common import Paths
 
 log = logging.getLogger("alpr-train")
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequential", action="store_true",
                         help="all: train the OCR, then the detector, each with every thread (default: side by side)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ocr-steps", type=int, default=11000, help="OCR training steps (shipped model: 11000)")
-    parser.add_argument("--det-steps", type=int, default=2500, help="detector training steps (shipped model: 2500)")
+    parser.add_argument("--ocr-steps", type=int, default=train_ocr.STEPS,
+                        help=f"OCR training steps (shipped model: {train_ocr.STEPS})")
+    parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
+                        help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
     return parser
 
@@ -48,13 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "all" and not args.sequential:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
-        from inference.training import train_ocr
-
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps)
         results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
-        from inference.training import train_detector
-
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
     if args.what == "report":

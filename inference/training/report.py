@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from inference.recognizer import MIN_CHARS, MIN_READ_CONFIDENCE
+
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -90,8 +92,8 @@ def measured_section(folder: Path) -> str:
                                    "detect ms", "OCR ms/plate", "total ms")))
         parts.append("For scenes, a plate counts as read only when a box with IoU >= 0.5 reads it exactly; the "
                      "OCR was trained on US plates only, so EU/BR reading figures are for information. det = every "
-                     "box the detector keeps; reported = the plates `recognize` prints (boxes whose reading has 3 or "
-                     "more characters at 15 % confidence or more).")
+                     "box the detector keeps; reported = the plates `recognize` prints (boxes whose reading has "
+                     f"{MIN_CHARS} or more characters at {MIN_READ_CONFIDENCE * 100:.0f} % confidence or more).")
     us = folder / "us_scenes.json"
     if us.is_file():
         u = json.loads(us.read_text())

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "plate_ocr"
 VERSION = "1.0.0"
+STEPS = 11000  # the shipped model's training steps
 
 
 def build_model(width: int = 1) -> Any:
@@ -114,7 +115,7 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def train(paths: Paths, steps: int = 11000, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
+def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
           real_share: float = 0.4, seed: int = 0, threads: int = 2) -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures."""
     import tensorflow as tf

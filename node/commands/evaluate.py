@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from node.commands.recognize import load_image
+from node.commands.recognize import add_windows_option, load_image
 from node.errors import BadInput
 
 
@@ -33,10 +33,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
                         help="margins read and fused per plate, as `recognize` does (default 3)")
-    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
-                        help="detector passes on windows of its own shape across images of another shape (4:3, "
-                             "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
-                             "confident plate; on = always; off = never")
+    add_windows_option(parser)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -100,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     """Score the folder; print the figures; write the contact sheet."""
     from inference.datasets import read_folder
     from inference.detector import PlateDetector
-    from inference.metrics import DetectionScore, OcrScore, match_boxes
+    from inference.metrics import DetectionScore, OcrScore
     from inference.ocr import PlateReader
     from inference.recognizer import Recognizer
 
@@ -144,8 +141,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         truths = [p.box for p in item.plates]
         det.add(truths, [d.box for d in detections], args.iou)
-        reported.add(truths, [r.box for r in results], args.iou)
-        pairs = dict(match_boxes(truths, [r.box for r in results], args.iou))
+        pairs = dict(reported.add(truths, [r.box for r in results], args.iou))
         for ti, plate in enumerate(item.plates):
             if not plate.text:
                 continue

@@ -24,16 +24,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
                         help="read each plate with this many margins and fuse them (default 3; 1 = fastest)")
-    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
-                        help="detector passes on windows of its own shape across images of another shape (4:3, "
-                             "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
-                             "confident plate; on = always; off = never")
+    add_windows_option(parser)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
     parser.add_argument("--whole-image", choices=("auto", "always", "never"), default="auto",
                         help="also read the whole image as a plate: auto = when it looks like a crop or nothing is detected")
     parser.set_defaults(func=run)
+
+
+def add_windows_option(parser: argparse.ArgumentParser) -> None:
+    """`--windows auto|on|off`, shared with `eval` so that it scores what `recognize` does."""
+    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
+                        help="detector passes on windows of its own shape across images of another shape (4:3, "
+                             "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
+                             "sure plate; on = always; off = never")
 
 
 def load_image(path: Path) -> Any:
