@@ -22,6 +22,8 @@ MAX_LEN = 10
 # Part of the cached arrays' names: bump when the synthetic or augmented crops change.
 # v2: crops framed as loosely as a detector box grown by the recognizer's margin, not only tight.
 OCR_DATA_VERSION = 2
+# The eu/br scene plates (`scene_plate_set`) are cached under their own version.
+SCENE_PLATES_VERSION = 1
 LOOSE_SHARE = 0.35  # synthetic plates framed with 10-30 % margin, like a detector's crop
 REGIONS = tuple(sorted(STATES))
 
@@ -83,7 +85,18 @@ def augment_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     pad = int(0.2 * max(h, w))
     big = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE if rng.random() < 0.5 else cv2.BORDER_REFLECT)
-    corners = np.float32([[pad, pad], [pad + w, pad], [pad + w, pad + h], [pad, pad + h]])
+    return _rephotograph(big, (pad, pad, w, h), rng)
+
+
+def augment_scene_plate(scene: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """A plate of a whole scene photo cut out as a detector box would frame it, then
+    re-photographed like `augment_crop`; the margin shows the real car around the plate."""
+    return _rephotograph(scene, box, rng)
+
+
+def _rephotograph(image: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
+    x, y, w, h = box
+    corners = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
     jitter = np.stack([rng.uniform(-0.07, 0.07, 4) * w, rng.uniform(-0.1, 0.1, 4) * h], axis=1).astype(np.float32)
     # from a tight crop out to the margin of a detector box grown by the recognizer (about
     # 10-25 % of the width and 15-30 % of the height more than the plate)
@@ -94,7 +107,8 @@ def augment_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out_w = max(24, out_w)
     out_h = max(12, int(out_w * h / w * rng.uniform(0.9, 1.1)))
     dst = np.float32([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]])
-    warped = cv2.warpPerspective(big, cv2.getPerspectiveTransform(src, dst), (out_w, out_h), flags=cv2.INTER_AREA)
+    warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (out_w, out_h), flags=cv2.INTER_AREA,
+                                 borderMode=cv2.BORDER_REPLICATE)
     img = warped.astype(np.float32)
     img = img * rng.uniform(0.5, 1.3) + rng.uniform(-30, 30)
     if rng.random() < 0.1:
@@ -139,4 +153,27 @@ def real_set(folder: Path, split: str, copies: int, seed: int) -> dict[str, np.n
             regions.append(item.region)
     data = _pack(np.stack(images) if images else np.zeros((0, OCR_H, OCR_W), np.uint8), texts, regions)
     data["files"] = np.array([i.path.name for i in items for _ in range(copies + 1)], dtype="U64")
+    return data
+
+
+def scene_plate_set(folders: list[Path], split: str, copies: int, seed: int) -> dict[str, np.ndarray]:
+    """Plates of whole scene photos (eu/br), `copies` augmented cuts of each, no state label.
+
+    They add real photographs of characters (light, blur, angle, a real car around the box)
+    to the few hundred US crops; their formats are not US ones, so they stay a minority.
+    """
+    rng = np.random.default_rng(seed + 1)
+    images, texts, names = [], [], []
+    for folder in folders:
+        for item in read_folder(folder, split):
+            if item.is_crop:
+                continue
+            rgb = load_rgb(item.path)
+            for plate in item.plates:
+                for _ in range(copies):
+                    images.append(ocr_input(augment_scene_plate(rgb, plate.box, rng)))
+                    texts.append(plate.text)
+                    names.append(item.path.name)
+    data = _pack(np.stack(images) if images else np.zeros((0, OCR_H, OCR_W), np.uint8), texts, [None] * len(texts))
+    data["files"] = np.array(names, dtype="U64")
     return data

@@ -21,7 +21,9 @@ from inference.training.ocr_data import (
     OCR_H,
     OCR_W,
     REGIONS,
+    SCENE_PLATES_VERSION,
     real_set,
+    scene_plate_set,
     synth_set,
 )
 from inference.training.plates import ALPHABET, GENERATOR_VERSION
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "plate_ocr"
 VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
+SCENE_FOLDERS = ("eu-scenes", "br-scenes")
+SCENE_COPIES = 0  # augmented cuts of each train-split eu/br scene plate (0: US crops only, as shipped)
 
 
 def build_model(width: int = 1) -> Any:
@@ -75,7 +79,7 @@ def build_model(width: int = 1) -> Any:
     return keras.Model(inp, [chars, region], name=MODEL_NAME)
 
 
-def _datasets(paths: Paths, synth_count: int, real_copies: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
     cache = paths.cache / "ocr"
     us = paths.data / "us-plates"
     version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
@@ -83,11 +87,22 @@ def _datasets(paths: Paths, synth_count: int, real_copies: int, seed: int) -> di
     if us.is_dir():
         sets["real_train"] = cached_arrays(cache / f"real_train_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
                                            lambda: real_set(us, "train", real_copies, seed))
+        scenes = [paths.data / name for name in SCENE_FOLDERS if (paths.data / name).is_dir()]
+        if scenes and scene_copies > 0:
+            sets["real_scenes_train"] = cached_arrays(
+                cache / f"scenes_train_{scene_copies}_{seed}_s{SCENE_PLATES_VERSION}.npz",
+                lambda: scene_plate_set(scenes, "train", scene_copies, seed))
         sets["real_val"] = real_set(us, "val", 0, seed)
         sets["real_test"] = real_set(us, "test", 0, seed)
     else:
         log.warning("%s not found: training on synthetic plates only", us)
     return sets
+
+
+def concat_sets(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One pool from several prepared sets (the keys they all have)."""
+    keys = set.intersection(*(set(p) for p in parts))
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
 def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -116,7 +131,7 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
-          real_share: float = 0.4, seed: int = 0, threads: int = 2) -> dict[str, Any]:
+          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES) -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures."""
     import tensorflow as tf
 
@@ -125,8 +140,9 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     set_threads(threads)
     tf.random.set_seed(seed)
     timer = Timer()
-    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, seed))
-    pools = [sets["synth"]] + ([sets["real_train"]] if "real_train" in sets else [])
+    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed))
+    real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
+    pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
     model = build_model()
     schedule = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
@@ -171,7 +187,8 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
     return export(paths, model, sets, timer, dict(steps=steps, batch=batch, synth_count=synth_count,
-                                                   real_copies=real_copies, real_share=real_share, seed=seed))
+                                                   real_copies=real_copies, real_share=real_share, seed=seed,
+                                                   scene_copies=scene_copies if "real_scenes_train" in sets else 0))
 
 
 def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:

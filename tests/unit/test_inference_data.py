@@ -189,3 +189,33 @@ def test_augmented_real_crops_range_from_tight_to_detector_margins() -> None:
     # some crops are tight (the plate spans nearly the whole width), typical ones show a margin
     # like a detector's box (median 0.84 here; tight-only framing gave 0.90)
     assert max(fill) > 0.9 and float(np.median(fill)) < 0.87
+
+
+def test_scene_plates_are_cut_from_their_scene_with_the_car_around_them(tmp_path: Path) -> None:
+    import cv2
+
+    from inference.training.ocr_data import OCR_H, OCR_W, scene_plate_set
+
+    scene = np.full((400, 600, 3), 30, np.uint8)  # a dark car ...
+    scene[200:240, 250:350] = 230                   # ... with a bright plate on it
+    names = [f"car{i}.png" for i in range(40)]
+    for name in names:
+        cv2.imwrite(str(tmp_path / name), scene)
+        (tmp_path / name.replace(".png", ".txt")).write_text(f"{name}\t250\t200\t100\t40\tAB123\n")
+    data = scene_plate_set([tmp_path], "train", 3, seed=0)
+    in_train = sum(split_of(n) == "train" for n in names)
+    assert data["images"].shape == (3 * in_train, OCR_H, OCR_W)
+    assert set(data["texts"]) == {"AB123"} and set(data["regions"]) == {-1}  # no state for eu/br plates
+    rows = data["images"][:, OCR_H // 2].astype(np.float32)
+    bright = (rows > 130).mean(axis=1)
+    # the plate is what the cut shows, with some of the real (dark) car beside it in most cuts
+    assert float(np.median(bright)) > 0.6 and float((bright < 0.97).mean()) > 0.5
+
+
+def test_real_pools_concatenate_on_their_common_keys() -> None:
+    from inference.training.train_ocr import concat_sets
+
+    a = {"images": np.zeros((2, 4)), "texts": np.array(["A", "B"]), "files": np.array(["a", "b"])}
+    b = {"images": np.ones((1, 4)), "texts": np.array(["C"])}
+    pool = concat_sets([a, b])
+    assert set(pool) == {"images", "texts"} and list(pool["texts"]) == ["A", "B", "C"] and pool["images"].shape == (3, 4)
