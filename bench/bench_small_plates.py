@@ -5,6 +5,10 @@ br-scenes frames (val split) resized to 1920x1080, whose own plates are greyed o
 neither help nor count. A pasted plate is found when a box overlaps it with IoU >= 0.5.
 
     .venv/bin/python bench/bench_small_plates.py --frames 40 --widths 60 80 120 --tiles 1 2
+
+`--recognize auto off` also runs what `alpr-node recognize` does (3 views, windows auto) with
+`--tiles auto` / `off`: a plate counts as found when a reported plate's box overlaps it, and as
+read when that plate's text is the crop's label.
 """
 from __future__ import annotations
 
@@ -23,14 +27,16 @@ sys.path.insert(0, str(ROOT))
 from inference.datasets import read_folder  # noqa: E402
 from inference.detector import PlateDetector  # noqa: E402
 from inference.metrics import box_iou  # noqa: E402
+from inference.ocr import PlateReader  # noqa: E402
+from inference.recognizer import Recognizer  # noqa: E402
 from inference.training.ocr_data import load_rgb  # noqa: E402
 from inference.training.scenes import LETTERBOX_FILL  # noqa: E402
 
 FRAME_W, FRAME_H = 1920, 1080
 
 
-def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """`frames` (frame, pasted box) pairs, deterministic for `seed`."""
+def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[tuple[np.ndarray, tuple[int, int, int, int], str]]:
+    """`frames` (frame, pasted box, plate text) triples, deterministic for `seed`."""
     rng = np.random.default_rng(seed)
     scenes = read_folder(data / "br-scenes", "val")
     crops = read_folder(data / "us-plates", "val")
@@ -44,13 +50,14 @@ def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[t
             x, y, w, h = plate.box
             image[max(0, y):y + h, max(0, x):x + w] = LETTERBOX_FILL
         frame = cv2.resize(image, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA)
-        crop = load_rgb(crops[int(rng.integers(len(crops)))].path)
+        item = crops[int(rng.integers(len(crops)))]
+        crop = load_rgb(item.path)
         height = max(4, round(width * crop.shape[0] / crop.shape[1]))
         small = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
         x = int(rng.integers(0, FRAME_W - width))
         y = int(rng.integers(FRAME_H // 3, FRAME_H - height))
         frame[y:y + height, x:x + width] = small
-        out.append((frame, (x, y, width, height)))
+        out.append((frame, (x, y, width, height), item.plates[0].text))
     return out
 
 
@@ -60,7 +67,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--widths", type=int, nargs="+", default=[60, 80, 120])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--recognize", nargs="*", choices=("auto", "off"), default=[],
+                        help="also measure recognize with these --tiles modes")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
+    parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     report: dict[str, dict[str, float]] = {}
@@ -69,13 +79,27 @@ def main() -> int:
         detector = PlateDetector(args.detector, tiles=tiles)
         for width in args.widths:
             found, times = 0, []
-            for frame, box in frames[width]:
+            for frame, box, _ in frames[width]:
                 start = time.perf_counter()
                 boxes = [d.box for d in detector.detect(frame)]
                 times.append((time.perf_counter() - start) * 1000)
                 found += any(box_iou(box, b) >= 0.5 for b in boxes)
             report[f"tiles{tiles}_width{width}"] = {"recall_pct": round(100 * found / args.frames, 1),
                                                     "median_ms": round(float(np.median(times)), 1), "frames": args.frames}
+    for mode in args.recognize:
+        recognizer = Recognizer(PlateDetector(args.detector), PlateReader(args.ocr), views=3, tiles=mode)
+        for width in args.widths:
+            found = read = 0
+            times = []
+            for frame, box, text in frames[width]:
+                start = time.perf_counter()
+                plates = [p for p in recognizer.recognize(frame) if box_iou(box, p.box) >= 0.5]
+                times.append((time.perf_counter() - start) * 1000)
+                found += bool(plates)
+                read += any(p.plate == text for p in plates)
+            report[f"recognize_tiles_{mode}_width{width}"] = {
+                "found_pct": round(100 * found / args.frames, 1), "read_pct": round(100 * read / args.frames, 1),
+                "median_ms": round(float(np.median(times)), 1), "frames": args.frames}
     print(json.dumps(report, indent=2))
     return 0
 

@@ -95,11 +95,14 @@ def main() -> int:
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")
     parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
                         help="detector windows of its own aspect across stills of another shape (recognize's default: auto)")
+    parser.add_argument("--tiles", choices=("auto", "off"), default="auto",
+                        help="detector tiles over stills more than twice its input width (recognize's default: auto)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print each plate not read right first")
     args = parser.parse_args()
-    recognizer = Recognizer(PlateDetector(args.detector), PlateReader(args.ocr), views=args.views, windows=args.windows)
-    report: dict[str, Any] = {"views": args.views, "windows": args.windows}
+    recognizer = Recognizer(PlateDetector(args.detector), PlateReader(args.ocr), views=args.views, windows=args.windows,
+                            tiles=args.tiles)
+    report: dict[str, Any] = {"views": args.views, "windows": args.windows, "tiles": args.tiles}
     for split in args.split:
         report[split] = run(args.data, split, recognizer, args.seed, args.verbose)
     print(json.dumps(report, indent=2))

@@ -84,20 +84,28 @@ class PlateDetector:
     def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
         """Plates in `image_rgb` (uint8 HxWx3), best score first; `windows` overrides the setting."""
         windows = self.windows if windows is None else windows
-        boxes = self._pass(image_rgb)
-        height, width = image_rgb.shape[:2]
-        tiled = self.tiles > 1 and width > 2 * self.model.input_size[0]
-        if tiled:
-            # a tiles x tiles grid of overlapping crops, each 2/(tiles+1) of the frame per side,
-            # so small plates are seen at up to (tiles+1)/2 times the full-frame scale
-            tile_w, tile_h = int(2 * width / (self.tiles + 1)), int(2 * height / (self.tiles + 1))
-            for row in range(self.tiles):
-                for col in range(self.tiles):
-                    x0, y0 = int(col * tile_w / 2), int(row * tile_h / 2)
-                    tile = np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w])
-                    boxes += self._pass(tile, x0, y0)
+        tile_boxes = self._tile_boxes(image_rgb, self.tiles)
         window_boxes = self._window_boxes(image_rgb) if windows else []
-        return self._merge(boxes + window_boxes, tiled or bool(window_boxes))
+        return self._merge(self._pass(image_rgb) + tile_boxes + window_boxes, bool(tile_boxes or window_boxes))
+
+    def detect_tiles(self, image_rgb: np.ndarray, tiles: int = 2) -> list[Detection]:
+        """Plates found by the passes on a tiles x tiles grid alone (none for a frame up to twice
+        the model's input width): what `tiles` adds, for a caller that has run the single pass."""
+        return self._merge(self._tile_boxes(image_rgb, tiles), True)
+
+    def _tile_boxes(self, image_rgb: np.ndarray, tiles: int) -> list[tuple[float, float, float, float, float]]:
+        height, width = image_rgb.shape[:2]
+        if tiles <= 1 or width <= 2 * self.model.input_size[0]:
+            return []
+        # a tiles x tiles grid of overlapping crops, each 2/(tiles+1) of the frame per side,
+        # so small plates are seen at up to (tiles+1)/2 times the full-frame scale
+        tile_w, tile_h = int(2 * width / (tiles + 1)), int(2 * height / (tiles + 1))
+        boxes = []
+        for row in range(tiles):
+            for col in range(tiles):
+                x0, y0 = int(col * tile_w / 2), int(row * tile_h / 2)
+                boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w]), x0, y0)
+        return boxes
 
     def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
         """Plates found by the window passes alone (none for a frame of about the model's shape):

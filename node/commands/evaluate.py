@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from node.commands.recognize import add_windows_option, load_image
+from node.commands.recognize import add_search_options, load_image
 from node.errors import BadInput
 
 
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
                         help="margins read and fused per plate, as `recognize` does (default 3)")
-    add_windows_option(parser)
+    add_search_options(parser)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise BadInput(f"{args.folder}: no labelled images{' in split ' + args.split if args.split else ''}")
     recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
-                            views=args.views, windows=args.windows)
+                            views=args.views, windows=args.windows, tiles=args.tiles)
     # det scores the detector's raw boxes; reported scores the plates recognize would print
     # (boxes whose reading passed the recognizer's checks), which is what a user sees.
     ocr, det, reported = OcrScore(), DetectionScore(), DetectionScore()

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument("--views", type=int, default=3, choices=(1, 2, 3),
                         help="read each plate with this many margins and fuse them (default 3; 1 = fastest)")
-    add_windows_option(parser)
+    add_search_options(parser)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped model)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped model)")
@@ -33,12 +33,18 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def add_windows_option(parser: argparse.ArgumentParser) -> None:
-    """`--windows auto|on|off`, shared with `eval` so that it scores what `recognize` does."""
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """`--windows auto|on|off` and `--tiles auto|off`, shared with `eval` so that it scores what
+    `recognize` does."""
+    # literal choices: importing the recognizer (numpy, LiteRT) here would slow every sub-command
     parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
                         help="detector passes on windows of its own shape across images of another shape (4:3, "
                              "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
                              "sure plate; on = always; off = never")
+    parser.add_argument("--tiles", choices=("auto", "off"), default="auto",
+                        help="detector passes on a 2x2 grid of images more than twice the detector's "
+                             "input width, so small plates are seen larger: auto (default) = when no sure plate "
+                             "was found otherwise; off = never")
 
 
 def load_image(path: Path) -> Any:
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from inference.recognizer import Recognizer
 
     recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
-                            whole_image=args.whole_image, views=args.views, windows=args.windows)
+                            whole_image=args.whole_image, views=args.views, windows=args.windows, tiles=args.tiles)
     failures = 0
     for path in args.images:
         try:

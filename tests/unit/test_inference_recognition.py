@@ -170,6 +170,8 @@ def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(read
     class OneBox:
         """A detector stand-in with PlateDetector's detect() signature: one fixed box."""
 
+        tiles = 1
+
         def __init__(self, box: tuple[int, int, int, int]) -> None:
             self.box = box
 
@@ -178,19 +180,20 @@ def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(read
 
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
     # a box on the car body reads as nothing plate-like and is not reported
-    body = Recognizer(OneBox((320, 170, 40, 40)), reader, whole_image="never", windows="off")  # type: ignore[arg-type]
+    body = Recognizer(OneBox((320, 170, 40, 40)), reader, whole_image="never", windows="off", tiles="off")  # type: ignore[arg-type]
     assert body.recognize(scene) == []
-    on_plate = Recognizer(OneBox(box), reader, whole_image="never", windows="off")  # type: ignore[arg-type]
+    on_plate = Recognizer(OneBox(box), reader, whole_image="never", windows="off", tiles="off")  # type: ignore[arg-type]
     assert [r.plate for r in on_plate.recognize(scene)] == ["KLM4821"]
 
 
 class WindowsOnly:
-    """A detector stand-in with PlateDetector's detect() / detect_windows() signatures that finds
-    the plate only in its window passes, and records which it was asked for."""
+    """A detector stand-in with PlateDetector's detect() / detect_windows() / detect_tiles()
+    signatures that finds the plate only in its window passes, and records which it was asked for."""
 
-    def __init__(self, box: tuple[int, int, int, int], score: float = 0.9) -> None:
+    def __init__(self, box: tuple[int, int, int, int], score: float = 0.9, tiles: int = 1) -> None:
         self.box = box
         self.score = score
+        self.tiles = tiles
         self.calls: list[str] = []
 
     def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
@@ -200,6 +203,10 @@ class WindowsOnly:
     def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
         self.calls.append("windows only")
         return [Detection(self.box, self.score)]
+
+    def detect_tiles(self, image_rgb: np.ndarray, tiles: int = 2) -> list[Detection]:
+        self.calls.append("tiles only")
+        return []
 
 
 class Everywhere(WindowsOnly):
@@ -213,25 +220,25 @@ class Everywhere(WindowsOnly):
 def test_windows_auto_looks_again_only_when_one_pass_reads_no_sure_plate(reader: PlateReader) -> None:
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1280, 1280)
     detector = WindowsOnly(box)
-    auto = Recognizer(detector, reader, windows="auto")  # type: ignore[arg-type]
+    auto = Recognizer(detector, reader, windows="auto", tiles="off")  # type: ignore[arg-type]
     assert [r.plate for r in auto.recognize(scene)] == ["WPT509"]
     assert detector.calls == ["single", "windows only"]
 
     confident = Everywhere(box)
-    assert [r.plate for r in Recognizer(confident, reader, windows="auto").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
+    assert [r.plate for r in Recognizer(confident, reader, windows="auto", tiles="off").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
     assert confident.calls == ["single"]  # read confidently from a sure box at once: no window passes
     # a confident reading of a box the detector is unsure of (a badge, say) is no reason to stop looking
     unsure = Everywhere(box, score=0.4)
-    Recognizer(unsure, reader, windows="auto").recognize(scene)  # type: ignore[arg-type]
+    Recognizer(unsure, reader, windows="auto", tiles="off").recognize(scene)  # type: ignore[arg-type]
     assert unsure.calls == ["single", "windows only"]
     never = WindowsOnly(box)
-    Recognizer(never, reader, windows="off").recognize(scene)  # type: ignore[arg-type]
+    Recognizer(never, reader, windows="off", tiles="off").recognize(scene)  # type: ignore[arg-type]
     assert never.calls == ["single"]
     always = WindowsOnly(box)
-    assert [r.plate for r in Recognizer(always, reader, windows="on").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
+    assert [r.plate for r in Recognizer(always, reader, windows="on", tiles="off").recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
     assert always.calls == ["windows"]
     with pytest.raises(ValueError, match="windows"):
-        Recognizer(never, reader, windows="sometimes")  # type: ignore[arg-type]
+        Recognizer(never, reader, windows="sometimes", tiles="off")  # type: ignore[arg-type]
 
 
 def test_a_plate_framed_twice_is_reported_once(reader: PlateReader) -> None:
@@ -254,6 +261,50 @@ def test_a_scene_read_whole_for_want_of_detections_must_read_like_a_plate(reader
     results = Recognizer(nothing, reader, windows="auto").recognize(noise)  # type: ignore[arg-type]
     assert all(len(r.plate) >= 3 and r.confidence >= 0.15 for r in results)
     assert all(r.source == "whole_image_fallback" for r in results)
+
+
+class TilesOnly(WindowsOnly):
+    """Finds the plate only in its tile passes."""
+
+    def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
+        self.calls.append("single")
+        return []
+
+    def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
+        self.calls.append("windows only")
+        return []
+
+    def detect_tiles(self, image_rgb: np.ndarray, tiles: int = 2) -> list[Detection]:
+        self.calls.append(f"tiles only {tiles}")
+        return [Detection(self.box, self.score)]
+
+
+def test_tiles_auto_look_for_small_plates_only_when_nothing_sure_is_found(reader: PlateReader) -> None:
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1920, 1080)
+    auto = TilesOnly(box)
+    assert [r.plate for r in Recognizer(auto, reader).recognize(scene)] == ["WPT509"]  # type: ignore[arg-type]
+    assert auto.calls == ["single", "windows only", "tiles only 2"]
+    off = TilesOnly(box)
+    assert Recognizer(off, reader, tiles="off", whole_image="never").recognize(scene) == []  # type: ignore[arg-type]
+    assert "tiles only 2" not in off.calls
+    sure = Everywhere(box)
+    Recognizer(sure, reader).recognize(scene)  # type: ignore[arg-type]
+    assert sure.calls == ["single"]  # a sure plate at once: neither windows nor tiles
+    tiling = TilesOnly(box, tiles=2)  # a detector that tiles every frame itself is not asked again
+    Recognizer(tiling, reader, whole_image="never").recognize(scene)  # type: ignore[arg-type]
+    assert tiling.calls == ["single", "windows only"]
+    with pytest.raises(ValueError, match="tiles"):
+        Recognizer(off, reader, tiles="on")  # type: ignore[arg-type]
+
+
+def test_detect_tiles_adds_only_the_tile_passes_and_only_on_big_frames() -> None:
+    detector = PlateDetector()
+    small, _ = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1000, 720)
+    assert detector.detect_tiles(small) == []  # not more than twice the input width: no tiles
+    scene, box = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1920, 1080, plate_w=70)
+    found = detector.detect_tiles(scene)
+    assert any(box_iou(d.box, box) >= 0.5 for d in found)
+    assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
 
 
 def test_aspect_windows_refuse_slivers_and_endless_strips() -> None:
