@@ -91,10 +91,11 @@ def augment_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def augment_scene_plate(scene: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
     """A plate of a whole scene photo cut out as a detector box would frame it, then
     re-photographed like `augment_crop`; the margin shows the real car around the plate."""
-    return _rephotograph(scene, box, rng)
+    return _rephotograph(scene, box, rng, cv2.BORDER_REPLICATE)  # a plate at the photo's edge
 
 
-def _rephotograph(image: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
+def _rephotograph(image: np.ndarray, box: tuple[int, int, int, int], rng: np.random.Generator,
+                  border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
     x, y, w, h = box
     corners = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
     jitter = np.stack([rng.uniform(-0.07, 0.07, 4) * w, rng.uniform(-0.1, 0.1, 4) * h], axis=1).astype(np.float32)
@@ -108,7 +109,7 @@ def _rephotograph(image: np.ndarray, box: tuple[int, int, int, int], rng: np.ran
     out_h = max(12, int(out_w * h / w * rng.uniform(0.9, 1.1)))
     dst = np.float32([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]])
     warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (out_w, out_h), flags=cv2.INTER_AREA,
-                                 borderMode=cv2.BORDER_REPLICATE)
+                                 borderMode=border)
     img = warped.astype(np.float32)
     img = img * rng.uniform(0.5, 1.3) + rng.uniform(-30, 30)
     if rng.random() < 0.1:
