@@ -34,7 +34,7 @@ MODEL_NAME = "plate_ocr"
 VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
-SCENE_COPIES = 0  # augmented cuts of each train-split eu/br scene plate (0: US crops only, as shipped)
+SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
 
 
 def build_model(width: int = 1) -> Any:
