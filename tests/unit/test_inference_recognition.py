@@ -7,7 +7,7 @@ import pytest
 from inference.detector import Detection, PlateDetector
 from inference.metrics import box_iou
 from inference.ocr import PlateReader, PlateText
-from inference.recognizer import Recognizer, expand_box, looks_like_plate_crop
+from inference.recognizer import MIN_READ_CONFIDENCE, Recognizer, expand_box, looks_like_plate_crop
 from inference.training.plates import PlateGenerator
 
 pytestmark = pytest.mark.unit
@@ -259,7 +259,7 @@ def test_a_scene_read_whole_for_want_of_detections_must_read_like_a_plate(reader
     nothing = WindowsOnly((0, 0, 1, 1))
     nothing.detect_windows = lambda image_rgb: []  # type: ignore[method-assign]
     results = Recognizer(nothing, reader, windows="auto").recognize(noise)  # type: ignore[arg-type]
-    assert all(len(r.plate) >= 3 and r.confidence >= 0.15 for r in results)
+    assert all(len(r.plate) >= 3 and r.confidence >= MIN_READ_CONFIDENCE for r in results)
     assert all(r.source == "whole_image_fallback" for r in results)
 
 
