@@ -28,7 +28,7 @@ from inference.datasets import read_folder  # noqa: E402
 from inference.detector import PlateDetector  # noqa: E402
 from inference.metrics import box_iou  # noqa: E402
 from inference.ocr import PlateReader  # noqa: E402
-from inference.recognizer import Recognizer  # noqa: E402
+from inference.recognizer import TILE_MODES, Recognizer  # noqa: E402
 from inference.training.ocr_data import load_rgb  # noqa: E402
 from inference.training.scenes import LETTERBOX_FILL  # noqa: E402
 
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--widths", type=int, nargs="+", default=[60, 80, 120])
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--recognize", nargs="*", choices=("auto", "off"), default=[],
+    parser.add_argument("--recognize", nargs="*", choices=TILE_MODES, default=[],
                         help="also measure recognize with these --tiles modes")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")

@@ -31,7 +31,7 @@ from inference.datasets import LabelledImage, read_folder  # noqa: E402
 from inference.detector import PlateDetector  # noqa: E402
 from inference.metrics import box_iou  # noqa: E402
 from inference.ocr import PlateReader  # noqa: E402
-from inference.recognizer import Recognizer  # noqa: E402
+from inference.recognizer import TILE_MODES, WINDOW_MODES, Recognizer  # noqa: E402
 from inference.training.ocr_data import load_rgb  # noqa: E402
 from inference.training.scenes import put_plate  # noqa: E402
 
@@ -93,9 +93,9 @@ def main() -> int:
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")
-    parser.add_argument("--windows", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--windows", choices=WINDOW_MODES, default="auto",
                         help="detector windows of its own aspect across stills of another shape (recognize's default: auto)")
-    parser.add_argument("--tiles", choices=("auto", "off"), default="auto",
+    parser.add_argument("--tiles", choices=TILE_MODES, default="auto",
                         help="detector tiles over stills more than twice its input width (recognize's default: auto)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print each plate not read right first")
