@@ -1,6 +1,7 @@
 """Detection + OCR on whole images: `Recognizer(detector, reader).recognize(image_rgb)`."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -140,12 +141,14 @@ class Recognizer:
             text = whole_read[0].text
             crop = whole_read[0].confidence >= CROP_CONFIDENCE and PLATE_LENGTH[0] <= len(text) <= PLATE_LENGTH[1]
         results = [] if crop else self._read_detections(image_rgb, detections[: self.max_plates], detect_ms)
-        searches = [(self.windows == "auto", lambda image: self.detector.detect_windows(image)),
-                    # not when the detector tiles every frame itself
-                    (self.tiles == "auto" and self.detector.tiles <= 1, lambda image: self.detector.detect_tiles(image, TILES))]
-        for wanted, search in searches:
-            if not wanted or crop or any(_sure_plate(r) for r in results):
-                continue
+        searches = []
+        if self.windows == "auto":
+            searches.append(self.detector.detect_windows)
+        if self.tiles == "auto" and self.detector.tiles <= 1:  # not when the detector tiles every frame itself
+            searches.append(functools.partial(self.detector.detect_tiles, tiles=TILES))
+        for search in searches:
+            if crop or any(_sure_plate(r) for r in results):
+                break
             start = time.perf_counter()
             # a box mostly inside a box already read is the same plate framed again
             more = [d for d in search(image_rgb) if not any(_covered(d.box, seen.box) for seen in detections)]
@@ -184,7 +187,7 @@ def rank(result: PlateResult) -> float:
 
 def _sure_plate(result: PlateResult) -> bool:
     """Read at CROP_CONFIDENCE or more from a box the detector also more likely than not calls a
-    plate: no need to look again with windows (a badge can read confidently, at a low score)."""
+    plate: no need to look again with windows or tiles (a badge can read confidently, at a low score)."""
     return result.confidence >= CROP_CONFIDENCE and result.detection_score >= 0.5
 
 
