@@ -76,8 +76,15 @@ def ctc_beam_search(
     symbols = _symbols(alphabet, blank_index)
     # prefix (tuple of class ids) -> (p ending in blank, p ending in non-blank)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}
+    # Steps where no character reaches `prune` only extend every beam by a blank: that scales
+    # all beams alike (same ranking), so they are done in one pass without the search.
+    blank_only = np.delete(data, blank_index, axis=1).max(axis=1) < prune
     for t in range(data.shape[0]):
         row = data[t]
+        if blank_only[t]:
+            p_blank = float(row[blank_index])
+            beams = {prefix: ((pb + pnb) * p_blank, 0.0) for prefix, (pb, pnb) in beams.items()}
+            continue
         # the few likeliest characters of this step (at most `per_step`), above `prune`
         top = np.argsort(-row)[:per_step]
         candidates = [int(k) for k in top if row[k] >= prune]

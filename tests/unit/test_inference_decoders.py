@@ -1,6 +1,7 @@
 """Detector and OCR decoders on constructed outputs with known answers."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -120,6 +121,31 @@ def test_ctc_beam_search_top_k_limit_and_order() -> None:
     beams = ctc_beam_search(probs, ALPHA, beam_width=20, top_k=5)
     assert len(beams) == 5
     assert [p for _, p in beams] == sorted((p for _, p in beams), reverse=True)
+
+
+def _exact_ctc(probs: np.ndarray, alphabet: str) -> dict[str, float]:
+    """Every alignment enumerated: text -> total probability (blank = index 0)."""
+    totals: dict[str, float] = {}
+    for path in itertools.product(range(probs.shape[1]), repeat=probs.shape[0]):
+        collapsed = [k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k)]
+        text = "".join(alphabet[k - 1] for k in collapsed)
+        totals[text] = totals.get(text, 0.0) + float(np.prod(probs[np.arange(len(path)), path]))
+    return totals
+
+
+def test_ctc_beam_search_matches_enumeration_with_blank_only_steps() -> None:
+    # A run of equal characters separated by steps where only the blank is possible (the
+    # search's shortcut) must score exactly as the enumeration of every alignment does.
+    rng = np.random.default_rng(3)
+    probs = as_probabilities(rng.normal(size=(7, 3)) * 2)
+    probs[[1, 4]] = [1.0, 0.0, 0.0]  # nothing but blank at steps 1 and 4
+    exact = _exact_ctc(probs, "AB")
+    beams = ctc_beam_search(probs, "AB", beam_width=1000, top_k=1000, prune=1e-6)
+    beams = [(text, p) for text, p in beams if p > 0]  # repeats without room for a blank score 0
+    assert {text for text, _ in beams} == {t for t, p in exact.items() if p > 0}
+    for text, p in beams:
+        assert p == pytest.approx(exact[text])
+    assert beams[0][0] == max(exact, key=exact.get)
 
 
 def test_fixed_slot_pads_and_candidates() -> None:
