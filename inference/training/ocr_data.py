@@ -21,13 +21,10 @@ OCR_H, OCR_W = 32, 128
 MAX_LEN = 10
 # Part of the cached arrays' names: bump when the synthetic or augmented crops change.
 # v2: crops framed as loosely as a detector box grown by the recognizer's margin, not only tight.
-# v3: RUN_SHARE of the synthetic plates have a run of 3-5 equal characters.
-OCR_DATA_VERSION = 3
+OCR_DATA_VERSION = 2
 # The eu/br scene plates (`scene_plate_set`) are cached under their own version.
 SCENE_PLATES_VERSION = 1
 LOOSE_SHARE = 0.35  # synthetic plates framed with 10-30 % margin, like a detector's crop
-# Runs of 3+ equal characters: 1.7 % of uniform random plates, 5.7 % of the real us-plates labels.
-RUN_SHARE = 0.1
 REGIONS = tuple(sorted(STATES))
 
 
@@ -50,7 +47,7 @@ def encode_text(text: str) -> tuple[np.ndarray, int]:
 
 def _synth_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str], list[str]]:
     seed, count = args
-    gen = PlateGenerator(seed, run_share=RUN_SHARE)
+    gen = PlateGenerator(seed)
     images = np.zeros((count, OCR_H, OCR_W), np.uint8)
     texts, regions = [], []
     for i in range(count):

@@ -7,7 +7,6 @@ a photographed plate), the main text (what the OCR must read) and the state code
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,13 +93,10 @@ def _text_image(text: str, font_path: str, size: int, fill: tuple[int, int, int]
 class PlateGenerator:
     """Deterministic (per seed) generator of synthetic plate crops."""
 
-    def __init__(self, seed: int = 0, width: int = 256, height: int = 128, run_share: float = 0.0) -> None:
-        """`run_share`: the share of plates given a run of 3-5 equal characters (0 keeps the
-        generator's random stream, and so the detector's cached scenes, as they were)."""
+    def __init__(self, seed: int = 0, width: int = 256, height: int = 128) -> None:
         self.rng = np.random.default_rng(seed)
         self.width = width
         self.height = height
-        self.run_share = run_share
         self.fonts = [str(p) for p in font_paths()]
         plate_like = np.array([Path(f).name in PLATE_LIKE_FONTS for f in self.fonts], np.float64)
         # 75 % of plates in the narrow plate-like faces when there are any
@@ -130,25 +126,7 @@ class PlateGenerator:
             # zero, and labels write it as 0. Keep a few so both stay readable.
             if out[-1] in "OQ" and rng.random() < 0.85:
                 out[-1] = "0"
-        if self.run_share > 0 and rng.random() < self.run_share:
-            self._add_run(layout, out)
         return "".join(out)
-
-    def _add_run(self, layout: str, out: list[str]) -> None:
-        """Make 3-5 neighbouring characters of one kind equal ("200000", "AAA").
-
-        Uniform characters rarely repeat three times, but real plates do (vanity and
-        sequential plates); CTC must put a blank between each pair, which it only learns from
-        seeing such runs.
-        """
-        rng = self.rng
-        groups = [(m.start(), m.end()) for m in re.finditer(r"L{3,}|N{3,}|X{3,}", layout)]
-        if not groups:
-            return
-        start, end = groups[int(rng.integers(len(groups)))]
-        length = int(rng.integers(3, min(5, end - start) + 1))
-        first = int(rng.integers(start, end - length + 1))
-        out[first + 1:first + length] = [out[first]] * (length - 1)
 
     # -- rendering ------------------------------------------------------------------------
     def _background(self, plain: bool = False) -> tuple[np.ndarray, tuple[int, int, int], bool]:

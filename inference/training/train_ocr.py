@@ -35,14 +35,10 @@ VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
-# CTC steps per column of the 1 x 32 feature map. Two give 64 steps: a run of equal characters
-# needs a blank between each pair, and a loosely framed plate leaves ~2.5 columns per character.
-SUBSTEPS = 2
-STEPS_OUT = OCR_W // 4 * SUBSTEPS
 
 
 def build_model(width: int = 1) -> Any:
-    """Grey OCR_H x OCR_W in, [STEPS_OUT, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out."""
+    """Grey OCR_H x OCR_W in, [T=OCR_W/4, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out."""
     import keras
     from keras import layers
 
@@ -68,9 +64,8 @@ def build_model(width: int = 1) -> Any:
     seq = conv(seq, 128, (1, 3))
     seq = conv(seq, 128, (1, 3))
     seq = layers.Dropout(0.2)(seq)
-    logits = layers.Conv2D((len(ALPHABET) + 1) * SUBSTEPS, 1)(seq)
-    # channels [k*C:(k+1)*C] of column w are step w*SUBSTEPS+k: a plain reshape keeps the order
-    logits = layers.Reshape((STEPS_OUT, len(ALPHABET) + 1))(logits)
+    logits = layers.Conv2D(len(ALPHABET) + 1, 1)(seq)
+    logits = layers.Reshape((OCR_W // 4, len(ALPHABET) + 1))(logits)
     chars = layers.Softmax(name="chars")(logits)
     # The state comes from the plate's design (layout, art, header), so it gets its own small
     # branch off the 8 x 32 map: a linear head on the character features read only ~50 % of
@@ -158,7 +153,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
         with tf.GradientTape() as tape:
             chars, region = model(images, training=True)
             logp = tf.math.log(chars + 1e-7)
-            t_len = tf.fill([tf.shape(images)[0]], STEPS_OUT)
+            t_len = tf.fill([tf.shape(images)[0]], OCR_W // 4)
             ctc = tf.reduce_mean(tf.nn.ctc_loss(labels, logp, lengths, t_len, logits_time_major=False, blank_index=0))
             mask = tf.cast(regions >= 0, tf.float32)
             rce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(regions, 0), region)
