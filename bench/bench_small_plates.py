@@ -18,48 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference.datasets import read_folder  # noqa: E402
 from inference.detector import PlateDetector  # noqa: E402
 from inference.metrics import box_iou  # noqa: E402
 from inference.ocr import PlateReader  # noqa: E402
 from inference.recognizer import TILE_MODES, Recognizer  # noqa: E402
-from inference.training.ocr_data import load_rgb  # noqa: E402
-from inference.training.scenes import LETTERBOX_FILL  # noqa: E402
-
-FRAME_W, FRAME_H = 1920, 1080
-
-
-def frames_with_plates(data: Path, frames: int, width: int, seed: int) -> list[tuple[np.ndarray, tuple[int, int, int, int], str]]:
-    """`frames` (frame, pasted box, plate text) triples, deterministic for `seed`."""
-    rng = np.random.default_rng(seed)
-    scenes = read_folder(data / "br-scenes", "val")
-    crops = read_folder(data / "us-plates", "val")
-    if not scenes or not crops:
-        raise SystemExit(f"{data}: needs br-scenes and us-plates (see ../shared/data/README.md)")
-    out = []
-    for i in range(frames):
-        scene = scenes[i % len(scenes)]
-        image = load_rgb(scene.path)
-        for plate in scene.plates:  # the scene's own plate is not what is measured
-            x, y, w, h = plate.box
-            image[max(0, y):y + h, max(0, x):x + w] = LETTERBOX_FILL
-        frame = cv2.resize(image, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA)
-        item = crops[int(rng.integers(len(crops)))]
-        crop = load_rgb(item.path)
-        height = max(4, round(width * crop.shape[0] / crop.shape[1]))
-        small = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
-        x = int(rng.integers(0, FRAME_W - width))
-        y = int(rng.integers(FRAME_H // 3, FRAME_H - height))
-        frame[y:y + height, x:x + width] = small
-        out.append((frame, (x, y, width, height), item.plates[0].text))
-    return out
-
+from inference.training.evaluate_detector import small_plate_frames  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,7 +42,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     report: dict[str, dict[str, float]] = {}
-    frames = {width: frames_with_plates(args.data, args.frames, width, args.seed) for width in args.widths}
+    frames = {width: small_plate_frames(args.data, "val", args.frames, width, args.seed) for width in args.widths}
+    if not all(frames.values()):
+        raise SystemExit(f"{args.data}: needs br-scenes and us-plates (see ../shared/data/README.md)")
     for tiles in args.tiles:
         detector = PlateDetector(args.detector, tiles=tiles)
         for width in args.widths:

@@ -30,7 +30,9 @@ class PlateDetector:
 
     `tiles` > 1 also runs the model on a tiles x tiles grid of overlapping crops of frames more
     than twice the input width (tiles**2 + 1 passes: more time, smaller plates found); boxes
-    from all passes are merged by NMS.
+    from all passes are merged by NMS. Tile passes keep boxes from `tile_score_threshold` (the
+    manifest's, else `score_threshold`): a plate seen that small scores lower than a plate of
+    the size the main threshold was chosen on.
 
     `windows` also runs the model on overlapping windows of its own aspect ratio across frames
     of another shape (a 4:3, square or portrait still in front of a 16:9 model), so no pixels
@@ -39,13 +41,17 @@ class PlateDetector:
     """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, score_threshold: float | None = None,
-                 iou_threshold: float = 0.45, tiles: int = 1, windows: bool = False) -> None:
+                 iou_threshold: float = 0.45, tiles: int = 1, windows: bool = False,
+                 tile_score_threshold: float | None = None) -> None:
         self.model = TFLiteModel(Path(model_path) if model_path else shipped_model(DETECTOR_MODEL), threads)
         manifest = self.model.manifest
         if manifest.output_kind not in DETECTOR_KINDS:
             raise ModelError(f"{self.model.path}: output kind {manifest.output_kind!r} is not a detector kind {DETECTOR_KINDS}")
         params = manifest.params
         self.score_threshold = float(score_threshold if score_threshold is not None else params.get("score_threshold", 0.3))
+        tile = tile_score_threshold if tile_score_threshold is not None else params.get("tile_score_threshold")
+        # never stricter than the single pass: tiles are there to find more, not fewer
+        self.tile_score_threshold = min(self.score_threshold, float(tile)) if tile is not None else self.score_threshold
         self.iou_threshold = iou_threshold
         self.tiles = max(1, int(tiles))
         self.windows = windows
@@ -55,21 +61,22 @@ class PlateDetector:
         names = [c.lower() for c in manifest.classes]
         self._plate_ids = {i for i, n in enumerate(names) if "plate" in n} if any("plate" in n for n in names) else None
 
-    def _raw(self, image: np.ndarray) -> tuple[list[RawBox], Geometry]:
+    def _raw(self, image: np.ndarray, score_threshold: float) -> tuple[list[RawBox], Geometry]:
         outputs, geometry = self.model.run(image)
         kind = self.model.manifest.output_kind
         if kind == "ssd_postprocess":
-            raw = decode_ssd(outputs, self.model.input_size, score_threshold=self.score_threshold)
+            raw = decode_ssd(outputs, self.model.input_size, score_threshold=score_threshold)
         else:
             raw = decode_yolo(outputs[0], self.model.input_size, objectness=(kind == "yolo"),
-                              score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                              score_threshold=score_threshold, iou_threshold=self.iou_threshold,
                               channels=self._channels)
         if self._plate_ids is not None:
             raw = [r for r in raw if r.class_id in self._plate_ids]
         return raw, geometry
 
-    def _pass(self, image: np.ndarray, off_x: int = 0, off_y: int = 0) -> list[tuple[float, float, float, float, float]]:
-        raw, geo = self._raw(image)
+    def _pass(self, image: np.ndarray, off_x: int = 0, off_y: int = 0,
+              score_threshold: float | None = None) -> list[tuple[float, float, float, float, float]]:
+        raw, geo = self._raw(image, self.score_threshold if score_threshold is None else score_threshold)
         height, width = image.shape[:2]
         out = []
         for r in raw:
@@ -104,7 +111,8 @@ class PlateDetector:
         for row in range(tiles):
             for col in range(tiles):
                 x0, y0 = int(col * tile_w / 2), int(row * tile_h / 2)
-                boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w]), x0, y0)
+                boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w]), x0, y0,
+                                    self.tile_score_threshold)
         return boxes
 
     def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:

@@ -239,15 +239,18 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 24, synth_count: int = 
     return export(paths, model, representative, timer, hyper, len(images))
 
 
-def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], score_threshold: float = 0.5) -> dict[str, Any]:
+def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], score_threshold: float = 0.5,
+                 tile_score_threshold: float | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"score_threshold": score_threshold, "stride": STRIDE, "box_format": "cxcywh normalised"}
+    if tile_score_threshold is not None:
+        params["tile_score_threshold"] = tile_score_threshold
     return {
         "name": MODEL_NAME,
         "version": VERSION,
         "sha256": "",
         "input": {"shape": [1, DET_H, DET_W, 3], "dtype": dtype, "colour": "rgb", "resize": "letterbox",
                   "normalisation": {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}},
-        "output": {"kind": "yolo", "classes": ["plate"], "params": {"score_threshold": score_threshold, "stride": STRIDE,
-                                                                    "box_format": "cxcywh normalised"}},
+        "output": {"kind": "yolo", "classes": ["plate"], "params": params},
         "training": training,
         "metrics": metrics,
     }
@@ -255,7 +258,13 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], 
 
 def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Timer, hyper: dict[str, Any], scenes: int) -> dict[str, Any]:
     """Write float (cache) and int8 (shipped) TFLite and measure both on the real scene splits."""
-    from inference.training.evaluate_detector import FOLDERS, choose_threshold, evaluate_detector, threshold_curve
+    from inference.training.evaluate_detector import (
+        FOLDERS,
+        choose_threshold,
+        evaluate_detector,
+        threshold_curve,
+        tile_threshold_curve,
+    )
 
     training = {
         "pipeline": "alpr-train detector",
@@ -271,10 +280,10 @@ def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Ti
     content = timer.run("det_export_int8", lambda: export_tflite(model, representative))
     metrics: dict[str, Any] = {}
     write_model(int8_path, content, manifest_for("int8", training, metrics))
-    # The score threshold is chosen on the val split only; the test curve is reported beside it.
-    def evaluate() -> float:
+    # The score thresholds are chosen on the val split only; the test curve is reported beside it.
+    def evaluate() -> tuple[float, float | None]:
         if not any((paths.data / name).is_dir() for name in FOLDERS):
-            return 0.5
+            return 0.5, None
         metrics["val_curve_int8"] = threshold_curve(int8_path, paths.data, "val")
         threshold = choose_threshold(metrics["val_curve_int8"])
         metrics["test_curve_int8"] = threshold_curve(int8_path, paths.data, "test")
@@ -282,9 +291,16 @@ def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Ti
         for label, path in (("float", float_path), ("int8", int8_path)):
             for split in ("val", "test"):
                 metrics[f"{split}_{label}"] = evaluate_detector(path, paths.data, split, score_threshold=threshold)
-        return threshold
+        # The tile passes are for small plates, which score lower: their own threshold, by the
+        # same rule on the case they are for, never above the single pass's.
+        metrics["val_small_plates_tile_curve_int8"] = tile_threshold_curve(int8_path, paths.data, "val")
+        if not metrics["val_small_plates_tile_curve_int8"]:
+            return threshold, None
+        metrics["tile_score_threshold_rule"] = ("highest threshold keeping the best val recall of the tile passes on "
+                                                "small plates (60/80/120 px in 1920x1080), not above score_threshold")
+        return threshold, min(threshold, choose_threshold(metrics["val_small_plates_tile_curve_int8"]))
 
-    threshold = timer.run("det_evaluate", evaluate)
+    threshold, tile_threshold = timer.run("det_evaluate", evaluate)
     metrics["size_bytes"] = len(content)
-    write_model(int8_path, content, manifest_for("int8", training, metrics, threshold))
+    write_model(int8_path, content, manifest_for("int8", training, metrics, threshold, tile_threshold))
     return {"training": training, "metrics": metrics}

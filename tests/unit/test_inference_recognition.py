@@ -307,6 +307,32 @@ def test_detect_tiles_adds_only_the_tile_passes_and_only_on_big_frames() -> None
     assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
 
 
+def test_tile_passes_keep_boxes_from_their_own_lower_threshold(tmp_path) -> None:
+    import json
+    import shutil
+
+    from inference.models_dir import DETECTOR_MODEL, shipped_model
+
+    scene, _ = scene_with_plate(PlateGenerator(0).clean_plate("WPT509"), 1920, 1080, plate_w=70)
+    loose = PlateDetector(score_threshold=0.9, tile_score_threshold=0.05)
+    strict = PlateDetector(score_threshold=0.9, tile_score_threshold=0.9)
+    tiles_loose, tiles_strict = loose.detect_tiles(scene), strict.detect_tiles(scene)
+    assert min(d.score for d in tiles_loose) < 0.9 <= min((d.score for d in tiles_strict), default=1.0)
+    assert len(tiles_loose) > len(tiles_strict)
+    assert all(d.score >= 0.9 for d in loose.detect(scene))  # the single pass keeps its own
+    assert PlateDetector(score_threshold=0.3, tile_score_threshold=0.8).tile_score_threshold == 0.3  # never stricter
+    # read from the manifest's params, and absent there it is the single pass's
+    model = shipped_model(DETECTOR_MODEL)
+    shutil.copy(model, tmp_path / model.name)
+    manifest = json.loads(model.with_suffix(".json").read_text())
+    manifest["output"]["params"].update(score_threshold=0.6, tile_score_threshold=0.2)
+    (tmp_path / model.with_suffix(".json").name).write_text(json.dumps(manifest))
+    assert PlateDetector(tmp_path / model.name).tile_score_threshold == 0.2
+    del manifest["output"]["params"]["tile_score_threshold"]
+    (tmp_path / model.with_suffix(".json").name).write_text(json.dumps(manifest))
+    assert PlateDetector(tmp_path / model.name).tile_score_threshold == 0.6
+
+
 def test_aspect_windows_refuse_slivers_and_endless_strips() -> None:
     from inference.detector import MAX_WINDOWS, aspect_windows
 
