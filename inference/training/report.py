@@ -56,6 +56,14 @@ def detector_section(manifest: dict[str, Any]) -> str:
         curve = (f"Score threshold {threshold}: {m.get('score_threshold_rule', '')} (int8, all scenes; test shown for "
                  "information only, it played no part in the choice):\n\n"
                  + _table(curve_rows, ("threshold", "val recall %", "val precision %", "test recall %", "test precision %")))
+    tiles = m.get("val_small_plates_tile_curve_int8", {})
+    if tiles:
+        tile_threshold = manifest.get("output", {}).get("params", {}).get("tile_score_threshold")
+        curve += (f"\n\nTile passes' score threshold {tile_threshold}: {m.get('tile_score_threshold_rule', '')} "
+                  "(`evaluate_detector.tile_threshold_curve`: us-plates val crops in br-scenes val frames, the tile "
+                  "passes alone):\n\n"
+                  + _table([(k, v["plates"], v["recall_pct"]) for k, v in tiles.items()],
+                           ("threshold", "small plates", "tile recall %")))
     return "\n\n".join([
         f"## Detector `plate_detector.tflite` ({m.get('size_bytes', '?')} bytes, int8)",
         _table(rows, ("split", "model", "folder", "plates", "boxes", "recall %", "precision %", "mean IoU")),
