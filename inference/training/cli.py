@@ -38,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
                         help="augmented cuts of each train eu/br scene plate added to the OCR's real crops "
                              f"(shipped model: {train_ocr.SCENE_COPIES}; 0 = US crops only)")
-    parser.add_argument("--ocr-ema", type=float, default=train_ocr.EMA,
-                        help=f"export a moving average of the OCR's weights with this decay per step (shipped model: {train_ocr.EMA})")
     parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
@@ -56,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "all" and not args.sequential:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
-        kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies, ema=args.ocr_ema)
+        kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
         results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
@@ -89,8 +87,7 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     common = ["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models),
               "--threads", str(threads), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
     jobs = {
-        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
-                         "--ocr-ema", str(args.ocr_ema)],
+        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies)],
         "detector": common + ["--det-steps", str(args.det_steps)],
     }
     # Children log to our stderr; their result JSON is read from the files they write, so their

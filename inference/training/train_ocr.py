@@ -35,7 +35,6 @@ VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
-EMA = 0.0  # decay of the exported weights' moving average (shipped model: 0 = the last step's weights)
 
 
 def build_model(width: int = 1) -> Any:
@@ -132,12 +131,8 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
-          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES,
-          ema: float = EMA) -> dict[str, Any]:
-    """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
-
-    `ema` > 0 exports an exponential moving average of the weights (decay `ema` per step)
-    instead of the last step's weights."""
+          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES) -> dict[str, Any]:
+    """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures."""
     import tensorflow as tf
 
     from inference.training.common import set_threads
@@ -153,8 +148,6 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     schedule = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
     optimizer = tf.keras.optimizers.Adam(schedule)
 
-    averages = [tf.Variable(w, trainable=False) for w in model.trainable_variables] if ema > 0 else []
-
     @tf.function
     def step(images: tf.Tensor, labels: tf.Tensor, lengths: tf.Tensor, regions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -168,8 +161,6 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
             loss = ctc + 0.5 * rloss
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        for average, weight in zip(averages, model.trainable_variables):
-            average.assign(ema * average + (1.0 - ema) * weight)
         return ctc, rloss
 
     rng = np.random.default_rng(seed)
@@ -192,15 +183,12 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
                 log.info("ocr step %d/%d ctc %.3f region %.3f (%.0f s)", i, steps, float(ctc), float(rloss), time.monotonic() - start)
 
     timer.run("ocr_train", loop)
-    for average, weight in zip(averages, model.trainable_variables):
-        weight.assign(average)
     keras_path = paths.cache / "models" / f"{MODEL_NAME}.keras"
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
     return export(paths, model, sets, timer, dict(steps=steps, batch=batch, synth_count=synth_count,
                                                    real_copies=real_copies, real_share=real_share, seed=seed,
-                                                   scene_copies=scene_copies if "real_scenes_train" in sets else 0,
-                                                   **({"ema": ema} if ema > 0 else {})))
+                                                   scene_copies=scene_copies if "real_scenes_train" in sets else 0))
 
 
 def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
