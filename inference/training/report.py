@@ -149,8 +149,9 @@ def write_report(models: Path, extra: str = "") -> Path:
         parts.append("## Reproduction time\n\n"
                      "Command: `alpr-train all`, which trains the two side by side (or `alpr-train ocr` and "
                      "`alpr-train detector`; `alpr-train report` rewrites this file). Wall time of the stages "
-                     "recorded in the manifests (data generation + training + export + evaluation; see the notes "
-                     "below for the conditions): "
+                     "recorded in the manifests by the run that made each model, which may have shared the "
+                     "machine with other runs (data generation + training + export + evaluation; the notes "
+                     "below give the clean timings of `alpr-train all` from an empty cache): "
                      + ", ".join(f"{k} {v / 60:.1f} min" for k, v in totals.items())
                      + f"; run side by side, as `alpr-train all` does by default, the pair takes the longer of "
                      f"the two, {max(totals.values()) / 60:.1f} min (`--sequential`: the sum).")
