@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from inference.runtime import Geometry, TFLiteModel
 log = logging.getLogger(__name__)
 
 DETECTOR_KINDS = ("yolo", "yolov8", "ssd_postprocess")
+MAX_TILE_GRID = 3  # detect_tiles' largest automatic grid: 9 tile passes
+
+
+def tile_grid(width: int, input_width: int) -> int:
+    """The tiles x tiles grid for a frame `width` px wide: tiles about twice the model's input
+    width, so a plate is seen at about the same scale in any frame (2x2 up to 3x the input width,
+    3x3 above); at least 2, at most MAX_TILE_GRID."""
+    return max(2, min(MAX_TILE_GRID, math.ceil(width / input_width) - 1))
 
 
 @dataclass(frozen=True)
@@ -95,9 +104,12 @@ class PlateDetector:
         window_boxes = self._window_boxes(image_rgb) if windows else []
         return self._merge(self._pass(image_rgb) + tile_boxes + window_boxes, bool(tile_boxes or window_boxes))
 
-    def detect_tiles(self, image_rgb: np.ndarray, tiles: int = 2) -> list[Detection]:
+    def detect_tiles(self, image_rgb: np.ndarray, tiles: int | None = None) -> list[Detection]:
         """Plates found by the passes on a tiles x tiles grid alone (none for a frame up to twice
-        the model's input width): what `tiles` adds, for a caller that has run the single pass."""
+        the model's input width): what `tiles` adds, for a caller that has run the single pass.
+        `tiles` None: the grid `tile_grid` gives for the frame's width."""
+        if tiles is None:
+            tiles = tile_grid(image_rgb.shape[1], self.model.input_size[0])
         return self._merge(self._tile_boxes(image_rgb, tiles), True)
 
     def _tile_boxes(self, image_rgb: np.ndarray, tiles: int) -> list[tuple[float, float, float, float, float]]:

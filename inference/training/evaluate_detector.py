@@ -11,7 +11,6 @@ import numpy as np
 from inference.datasets import read_folder
 from inference.detector import PlateDetector
 from inference.metrics import DetectionScore, box_iou
-from inference.recognizer import TILES
 from inference.training.ocr_data import load_rgb
 from inference.training.scenes import LETTERBOX_FILL
 
@@ -111,7 +110,7 @@ def tile_threshold_curve(model_path: Path, data: Path, split: str, widths: Seque
     found: list[list[float]] = []  # per frame: scores of the tile boxes on the pasted plate
     for width in widths:
         for frame, box, _ in small_plate_frames(data, split, frames, width):
-            found.append([d.score for d in detector.detect_tiles(frame, TILES) if box_iou(box, d.box) >= iou])
+            found.append([d.score for d in detector.detect_tiles(frame) if box_iou(box, d.box) >= iou])
     if not found:
         return {}
     return {f"{t:.2f}": {"plates": len(found), "recall_pct": round(100.0 * sum(any(s >= t for s in scores) for scores in found) / len(found), 2)}

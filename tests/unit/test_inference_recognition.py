@@ -307,6 +307,26 @@ def test_detect_tiles_adds_only_the_tile_passes_and_only_on_big_frames() -> None
     assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
 
 
+def test_tile_grid_grows_with_the_frame_so_plates_keep_their_scale() -> None:
+    from inference.detector import MAX_TILE_GRID, tile_grid
+
+    assert tile_grid(1280, 512) == 2 and tile_grid(1536, 512) == 2  # tiles at most 2x the input width
+    assert tile_grid(1920, 512) == 3
+    assert tile_grid(8000, 512) == MAX_TILE_GRID  # bounded time on huge stills
+    for width in range(1025, 1537, 37):
+        n = tile_grid(width, 512)
+        assert 2 * width / (n + 1) <= 2 * 512
+    detector = PlateDetector()
+    passes = []
+    run = detector._pass
+    detector._pass = lambda *args: passes.append(args[0].shape) or run(*args)  # type: ignore[method-assign]
+    detector.detect_tiles(np.zeros((1080, 1920, 3), np.uint8))
+    assert len(passes) == 9 and passes[0][:2] == (540, 960)  # 3x3 tiles, each half the frame each way
+    passes.clear()
+    detector.detect_tiles(np.zeros((720, 1280, 3), np.uint8))
+    assert len(passes) == 4
+
+
 def test_tile_passes_keep_boxes_from_their_own_lower_threshold(tmp_path) -> None:
     import json
     import shutil
