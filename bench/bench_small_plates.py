@@ -1,10 +1,11 @@
 """Small plates in a 1920x1080 frame: how many the shipped detector finds, per plate width.
 
-Real us-plates crops (val split) are pasted at a given width and a random place into real
-br-scenes frames (val split) resized to 1920x1080, whose own plates are greyed out so they
-neither help nor count. A pasted plate is found when a box overlaps it with IoU >= 0.5.
+Real us-plates crops are pasted at a given width and a random place into real br-scenes frames
+resized to 1920x1080 (both of one held-out split, val unless `--split test`), whose own plates
+are greyed out so they neither help nor count. A pasted plate is found when a box overlaps it
+with IoU >= 0.5. Choices are made on val; test is for the reported figure.
 
-    .venv/bin/python bench/bench_small_plates.py --frames 40 --widths 60 80 120 --tiles 1 2
+    .venv/bin/python bench/bench_small_plates.py --frames 40 --widths 60 80 120 --tiles 1 2 [--split test]
 
 `--recognize auto off` also runs what `alpr-node recognize` does (3 views, windows auto) with
 `--tiles auto` / `off`: a plate counts as found when a reported plate's box overlaps it, and as
@@ -39,10 +40,11 @@ def main() -> int:
                         help="also measure recognize with these --tiles modes")
     parser.add_argument("--detector", type=Path, default=None, help="detector .tflite (default: shipped)")
     parser.add_argument("--ocr", type=Path, default=None, help="OCR .tflite (default: shipped)")
+    parser.add_argument("--split", choices=("val", "test"), default="val", help="held-out split of crops and frames")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     report: dict[str, dict[str, float]] = {}
-    frames = {width: small_plate_frames(args.data, "val", args.frames, width, args.seed) for width in args.widths}
+    frames = {width: small_plate_frames(args.data, args.split, args.frames, width, args.seed) for width in args.widths}
     if not all(frames.values()):
         raise SystemExit(f"{args.data}: needs br-scenes and us-plates (see ../shared/data/README.md)")
     for tiles in args.tiles:
