@@ -30,6 +30,7 @@ from inference.ocr import PlateReader  # noqa: E402
 from inference.recognizer import TILE_MODES, Recognizer  # noqa: E402
 from inference.training.evaluate_detector import small_plate_frames  # noqa: E402
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")

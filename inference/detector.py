@@ -20,9 +20,9 @@ MAX_TILE_GRID = 3  # detect_tiles' largest automatic grid: 9 tile passes
 
 
 def tile_grid(width: int, input_width: int) -> int:
-    """The tiles x tiles grid for a frame `width` px wide: tiles about twice the model's input
-    width, so a plate is seen at about the same scale in any frame (2x2 up to 3x the input width,
-    3x3 above); at least 2, at most MAX_TILE_GRID."""
+    """The tiles x tiles grid for a frame `width` px wide: tiles at most twice the model's input
+    width, so a small plate is seen at about the same scale in any frame (2x2 up to 3x the input
+    width, 3x3 above); at least 2, at most MAX_TILE_GRID (larger stills get larger tiles)."""
     return max(2, min(MAX_TILE_GRID, math.ceil(width / input_width) - 1))
 
 
