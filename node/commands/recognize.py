@@ -42,9 +42,9 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
                              "square, portrait), so plates are seen larger: auto (default) = when one pass finds no "
                              "sure plate; on = always; off = never")
     parser.add_argument("--tiles", choices=("auto", "off"), default="auto",
-                        help="detector passes on a 2x2 grid of images more than twice the detector's "
-                             "input width, so small plates are seen larger: auto (default) = when no sure plate "
-                             "was found otherwise; off = never")
+                        help="detector passes on a grid of tiles (2x2, 3x3 above three times the detector's "
+                             "input width) of images more than twice that width, so small plates are seen larger: "
+                             "auto (default) = when no sure plate was found otherwise; off = never")
 
 
 def load_image(path: Path) -> Any:
