@@ -35,15 +35,16 @@ VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
+SEQ_DILATIONS = (1, 1)  # one (1, 3) conv along the plate per entry, with this dilation (shipped model: (1, 1))
 
 
-def build_model(width: int = 1) -> Any:
+def build_model(width: int = 1, dilations: tuple[int, ...] = SEQ_DILATIONS) -> Any:
     """Grey OCR_H x OCR_W in, [T=OCR_W/4, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out."""
     import keras
     from keras import layers
 
-    def conv(x: Any, filters: int, kernel: tuple[int, int] = (3, 3), padding: str = "same") -> Any:
-        x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False)(x)
+    def conv(x: Any, filters: int, kernel: tuple[int, int] = (3, 3), padding: str = "same", dilation: int = 1) -> Any:
+        x = layers.Conv2D(filters, kernel, padding=padding, dilation_rate=(1, dilation), use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         return layers.ReLU(6.0)(x)
 
@@ -61,8 +62,8 @@ def build_model(width: int = 1) -> Any:
     # ~90 % on val without it); it is a no-op in the exported model.
     x = layers.SpatialDropout2D(0.1)(x)
     seq = conv(x, 128, (OCR_H // 8, 1), padding="valid")  # 1 x 32: one column per time step
-    seq = conv(seq, 128, (1, 3))
-    seq = conv(seq, 128, (1, 3))
+    for dilation in dilations:
+        seq = conv(seq, 128, (1, 3), dilation=dilation)
     seq = layers.Dropout(0.2)(seq)
     logits = layers.Conv2D(len(ALPHABET) + 1, 1)(seq)
     logits = layers.Reshape((OCR_W // 4, len(ALPHABET) + 1))(logits)
@@ -131,7 +132,8 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
-          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES) -> dict[str, Any]:
+          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES,
+          dilations: tuple[int, ...] = SEQ_DILATIONS) -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures."""
     import tensorflow as tf
 
@@ -144,7 +146,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
-    model = build_model()
+    model = build_model(dilations=dilations)
     schedule = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
     optimizer = tf.keras.optimizers.Adam(schedule)
 
@@ -188,7 +190,8 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
     return export(paths, model, sets, timer, dict(steps=steps, batch=batch, synth_count=synth_count,
                                                    real_copies=real_copies, real_share=real_share, seed=seed,
-                                                   scene_copies=scene_copies if "real_scenes_train" in sets else 0))
+                                                   scene_copies=scene_copies if "real_scenes_train" in sets else 0,
+                                                   seq_dilations=list(dilations)))
 
 
 def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
