@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
                         help="augmented cuts of each train eu/br scene plate added to the OCR's real crops "
                              f"(shipped model: {train_ocr.SCENE_COPIES}; 0 = US crops only)")
+    parser.add_argument("--ocr-dropout", type=_dropout, default=train_ocr.DROPOUT,
+                        help="OCR dropout: spatial on the feature map, then on the sequence and state features "
+                             f"(shipped model: {','.join(map(str, train_ocr.DROPOUT))})")
     parser.add_argument("--ocr-dilations", type=_dilations, default=train_ocr.SEQ_DILATIONS,
                         help="dilation of each (1, 3) convolution along the plate, comma separated "
                              f"(shipped model: {','.join(map(str, train_ocr.SEQ_DILATIONS))})")
@@ -57,6 +60,16 @@ def _dilations(text: str) -> tuple[int, ...]:
     return values
 
 
+def _dropout(text: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two rates separated by a comma, e.g. 0.1,0.2") from None
+    if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two rates from 0 up to 1, e.g. 0.1,0.2")
+    return values[0], values[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `alpr-train`."""
     args = build_parser().parse_args(argv)
@@ -68,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, dilations=args.ocr_dilations, **kwargs)
+        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, dilations=args.ocr_dilations,
+                                         dropout=args.ocr_dropout, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
@@ -101,7 +115,8 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
               "--threads", str(threads), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
     jobs = {
         "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
-                "--ocr-dilations", ",".join(map(str, args.ocr_dilations))],
+                "--ocr-dilations", ",".join(map(str, args.ocr_dilations)),
+                "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],
         "detector": common + ["--det-steps", str(args.det_steps)],
     }
     # Children log to our stderr; their result JSON is read from the files they write, so their
