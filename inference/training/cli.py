@@ -38,36 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
                         help="augmented cuts of each train eu/br scene plate added to the OCR's real crops "
                              f"(shipped model: {train_ocr.SCENE_COPIES}; 0 = US crops only)")
-    parser.add_argument("--ocr-dropout", type=_dropout, default=train_ocr.DROPOUT,
-                        help="OCR dropout: spatial on the feature map, then on the sequence and state features "
-                             f"(shipped model: {','.join(map(str, train_ocr.DROPOUT))})")
-    parser.add_argument("--ocr-dilations", type=_dilations, default=train_ocr.SEQ_DILATIONS,
-                        help="dilation of each (1, 3) convolution along the plate, comma separated "
-                             f"(shipped model: {','.join(map(str, train_ocr.SEQ_DILATIONS))})")
     parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
     return parser
-
-
-def _dilations(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers separated by commas, e.g. 1,2,4") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: each dilation must be 1 or more")
-    return values
-
-
-def _dropout(text: str) -> tuple[float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected two rates separated by a comma, e.g. 0.1,0.2") from None
-    if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected two rates from 0 up to 1, e.g. 0.1,0.2")
-    return values[0], values[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, dilations=args.ocr_dilations,
-                                         dropout=args.ocr_dropout, **kwargs)
+        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
@@ -114,9 +87,7 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     common = ["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models),
               "--threads", str(threads), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
     jobs = {
-        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
-                "--ocr-dilations", ",".join(map(str, args.ocr_dilations)),
-                "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],
+        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies)],
         "detector": common + ["--det-steps", str(args.det_steps)],
     }
     # Children log to our stderr; their result JSON is read from the files they write, so their
