@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,38 @@ def split_of(name: str, seed: str = SPLIT_SEED) -> str:
     return SPLIT_FRACTIONS[-1][0]
 
 
+FOLD_SEED = "alpr-fold-v1"
+_FOLD = re.compile(r"^(fold|rest)([1-9][0-9]*)of([1-9][0-9]*)$")
+
+
+def fold_of(name: str, folds: int, seed: str = FOLD_SEED) -> int:
+    """Which of `folds` cross-validation folds (1-based) the file `name` falls in (by hash, like the split)."""
+    digest = hashlib.sha256(f"{seed}:{Path(name).name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % folds + 1
+
+
+def in_split(name: str, split: str) -> bool:
+    """True when the file `name` belongs to `split`: 'train', 'val', 'test', or for
+    cross-validation over train + val (test is never in a fold) 'foldKofN', the K-th of N folds,
+    and 'restKofN', train + val without it."""
+    fold = _FOLD.match(split)
+    if fold:
+        kind, k, n = fold.group(1), int(fold.group(2)), int(fold.group(3))
+        if k > n:
+            raise DatasetError(f"unknown split {split!r}: fold {k} of {n}")
+        if split_of(name) == "test":
+            return False
+        return (fold_of(name, n) == k) == (kind == "fold")
+    if split not in {s for s, _ in SPLIT_FRACTIONS}:
+        raise DatasetError(f"unknown split {split!r}: use train, val, test, foldKofN or restKofN")
+    return split_of(name) == split
+
+
 def read_folder(folder: Path, split: str | None = None) -> list[LabelledImage]:
     """Every labelled image in `folder` (labels.csv crops and/or NAME.txt scenes), sorted by name.
 
-    `split` ('train', 'val', 'test') keeps only that part of the fixed split.
+    `split` keeps only that part of the fixed split ('train', 'val', 'test') or of the
+    cross-validation folds over train + val ('fold2of4', 'rest2of4'; see `in_split`).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -93,9 +122,8 @@ def read_folder(folder: Path, split: str | None = None) -> list[LabelledImage]:
         items[image.name] = LabelledImage(image, tuple(plates), None, False)
     result = [items[k] for k in sorted(items)]
     if split is not None:
-        if split not in {s for s, _ in SPLIT_FRACTIONS}:
-            raise DatasetError(f"unknown split {split!r}: use train, val or test")
-        result = [item for item in result if split_of(item.path.name) == split]
+        in_split("", split)  # an unknown split is an error even in an empty folder
+        result = [item for item in result if in_split(item.path.name, split)]
     return result
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.training import train_detector, train_ocr
-from inference.training.common import Paths
+from inference.training.common import MODELS_DIR, Paths
 
 log = logging.getLogger("alpr-train")
 
@@ -38,24 +38,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
                         help="augmented cuts of each train eu/br scene plate added to the OCR's real crops "
                              f"(shipped model: {train_ocr.SCENE_COPIES}; 0 = US crops only)")
+    parser.add_argument("--ocr-holdout", type=_holdout, default=None, metavar="K/N",
+                        help="cross-validation: train the OCR on train + val but the K-th of N folds and measure "
+                             "that fold in val's place (never for the shipped model; needs --models elsewhere)")
     parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
     return parser
 
 
+def _holdout(text: str) -> str:
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]) or int(parts[1]) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N with 1 <= K <= N and N >= 2, e.g. 2/4")
+    return f"{int(parts[0])}of{int(parts[1])}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `alpr-train`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     paths = Paths.default(args.data, args.cache, args.models)
+    if args.ocr_holdout:
+        if args.what != "ocr":
+            parser.error("--ocr-holdout: only with `alpr-train ocr`")
+        if paths.models.resolve() == MODELS_DIR.resolve():
+            parser.error(f"--ocr-holdout: give --models another folder than {MODELS_DIR} (the shipped models use the fixed split)")
     results: dict[str, Any] = {}
     start = time.monotonic()
     if args.what == "all" and not args.sequential:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, **kwargs)
+        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, holdout=args.ocr_holdout, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)

@@ -79,20 +79,25 @@ def build_model(width: int = 1) -> Any:
     return keras.Model(inp, [chars, region], name=MODEL_NAME)
 
 
-def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
+              holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     cache = paths.cache / "ocr"
     us = paths.data / "us-plates"
     version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
     sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz", lambda: synth_set(synth_count, seed))}
     if us.is_dir():
-        sets["real_train"] = cached_arrays(cache / f"real_train_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
-                                           lambda: real_set(us, "train", real_copies, seed))
+        # holdout "KofN": cross-validation, training on train + val but the K-th of N folds,
+        # which takes val's place; the fixed test split stays out either way
+        train_split, val_split = (f"rest{holdout}", f"fold{holdout}") if holdout else ("train", "val")
+        name = "real_train" if not holdout else f"real_{train_split}"
+        sets["real_train"] = cached_arrays(cache / f"{name}_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
+                                           lambda: real_set(us, train_split, real_copies, seed))
         scenes = [paths.data / name for name in SCENE_FOLDERS if (paths.data / name).is_dir()]
         if scenes and scene_copies > 0:
             sets["real_scenes_train"] = cached_arrays(
                 cache / f"scenes_train_{scene_copies}_{seed}_s{SCENE_PLATES_VERSION}.npz",
                 lambda: scene_plate_set(scenes, "train", scene_copies, seed))
-        sets["real_val"] = real_set(us, "val", 0, seed)
+        sets["real_val"] = real_set(us, val_split, 0, seed)
         sets["real_test"] = real_set(us, "test", 0, seed)
     else:
         log.warning("%s not found: training on synthetic plates only", us)
@@ -131,8 +136,12 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
-          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES) -> dict[str, Any]:
-    """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures."""
+          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES,
+          holdout: str | None = None) -> dict[str, Any]:
+    """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
+
+    `holdout` "KofN" trains a cross-validation twin: train + val crops but the K-th of N folds,
+    which is measured in val's place (`real_val`)."""
     import tensorflow as tf
 
     from inference.training.common import set_threads
@@ -140,7 +149,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     set_threads(threads)
     tf.random.set_seed(seed)
     timer = Timer()
-    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed))
+    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
@@ -186,9 +195,11 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     keras_path = paths.cache / "models" / f"{MODEL_NAME}.keras"
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
-    return export(paths, model, sets, timer, dict(steps=steps, batch=batch, synth_count=synth_count,
-                                                   real_copies=real_copies, real_share=real_share, seed=seed,
-                                                   scene_copies=scene_copies if "real_scenes_train" in sets else 0))
+    hyper = dict(steps=steps, batch=batch, synth_count=synth_count, real_copies=real_copies, real_share=real_share,
+                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0)
+    if holdout:
+        hyper["holdout"] = holdout
+    return export(paths, model, sets, timer, hyper)
 
 
 def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:

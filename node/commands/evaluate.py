@@ -10,6 +10,7 @@ import argparse
 import base64
 import html
 import json
+import re
 import statistics
 import sys
 import time
@@ -21,13 +22,20 @@ from node.commands.recognize import add_search_options, load_image
 from node.errors import BadInput
 
 
+def _split(text: str) -> str:
+    if not re.fullmatch(r"train|val|test|(fold|rest)[1-9][0-9]*of[1-9][0-9]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use train, val, test, foldKofN or restKofN (e.g. fold2of4)")
+    return text
+
+
 def register(subparsers: Any) -> None:
     """Add the `eval` sub-command."""
     parser = subparsers.add_parser("eval", help="score recognition on a labelled folder",
                                    description="Score detection and reading on a labelled folder of images.")
     parser.add_argument("folder", type=Path, metavar="FOLDER", help="folder with labels.csv and/or NAME.txt labels")
-    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
-                        help="only this part of the fixed-seed split used in training")
+    parser.add_argument("--split", type=_split, default=None,
+                        help="only this part of the fixed-seed split used in training: train, val, test, or for "
+                             "cross-validation over train + val foldKofN (the K-th of N folds) or restKofN (the others)")
     parser.add_argument("--sheet", type=Path, default=None,
                         help="contact sheet of misreads (HTML; default ./alpr-eval-FOLDER.html)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")

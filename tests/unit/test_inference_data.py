@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.datasets import DatasetError, normalise_plate, read_folder, split_of
+from inference.datasets import DatasetError, in_split, normalise_plate, read_folder, split_of
 from inference.metrics import (
     DetectionScore,
     OcrScore,
@@ -73,6 +73,20 @@ def test_split_is_fixed_by_name_and_roughly_70_10_20() -> None:
     assert 0.65 < counts["train"] / 3000 < 0.75
     assert 0.07 < counts["val"] / 3000 < 0.13
     assert 0.17 < counts["test"] / 3000 < 0.23
+
+
+def test_cross_validation_folds_partition_train_and_val_and_never_touch_test() -> None:
+    names = [f"img{i}.jpg" for i in range(2000)]
+    held_out = {n for n in names if split_of(n) in ("train", "val")}
+    folds = [{n for n in names if in_split(n, f"fold{k}of4")} for k in range(1, 5)]
+    assert set().union(*folds) == held_out and sum(map(len, folds)) == len(held_out)  # disjoint, complete
+    assert all(0.2 < len(f) / len(held_out) < 0.3 for f in folds)
+    for k, fold in enumerate(folds, start=1):
+        assert {n for n in names if in_split(n, f"rest{k}of4")} == held_out - fold
+    with pytest.raises(DatasetError, match="fold 5 of 4"):
+        in_split("a.png", "fold5of4")
+    with pytest.raises(DatasetError, match="unknown split 'folds'"):
+        in_split("a.png", "folds")
 
 
 def test_read_folder_reads_both_label_formats(tmp_path: Path) -> None:

@@ -88,3 +88,17 @@ def test_eval_scores_scene_labels(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_eval_of_an_empty_folder_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "no labelled images" in capsys.readouterr().err
+
+
+def test_eval_and_train_name_a_bad_cross_validation_split(capsys: pytest.CaptureFixture[str]) -> None:
+    from inference.training.cli import main as train_main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "anywhere", "--split", "fold"])
+    assert "'fold': use train, val, test, foldKofN or restKofN" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["ocr", "--ocr-holdout", "3/2"])
+    assert "'3/2': expected K/N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a cross-validation twin must never overwrite the shipped model
+        train_main(["ocr", "--ocr-holdout", "1/4"])
+    assert "give --models another folder" in capsys.readouterr().err
