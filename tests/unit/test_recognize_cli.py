@@ -95,7 +95,7 @@ def test_eval_and_train_name_a_bad_cross_validation_split(capsys: pytest.Capture
 
     with pytest.raises(SystemExit):
         main(["eval", "anywhere", "--split", "fold"])
-    assert "'fold': use train, val, test, foldKofN or restKofN" in capsys.readouterr().err
+    assert "unknown split 'fold': use train, val, test, foldKofN or restKofN" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_main(["ocr", "--ocr-holdout", "3/2"])
     assert "'3/2': expected K/N" in capsys.readouterr().err
