@@ -63,6 +63,11 @@ def fold_of(name: str, folds: int, seed: str = FOLD_SEED) -> int:
     return int.from_bytes(digest[:8], "big") % folds + 1
 
 
+def check_split(split: str) -> None:
+    """Raise DatasetError naming `split` unless `in_split` knows it."""
+    in_split("", split)
+
+
 def in_split(name: str, split: str) -> bool:
     """True when the file `name` belongs to `split`: 'train', 'val', 'test', or for
     cross-validation over train + val (test is never in a fold) 'foldKofN', the K-th of N folds,
@@ -122,7 +127,7 @@ def read_folder(folder: Path, split: str | None = None) -> list[LabelledImage]:
         items[image.name] = LabelledImage(image, tuple(plates), None, False)
     result = [items[k] for k in sorted(items)]
     if split is not None:
-        in_split("", split)  # an unknown split is an error even in an empty folder
+        check_split(split)  # an unknown split is an error even in an empty folder
         result = [item for item in result if in_split(item.path.name, split)]
     return result
 

@@ -89,8 +89,7 @@ def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: in
         # holdout "KofN": cross-validation, training on train + val but the K-th of N folds,
         # which takes val's place; the fixed test split stays out either way
         train_split, val_split = (f"rest{holdout}", f"fold{holdout}") if holdout else ("train", "val")
-        name = "real_train" if not holdout else f"real_{train_split}"
-        sets["real_train"] = cached_arrays(cache / f"{name}_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
+        sets["real_train"] = cached_arrays(cache / f"real_{train_split}_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
                                            lambda: real_set(us, train_split, real_copies, seed))
         scenes = [paths.data / name for name in SCENE_FOLDERS if (paths.data / name).is_dir()]
         if scenes and scene_copies > 0:

@@ -22,10 +22,10 @@ from node.errors import BadInput
 
 
 def _split(text: str) -> str:
-    from inference.datasets import DatasetError, in_split  # light: no numpy, no LiteRT
+    from inference.datasets import DatasetError, check_split  # light: no numpy, no LiteRT
 
     try:
-        in_split("", text)
+        check_split(text)
     except DatasetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
