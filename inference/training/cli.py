@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
                         help="augmented cuts of each train eu/br scene plate added to the OCR's real crops "
                              f"(shipped model: {train_ocr.SCENE_COPIES}; 0 = US crops only)")
+    parser.add_argument("--ocr-dropout", type=_dropout, default=train_ocr.DROPOUT, metavar="SPATIAL,SEQ",
+                        help="OCR dropout: spatial on the feature map, then on the sequence and state features "
+                             f"(shipped model: {','.join(map(str, train_ocr.DROPOUT))})")
     parser.add_argument("--ocr-holdout", type=_holdout, default=None, metavar="K/N",
                         help="cross-validation: train the OCR on train + val but the K-th of N folds and measure "
                              "that fold in val's place (never for the shipped model; needs --models elsewhere)")
@@ -45,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
     return parser
+
+
+def _dropout(text: str) -> tuple[float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two rates separated by a comma, e.g. 0.1,0.2") from None
+    if len(values) != 2 or not all(0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two rates from 0 up to 1, e.g. 0.1,0.2")
+    return values[0], values[1]
 
 
 def _holdout(text: str) -> str:
@@ -71,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, holdout=args.ocr_holdout, **kwargs)
+        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, holdout=args.ocr_holdout,
+                                         dropout=args.ocr_dropout, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
@@ -103,7 +117,8 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     common = ["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models),
               "--threads", str(threads), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
     jobs = {
-        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies)],
+        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
+                "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],
         "detector": common + ["--det-steps", str(args.det_steps)],
     }
     # Children log to our stderr; their result JSON is read from the files they write, so their

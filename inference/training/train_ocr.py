@@ -35,9 +35,10 @@ VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
+DROPOUT = (0.1, 0.2)  # spatial dropout on the 4 x 32 map, dropout on the sequence and state features (shipped model)
 
 
-def build_model(width: int = 1) -> Any:
+def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
     """Grey OCR_H x OCR_W in, [T=OCR_W/4, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out."""
     import keras
     from keras import layers
@@ -59,11 +60,11 @@ def build_model(width: int = 1) -> Any:
     x = conv(x, 96 * width)
     # Dropout because the few hundred real crops are otherwise memorised (100 % on train,
     # ~90 % on val without it); it is a no-op in the exported model.
-    x = layers.SpatialDropout2D(0.1)(x)
+    x = layers.SpatialDropout2D(dropout[0])(x)
     seq = conv(x, 128, (OCR_H // 8, 1), padding="valid")  # 1 x 32: one column per time step
     seq = conv(seq, 128, (1, 3))
     seq = conv(seq, 128, (1, 3))
-    seq = layers.Dropout(0.2)(seq)
+    seq = layers.Dropout(dropout[1])(seq)
     logits = layers.Conv2D(len(ALPHABET) + 1, 1)(seq)
     logits = layers.Reshape((OCR_W // 4, len(ALPHABET) + 1))(logits)
     chars = layers.Softmax(name="chars")(logits)
@@ -73,7 +74,7 @@ def build_model(width: int = 1) -> Any:
     r = layers.MaxPooling2D(2)(mid)                    # 4 x 16
     r = conv(r, 96)
     r = layers.GlobalAveragePooling2D()(r)
-    r = layers.Dropout(0.2)(r)
+    r = layers.Dropout(dropout[1])(r)
     region = layers.Dense(len(REGIONS), name="region_logits")(r)
     region = layers.Softmax(name="region")(region)
     return keras.Model(inp, [chars, region], name=MODEL_NAME)
@@ -136,7 +137,7 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
           real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES,
-          holdout: str | None = None) -> dict[str, Any]:
+          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT) -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
 
     `holdout` "KofN" trains a cross-validation twin: train + val crops but the K-th of N folds,
@@ -152,7 +153,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
-    model = build_model()
+    model = build_model(dropout=dropout)
     schedule = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
     optimizer = tf.keras.optimizers.Adam(schedule)
 
@@ -195,7 +196,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
     hyper = dict(steps=steps, batch=batch, synth_count=synth_count, real_copies=real_copies, real_share=real_share,
-                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0)
+                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout))
     if holdout:
         hyper["holdout"] = holdout
     return export(paths, model, sets, timer, hyper)

@@ -102,3 +102,14 @@ def test_eval_and_train_name_a_bad_cross_validation_split(capsys: pytest.Capture
     with pytest.raises(SystemExit):  # a cross-validation twin must never overwrite the shipped model
         train_main(["ocr", "--ocr-holdout", "1/4"])
     assert "give --models another folder" in capsys.readouterr().err
+
+
+def test_train_names_a_bad_dropout(capsys: pytest.CaptureFixture[str]) -> None:
+    from inference.training.cli import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main(["ocr", "--ocr-dropout", "0.2"])
+    assert "'0.2': expected two rates from 0 up to 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["ocr", "--ocr-dropout", "0.2,high"])
+    assert "'0.2,high': expected two rates separated by a comma" in capsys.readouterr().err
