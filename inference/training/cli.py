@@ -2,6 +2,7 @@
 
     alpr-train all          # OCR and detector side by side, writes inference/models/ and REPORT figures
     alpr-train ocr|detector # one model
+    alpr-train ensemble --members A.keras B.keras  # trained OCRs as one file the reader fuses
     alpr-train report       # rewrite inference/models/REPORT.md from the manifests
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("alpr-train")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpr-train", description="train the plate detector and OCR")
-    parser.add_argument("what", choices=("all", "ocr", "detector", "report"), help="which model(s) to train")
+    parser.add_argument("what", choices=("all", "ocr", "detector", "ensemble", "report"), help="which model(s) to train")
     parser.add_argument("--data", type=Path, default=None, help="real data folder (default ../shared/data or $ALPR_DATA)")
     parser.add_argument("--cache", type=Path, default=None, help="generated-data cache (default .cache/)")
     parser.add_argument("--models", type=Path, default=None, help="output folder (default inference/models/)")
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-holdout", type=_holdout, default=None, metavar="K/N",
                         help="cross-validation: train the OCR on train + val but the K-th of N folds and measure "
                              "that fold in val's place (never for the shipped model; needs --models elsewhere)")
+    parser.add_argument("--members", type=Path, nargs="+", default=[], metavar="KERAS",
+                        help="ensemble: the trained OCRs to combine, each a training cache's models/plate_ocr.keras")
     parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
@@ -74,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     paths = Paths.default(args.data, args.cache, args.models)
     if args.ocr_holdout:
-        if args.what != "ocr":
-            parser.error("--ocr-holdout: only with `alpr-train ocr`")
+        if args.what not in ("ocr", "ensemble"):
+            parser.error("--ocr-holdout: only with `alpr-train ocr` or `ensemble`")
         if paths.models.resolve() == MODELS_DIR.resolve():
             parser.error(f"--ocr-holdout: give --models another folder than {MODELS_DIR} (the shipped models use the fixed split)")
     results: dict[str, Any] = {}
@@ -86,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
         results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, holdout=args.ocr_holdout,
                                          dropout=args.ocr_dropout, **kwargs)
+    if args.what == "ensemble":
+        if len(args.members) < 2:
+            parser.error("ensemble: give two or more --members (trained OCRs' .keras files)")
+        from inference.training.ensemble import export_ensemble
+
+        results["ocr"] = export_ensemble(paths, args.members, seed=args.seed, holdout=args.ocr_holdout)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)

@@ -1,0 +1,60 @@
+"""Several trained OCR networks exported as one int8 file that `PlateReader` reads as an ensemble.
+
+Each member keeps its own CTC output (the reader decodes them apart and fuses their candidates,
+since members need not align frame by frame); their state softmaxes are averaged in the graph.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from inference.training.common import Paths, Timer
+from inference.training.ocr_data import OCR_H, OCR_W
+from inference.training.train_ocr import MODEL_NAME, SCENE_COPIES, datasets, export
+
+log = logging.getLogger(__name__)
+
+
+def combine(members: list[Any]) -> Any:
+    """One Keras model: the members' character outputs side by side and their mean state output."""
+    import keras
+    from keras import layers
+
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+    inp = keras.Input((OCR_H, OCR_W, 1), name="image")
+    chars, regions = [], []
+    for i, member in enumerate(members):
+        # a wrapper per member so that members built by the same code get distinct names
+        wrapped = keras.Model(member.inputs, member.outputs, name=f"member_{i}")
+        member_chars, member_region = wrapped(inp)
+        chars.append(member_chars)
+        regions.append(member_region)
+    region = layers.Average(name="region")(regions)
+    return keras.Model(inp, [*chars, region], name=MODEL_NAME)
+
+
+def export_ensemble(paths: Paths, member_paths: list[Path], seed: int = 0, holdout: str | None = None) -> dict[str, Any]:
+    """Load the members' `.keras` files, combine them and export float + int8 like `alpr-train ocr`."""
+    import keras
+
+    missing = [str(p) for p in member_paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"ensemble member not found: {', '.join(missing)} (each is a training cache's models/{MODEL_NAME}.keras)")
+    timer = Timer()
+    # The representative data for int8 and the val/test figures come from the same prepared
+    # sets as the members' own training (the cached arrays, so nothing is regenerated).
+    sets = timer.run("ocr_data", lambda: datasets(paths, 30000, 30, SCENE_COPIES, seed, holdout))
+    members = [keras.models.load_model(p, compile=False) for p in member_paths]
+    model = combine(members)
+    hyper: dict[str, Any] = {
+        "members": [{"file": Path(p).name, "folder": Path(p).parent.parent.name,
+                     "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()} for p in member_paths],
+        "seed": seed,
+    }
+    if holdout:
+        hyper["holdout"] = holdout
+    log.info("ensemble of %d members: %s", len(members), ", ".join(map(str, member_paths)))
+    return export(paths, model, sets, timer, hyper, pipeline="alpr-train ensemble")
