@@ -1,6 +1,6 @@
 """Benchmark the shipped detector and OCR on one CPU thread: median of many runs.
 
-    .venv/bin/python bench/bench_inference.py [--runs 200] [--threads 1] [--data ../shared/data]
+    .venv/bin/python bench/bench_inference.py [--runs 200] [--threads 1] [--data ../shared/data] [--ocr MODEL]
 
 Uses real images from ../shared/data when present (one eu/br scene, one us-plates crop),
 else images rendered by the synthetic generator. Not a test: timings depend on the machine.
@@ -59,10 +59,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--ocr", type=Path, default=None, help="OCR model to time (default: the shipped one)")
     args = parser.parse_args()
     scene, crop = _images(args.data)
     detector = PlateDetector(threads=args.threads)
-    reader = PlateReader(threads=args.threads)
+    reader = PlateReader(args.ocr, threads=args.threads)
     recognizer = Recognizer(detector, reader)
     ocr_model = reader.model
     det_model = detector.model
@@ -71,6 +72,7 @@ def main() -> int:
     det_model.prepare(scene)
     report = {
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads},
+        "ocr_model": str(reader.model.path),
         "scene_size": list(scene.shape[:2][::-1]),
         "detector_invoke": _time(det_model.invoke, args.runs),
         "detector_frame": _time(lambda: detector.detect(scene), args.runs),
