@@ -6,6 +6,7 @@ since members need not align frame by frame); their state softmaxes are averaged
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,19 @@ def export_ensemble(paths: Paths, member_paths: list[Path], seed: int = 0, holdo
     sets = timer.run("ocr_data", lambda: datasets(paths, 30000, 30, SCENE_COPIES, seed, holdout))
     members = [keras.models.load_model(p, compile=False) for p in member_paths]
     model = combine(members)
-    hyper: dict[str, Any] = {
-        "members": [{"file": Path(p).name, "folder": Path(p).parent.parent.name,
-                     "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()} for p in member_paths],
-        "seed": seed,
-    }
+    hyper: dict[str, Any] = {"members": [_member_record(Path(p)) for p in member_paths], "seed": seed}
     if holdout:
         hyper["holdout"] = holdout
     log.info("ensemble of %d members: %s", len(members), ", ".join(map(str, member_paths)))
     return export(paths, model, sets, timer, hyper, pipeline="alpr-train ensemble")
+
+
+def _member_record(keras_path: Path) -> dict[str, Any]:
+    """What the manifest keeps of a member: its file's hash and, when its training cache still
+    has it, the training run's settings (so the ensemble can be reproduced member by member)."""
+    record: dict[str, Any] = {"file": f"{keras_path.parent.parent.name}/{keras_path.parent.name}/{keras_path.name}",
+                              "sha256": hashlib.sha256(keras_path.read_bytes()).hexdigest()}
+    run = keras_path.parent.parent / "train_ocr.json"
+    if run.is_file():
+        record["hyper"] = json.loads(run.read_text(encoding="utf-8"))["ocr"]["training"]["hyper"]
+    return record
