@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,31 @@ from inference.training.ocr_data import OCR_H, OCR_W
 from inference.training.train_ocr import MODEL_NAME, SCENE_COPIES, datasets, export
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    """How one member of the shipped OCR ensemble is trained (`alpr-train ocr` settings)."""
+
+    seed: int  # added to `alpr-train --seed`
+    dropout: tuple[float, float]
+
+
+# The shipped OCR: v9's configuration and configuration R (more dropout), chosen together by
+# 4-fold cross-validation (inference/models/NOTES.md); different seeds so they err differently.
+MEMBERS = (Member(seed=0, dropout=(0.1, 0.2)), Member(seed=1, dropout=(0.2, 0.3)))
+
+
+def member_paths(paths: Paths, index: int) -> Paths:
+    """Where member `index` trains: a cache folder of its own, so that members trained side by side
+    never write the same `.keras` or result file (their data caches are per seed anyway)."""
+    folder = paths.cache / "ocr_members" / f"m{index}"
+    return Paths(paths.data, folder, folder / "out")
+
+
+def member_keras(paths: Paths, index: int) -> Path:
+    """The trained member's Keras file, which `export_ensemble` combines."""
+    return member_paths(paths, index).cache / "models" / f"{MODEL_NAME}.keras"
 
 
 def combine(members: list[Any]) -> Any:
@@ -37,23 +63,27 @@ def combine(members: list[Any]) -> Any:
     return keras.Model(inp, [*chars, region], name=MODEL_NAME)
 
 
-def export_ensemble(paths: Paths, member_paths: list[Path], seed: int = 0, holdout: str | None = None) -> dict[str, Any]:
-    """Load the members' `.keras` files, combine them and export float + int8 like `alpr-train ocr`."""
+def export_ensemble(paths: Paths, member_files: list[Path], seed: int = 0, holdout: str | None = None,
+                    data_paths: Paths | None = None, synth_count: int = 30000, real_copies: int = 30) -> dict[str, Any]:
+    """Load the members' `.keras` files, combine them and export float + int8 like `alpr-train ocr`.
+
+    `data_paths` names the cache whose prepared sets (same `seed`, `synth_count`, `real_copies` as a
+    member's training) give the int8 representative data and the val/test figures."""
     import keras
 
-    missing = [str(p) for p in member_paths if not Path(p).is_file()]
+    missing = [str(p) for p in member_files if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"ensemble member not found: {', '.join(missing)} (each is a training cache's models/{MODEL_NAME}.keras)")
     timer = Timer()
     # The representative data for int8 and the val/test figures come from the same prepared
     # sets as the members' own training (the cached arrays, so nothing is regenerated).
-    sets = timer.run("ocr_data", lambda: datasets(paths, 30000, 30, SCENE_COPIES, seed, holdout))
-    members = [keras.models.load_model(p, compile=False) for p in member_paths]
+    sets = timer.run("ocr_data", lambda: datasets(data_paths or paths, synth_count, real_copies, SCENE_COPIES, seed, holdout))
+    members = [keras.models.load_model(p, compile=False) for p in member_files]
     model = combine(members)
-    hyper: dict[str, Any] = {"members": [_member_record(Path(p)) for p in member_paths], "seed": seed}
+    hyper: dict[str, Any] = {"members": [_member_record(Path(p)) for p in member_files], "seed": seed}
     if holdout:
         hyper["holdout"] = holdout
-    log.info("ensemble of %d members: %s", len(members), ", ".join(map(str, member_paths)))
+    log.info("ensemble of %d members: %s", len(members), ", ".join(map(str, member_files)))
     return export(paths, model, sets, timer, hyper, pipeline="alpr-train ensemble")
 
 
