@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "ensemble":
         if len(args.members) < 2:
             parser.error("ensemble: give two or more --members (trained OCRs' .keras files)")
+        missing = [str(m) for m in args.members if not m.is_file()]
+        if missing:
+            parser.error(f"ensemble: no such member file: {', '.join(missing)} (a training cache's models/plate_ocr.keras)")
         results["ocr"] = export_ensemble(paths, args.members, seed=args.seed, holdout=args.ocr_holdout)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
