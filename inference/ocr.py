@@ -54,29 +54,31 @@ class PlateReader:
         """Read a crop as given and with a little more and a little less margin, and fuse the
         candidates (summed probability): a still image gets no second frame to vote with, so
         it gets a second and third framing instead. `views` 1 is `read`."""
-        return fuse_readings([self.read(v) for v in margin_views(crop_rgb)[:max(1, views)]], self.top_k)
+        readings = [self.read(v) for v in margin_views(crop_rgb)[:max(1, views)]]
+        if len(readings) == 1:
+            return readings[0]
+        scores: dict[str, float] = {}
+        for reading in readings:
+            for text, conf in reading.candidates or [(reading.text, reading.confidence)]:
+                scores[text] = scores.get(text, 0.0) + conf / len(readings)
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])[: self.top_k]
+        best_text, best_conf = ranked[0]
+        source = max((r for r in readings if r.text == best_text), key=lambda r: r.confidence, default=readings[0])
+        chars = source.char_confidences if source.text == best_text else [best_conf] * len(best_text)
+        first = readings[0]
+        return PlateText(best_text, float(best_conf), list(chars), ranked, first.region, first.region_confidence)
 
     def read(self, crop_rgb: np.ndarray) -> PlateText:
-        """Read one plate crop (uint8 RGB HxWx3 or grey HxW).
-
-        A model with several sequence outputs is an ensemble in one file: each member is
-        decoded on its own and their candidates fused like views, because CTC members need not
-        put a character's spike on the same time step, so averaging their frames could blur it."""
+        """Read one plate crop (uint8 RGB HxWx3 or grey HxW)."""
         outputs, _ = self.model.run(crop_rgb)
         manifest = self.model.manifest
+        sequence = as_probabilities(next(o for o in outputs if o.ndim == 3)[0])
         region_out = next((o for o in outputs if o.ndim == 2), None)
         region, region_conf = None, 0.0
         if region_out is not None and manifest.region_classes:
             probs = as_probabilities(region_out[0])
             best = int(np.argmax(probs))
             region, region_conf = manifest.region_classes[best], float(probs[best])
-        members = [self._decode(as_probabilities(o[0]), region, region_conf) for o in outputs if o.ndim == 3]
-        if not members:
-            raise ModelError(f"{self.model.path}: no [1, T, classes] sequence output to decode")
-        return fuse_readings(members, self.top_k)
-
-    def _decode(self, sequence: np.ndarray, region: str | None, region_conf: float) -> PlateText:
-        manifest = self.model.manifest
         if manifest.output_kind == "ctc":
             greedy = ctc_greedy(sequence, manifest.alphabet, manifest.blank_index)
             candidates = ctc_beam_search(sequence, manifest.alphabet, manifest.blank_index, self.beam_width, self.top_k)
@@ -93,24 +95,6 @@ class PlateReader:
                 confidence = candidates[0][1]
         return PlateText(text, float(confidence), [float(c) for c in chars],
                          [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf)
-
-
-def fuse_readings(readings: list[PlateText], top_k: int = 10) -> PlateText:
-    """One reading from several of the same plate (views, ensemble members): each candidate
-    scores its mean probability over the readings; the winner keeps the character confidences
-    of the most confident reading that chose it, and the region is the first reading's."""
-    if len(readings) == 1:
-        return readings[0]
-    scores: dict[str, float] = {}
-    for reading in readings:
-        for text, conf in reading.candidates or [(reading.text, reading.confidence)]:
-            scores[text] = scores.get(text, 0.0) + conf / len(readings)
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:top_k]
-    best_text, best_conf = ranked[0]
-    source = max((r for r in readings if r.text == best_text), key=lambda r: r.confidence, default=readings[0])
-    chars = source.char_confidences if source.text == best_text else [best_conf] * len(best_text)
-    first = readings[0]
-    return PlateText(best_text, float(best_conf), list(chars), ranked, first.region, first.region_confidence)
 
 
 def margin_views(crop: np.ndarray) -> list[np.ndarray]:

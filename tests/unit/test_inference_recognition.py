@@ -360,16 +360,3 @@ def test_aspect_windows_refuse_slivers_and_endless_strips() -> None:
     assert aspect_windows(3000, 40, 512, 288) == []
     assert aspect_windows(640, 4000, 512, 288) == []      # would take more than MAX_WINDOWS passes
     assert 2 <= len(aspect_windows(1080, 1920, 512, 288)) <= MAX_WINDOWS  # a portrait phone photo
-
-
-def test_fuse_readings_scores_mean_probability_and_keeps_the_chooser_chars():
-    from inference.ocr import PlateText, fuse_readings
-
-    a = PlateText("7ABC123", 0.6, [0.9] * 7, [("7ABC123", 0.6), ("7A8C123", 0.3)], "ca", 0.8)
-    b = PlateText("7A8C123", 0.5, [0.7] * 7, [("7A8C123", 0.5), ("7ABC123", 0.45)], "ny", 0.4)
-    fused = fuse_readings([a, b])
-    assert fused.text == "7ABC123" and fused.confidence == pytest.approx(0.525)
-    assert fused.candidates == [("7ABC123", pytest.approx(0.525)), ("7A8C123", pytest.approx(0.4))]
-    assert fused.char_confidences == [0.9] * 7  # from `a`, the reading that chose the winner
-    assert (fused.region, fused.region_confidence) == ("ca", 0.8)
-    assert fuse_readings([b]) is b
