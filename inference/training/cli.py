@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TensorFlow threads (default 2; `all` gives each of its two trainings half)")
     parser.add_argument("--sequential", action="store_true",
                         help="all: train the OCR, then the detector, each with every thread (default: side by side)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"random seed (default: each shipped model's own, OCR {train_ocr.SEED}, detector {train_detector.SEED})")
     parser.add_argument("--ocr-steps", type=int, default=train_ocr.STEPS,
                         help=f"OCR training steps (shipped model: {train_ocr.STEPS})")
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
@@ -84,11 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, seed=args.seed, threads=args.threads, holdout=args.ocr_holdout,
+        seed = train_ocr.SEED if args.seed is None else args.seed
+        results["ocr"] = train_ocr.train(paths, seed=seed, threads=args.threads, holdout=args.ocr_holdout,
                                          dropout=args.ocr_dropout, **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
-        results["detector"] = train_detector.train(paths, seed=args.seed, threads=args.threads, **kwargs)
+        seed = train_detector.SEED if args.seed is None else args.seed
+        results["detector"] = train_detector.train(paths, seed=seed, threads=args.threads, **kwargs)
     if args.what == "report":
         from inference.training.report import measured_section, write_report
 
@@ -115,7 +118,7 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     """
     threads = max(1, args.threads // 2)
     common = ["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models),
-              "--threads", str(threads), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+              "--threads", str(threads)] + ([] if args.seed is None else ["--seed", str(args.seed)]) + (["--quick"] if args.quick else [])
     jobs = {
         "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
                 "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "plate_detector"
 VERSION = "1.0.0"
 STEPS = 2500  # the shipped model's training steps
+SEED = 0  # the shipped model's seed
 DET_W, DET_H = 512, 288
 STRIDE = 8
 GRID_W, GRID_H = DET_W // STRIDE, DET_H // STRIDE
@@ -175,7 +176,7 @@ def targets(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
     return obj.reshape(batch, n), weight.reshape(batch, n), box_t.reshape(batch, n, 4)
 
 
-def train(paths: Paths, steps: int = STEPS, batch: int = 24, synth_count: int = 6000, seed: int = 0, threads: int = 2) -> dict[str, Any]:
+def train(paths: Paths, steps: int = STEPS, batch: int = 24, synth_count: int = 6000, seed: int = SEED, threads: int = 2) -> dict[str, Any]:
     """Train, export `plate_detector.tflite` (int8) + manifest, return the figures."""
     import tensorflow as tf
 

@@ -35,7 +35,8 @@ VERSION = "1.0.0"
 STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
-DROPOUT = (0.1, 0.2)  # spatial dropout on the 4 x 32 map, dropout on the sequence and state features (shipped model)
+DROPOUT = (0.2, 0.3)  # spatial dropout on the 4 x 32 map, dropout on the sequence and state features (shipped model)
+SEED = 1  # the shipped model's seed: of configuration R's two seeds, the one with the better val stand-in
 
 
 def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
@@ -136,7 +137,7 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
-          real_share: float = 0.4, seed: int = 0, threads: int = 2, scene_copies: int = SCENE_COPIES,
+          real_share: float = 0.4, seed: int = SEED, threads: int = 2, scene_copies: int = SCENE_COPIES,
           holdout: str | None = None, dropout: tuple[float, float] = DROPOUT) -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
 
