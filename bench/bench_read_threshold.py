@@ -14,15 +14,15 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_us_scenes import SCENE_PLATE_WIDTH_MM, compose  # noqa: E402
+from bench.bench_us_scenes import SCENE_PLATE_WIDTH_MM, stand_in  # noqa: E402
 from inference.datasets import read_folder  # noqa: E402
 from inference.detector import PlateDetector  # noqa: E402
 from inference.metrics import box_iou  # noqa: E402
@@ -31,18 +31,15 @@ from inference.recognizer import MIN_READ_CONFIDENCE, Recognizer  # noqa: E402
 from inference.training.ocr_data import load_rgb  # noqa: E402
 
 
-def frames(data: Path, placements: int) -> Any:
+def frames(data: Path, placements: int) -> Iterator[tuple[np.ndarray, list[tuple[tuple[int, int, int, int], str]]]]:
     """(frame, [(box, truth text)]) for the val stand-in placements and the val scene photos."""
-    scenes = [(s, folder) for folder in SCENE_PLATE_WIDTH_MM for s in read_folder(data / folder, "val") if s.plates]
-    crops = read_folder(data / "us-plates", "val")
     for seed in range(placements):
-        order = np.random.default_rng(seed).permutation(len(scenes))
-        for i, crop_item in enumerate(crops):
-            scene, folder = scenes[order[i % len(scenes)]]
-            frame, box = compose(scene, SCENE_PLATE_WIDTH_MM[folder], load_rgb(crop_item.path))
+        for crop_item, _, frame, box in stand_in(data, "val", seed):
             yield frame, [(box, crop_item.plates[0].text)]
-    for scene, _ in scenes:
-        yield load_rgb(scene.path), [(p.box, p.text) for p in scene.plates]
+    for folder in SCENE_PLATE_WIDTH_MM:
+        for scene in read_folder(data / folder, "val"):
+            if scene.plates:
+                yield load_rgb(scene.path), [(p.box, p.text) for p in scene.plates]
 
 
 def main() -> int:

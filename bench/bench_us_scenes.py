@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +48,27 @@ def compose(scene: LabelledImage, plate_width_mm: float, crop: np.ndarray) -> tu
     return image, (int(x1), int(y1), int(x2 - x1), int(y2 - y1))
 
 
-def run(data: Path, split: str, recognizer: Recognizer, seed: int, verbose: bool) -> dict[str, Any]:
-    """Every us-plates crop of `split` on a scene of `split` (placement fixed by `seed`): the counts
-    and percentages described at the top of this file."""
-    rng = np.random.default_rng(seed)
+def stand_in(data: Path, split: str, seed: int) -> Iterator[tuple[LabelledImage, LabelledImage, np.ndarray, tuple[int, int, int, int]]]:
+    """(crop, scene, frame, pasted box) for every us-plates crop of `split`, each on a scene of
+    `split` (which scene fixed by `seed`)."""
     scenes = [(s, folder) for folder in SCENE_PLATE_WIDTH_MM for s in read_folder(data / folder, split) if s.plates]
     crops = read_folder(data / "us-plates", split)
     if not scenes or not crops:
         raise SystemExit(f"{data}: needs eu-scenes, br-scenes and us-plates (see ../shared/data/README.md)")
-    counts = {"plates": 0, "found": 0, "top1": 0, "matched": 0, "any": 0, "extra_plates": 0, "frames_with_extra": 0}
-    times = []
-    order = rng.permutation(len(scenes))
+    order = np.random.default_rng(seed).permutation(len(scenes))
     for i, crop_item in enumerate(crops):
         scene, folder = scenes[order[i % len(scenes)]]
-        truth = crop_item.plates[0].text
         frame, box = compose(scene, SCENE_PLATE_WIDTH_MM[folder], load_rgb(crop_item.path))
+        yield crop_item, scene, frame, box
+
+
+def run(data: Path, split: str, recognizer: Recognizer, seed: int, verbose: bool) -> dict[str, Any]:
+    """Every us-plates crop of `split` on a scene of `split` (placement fixed by `seed`): the counts
+    and percentages described at the top of this file."""
+    counts = {"plates": 0, "found": 0, "top1": 0, "matched": 0, "any": 0, "extra_plates": 0, "frames_with_extra": 0}
+    times = []
+    for crop_item, scene, frame, box in stand_in(data, split, seed):
+        truth = crop_item.plates[0].text
         start = time.perf_counter()
         detections, results = recognizer.recognize_with_detections(frame)
         times.append((time.perf_counter() - start) * 1000)
