@@ -61,6 +61,11 @@ def _dropout(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _seed(args: argparse.Namespace) -> dict[str, int]:
+    # no --seed: each train() keeps its own default, the seed of the model it ships
+    return {} if args.seed is None else {"seed": args.seed}
+
+
 def _holdout(text: str) -> str:
     parts = text.split("/")
     if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]) or int(parts[1]) < 2:
@@ -85,13 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(_side_by_side(args, paths))
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        seed = train_ocr.SEED if args.seed is None else args.seed
-        results["ocr"] = train_ocr.train(paths, seed=seed, threads=args.threads, holdout=args.ocr_holdout,
-                                         dropout=args.ocr_dropout, **kwargs)
+        results["ocr"] = train_ocr.train(paths, threads=args.threads, holdout=args.ocr_holdout,
+                                         dropout=args.ocr_dropout, **_seed(args), **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
-        seed = train_detector.SEED if args.seed is None else args.seed
-        results["detector"] = train_detector.train(paths, seed=seed, threads=args.threads, **kwargs)
+        results["detector"] = train_detector.train(paths, threads=args.threads, **_seed(args), **kwargs)
     if args.what == "report":
         from inference.training.report import measured_section, write_report
 
