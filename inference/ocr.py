@@ -82,16 +82,17 @@ class PlateReader:
         if manifest.output_kind == "ctc":
             greedy = ctc_greedy(sequence, manifest.alphabet, manifest.blank_index)
             candidates = ctc_beam_search(sequence, manifest.alphabet, manifest.blank_index, self.beam_width, self.top_k)
+            text, confidence = candidates[0] if candidates else (greedy.text, greedy.confidence)
+            if greedy.text == text:
+                chars = list(greedy.char_confidences)
+            else:
+                # the beam's winner has no single path: spread its probability over its characters
+                chars = [confidence ** (1.0 / len(text))] * len(text) if text else []
         else:
-            greedy, candidates = fixed_slot(sequence, manifest.alphabet, manifest.pad_char, self.top_k)
-        if manifest.text_prior is not None:
-            candidates = manifest.text_prior.reweight(candidates)
-        text, confidence = candidates[0] if candidates else (greedy.text, greedy.confidence)
-        if greedy.text == text:
-            chars = list(greedy.char_confidences)
-        else:
-            # the winner has no single path: spread its probability over its characters
-            chars = [confidence ** (1.0 / len(text))] * len(text) if text else []
+            reading, candidates = fixed_slot(sequence, manifest.alphabet, manifest.pad_char, self.top_k)
+            text, confidence, chars = reading.text, reading.confidence, list(reading.char_confidences)
+            if candidates and candidates[0][0] == text:
+                confidence = candidates[0][1]
         return PlateText(text, float(confidence), [float(c) for c in chars],
                          [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf)
 
