@@ -253,19 +253,15 @@ class PlateGenerator:
         # main characters, drawn char by char so spacing and separators vary
         main_h = int(h * rng.uniform(0.42, 0.58))
         top = int(h * rng.uniform(0.2, 0.3))
-        glyphs: list[str | Image.Image] = []
-        for ch in text:
-            if ch in " -.*":
-                glyphs.append(ch)
-            else:
-                glyphs.append(_text_image(ch, font, 64, colour))
+        # (character, its glyph image); separators have no image
+        glyphs = [(ch, None if ch in " -.*" else _text_image(ch, font, 64, colour)) for ch in text]
         natural = self.version >= 5
         serif_i = natural and rng.random() < 0.5
         aspect = rng.uniform(0.45, 0.7)  # plate fonts are tall and narrow
         char_w = int(main_h * aspect)
         gap = int(char_w * rng.uniform(0.05, 0.2))
         sep_w = {" ": int(char_w * rng.uniform(0.3, 0.8)), "-": int(char_w * 0.6), ".": int(char_w * 0.5), "*": int(char_w * 0.9)}
-        total = sum(sep_w[g] if isinstance(g, str) else char_w + gap for g in glyphs)
+        total = sum(sep_w[ch] if image is None else char_w + gap for ch, image in glyphs)
         max_w = int(w * rng.uniform(0.78, 0.92))
         stacked = rng.random() < 0.25
         if stacked:
@@ -274,7 +270,7 @@ class PlateGenerator:
             scale = max_w / total
             char_w, gap = int(char_w * scale), int(gap * scale)
             sep_w = {k: int(v * scale) for k, v in sep_w.items()}
-            total = sum(sep_w[g] if isinstance(g, str) else char_w + gap for g in glyphs)
+            total = sum(sep_w[ch] if image is None else char_w + gap for ch, image in glyphs)
         x = (w - total) // 2 + int(rng.integers(-6, 7))
         if stacked:
             # small stacked characters at the left (not part of the read plate, like most labels)
@@ -284,9 +280,8 @@ class PlateGenerator:
                 small = _text_image(chr(65 + rng.integers(26)), font, 40, colour)
                 sh = main_h // 2 - 2
                 self._paste(canvas, small, (sx - int(char_w * 0.35), top + i * (sh + 3), max(4, int(char_w * 0.45)), sh))
-        glyph_chars = [ch for ch in text if ch not in " -.*"]
-        for g in glyphs:
-            if isinstance(g, str):
+        for g, image in glyphs:
+            if image is None:
                 cx, cy = x + sep_w[g] // 2, top + main_h // 2
                 if g == "-":
                     draw.rectangle((x + 2, cy - 2, x + sep_w[g] - 2, cy + 2), fill=colour)
@@ -298,11 +293,10 @@ class PlateGenerator:
                     draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=emblem)
                 x += sep_w[g]
             elif natural:
-                self._paste_glyph(canvas, draw, g, glyph_chars.pop(0), font, (x, top, char_w, main_h), colour, serif_i)
+                self._paste_glyph(canvas, draw, image, g, font, (x, top, char_w, main_h), colour, serif_i)
                 x += char_w + gap
             else:
-                glyph_chars.pop(0)
-                self._paste(canvas, g, (x, top, char_w, main_h))
+                self._paste(canvas, image, (x, top, char_w, main_h))
                 x += char_w + gap
         if rng.random() < 0.15 and x + int(char_w * 0.5) < w - 2:
             # small stacked characters or a tiny word at the right (also not read)
