@@ -17,12 +17,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-GENERATOR_VERSION = 5  # part of the cache keys: bump when the rendered data changes
+GENERATOR_VERSION = 6  # part of the cache keys: bump when the rendered data changes
 # Version 4 stretched every glyph to the same box, which made I a block and O and 0 one shape;
-# version 5 keeps each glyph's own width and gives I slab serifs on part of the plates, as
-# most US plate faces do. Each model pins the version it was trained on (scenes.py for the
+# version 5 keeps each glyph's own width and gives I slab serifs on half the plates, as most
+# US plate faces do; version 6 gives every I slab serifs, since a plain bar is how faces such
+# as Massachusetts' write the digit 1 (the same plates as version 5 otherwise). Each model pins the version it was trained on (scenes.py for the
 # detector, train_ocr.SYNTH_VERSION for the OCR), so a new renderer changes no shipped model.
-GENERATOR_VERSIONS = (4, 5)
+GENERATOR_VERSIONS = (4, 5, 6)
 
 STATES: dict[str, str] = {
     "ak": "ALASKA", "al": "ALABAMA", "ar": "ARKANSAS", "az": "ARIZONA", "ca": "California",
@@ -256,7 +257,7 @@ class PlateGenerator:
         # (character, its glyph image); separators have no image
         glyphs = [(ch, None if ch in " -.*" else _text_image(ch, font, 64, colour)) for ch in text]
         natural = self.version >= 5
-        serif_i = natural and rng.random() < 0.5
+        serif_i = natural and (rng.random() < 0.5 or self.version >= 6)
         aspect = rng.uniform(0.45, 0.7)  # plate fonts are tall and narrow
         char_w = int(main_h * aspect)
         gap = int(char_w * rng.uniform(0.05, 0.2))

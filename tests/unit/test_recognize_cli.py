@@ -120,4 +120,4 @@ def test_train_names_an_unknown_renderer_version(capsys: pytest.CaptureFixture[s
 
     with pytest.raises(SystemExit):
         train_main(["ocr", "--ocr-synth-version", "3"])
-    assert "--ocr-synth-version: invalid choice: 3 (choose from 4, 5)" in capsys.readouterr().err
+    assert "--ocr-synth-version: invalid choice: 3 (choose from 4, 5, 6)" in capsys.readouterr().err
