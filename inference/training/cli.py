@@ -18,7 +18,6 @@ from typing import Any
 
 from inference.training import train_detector, train_ocr
 from inference.training.common import MODELS_DIR, Paths
-from inference.training.plates import GENERATOR_VERSIONS
 
 log = logging.getLogger("alpr-train")
 
@@ -43,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-dropout", type=_dropout, default=train_ocr.DROPOUT, metavar="SPATIAL,SEQ",
                         help="OCR dropout: spatial on the feature map, then on the sequence and state features "
                              f"(shipped model: {','.join(map(str, train_ocr.DROPOUT))})")
-    parser.add_argument("--ocr-synth-version", type=int, choices=GENERATOR_VERSIONS, default=train_ocr.SYNTH_VERSION,
-                        help=f"plate renderer version of the OCR's synthetic plates (shipped model: {train_ocr.SYNTH_VERSION})")
     parser.add_argument("--ocr-holdout", type=_holdout, default=None, metavar="K/N",
                         help="cross-validation: train the OCR on train + val but the K-th of N folds and measure "
                              "that fold in val's place (never for the shipped model; needs --models elsewhere)")
@@ -94,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.what in ("all", "ocr"):
         kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
         results["ocr"] = train_ocr.train(paths, threads=args.threads, holdout=args.ocr_holdout,
-                                         dropout=args.ocr_dropout, synth_version=args.ocr_synth_version,
-                                         **_seed(args), **kwargs)
+                                         dropout=args.ocr_dropout, **_seed(args), **kwargs)
     if args.what == "detector" or (args.what == "all" and args.sequential):
         kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
         results["detector"] = train_detector.train(paths, threads=args.threads, **_seed(args), **kwargs)
@@ -128,7 +124,7 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
               "--threads", str(threads)] + ([] if args.seed is None else ["--seed", str(args.seed)]) + (["--quick"] if args.quick else [])
     jobs = {
         "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
-                "--ocr-dropout", ",".join(map(str, args.ocr_dropout)), "--ocr-synth-version", str(args.ocr_synth_version)],
+                "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],
         "detector": common + ["--det-steps", str(args.det_steps)],
     }
     # Children log to our stderr; their result JSON is read from the files they write, so their

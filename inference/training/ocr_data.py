@@ -13,12 +13,7 @@ import cv2
 import numpy as np
 
 from inference.datasets import read_folder
-from inference.training.plates import (
-    ALPHABET,
-    GENERATOR_VERSION,
-    STATES,
-    PlateGenerator,
-)
+from inference.training.plates import ALPHABET, STATES, PlateGenerator
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +45,9 @@ def encode_text(text: str) -> tuple[np.ndarray, int]:
     return ids, len(clean)
 
 
-def _synth_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str], list[str]]:
-    seed, count, version = args
-    gen = PlateGenerator(seed, version=version)
+def _synth_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str], list[str]]:
+    seed, count = args
+    gen = PlateGenerator(seed)
     images = np.zeros((count, OCR_H, OCR_W), np.uint8)
     texts, regions = [], []
     for i in range(count):
@@ -63,10 +58,10 @@ def _synth_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list[str], lis
     return images, texts, regions
 
 
-def synth_set(count: int, seed: int, workers: int = 2, version: int = GENERATOR_VERSION) -> dict[str, np.ndarray]:
-    """`count` synthetic plates (deterministic for `seed` and the renderer `version`)."""
+def synth_set(count: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
+    """`count` synthetic plates (deterministic for `seed`)."""
     chunk = 1000
-    jobs = [(seed * 100003 + i, min(chunk, count - i * chunk), version) for i in range((count + chunk - 1) // chunk)]
+    jobs = [(seed * 100003 + i, min(chunk, count - i * chunk)) for i in range((count + chunk - 1) // chunk)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(_synth_chunk, jobs))
     images = np.concatenate([p[0] for p in parts])

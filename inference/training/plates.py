@@ -17,13 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-GENERATOR_VERSION = 6  # part of the cache keys: bump when the rendered data changes
-# Version 4 stretched every glyph to the same box, which made I a block and O and 0 one shape;
-# version 5 keeps each glyph's own width and gives I slab serifs on half the plates, as most
-# US plate faces do; version 6 gives every I slab serifs, since a plain bar is how faces such
-# as Massachusetts' write the digit 1 (the same plates as version 5 otherwise). Each model pins the version it was trained on (scenes.py for the
-# detector, train_ocr.SYNTH_VERSION for the OCR), so a new renderer changes no shipped model.
-GENERATOR_VERSIONS = (4, 5, 6)
+GENERATOR_VERSION = 4  # part of the cache keys: bump when the rendered data changes
 
 STATES: dict[str, str] = {
     "ak": "ALASKA", "al": "ALABAMA", "ar": "ARKANSAS", "az": "ARIZONA", "ca": "California",
@@ -87,16 +81,6 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
-@lru_cache(maxsize=64)
-def _cap_metrics(font_path: str) -> tuple[int, int, int]:
-    """At size 64: the top and bottom of H (the cap height) and the median glyph width of the
-    plate alphabet, which is the width a character cell is drawn for."""
-    font = _font(font_path, 64)
-    _, top, _, bottom = font.getbbox("H")
-    widths = sorted(font.getbbox(ch)[2] - font.getbbox(ch)[0] for ch in ALPHABET)
-    return top, bottom, widths[len(widths) // 2]
-
-
 def _text_image(text: str, font_path: str, size: int, fill: tuple[int, int, int]) -> Image.Image:
     """Text rendered tight on a transparent background."""
     font = _font(font_path, size)
@@ -109,11 +93,8 @@ def _text_image(text: str, font_path: str, size: int, fill: tuple[int, int, int]
 class PlateGenerator:
     """Deterministic (per seed) generator of synthetic plate crops."""
 
-    def __init__(self, seed: int = 0, width: int = 256, height: int = 128, version: int = GENERATOR_VERSION) -> None:
-        if version not in GENERATOR_VERSIONS:
-            raise ValueError(f"generator version {version} is not one of {GENERATOR_VERSIONS}")
+    def __init__(self, seed: int = 0, width: int = 256, height: int = 128) -> None:
         self.rng = np.random.default_rng(seed)
-        self.version = version
         self.width = width
         self.height = height
         self.fonts = [str(p) for p in font_paths()]
@@ -203,30 +184,6 @@ class PlateGenerator:
         glyphs = glyphs.resize((max(1, w), max(1, h)), Image.Resampling.BILINEAR)
         canvas.alpha_composite(glyphs, (x, y))
 
-    def _paste_glyph(self, canvas: Image.Image, draw: ImageDraw.ImageDraw, glyph: Image.Image, ch: str, font: str,
-                     cell: tuple[int, int, int, int], colour: tuple[int, int, int], serif_i: bool) -> None:
-        """Draw one character in its cell keeping the face's proportions: the cap height fills
-        the cell's height, a glyph of the face's median width its width, and narrower glyphs
-        (I, 1, 0 against O) stay narrower, which is what tells them apart on a real plate."""
-        x, y, cw, ch_h = cell
-        top, bottom, median_w = _cap_metrics(font)
-        scale_y = ch_h / max(1, bottom - top)
-        scale_x = cw / max(1, median_w)
-        g_left, g_top, g_right, g_bottom = _font(font, 64).getbbox(ch)
-        gw = min(int(cw * 1.1), max(1, round((g_right - g_left) * scale_x)))
-        gh = max(1, round((g_bottom - g_top) * scale_y))
-        gx = x + (cw - gw) // 2
-        gy = y + round((g_top - top) * scale_y)
-        if ch == "I" and serif_i:
-            stem = min(gw, max(2, round(0.12 * ch_h)))  # about the stroke of a bold plate face
-            bar_w, bar_h = max(stem + 4, int(cw * 0.6)), max(2, int(ch_h * 0.11))
-            cx = x + cw // 2
-            draw.rectangle((cx - stem // 2, y, cx - stem // 2 + stem - 1, y + ch_h - 1), fill=colour)
-            draw.rectangle((cx - bar_w // 2, y, cx + bar_w // 2, y + bar_h - 1), fill=colour)
-            draw.rectangle((cx - bar_w // 2, y + ch_h - bar_h, cx + bar_w // 2, y + ch_h - 1), fill=colour)
-            return
-        self._paste(canvas, glyph, (gx, gy, gw, gh))
-
     def render(self, text: str, region: str, plain: bool = False) -> np.ndarray:
         """The flat, undamaged plate (RGB, width x height) showing `text`; `plain`: white, no art."""
         rng = self.rng
@@ -254,15 +211,17 @@ class PlateGenerator:
         # main characters, drawn char by char so spacing and separators vary
         main_h = int(h * rng.uniform(0.42, 0.58))
         top = int(h * rng.uniform(0.2, 0.3))
-        # (character, its glyph image); separators have no image
-        glyphs = [(ch, None if ch in " -.*" else _text_image(ch, font, 64, colour)) for ch in text]
-        natural = self.version >= 5
-        serif_i = natural and (rng.random() < 0.5 or self.version >= 6)
+        glyphs = []
+        for ch in text:
+            if ch in " -.*":
+                glyphs.append(ch)
+            else:
+                glyphs.append(_text_image(ch, font, 64, colour))
         aspect = rng.uniform(0.45, 0.7)  # plate fonts are tall and narrow
         char_w = int(main_h * aspect)
         gap = int(char_w * rng.uniform(0.05, 0.2))
         sep_w = {" ": int(char_w * rng.uniform(0.3, 0.8)), "-": int(char_w * 0.6), ".": int(char_w * 0.5), "*": int(char_w * 0.9)}
-        total = sum(sep_w[ch] if image is None else char_w + gap for ch, image in glyphs)
+        total = sum(sep_w[g] if isinstance(g, str) else char_w + gap for g in glyphs)
         max_w = int(w * rng.uniform(0.78, 0.92))
         stacked = rng.random() < 0.25
         if stacked:
@@ -271,7 +230,7 @@ class PlateGenerator:
             scale = max_w / total
             char_w, gap = int(char_w * scale), int(gap * scale)
             sep_w = {k: int(v * scale) for k, v in sep_w.items()}
-            total = sum(sep_w[ch] if image is None else char_w + gap for ch, image in glyphs)
+            total = sum(sep_w[g] if isinstance(g, str) else char_w + gap for g in glyphs)
         x = (w - total) // 2 + int(rng.integers(-6, 7))
         if stacked:
             # small stacked characters at the left (not part of the read plate, like most labels)
@@ -281,8 +240,8 @@ class PlateGenerator:
                 small = _text_image(chr(65 + rng.integers(26)), font, 40, colour)
                 sh = main_h // 2 - 2
                 self._paste(canvas, small, (sx - int(char_w * 0.35), top + i * (sh + 3), max(4, int(char_w * 0.45)), sh))
-        for g, image in glyphs:
-            if image is None:
+        for g in glyphs:
+            if isinstance(g, str):
                 cx, cy = x + sep_w[g] // 2, top + main_h // 2
                 if g == "-":
                     draw.rectangle((x + 2, cy - 2, x + sep_w[g] - 2, cy + 2), fill=colour)
@@ -293,11 +252,8 @@ class PlateGenerator:
                     emblem = tuple(int(v) for v in rng.integers(0, 256, 3))
                     draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=emblem)
                 x += sep_w[g]
-            elif natural:
-                self._paste_glyph(canvas, draw, image, g, font, (x, top, char_w, main_h), colour, serif_i)
-                x += char_w + gap
             else:
-                self._paste(canvas, image, (x, top, char_w, main_h))
+                self._paste(canvas, g, (x, top, char_w, main_h))
                 x += char_w + gap
         if rng.random() < 0.15 and x + int(char_w * 0.5) < w - 2:
             # small stacked characters or a tiny word at the right (also not read)

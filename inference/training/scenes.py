@@ -15,10 +15,6 @@ from PIL import Image, ImageDraw
 
 from inference.training.plates import STATES, PlateGenerator, _text_image
 
-# The plate renderer version the scenes use: the shipped detector was trained on version 4
-# plates, so scenes keep them until a detector is retrained and chosen on newer ones.
-SCENE_GENERATOR_VERSION = 4
-
 LETTERBOX_FILL = 114
 SCENES_VERSION = 3  # part of the cache key: bump when the rendered scenes change
 # A US plate (305 mm) is narrower than the plates in the real scenes (EU 520 mm, BR 400 mm):
@@ -65,7 +61,7 @@ class SceneGenerator:
         self.height = height
         self.sources = sources or []
         self.crops = crops or []
-        self.plates = PlateGenerator(seed + 7, version=SCENE_GENERATOR_VERSION)
+        self.plates = PlateGenerator(seed + 7)
 
     # -- backgrounds ----------------------------------------------------------------------
     def _procedural(self) -> np.ndarray:

@@ -16,12 +16,8 @@ import numpy as np
 from inference.datasets import read_folder
 from inference.training.common import Paths, Timer, export_tflite, write_model
 from inference.training.ocr_data import load_rgb
-from inference.training.scenes import (
-    SCENE_GENERATOR_VERSION,
-    SCENES_VERSION,
-    SceneGenerator,
-    SourceScene,
-)
+from inference.training.plates import GENERATOR_VERSION
+from inference.training.scenes import SCENES_VERSION, SceneGenerator, SourceScene
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +121,7 @@ def _scene_chunk(args: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
 
 def scene_set(paths: Paths, count: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """`count` scenes as a uint8 memmap [count, H, W, 3] (cached under .cache/) and boxes [count, MAX_BOXES, 4]."""
-    folder = paths.cache / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{SCENE_GENERATOR_VERSION}"
+    folder = paths.cache / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{GENERATOR_VERSION}"
     images_path, boxes_path = folder / "images.npy", folder / "boxes.npy"
     if images_path.is_file() and boxes_path.is_file():
         return np.load(images_path, mmap_mode="r"), np.load(boxes_path)

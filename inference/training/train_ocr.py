@@ -26,7 +26,7 @@ from inference.training.ocr_data import (
     scene_plate_set,
     synth_set,
 )
-from inference.training.plates import ALPHABET
+from inference.training.plates import ALPHABET, GENERATOR_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ STEPS = 11000  # the shipped model's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
 DROPOUT = (0.2, 0.3)  # spatial dropout on the 4 x 32 map, dropout on the sequence and state features (shipped model)
-SYNTH_VERSION = 4  # the plate renderer version (plates.GENERATOR_VERSIONS) of the shipped model's synthetic plates
 SEED = 1  # the shipped model's seed: of configuration R's two seeds, the one with the better val stand-in
 
 
@@ -83,12 +82,11 @@ def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
 
 
 def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
-              holdout: str | None = None, synth_version: int = SYNTH_VERSION) -> dict[str, dict[str, np.ndarray]]:
+              holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     cache = paths.cache / "ocr"
     us = paths.data / "us-plates"
-    version = f"v{synth_version}_d{OCR_DATA_VERSION}"
-    sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz",
-                                   lambda: synth_set(synth_count, seed, version=synth_version))}
+    version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
+    sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz", lambda: synth_set(synth_count, seed))}
     if us.is_dir():
         # holdout "KofN": cross-validation, training on train + val but the K-th of N folds,
         # which takes val's place; the fixed test split stays out either way
@@ -140,8 +138,7 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
           real_share: float = 0.4, seed: int = SEED, threads: int = 2, scene_copies: int = SCENE_COPIES,
-          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT,
-          synth_version: int = SYNTH_VERSION) -> dict[str, Any]:
+          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT) -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
 
     `holdout` "KofN" trains a cross-validation twin: train + val crops but the K-th of N folds,
@@ -153,8 +150,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     set_threads(threads)
     tf.random.set_seed(seed)
     timer = Timer()
-    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout,
-                                                                synth_version))
+    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
@@ -201,7 +197,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
     hyper = dict(steps=steps, batch=batch, synth_count=synth_count, real_copies=real_copies, real_share=real_share,
-                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout), synth_version=synth_version)
+                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout))
     if holdout:
         hyper["holdout"] = holdout
     return export(paths, model, sets, timer, hyper)

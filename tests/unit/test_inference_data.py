@@ -44,45 +44,6 @@ def test_clean_plate_is_the_same_in_every_process() -> None:
     assert first.mean() > 150 and first.min() < 60
 
 
-def _glyph_width(version: int, text: str, band: tuple[float, float] = (0.3, 0.7)) -> float:
-    """Median width of the runs of inked columns in a band of a plain plate rendered with fixed
-    choices (same font, size and spacing for every text of one length)."""
-    gen = PlateGenerator(0, version=version)
-    gen.rng = np.random.default_rng(1)
-    grey = gen.render(text, "ca", plain=True).mean(axis=2)
-    rows = grey[int(grey.shape[0] * band[0]):int(grey.shape[0] * band[1])]
-    inked = (rows < 100).any(axis=0).astype(np.int8)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], inked, [0]])))
-    return float(np.median(edges[1::2] - edges[0::2]))
-
-
-def test_glyphs_keep_the_faces_proportions_so_i_and_zero_stay_narrow() -> None:
-    # version 4 stretched every glyph to its cell, so 0 and O were one shape
-    assert _glyph_width(4, "000000") == _glyph_width(4, "OOOOOO")
-    assert _glyph_width(5, "000000") < 0.9 * _glyph_width(5, "OOOOOO")
-    # an I's stem (measured below any serif) is a stroke, not a cell-wide block
-    assert _glyph_width(5, "IIIIII", band=(0.42, 0.6)) < 0.4 * _glyph_width(5, "HHHHHH")
-
-
-def test_version_6_is_version_5_with_every_i_serifed() -> None:
-    def render(version: int, text: str, seed: int) -> np.ndarray:
-        gen = PlateGenerator(0, version=version)
-        gen.rng = np.random.default_rng(seed)
-        return gen.render(text, "ma", plain=True)
-
-    for seed in range(6):
-        assert np.array_equal(render(5, "14CV10", seed), render(6, "14CV10", seed))
-    # I drawn with serifs has more ink; v5 serifs half of its plates, v6 all
-    inked = [((render(6, "IIIIII", seed) < 100).all(axis=2).sum(), (render(5, "IIIIII", seed) < 100).all(axis=2).sum())
-             for seed in range(6)]
-    assert all(v6 >= v5 for v6, v5 in inked) and any(v6 > v5 for v6, v5 in inked)
-
-
-def test_unknown_generator_version_is_refused() -> None:
-    with pytest.raises(ValueError, match="generator version 3"):
-        PlateGenerator(0, version=3)
-
-
 def test_scene_generator_boxes_lie_inside_the_canvas() -> None:
     source = np.full((400, 800, 3), 80, np.uint8)
     source[300:330, 350:450] = 230

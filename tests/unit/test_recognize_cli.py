@@ -113,11 +113,3 @@ def test_train_names_a_bad_dropout(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train_main(["ocr", "--ocr-dropout", "0.2,high"])
     assert "'0.2,high': expected two rates separated by a comma" in capsys.readouterr().err
-
-
-def test_train_names_an_unknown_renderer_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from inference.training.cli import main as train_main
-
-    with pytest.raises(SystemExit):
-        train_main(["ocr", "--ocr-synth-version", "3"])
-    assert "--ocr-synth-version: invalid choice: 3 (choose from 4, 5, 6)" in capsys.readouterr().err
