@@ -93,12 +93,6 @@ class PlateReader:
             text, confidence, chars = reading.text, reading.confidence, list(reading.char_confidences)
             if candidates and candidates[0][0] == text:
                 confidence = candidates[0][1]
-        if manifest.plate_formats is not None and candidates:
-            settled = manifest.plate_formats.settle_candidates(candidates, region)
-            if manifest.plate_formats.settle(text, region) != settled[0][0]:
-                # the winner has no single path: spread its probability over its characters
-                chars = [settled[0][1] ** (1.0 / len(settled[0][0]))] * len(settled[0][0]) if settled[0][0] else []
-            (text, confidence), candidates = settled[0], settled
         return PlateText(text, float(confidence), [float(c) for c in chars],
                          [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf)
 
