@@ -255,6 +255,11 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
 
 def _worker(queue: Any, work: str, out: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(message)s", stream=sys.stdout)
+    import cv2
+    import jax
+
+    cv2.setNumThreads(1)  # one core per worker: the workers share the machine's cores
+    log.info("devices: %s", jax.devices())
     while True:
         job = queue.get()
         if job is None:
