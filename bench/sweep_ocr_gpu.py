@@ -173,7 +173,9 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
     for k in range(FOLDS):  # distinct dropout streams per twin, whatever keras derived
         for j, i in enumerate(seed_slots):
             states[k][i] = jnp.asarray(np.array([seed * 1000 + k + 1, 7 * j + 1], dtype=np.asarray(states[k][i]).dtype))
-    stack = lambda trees: jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+    def stack(trees: list[Any]) -> Any:
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
     params, states = stack(params), stack(states)
     schedule = optax.cosine_decay_schedule(float(hyper["lr"]), steps, alpha=0.02)
     if hyper["weight_decay"]:
@@ -210,9 +212,11 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
         def unrolled(p: Any, s: Any, o: Any, *batch: Any) -> Any:
             outs = []
             for k in range(FOLDS):
-                pick = lambda tree: jax.tree_util.tree_map(lambda a: a[k], tree)  # noqa: E731
+                def pick(tree: Any, k: int = k) -> Any:
+                    return jax.tree_util.tree_map(lambda a: a[k], tree)
+
                 outs.append(one_step(pick(p), pick(s), pick(o), *(b[k] for b in batch)))
-            return tuple(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[o_[i] for o_ in outs]) for i in range(5))
+            return tuple(stack([out[i] for out in outs]) for i in range(5))
 
         step = jax.jit(unrolled, donate_argnums=(0, 1, 2))
 
@@ -222,7 +226,7 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
 
     infer_all = jax.jit(jax.vmap(infer, in_axes=(0, 0, None)))
     rngs = [np.random.default_rng(seed * 1000 + k + 1) for k in range(FOLDS)]
-    n_real = int(round(batch * hyper["real_share"]))
+    n_real = round(batch * hyper["real_share"])
     n_synth = batch - n_real
 
     def sample() -> tuple[np.ndarray, ...]:
@@ -244,8 +248,9 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
         params, states, opt_state, ctc, rloss = step(params, states, opt_state, *batch_next)
         batch_next = sample()  # overlaps the device's step
         if i % 1000 == 0 or i == steps - 1:
-            log.info("%s s%d step %d/%d ctc %s (%.0f s)", config, seed, i, steps,
-                     np.round(np.asarray(ctc), 3).tolist(), time.monotonic() - start)
+            log.info("%s s%d step %d/%d ctc %s region %s (%.0f s)", config, seed, i, steps,
+                     np.round(np.asarray(ctc), 3).tolist(), np.round(np.asarray(rloss), 3).tolist(),
+                     time.monotonic() - start)
     train_s = time.monotonic() - start
     probs = np.asarray(infer_all(params, states, jnp.asarray(eval_images.astype(np.float32)[..., None] / 255.0)))
     result: dict[str, Any] = {"config": config, "seed": seed, "hyper": {**hyper, "dropout": list(hyper["dropout"])},
