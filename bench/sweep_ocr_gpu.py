@@ -112,27 +112,22 @@ def _load(work: Path, name: str) -> dict[str, np.ndarray]:
 
 
 def greedy(probs: np.ndarray) -> list[str]:
-    """Best-path CTC decoding (blank 0) of [N, T, 1 + len(ALPHABET)]."""
+    """Best-path CTC readings of [N, T, 1 + len(ALPHABET)], by the runtime's own decoder."""
+    from inference.ocr_decode import ctc_greedy
     from inference.training.plates import ALPHABET
 
-    out = []
-    for best in probs.argmax(-1):
-        chars, last = [], 0
-        for k in best:
-            if k != last and k != 0:
-                chars.append(ALPHABET[k - 1])
-            last = k
-        out.append("".join(chars))
-    return out
+    return [ctc_greedy(p, ALPHABET).text for p in probs]
 
 
 def score(truths: list[str], readings: list[str]) -> dict[str, Any]:
-    from inference.metrics import edit_distance
+    """Exact reads and character accuracy, counted as `alpr-node eval` counts them."""
+    from inference.metrics import OcrScore
 
-    n_chars = sum(len(t) for t in truths)
-    errors = sum(min(len(t), edit_distance(t, r)) for t, r in zip(truths, readings))
-    return {"plates": len(truths), "exact": sum(t == r for t, r in zip(truths, readings)),
-            "char_accuracy_pct": round(100.0 * (n_chars - errors) / n_chars, 2)}
+    tally = OcrScore()
+    for truth, reading in zip(truths, readings):
+        tally.add(truth, reading)
+    figures = tally.as_dict()
+    return {"plates": tally.plates, "exact": tally.exact, "char_accuracy_pct": figures["char_accuracy_pct"]}
 
 
 def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[str, Any] | None = None,
