@@ -48,6 +48,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 BASE = {"steps": 11000, "batch": 64, "real_share": 0.4, "lr": 2e-3, "weight_decay": 0.0, "width": 1,
         "dropout": (0.2, 0.3)}
 FOLDS = 4
+COPIES = 30  # augmented copies of each real crop, as alpr-train makes them
 
 
 def pack(out: Path, data: Path, scenes_npz: Path) -> None:
@@ -58,7 +59,7 @@ def pack(out: Path, data: Path, scenes_npz: Path) -> None:
     from inference.datasets import fold_of
     from inference.training.ocr_data import real_set
 
-    parts = [real_set(data / "us-plates", split, 30, 0) for split in ("train", "val")]
+    parts = [real_set(data / "us-plates", split, COPIES, 0) for split in ("train", "val")]
     pool = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     with np.load(scenes_npz) as d:
         scenes = {k: d[k] for k in d.files}
@@ -68,7 +69,7 @@ def pack(out: Path, data: Path, scenes_npz: Path) -> None:
         return np.frombuffer(b"".join(blobs), np.uint8), np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
 
     orig = np.zeros(len(pool["images"]), bool)
-    orig[::31] = True
+    orig[::COPIES + 1] = True  # real_set puts each original before its copies
     arrays: dict[str, np.ndarray] = {}
     for name, d in (("real", pool), ("scenes", scenes)):
         arrays[f"{name}_jpg"], arrays[f"{name}_off"] = encode(d["images"])
@@ -97,7 +98,7 @@ def prepare(pack_path: Path, work: Path, synth_count: int, workers: int) -> None
             np.save(work / f"{name}_images.npy", _decode_jpegs(d[f"{name}_jpg"], d[f"{name}_off"]))
             for k in ("labels", "lengths", "regions", "texts"):
                 np.save(work / f"{name}_{k}.npy", d[f"{name}_{k}"])
-        for k in ("real_orig", "real_fold", "real_files", "eval_images"):
+        for k in ("real_orig", "real_fold", "eval_images"):
             np.save(work / f"{k}.npy", d[k])
     start = time.monotonic()
     synth = synth_set(synth_count, 0, workers=workers)
@@ -130,6 +131,15 @@ def score(truths: list[str], readings: list[str]) -> dict[str, Any]:
     return {"plates": tally.plates, "exact": tally.exact, "char_accuracy_pct": figures["char_accuracy_pct"]}
 
 
+def fold_figures(truths: list[str], readings: list[str], folds: np.ndarray) -> dict[str, Any]:
+    """`score` over all crops and per fold (`folds[j]` is crop j's fold, 1-based)."""
+    per_fold = {}
+    for k in range(1, FOLDS + 1):
+        idx = np.flatnonzero(folds == k)
+        per_fold[str(k)] = score([truths[j] for j in idx], [readings[j] for j in idx])
+    return {"all": score(truths, readings), "folds": per_fold}
+
+
 def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[str, Any] | None = None,
                 twin_mode: str = "vmap") -> None:
     """Train the FOLDS twins of (config, seed) in one vmapped step; write their fold readings."""
@@ -157,18 +167,20 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
     pool = {k: np.concatenate([real[k], scenes[k]]) for k in ("labels", "lengths", "regions")}
     synth_images = np.asarray(synth["images"])
 
-    models, params, states = [], [], []
+    # one Keras model per twin only to draw its initial weights; all twins run through the first
+    params, states = [], []
     for k in range(FOLDS):
         keras.utils.set_random_seed(seed * 1000 + k + 1)
-        model = build_model(width=int(hyper["width"]), dropout=tuple(hyper["dropout"]))
-        models.append(model)
-        params.append([v.value for v in model.trainable_variables])
-        states.append([v.value for v in model.non_trainable_variables])
-    model = models[0]
+        twin = build_model(width=int(hyper["width"]), dropout=tuple(hyper["dropout"]))
+        params.append([v.value for v in twin.trainable_variables])
+        states.append([v.value for v in twin.non_trainable_variables])
+        if k == 0:
+            model = twin
     seed_slots = [i for i, v in enumerate(model.non_trainable_variables) if "seed_generator" in v.path]
     for k in range(FOLDS):  # distinct dropout streams per twin, whatever keras derived
         for j, i in enumerate(seed_slots):
             states[k][i] = jnp.asarray(np.array([seed * 1000 + k + 1, 7 * j + 1], dtype=np.asarray(states[k][i]).dtype))
+
     def stack(trees: list[Any]) -> Any:
         return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -249,19 +261,13 @@ def train_group(config: str, seed: int, work: Path, out: Path, overrides: dict[s
                      time.monotonic() - start)
     train_s = time.monotonic() - start
     probs = np.asarray(infer_all(params, states, jnp.asarray(eval_images.astype(np.float32)[..., None] / 255.0)))
+    # each crop read by the one twin that did not train on it
+    own = np.stack([probs[eval_fold[j] - 1][j] for j in range(len(eval_texts))])
+    readings = greedy(own)
     result: dict[str, Any] = {"config": config, "seed": seed, "hyper": {**hyper, "dropout": list(hyper["dropout"])},
-                              "train_seconds": round(train_s, 1), "folds": {}}
-    readings_all: list[str] = [""] * len(eval_texts)
-    for k in range(1, FOLDS + 1):
-        idx = np.flatnonzero(eval_fold == k)
-        readings = greedy(probs[k - 1][idx])
-        for j, r in zip(idx, readings):
-            readings_all[j] = r
-        result["folds"][str(k)] = score([eval_texts[j] for j in idx], readings)
-    result["all"] = score(eval_texts, readings_all)
-    result["readings"] = readings_all
-    result["truths"] = eval_texts
-    own = np.stack([probs[eval_fold[j] - 1][j] for j in range(len(eval_texts))]).astype(np.float16)
+                              "train_seconds": round(train_s, 1), **fold_figures(eval_texts, readings, eval_fold),
+                              "readings": readings, "truths": eval_texts}
+    own = own.astype(np.float16)
     np.save(out / f"probs_{config}_s{seed}.npy", own)
     (out / f"result_{config}_s{seed}.json").write_text(json.dumps(result) + "\n")
     log.info("%s s%d: %d/%d exact, chars %.2f %% (train %.0f s)", config, seed, result["all"]["exact"],
@@ -351,12 +357,7 @@ def score_tflite(pack_path: Path, pattern: str) -> dict[str, Any]:
             interp.set_tensor(inp["index"], images[j].astype(np.float32)[None, ..., None] / 255.0)
             interp.invoke()
             readings[j] = greedy(interp.get_tensor(chars_out["index"]))[0]
-    result = {"all": score(truths, readings), "folds": {}}
-    for k in range(1, FOLDS + 1):
-        idx = np.flatnonzero(eval_fold == k)
-        result["folds"][str(k)] = score([truths[j] for j in idx], [readings[j] for j in idx])
-    result["readings"] = readings
-    return result
+    return {**fold_figures(truths, readings, eval_fold), "readings": readings}
 
 
 def main() -> None:
