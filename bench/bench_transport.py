@@ -64,7 +64,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         box = Outbox(Path(tmp) / "o.db")
         sealed = message
-        n = [0]
 
         def commit():
             box.commit("read", lambda seq: sealed)

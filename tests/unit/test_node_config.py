@@ -1,7 +1,6 @@
 """Node configuration errors name the file, the key and what is wrong."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
