@@ -77,7 +77,7 @@ def pack(out: Path, data: Path, scenes_npz: Path) -> None:
             arrays[f"{name}_{k}"] = d[k]
     arrays["real_orig"] = orig
     arrays["real_fold"] = np.array([fold_of(f, FOLDS) for f in pool["files"]], np.int32)
-    arrays["real_files"] = pool["files"]
+    arrays["real_files"] = pool["files"]  # not read back: a record of which files the pack holds (train + val only)
     arrays["eval_images"] = pool["images"][orig]
     np.savez_compressed(out, **arrays)
 
