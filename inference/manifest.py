@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.errors import ModelError, ModelNotFound
+from inference.plate_formats import PlateFormats
 
 OUTPUT_KINDS = ("yolo", "yolov8", "ssd_postprocess", "ctc", "fixed_slot")
 COLOURS = ("rgb", "bgr", "grey")
@@ -53,6 +54,7 @@ class Manifest:
     region_classes: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    plate_formats: PlateFormats | None = None  # OCR: each state's serial formats, to settle O / 0
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -127,6 +129,7 @@ class Manifest:
             region_classes=tuple(str(v) for v in output.get("region_classes", [])),
             classes=tuple(str(v) for v in output.get("classes", [])),
             params=dict(output.get("params", {})),
+            plate_formats=PlateFormats.from_dict(output["plate_formats"], source) if "plate_formats" in output else None,
             training=dict(data.get("training", {})),
             metrics=dict(data.get("metrics", {})),
         )
@@ -162,6 +165,8 @@ class Manifest:
             output["classes"] = list(self.classes)
         if self.params:
             output["params"] = self.params
+        if self.plate_formats is not None:
+            output["plate_formats"] = self.plate_formats.to_dict()
         return {
             "name": self.name,
             "version": self.version,

@@ -10,6 +10,7 @@ import numpy as np
 from inference.errors import ModelError
 from inference.models_dir import OCR_MODEL, shipped_model
 from inference.ocr_decode import ctc_beam_search, ctc_greedy, fixed_slot
+from inference.plate_formats import MIN_STATE_CONFIDENCE
 from inference.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,15 @@ def as_probabilities(values: np.ndarray) -> np.ndarray:
 class PlateReader:
     """Runs a CTC or fixed-slot OCR model on plate crops."""
 
-    def __init__(self, model_path: Path | None = None, threads: int = 1, beam_width: int = 16, top_k: int = 10) -> None:
+    def __init__(self, model_path: Path | None = None, threads: int = 1, beam_width: int = 16, top_k: int = 10,
+                 min_state_confidence: float = MIN_STATE_CONFIDENCE) -> None:
         self.model = TFLiteModel(Path(model_path) if model_path else shipped_model(OCR_MODEL), threads)
         manifest = self.model.manifest
         if manifest.output_kind not in OCR_KINDS:
             raise ModelError(f"{self.model.path}: output kind {manifest.output_kind!r} is not an OCR kind {OCR_KINDS}")
         self.beam_width = beam_width
         self.top_k = top_k
+        self.min_state_confidence = min_state_confidence
 
     def read_views(self, crop_rgb: np.ndarray, views: int = 3) -> PlateText:
         """Read a crop as given and with a little more and a little less margin, and fuse the
@@ -93,6 +96,12 @@ class PlateReader:
             text, confidence, chars = reading.text, reading.confidence, list(reading.char_confidences)
             if candidates and candidates[0][0] == text:
                 confidence = candidates[0][1]
+        if manifest.plate_formats is not None and candidates and region_conf >= self.min_state_confidence:
+            settled = manifest.plate_formats.settle_candidates(candidates, region)
+            if manifest.plate_formats.settle(text, region) != settled[0][0]:
+                # the winner has no single path: spread its probability over its characters
+                chars = [settled[0][1] ** (1.0 / len(settled[0][0]))] * len(settled[0][0]) if settled[0][0] else []
+            (text, confidence), candidates = settled[0], settled
         return PlateText(text, float(confidence), [float(c) for c in chars],
                          [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf)
 

@@ -8,6 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inference.plate_formats import PlateFormats
 from inference.training.common import (
     Paths,
     Timer,
@@ -203,15 +204,28 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     return export(paths, model, sets, timer, hyper)
 
 
-def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def plate_formats(sets: dict[str, dict[str, np.ndarray]]) -> PlateFormats:
+    """Each state's serial formats, from the labels of the US crops the OCR trained on (the
+    reader settles O / 0 by them; the eu / br scene plates carry no state)."""
+    real = sets.get("real_train")
+    if real is None:
+        return PlateFormats({})
+    return PlateFormats.from_labels((REGIONS[r] if r >= 0 else None, str(t)) for r, t in zip(real["regions"], real["texts"]))
+
+
+def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any],
+                 formats: PlateFormats | None = None) -> dict[str, Any]:
+    output: dict[str, Any] = {"kind": "ctc", "alphabet": ALPHABET, "blank_index": 0, "region_classes": list(REGIONS),
+                              "params": {"max_len": MAX_LEN}}
+    if formats is not None and formats.by_state:
+        output["plate_formats"] = formats.to_dict()
     return {
         "name": MODEL_NAME,
         "version": VERSION,
         "sha256": "",
         "input": {"shape": [1, OCR_H, OCR_W, 1], "dtype": dtype, "colour": "grey", "resize": "stretch",
                   "normalisation": {"mean": [0.0], "std": [255.0]}},
-        "output": {"kind": "ctc", "alphabet": ALPHABET, "blank_index": 0, "region_classes": list(REGIONS),
-                   "params": {"max_len": MAX_LEN}},
+        "output": output,
         "training": training,
         "metrics": metrics,
     }
@@ -232,12 +246,13 @@ def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], tim
         "hyper": hyper,
         "stage_seconds": timer.stages,
     }
+    formats = plate_formats(sets)
     float_path = paths.cache / "models" / f"{MODEL_NAME}_float.tflite"
     int8_path = paths.models / f"{MODEL_NAME}.tflite"
-    write_model(float_path, timer.run("ocr_export_float", lambda: export_tflite(model, None)), manifest_for("float32", training, {}))
+    write_model(float_path, timer.run("ocr_export_float", lambda: export_tflite(model, None)), manifest_for("float32", training, {}, formats))
     content = timer.run("ocr_export_int8", lambda: export_tflite(model, representative))
     metrics: dict[str, Any] = {}
-    write_model(int8_path, content, manifest_for("int8", training, metrics))
+    write_model(int8_path, content, manifest_for("int8", training, metrics, formats))
 
     def evaluate() -> None:
         for label, path in (("float", float_path), ("int8", int8_path)):
@@ -247,5 +262,5 @@ def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], tim
 
     timer.run("ocr_evaluate", evaluate)
     metrics["size_bytes"] = len(content)
-    write_model(int8_path, content, manifest_for("int8", training, metrics))
+    write_model(int8_path, content, manifest_for("int8", training, metrics, formats))
     return {"training": training, "metrics": metrics}
