@@ -28,6 +28,7 @@ class PlateText:
     candidates: list[tuple[str, float]] = field(default_factory=list)
     region: str | None = None
     region_confidence: float = 0.0
+    region_probs: tuple[float, ...] = ()  # the state head's whole distribution, to fuse views by
 
 
 def as_probabilities(values: np.ndarray) -> np.ndarray:
@@ -69,7 +70,14 @@ class PlateReader:
         source = max((r for r in readings if r.text == best_text), key=lambda r: r.confidence, default=readings[0])
         chars = source.char_confidences if source.text == best_text else [best_conf] * len(best_text)
         first = readings[0]
-        return PlateText(best_text, float(best_conf), list(chars), ranked, first.region, first.region_confidence)
+        region, region_conf, region_probs = first.region, first.region_confidence, first.region_probs
+        classes = self.model.manifest.region_classes
+        if classes and all(len(r.region_probs) == len(classes) for r in readings):
+            # the state is voted like the text: its probabilities averaged over the views
+            region_probs = tuple(float(v) for v in np.mean([r.region_probs for r in readings], axis=0))
+            best = int(np.argmax(region_probs))
+            region, region_conf = classes[best], region_probs[best]
+        return PlateText(best_text, float(best_conf), list(chars), ranked, region, region_conf, region_probs)
 
     def read(self, crop_rgb: np.ndarray) -> PlateText:
         """Read one plate crop (uint8 RGB HxWx3 or grey HxW)."""
@@ -77,11 +85,11 @@ class PlateReader:
         manifest = self.model.manifest
         sequence = as_probabilities(next(o for o in outputs if o.ndim == 3)[0])
         region_out = next((o for o in outputs if o.ndim == 2), None)
-        region, region_conf = None, 0.0
+        region, region_conf, region_probs = None, 0.0, ()
         if region_out is not None and manifest.region_classes:
             probs = as_probabilities(region_out[0])
             best = int(np.argmax(probs))
-            region, region_conf = manifest.region_classes[best], float(probs[best])
+            region, region_conf, region_probs = manifest.region_classes[best], float(probs[best]), tuple(float(v) for v in probs)
         if manifest.output_kind == "ctc":
             greedy = ctc_greedy(sequence, manifest.alphabet, manifest.blank_index)
             candidates = ctc_beam_search(sequence, manifest.alphabet, manifest.blank_index, self.beam_width, self.top_k)
@@ -103,7 +111,7 @@ class PlateReader:
                 chars = [settled[0][1] ** (1.0 / len(settled[0][0]))] * len(settled[0][0]) if settled[0][0] else []
             (text, confidence), candidates = settled[0], settled
         return PlateText(text, float(confidence), [float(c) for c in chars],
-                         [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf)
+                         [(t, float(p)) for t, p in candidates[: self.top_k]], region, region_conf, region_probs)
 
 
 def margin_views(crop: np.ndarray) -> list[np.ndarray]:

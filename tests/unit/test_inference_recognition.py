@@ -125,6 +125,21 @@ def test_margin_views_and_fused_reading():
     assert fused.text == fused.candidates[0][0]
 
 
+def test_fused_reading_votes_the_state_over_the_views():
+    from inference.ocr import margin_views
+
+    reader = PlateReader()
+    crop = PlateGenerator(5).clean_plate("7XYZ123")
+    readings = [reader.read(v) for v in margin_views(crop)]
+    classes = reader.model.manifest.region_classes
+    assert all(len(r.region_probs) == len(classes) and r.region_confidence == max(r.region_probs) for r in readings)
+    mean = np.mean([r.region_probs for r in readings], axis=0)
+    fused = reader.read_views(crop, views=3)
+    assert fused.region == classes[int(np.argmax(mean))]
+    assert fused.region_confidence == pytest.approx(float(mean.max()))
+    assert fused.region_probs == pytest.approx(tuple(mean))
+
+
 @pytest.mark.parametrize("size", [(1280, 1280), (640, 480), (720, 1280), (3000, 800)])
 def test_aspect_windows_cover_the_frame_at_the_model_shape(size: tuple[int, int]) -> None:
     from inference.detector import aspect_windows
