@@ -42,7 +42,11 @@ def as_probabilities(values: np.ndarray) -> np.ndarray:
 
 
 class PlateReader:
-    """Runs a CTC or fixed-slot OCR model on plate crops."""
+    """Runs a CTC or fixed-slot OCR model on plate crops.
+
+    With `output.plate_formats` in the manifest, a reading's O / 0 are settled by the predicted
+    state's formats when the state head gives that state at least `min_state_confidence`.
+    """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, beam_width: int = 16, top_k: int = 10,
                  min_state_confidence: float = MIN_STATE_CONFIDENCE) -> None:

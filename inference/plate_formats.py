@@ -5,8 +5,9 @@ which a character is. The labels the OCR learns from settle it by convention: th
 written only where the state's standard serial format has a letter (Iowa `778AOS`, Arkansas
 `355OCT`), and 0 where it has a digit. The OCR alone follows that poorly, since it is a fact
 about formats, not about pixels; this module applies it to readings that fit one of the
-predicted state's formats, and leaves every other reading (vanity words, foreign plates) as read. The formats are the letter/digit masks (`778AOS` ->
-`DDDLLL`) of each state's training labels that hold both a letter and a digit (an all-letter
+predicted state's formats when the state head is sure enough of the state, and leaves every other
+reading (vanity words, foreign plates) as read. The formats are the letter/digit masks (`778AOS`
+-> `DDDLLL`) of each state's training labels that hold both a letter and a digit (an all-letter
 mask is a vanity word, not a serial), and ship in the OCR manifest under `output.plate_formats`,
 so a model without them reads exactly as before.
 """
@@ -22,8 +23,8 @@ LETTER, DIGIT, ROUND = "L", "D", "?"
 ROUND_CHARS = "O0"
 # The formats are applied only when the state head is this sure of the state. A European or
 # Brazilian plate has no US state, yet its reading can fit a format of the state the head guesses
-# (NO450AM read N0450AM); on those plates the head was never above 0.3, while 97 % of US crops
-# are (val figures, session-11 notes in inference/models/NOTES.md).
+# (NO450AM read N0450AM). On val, every EU plate and two thirds of the BR plates were under 0.3,
+# and 97 % of US crops at or above it (inference/models/NOTES.md, Z2 and Z2g).
 MIN_STATE_CONFIDENCE = 0.30
 
 
