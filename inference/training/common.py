@@ -1,10 +1,12 @@
 """Shared helpers for the training pipeline: paths, caching, TFLite export and manifests."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -88,7 +90,10 @@ def export_tflite(model: Any, representative: Iterable[np.ndarray] | None) -> by
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    # The converter prints the exported model's signature to stdout, where `alpr-train` prints
+    # its one JSON result; the log stream is the place for it.
+    with contextlib.redirect_stdout(sys.stderr):
+        return converter.convert()
 
 
 def write_model(path: Path, content: bytes, manifest: dict[str, Any]) -> None:
