@@ -100,11 +100,12 @@ class Runtime:
         self.notifier.stopping()
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         self.source.stop(timeout=max(0.5, (deadline - time.monotonic()) * 0.6))
-        self.uplink.stop(timeout=max(0.5, deadline - time.monotonic()))
-        if self.source.alive():
-            # Still flushing: leave the outbox open (SQLite WAL is crash-safe); the process exit
-            # ends it, and whatever was committed is sent next time.
-            log.error("source still running at the shutdown bound; exiting without closing the outbox")
+        uplink_stopped = self.uplink.stop(timeout=max(0.5, deadline - time.monotonic()))
+        if self.source.alive() or not uplink_stopped:
+            # Still flushing or still connecting: leave the outbox open (SQLite WAL is
+            # crash-safe); the process exit ends it, and whatever was committed is sent next time.
+            log.error("%s still running at the shutdown bound; exiting without closing the outbox",
+                      "source" if self.source.alive() else "uplink")
         else:
             self.outbox.close()
         log.info("node %s stopped", self.config.node.id)

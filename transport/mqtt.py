@@ -39,6 +39,9 @@ class BrokerSettings:
     session_expiry_s: int = 7 * 24 * 3600
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
+    # paho's connect() (TCP + TLS handshake) blocks and cannot be interrupted; this bounds it,
+    # and with it how long a stop can wait on a link that is half-way through connecting.
+    connect_timeout_s: float = 4.0
 
 
 @dataclass
@@ -88,6 +91,7 @@ class MqttLink:
         )
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
+        self._client.connect_timeout = settings.connect_timeout_s
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_file))
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
@@ -111,20 +115,27 @@ class MqttLink:
         return self._connected.wait(timeout)
 
     def start(self) -> None:
-        """Start the link's thread (it connects in the background)."""
-        if self._thread is not None:
+        """Start the link's thread (it connects in the background); no-op while one runs."""
+        if self._thread is not None and self._thread.is_alive():
             return
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect and join the thread within `timeout`; safe to call twice."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Disconnect and join the thread within `timeout`; safe to call twice.
+
+        Returns False when the thread is still running (blocked in paho's connect, at most
+        `connect_timeout_s`): `alive()` then stays true, so the owner does not close what the
+        thread still uses and `start()` does not add a second thread on the same client."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.error("mqtt %s: thread did not stop within %.1fs", self.name, timeout)
-            self._thread = None
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("mqtt %s: thread did not stop within %.1fs (still in connect)", self.name, timeout)
+            return False
+        self._thread = None
+        return True
 
     # -- the thread -----------------------------------------------------------------------
     def _run(self) -> None:

@@ -53,6 +53,10 @@ class Uplink:
         self.stats = UplinkStats()
         self._on_control = on_control
         self._health: bytes | None = None
+        # seq -> (paho's handle, when it was handed over) for copies the broker has not yet
+        # PUBACKed: they are still in the client's queue, and paho itself resends them after a
+        # reconnect, so a second copy would only wait behind the first.
+        self._queued: dict[int, tuple[paho.MQTTMessageInfo, int]] = {}
         status_topic = topics.node_topic(node_id, "status")
         self.link = MqttLink(
             settings, name=f"uplink-{node_id}", on_connect=self._connected, on_message=self._message,
@@ -63,9 +67,10 @@ class Uplink:
         """Start publishing in the background."""
         self.link.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop within `timeout`; unacked messages stay in the outbox for next time."""
-        self.link.stop(timeout)
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop within `timeout`; unacked messages stay in the outbox for next time. False when
+        the link's thread is still running (see `MqttLink.stop`)."""
+        return self.link.stop(timeout)
 
     def publish_health(self, report: dict) -> None:
         """Queue a health heartbeat for the link thread (QoS 0: a missed one is replaced by the next).
@@ -89,13 +94,20 @@ class Uplink:
         # Messages past their resend time no longer hold a place in the window. While HQ
         # acknowledges nothing, the resend interval doubles with each interval of silence
         # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
-        silent = time.time_ns() - self._progress_ns
+        now = time.time_ns()
+        silent = now - self._progress_ns
         doublings = int(math.log2(silent / self.resend_after_ns)) if silent > self.resend_after_ns else 0
         resend_after = min(self.resend_after_ns << min(doublings, 20), self.max_resend_after_ns)
-        room = self.window - self.outbox.in_flight(resend_after)
+        self._queued = {seq: (info, t) for seq, (info, t) in self._queued.items()
+                        if not info.is_published() and now - t < self.max_resend_after_ns}
+        # A copy still queued past its resend time no longer counts in the outbox's window, but
+        # it still takes a place in the client's queue: on a slow link (acks trickling in)
+        # resending it would queue duplicates behind it without bound.
+        stale = sum(1 for _, t in self._queued.values() if now - t >= resend_after)
+        room = self.window - self.outbox.in_flight(resend_after) - stale
         if room <= 0:
             return
-        due = self.outbox.due(room, resend_after)
+        due = [entry for entry in self.outbox.due(room + stale, resend_after) if entry.seq not in self._queued][:room]
         if not due:
             return
         sent = []
@@ -105,6 +117,7 @@ class Uplink:
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 log.warning("uplink: publish of seq %d failed: %s", entry.seq, paho.error_string(info.rc))
                 break
+            self._queued[entry.seq] = (info, now)
             sent.append(entry.seq)
         self.outbox.mark_sent(sent)
         self.stats.published += len(sent)

@@ -1,4 +1,6 @@
-"""The uplink's resend interval doubles while HQ is silent, and resets when an ack arrives."""
+"""The uplink's resend interval doubles while HQ is silent, and resets when an ack arrives; a copy
+still queued in the client is not queued again."""
+import collections
 import time
 
 import pytest
@@ -20,6 +22,9 @@ class FakeClient:
 
         class Info:
             rc = 0
+
+            def is_published(self):  # the broker PUBACKs at once here
+                return True
         return Info()
 
 
@@ -29,7 +34,7 @@ def test_resends_space_out_while_hq_is_silent(tmp_path, monkeypatch):
     up = Uplink.__new__(Uplink)  # no broker needed: drive the tick directly
     up.outbox, up.node_id, up.window = box, "n1", 10
     up.resend_after_ns, up.max_resend_after_ns = 10 * 10**9, 600 * 10**9
-    up._health, up.stats = None, type("S", (), {"published": 0})()
+    up._health, up.stats, up._queued = None, type("S", (), {"published": 0})(), {}
     now = [10**18]
     monkeypatch.setattr(time, "time_ns", lambda: now[0])
     up._progress_ns = now[0]
@@ -51,3 +56,58 @@ def test_resends_space_out_while_hq_is_silent(tmp_path, monkeypatch):
     now[0] += 11 * 10**9
     up._tick(client)
     assert client.published[before:] == ["alpr/v1/node/n1/read"]
+
+
+class SlowLinkClient:
+    """paho's publish contract on a link that carries `rate` messages a second: each publish
+    returns an MQTTMessageInfo-like handle whose is_published() turns true at the PUBACK."""
+
+    class Info:
+        rc = 0
+
+        def __init__(self):
+            self.done = False
+
+        def is_published(self):
+            return self.done
+
+    def __init__(self):
+        self.queue = collections.deque()
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        info = self.Info()
+        self.queue.append((payload, info))
+        return info
+
+
+def test_a_slow_link_gets_no_duplicates_and_a_bounded_client_queue(tmp_path, monkeypatch):
+    """Acks trickle in (so no backoff), but the link is slower than the resend interval: a
+    copy still waiting in the client must not be queued a second time."""
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(600):
+        box.commit("read", lambda seq: str(seq).encode())
+    up = Uplink.__new__(Uplink)
+    up.outbox, up.node_id, up.window = box, "n1", 100
+    up.resend_after_ns, up.max_resend_after_ns = 30 * 10**9, 600 * 10**9
+    up._health, up.stats, up._queued = None, type("S", (), {"published": 0})(), {}
+    now = [10**18]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    up._progress_ns = now[0]
+    client = SlowLinkClient()
+    delivered = collections.Counter()
+    peak = 0
+    for second in range(300):
+        now[0] = 10**18 + second * 10**9
+        up._tick(client)
+        peak = max(peak, len(client.queue))
+        for _ in range(min(3, len(client.queue))):  # 3 messages a second; HQ stores and acks each at once
+            payload, info = client.queue.popleft()
+            info.done = True
+            seq = int(payload)
+            delivered[seq] += 1
+            box.ack([seq])
+            up._progress_ns = now[0]
+    assert box.stats().depth == 0
+    assert sorted(delivered) == list(range(1, 601))
+    assert max(delivered.values()) == 1
+    assert peak <= up.window
