@@ -104,8 +104,10 @@ class TriggerInput:
             _ensure_bcm(g)
             g.setup(pin, g.IN, pull_up_down=pud)
             self._level = int(g.input(pin))
-            g.add_event_detect(pin, g.BOTH, callback=self._on_edge,
-                               bouncetime=bouncetime_ms if bouncetime_ms > 0 else None)
+            # RPi.GPIO's C module takes bouncetime as an int and rejects None (TypeError) and
+            # 0 (ValueError): "no debounce" is spelled by leaving the argument out.
+            debounce = {"bouncetime": bouncetime_ms} if bouncetime_ms > 0 else {}
+            g.add_event_detect(pin, g.BOTH, callback=self._on_edge, **debounce)
         except (RuntimeError, ValueError) as exc:
             if isinstance(exc, GpioError):
                 raise

@@ -26,6 +26,7 @@ BOARD_TO_BCM: dict[int, int] = {
     36: 16, 37: 26, 38: 20, 40: 21,
 }
 
+_NO_BOUNCETIME = -666  # RPi.GPIO's own "argument not given" value (py_gpio.c)
 _MODE_MESSAGE = "Please set pin numbering mode using GPIO.setmode(GPIO.BOARD) or GPIO.setmode(GPIO.BCM)"
 
 
@@ -149,12 +150,15 @@ class StandinGPIO:
                 self._history.append(OutputChange(self.clock(), bcm, state.level))
 
     def add_event_detect(self, channel: int, edge: int, callback: Callable[[int], None] | None = None,
-                         bouncetime: int | None = None) -> None:
+                         bouncetime: int = _NO_BOUNCETIME) -> None:
         """Enable edge detection on an input, optionally with a first callback and debounce (ms)."""
+        if not isinstance(bouncetime, int):
+            # RPi.GPIO parses bouncetime as a C int ("ii|Oi"): None or a float is a TypeError
+            raise TypeError(f"'{type(bouncetime).__name__}' object cannot be interpreted as an integer")
         bcm = self._bcm(channel)
         if edge not in (self.RISING, self.FALLING, self.BOTH):
             raise ValueError("The edge must be set to RISING, FALLING or BOTH")
-        if bouncetime is not None and bouncetime <= 0:
+        if bouncetime <= 0 and bouncetime != _NO_BOUNCETIME:
             raise ValueError("Bouncetime must be greater than 0")
         if callback is not None and not callable(callback):
             raise TypeError("Parameter must be callable")
@@ -165,7 +169,7 @@ class StandinGPIO:
             if ch.edge is not None:
                 raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
             ch.edge = edge
-            ch.bouncetime_ms = bouncetime or 0
+            ch.bouncetime_ms = 0 if bouncetime == _NO_BOUNCETIME else bouncetime
             ch.callbacks = [callback] if callback is not None else []
             ch.last_event_ns = None
             ch.detected = False

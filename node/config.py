@@ -69,7 +69,6 @@ class SourceSection(Section):
     kind: Literal["camera", "clip", "synthetic"] = Field(default="camera", description="where reads come from")
     clip: Optional[Path] = Field(default=None, description="clip directory, for kind = 'clip'")
     speed: float = Field(default=1.0, ge=0, description="clip replay speed; 0 = as fast as possible")
-    loop: bool = Field(default=False, description="replay the clip forever")
     synthetic: SyntheticSection = Field(default_factory=SyntheticSection)
 
     @model_validator(mode="after")
@@ -90,6 +89,22 @@ class CameraSection(Section):
     camera_num: int = Field(default=0, ge=0)
     capture_timeout_s: float = Field(default=2.0, gt=0, le=60, description="a frame later than this is a stall")
 
+    @model_validator(mode="after")
+    def _camera_can_deliver(self) -> "CameraSection":
+        # Settings the sensor cannot honour would pass here and then fail every camera start
+        # forever (restarts with no frames), so they are refused before the node runs.
+        for key, (w, h) in (("main_size", self.main_size), ("lores_size", self.lores_size)):
+            if w < 64 or h < 64:
+                raise ValueError(f"camera.{key}: {w} x {h} is too small (at least 64 x 64)")
+        if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
+            raise ValueError(f"camera.lores_size: {self.lores_size[0]} x {self.lores_size[1]} is larger than "
+                             f"camera.main_size {self.main_size[0]} x {self.main_size[1]}")
+        frame_us = 1e6 / self.fps
+        if self.exposure_us is not None and self.exposure_us > frame_us:
+            raise ValueError(f"camera.exposure_us: {self.exposure_us} us is longer than a frame at camera.fps "
+                             f"{self.fps:g} ({frame_us:.0f} us)")
+        return self
+
 
 class TriggerSection(Section):
     name: str = Field(description="trigger name, used in trigger ids")
@@ -104,6 +119,8 @@ class TriggerSection(Section):
 class OutputsSection(Section):
     ir_pin: Optional[int] = Field(default=None, ge=0, le=27, description="BCM pin of the IR illuminator")
     led_pin: Optional[int] = Field(default=None, ge=0, le=27, description="BCM pin of the status LED")
+    ir_active_high: bool = Field(default=True, description="false for relay boards that switch on a low input")
+    led_active_high: bool = Field(default=True, description="false for an LED wired to sink current into the pin")
 
 
 class PipelineSection(Section):
@@ -142,7 +159,9 @@ class NodeConfig(Section):
     outputs: OutputsSection = Field(default_factory=OutputsSection)
     pipeline: PipelineSection = Field(default_factory=PipelineSection)
     models: ModelsSection = Field(default_factory=ModelsSection)
-    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=120, description="bound on a clean stop")
+    # systemd kills the node TimeoutStopSec (20 s, node/systemd/alpr-node.service) after SIGTERM:
+    # a longer bound would be cut short mid-flush.
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=15, description="bound on a clean stop (at most 15 s)")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "NodeConfig":

@@ -77,7 +77,9 @@ def camera_source(config: NodeConfig) -> CameraSource:
         except (OSError, ValueError) as exc:
             raise BadConfig(f"source.clip: {exc}") from exc
         timeline = ReplayTimeline(config.source.speed)
-        gpio = StandinGPIO(clock=timeline.now_ns)
+        # Outputs are set up (and their first level recorded) before the replay starts its
+        # clock: until then the pins read replay time 0.
+        gpio = StandinGPIO(clock=lambda: timeline.now_ns() if timeline.started else 0)
         state: dict[str, ClipCamera | None] = {"camera": None}
 
         def clip_factory() -> ClipCamera:
@@ -87,7 +89,7 @@ def camera_source(config: NodeConfig) -> CameraSource:
             state["camera"] = cam
             return cam
         return CameraSource(clip_factory, gpio, ClipPins(clip, gpio, timeline), timeline.now_ns,
-                            ends=not config.source.loop, lossless=config.source.speed == 0, clip=clip)
+                            ends=True, lossless=config.source.speed == 0, clip=clip)
     from hardware.picamera2_backend import Picamera2Camera, Picamera2Config
     cam = config.camera
     p2 = Picamera2Config(main_size=tuple(cam.main_size), lores_size=tuple(cam.lores_size), fps=cam.fps,
@@ -132,6 +134,8 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
     inputs = [TriggerInput(t.pin, name=t.name, kind=t.kind, pull=t.pull, active_low=t.active_low,
                            bouncetime_ms=t.bouncetime_ms, on_trigger=pipeline.on_trigger, gpio_module=gpio,
                            clock_ns=clock_ns) for t in trigger_cfgs]
-    outputs = [OutputPin(pin, name=name, gpio_module=gpio)
-               for name, pin in (("ir", config.outputs.ir_pin), ("led", config.outputs.led_pin)) if pin is not None]
+    o = config.outputs
+    outputs = [OutputPin(pin, name=name, active_high=high, gpio_module=gpio)
+               for name, pin, high in (("ir", o.ir_pin, o.ir_active_high), ("led", o.led_pin, o.led_active_high))
+               if pin is not None]
     return CameraPipeline(pipeline, inputs, outputs, pins)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="how long to look (live camera)")
     p.add_argument("--speed-kmh", type=float, default=50.0, help="vehicle speed for the motion-blur estimate")
     p.add_argument("--plate-width-m", type=float, default=PLATE_WIDTH_M, help="physical plate width")
-    p.add_argument("--snapshot", type=Path, default=Path("aim-snapshot.jpg"), help="annotated image to write")
+    p.add_argument("--snapshot", type=Path, default=None,
+                   help="annotated image to write (default: aim-snapshot.jpg in node.data_dir)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -144,13 +146,26 @@ def run(args: argparse.Namespace) -> int:
     for i, c in enumerate(checks):
         colour = {"pass": (0, 200, 0), "warn": (230, 160, 0), "fail": (230, 0, 0)}[c.verdict]
         draw.text((10, 10 + 16 * i), f"{c.name}: {c.value} {c.unit} {c.verdict.upper()} - {c.advice}", fill=colour)
-    image.save(args.snapshot, quality=90)
+    # The report is the point of the command: a snapshot that cannot be written (a read-only
+    # working directory under sudo -u alpr) is reported beside it, not instead of it.
+    snapshot: Path | None = args.snapshot or config.node.data_dir / "aim-snapshot.jpg"
+    snapshot_error = ""
+    try:
+        if args.snapshot is None:
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+        image.save(snapshot, quality=90)
+    except (OSError, ValueError) as exc:
+        snapshot_error = f"--snapshot {snapshot}: not written: {exc}"
+        snapshot = None
     overall = "fail" if any(c.verdict == "fail" for c in checks) else "warn" if any(
         c.verdict == "warn" for c in checks) else "pass"
     if args.json:
-        print(json.dumps({"result": overall, "checks": [asdict(c) for c in checks], "snapshot": str(args.snapshot)}))
+        print(json.dumps({"result": overall, "checks": [asdict(c) for c in checks],
+                          "snapshot": str(snapshot) if snapshot else None, "snapshot_error": snapshot_error or None}))
     else:
         for c in checks:
             print(f"{c.verdict.upper():4}  {c.name:<12} {c.value} {c.unit}  {c.advice}")
-        print(f"overall: {overall.upper()}; annotated snapshot: {args.snapshot}")
+        print(f"overall: {overall.upper()}; annotated snapshot: {snapshot or 'none'}")
+    if snapshot_error:
+        print(f"alpr-node aim: {snapshot_error}", file=sys.stderr)
     return 0 if overall != "fail" else 1

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
+from node.errors import BadConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("outbox", help="outbox status, or salvage a corrupt outbox")
+    p = sub.add_parser("outbox", help="outbox status, or salvage a corrupt one (run as the node's user)")
     p.add_argument("action", choices=("status", "salvage"))
     p.add_argument("--data-dir", type=Path, required=True, help="the node's data directory")
     p.set_defaults(func=run)
@@ -18,13 +21,31 @@ def run(args: argparse.Namespace) -> int:
     from transport import outbox
 
     path = args.data_dir / "outbox.db"
-    if args.action == "salvage":
-        aside, count = outbox.salvage(path)
-        print(f"moved the corrupt outbox to {aside}; recovered {count} messages into {path}")
-        return 0
-    box = outbox.Outbox(path)
+    if not path.is_file():
+        # A mistyped --data-dir must not create an empty outbox and report it as the node's.
+        raise BadConfig(f"{path}: no outbox here (is --data-dir the node's data directory?)")
     try:
-        print(json.dumps(asdict(box.stats()), indent=2))
+        if args.action == "salvage":
+            aside, count = outbox.salvage(path)
+            print(f"moved the corrupt outbox to {aside}; recovered {count} messages into {path}")
+            return 0
+        box = outbox.Outbox(path)
+        try:
+            print(json.dumps(asdict(box.stats()), indent=2))
+        finally:
+            box.close()
+        return 0
     finally:
-        box.close()
-    return 0
+        _give_back(args.data_dir)
+
+
+def _give_back(data_dir: Path) -> None:
+    """Run as root (sudo), files this command created would belong to root, and the node's
+    service user could then open the outbox but never write to it: every read would be lost.
+    So whatever it made in the data directory goes back to the directory's owner."""
+    if os.geteuid() != 0:
+        return
+    owner = data_dir.stat()
+    for item in data_dir.iterdir():
+        if item.name.startswith(("outbox.db", "sequence.reserved")) and item.stat().st_uid != owner.st_uid:
+            os.chown(item, owner.st_uid, owner.st_gid)

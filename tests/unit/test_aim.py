@@ -39,3 +39,24 @@ def test_small_plate_long_exposure_and_no_plate():
     assert v["plate width"] == "fail" and v["motion blur"] == "fail"
     v = verdicts(assess(plate_scene(level=10), None, 500, 50, 0.305))
     assert v["plate found"] == "fail"
+
+
+def test_cli_reports_checks_even_when_the_snapshot_cannot_be_written(tmp_path):
+    """`sudo -u alpr alpr-node aim` from a directory alpr cannot write still gives its report."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    clip = Path(__file__).resolve().parents[2] / "hil" / "clips" / "day-3-vehicles"
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'[node]\nid = "n1"\nsite = "s1"\ndata_dir = "data"\n'
+                   f'[source]\nkind = "clip"\nclip = "{clip}"\nspeed = 0\n')
+    run = [sys.executable, "-m", "node.cli", "aim", "-c", str(cfg), "--json"]
+    bad = subprocess.run(run + ["--snapshot", str(tmp_path / "missing" / "x.jpg")], capture_output=True, text=True)
+    report = json.loads(bad.stdout.strip().splitlines()[-1])
+    assert report["checks"] and report["snapshot"] is None
+    assert "--snapshot" in bad.stderr and "missing/x.jpg" in bad.stderr
+    good = subprocess.run(run, capture_output=True, text=True)
+    assert json.loads(good.stdout.strip().splitlines()[-1])["snapshot"] == str(tmp_path / "data" / "aim-snapshot.jpg")
+    assert (tmp_path / "data" / "aim-snapshot.jpg").stat().st_size > 0

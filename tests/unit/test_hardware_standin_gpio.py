@@ -128,6 +128,14 @@ def test_bouncetime_must_be_positive(gpio: StandinGPIO) -> None:
         gpio.add_event_detect(17, gpio.BOTH, bouncetime=0)
 
 
+def test_bouncetime_none_is_a_type_error_as_in_rpi_gpio(gpio: StandinGPIO) -> None:
+    # RPi.GPIO 0.7.1 parses (channel, edge, callback, bouncetime) with "ii|Oi": None is no int
+    gpio.setup(17, gpio.IN)
+    with pytest.raises(TypeError):
+        gpio.add_event_detect(17, gpio.BOTH, bouncetime=None)
+    gpio.add_event_detect(17, gpio.BOTH)  # left out: no debounce
+
+
 def test_outputs_recorded_with_times(gpio: StandinGPIO, clock: FakeClock) -> None:
     gpio.setup(18, gpio.OUT, initial=gpio.LOW)
     clock.advance_ms(10)

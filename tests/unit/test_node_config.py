@@ -36,6 +36,12 @@ def test_good_config_and_relative_data_dir(tmp_path):
     (GOOD + '[source]\nkind = "clip"\n', "source.clip: required when source.kind = 'clip'"),
     (GOOD + '[source]\nkind = "webcam"\n', "source.kind: Input should be 'camera', 'clip' or 'synthetic'"),
     ("[node\nid=", "not valid TOML"),
+    # settings the camera cannot honour are refused before the node runs, not retried forever
+    (GOOD + "[camera]\nexposure_us = 50000\n", "camera.exposure_us: 50000 us is longer than a frame at camera.fps 30"),
+    (GOOD + "[camera]\nlores_size = [2000, 352]\n", "camera.lores_size: 2000 x 352 is larger than camera.main_size"),
+    (GOOD + "[camera]\nmain_size = [0, 1080]\n", "camera.main_size: 0 x 1080 is too small"),
+    (GOOD + "[source]\nloop = true\n", "source.loop: unknown key"),
+    ("shutdown_timeout_s = 60\n" + GOOD, "shutdown_timeout_s: Input should be less than or equal to 15"),
 ])
 def test_errors_name_the_key(tmp_path, text, expected):
     path = write(tmp_path, text)
