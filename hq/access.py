@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "alerts": frozenset({"administrator", "investigator"}),
     "alert-verify": frozenset({"administrator", "investigator"}),
     "hold": frozenset({"administrator", "investigator"}),
+    "hold-list": frozenset({"administrator", "investigator"}),
     "hotlist-edit": frozenset({"administrator", "investigator"}),
     "hotlist-view": frozenset({"administrator", "investigator"}),
     "hotlist-publish": frozenset({"administrator"}),
@@ -44,9 +45,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "retention": frozenset({"administrator", "technician"}),
 }
 # Actions that touch ALPR information: they need current training and a purpose.
-DATA_ACTIONS = frozenset({"search", "view", "image", "export", "alerts", "alert-verify", "hold", "hotlist-edit",
-                          "hotlist-view", "hotlist-publish", "release-request", "release-review"})
-# Actions that must name a case.
+DATA_ACTIONS = frozenset({"search", "view", "image", "export", "alerts", "alert-verify", "hold", "hold-list",
+                          "hotlist-edit", "hotlist-view", "hotlist-publish", "release-request", "release-review"})
+# Actions that must name a case. Placing or releasing a hold does; listing holds ("hold-list")
+# does not: the list spans every case (a --case given to it is still logged).
 CASE_ACTIONS = frozenset({"export", "hold", "release-request"})
 MIN_PASSWORD = 12
 DAY_NS = 86400 * 10**9

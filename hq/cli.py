@@ -54,7 +54,7 @@ def _reads_tail(args: argparse.Namespace) -> int:
     # Watching reads is an access like any other: who, why, recorded in the access log.
     authorize_from_args(args, "view", {"tail": True, "all": bool(args.all)})
     store = open_store(cfg)
-    last = 0 if args.all else max((r.id for r in store.reads_after(0, 10**9)), default=0)
+    last = 0 if args.all else store.last_id()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     printed = 0
@@ -87,12 +87,16 @@ def gaps(seqs: list[int]) -> list[tuple[int, int]]:
 
 
 def _nodes(args: argparse.Namespace) -> int:
-    from hq.store import ReadStore
+    from hq.store import open_store
     from transport.registry import Registry
 
     cfg = hq_config.load(args.config)
     registry = Registry(cfg.hq.data_dir / "registry.db")
-    store = ReadStore(cfg.path(cfg.store.path, "hq.db"))
+    try:
+        store = open_store(cfg)  # store.url (PostgreSQL) or the SQLite file, like every other command
+    except BaseException:
+        registry.close()
+        raise
     try:
         for node in registry.nodes():
             if args.node and node.node_id != args.node:

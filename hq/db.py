@@ -6,6 +6,7 @@ connection belongs to one thread (sqlite3's rule; we keep it for psycopg too).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -100,10 +101,32 @@ class Database:
             self._conn = None
 
 
+def _create_private(path: Path) -> None:
+    """Create the store's folder (0700) and an empty store file (0600) if they do not exist yet.
+
+    The store holds plates, times and places: other local users must not read it. Creating the
+    file ourselves sets its mode without touching the process umask (process-wide, and ingest
+    runs threads); SQLite then gives the -wal and -shm files the mode of the database file.
+    Existing folders and files keep the modes an operator gave them.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{path.parent}: cannot create the store folder: {exc}") from exc
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create SQLite store: {exc}") from exc
+    os.close(fd)  # an empty file is a valid, empty SQLite database
+
+
 def open_sqlite(path: Path) -> Database:
-    """Open (creating) a SQLite file in WAL mode; new files reclaim space incrementally after purges."""
+    """Open (creating, mode 0600 in a 0700 folder) a SQLite file in WAL mode; new files reclaim
+    space incrementally after purges."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _create_private(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
         # auto_vacuum only takes effect on a file with no tables yet: set it first.

@@ -126,28 +126,30 @@ class PackageCheck:
 
 def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | None = None) -> PackageCheck:
     """Check a package offline: HQ's signature on the manifest, every file's hash, every read's
-    node signature (with the node keys in the package), header/payload binding, crops."""
+    node signature (with the node keys in the package), header/payload binding, crops.
+
+    A package is evidence handed to others, so anything in it may have been altered: each
+    malformed file or field becomes a problem naming it, and the remaining checks still run.
+    """
     root = Path(directory)
     problems: list[str] = []
     try:
         manifest_bytes = (root / "manifest.json").read_bytes()
         manifest = json.loads(manifest_bytes)
-        signature = bytes.fromhex((root / "manifest.sig").read_text().strip())
     except (OSError, ValueError) as exc:
-        return PackageCheck((f"{root}: not an evidence package: {exc}",), 0, "")
+        return PackageCheck((f"{root}: not an evidence package: manifest.json: {exc}",), 0, "")
+    if not isinstance(manifest, dict):
+        return PackageCheck((f"manifest.json: not a JSON object ({type(manifest).__name__})",), 0, "")
     if manifest.get("format") != FORMAT:
         return PackageCheck((f"manifest.json: format {manifest.get('format')!r} is not {FORMAT}",), 0, "")
-    public = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(manifest["hq_public_key"]))
-    if trusted_hq_key is not None and raw_public(trusted_hq_key) != raw_public(public):
-        problems.append("manifest.json: signed with a key that is not the trusted HQ key")
-    try:
-        public.verify(signature, manifest_bytes)
-    except InvalidSignature:
-        problems.append("manifest.sig: HQ signature does not verify (manifest edited or not from HQ)")
-    files: dict[str, str] = manifest.get("files", {})
+    problems += _hq_signature_problems(root, manifest, manifest_bytes, trusted_hq_key)
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        problems.append("manifest.json: field files is not a map of file name to SHA-256; file hashes not checked")
+        files = {}
     for rel, expected in files.items():
         path = root / rel
-        if ".." in Path(rel).parts or not path.is_file():
+        if ".." in Path(rel).parts or Path(rel).is_absolute() or not path.is_file():
             problems.append(f"{rel}: missing")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != expected:
             problems.append(f"{rel}: SHA-256 differs from the manifest (file changed)")
@@ -155,37 +157,126 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
                    and (rel := p.relative_to(root).as_posix()) not in files
                    and rel not in ("manifest.json", "manifest.sig"))
     problems += [f"{rel}: not in the manifest (file added)" for rel in extra]
+    node_keys = _node_keys(root, problems)
+    read_ids = manifest.get("reads", [])
+    if not isinstance(read_ids, list):
+        problems.append("manifest.json: field reads is not a list of read ids; no read checked")
+        read_ids = []
+    checked = 0
+    for read_id in read_ids:
+        if isinstance(read_id, bool) or not isinstance(read_id, int):
+            problems.append(f"manifest.json: field reads: {read_id!r} is not a read id")
+            continue
+        if _read_problems(root, read_id, node_keys, problems):
+            checked += 1
+    hq_key_id = manifest.get("hq_key_id", "")
+    return PackageCheck(tuple(problems), checked, hq_key_id if isinstance(hq_key_id, str) else "")
+
+
+def _hq_signature_problems(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
+                           trusted: ed25519.Ed25519PublicKey | None) -> list[str]:
+    """Problems with HQ's signature over manifest.json (the key in the manifest, else the trusted one)."""
+    problems: list[str] = []
+    public = None
+    raw = manifest.get("hq_public_key")
+    if raw is None:
+        problems.append("manifest.json: field hq_public_key missing")
+    else:
+        try:
+            public = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(raw))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"manifest.json: field hq_public_key is not an Ed25519 public key in hex ({exc})")
+    if public is not None and trusted is not None and raw_public(trusted) != raw_public(public):
+        problems.append("manifest.json: signed with a key that is not the trusted HQ key")
+    verifier = public or trusted
+    if verifier is None:
+        problems.append("manifest.sig: not checked (no HQ public key in the manifest; give --hq-key)")
+        return problems
+    try:
+        signature = bytes.fromhex((root / "manifest.sig").read_text().strip())
+    except (OSError, ValueError) as exc:
+        problems.append(f"manifest.sig: unreadable ({exc})")
+        return problems
+    try:
+        verifier.verify(signature, manifest_bytes)
+    except InvalidSignature:
+        problems.append("manifest.sig: HQ signature does not verify (manifest edited or not from HQ)")
+    return problems
+
+
+def _node_keys(root: Path, problems: list[str]) -> dict[tuple[str, str], ed25519.Ed25519PublicKey]:
+    """The node public keys in nodes/*.json, by (node id, key id); malformed files and keys go to `problems`."""
     node_keys: dict[tuple[str, str], ed25519.Ed25519PublicKey] = {}
     for path in sorted((root / "nodes").glob("*.json")):
-        doc = json.loads(path.read_text())
-        for k in doc["keys"]:
-            node_keys[(doc["node_id"], k["key_id"])] = ed25519.Ed25519PublicKey.from_public_bytes(
-                bytes.fromhex(k["public_raw"]))
-    checked = 0
-    for read_id in manifest.get("reads", []):
-        base = root / "reads" / str(read_id)
+        rel = path.relative_to(root).as_posix()
         try:
-            header_bytes = (base / "header.cbor").read_bytes()
-            payload_bytes = (base / "payload.cbor").read_bytes()
-            sig = (base / "signature.bin").read_bytes()
-            header, payload = cbor.loads(header_bytes), cbor.loads(payload_bytes)
+            doc = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:
-            problems.append(f"read {read_id}: unreadable ({exc})")
+            problems.append(f"{rel}: not valid JSON ({exc})")
             continue
-        key = node_keys.get((header.get("node"), header.get("sk")))
-        if key is None:
-            problems.append(f"read {read_id}: no public key for node {header.get('node')} key {header.get('sk')}")
+        if not isinstance(doc, dict):
+            problems.append(f"{rel}: not a JSON object ({type(doc).__name__})")
             continue
-        try:
-            key.verify(sig, signed_bytes(header_bytes, payload_bytes))
-        except InvalidSignature:
-            problems.append(f"read {read_id}: node signature does not verify")
+        node_id, keys = doc.get("node_id"), doc.get("keys")
+        if not isinstance(node_id, str):
+            problems.append(f"{rel}: field node_id missing or not text")
             continue
-        for name in ("node", "seq", "kind"):
-            if payload.get(name) != header.get(name):
-                problems.append(f"read {read_id}: payload field {name} does not match the header")
-        crop_path = base / "crop.jpg"
-        if crop_path.exists() and crop_path.read_bytes() != payload.get("crop"):
-            problems.append(f"read {read_id}: crop.jpg is not the crop the node signed")
-        checked += 1
-    return PackageCheck(tuple(problems), checked, manifest.get("hq_key_id", ""))
+        if not isinstance(keys, list):
+            problems.append(f"{rel}: field keys missing or not a list")
+            continue
+        for i, k in enumerate(keys):
+            if not isinstance(k, dict) or not isinstance(k.get("key_id"), str):
+                problems.append(f"{rel}: keys[{i}]: field key_id missing or not text")
+                continue
+            try:
+                public = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(k["public_raw"]))
+            except KeyError:
+                problems.append(f"{rel}: keys[{i}]: field public_raw missing")
+                continue
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{rel}: keys[{i}]: field public_raw is not an Ed25519 public key in hex ({exc})")
+                continue
+            node_keys[(node_id, k["key_id"])] = public
+    return node_keys
+
+
+def _read_problems(root: Path, read_id: int, node_keys: dict[tuple[str, str], ed25519.Ed25519PublicKey],
+                   problems: list[str]) -> bool:
+    """Check one read's files against its node's signature; False if it could not be checked."""
+    base = root / "reads" / str(read_id)
+    rel = f"reads/{read_id}"
+    try:
+        header_bytes = (base / "header.cbor").read_bytes()
+        payload_bytes = (base / "payload.cbor").read_bytes()
+        sig = (base / "signature.bin").read_bytes()
+        header, payload = cbor.loads(header_bytes), cbor.loads(payload_bytes)
+    except (OSError, ValueError) as exc:
+        problems.append(f"read {read_id}: unreadable ({exc})")
+        return False
+    decoded = True
+    for name, value in (("header.cbor", header), ("payload.cbor", payload)):
+        if not isinstance(value, dict):
+            problems.append(f"{rel}/{name}: not a CBOR map ({type(value).__name__})")
+            decoded = False
+    if not decoded:
+        return False
+    node, sk = header.get("node"), header.get("sk")
+    if not isinstance(node, str) or not isinstance(sk, str):
+        problems.append(f"{rel}/header.cbor: fields node and sk missing or not text")
+        return False
+    key = node_keys.get((node, sk))
+    if key is None:
+        problems.append(f"read {read_id}: no public key for node {node} key {sk}")
+        return False
+    try:
+        key.verify(sig, signed_bytes(header_bytes, payload_bytes))
+    except InvalidSignature:
+        problems.append(f"read {read_id}: node signature does not verify")
+        return False
+    for name in ("node", "seq", "kind"):
+        if payload.get(name) != header.get(name):
+            problems.append(f"read {read_id}: payload field {name} does not match the header")
+    crop_path = base / "crop.jpg"
+    if crop_path.exists() and crop_path.read_bytes() != payload.get("crop"):
+        problems.append(f"read {read_id}: crop.jpg is not the crop the node signed")
+    return True

@@ -321,7 +321,7 @@ def _hold(ctx: Context) -> int:
 def _holds(ctx: Context) -> int:
     from hq import retention
 
-    ctx.access.authorize(ctx.actor(), "hold", query={"list": ctx.args.case or "all"}, **ctx.why())
+    ctx.access.authorize(ctx.actor(), "hold-list", query={"list": ctx.args.case or "all"}, **ctx.why())
     for h in retention.holds(ctx.store, ctx.args.case or None):
         state = "active" if h.released_ns is None else f"released {fmt_ns(h.released_ns)}"
         print(f"{h.id:>6}  case={h.case_no} reads={len(h.read_ids)} by={h.created_by} {fmt_ns(h.created_ns)} "
@@ -401,9 +401,14 @@ def _retention_run(ctx: Context) -> int:
     from hq import retention
     from hq.access import SYSTEM
 
+    configured = ctx.cfg.records.retention_days
+    days = configured if ctx.args.min_days is None else ctx.args.min_days
+    # The configured period is the legal minimum: --min-days may lengthen it, never shorten it.
+    if days < configured:
+        raise PolicyError(f"--min-days {days}: below records.retention_days = {configured} in {ctx.args.config}; "
+                          "reads are kept at least the configured period (--min-days may only lengthen it)")
     actor = SYSTEM if ctx.args.system else ctx.actor()
-    days = ctx.args.min_days or ctx.cfg.records.retention_days
-    r = retention.purge(ctx.store, ctx.access, actor, min_days=days)
+    r = retention.purge(ctx.store, ctx.access, actor, min_days=days, retention_days=configured)
     print(f"retention ({days} days): purged {r.reads_deleted} read(s) captured before {fmt_ns(r.cutoff_ns)}, "
           f"dropped {r.partitions_dropped} partition(s), kept {r.held_kept} under hold, {r.seconds:.2f} s")
     return 0
@@ -599,7 +604,7 @@ def register(sub: Any) -> None:
     _who(p, why=False)
     p.add_argument("--case", required=True)
     p.set_defaults(func=_run(_hold))
-    p = ev.add_parser("holds", help="list holds")
+    p = ev.add_parser("holds", help="list holds (all, or one case's with --case)")
     _who(p)
     p.set_defaults(func=_run(_holds))
     p = ev.add_parser("release-hold", help="end a hold")
@@ -642,7 +647,8 @@ def register(sub: Any) -> None:
     ret = sub.add_parser("retention", help="purge reads past retention").add_subparsers(
         dest="retention_command", required=True)
     p = ret.add_parser("run", help="purge now (also from a systemd timer with --system)")
-    p.add_argument("--min-days", type=int, help="override records.retention_days")
+    p.add_argument("--min-days", type=int, help="keep reads longer than records.retention_days "
+                   "(a value below it is refused)")
     p.add_argument("--system", action="store_true", help="run as the scheduled system job (no login)")
     _who(p, why=False)
     p.set_defaults(func=_run(_retention_run))

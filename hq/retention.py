@@ -115,10 +115,18 @@ def held_read_ids(store: ReadStore, case_no: str) -> list[int]:
 
 
 def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365,
-          now_ns: int | None = None, clock: Callable[[], float] = time.monotonic) -> PurgeResult:
-    """Purge reads past retention (see the module docstring); logged and recorded in `purges`."""
+          retention_days: int | None = None, now_ns: int | None = None,
+          clock: Callable[[], float] = time.monotonic) -> PurgeResult:
+    """Purge reads past retention (see the module docstring); logged and recorded in `purges`.
+
+    `retention_days` is the configured minimum (records.retention_days): a `min_days` below it
+    is refused, since policy (and law) says reads are kept at least that long.
+    """
     if min_days < 1:
         raise PolicyError(f"retention.min_days {min_days}: must be at least 1")
+    if retention_days is not None and min_days < retention_days:
+        raise PolicyError(f"retention.min_days {min_days}: below records.retention_days ({retention_days}); "
+                          "reads are kept at least the configured period")
     access.require_role(actor, "retention")
     now_ns = access.clock() if now_ns is None else now_ns
     cutoff = partitions.retention_cutoff_ns(now_ns, min_days)

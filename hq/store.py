@@ -199,6 +199,10 @@ class ReadStore:
         rows = self.db.rows(f"SELECT {READ_COLUMNS} FROM reads WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit))
         return [row_from_db(r) for r in rows]
 
+    def last_id(self) -> int:
+        """The newest read's row id (0 when the store has no reads): one indexed lookup, no rows loaded."""
+        return int(self.db.value("SELECT COALESCE(MAX(id), 0) FROM reads"))
+
     def count(self, node_id: str | None = None) -> int:
         """How many reads are stored (for one node, or all)."""
         if node_id is None:

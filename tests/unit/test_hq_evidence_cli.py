@@ -12,9 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hq import cli, evidence, releases, report, retention
 from hq.access import Access, Actor
+from hq.db import open_sqlite
 from hq.errors import AccessDenied, PolicyError
 from hq.store import ReadStore
 from hq.synthetic import FakeClock, SyntheticNode, tiny_jpeg
+from transport import cbor
 from transport.keys import write_private_key, write_public_key
 from transport.registry import Registry
 
@@ -119,6 +121,70 @@ def test_package_with_forged_payload_fails_node_signature(env, tmp_path):
     os.chmod(payload, 0o644)
     payload.write_bytes(payload.read_bytes().replace(b"7ABC123", b"7ABC124"))
     assert f"read {ids[0]}: node signature does not verify" in evidence.verify_package(out).problems
+
+
+def _export_both(env, tmp_path, key):
+    store, access, registry, ids = env
+    retention.place_hold(store, access, IVAN, case_no="C1", reason="robbery", read_ids=ids)
+    req = _approved(store, access)
+    releases.review(store, access, ADA, req.id, approve=True, note="ok")
+    out = tmp_path / "pkg"
+    evidence.export(store, access, IVAN, case_no="C1", release_id=req.id, out=out, sign_key=key, registry=registry)
+    assert evidence.verify_package(out, key.public_key()).reads_checked == 2
+    return out
+
+
+def _rewrite(path, data: bytes):
+    os.chmod(path, 0o644)  # export makes files read-only
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("name, value, kind", [("header.cbor", ["node-a", 1], "list"),
+                                               ("payload.cbor", 7, "int")])
+def test_verify_names_a_read_file_that_is_not_a_cbor_map(env, tmp_path, capsys, name, value, kind):
+    key = ed25519.Ed25519PrivateKey.generate()
+    out = _export_both(env, tmp_path, key)
+    ids = env[3]
+    _rewrite(out / f"reads/{ids[0]}/{name}", cbor.dumps(value))
+    check = evidence.verify_package(out, key.public_key())
+    assert f"reads/{ids[0]}/{name}: not a CBOR map ({kind})" in check.problems
+    assert f"reads/{ids[0]}/{name}: SHA-256 differs from the manifest (file changed)" in check.problems
+    assert check.reads_checked == 1  # the other read is still checked
+    capsys.readouterr()
+    assert cli.main(["evidence", "verify", str(out)]) == 1
+    assert f"FAIL  reads/{ids[0]}/{name}: not a CBOR map ({kind})" in capsys.readouterr().out
+
+
+def test_verify_names_a_manifest_without_hq_public_key(env, tmp_path, capsys):
+    key = ed25519.Ed25519PrivateKey.generate()
+    out = _export_both(env, tmp_path, key)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["hq_public_key"]
+    _rewrite(out / "manifest.json", json.dumps(manifest).encode())
+    check = evidence.verify_package(out)
+    assert "manifest.json: field hq_public_key missing" in check.problems
+    assert check.reads_checked == 2  # files and node signatures are still checked
+    # With HQ's key given, the signature is still checked, and the edit shows.
+    trusted = evidence.verify_package(out, key.public_key())
+    assert "manifest.sig: HQ signature does not verify (manifest edited or not from HQ)" in trusted.problems
+    capsys.readouterr()
+    assert cli.main(["evidence", "verify", str(out)]) == 1
+    assert "FAIL  manifest.json: field hq_public_key missing" in capsys.readouterr().out
+
+
+def test_verify_names_a_truncated_node_key_file(env, tmp_path, capsys):
+    key = ed25519.Ed25519PrivateKey.generate()
+    out = _export_both(env, tmp_path, key)
+    ids = env[3]
+    node_file = out / "nodes" / "node-a.json"
+    _rewrite(node_file, node_file.read_bytes()[:20])
+    check = evidence.verify_package(out, key.public_key())
+    assert any(p.startswith("nodes/node-a.json: not valid JSON (") for p in check.problems), check.problems
+    assert "nodes/node-a.json: SHA-256 differs from the manifest (file changed)" in check.problems
+    assert sum(p.startswith(f"read {i}: no public key for node node-a") for p in check.problems for i in ids) == 2
+    capsys.readouterr()
+    assert cli.main(["evidence", "verify", str(out)]) == 1
+    assert "FAIL  nodes/node-a.json: not valid JSON (" in capsys.readouterr().out
 
 
 def test_audit_report(env):
@@ -302,3 +368,103 @@ def test_reads_tail_asks_who_and_why_and_is_logged(site, capsys):
     assert run("audit", "report", "--from", "2000-01-01", "--to", "2099-01-01", "--json", "--user", "ada",
                password=PW) == 0
     assert "watch desk" in capsys.readouterr().out
+
+
+def _bootstrap_ada(run):
+    assert run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+               new_password=PW) == 0
+
+
+def _read_count(tmp):
+    store = ReadStore(tmp / "data" / "hq.db")
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def test_retention_run_refuses_min_days_below_the_configured_period(site, capsys):
+    run, tmp = site
+    _bootstrap_ada(run)
+    capsys.readouterr()
+    assert run("retention", "run", "--system", "--min-days", "1") == 2
+    err = capsys.readouterr().err
+    assert "--min-days 1: below records.retention_days = 365" in err
+    assert run("retention", "run", "--min-days", "364", "--user", "ada", password=PW) == 2
+    assert "--min-days 364: below records.retention_days = 365" in capsys.readouterr().err
+    assert _read_count(tmp) == 3  # nothing purged, not even the 500-day-old read
+    # Longer than configured is allowed: only the 500-day-old read goes.
+    assert run("retention", "run", "--system", "--min-days", "400") == 0
+    assert "retention (400 days): purged 1 read(s)" in capsys.readouterr().out
+    assert _read_count(tmp) == 2
+
+
+def test_evidence_holds_lists_all_holds_without_a_case(site, capsys):
+    run, tmp = site
+    _bootstrap_ada(run)
+    who = ["--user", "ada"]
+    assert run("evidence", "hold", "--case", "C1", "--why", "robbery", "--read", "1", *who, password=PW) == 0
+    assert run("evidence", "hold", "--case", "C2", "--why", "burglary", "--read", "2", *who, password=PW) == 0
+    capsys.readouterr()
+    assert run("evidence", "holds", "--purpose", "monthly hold review", *who, password=PW) == 0
+    out = capsys.readouterr().out
+    assert "case=C1" in out and "case=C2" in out
+    assert run("evidence", "holds", "--purpose", "case file", "--case", "C2", *who, password=PW) == 0
+    out = capsys.readouterr().out
+    assert "case=C2" in out and "case=C1" not in out
+    store = ReadStore(tmp / "data" / "hq.db")
+    listed = store.db.rows("SELECT action, outcome, purpose, case_no, query FROM access_log "
+                           "WHERE action = 'hold-list' ORDER BY id")
+    denied = store.db.value("SELECT COUNT(*) FROM access_log WHERE outcome = 'denied'")
+    store.close()
+    assert listed == [("hold-list", "ok", "monthly hold review", "", '{"list":"all"}'),
+                      ("hold-list", "ok", "case file", "C2", '{"list":"C2"}')]
+    assert denied == 0
+    # Placing a hold still needs a case number.
+    with pytest.raises(SystemExit):
+        run("evidence", "hold", "--why", "robbery", "--read", "1", *who, password=PW)
+
+
+def test_nodes_uses_the_configured_store_url(site, capsys, monkeypatch):
+    run, tmp = site
+    # Stand in for PostgreSQL: the configured URL opens a store that is not data_dir/hq.db.
+    elsewhere = tmp / "postgres-stand-in.db"
+    (tmp / "data" / "hq.db").rename(elsewhere)
+    opened = []
+
+    def fake_postgres(url):
+        opened.append(url)
+        return open_sqlite(elsewhere)
+
+    monkeypatch.setattr("hq.store.open_postgres", fake_postgres)
+    config = tmp / "hq.toml"
+    config.write_text(config.read_text() + '[store]\nurl = "postgresql://alpr@db.example/alpr"\n')
+    capsys.readouterr()
+    assert run("nodes") == 0
+    out = capsys.readouterr().out
+    assert opened == ["postgresql://alpr@db.example/alpr"]
+    assert "node-a" in out and "reads=3" in out
+    assert not (tmp / "data" / "hq.db").exists()  # no stray empty SQLite store
+
+
+def test_reads_tail_starts_at_the_newest_read_without_loading_them(site, capsys, monkeypatch):
+    run, tmp = site
+    _bootstrap_ada(run)
+    calls = []
+    original = ReadStore.reads_after
+
+    def reads_after(self, last_id, limit=1000):
+        assert limit <= 1000, f"reads_after({last_id}, {limit}): loads every read"
+        if not calls:  # a read arrives once tail is watching
+            other = ReadStore(tmp / "data" / "hq.db")
+            other.store([SyntheticNode.create("node-a", "main-st").read(10, "NEW0001", time.time_ns())])
+            other.close()
+        calls.append(last_id)
+        return original(self, last_id, limit)
+
+    monkeypatch.setattr(ReadStore, "reads_after", reads_after)
+    capsys.readouterr()
+    assert run("reads", "tail", "--count", "1", "--user", "ada", "--purpose", "watch desk", password=PW) == 0
+    out = capsys.readouterr().out
+    assert "NEW0001" in out and "7ABC123" not in out and "OLD0001" not in out
+    assert calls[0] == 3  # the newest read stored before tail started

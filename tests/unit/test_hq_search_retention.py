@@ -179,3 +179,15 @@ def test_purge_keeps_minimum_and_held_reads(env):
     assert retention.purge(store, access, Actor("tom", "technician"), min_days=365).reads_deleted == 2
     assert store.count() == before - 12  # recent reads untouched
     assert store.db.value("SELECT COUNT(*) FROM purges") == 2
+
+
+def test_purge_refuses_a_minimum_below_the_configured_retention(env):
+    store, access, _, (a, _) = env
+    store.store([a.read(200, "MONTHOLD", NOW - 60 * DAY)])
+    before = store.count()
+    with pytest.raises(PolicyError, match=r"min_days 30: below records.retention_days \(365\)"):
+        retention.purge(store, access, SYSTEM, min_days=30, retention_days=365)
+    assert store.count() == before
+    assert store.db.value("SELECT COUNT(*) FROM purges") == 0
+    # Keeping reads longer than configured is allowed.
+    assert retention.purge(store, access, SYSTEM, min_days=400, retention_days=365).reads_deleted == 0

@@ -1,7 +1,9 @@
 """HQ records: store migrations, users and sessions, the access gate and the access log's hash chain."""
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 
 import pytest
 from argon2 import PasswordHasher
@@ -71,6 +73,42 @@ def test_store_exactly_once_and_open_store(tmp_path):
     assert store.conflicts() == 1
     stored = store.read(store.reads_after(0)[0].id)
     assert stored.header == r1.header_bytes and stored.payload == r1.payload_bytes and stored.signature == r1.signature
+
+
+def test_new_sqlite_store_is_private_to_hq(tmp_path):
+    # A permissive umask, as a service or shell commonly has: HQ must not rely on it.
+    old_umask = os.umask(0o022)
+    try:
+        data = tmp_path / "data"
+        store = ReadStore(data / "hq.db")
+        store.store([SyntheticNode.create().read(1, "7ABC123", NOW)])  # a write: -wal and -shm exist now
+        modes = {name: stat.S_IMODE((data / name).stat().st_mode) for name in ("hq.db", "hq.db-wal", "hq.db-shm")}
+        store.close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert modes == {"hq.db": 0o600, "hq.db-wal": 0o600, "hq.db-shm": 0o600}
+    assert ReadStore(data / "hq.db").count() == 1  # the pre-created empty file became a normal store
+
+
+def test_existing_store_folder_keeps_its_mode(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o750)
+    os.chmod(data, 0o750)
+    ReadStore(data / "hq.db").close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o750
+    assert stat.S_IMODE((data / "hq.db").stat().st_mode) == 0o600
+
+
+def test_last_id_is_the_newest_read(tmp_path):
+    store = ReadStore(tmp_path / "hq.db")
+    assert store.last_id() == 0
+    node = SyntheticNode.create()
+    store.store([node.read(i, f"7ABC{i:03d}", NOW) for i in range(1, 6)])
+    assert store.last_id() == max(r.id for r in store.reads_after(0)) == 5
+    store.db.execute("DELETE FROM reads WHERE id=2")
+    assert store.last_id() == 5
+    store.close()
 
 
 def test_passwords_are_argon2id_and_login_sessions_expire(env):
