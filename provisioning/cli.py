@@ -1,6 +1,6 @@
 """`alpr-provision`: from a blank Pi to an enrolled, trusted node in a few technician commands.
 
-HQ side:   ca init | ca issue-hq | ca rotate-hpke | ca retire-hpke | ca crl
+HQ side:   ca init | ca issue-hq | ca revoke-hq | ca rotate-hpke | ca retire-hpke | ca crl
            node enroll | node bundle | node add-key | node list | node revoke | audit
 Node side: node keygen | node rotate-key | node install
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,11 @@ from transport.errors import TransportError
 
 DEFAULT_HQ_DIR = Path(os.environ.get("ALPR_HQ_DIR", "/var/lib/alpr-hq"))
 DEFAULT_NODE_DIR = Path("/var/lib/alpr-node")
+
+
+def _q(value: object) -> str:
+    """A value as it must be typed in a shell: the hints below are meant to be pasted."""
+    return shlex.quote(str(value))
 
 
 def _when(t_ns: int | None) -> str:
@@ -48,18 +54,32 @@ def _ca_init(args: argparse.Namespace) -> int:
     print(f"    {hqsetup.group(setup.hq_sign_fingerprint)}")
     print()
     print("next: start the broker with this config:")
-    print(f"    mosquitto -c {setup.broker_files.conf}   (or include it from /etc/mosquitto/conf.d)")
-    print(f"then on each Pi: alpr-provision node keygen --data-dir /var/lib/alpr-node --node-id ID --actor NAME "
-          f"--hq-key-id {setup.hq_sign_fingerprint[:16]}")
+    print(f"    mosquitto -c {_q(setup.broker_files.conf)}")
+    print(f"  or, under Debian's mosquitto service: sudo ln -s {_q(setup.broker_files.include)} "
+          "/etc/mosquitto/conf.d/ && sudo systemctl restart mosquitto")
+    print(f"then on each Pi: sudo alpr-provision node keygen --data-dir {DEFAULT_NODE_DIR} --node-id ID --user alpr "
+          f"--actor NAME --hq-key-id {setup.hq_sign_fingerprint[:16]}")
     return 0
 
 
 def _ca_issue_hq(args: argparse.Namespace) -> int:
     from provisioning import hqsetup
-    cert = hqsetup.issue_worker(args.dir, args.worker, actor=args.actor)
+    cert = hqsetup.issue_worker(args.dir, args.worker, actor=args.actor, replace=args.replace)
     print(f"issued {cert} (and its key) for HQ worker {args.worker}; the broker ACL now lets it read every node")
-    print(f"next: reload the broker, then run: alpr-hq --config {Path(args.dir) / 'hq.toml'} ingest "
-          f"--worker {args.worker}")
+    if args.replace:
+        print("    its earlier certificates are revoked in the CRL")
+    print(f"next: alpr-provision ca reload-broker --dir {_q(args.dir)} --actor {_q(args.actor)}, then run: "
+          f"alpr-hq --config {_q(Path(args.dir) / 'hq.toml')} ingest --worker {_q(args.worker)}")
+    return 0
+
+
+def _ca_revoke_hq(args: argparse.Namespace) -> int:
+    from provisioning import hqsetup
+    serials = hqsetup.revoke_worker(args.dir, args.worker, actor=args.actor, reason=args.reason)
+    print(f"revoked HQ worker {args.worker}: certificates {', '.join(format(s, 'x') for s in serials) or '-'}; "
+          "removed from the broker ACL; CRL rewritten")
+    print(f"next: alpr-provision ca reload-broker --dir {_q(args.dir)} --actor {_q(args.actor)} "
+          "(a restart drops its open connection)")
     return 0
 
 
@@ -75,7 +95,7 @@ def _ca_rotate_hpke(args: argparse.Namespace) -> int:
 
 def _ca_retire_hpke(args: argparse.Namespace) -> int:
     from provisioning import hqsetup
-    path = hqsetup.retire_hpke(args.dir, args.key_id, actor=args.actor)
+    path = hqsetup.retire_hpke(args.dir, args.key_id, actor=args.actor, force=args.force)
     print(f"deleted {path}; reads sealed for key {args.key_id} can no longer be opened")
     return 0
 
@@ -103,7 +123,7 @@ def _node_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled node {r.node_id} at site {r.site_id} by {r.enrolled_by}")
     print(f"    request fingerprint {done.fingerprint}  (must match what the Pi printed at keygen)")
     print(f"    signing key {done.sign_key_id}, certificate {done.cert} serial {done.cert_serial}")
-    print(f"next: alpr-provision node bundle {r.node_id} --dir {args.dir} --actor {args.actor}")
+    print(f"next: alpr-provision node bundle {_q(r.node_id)} --dir {_q(args.dir)} --actor {_q(args.actor)}")
     return 0
 
 
@@ -113,8 +133,8 @@ def _node_bundle(args: argparse.Namespace) -> int:
     st = state.load(args.dir)
     fp = bundle.fingerprint(hqsetup.sign_raw(st))
     print(f"wrote {out} for node {args.node_id}, signed by HQ key {hqsetup.group(fp[:16])}")
-    print(f"next: copy it to the Pi and run: alpr-provision node install {out.name} --data-dir DIR --actor NAME "
-          f"[--hq-key-id {fp[:16]} if not pinned at keygen]")
+    print(f"next: copy it to the Pi and run: sudo alpr-provision node install {_q(out.name)} --data-dir DIR "
+          f"--actor NAME [--extra site.toml on the first install] [--hq-key-id {fp[:16]} if not pinned at keygen]")
     return 0
 
 
@@ -123,8 +143,8 @@ def _node_add_key(args: argparse.Namespace) -> int:
     node_id, kid = enroll.add_key(args.dir, args.request, actor=args.actor, grace_hours=args.grace_hours)
     print(f"node {node_id}: key {kid} enrolled; the old key is accepted for messages made in the next "
           f"{args.grace_hours:g} h (reads already queued on the node stay valid)")
-    print(f"next: alpr-provision node bundle {node_id} --dir {args.dir} --actor {args.actor}, then install it on "
-          "the Pi and restart alpr-node")
+    print(f"next: alpr-provision node bundle {_q(node_id)} --dir {_q(args.dir)} --actor {_q(args.actor)}, then "
+          "install it on the Pi and restart alpr-node")
     return 0
 
 
@@ -165,18 +185,18 @@ def _node_keygen(args: argparse.Namespace) -> int:
     print(f"    signing key id {done.sign_key_id}")
     print(f"    request {done.request}")
     print(f"    request fingerprint: {done.fingerprint}   <- write this down; HQ checks it at enrol")
-    print(f"next: carry {done.request} to HQ: alpr-provision node enroll {done.request.name} --site SITE "
+    print(f"next: carry {done.request} to HQ: alpr-provision node enroll {_q(done.request.name)} --site SITE "
           f"--actor NAME --fingerprint {done.fingerprint}")
     return 0
 
 
 def _node_rotate_key(args: argparse.Namespace) -> int:
     from provisioning import nodeside
-    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=args.out)
+    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=args.out, replace=args.replace)
     print(f"node {done.node_id}: new signing key {done.sign_key_id} made (kept aside until HQ's bundle names it)")
     print(f"    request {done.request}, fingerprint {done.fingerprint}")
-    print(f"next: at HQ: alpr-provision node add-key {done.request.name} --actor NAME; node bundle {done.node_id}; "
-          "then here: node install BUNDLE and restart alpr-node")
+    print(f"next: at HQ: alpr-provision node add-key {_q(done.request.name)} --actor NAME; node bundle "
+          f"{_q(done.node_id)}; then here: node install BUNDLE and restart alpr-node")
     return 0
 
 
@@ -191,9 +211,19 @@ def _node_install(args: argparse.Namespace) -> int:
     if done.rotated_to:
         print(f"    signing key rotated to {done.rotated_to}")
     print(f"    certificate valid until {done.cert_not_after:%Y-%m-%d}")
-    print(f"next: alpr-node check-config --config {done.config}; then alpr-node run --config {done.config} "
-          "(or sudo systemctl restart alpr-node)")
+    config = _q(done.config)
+    if done.config == nodeside.DEFAULT_CONFIG:
+        print(f"next: sudo -u alpr alpr-node check-config --config {config}; then sudo systemctl enable --now "
+              "alpr-node (or restart it)")
+    else:
+        print(f"next: alpr-node check-config --config {config}; then alpr-node run --config {config}")
     return 0
+
+
+def _default_node_config() -> Path:
+    """Where `node install` writes node.toml by default: where alpr-node reads it."""
+    from provisioning.nodeside import DEFAULT_CONFIG
+    return DEFAULT_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,11 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_ca_init)
     p = hq(ca.add_parser("issue-hq", help="certificate for another HQ worker (CN hq-...)"))
     p.add_argument("--worker", required=True, help="worker name, e.g. hq-ingest-2")
+    p.add_argument("--replace", action="store_true",
+                   help="the worker has a certificate: revoke it and issue a new key and certificate")
     p.set_defaults(func=_ca_issue_hq)
+    p = hq(ca.add_parser("revoke-hq", help="revoke an HQ worker's certificates and drop it from the ACL"))
+    p.add_argument("--worker", required=True, help="worker name, e.g. hq-ingest-2")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=_ca_revoke_hq)
     hq(ca.add_parser("rotate-hpke", help="new HQ HPKE key; old ones kept for queued reads")).set_defaults(
         func=_ca_rotate_hpke)
     p = hq(ca.add_parser("retire-hpke", help="delete an old HQ HPKE key"))
     p.add_argument("key_id")
+    p.add_argument("--force", action="store_true",
+                   help="delete it even though active nodes' latest bundles still carry it")
     p.set_defaults(func=_ca_retire_hpke)
     hq(ca.add_parser("crl", help="write a fresh CRL (before the current one expires)")).set_defaults(func=_ca_crl)
     hq(ca.add_parser("reload-broker", help="run the broker reload command (after --no-reload, issue-hq, crl)")
@@ -264,11 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = pi(node.add_parser("install", help="(on the Pi) verify the bundle and put files in place"))
     p.add_argument("bundle", type=Path)
     p.add_argument("--hq-key-id", help="HQ signing key fingerprint (16+ hex digits), unless pinned at keygen")
-    p.add_argument("--config", type=Path, help="node.toml to write (default DATA_DIR/node.toml)")
+    p.add_argument("--config", type=Path, default=_default_node_config(),
+                   help=f"node.toml to write (default {_default_node_config()}, where alpr-node reads it)")
     p.add_argument("--extra", type=Path, help="local TOML sections to add ([source], [outbox], ...)")
     p.set_defaults(func=_node_install)
     p = pi(node.add_parser("rotate-key", help="(on the Pi) new signing key and a rotation request"))
     p.add_argument("--out", type=Path)
+    p.add_argument("--replace", action="store_true",
+                   help="discard a rotated key still waiting for HQ's bundle and make a new one")
     p.set_defaults(func=_node_rotate_key)
     p = hq(node.add_parser("add-key", help="(at HQ) enrol a rotated signing key"))
     p.add_argument("request", type=Path)

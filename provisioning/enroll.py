@@ -12,8 +12,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from provisioning import atomic, hqsetup, pki, request
 from provisioning import bundle as bundle_format
-from provisioning import hqsetup, pki, request
 from provisioning import state as hq_state
 from provisioning.authority import Authority
 from provisioning.errors import BadRequest, ProvisioningError, StateError
@@ -49,16 +49,38 @@ def _registry(state: hq_state.HQState) -> Registry:
     return Registry(state.registry_path)
 
 
+def _same_fingerprint(typed: str, actual: str) -> bool:
+    """Request fingerprints compared as typed: case, dashes, spaces and colons do not matter."""
+    def norm(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch not in " :-")
+    return norm(typed) == norm(actual)
+
+
+def _enrolled_files(ndir: Path, req: request.Request) -> tuple[Path, str] | None:
+    """(certificate, serial) if HQ_DIR/nodes/<id>/ holds a finished enrolment of exactly this request."""
+    try:
+        meta = json.loads((ndir / "node.json").read_text())
+        cert = pki.load_cert(ndir / "node.pem")
+    except (OSError, ValueError, pki.PKIError):
+        return None
+    if meta.get("request") != req.fingerprint or not pki.same_public_key(cert.public_key(), req.csr.public_key()):
+        return None
+    return ndir / "node.pem", format(cert.serial_number, "x")
+
+
 def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: str = "cam0", lane: str = "",
            expect_fingerprint: str | None = None, cert_days: int = pki.CLIENT_DAYS,
            not_before=None) -> Enrolled:
     """Check a node's request, sign its CSR with the offline CA and register it.
 
     `expect_fingerprint`: the fingerprint the Pi printed; refused if it differs.
+    HQ_DIR/nodes/<id>/ is written before the registry: a node the registry knows always has
+    its certificate there. Enrolling the same request again (same fingerprint) is a no-op that
+    returns the first enrolment, so a technician can rerun a step whose output was lost.
     """
     state = hq_state.load(hq_dir)
     req = request.load(request_path, request.ENROLL)
-    if expect_fingerprint and expect_fingerprint.strip().lower() != req.fingerprint:
+    if expect_fingerprint and not _same_fingerprint(expect_fingerprint, req.fingerprint):
         raise BadRequest(f"{request_path}: fingerprint {req.fingerprint} is not the {expect_fingerprint} "
                          "the node printed; the request was changed or swapped")
     problem = node_id_problem(req.node_id)
@@ -66,6 +88,7 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
         raise BadRequest(f"{request_path}: field node_id: {problem}")
     if not site:
         raise BadRequest("--site: required")
+    ndir = state.node_dir(req.node_id)
     registry = _registry(state)
     try:
         try:
@@ -73,26 +96,32 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
         except RegistryError:
             existing = None
         if existing is not None:
-            raise StateError(f"node {req.node_id} is already enrolled ({existing.status}, by {existing.enrolled_by}); "
-                             "a revoked id is never reused: give the node a new id")
+            again = _enrolled_files(ndir, req) if existing.status == "active" else None
+            if again is not None:
+                registry.record(actor, "enroll-again", req.node_id, f"request={req.fingerprint} (already enrolled; "
+                                "nothing changed)")
+                return Enrolled(existing, again[0], again[1], req.sign_key_id, req.fingerprint)
+            raise StateError(f"node {req.node_id} is already enrolled ({existing.status}, by {existing.enrolled_by}) "
+                             f"from another request than {req.fingerprint}; a revoked or taken id is never "
+                             "reused: give the node a new id")
         authority = Authority(state.ca_dir)
         cert = authority.sign(req.csr, days=cert_days, not_before=not_before)
         serial = format(cert.serial_number, "x")
         details = {"camera": camera, "lane": lane, "request": req.fingerprint, "host": req.host,
                    "keygen_by": req.actor, "keygen_at": req.created}
         try:
+            pki.write_cert(ndir / "node.pem", cert)
+            atomic.write_bytes(ndir / "request.json", Path(request_path).read_bytes())
+            atomic.write_text(ndir / "node.json", json.dumps({"site": site, **details}, indent=1, sort_keys=True)
+                              + "\n")
             record = registry.enroll(req.node_id, site, req.sign_public, actor=actor, cert_serial=serial,
                                      details=json.dumps(details, sort_keys=True))
         except BaseException:
+            # the certificate never left HQ; the files left in nodes/<id>/ are overwritten by a rerun
             authority.revoke_serial(cert.serial_number, "enrolment failed")
             raise
     finally:
         registry.close()
-    ndir = state.node_dir(req.node_id)
-    ndir.mkdir(parents=True, exist_ok=True)
-    pki.write_cert(ndir / "node.pem", cert)
-    (ndir / "request.json").write_bytes(Path(request_path).read_bytes())
-    (ndir / "node.json").write_text(json.dumps({"site": site, **details}, indent=1, sort_keys=True) + "\n")
     return Enrolled(record, ndir / "node.pem", serial, req.sign_key_id, req.fingerprint)
 
 
@@ -116,6 +145,8 @@ def make_bundle(hq_dir: Path, node_id: str, *, actor: str, out: Path | None = No
                              "renew it (new CSR) before bundling")
         meta = json.loads((ndir / "node.json").read_text())
         hours = valid_hours if valid_hours is not None else state.bundle_valid_hours
+        if not hours > 0:  # also refuses NaN
+            raise ProvisioningError(f"--hours {hours:g}: a bundle must stay valid for more than 0 hours")
         data = bundle_format.build(
             node=node_id, site=record.site_id, camera=meta.get("camera", "cam0"), lane=meta.get("lane", ""),
             broker_host=state.broker_host, broker_port=state.broker_port,
@@ -124,8 +155,7 @@ def make_bundle(hq_dir: Path, node_id: str, *, actor: str, out: Path | None = No
             hq_hpke_pub=raw_public(hqsetup.load_hpke_public(state)), issued_by=actor,
             sign_key=hqsetup.load_sign_key(state), valid_s=hours * 3600, now_ns=now)
         out = Path(out) if out else ndir / f"{node_id}.alprbundle"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
+        atomic.write_bytes(out, data)
         registry.record(actor, "bundle", node_id, f"file={out} key={keys[0].key_id} hpke={state.hpke_current} "
                         f"valid_hours={hours}")
         return out
@@ -153,9 +183,7 @@ def add_key(hq_dir: Path, request_path: Path, *, actor: str, grace_hours: float 
         registry.add_key(req.node_id, req.sign_public, actor=actor, retire_old_after_s=grace_hours * 3600)
     finally:
         registry.close()
-    ndir = state.node_dir(req.node_id)
-    ndir.mkdir(parents=True, exist_ok=True)
-    (ndir / f"rotate-{req.sign_key_id}.json").write_bytes(Path(request_path).read_bytes())
+    atomic.write_bytes(state.node_dir(req.node_id) / f"rotate-{req.sign_key_id}.json", Path(request_path).read_bytes())
     return req.node_id, req.sign_key_id
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
+from provisioning import atomic, tomlout
 from provisioning import broker as broker_config
 from provisioning import state as hq_state
-from provisioning import tomlout
 from provisioning.authority import Authority
 from provisioning.errors import ProvisioningError, StateError
 from provisioning.names import worker_problem
@@ -114,7 +114,7 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
 
     tls = hq_dir / "tls"
     tls.mkdir(parents=True, exist_ok=True)
-    (tls / "ca.pem").write_bytes(authority.pair.cert.read_bytes())
+    atomic.write_bytes(tls / "ca.pem", authority.pair.cert.read_bytes())
     for worker in worker_names:
         authority.issue(worker, tls, stem=worker)
 
@@ -125,13 +125,13 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     bdir = state.broker_dir
     bdir.mkdir(parents=True, exist_ok=True)
     authority.issue("broker", bdir, stem="server", server_names=names)
-    (bdir / "ca.pem").write_bytes(authority.pair.cert.read_bytes())
+    atomic.write_bytes(bdir / "ca.pem", authority.pair.cert.read_bytes())
     authority.write_crl(bdir / "crl.pem")
     files = write_broker_config(state)
     state.save()
 
     hq_config = hq_dir / "hq.toml"
-    hq_config.write_text(tomlout.document({
+    atomic.write_text(hq_config, tomlout.document({
         "hq": {"data_dir": str(hq_dir)},
         "broker": {"host": broker_host or names[0], "port": broker_port, "client_id": worker_names[0]},
     }, header="Written by alpr-provision ca init."))
@@ -185,20 +185,63 @@ def reload_broker(state: hq_state.HQState) -> str:
     return f"ran {state.broker_reload!r}"
 
 
-def issue_worker(hq_dir: Path, worker: str, *, actor: str) -> Path:
-    """Issue a client certificate for another HQ worker and add it to the broker ACL."""
+def issue_worker(hq_dir: Path, worker: str, *, actor: str, replace: bool = False) -> Path:
+    """Issue a client certificate for another HQ worker and add it to the broker ACL.
+
+    A worker that has a certificate already keeps it unless `replace`: then its old
+    certificates are revoked (CRL rewritten) and a new key and certificate take their place.
+    """
     state = hq_state.load(hq_dir)
     problem = worker_problem(worker)
     if problem:
         raise ProvisioningError(problem)
     authority = Authority(state.ca_dir)
+    cert_path = state.hq_dir / "tls" / f"{worker}.pem"
+    live = [c for c in authority.issued() if c.common_name == worker and c.revoked_at is None]
+    if (live or cert_path.exists()) and not replace:
+        raise StateError(f"{cert_path}: HQ worker {worker} has a certificate already (serials "
+                         f"{', '.join(format(c.serial, 'x') for c in live) or '-'}); pass --replace to revoke it and "
+                         "issue a new one, or pick another --worker name")
+    revoked: list[int] = []
+    if replace and live:
+        # revoke before issuing, so a failure leaves the worker without a certificate, never with two
+        revoked = authority.revoke(worker, f"replaced by {actor}")
+        authority.write_crl(state.broker_dir / "crl.pem")
+        give_broker_files(state)
     pair = authority.issue(worker, state.hq_dir / "tls", stem=worker)
     if worker not in state.workers:
         state = state.with_(workers=state.workers + (worker,))
         state.save()
         write_broker_config(state)
-    _audit(state, actor, "issue-hq", None, f"worker={worker} cert={pair.cert}")
+    _audit(state, actor, "issue-hq", None, f"worker={worker} cert={pair.cert}"
+           + (f" replaced serials={','.join(format(s, 'x') for s in revoked)}" if revoked else ""))
     return pair.cert
+
+
+def revoke_worker(hq_dir: Path, worker: str, *, actor: str, reason: str) -> list[int]:
+    """Revoke every certificate of an HQ worker, take it out of the ACL and rewrite the CRL.
+
+    Returns the revoked serials. The broker must reread its files (`ca reload-broker`).
+    Running it again finishes a revocation that stopped halfway.
+    """
+    if not reason:
+        raise ProvisioningError("--reason: required")
+    state = hq_state.load(hq_dir)
+    problem = worker_problem(worker)
+    if problem:
+        raise ProvisioningError(problem)
+    authority = Authority(state.ca_dir)
+    if worker not in state.workers and not any(c.common_name == worker for c in authority.issued()):
+        raise StateError(f"HQ worker {worker}: no such worker (known: {', '.join(state.workers) or '-'})")
+    serials = authority.revoke(worker, reason)
+    authority.write_crl(state.broker_dir / "crl.pem")
+    if worker in state.workers:
+        state = state.with_(workers=tuple(w for w in state.workers if w != worker))
+        state.save()
+    write_broker_config(state)
+    _audit(state, actor, "revoke-hq", None, f"worker={worker} serials={','.join(format(s, 'x') for s in serials)} "
+           f"reason={reason}")
+    return serials
 
 
 def load_hpke_public(state: hq_state.HQState, kid: str | None = None) -> x25519.X25519PublicKey:
@@ -236,15 +279,40 @@ def rotate_hpke(hq_dir: Path, *, actor: str) -> tuple[str, list[str]]:
     return kid, kept
 
 
-def retire_hpke(hq_dir: Path, kid: str, *, actor: str) -> Path:
-    """Delete an old HPKE private key (reads still sealed for it can then never be opened)."""
+def hpke_users(state: hq_state.HQState, kid: str) -> list[str]:
+    """Active nodes whose latest bundle (per the audit trail) carries HPKE key `kid`."""
+    registry = Registry(state.registry_path)
+    try:
+        active = {r.node_id for r in registry.nodes() if r.status == "active"}
+        latest: dict[str, str] = {}
+        for _, _, action, node_id, detail in registry.audit_log():
+            if action == "bundle" and node_id in active:
+                fields = dict(part.split("=", 1) for part in detail.split() if "=" in part)
+                latest[node_id] = fields.get("hpke", "")
+    finally:
+        registry.close()
+    return sorted(n for n, used in latest.items() if used == kid)
+
+
+def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False) -> Path:
+    """Delete an old HPKE private key (reads still sealed for it can then never be opened).
+
+    Refused while an active node's latest bundle still carries the key (its node seals
+    every read for it) unless `force`.
+    """
     state = hq_state.load(hq_dir)
     if kid == state.hpke_current:
         raise ProvisioningError(f"HPKE key {kid} is the current one; rotate first (ca rotate-hpke)")
     path = state.keys_dir / f"hq-hpke-{kid}.key"
     if not path.exists():
         raise StateError(f"{path}: no such HPKE key")
+    users = hpke_users(state, kid)
+    if users and not force:
+        raise StateError(f"{path}: still used by active nodes whose latest bundle carries key {kid}: "
+                         f"{', '.join(users)}; bundle and install a new bundle on each (node bundle ID, node install), "
+                         "or pass --force to lose every read they seal until then")
     os.remove(path)
     (state.keys_dir / f"hq-hpke-{kid}.pub").unlink(missing_ok=True)
-    _audit(state, actor, "retire-hpke", None, f"key={kid}")
+    _audit(state, actor, "retire-hpke", None, f"key={kid}" + (f" forced; still used by {','.join(users)}"
+                                                              if users else ""))
     return path

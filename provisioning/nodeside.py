@@ -12,6 +12,8 @@ Private keys are made here and never leave the node. Files, under the node's dat
     provisioning/installed.json  the last bundle installed (refuses older ones)
     provisioning/audit.log    what was done here, by whom (JSON lines)
 
+and, outside it, /etc/alpr-node/node.toml (`install --config`), where alpr-node reads it.
+
 Trust in the bundle (see docs/provisioning.md): the node checks the bundle's signature
 against, in this order, the HQ signing key already installed (re-provisioning), else the
 fingerprint typed with --hq-key-id at install, else the one pinned at keygen. With none of
@@ -32,11 +34,17 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
+from provisioning import atomic, pki, request, tomlout
 from provisioning import bundle as bundle_format
-from provisioning import pki, request, tomlout
-from provisioning.errors import BadBundle, PKIError, ProvisioningError, StateError
+from provisioning.errors import (
+    BadBundle,
+    BadRequest,
+    PKIError,
+    ProvisioningError,
+    StateError,
+)
 from provisioning.names import node_id_problem
 from transport.errors import KeyFileError
 from transport.keys import (
@@ -61,6 +69,11 @@ REQUEST = "provisioning/request.json"
 ROTATE_REQUEST = "provisioning/rotate-request.json"
 INSTALLED = "provisioning/installed.json"
 AUDIT = "provisioning/audit.log"
+# Where `alpr-node` and node/systemd/alpr-node.service read the node's config. Duplicated from
+# node.config.DEFAULT_PATH (provisioning must not import node/); a unit test keeps them equal.
+DEFAULT_CONFIG = Path("/etc/alpr-node/node.toml")
+# where installs before DEFAULT_CONFIG wrote node.toml; its local sections are carried over
+LEGACY_CONFIG = "node.toml"
 # what the bundle decides in node.toml; everything else is the technician's
 _BUNDLE_SECTIONS = ("node", "broker", "keys")
 _BUNDLE_BROKER_KEYS = ("host", "port", "ca", "cert", "key")
@@ -136,50 +149,100 @@ def _sign_key(path: Path) -> ed25519.Ed25519PrivateKey:
         raise StateError(str(exc)) from exc
 
 
+def _existing_key(path: Path, kind: type, step: str) -> object | None:
+    """A private key left by an earlier, unfinished `step`, or None if there is none."""
+    if not path.exists():
+        return None
+    try:
+        return load_private_key(path, kind)
+    except KeyFileError as exc:
+        raise StateError(f"{exc}; an unfinished {step} left it: move it aside and run {step} again") from exc
+
+
 def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None, hq_key_id: str | None = None,
            out: Path | None = None) -> KeygenResult:
-    """Make the node's keys and its enrolment request. Refuses to replace existing keys."""
+    """Make the node's keys and its enrolment request. Refuses to replace the keys of a finished keygen.
+
+    Crash-safe: provisioning/node.json is written last and marks keygen finished. A keygen
+    that stopped before it (power cut, a failing --out) is finished by running it again:
+    keys it already wrote are kept and a fresh request is made for them.
+    """
     data_dir = Path(data_dir).resolve()
     problem = node_id_problem(node_id)
     if problem:
         raise ProvisioningError(problem)
+    finished = (data_dir / META).exists()
     for rel in (SIGN_KEY, TLS_KEY):
-        if (data_dir / rel).exists():
-            raise StateError(f"{data_dir / rel}: keys exist already; use `node rotate-key` to replace the signing "
-                             "key, or start from an empty data dir")
+        if finished and (data_dir / rel).exists():
+            raise StateError(f"{data_dir / rel}: keys exist already; use `node rotate-key` to replace the "
+                             "signing key, or start from an empty data dir")
     pin = bundle_format.normalise_pin(hq_key_id) if hq_key_id else ""
     owner = _owner(user)
-    sign = ed25519.Ed25519PrivateKey.generate()
-    tls = pki.new_key()
+    # keys first, each atomically: every later step can be redone from them
+    sign = _existing_key(data_dir / SIGN_KEY, ed25519.Ed25519PrivateKey, "keygen")
+    resumed = sign is not None
+    if sign is None:
+        sign = ed25519.Ed25519PrivateKey.generate()
+        write_private_key(data_dir / SIGN_KEY, sign)
+    tls = _existing_key(data_dir / TLS_KEY, ec.EllipticCurvePrivateKey, "keygen")
+    resumed = resumed or tls is not None
+    if tls is None:
+        tls = pki.new_key()
+        write_private_key(data_dir / TLS_KEY, tls)
     csr = pki.make_csr(node_id, tls)
-    write_private_key(data_dir / SIGN_KEY, sign)
-    write_private_key(data_dir / TLS_KEY, tls)
-    (data_dir / TLS_CSR).write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    atomic.write_bytes(data_dir / TLS_CSR, csr.public_bytes(serialization.Encoding.PEM))
     req, fp = request.make_enroll(node_id, sign, csr, actor=actor, host=socket.gethostname())
     request.write(data_dir / REQUEST, req)
     if out:
         request.write(Path(out), req)
-    meta = data_dir / META
-    meta.write_text(json.dumps({"node_id": node_id, "user": user or "", "hq_pin": pin}, indent=1) + "\n")
-    _chown(data_dir, owner, [data_dir / p for p in (SIGN_KEY, TLS_KEY, TLS_CSR, REQUEST, META)])
-    _audit(data_dir, actor, "keygen", f"node={node_id} sign={key_id(sign.public_key())} request={fp}")
+    _chown(data_dir, owner, [data_dir / p for p in (SIGN_KEY, TLS_KEY, TLS_CSR, REQUEST)])
+    # node.json last: its presence means keygen finished
+    atomic.write_text(data_dir / META, json.dumps({"node_id": node_id, "user": user or "", "hq_pin": pin},
+                                                  indent=1) + "\n")
+    _chown(data_dir, owner, [data_dir / META])
+    _audit(data_dir, actor, "keygen", f"node={node_id} sign={key_id(sign.public_key())} request={fp}"
+           + (" (finished an interrupted keygen, keys kept)" if resumed else ""))
     return KeygenResult(node_id, Path(out) if out else data_dir / REQUEST, fp, key_id(sign.public_key()))
 
 
-def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None) -> KeygenResult:
-    """Make a new signing key (kept aside until HQ's bundle names it) and a rotation request."""
+def _pending_request_names(path: Path, key: ed25519.Ed25519PrivateKey) -> bool:
+    """Whether the rotation request at `path` is for `key` (False if missing or unreadable)."""
+    if not path.exists():
+        return False
+    try:
+        return request.load(path, request.ROTATE).sign_key_id == key_id(key.public_key())
+    except BadRequest:
+        return False
+
+
+def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None, replace: bool = False) -> KeygenResult:
+    """Make a new signing key (kept aside until HQ's bundle names it) and a rotation request.
+
+    A key already waiting (keys/node-sign.next.key) is not replaced unless `replace`: HQ may
+    have enrolled it already. If its request is missing (an interrupted rotate-key), a new
+    request is made for that same key.
+    """
     data_dir = Path(data_dir).resolve()
     meta = _load_meta(data_dir)
     old = _sign_key(data_dir / SIGN_KEY)
-    new = ed25519.Ed25519PrivateKey.generate()
-    write_private_key(data_dir / NEXT_SIGN_KEY, new)
+    next_path = data_dir / NEXT_SIGN_KEY
+    replaced = replace and next_path.exists()
+    pending = None if replace else _existing_key(next_path, ed25519.Ed25519PrivateKey, "rotate-key")
+    if pending is not None and _pending_request_names(data_dir / ROTATE_REQUEST, pending):
+        raise StateError(f"{next_path}: key {key_id(pending.public_key())} is already waiting for HQ's bundle "
+                         f"(request {data_dir / ROTATE_REQUEST}); take that request to HQ (node add-key), or "
+                         "pass --replace to discard it and make a new key")
+    new = pending or ed25519.Ed25519PrivateKey.generate()
+    if pending is None:
+        write_private_key(next_path, new)
     req, fp = request.make_rotate(meta["node_id"], new, old, actor=actor, host=socket.gethostname())
     request.write(data_dir / ROTATE_REQUEST, req)
     if out:
         request.write(Path(out), req)
-    _chown(data_dir, _owner(meta.get("user")), [data_dir / NEXT_SIGN_KEY, data_dir / ROTATE_REQUEST])
+    _chown(data_dir, _owner(meta.get("user")), [next_path, data_dir / ROTATE_REQUEST])
     _audit(data_dir, actor, "rotate-key", f"old={key_id(old.public_key())} new={key_id(new.public_key())} "
-           f"request={fp}")
+           f"request={fp}" + (" (request remade for the waiting key)" if pending else "")
+           + (" (replaced the waiting key)" if replaced else ""))
     return KeygenResult(meta["node_id"], Path(out) if out else data_dir / ROTATE_REQUEST, fp,
                         key_id(new.public_key()))
 
@@ -195,13 +258,21 @@ def _trust_anchor(data_dir: Path, meta: dict, typed: str | None, named: bytes, s
         if typed and not bundle_format.fingerprint(raw_public(key)).startswith(bundle_format.normalise_pin(typed)):
             raise BadBundle(f"--hq-key-id {typed}: does not match the HQ key already installed in {installed}")
         return key
-    pin = bundle_format.normalise_pin(typed) if typed else meta.get("hq_pin", "")
+    typed_pin = bundle_format.normalise_pin(typed) if typed else ""
+    keygen_pin = meta.get("hq_pin", "")
+    if typed_pin and keygen_pin and not (typed_pin.startswith(keygen_pin) or keygen_pin.startswith(typed_pin)):
+        # two different anchors: one of them is wrong, and picking either silently could trust the wrong HQ
+        raise BadBundle(f"--hq-key-id {typed_pin[:16]} is not the HQ key {keygen_pin[:16]} pinned at keygen "
+                        f"({data_dir / META}); check the work order, or leave --hq-key-id out to use the pin")
+    pin = max(typed_pin, keygen_pin, key=len)  # when both agree, the longer one checks more digits
     if not pin:
         raise BadBundle(f"{source}: no trusted HQ key on this node yet: pass --hq-key-id with HQ's signing key "
                         "fingerprint (printed by `alpr-provision ca init` and `node bundle`), or pin it at keygen")
     if not bundle_format.fingerprint(named).startswith(pin):
+        why = ("or a mistyped --hq-key-id" if pin == typed_pin and not keygen_pin
+               else f"or the pin given at keygen ({data_dir / META}) was wrong")
         raise BadBundle(f"{source}: signed by HQ key {bundle_format.fingerprint(named)[:16]}, not the pinned "
-                        f"{pin[:16]}: refusing it (not from our HQ, or a mistyped --hq-key-id)")
+                        f"{pin[:16]}: refusing it (not from our HQ, {why})")
     return ed25519.Ed25519PublicKey.from_public_bytes(named)
 
 
@@ -209,8 +280,14 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
             config_path: Path | None = None, extra_toml: str | None = None, now_ns: int | None = None) -> InstallResult:
     """Verify a bundle and put its files in place; write node.toml for `alpr-node run --config`.
 
+    `config_path`: the node.toml to write. The `node install` command passes DEFAULT_CONFIG
+    (where alpr-node and its systemd unit look); None means DATA_DIR/node.toml, which keeps
+    a lab or test node in one folder.
     `extra_toml`: local sections ([source], [pipeline], ...) and [broker] tuning keys to add
-    to the bundle's; None keeps those of the existing node.toml.
+    to the bundle's; None keeps those of the existing node.toml (or, when there is none yet,
+    of DATA_DIR/node.toml left by an older install).
+    Every file is replaced atomically, installed.json last: an install that stopped halfway
+    is finished by running it again with the same bundle.
     """
     data_dir = Path(data_dir).resolve()
     bundle_path = Path(bundle_path)
@@ -264,10 +341,14 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         if int(previous.get("t_ns", 0)) > b.t_ns:
             raise BadBundle(f"{source}: field t_ns: older than the bundle installed already "
                             f"({previous.get('id')}); refusing to roll back")
-    config_path = Path(config_path) if config_path else data_dir / "node.toml"
+    config_path = Path(config_path) if config_path else data_dir / LEGACY_CONFIG
+    _check_writable(config_path)
     if extra_toml is None:
-        existing = config_path.read_text() if config_path.exists() else ""
-        broker_local, extra = local_part(existing, str(config_path), strict=False)
+        keep_from = config_path
+        if not keep_from.exists() and (data_dir / LEGACY_CONFIG).exists():
+            keep_from = data_dir / LEGACY_CONFIG
+        existing = keep_from.read_text() if keep_from.exists() else ""
+        broker_local, extra = local_part(existing, str(keep_from), strict=False)
     else:
         broker_local, extra = local_part(extra_toml, "--extra", strict=True)
 
@@ -296,17 +377,28 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         text += ("\n# Add this site's sections below ([pipeline], [[triggers]], [camera], [source], ...),\n"
                  "# or pass them with `alpr-provision node install --extra FILE`.\n")
     if config_path.exists() and config_path.read_text() != text:
-        config_path.with_name(config_path.name + ".bak").write_bytes(config_path.read_bytes())
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(text)
+        atomic.write_bytes(config_path.with_name(config_path.name + ".bak"), config_path.read_bytes())
+    atomic.write_text(config_path, text)
     written.append(config_path)
-    installed_path.write_text(json.dumps({"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by,
-                                          "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n")
+    atomic.write_text(installed_path, json.dumps({"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by,
+                                                  "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n")
     written.append(installed_path)
     _chown(data_dir, _owner(meta.get("user")), [p for p in written if data_dir in p.parents])
     _audit(data_dir, actor, "install", f"bundle={b.id} issued_by={b.issued_by} rotated_to={rotated_to}")
     return InstallResult(node_id, config_path, written, rotated_to, bundle_format.fingerprint(b.hq_sign_pub)[:16],
                          cert.not_valid_after_utc)
+
+
+def _check_writable(config_path: Path) -> None:
+    """Fail before anything is installed if node.toml cannot be written (e.g. /etc without sudo)."""
+    folder = config_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisioningError(f"--config {config_path}: cannot create {folder} ({exc.strerror or exc}); "
+                                "run with sudo or pass --config") from exc
+    if not os.access(folder, os.W_OK):
+        raise ProvisioningError(f"--config {config_path}: {folder} is not writable; run with sudo or pass --config")
 
 
 def local_part(text: str, source: str, *, strict: bool) -> tuple[dict, str]:

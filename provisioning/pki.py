@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from provisioning import atomic
 from provisioning.errors import PKIError
 from transport.keys import write_private_key
 
@@ -49,10 +50,8 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def write_cert(path: Path, cert: x509.Certificate) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.chmod(0o644)
+    """Write a certificate as PEM, mode 0644, atomically."""
+    atomic.write_bytes(Path(path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def load_cert(path: Path) -> x509.Certificate:

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from provisioning import pki
+from provisioning import atomic, pki
 from provisioning.errors import BadRequest, PKIError
 from transport import cbor
 from transport.keys import key_id, raw_public
@@ -101,9 +101,7 @@ def make_rotate(node_id: str, new_key: ed25519.Ed25519PrivateKey, old_key: ed255
 
 def write(path: Path, request: dict) -> None:
     """Write a request file (public material only, mode 0644)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(request, indent=1) + "\n")
+    atomic.write_text(Path(path), json.dumps(request, indent=1) + "\n")
 
 
 def _decode(raw: dict, name: str, source: str) -> bytes:

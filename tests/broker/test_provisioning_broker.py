@@ -115,7 +115,7 @@ def site(tmp_path: Path):
 def test_generated_config_is_what_runs(site) -> None:
     hq_dir, _, broker, _ = site
     assert broker.files == BrokerFiles(hq_dir.resolve() / "broker" / "mosquitto.conf",
-                                       hq_dir.resolve() / "broker" / "acl")
+                                       hq_dir.resolve() / "broker" / "acl", hq_dir.resolve() / "broker" / "alpr.conf")
     assert "crlfile" in broker.files.conf.read_text()
 
 
@@ -262,3 +262,94 @@ def test_alpr_node_runs_from_the_installed_config(site, tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
         ingest.stop()
+
+
+# Debian's /etc/mosquitto/mosquitto.conf as the package ships it (mosquitto 2.0.11, bookworm):
+# used when this machine has no such file, so the test runs the same everywhere.
+DEBIAN_STOCK_CONF = """\
+# Place your local configuration in /etc/mosquitto/conf.d/
+#
+# A full description of the configuration file is at
+# /usr/share/doc/mosquitto/examples/mosquitto.conf.example
+
+pid_file /run/mosquitto/mosquitto.pid
+
+persistence true
+persistence_location /var/lib/mosquitto/
+
+log_dest file /var/log/mosquitto/mosquitto.log
+
+include_dir /etc/mosquitto/conf.d
+"""
+
+
+def debian_like_conf(root: Path, fragment: Path) -> Path:
+    """Debian's stock mosquitto.conf with its paths moved under `root`, `fragment` linked into its conf.d."""
+    stock = Path("/etc/mosquitto/mosquitto.conf")
+    text = stock.read_text() if stock.exists() else DEBIAN_STOCK_CONF
+    moved = {"pid_file": root / "mosquitto.pid", "persistence_location": f"{root / 'persist'}/",
+             "log_dest": f"file {root / 'mosquitto.log'}", "include_dir": root / "conf.d"}
+    lines = []
+    for line in text.splitlines():
+        key = line.split(" ", 1)[0]
+        lines.append(f"{key} {moved[key]}" if key in moved else line)
+    # the packaged service runs as `mosquitto`; here it must read pytest's private tmp folder
+    lines.insert(0, f"user {getpass.getuser()}")
+    (root / "persist").mkdir(parents=True)
+    (root / "conf.d").mkdir()
+    (root / "conf.d" / "alpr.conf").symlink_to(fragment)
+    conf = root / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def test_conf_d_fragment_runs_under_debians_mosquitto_conf(tmp_path: Path) -> None:
+    """docs/provisioning.md: link HQ_DIR/broker/alpr.conf into /etc/mosquitto/conf.d. It must start and enforce TLS+ACL."""
+    import subprocess
+
+    port = free_port()
+    hq_dir = tmp_path / "hq"
+    setup = hqsetup.init_hq(hq_dir, actor="alice", broker_names=["127.0.0.1"], broker_port=port,
+                            broker_bind="127.0.0.1", broker_user=getpass.getuser())
+    fragment = setup.broker_files.include
+    assert fragment == hq_dir.resolve() / "broker" / "alpr.conf"
+    node = local.provision_node(hq_dir, tmp_path / "gate-1", "gate-1", site="north", actor="bob", extra_toml=LOCAL)
+
+    # the standalone file in conf.d is what the reviewer saw fail: mosquitto refuses to start
+    wrong = debian_like_conf(tmp_path / "wrong", setup.broker_files.conf)
+    binary = LocalBroker.existing(setup.broker_files, port).binary
+    try:
+        refused = subprocess.run([binary, "-c", str(wrong), "-v"], capture_output=True, text=True, timeout=10,
+                                 check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("mosquitto started with the standalone mosquitto.conf in conf.d; this test no longer shows "
+                    "why the fragment exists")
+    assert refused.returncode != 0 and "Duplicate" in refused.stderr + refused.stdout
+
+    conf = debian_like_conf(tmp_path / "etc-mosquitto", fragment)
+    broker = LocalBroker.existing(BrokerFiles(conf, setup.broker_files.acl), port)
+    broker.start()  # fails (never skips) when mosquitto is missing or refuses the configuration
+    clients: list[Client] = []
+    try:
+        tls = hq_dir / "tls"
+        hq = Client(port, tls / "ca.pem", tls / "hq-ingest-1.pem", tls / "hq-ingest-1.key", "hq-ingest-1")
+        clients.append(hq)
+        hq.client.subscribe(f"{topics.ROOT}/+/+", qos=1)
+        time.sleep(0.2)
+        d = node.data_dir
+        gate = Client(port, d / "tls/ca.pem", d / "tls/node.pem", d / "tls/node.key", "gate-1")
+        clients.append(gate)
+        own = gate.publish(topics.node_topic("gate-1", "read"), b"own")
+        forged = gate.publish(topics.node_topic("gate-2", "read"), b"forged")
+        wait_for(lambda: len(gate.pubacks) == 2, 5, "two PUBACKs")
+        assert gate.pubacks[own] == "Success" and gate.pubacks[forged] == "Not authorized"
+        wait_for(lambda: hq.messages, 5, "HQ to receive the node's read")
+        assert hq.messages == [(topics.node_topic("gate-1", "read"), b"own")]
+        # the stock file's own process settings are in force: its log and its persistence folder
+        wait_for(lambda: "gate-1" in (tmp_path / "etc-mosquitto" / "mosquitto.log").read_text(), 5,
+                 "the broker to log to the stock file's log_dest")
+    finally:
+        for c in clients:
+            c.close()
+        broker.stop()
+    assert list((tmp_path / "etc-mosquitto" / "persist").iterdir()), "no persistence in the stock location"

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from provisioning import bundle as bundle_format
 from provisioning import cli, enroll, hqsetup, local, nodeside, pki, request
 from provisioning import state as hq_state
+from provisioning.authority import Authority
 from provisioning.errors import BadBundle, BadRequest, ProvisioningError, StateError
 from transport import cbor, envelope
 from transport.errors import EnvelopeError
@@ -27,6 +28,16 @@ pytestmark = pytest.mark.unit
 ME = getpass.getuser()
 # what a technician adds for the site (the bundle decides only [node] and [broker])
 LOCAL = '[pipeline]\nmode = "continuous"\n'
+# the real default, read before the guard below moves it
+REAL_DEFAULT_CONFIG = nodeside.DEFAULT_CONFIG
+
+
+@pytest.fixture(autouse=True)
+def _never_write_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`node install`'s default is /etc/alpr-node/node.toml: tests (often run as root) write a copy instead."""
+    fake = tmp_path / "etc" / "alpr-node" / "node.toml"
+    monkeypatch.setattr(nodeside, "DEFAULT_CONFIG", fake)
+    return fake
 
 
 @pytest.fixture
@@ -183,9 +194,17 @@ def test_enroll_refuses_altered_swapped_duplicate_and_mismatched_requests(hq: Pa
     request.write(tmp_path / "cn.json", forged)
     with pytest.raises(BadRequest, match="field csr: CN 'gate-1' is not the node id 'gate-5'"):
         enroll.enroll(hq, tmp_path / "cn.json", site="north", actor="alice")
-    enroll.enroll(hq, made.request, site="north", actor="alice")
-    with pytest.raises(StateError, match="gate-1 is already enrolled"):
-        enroll.enroll(hq, made.request, site="north", actor="alice")
+    first = enroll.enroll(hq, made.request, site="north", actor="alice")
+    # the same request again (a lost terminal, a rerun): the first enrolment, nothing new signed
+    again = enroll.enroll(hq, made.request, site="north", actor="alice")
+    assert (again.cert_serial, again.fingerprint) == (first.cert_serial, first.fingerprint)
+    assert [c.serial for c in Authority(hq_state.load(hq).ca_dir).issued()
+            if c.common_name == "gate-1"] == [int(first.cert_serial, 16)]
+    # another Pi's request for the same id is still refused
+    other = nodeside.keygen(tmp_path / "n3", "gate-1", actor="eve")
+    with pytest.raises(StateError, match=f"gate-1 is already enrolled .* from another request than "
+                                         f"{other.fingerprint}"):
+        enroll.enroll(hq, other.request, site="north", actor="alice")
 
 
 # -- bundle checks on the node ------------------------------------------------------------
@@ -392,7 +411,9 @@ def test_cli_walks_the_technicians_path(tmp_path: Path, capsys: pytest.CaptureFi
     assert "next:" in out
     out = run("node", "install", str(tmp_path / "b.alprbundle"), "--data-dir", data, "--actor", "bob",
               "--hq-key-id", pin[:16])
-    assert "alpr-node run --config" in out
+    # no --config: written where alpr-node and its systemd unit read it (the guard's copy here)
+    assert nodeside.DEFAULT_CONFIG.exists() and not (Path(data) / "node.toml").exists()
+    assert f"check-config --config {nodeside.DEFAULT_CONFIG}" in out and "systemctl enable --now alpr-node" in out
     out = run("node", "rotate-key", "--data-dir", data, "--actor", "bob")
     out = run("node", "add-key", f"{data}/provisioning/rotate-request.json", "--dir", hq_dir, "--actor", "alice")
     assert "enrolled" in out
@@ -465,3 +486,235 @@ def test_revoked_node_backdated_reads_accepted_only_within_the_grace(tmp_path):
     with pytest.raises(EnvelopeError, match="grace period is over"):
         reg.signer_lookup(grace_s=3600)(backdated)                          # after it: refused
     reg.close()
+
+
+# -- review findings ------------------------------------------------------------------------
+def _site_toml() -> str:
+    """The site.toml docs/provisioning.md shows for `install --extra`."""
+    import re
+    text = (Path(__file__).resolve().parents[2] / "docs" / "provisioning.md").read_text()
+    return re.search(r"```toml\n(# site.toml.*?)```", text, re.DOTALL).group(1)
+
+
+def test_install_writes_node_toml_where_alpr_node_reads_it(hq: Path, tmp_path: Path, _never_write_etc: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from node import cli as node_cli
+    from node import config as node_config
+
+    # the real default is alpr-node's and the systemd unit's; the CLI uses it when --config is left out
+    assert REAL_DEFAULT_CONFIG == node_config.DEFAULT_PATH == Path("/etc/alpr-node/node.toml")
+    unit = (Path(__file__).resolve().parents[2] / "node/systemd/alpr-node.service").read_text()
+    assert f"check-config --config {REAL_DEFAULT_CONFIG}" in unit and f"run --config {REAL_DEFAULT_CONFIG}" in unit
+    assert cli.build_parser().parse_args(["node", "install", "b", "--actor", "x"]).config == _never_write_etc
+    data = tmp_path / "pi"
+    keygen_enroll(hq, data, "gate-1")
+    bundle = enroll.make_bundle(hq, "gate-1", actor="alice")
+    (tmp_path / "site.toml").write_text(_site_toml())
+    assert cli.main(["node", "install", str(bundle), "--data-dir", str(data), "--actor", "bob",
+                     "--extra", str(tmp_path / "site.toml")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert not (data / "node.toml").exists()
+    # the README's next step: alpr-node check-config on that file passes (a triggered pipeline with its triggers)
+    assert node_cli.main(["check-config", "--config", str(_never_write_etc)]) == 0
+    assert "ok (node gate-1" in capsys.readouterr().out
+    cfg = node_config.load(_never_write_etc)
+    assert cfg.pipeline.mode == "triggered" and cfg.node.data_dir == data.resolve()
+
+
+def test_install_carries_local_sections_from_the_old_data_dir_config(hq: Path, tmp_path: Path) -> None:
+    from node import config as node_config
+
+    node = local.provision_node(hq, tmp_path / "n1", "gate-1", extra_toml='[outbox]\nquota_mb = 64\n' + LOCAL)
+    assert node.config == node.data_dir / "node.toml"  # where installs before /etc wrote it
+    target = tmp_path / "etc" / "node.toml"
+    nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), node.data_dir, actor="bob", config_path=target)
+    assert node_config.load(target).outbox.quota_mb == 64
+
+
+def test_install_refuses_an_unwritable_config_before_changing_anything(hq: Path, tmp_path: Path) -> None:
+    data = tmp_path / "n1"
+    keygen_enroll(hq, data, "gate-1")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ProvisioningError, match=r"--config .*afile/node.toml: cannot create"):
+        nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), data, actor="bob",
+                         config_path=tmp_path / "afile" / "node.toml")
+    assert not (data / nodeside.INSTALLED).exists() and not (data / nodeside.TLS_CERT).exists()
+
+
+def test_keygen_interrupted_after_the_keys_is_finished_by_a_rerun(hq: Path, tmp_path: Path) -> None:
+    data = tmp_path / "n1"
+    (tmp_path / "usb").write_text("not a folder")  # --out onto a file: the write fails after the keys
+    with pytest.raises(OSError):
+        nodeside.keygen(data, "gate-1", actor="bob", out=tmp_path / "usb" / "gate-1.json")
+    assert (data / nodeside.SIGN_KEY).exists() and not (data / nodeside.META).exists()
+    first_key = load_private_key(data / nodeside.SIGN_KEY, ed25519.Ed25519PrivateKey)
+    # rotate-key cannot run on a half-made node, and says what to do
+    with pytest.raises(StateError, match="node.json: missing; run alpr-provision node keygen"):
+        nodeside.rotate_key(data, actor="bob")
+    made = nodeside.keygen(data, "gate-1", actor="bob", hq_key_id=local.hq_key_id(hq), out=tmp_path / "ok.json")
+    assert made.sign_key_id == key_id(first_key.public_key())  # the keys already made are kept
+    assert json.loads((data / nodeside.META).read_text())["node_id"] == "gate-1"
+    enroll.enroll(hq, made.request, site="north", actor="alice", expect_fingerprint=made.fingerprint)
+    nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), data, actor="bob", extra_toml=LOCAL)
+    with pytest.raises(StateError, match="keys exist already"):
+        nodeside.keygen(data, "gate-1", actor="bob")
+    log = [json.loads(line)["detail"] for line in (data / nodeside.AUDIT).read_text().splitlines()]
+    assert "interrupted keygen, keys kept" in log[0]
+
+
+def test_enroll_writes_hq_files_before_the_registry(hq: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    made = nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob")
+    def no_write(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(enroll.atomic, "write_text", no_write)
+    with pytest.raises(OSError, match="No space left"):
+        enroll.enroll(hq, made.request, site="north", actor="alice")
+    registry = Registry(hq / "registry.db")
+    try:
+        assert [r.node_id for r in registry.nodes()] == []  # not registered without its files
+    finally:
+        registry.close()
+    issued = [c for c in Authority(hq_state.load(hq).ca_dir).issued() if c.common_name == "gate-1"]
+    assert len(issued) == 1 and issued[0].revoked_at  # the certificate that never left HQ is revoked
+    monkeypatch.undo()
+    done = enroll.enroll(hq, made.request, site="north", actor="alice")
+    assert (hq / "nodes" / "gate-1" / "node.json").exists() and done.record.status == "active"
+
+
+def test_enroll_fingerprint_accepts_dashes_spaces_colons_or_none(hq: Path, tmp_path: Path) -> None:
+    made = nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob")
+    bare = made.fingerprint.replace("-", "")
+    spaced = " ".join(bare.upper()[i:i + 4] for i in range(0, 16, 4))
+    wrong = bare[:-1] + ("1" if bare[-1] == "0" else "0")
+    with pytest.raises(BadRequest, match="is not the"):
+        enroll.enroll(hq, made.request, site="north", actor="alice", expect_fingerprint=wrong)
+    enroll.enroll(hq, made.request, site="north", actor="alice", expect_fingerprint=bare)
+    again = enroll.enroll(hq, made.request, site="north", actor="alice", expect_fingerprint=spaced)
+    assert again.fingerprint == made.fingerprint
+    enroll.enroll(hq, made.request, site="north", actor="alice", expect_fingerprint=bare.replace("", ":")[1:-1])
+
+
+def test_reenroll_via_cli_prints_the_next_step_again(hq: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    made = nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob")
+    argv = ["node", "enroll", str(made.request), "--dir", str(hq), "--site", "north", "--actor", "alice"]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    second = capsys.readouterr().out
+    assert "next: alpr-provision node bundle gate-1" in second and first.splitlines()[-1] == second.splitlines()[-1]
+
+
+def test_retire_hpke_refuses_a_key_active_nodes_still_use(hq: Path, tmp_path: Path) -> None:
+    from hq.keyring import load_hpke_keys
+    n1 = local.provision_node(hq, tmp_path / "n1", "gate-1", actor="bob", extra_toml=LOCAL)
+    local.provision_node(hq, tmp_path / "n2", "gate-2", actor="bob", extra_toml=LOCAL)
+    local.provision_node(hq, tmp_path / "n3", "gate-3", actor="bob", extra_toml=LOCAL)
+    old = hq_state.load(hq).hpke_current
+    hqsetup.rotate_hpke(hq, actor="alice")
+    nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), n1.data_dir, actor="bob")
+    enroll.revoke(hq, "gate-3", actor="alice", reason="stolen", reload=False)
+    # gate-2's latest bundle still carries the old key; gate-1 moved on; gate-3 is revoked
+    with pytest.raises(StateError, match=f"hq-hpke-{old}.key: still used by active nodes .*: gate-2;"):
+        hqsetup.retire_hpke(hq, old, actor="alice")
+    assert old in load_hpke_keys(hq / "keys")
+    assert cli.main(["ca", "retire-hpke", old, "--dir", str(hq), "--actor", "alice"]) == 2
+    assert cli.main(["ca", "retire-hpke", old, "--dir", str(hq), "--actor", "alice", "--force"]) == 0
+    assert old not in load_hpke_keys(hq / "keys")
+    details = [d for _, _, action, _, d in enroll.audit(hq) if action == "retire-hpke"]
+    assert details == [f"key={old} forced; still used by gate-2"]
+
+
+def test_rotate_key_twice_refuses_unless_replace(hq: Path, tmp_path: Path) -> None:
+    node = local.provision_node(hq, tmp_path / "n1", "gate-1", actor="bob", extra_toml=LOCAL)
+    first = nodeside.rotate_key(node.data_dir, actor="bob")
+    with pytest.raises(StateError, match=f"node-sign.next.key: key {first.sign_key_id} is already waiting"):
+        nodeside.rotate_key(node.data_dir, actor="bob")
+    pending = load_private_key(node.data_dir / nodeside.NEXT_SIGN_KEY, ed25519.Ed25519PrivateKey)
+    assert key_id(pending.public_key()) == first.sign_key_id  # untouched by the refused run
+    # a rotate-key that stopped before its request: a rerun remakes the request for the same key
+    (node.data_dir / nodeside.ROTATE_REQUEST).unlink()
+    resumed = nodeside.rotate_key(node.data_dir, actor="bob")
+    assert resumed.sign_key_id == first.sign_key_id
+    replaced = nodeside.rotate_key(node.data_dir, actor="bob", replace=True)
+    assert replaced.sign_key_id != first.sign_key_id
+    enroll.add_key(hq, replaced.request, actor="alice")
+    done = nodeside.install(enroll.make_bundle(hq, "gate-1", actor="alice"), node.data_dir, actor="bob")
+    assert done.rotated_to == replaced.sign_key_id
+
+
+def test_cli_next_hints_quote_names_with_spaces(hq: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+    made = nodeside.keygen(tmp_path / "n1", "gate-1", actor="bob", hq_key_id=local.hq_key_id(hq))
+    hq_dir = tmp_path / "my hq"
+    hq.rename(hq_dir)
+    assert cli.main(["node", "enroll", str(made.request), "--dir", str(hq_dir), "--site", "north",
+                     "--actor", "J. Smith"]) == 0
+    hint = capsys.readouterr().out.split("next: ", 1)[1].strip()
+    argv = shlex.split(hint)
+    assert argv[0] == "alpr-provision"
+    args = cli.build_parser().parse_args(argv[1:])
+    assert (args.actor, args.dir, args.node_id) == ("J. Smith", hq_dir, "gate-1")
+    # and the pasted hint runs
+    assert cli.main(argv[1:] + ["--out", str(tmp_path / "b.alprbundle")]) == 0
+    capsys.readouterr()
+    nodeside.install(tmp_path / "b.alprbundle", tmp_path / "n1", actor="bob", extra_toml=LOCAL)
+    rotated = nodeside.rotate_key(tmp_path / "n1", actor="bob", out=tmp_path / "usb stick" / "rotate.json")
+    assert cli.main(["node", "add-key", str(rotated.request), "--dir", str(hq_dir), "--actor", "J. Smith"]) == 0
+    hint = capsys.readouterr().out.split("next: ", 1)[1].split(", then", 1)[0]
+    args = cli.build_parser().parse_args(shlex.split(hint)[1:])
+    assert (args.actor, args.dir, args.node_id) == ("J. Smith", hq_dir, "gate-1")
+
+
+def test_install_hq_key_id_must_agree_with_the_keygen_pin(hq: Path, tmp_path: Path) -> None:
+    data = tmp_path / "n1"
+    pin = local.hq_key_id(hq)
+    keygen_enroll(hq, data, "gate-1")
+    bundle = enroll.make_bundle(hq, "gate-1", actor="alice")
+    with pytest.raises(BadBundle, match=f"--hq-key-id 0123456789abcdef is not the HQ key {pin[:16]} pinned at "
+                                        "keygen"):
+        nodeside.install(bundle, data, actor="bob", hq_key_id="0123 4567 89ab cdef")
+    assert not (data / nodeside.HQ_SIGN).exists()
+    # a pin made at keygen that is wrong: the message blames the pin, not a mistyped --hq-key-id
+    other = tmp_path / "n2"
+    nodeside.keygen(other, "gate-2", actor="bob", hq_key_id="0123456789abcdef")
+    enroll.enroll(hq, other / nodeside.REQUEST, site="north", actor="alice")
+    with pytest.raises(BadBundle, match=r"not the pinned 0123456789abcdef: .*pin given at keygen") as caught:
+        nodeside.install(enroll.make_bundle(hq, "gate-2", actor="alice"), other, actor="bob")
+    assert "mistyped" not in str(caught.value)
+    # agreeing pins (a longer prefix typed) install
+    nodeside.install(bundle, data, actor="bob", hq_key_id=pin[:24], extra_toml=LOCAL)
+
+
+def test_bundle_hours_must_be_positive(hq: Path, tmp_path: Path) -> None:
+    keygen_enroll(hq, tmp_path / "n1", "gate-1")
+    for hours in (0, -1, float("nan")):
+        with pytest.raises(ProvisioningError, match=r"--hours .*: a bundle must stay valid for more than 0 hours"):
+            enroll.make_bundle(hq, "gate-1", actor="alice", valid_hours=hours)
+    assert not list((hq / "nodes" / "gate-1").glob("*.alprbundle"))
+
+
+def test_issue_hq_refuses_an_existing_worker_unless_replace_and_revoke_hq(hq: Path) -> None:
+    ca = Authority(hq_state.load(hq).ca_dir)
+    before = [c.serial for c in ca.issued() if c.common_name == "hq-ingest-2"]
+    key_before = (hq / "tls" / "hq-ingest-2.key").read_bytes()
+    with pytest.raises(StateError, match="hq-ingest-2.pem: HQ worker hq-ingest-2 has a certificate already"):
+        hqsetup.issue_worker(hq, "hq-ingest-2", actor="alice")
+    assert (hq / "tls" / "hq-ingest-2.key").read_bytes() == key_before
+    cert = hqsetup.issue_worker(hq, "hq-ingest-2", actor="alice", replace=True)
+    new = pki.load_cert(cert)
+    crl = x509.load_pem_x509_crl((hq / "broker" / "crl.pem").read_bytes())
+    assert {r.serial_number for r in crl} == set(before) and crl.get_revoked_certificate_by_serial_number(
+        new.serial_number) is None
+    serials = hqsetup.revoke_worker(hq, "hq-ingest-2", actor="alice", reason="machine retired")
+    assert serials == [new.serial_number]
+    crl = x509.load_pem_x509_crl((hq / "broker" / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(new.serial_number) is not None
+    assert "user hq-ingest-2" not in (hq / "broker" / "acl").read_text()
+    assert hq_state.load(hq).workers == ("hq-ingest-1",)
+    with pytest.raises(StateError, match="HQ worker hq-nope: no such worker"):
+        hqsetup.revoke_worker(hq, "hq-nope", actor="alice", reason="x")
+    assert cli.main(["ca", "revoke-hq", "--worker", "hq-ingest-2", "--reason", "again", "--dir", str(hq),
+                     "--actor", "alice"]) == 0
