@@ -131,14 +131,18 @@ def decode_ssd(
 
     They are boxes [1, N, 4] as normalised (ymin, xmin, ymax, xmax), classes [1, N],
     scores [1, N] and count [1]. Models order them differently, so they are told apart by
-    shape: boxes has 4 in its last dimension, count has one value, and of the two [1, N]
-    tensors the one with only whole numbers is classes (scores go first on a tie).
+    shape: boxes has 4 in its last dimension, count is the 1-D tensor of one value, and of
+    the two [1, N] tensors the one with only whole numbers is classes (on a tie, the
+    interpreter's documented order: classes before scores).
     """
     if len(outputs) != 4:
         raise ValueError(f"SSD post-process has 4 outputs, got {len(outputs)}")
     arrays = [np.asarray(o, dtype=np.float32) for o in outputs]
     boxes = next((a for a in arrays if a.ndim == 3 and a.shape[-1] == 4), None)
-    count_arr = next((a for a in arrays if a.size == 1), None)
+    # With N = 1 classes and scores are [1, 1] and hold one value too: the count is the one
+    # of at most one dimension, and any size-1 tensor only for a model that shapes it otherwise.
+    single = [a for a in arrays if a is not boxes and a.size == 1]
+    count_arr = next((a for a in single if a.ndim <= 1), single[0] if single else None)
     rest = [a for a in arrays if a is not boxes and a is not count_arr]
     if boxes is None or count_arr is None or len(rest) != 2:
         raise ValueError("SSD outputs must be boxes [1,N,4], classes [1,N], scores [1,N] and count [1]")

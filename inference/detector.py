@@ -11,7 +11,7 @@ import numpy as np
 from inference.detect_decode import RawBox, decode_ssd, decode_yolo, nms
 from inference.errors import ModelError
 from inference.models_dir import DETECTOR_MODEL, shipped_model
-from inference.runtime import Geometry, TFLiteModel
+from inference.runtime import MIN_IMAGE_SIDE, Geometry, TFLiteModel
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class PlateDetector:
         # a tiles x tiles grid of overlapping crops, each 2/(tiles+1) of the frame per side,
         # so small plates are seen at up to (tiles+1)/2 times the full-frame scale
         tile_w, tile_h = int(2 * width / (tiles + 1)), int(2 * height / (tiles + 1))
+        if min(tile_w, tile_h) < MIN_IMAGE_SIDE:
+            return []  # a strip a few px high: its tiles are too thin for the model (the single pass has seen it)
         boxes = []
         for row in range(tiles):
             for col in range(tiles):
@@ -136,6 +138,8 @@ class PlateDetector:
         height, width = image_rgb.shape[:2]
         boxes = []
         for x0, y0, w, h in aspect_windows(width, height, *self.model.input_size):
+            if min(w, h) < MIN_IMAGE_SIDE:
+                continue  # aspect_windows refuses slivers already; this keeps a pass from ever failing on one
             boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + h, x0:x0 + w]), x0, y0)
         return boxes
 

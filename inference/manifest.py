@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,32 @@ class Manifest:
                 raise ModelError(f"{source}: manifest key '{where}{key}' has the wrong type ({type(value).__name__})")
             return value
 
+        def number(value: Any, key: str) -> float:
+            # bool is an int to Python, and "1/255" would only fail later, far from the manifest
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ModelError(f"{source}: manifest key '{key}' must be a finite number, got {value!r}")
+            return float(value)
+
+        def numbers(value: Any, key: str) -> tuple[float, ...]:
+            if not isinstance(value, list) or not value:
+                raise ModelError(f"{source}: manifest key '{key}' must be a non-empty list of numbers, got {value!r}")
+            return tuple(number(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+        def names(mapping: dict[str, Any], key: str) -> tuple[str, ...]:
+            value = mapping.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ModelError(f"{source}: manifest key 'output.{key}' must be a list of strings, got {value!r}")
+            return tuple(value)
+
+        def mapping_of(mapping: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+            value = mapping.get(key, {})
+            if not isinstance(value, dict):
+                raise ModelError(f"{source}: manifest key '{where}{key}' must be an object, got {value!r}")
+            return dict(value)
+
         inp = need(data, "input", dict)
         shape = need(inp, "shape", list, "input.")
-        if len(shape) not in (3, 4) or not all(isinstance(v, int) and v > 0 for v in shape):
+        if len(shape) not in (3, 4) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
             raise ModelError(f"{source}: manifest key 'input.shape' must be 3 or 4 positive integers, got {shape}")
         dtype = need(inp, "dtype", str, "input.")
         if dtype not in DTYPES:
@@ -89,31 +113,48 @@ class Manifest:
         if not isinstance(norm, dict):
             raise ModelError(f"{source}: manifest key 'input.normalisation' must be an object")
         if "scale" in norm:
-            scale = float(norm["scale"])
+            scale = number(norm["scale"], "input.normalisation.scale")
             if scale <= 0:
                 raise ModelError(f"{source}: manifest key 'input.normalisation.scale' must be > 0")
-            mean: tuple[float, ...] = tuple(float(v) for v in norm.get("mean", [0.0]))
+            mean: tuple[float, ...] = numbers(norm.get("mean", [0.0]), "input.normalisation.mean")
             std: tuple[float, ...] = (1.0 / scale,)
         else:
-            mean = tuple(float(v) for v in need(norm, "mean", list, "input.normalisation."))
-            std = tuple(float(v) for v in need(norm, "std", list, "input.normalisation."))
+            mean = numbers(need(norm, "mean", list, "input.normalisation."), "input.normalisation.mean")
+            std = numbers(need(norm, "std", list, "input.normalisation."), "input.normalisation.std")
             if any(s <= 0 for s in std):
                 raise ModelError(f"{source}: manifest key 'input.normalisation.std' must be > 0")
         spec = InputSpec(tuple(shape), dtype, colour, resize, mean, std)
         channels = spec.channels
         if (colour == "grey") != (channels == 1):
             raise ModelError(f"{source}: manifest key 'input.colour' is {colour!r} but input.shape has {channels} channel(s)")
+        for key, values in (("mean", mean), ("std", std)):
+            # one value is used for every channel; any other count would be silently cycled
+            if len(values) not in (1, channels):
+                raise ModelError(f"{source}: manifest key 'input.normalisation.{key}' has {len(values)} values, "
+                                 f"input.shape has {channels} channel(s): give 1 or {channels}")
 
         output = need(data, "output", dict)
         kind = need(output, "kind", str, "output.")
         if kind not in OUTPUT_KINDS:
             raise ModelError(f"{source}: manifest key 'output.kind' must be one of {OUTPUT_KINDS}, got {kind!r}")
-        alphabet = str(output.get("alphabet", ""))
-        pad_char = str(output.get("pad_char", ""))
+        for key in ("alphabet", "pad_char"):
+            if not isinstance(output.get(key, ""), str):
+                raise ModelError(f"{source}: manifest key 'output.{key}' must be a string, got {output[key]!r}")
+        alphabet = output.get("alphabet", "")
+        pad_char = output.get("pad_char", "")
         if kind in ("ctc", "fixed_slot") and not alphabet:
             raise ModelError(f"{source}: manifest key 'output.alphabet' is required for output kind {kind!r}")
         if kind == "fixed_slot" and (len(pad_char) != 1 or pad_char not in alphabet):
             raise ModelError(f"{source}: manifest key 'output.pad_char' must be one character of output.alphabet")
+        blank_index = output.get("blank_index", 0)
+        if not isinstance(blank_index, int) or isinstance(blank_index, bool):
+            raise ModelError(f"{source}: manifest key 'output.blank_index' must be an integer, got {blank_index!r}")
+        if blank_index == -1:
+            blank_index = len(alphabet)  # -1: last, as in TF's ctc_decode and Keras exports
+        if kind == "ctc" and blank_index not in (0, len(alphabet)):
+            # the decoders place the blank by this index: anywhere else shifts every character
+            raise ModelError(f"{source}: manifest key 'output.blank_index' must be 0 (first), {len(alphabet)} "
+                             f"(last, = len(output.alphabet)) or -1 (last), got {output['blank_index']!r}")
         sha = need(data, "sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
             raise ModelError(f"{source}: manifest key 'sha256' is not a 64-digit hex digest")
@@ -124,14 +165,14 @@ class Manifest:
             input=spec,
             output_kind=kind,
             alphabet=alphabet,
-            blank_index=int(output.get("blank_index", 0)),
+            blank_index=blank_index,
             pad_char=pad_char,
-            region_classes=tuple(str(v) for v in output.get("region_classes", [])),
-            classes=tuple(str(v) for v in output.get("classes", [])),
-            params=dict(output.get("params", {})),
+            region_classes=names(output, "region_classes"),
+            classes=names(output, "classes"),
+            params=mapping_of(output, "params", "output."),
             plate_formats=PlateFormats.from_dict(output["plate_formats"], source) if "plate_formats" in output else None,
-            training=dict(data.get("training", {})),
-            metrics=dict(data.get("metrics", {})),
+            training=mapping_of(data, "training"),
+            metrics=mapping_of(data, "metrics"),
         )
 
     @classmethod

@@ -21,6 +21,7 @@ from inference.manifest import Manifest, manifest_path_for
 log = logging.getLogger(__name__)
 
 _TFLITE_IDENTIFIER = b"TFL3"
+MIN_IMAGE_SIDE = 2  # px: `prepare` refuses a narrower or shorter image (nothing to resize from)
 
 
 def interpreter_class() -> Any:
@@ -103,7 +104,10 @@ class TFLiteModel:
         self._in_scale = float(scale)
         self._in_zero = float(zero)
         if self._buffer.dtype != np.float32 and self._in_scale == 0.0:
-            raise ModelError(f"{self.path}: quantised input tensor has no scale")
+            # An integer input without quantisation (fast-plate-ocr style: the model casts the
+            # integers to float itself) takes the normalised values as they are.
+            self._check_raw_integer_input()
+            self._in_scale, self._in_zero = 1.0, 0.0
 
     # -- checks -------------------------------------------------------------------------
     def _check_input(self) -> None:
@@ -119,6 +123,22 @@ class TFLiteModel:
         dtype = np.dtype(self._input["dtype"]).name
         if dtype != spec.dtype:
             raise ModelError(f"{self.path}: input dtype mismatch: model has {dtype}, manifest says {spec.dtype}")
+
+    def _check_raw_integer_input(self) -> None:
+        """Refuse a normalisation that an unquantised integer input cannot carry: its values are
+        rounded to integers and clipped to the dtype, so a scaling normalisation (the default
+        1/255 leaves 0 or 1) or a mean that pushes 0..255 out of range would lose the image."""
+        spec = self.manifest.input
+        info = np.iinfo(self._buffer.dtype)
+        low = (0.0 - self._mean) * self._inv_std
+        high = (255.0 - self._mean) * self._inv_std
+        if not np.allclose(self._inv_std, 1.0) or low.min() < info.min or high.max() > info.max:
+            hint = '{"mean": [128], "std": [1]}' if info.min < 0 else '{"scale": 1}'
+            raise ModelError(
+                f"{self.path}: input tensor is {info.dtype.name} without quantisation, so the model takes pixel values "
+                f"as they are: manifest key 'input.normalisation' must keep them whole and within {info.min}..{info.max} "
+                f"(std 1, e.g. {hint}), got mean {list(spec.mean)} std {list(spec.std)}"
+            )
 
     def _check_outputs(self) -> None:
         kind = self.manifest.output_kind
@@ -143,7 +163,7 @@ class TFLiteModel:
             raise BadImage("image must be a uint8 HxWx3 (RGB) or HxW (grey) array")
         if image.ndim == 3 and image.shape[2] != 3:
             raise BadImage(f"image must have 3 channels, got {image.shape[2]}")
-        if image.shape[0] < 2 or image.shape[1] < 2:
+        if image.shape[0] < MIN_IMAGE_SIDE or image.shape[1] < MIN_IMAGE_SIDE:
             raise BadImage(f"image too small: {image.shape[1]}x{image.shape[0]}")
         spec = self.manifest.input
         height, width = image.shape[:2]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from node.commands.recognize import add_search_options, load_image
+from node.commands.recognize import add_search_options, image_error, load_image
 from node.errors import BadInput
 
 
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     """Score the folder; print the figures; write the contact sheet."""
     from inference.datasets import read_folder
     from inference.detector import PlateDetector
+    from inference.errors import InferenceError
     from inference.metrics import DetectionScore, OcrScore
     from inference.ocr import PlateReader
     from inference.recognizer import Recognizer
@@ -126,18 +127,19 @@ def run(args: argparse.Namespace) -> int:
     ocr_ms: list[float] = []
     total_ms: list[float] = []
     misreads: list[Misread] = []
-    failures = 0
+    errors: list[dict[str, str]] = []
     progress = Progress(len(items))
     for item in items:
         progress.step(item.path.name)
         try:
             image = load_image(item.path)
-        except BadInput as exc:
-            failures += 1
-            print(f"\nalpr-node: error: {exc}", file=sys.stderr)
+            start = time.perf_counter()
+            detections, results = recognizer.recognize_with_detections(image)
+        except (BadInput, InferenceError) as exc:  # e.g. BadImage: an image 1 px high; the others still count
+            reason = image_error(item.path, exc)
+            errors.append({"file": str(item.path), "error": reason})
+            print(f"\nalpr-node: error: {item.path}: {reason}", file=sys.stderr)
             continue
-        start = time.perf_counter()
-        detections, results = recognizer.recognize_with_detections(image)
         total_ms.append((time.perf_counter() - start) * 1000.0)
         if results:
             detect_ms.append(results[0].detect_ms)
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 crop = image[max(0, y): y + h, max(0, x): x + w]
                 misreads.append(Misread(item.path.name, plate.text, reading, _png(crop) if crop.size else b""))
     figures: dict[str, Any] = {"folder": str(args.folder), "split": args.split or "all", "images": len(items),
-                               "unreadable": failures, "reading": ocr.as_dict()}
+                               "unreadable": len(errors), "errors": errors, "reading": ocr.as_dict()}
     if det.truths:
         figures["detection"] = {"iou": args.iou, **det.as_dict()}
         figures["reported_plates"] = {"iou": args.iou, **reported.as_dict()}
@@ -193,4 +195,6 @@ def run(args: argparse.Namespace) -> int:
         m = figures["ms"]
         print(f"  ms: total {m['total_median']}, detect {m['detect_median']}, ocr/plate {m['ocr_median_per_plate']} (medians)")
         print(f"  misreads sheet: {sheet}")
-    return 1 if failures else 0
+        if errors:
+            print(f"  not scored: {len(errors)} image(s) that could not be read (errors above)")
+    return 1 if errors else 0

@@ -81,6 +81,23 @@ def test_ssd_postprocess_outputs_in_any_order() -> None:
     assert len(decode_ssd([boxes, classes, scores, count], (300, 200), score_threshold=0.5)) == 1
 
 
+@pytest.mark.parametrize("order", ["tf1", "tf2"])
+def test_ssd_with_one_max_detection_finds_its_count(order: str) -> None:
+    # N = 1: classes and scores are [1, 1], one value each like the count [1]
+    boxes = np.array([[[0.1, 0.2, 0.3, 0.6]]], np.float32)
+    classes = np.array([[0.0]], np.float32)
+    scores = np.array([[0.8]], np.float32)
+    count = np.array([1.0], np.float32)
+    # TF1 Object Detection API: boxes, classes, scores, count; TF2 exports: boxes, scores, count, classes
+    outputs = [boxes, classes, scores, count] if order == "tf1" else [boxes, scores, count, classes]
+    out = decode_ssd(outputs, (300, 200), score_threshold=0.3)
+    assert len(out) == 1
+    assert out[0].score == pytest.approx(0.8) and out[0].class_id == 0
+    assert (out[0].x1, out[0].y1, out[0].x2, out[0].y2) == pytest.approx((60, 20, 180, 60))
+    empty = [a if a is not count else np.array([0.0], np.float32) for a in outputs]
+    assert decode_ssd(empty, (300, 200), score_threshold=0.3) == []
+
+
 def test_ssd_rejects_wrong_output_count() -> None:
     with pytest.raises(ValueError):
         decode_ssd([np.zeros((1, 4, 4))], (10, 10))

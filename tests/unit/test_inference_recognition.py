@@ -378,3 +378,15 @@ def test_aspect_windows_refuse_slivers_and_endless_strips() -> None:
     assert aspect_windows(3000, 40, 512, 288) == []
     assert aspect_windows(640, 4000, 512, 288) == []      # would take more than MAX_WINDOWS passes
     assert 2 <= len(aspect_windows(1080, 1920, 512, 288)) <= MAX_WINDOWS  # a portrait phone photo
+
+
+def test_tiles_and_windows_of_a_thin_strip_are_skipped_not_refused() -> None:
+    from inference.errors import BadImage
+
+    detector = PlateDetector()
+    strip = np.full((3, 2000, 3), 120, np.uint8)  # a 3x3 grid would cut it into tiles 1000x1
+    assert detector.detect_tiles(strip) == []
+    assert detector.detect_windows(np.full((2000, 3, 3), 120, np.uint8)) == []
+    assert isinstance(PlateDetector(tiles=3).detect(strip), list)  # the single pass runs; no tile pass fails
+    with pytest.raises(BadImage, match="image too small: 2000x1"):  # the image itself is still refused
+        detector.detect(np.full((1, 2000, 3), 120, np.uint8))
