@@ -27,6 +27,7 @@ from transport.payload import ReadPayload
 
 log = logging.getLogger(__name__)
 HASH_LEN = 16
+BODY_VERSION = 1  # the body format this matcher implements (docs/records.md, "Hot-list message")
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,10 @@ class _Compiled:
     valid_until_ns: int
     key: bytes
     skeleton: dict[str, str]
-    exact: dict[bytes, dict[str, Any]]
-    confusable: dict[bytes, dict[str, Any]]
+    # A hash may stand for several entries (one plate listed twice with different expiries, or
+    # plates sharing a skeleton), in body order: matching takes the first one not yet expired.
+    exact: dict[bytes, list[dict[str, Any]]]
+    confusable: dict[bytes, list[dict[str, Any]]]
     patterns: tuple[tuple[re.Pattern[str], dict[str, Any]], ...]
 
 
@@ -50,6 +53,19 @@ def _pattern(p: str) -> re.Pattern[str]:
 
 def _digest(key: bytes, prefix: str, text: str) -> bytes:
     return hmac.new(key, f"{prefix}:{text}".encode(), hashlib.sha256).digest()[:HASH_LEN]
+
+
+def _by_hash(entries: list[dict[str, Any]], field: str) -> dict[bytes, list[dict[str, Any]]]:
+    """Entries grouped by one of their hashes, each group in body order."""
+    out: dict[bytes, list[dict[str, Any]]] = {}
+    for entry in entries:
+        out.setdefault(bytes(entry[field]), []).append(entry)
+    return out
+
+
+def _live(entries: list[dict[str, Any]] | None, now: int) -> dict[str, Any] | None:
+    """The first entry not expired at `now`, or None."""
+    return next((e for e in entries or () if e["exp"] > now), None)
 
 
 class HotList:
@@ -67,7 +83,9 @@ class HotList:
         if self.path.exists():
             try:
                 self._install(self.path.read_bytes(), persist=False)
-            except EnvelopeError as exc:
+            # As update() refuses: a copy kept by an older node (before the 'v' check) must not
+            # stop the node starting; it waits for HQ's next list instead.
+            except (EnvelopeError, KeyError, TypeError, ValueError, OSError) as exc:
                 log.error("hot list %s: kept copy refused (%s); waiting for HQ to send one", self.path, exc)
 
     @property
@@ -86,6 +104,11 @@ class HotList:
 
     def _install(self, message: bytes, persist: bool) -> bool:
         body = signed.verify("hotlist", message, self.hq_keys, self.node_id)
+        # Checked here too, not only by the generic control-message check: this matcher knows
+        # format 1 alone, and CBOR true would pass a plain `== 1` (bool is an int).
+        v = body.get("v")
+        if type(v) is not int or v != BODY_VERSION:
+            raise ValueError(f"hot list body field 'v' is {v!r}; this node reads only version {BODY_VERSION}")
         version = int(body["list_version"])
         if version <= self.version:
             log.info("hot list version %d ignored: version %d is in use", version, self.version)
@@ -94,8 +117,8 @@ class HotList:
         compiled = _Compiled(
             version=version, valid_until_ns=int(body["valid_until_ns"]), key=bytes(body["hash"]["key"]),
             skeleton=skeleton,
-            exact={bytes(e["x"]): e for e in body["exact"]},
-            confusable={bytes(e["s"]): e for e in body["exact"]},
+            exact=_by_hash(body["exact"], "x"),
+            confusable=_by_hash(body["exact"], "s"),
             patterns=tuple((_pattern(p["p"]), p) for p in body["patterns"]),
         )
         if persist:
@@ -114,7 +137,7 @@ class HotList:
                 os.close(dir_fd)
         with self._lock:
             self._list = compiled  # one reference swap: a read sees the old list or the new, never a mix
-        log.info("hot list version %d in use: %d exact, %d patterns", version, len(compiled.exact),
+        log.info("hot list version %d in use: %d exact, %d patterns", version, len(body["exact"]),
                  len(compiled.patterns))
         return True
 
@@ -136,12 +159,12 @@ class HotList:
     def _match_one(self, current: _Compiled, norm: str, now: int) -> dict[str, str] | None:
         skel = "".join(current.skeleton.get(ch, ch) for ch in norm)
         found = None
-        entry = current.exact.get(_digest(current.key, "x", norm))
-        if entry is not None and entry["exp"] > now:
+        entry = _live(current.exact.get(_digest(current.key, "x", norm)), now)
+        if entry is not None:
             found = (entry, "exact")
         else:
-            entry = current.confusable.get(_digest(current.key, "s", skel))
-            if entry is not None and entry["exp"] > now:
+            entry = _live(current.confusable.get(_digest(current.key, "s", skel)), now)
+            if entry is not None:
                 found = (entry, "confusable")
         if found is None:
             for regex, item in current.patterns:

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -29,12 +29,16 @@ from inference.recognizer import expand_box
 from node.accounting import CaptureAccounting, Pass
 from node.sink import ReadSink
 from node.tracker import Observation, Track, Tracker
-from node.voting import vote
+from node.voting import Vote, vote
 from transport.payload import Candidate, ReadPayload
 
 log = logging.getLogger(__name__)
 MAX_PLATES_PER_FRAME = 8
 DEDUP_MIN_CANDIDATE_CONF = 0.2
+# An alternative reading ties two reads together only if it scores at least this share of the
+# read's top candidate: a runner-up far behind (8 read as 3 at 0.25 against 0.7) is a different
+# vehicle with a similar plate, not the same one again.
+DEDUP_CANDIDATE_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,15 @@ class TriggerSpec:
     name: str
     lane: str
     kind: str
+
+
+@dataclass
+class _Sent:
+    """A plate sent within the dedup window."""
+
+    seen_ns: int
+    strong: frozenset[str]              # its top text and the alternatives close to it (see _strong)
+    alerted: set[str] = field(default_factory=set)  # hot-list entries its reads alerted on
 
 
 class Pipeline:
@@ -102,7 +115,7 @@ class Pipeline:
         self._recent: collections.deque[Frame] = collections.deque(maxlen=max(2, settings.queue_size))
         self._detected: collections.deque[int] = collections.deque(maxlen=max(2, settings.queue_size) * 2)
         self._passes: list[Pass] = []
-        self._recent_plates: collections.OrderedDict[str, tuple[int, set[str]]] = collections.OrderedDict()
+        self._recent_plates: collections.OrderedDict[str, _Sent] = collections.OrderedDict()
         self._last_detect_ns = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,11 +201,14 @@ class Pipeline:
         passes, self._passes = list(self._passes), []
         self._close_all(passes)
 
-    def _emit_all(self, tracks: list[Track]) -> None:
-        """Emit each closed track on its own: one failure must not lose the others."""
+    def _emit_all(self, tracks: list[Track], final: bool = True) -> None:
+        """Emit each track on its own: one failure must not lose the others.
+
+        `final` is False for tracks still open whose pass is closing (see _close_due_passes).
+        """
         for track in tracks:
             try:
-                self._emit(track)
+                self._emit(track, final=final)
             except Exception:
                 self.stats["emit_errors"] += 1
                 log.exception("pipeline: track %d could not be sent", track.id)
@@ -217,7 +233,14 @@ class Pipeline:
     def _close_due_passes(self, now_ns: int) -> None:
         grace = int(self.settings.track_timeout_s * 1e9)
         due = [q for q in self._passes if now_ns > q.end_ns + grace]
-        self._passes = [q for q in self._passes if q not in due]
+        if not due:
+            return
+        due_ids = {q.trigger_id for q in due}
+        # A plate can stay in view after its pass's window (a slow vehicle, or one that stops
+        # past the loop). Waiting for its track to end would credit the read to whichever pass
+        # is open then, and report this one as a false no_read: send it now, for this pass.
+        self._emit_all([t for t in self.tracker.open_tracks() if t.trigger_id in due_ids], final=False)
+        self._passes = [q for q in self._passes if q.trigger_id not in due_ids]
         self._close_all(due)
 
     def _wall(self, t_ns: int) -> int:
@@ -314,71 +337,130 @@ class Pipeline:
         return observations
 
     # -- output ---------------------------------------------------------------------------
-    def _emit(self, track: Track) -> None:
+    def _emit(self, track: Track, final: bool = True) -> None:
+        """Send a track's voted read (or count it as a repeat), credited to its vehicle pass.
+
+        `final` is False when the track is still open but its pass is closing: a track that does
+        not qualify yet is left to be judged again when it closes, and one that is sent now is
+        marked so it is not sent again then.
+        """
+        if track.sent:
+            return
         s = self.settings
         if len(track.observations) < s.min_observations:
-            self.stats["tracks_too_short"] += 1
+            if final:
+                self.stats["tracks_too_short"] += 1
             return
         result = vote(track.observations)
         if len(result.text) < s.min_plate_chars or result.confidence < s.min_confidence:
-            self.stats["tracks_low_confidence"] += 1
-            log.debug("track %d: best reading %r at %.2f is below the bar; not sent", track.id, result.text,
-                      result.confidence)
+            if final:
+                self.stats["tracks_low_confidence"] += 1
+                log.debug("track %d: best reading %r at %.2f is below the bar; not sent", track.id, result.text,
+                          result.confidence)
             return
         best = result.best
         p = self._pass_for(track, best.time_ns)
-        trigger_id = p.trigger_id if p else track.trigger_id
-        confident = {c for c, conf in result.candidates if conf >= DEDUP_MIN_CANDIDATE_CONF and len(c) >= 4}
-        duplicate_of = self._duplicate_of(result.text, confident, best.time_ns)
+        strong = _strong(result.candidates)
+        duplicate_of = self._duplicate_of(result.text, strong, best.time_ns)
+        hit: dict[str, str] | None = None
         if duplicate_of is not None:
-            self.stats["duplicates_suppressed"] += 1
-            log.info("plate %s seen again within %.0fs (as %s): not sent twice", result.text, s.dedup_window_s,
-                     duplicate_of)
-            if p is not None:
-                p.duplicates.append(duplicate_of)
-            return
-        read = ReadPayload(
-            plate=result.text, confidence=result.confidence, capture_time_ns=best.wall_ns,
-            node_id=s.node_id, site_id=s.site_id, camera_id=s.camera_id, crop_jpeg=_jpeg(best.crop, 90),
-            char_confidences=tuple(result.char_confidences),
-            candidates=tuple(Candidate(t, c) for t, c in result.candidates), region=result.region,
-            region_confidence=result.region_confidence, clock_sync=self.clock_sync(), direction=track.direction(),
-            trigger_source=p.source if p else "continuous", trigger_id=trigger_id,
-            lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
-        )
+            # Dedup must not cost an alert: this reading (or its alternatives, or a newer list)
+            # may match an entry the read already sent did not.
+            hit = self.sink.check_hotlist(self._payload(track, result, p, b""))
+            earlier = self._recent_plates[duplicate_of]
+            if hit is None or str(hit.get("entry")) in earlier.alerted:
+                track.sent = True
+                self.stats["duplicates_suppressed"] += 1
+                log.info("plate %s seen again within %.0fs (as %s): not sent twice", result.text, s.dedup_window_s,
+                         duplicate_of)
+                if p is not None:
+                    p.duplicates.append(duplicate_of)
+                return
+            log.warning("plate %s repeats %s within %.0fs but matches hot-list entry %s: sent as an alert",
+                        result.text, duplicate_of, s.dedup_window_s, hit.get("entry"))
+        else:
+            p = self._spare_pass(track, p)
+        read = self._payload(track, result, p, _jpeg(best.crop, 90))
+        if duplicate_of is None:
+            # The sink matches again as it commits; asked here too, so that dedup knows which
+            # entry this plate has already alerted on.
+            hit = self.sink.check_hotlist(read)
         seq = self.sink.submit_read(read)
-        self._remember(result.text, confident, best.time_ns)
+        # Only now that it is committed: a failed commit leaves the track to be tried again.
+        track.sent = True
+        if duplicate_of is None:
+            self._remember(result.text, strong, best.time_ns, hit)
+        elif hit is not None:
+            self.stats["duplicate_alerts"] += 1
+            self._recent_plates[duplicate_of].alerted.add(str(hit.get("entry")))
         if best.overview_jpeg is not None:
             # A separate, lower-priority message: under the outbox quota it goes before any read.
             self.sink.submit_overview(seq, best.overview_jpeg, best.wall_ns)
         self.stats["reads"] += 1
         log.info("read %s (%.2f) seq %d, %d frames, %s, trigger %s", result.text, result.confidence, seq,
-                 len(track.observations), read.direction, trigger_id)
+                 len(track.observations), read.direction, read.trigger_id)
         if p is not None:
             p.reads.append(seq)
 
+    def _payload(self, track: Track, result: Vote, p: Pass | None, crop_jpeg: bytes) -> ReadPayload:
+        """The read for a track's vote, credited to pass `p` (None: continuous mode)."""
+        s, best = self.settings, result.best
+        return ReadPayload(
+            plate=result.text, confidence=result.confidence, capture_time_ns=best.wall_ns,
+            node_id=s.node_id, site_id=s.site_id, camera_id=s.camera_id, crop_jpeg=crop_jpeg,
+            char_confidences=tuple(result.char_confidences),
+            candidates=tuple(Candidate(t, c) for t, c in result.candidates), region=result.region,
+            region_confidence=result.region_confidence, clock_sync=self.clock_sync(), direction=track.direction(),
+            trigger_source=p.source if p else "continuous", trigger_id=p.trigger_id if p else track.trigger_id,
+            lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
+        )
+
+    # Known limit of crediting reads to passes: it goes by time alone. Lanes (and vehicles close
+    # together in one lane) are not told apart by where the plate is in the frame, so when two
+    # passes are open at once, the first read to finish goes to the pass its plate was first
+    # seen in and the next to the other (_spare_pass): each pass gets one read and no false
+    # no_read, but two lanes' reads can swap lanes, and a plate-less vehicle's pass can take
+    # the read of a second track of the vehicle before it.
     def _pass_for(self, track: Track, t_ns: int) -> Pass | None:
         """The pass a track's read belongs to: the one it began in (the newest open when it was first
         seen), else the newest covering its best frame."""
         own = next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
         return own or self._active_pass(t_ns)
 
-    def _duplicate_of(self, text: str, confident: set[str], now_ns: int) -> str | None:
+    def _spare_pass(self, track: Track, p: Pass | None) -> Pass | None:
+        """The pass to credit a new read to, given the track's own pass `p`.
+
+        If `p` already has a read, this is most likely another vehicle seen while `p` was the
+        newest pass (a second lane, or the next vehicle): the oldest other pass whose window
+        overlaps the track and that has no read (and no repeat) gets it instead.
+        """
+        if p is None or not p.reads:
+            return p
+        first = track.first_seen_ns if track.first_seen_ns is not None else \
+            min(o.time_ns for o in track.observations)
+        last = track.last.time_ns
+        spare = next((q for q in self._passes if q is not p and not q.reads and not q.duplicates
+                      and q.start_ns <= last and first <= q.end_ns), None)
+        return spare or p
+
+    def _duplicate_of(self, text: str, strong: frozenset[str], now_ns: int) -> str | None:
         """The plate sent within the dedup window that this reading repeats, if any.
 
-        Only top readings and confident, plate-length alternatives count, so two different
-        vehicles are not merged through a stray short alternative.
+        The same top text, or either reading's top text among the other's strong alternatives
+        (see _strong): a different vehicle with a similar plate is not merged through a
+        runner-up reading far behind its top one.
         """
         window = int(self.settings.dedup_window_s * 1e9)
-        for plate, (seen, _) in list(self._recent_plates.items()):
-            if now_ns - seen > window:
+        for plate, sent in list(self._recent_plates.items()):
+            if now_ns - sent.seen_ns > window:
                 del self._recent_plates[plate]
-        return next((plate for plate, (_, cands) in self._recent_plates.items()
-                     if text == plate or text in cands or plate in confident), None)
+        return next((plate for plate, sent in self._recent_plates.items()
+                     if text == plate or plate in strong or text in sent.strong), None)
 
-    def _remember(self, text: str, confident: set[str], now_ns: int) -> None:
+    def _remember(self, text: str, strong: frozenset[str], now_ns: int, hit: dict[str, str] | None) -> None:
         """Record a plate as sent (only once it is committed: a failed commit may be retried)."""
-        self._recent_plates[text] = (now_ns, confident)
+        self._recent_plates[text] = _Sent(now_ns, strong, {str(hit.get("entry"))} if hit else set())
+        self._recent_plates.move_to_end(text)
         while len(self._recent_plates) > 256:
             self._recent_plates.popitem(last=False)
 
@@ -413,6 +495,13 @@ class Pipeline:
                 "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
                 "open_tracks": self.tracker.open_count, "open_passes": len(self._passes),
                 "counts": dict(self.stats), "capture": self.accounting.report()}
+
+
+def _strong(candidates: list[tuple[str, float]]) -> frozenset[str]:
+    """A vote's plate-length readings that score close to its top one (see DEDUP_CANDIDATE_RATIO)."""
+    top = max((conf for _, conf in candidates), default=0.0)
+    floor = max(DEDUP_MIN_CANDIDATE_CONF, DEDUP_CANDIDATE_RATIO * top)
+    return frozenset(text for text, conf in candidates if conf >= floor and len(text) >= 4)
 
 
 def _downscale(image: np.ndarray, width: int) -> np.ndarray:

@@ -26,9 +26,16 @@ class ReadSink:
         self.events = 0
         self.images_dropped = 0
 
+    def check_hotlist(self, read: ReadPayload) -> dict | None:
+        """The hot-list hit for a read, committing nothing (None without a hot list).
+
+        For the pipeline's dedup: a read it will not send as a read must still raise its alert.
+        """
+        return self.hotlist_match(read) if self.hotlist_match is not None else None
+
     def submit_read(self, read: ReadPayload) -> int:
         """Commit one read (as an alert if it matches the hot list); returns its sequence number."""
-        match = self.hotlist_match(read) if self.hotlist_match is not None else None
+        match = self.check_hotlist(read)
         if match is not None:
             read = replace(read, kind="alert", hotlist=match)
         kind = read.kind

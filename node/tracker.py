@@ -40,6 +40,13 @@ class Track:
     id: int
     observations: list[Observation] = field(default_factory=list)
     trigger_id: str | None = None
+    # Kept apart from the observations: the oldest ones may be dropped (max_observations), but
+    # the pipeline matches the whole time span against trigger windows.
+    first_seen_ns: int | None = None
+    # Set once the pipeline has sent this track's read (or judged it a repeat) before the track
+    # closed, because its pass closed first; the track stays open so the same plate, still in
+    # view, is not taken for a new vehicle.
+    sent: bool = False
 
     @property
     def last(self) -> Observation:
@@ -85,7 +92,7 @@ class Tracker:
                 if score > best_score:
                     best, best_score = track, score
             if best is None:
-                best = Track(self._next_id, trigger_id=trigger_id)
+                best = Track(self._next_id, trigger_id=trigger_id, first_seen_ns=obs.time_ns)
                 self._next_id += 1
                 self._open.append(best)
             else:
@@ -109,6 +116,10 @@ class Tracker:
         closed = [t for t in self._open if now_ns - t.last.time_ns > self.timeout_ns]
         self._open = [t for t in self._open if t not in closed]
         return closed
+
+    def open_tracks(self) -> list[Track]:
+        """The tracks still open (a copy of the list: closing goes through update/expire/close_all)."""
+        return list(self._open)
 
     def close_all(self) -> list[Track]:
         closed, self._open = self._open, []

@@ -18,13 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from hardware.clip import CameraSettings, Clip, ClipWriter
 from hardware.clip_camera import ClipCamera
 from hardware.clip_pins import ClipPins
-from hardware.gpio import TriggerInput
+from hardware.frame import Frame
+from hardware.gpio import TriggerEvent, TriggerInput
 from hardware.standin_gpio import StandinGPIO
 from hardware.timeline import ReplayTimeline
 from inference.detector import Detection
 from inference.ocr import PlateText
 from node.identity import Identity
-from node.pipeline import Pipeline, PipelineSettings
+from node.pipeline import Pipeline, PipelineSettings, TriggerSpec
 from node.sink import ReadSink
 from transport import envelope
 from transport.keys import key_id
@@ -116,13 +117,20 @@ def run(tmp_path, keys, clip, mode="triggered", speed=0.0, **settings):
     pins.stop()
     pipeline.stop()
     trigger.close()
+    reads, events = committed(outbox, keys)
+    return pipeline, reads, events
+
+
+def committed(outbox: Outbox, keys, kinds: tuple[str, ...] = ("read",)) -> tuple[list[dict], list[dict]]:
+    """The reads (of `kinds`) and events in the outbox, opened; closes the outbox."""
+    node, hq = keys
     messages = [envelope.open_envelope(p.message, signer_for=lambda h: node.public_key(),
                                        decryption_keys={key_id(hq.public_key()): hq})
                 for p in outbox.due(1000, 0)]
     outbox.close()
-    reads = [m.payload for m in messages if m.header.kind == "read"]
+    reads = [m.payload for m in messages if m.header.kind in kinds]
     events = [m.payload for m in messages if m.header.kind == "event"]
-    return pipeline, reads, events
+    return reads, events
 
 
 def test_triggered_mode_one_read_per_vehicle_with_voted_plate(tmp_path, keys):
@@ -208,3 +216,184 @@ def test_stop_is_bounded_mid_clip(tmp_path, keys):
     # The open track was flushed as a read on the way out: nothing seen is lost.
     assert outbox.stats().depth == 1
     outbox.close()
+
+
+# -- scripted scenes, stepped frame by frame ---------------------------------------------------
+# Exact control of what is seen when, and of when each trigger edge arrives relative to the
+# frames, which a threaded clip replay does not give. `step_through` does what the worker
+# thread does per frame (take queued triggers, process the frame) and what it does at the end.
+
+def plate_text(text: str, conf: float = 0.9, candidates: list[tuple[str, float]] | None = None) -> PlateText:
+    return PlateText(text, conf, [conf] * len(text), candidates if candidates is not None else [(text, conf)],
+                     "ca", 0.8)
+
+
+class Scene:
+    """script(t_s) -> [(lores box, PlateText)]: the plates in view at each frame time.
+
+    Each plate's region in the main image is painted with its own marker value, by which the
+    reader knows which plate a crop shows.
+    """
+
+    def __init__(self, script):
+        self.script = script
+        self.now_s = 0.0
+
+    def detect(self, lores):
+        return [Detection(box, 0.9 - 0.01 * i) for i, (box, _) in enumerate(self.script(self.now_s))]
+
+    def read(self, crop):
+        marker = int(crop[crop.shape[0] // 2, crop.shape[1] // 2, 0])
+        items = self.script(self.now_s)
+        return items[marker - 1][1] if 0 < marker <= len(items) else PlateText("", 0.0)
+
+    def frame(self, index: int, t_ns: int) -> Frame:
+        main = np.zeros((H, W, 3), np.uint8)
+        for i, ((x, y, w, h), _) in enumerate(self.script(t_ns / 1e9)):
+            main[y * 2:(y + h) * 2, x * 2:(x + w) * 2, 0] = i + 1
+        return Frame(main, np.zeros((LH, LW, 3), np.uint8), t_ns, 1_700_000_000 * 10**9 + t_ns, index, {})
+
+
+def scripted(tmp_path, keys, script, triggers=None, hotlist_match=None, **settings):
+    node, hq = keys
+    scene = Scene(script)
+    outbox = Outbox(tmp_path / "outbox.db")
+    sink = ReadSink(Identity("n1", node, hq.public_key(), ()), outbox, hotlist_match=hotlist_match)
+    pipeline = Pipeline(camera_factory=lambda: None, detector=scene, reader=scene, sink=sink, triggers=triggers,
+                        settings=PipelineSettings(**{"node_id": "n1", "site_id": "s1", "camera_id": "c0",
+                                                     **settings}),
+                        clock_ns=lambda: int(scene.now_s * 1e9))
+    return pipeline, scene, outbox
+
+
+def step_through(pipeline, scene, seconds: float, edges=()) -> None:
+    """Feed `seconds` of frames; edges: (t_s, active, trigger name), queued as the GPIO thread would."""
+    edges = sorted(edges)
+    t_ns = 0
+    for i in range(int(seconds * FPS)):
+        t_ns = i * 10**9 // FPS
+        scene.now_s = t_ns / 1e9
+        while edges and edges[0][0] * 1e9 <= t_ns:
+            at, active, name = edges.pop(0)
+            pipeline.on_trigger(TriggerEvent(17, name, "loop", "falling" if active else "rising", active,
+                                             int(at * 1e9)))
+        pipeline._take_triggers(t_ns)
+        pipeline._process(scene.frame(i, t_ns))
+    pipeline._finish(t_ns)
+
+
+def visible(t_in: float, t_out: float, box, text: PlateText):
+    return lambda t: [(box, text)] if t_in <= t <= t_out else []
+
+
+def scene_of(*parts):
+    return lambda t: [item for part in parts for item in part(t)]
+
+
+LEFT, RIGHT, TOP = (40, 120, 40, 12), (220, 120, 40, 12), (200, 40, 30, 9)
+
+
+def test_a_vehicle_still_in_view_after_its_pass_is_read_for_that_pass_not_the_next(tmp_path, keys):
+    # A (loop 0.5-1.0) stays in view until 3.0 s; B (loop 1.6-2.6) comes into view at 1.5 s.
+    # A's pass ends (window + grace) while A's plate is still in view.
+    script = scene_of(visible(0.3, 3.0, LEFT, plate_text("7ABC123")), visible(1.5, 3.5, TOP, plate_text("5XYZ987")))
+    pipeline, scene, outbox = scripted(tmp_path, keys, script)
+    step_through(pipeline, scene, 6, [(0.5, True, "loop1"), (1.0, False, "loop1"),
+                                      (1.6, True, "loop1"), (2.6, False, "loop1")])
+    reads, events = committed(outbox, keys)
+    assert [(r["plate"], r["trigger_id"]) for r in reads] == [("7ABC123", "loop1-500000000"),
+                                                               ("5XYZ987", "loop1-1600000000")]
+    assert events == []
+    assert pipeline.stats["duplicates_suppressed"] == 0  # A's plate, still in view, is not a new track
+    assert pipeline.accounting.report()["1"]["day"] == {"passes": 2, "read": 2, "capture_rate": 1.0}
+
+
+def test_a_plate_first_seen_in_the_previous_window_is_read_for_its_own_pass(tmp_path, keys):
+    # B comes into view at 1.2 s, while A's window is still open, and reaches the loop at 1.8 s.
+    script = scene_of(visible(0.3, 1.4, LEFT, plate_text("7ABC123")), visible(1.2, 2.0, TOP, plate_text("5XYZ987")))
+    pipeline, scene, outbox = scripted(tmp_path, keys, script)
+    step_through(pipeline, scene, 6, [(0.5, True, "loop1"), (1.0, False, "loop1"),
+                                      (1.8, True, "loop1"), (2.8, False, "loop1")])
+    reads, events = committed(outbox, keys)
+    assert [(r["plate"], r["trigger_id"]) for r in reads] == [("7ABC123", "loop1-500000000"),
+                                                               ("5XYZ987", "loop1-1800000000")]
+    assert events == []
+
+
+def test_two_lanes_at_once_each_get_their_read_and_no_false_no_read(tmp_path, keys):
+    script = scene_of(visible(0.3, 2.0, LEFT, plate_text("7ABC123")), visible(0.3, 2.0, RIGHT, plate_text("5XYZ987")))
+    lanes = {"loop1": TriggerSpec("loop1", "1", "loop"), "loop2": TriggerSpec("loop2", "2", "loop")}
+    pipeline, scene, outbox = scripted(tmp_path, keys, script, triggers=lanes)
+    step_through(pipeline, scene, 5, [(0.5, True, "loop1"), (1.5, False, "loop1"),
+                                      (0.6, True, "loop2"), (1.6, False, "loop2")])
+    reads, events = committed(outbox, keys)
+    # Which plate goes to which lane follows the order the tracks finish (lanes are not told
+    # apart by position); what must hold is one read per pass and no false no_read.
+    assert sorted((r["lane"], r["trigger_id"]) for r in reads) == [("1", "loop1-500000000"),
+                                                                    ("2", "loop2-600000000")]
+    assert events == []
+    report = pipeline.accounting.report()
+    assert report["1"]["day"]["read"] == 1 and report["2"]["day"]["read"] == 1
+
+
+def test_a_plateless_vehicle_behind_gets_a_no_read_not_the_previous_plate(tmp_path, keys):
+    # A (loop 0.5-1.0) in view until 3.0 s; then a plate-less trailer on the loop at 1.6-2.6 s.
+    pipeline, scene, outbox = scripted(tmp_path, keys, visible(0.3, 3.0, LEFT, plate_text("7ABC123")))
+    step_through(pipeline, scene, 6, [(0.5, True, "loop1"), (1.0, False, "loop1"),
+                                      (1.6, True, "loop1"), (2.6, False, "loop1")])
+    reads, events = committed(outbox, keys)
+    assert [(r["plate"], r["trigger_id"]) for r in reads] == [("7ABC123", "loop1-500000000")]
+    assert [(e["event"], e["trigger_id"], e["duplicate_of"]) for e in events] == \
+        [("no_read", "loop1-1600000000", None)]
+
+
+def test_a_similar_plate_whose_runner_up_is_far_behind_is_not_a_duplicate(tmp_path, keys):
+    # A different car, 7ABC128, read at 0.7 with 7ABC123 (sent 9 s before) as a distant runner-up.
+    first = plate_text("7ABC123", 0.9, [("7ABC123", 0.9), ("7ABC128", 0.05)])
+    second = plate_text("7ABC128", 0.7, [("7ABC128", 0.7), ("7ABC123", 0.25)])
+    seen = []
+    pipeline, scene, outbox = scripted(tmp_path, keys, scene_of(visible(0.5, 1.5, LEFT, first),
+                                                                 visible(10.0, 11.0, LEFT, second)),
+                                       hotlist_match=lambda r: seen.append(r.plate), mode="continuous")
+    step_through(pipeline, scene, 13)
+    reads, _ = committed(outbox, keys)
+    assert [r["plate"] for r in reads] == ["7ABC123", "7ABC128"]
+    assert "7ABC128" in seen and pipeline.stats["duplicates_suppressed"] == 0
+
+
+@pytest.mark.parametrize("second", [
+    plate_text("7ABC128", 0.5, [("7ABC128", 0.5), ("7ABC123", 0.45)]),  # the earlier plate close behind
+    plate_text("7ABC123", 0.6, [("7ABC123", 0.6)]),                     # the same top text
+])
+def test_the_same_vehicle_read_again_is_still_a_duplicate(tmp_path, keys, second):
+    first = plate_text("7ABC123", 0.9, [("7ABC123", 0.9), ("7ABC128", 0.05)])
+    pipeline, scene, outbox = scripted(tmp_path, keys, scene_of(visible(0.5, 1.5, LEFT, first),
+                                                                 visible(10.0, 11.0, LEFT, second)),
+                                       mode="continuous")
+    step_through(pipeline, scene, 13)
+    reads, _ = committed(outbox, keys)
+    assert [r["plate"] for r in reads] == ["7ABC123"] and pipeline.stats["duplicates_suppressed"] == 1
+
+
+def test_a_duplicate_still_raises_a_hot_list_alert_once(tmp_path, keys):
+    # 7ABC123 is read at 0.5 s with no list in force; a list naming it arrives at 5 s; the car is
+    # read again at 10 s (a duplicate: the alert goes out all the same) and at 20 s (that entry's
+    # alert has gone out: suppressed).
+    at: dict[str, Scene] = {}
+
+    def hotlist_match(read):
+        if at["scene"].now_s < 5.0:
+            return None
+        hit = {"list_version": "2", "entry": "9", "reason": "stolen-vehicle", "match": "exact"}
+        return hit if "7ABC123" in [read.plate] + [c.plate for c in read.candidates] else None
+    car = plate_text("7ABC123")
+    pipeline, scene, outbox = scripted(
+        tmp_path, keys, scene_of(visible(0.5, 1.5, LEFT, car), visible(10.0, 11.0, LEFT, car),
+                                 visible(20.0, 21.0, LEFT, car)),
+        hotlist_match=hotlist_match, mode="continuous")
+    at["scene"] = scene
+    step_through(pipeline, scene, 23)
+    messages, _ = committed(outbox, keys, kinds=("read", "alert"))
+    assert sorted((m["plate"], m["kind"], (m.get("hotlist") or {}).get("entry", "")) for m in messages) == \
+        [("7ABC123", "alert", "9"), ("7ABC123", "read", "")]
+    assert pipeline.stats["duplicate_alerts"] == 1 and pipeline.stats["duplicates_suppressed"] == 1
