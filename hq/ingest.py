@@ -5,11 +5,22 @@ signature → header binding → store (one transaction per batch) → MQTT PUBA
 (manual ack, so the broker redelivers anything HQ did not store) → signed ack to the node.
 A message that fails any check is counted under its reason, logged once with the node and
 sequence it claims, and never crashes ingest.
+
+A batch the store refuses is stored again one message at a time, so one message the store
+cannot hold (reason `store`) does not hold back everyone else's: it is set aside in
+`rejects_dir` (the exact bytes received, and why) and PUBACKed, and the others are stored and
+acknowledged. A store that is unavailable rejects nothing: the batch waits, with backoff, on
+a fresh connection.
 """
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
+import os
+import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +28,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from hq.store import ReadStore
-from transport import signed, topics
+from hq.errors import StoreError
+from hq.store import ReadStore, StoreResult
+from transport import cbor, signed, topics
 from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope, read_header
 from transport.errors import EnvelopeError
 from transport.mqtt import BrokerSettings, MqttLink
@@ -26,6 +38,32 @@ from transport.payload import ReadPayload
 from transport.registry import Registry
 
 log = logging.getLogger(__name__)
+
+try:  # PostgreSQL is optional: without psycopg there are no psycopg errors to classify
+    import psycopg
+except ImportError:  # pragma: no cover - the postgres extra is installed in CI
+    psycopg = None  # type: ignore[assignment]
+
+# What opening or closing a store raises when the database is not there (any backend).
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (StoreError, sqlite3.Error, OSError) + (
+    (psycopg.Error,) if psycopg is not None else ())
+
+# A message the store refused is remembered this long (by the digest of its bytes), so the
+# node's resends of it (every outbox.resend_after_s, until acknowledged) are set aside again
+# without failing a batch each time; after that it is tried again, in case the cause was fixed.
+STORE_REJECT_MEMORY_S = 3600.0
+STORE_REJECT_MEMORY_MAX = 4096
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A message that passed every check and waits to be stored (kept with its bytes for rejects)."""
+
+    opened: Opened
+    mid: int
+    qos: int
+    topic: str
+    raw: bytes
 
 
 @dataclass
@@ -37,7 +75,7 @@ class IngestStats:
     duplicates: int = 0
     conflicts: int = 0
     acks_sent: int = 0
-    store_errors: int = 0
+    store_errors: int = 0  # consecutive failed store attempts blamed on the store (drives backoff)
     rejected: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -47,9 +85,12 @@ class Ingest:
     def __init__(self, settings: BrokerSettings, *, store_path: Path | str, registry_path: Path,
                  decryption_keys: dict[str, x25519.X25519PrivateKey], sign_key: ed25519.Ed25519PrivateKey,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True,
-                 revocation_grace_s: float = 24 * 3600.0) -> None:
+                 revocation_grace_s: float = 24 * 3600.0, rejects_dir: Path | None = None) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
         self.registry_path = Path(registry_path)
+        # The registry lives in HQ's data_dir, so by default the set-aside messages do too
+        # (not beside store_path, which may be a PostgreSQL URL).
+        self.rejects_dir = Path(rejects_dir) if rejects_dir is not None else self.registry_path.parent / "rejected"
         self.decryption_keys = decryption_keys
         self.sign_key = sign_key
         self.max_message_bytes = max_message_bytes
@@ -59,6 +100,7 @@ class Ingest:
         self.stats = IngestStats()
         self._pending: collections.deque = collections.deque()
         self._retry_at = 0.0
+        self._store_rejected: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         self.link = MqttLink(settings, name=f"ingest-{settings.client_id}", on_connect=self._connected,
@@ -82,17 +124,23 @@ class Ingest:
     def _tick(self, client: paho.Client) -> None:
         if not self._pending:
             return
-        if self._store is None:
-            # sqlite3 connections belong to the thread that made them: open them here.
-            self._store = ReadStore(self.store_path)
-            self._registry = Registry(self.registry_path)
-            self._signer_for = self._registry.signer_lookup(cache_s=60.0, grace_s=self.revocation_grace_s)
         if time.monotonic() < self._retry_at:
             return
-        batch: list[tuple[Opened, int, int]] = []
+        if self._registry is None:
+            # sqlite3 connections belong to the thread that made them: open them here.
+            self._registry = Registry(self.registry_path)
+            self._signer_for = self._registry.signer_lookup(cache_s=60.0, grace_s=self.revocation_grace_s)
+        if self._store is None:
+            try:
+                self._store = ReadStore(self.store_path)
+            except _DRIVER_ERRORS as exc:  # the store is down: wait for it, reject nothing
+                log.error("ingest: cannot open the store (%r); %d messages wait; will retry", exc, len(self._pending))
+                self._store_unavailable("opening the store failed")
+                return
+        batch: list[_Verified] = []
         while self._pending and len(batch) < self.max_batch:
             item = self._pending.popleft()
-            if isinstance(item[0], Opened):  # verified before, put back after a failed store
+            if isinstance(item, _Verified):  # verified before, put back after a failed store
                 batch.append(item)
                 continue
             topic, payload, mid, qos = item
@@ -100,25 +148,76 @@ class Ingest:
             opened = self._verify(topic, payload)
             if opened is None:
                 client.ack(mid, qos)  # rejected for good: do not let the broker redeliver it
+            elif self._refused_before(opened, payload):
+                client.ack(mid, qos)
             else:
-                batch.append((opened, mid, qos))
+                batch.append(_Verified(opened, mid, qos, topic, payload))
         if not batch:
             return
         try:
-            results = self._store.store(o for o, _, _ in batch)
-        except Exception:
-            # Not stored, so not acknowledged: put the batch back and try again next tick (the
-            # broker would redeliver anyway after a reconnect; the node resends after its timeout).
-            self.stats.store_errors += 1
-            log.exception("ingest: storing a batch of %d failed; will retry", len(batch))
-            for opened, mid, qos in reversed(batch):
-                self._pending.appendleft((opened, mid, qos))
-            self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self.stats.store_errors, 6))
-            return
+            results = self._store.store(v.opened for v in batch)
+        except Exception as exc:  # classified below: a store fault waits, a message's own fault is isolated
+            if not _message_may_be_at_fault(exc):
+                log.error("ingest: storing a batch of %d failed (%r); will retry", len(batch), exc)
+                self._requeue(batch)
+                self._store_unavailable("store unavailable")
+                return
+            if len(batch) > 1:
+                log.warning("ingest: storing a batch of %d failed (%r); storing its messages one at a time",
+                            len(batch), exc)
+            done = self._store_one_by_one(client, self._store, batch, exc)
+            if done is None:
+                return
+        else:
+            done = list(zip(batch, results))
         self.stats.store_errors = 0
+        self._acknowledge(client, done)
+
+    def _store_one_by_one(self, client: paho.Client, store: ReadStore, batch: list[_Verified],
+                          batch_error: Exception) -> list[tuple[_Verified, StoreResult]] | None:
+        """Store each message of a failed batch on its own; set aside those the store refuses.
+
+        Returns what was stored (to acknowledge), or None when the store itself is at fault:
+        then nothing is set aside and the whole batch waits for the next try.
+        """
+        done: list[tuple[_Verified, StoreResult]] = []
+        refused: list[tuple[_Verified, Exception]] = []
+        if len(batch) == 1:  # the batch was this message alone: its error is already known
+            refused.append((batch[0], batch_error))
+        else:
+            for i, item in enumerate(batch):
+                try:
+                    done.append((item, store.store([item.opened])[0]))
+                except Exception as exc:  # classified: see _message_may_be_at_fault
+                    if not _message_may_be_at_fault(exc):
+                        log.error("ingest: the store failed while storing one at a time (%r); will retry", exc)
+                        self._acknowledge(client, done)
+                        self._requeue([r for r, _ in refused] + batch[i:])
+                        self._store_unavailable("store unavailable")
+                        return None
+                    refused.append((item, exc))
+        if not done:
+            # Not one message stored: that says more about the store (a schema or code fault)
+            # than about the messages, so none is blamed. A message truly at fault is set aside
+            # on a later try, once it shares a batch with one the store takes.
+            log.error("ingest: none of the %d messages of the batch could be stored, even alone (first error %r): "
+                      "blamed on the store, nothing rejected; will retry", len(batch), refused[0][1])
+            self._requeue(batch)
+            self._store_unavailable("every message failed")
+            return None
+        for item, exc in refused:
+            if self._set_aside(item, exc):
+                client.ack(item.mid, item.qos)  # kept in rejects_dir: the broker need not redeliver it
+            else:
+                self._requeue([item])  # not kept anywhere yet: it must not be PUBACKed
+                self._retry_at = time.monotonic() + 1.0
+        return done
+
+    def _acknowledge(self, client: paho.Client, done: list[tuple[_Verified, StoreResult]]) -> None:
+        """PUBACK stored messages to the broker and send each node one signed ack for its seqs."""
         acks: dict[str, list[int]] = collections.defaultdict(list)
-        for (opened, mid, qos), result in zip(batch, results):
-            client.ack(mid, qos)
+        for item, result in done:
+            client.ack(item.mid, item.qos)
             if result.outcome == "stored":
                 self.stats.stored += 1
             elif result.outcome == "duplicate":
@@ -132,6 +231,73 @@ class Ingest:
             body = {"v": 1, "node": node_id, "seqs": seqs, "t_ns": time.time_ns()}
             client.publish(topics.node_topic(node_id, "ack"), signed.sign("ack", body, self.sign_key), qos=1)
             self.stats.acks_sent += 1
+
+    def _requeue(self, items: list[_Verified]) -> None:
+        """Put messages back at the front, in their order: not stored, so not acknowledged."""
+        for item in reversed(items):
+            self._pending.appendleft(item)
+
+    def _store_unavailable(self, why: str) -> None:
+        """Back off and drop the connection: a broken one (server restarted) never recovers by itself."""
+        self.stats.store_errors += 1
+        self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self.stats.store_errors, 6))
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except _DRIVER_ERRORS as exc:  # closing a broken connection may fail too; it is dropped anyway
+                log.debug("ingest: closing the store after %s: %r", why, exc)
+
+    def _set_aside(self, item: _Verified, exc: Exception) -> bool:
+        """Count, log and keep a message the store refused; False if it could not be kept."""
+        h = item.opened.header
+        digest = hashlib.sha256(item.raw).hexdigest()
+        stem = f"{_SAFE_NAME.sub('_', h.node_id)[:64]}-{h.seq}-{digest[:16]}"
+        meta = {"reason": "store", "error": repr(exc)[:2000], "topic": item.topic, "node": h.node_id,
+                "seq": h.seq, "kind": h.kind, "t_ns": h.time_ns, "sha256": digest, "bytes": len(item.raw),
+                "rejected_ns": time.time_ns()}
+        try:
+            self.rejects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_private(self.rejects_dir / f"{stem}.msg", item.raw)
+            # What a stored read keeps (header, payload, signature): readable and verifiable
+            # with the node's public key, without HQ's private key.
+            _write_private(self.rejects_dir / f"{stem}.signed", cbor.dumps(
+                [item.opened.header_bytes, item.opened.payload_bytes, item.opened.signature]))
+            _write_private(self.rejects_dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode())
+            _fsync_dir(self.rejects_dir)
+        except OSError as exc2:
+            log.error("ingest: node %s seq %d: the store refused it (%r) and it cannot be set aside in %s (%s); "
+                      "will retry", h.node_id, h.seq, exc, self.rejects_dir, exc2)
+            return False
+        self.stats.rejected["store"] += 1
+        self._remember_refused(bytes.fromhex(digest))
+        log.warning("ingest: rejected message on %s (%d bytes): store: node %s seq %d refused by the store (%r); "
+                    "kept as %s", item.topic, len(item.raw), h.node_id, h.seq, exc,
+                    self.rejects_dir / f"{stem}.msg")
+        return True
+
+    def _remember_refused(self, digest: bytes) -> None:
+        self._store_rejected[digest] = time.monotonic()
+        self._store_rejected.move_to_end(digest)
+        while len(self._store_rejected) > STORE_REJECT_MEMORY_MAX:
+            self._store_rejected.popitem(last=False)
+
+    def _refused_before(self, opened: Opened, raw: bytes) -> bool:
+        """True (counted and logged) for the exact bytes of a message the store recently refused."""
+        if not self._store_rejected:
+            return False
+        digest = hashlib.sha256(raw).digest()
+        when = self._store_rejected.get(digest)
+        if when is None:
+            return False
+        if time.monotonic() - when > STORE_REJECT_MEMORY_S:
+            del self._store_rejected[digest]
+            return False
+        self.stats.rejected["store"] += 1
+        log.warning("ingest: rejected message from node %s seq %d (%d bytes): store: refused by the store "
+                    "before, already kept in %s", opened.header.node_id, opened.header.seq, len(raw),
+                    self.rejects_dir)
+        return True
 
     def _verify(self, topic: str, payload: bytes) -> Opened | None:
         parsed = topics.parse(topic)
@@ -160,10 +326,49 @@ class Ingest:
             return None
 
 
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by HQ's user only (it holds plates), durably, replacing any older copy."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in `path` durable: the message is PUBACKed right after it is kept."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _message_may_be_at_fault(exc: BaseException) -> bool:
+    """False when `exc` says the store is unavailable (connection, disk, lock, server state):
+    then no message may be blamed. True for anything else, e.g. a value the schema cannot
+    hold; the caller blames a message only if others in its batch were stored."""
+    if isinstance(exc, (StoreError, OSError, MemoryError, sqlite3.OperationalError, sqlite3.InternalError)):
+        return False
+    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError,
+                                                 psycopg.InternalError)):
+        # SQLSTATE class 54 (program limit exceeded, e.g. an index row too large for one
+        # over-long text) is psycopg's OperationalError, but it is about the message.
+        return (getattr(exc, "sqlstate", None) or "").startswith("54")
+    return True
+
+
 def check_event(payload: dict) -> None:
     """The fields every event must have, with their types (the rest is event-specific)."""
     if not isinstance(payload.get("event"), str):
         raise EnvelopeError("payload", "event field event: expected text")
+    if "\x00" in payload["event"]:
+        # HQ stores it in a text column, and PostgreSQL text cannot hold U+0000.
+        raise EnvelopeError("payload", "event field event: text must not contain U+0000 (NUL)")
     t_ns = payload.get("t_ns")
     if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not 0 <= t_ns < 2**63:
         raise EnvelopeError("payload", "event field t_ns: expected an unsigned 63-bit integer")

@@ -2,6 +2,11 @@
 
 Confidences are integers in 1/10000 on the wire (see transport.cbor); the dataclasses use
 floats in 0..1 for convenience and convert at the boundary.
+
+`from_wire` is HQ's schema check before storing: anything it accepts must fit HQ's SQL
+columns (confidences 0..10000 for an INTEGER column, other integers below 2^63 for BIGINT,
+no U+0000 in text, which PostgreSQL text cannot hold), because a value the store refuses is
+found only at store time, in the middle of a batch of other nodes' reads.
 """
 from __future__ import annotations
 
@@ -105,45 +110,66 @@ class ReadPayload:
         for i, alt in enumerate(alts_raw):
             if not (isinstance(alt, list) and len(alt) == 2 and isinstance(alt[0], str) and _is_int(alt[1])):
                 raise EnvelopeError("payload", f"field alts[{i}]: expected [text, int]")
-            candidates.append(Candidate(alt[0], from_units(alt[1])))
+            candidates.append(Candidate(_text(f"alts[{i}]", alt[0]), from_units(_units(f"alts[{i}]", alt[1]))))
         box = get.optional("box", list)
         if box is not None and not (len(box) == 4 and all(_is_int(v) for v in box)):
             raise EnvelopeError("payload", "field box: expected [x, y, w, h] integers")
-        models = get.typed("models", dict)
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
-            raise EnvelopeError("payload", "field models: expected a map of text to text")
-        hotlist = get.optional("hotlist", dict)
+        models = get.text_map("models")
+        hotlist = get.optional_text_map("hotlist")
         char_conf = get.typed("char_conf", list)
         if not all(_is_int(c) for c in char_conf):
             raise EnvelopeError("payload", "field char_conf: expected integers")
         return cls(
             kind=kind,
-            plate=get.typed("plate", str),
-            confidence=from_units(get.int("conf")),
-            char_confidences=tuple(from_units(c) for c in char_conf),
+            plate=get.text("plate"),
+            confidence=from_units(get.units("conf")),
+            char_confidences=tuple(from_units(_units(f"char_conf[{i}]", c)) for i, c in enumerate(char_conf)),
             candidates=tuple(candidates),
-            region=get.optional("region", str),
-            region_confidence=from_units(get.int("region_conf")),
+            region=get.optional_text("region"),
+            region_confidence=from_units(get.units("region_conf")),
             capture_time_ns=get.int("t_ns"),
             clock_sync=get.choice("clock", CLOCK_STATES),
-            node_id=get.typed("node", str),
-            site_id=get.typed("site", str),
-            camera_id=get.typed("camera", str),
+            node_id=get.text("node"),
+            site_id=get.text("site"),
+            camera_id=get.text("camera"),
             direction=get.choice("dir", DIRECTIONS),
-            trigger_source=get.typed("trigger", str),
-            trigger_id=get.optional("trigger_id", str),
-            lane=get.optional("lane", str),
+            trigger_source=get.text("trigger"),
+            trigger_id=get.optional_text("trigger_id"),
+            lane=get.optional_text("lane"),
             box=tuple(box) if box is not None else None,
-            models=dict(models),
+            models=models,
             seq=get.int("seq"),
             crop_jpeg=get.typed("crop", bytes),
             overview_jpeg=get.optional("overview", bytes),
-            hotlist=dict(hotlist) if hotlist is not None else None,
+            hotlist=hotlist,
         )
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _units(name: str, value: int) -> int:
+    """A confidence in 1/10000: HQ keeps it in a 32-bit INTEGER column, and the node never sends more."""
+    if not 0 <= value <= SCALE:
+        raise EnvelopeError("payload", f"field {name}: {value} is not a confidence from 0 to {SCALE} (1/{SCALE})")
+    return value
+
+
+def _text(name: str, value: str) -> str:
+    """Text HQ can store: PostgreSQL text cannot hold U+0000, and one such read would fail its batch."""
+    if "\x00" in value:
+        raise EnvelopeError("payload", f"field {name}: text must not contain U+0000 (NUL)")
+    return value
+
+
+def _text_map(name: str, value: dict[Any, Any]) -> dict[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise EnvelopeError("payload", f"field {name}: expected a map of text to text")
+    for key, item in value.items():
+        _text(f"{name}[{key!r}]", key)
+        _text(f"{name}[{key!r}]", item)
+    return dict(value)
 
 
 class _FieldReader:
@@ -168,6 +194,28 @@ class _FieldReader:
         if not 0 <= value < 2**63:
             raise EnvelopeError("payload", f"field {name}: must be an unsigned integer below 2^63")
         return value
+
+    def units(self, name: str) -> int:
+        """A required confidence in 1/10000 (0..10000)."""
+        return _units(name, self.typed(name, int))
+
+    def text(self, name: str) -> str:
+        """A required text field without NUL."""
+        return _text(name, self.typed(name, str))
+
+    def optional_text(self, name: str) -> str | None:
+        """An optional (null) text field without NUL."""
+        value = self.optional(name, str)
+        return None if value is None else _text(name, value)
+
+    def text_map(self, name: str) -> dict[str, str]:
+        """A required map of text to text (a copy), without NUL in keys or values."""
+        return _text_map(name, self.typed(name, dict))
+
+    def optional_text_map(self, name: str) -> dict[str, str] | None:
+        """An optional (null) map of text to text (a copy), without NUL in keys or values."""
+        value = self.optional(name, dict)
+        return None if value is None else _text_map(name, value)
 
     def optional(self, name: str, kind: type) -> Any:
         value = self.wire.get(name)

@@ -1,6 +1,8 @@
 """HQ ingest against hostile input: each bad message is rejected with its reason, ingest keeps going."""
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 
@@ -22,15 +24,23 @@ from transport.registry import Registry
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture
-def world(lab):
+def start_world(lab, store_path=None):
+    """An ingest worker (SQLite store in the lab unless `store_path`) and node-a's MQTT client,
+    with the PUBACKs ingest sends recorded in `ingest.pubacks` (message ids)."""
     node = lab.add_node("node-a")
     lab.add_node("node-b")
     tls = lab.hq_dir / "tls"
     ingest = Ingest(BrokerSettings("127.0.0.1", lab.broker.port, tls / "ca.pem", tls / "hq-ingest-1.pem",
                                    tls / "hq-ingest-1.key", "hq-ingest-1"),
-                    store_path=lab.hq_dir / "hq.db", registry_path=lab.registry_path,
+                    store_path=store_path or lab.hq_dir / "hq.db", registry_path=lab.registry_path,
                     decryption_keys=load_hpke_keys(lab.hq_dir / "keys"), sign_key=load_sign_key(lab.hq_dir / "keys"))
+    ingest.pubacks = []
+    puback = ingest.link.client.ack
+
+    def recording_ack(mid, qos):
+        ingest.pubacks.append(mid)
+        return puback(mid, qos)
+    ingest.link.client.ack = recording_ack
     ingest.start()
     assert ingest.link.wait_connected(10)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="node-a", protocol=paho.MQTTv5)
@@ -47,16 +57,26 @@ def world(lab):
     client.subscribe(topics.node_topic("node-a", "ack"), qos=1)
     client.loop_start()
     sign_key = load_private_key(node.data_dir / "keys/node-sign.key", ed25519.Ed25519PrivateKey)
-    yield lab, ingest, client, sign_key, acks
+    return ingest, client, sign_key, acks
+
+
+def stop_world(ingest, client):
     client.loop_stop()
     client.disconnect()
     ingest.stop()
 
 
-def good_message(lab, sign_key, seq=1, node_id="node-a", t_ns=None):
+@pytest.fixture
+def world(lab):
+    ingest, client, sign_key, acks = start_world(lab)
+    yield lab, ingest, client, sign_key, acks
+    stop_world(ingest, client)
+
+
+def good_message(lab, sign_key, seq=1, node_id="node-a", t_ns=None, **fields):
     read = sample_read()
     t_ns = t_ns or read.capture_time_ns
-    wire = dict(read.to_wire(), node=node_id, seq=seq, t_ns=t_ns)
+    wire = dict(read.to_wire(), node=node_id, seq=seq, t_ns=t_ns, **fields)
     return envelope.seal(wire, kind="read", node_id=node_id, seq=seq, time_ns=t_ns,
                          signing_key=sign_key, recipient=lab.hq_hpke.public_key())
 
@@ -138,3 +158,89 @@ def test_unknown_and_revoked_nodes_are_rejected(world):
     stranger_client.loop_stop()
     stranger_client.disconnect()
     assert ingest.stats.stored == 1 and len(acks) == 1
+
+
+def _refuse_reads(store_path, name, when="1"):
+    """A trigger that makes SQLite refuse some reads the way PostgreSQL refuses a value its
+    schema cannot hold: an error about the data (IntegrityError), the store itself healthy."""
+    store = ReadStore(store_path)
+    store.db.execute(f"CREATE TRIGGER {name} BEFORE INSERT ON reads WHEN {when} "
+                     f"BEGIN SELECT RAISE(ABORT, '{name}'); END")
+    store.close()
+
+
+def _drop_trigger(store_path, name):
+    store = ReadStore(store_path)
+    store.db.execute(f"DROP TRIGGER {name}")
+    store.close()
+
+
+def test_a_read_the_store_refuses_is_set_aside_and_the_rest_of_its_batch_is_stored(world):
+    lab, ingest, client, sign_key, acks = world
+    _refuse_reads(lab.hq_dir / "hq.db", "poison_read", "NEW.plate = 'POISON1'")
+    poison = good_message(lab, sign_key, seq=2, plate="POISON1")
+    for payload in (good_message(lab, sign_key, seq=1), poison, good_message(lab, sign_key, seq=3)):
+        send(client, payload)
+    wait_for(lambda: ingest.stats.rejected["store"] == 1 and ingest.stats.stored == 2, 20,
+             "the poison read set aside and the two good ones stored")
+    wait_for(lambda: acked_seqs(acks) == [1, 3], 10, "the good reads acknowledged to the node")
+    wait_for(lambda: len(ingest.pubacks) == 3, 10, "all three PUBACKed, the poison one too")
+    assert dict(ingest.stats.rejected) == {"store": 1}
+    store = ReadStore(lab.hq_dir / "hq.db")
+    assert store.seqs("node-a") == [1, 3]
+    store.close()
+    # Nothing is lost: the exact bytes, the signed parts and the reason are kept for an operator.
+    rejects = lab.hq_dir / "rejected"
+    assert rejects.stat().st_mode & 0o777 == 0o700
+    (msg,) = rejects.glob("node-a-2-*.msg")
+    assert msg.read_bytes() == poison and msg.stat().st_mode & 0o777 == 0o600
+    meta = json.loads(msg.with_suffix(".json").read_text())
+    assert (meta["reason"], meta["node"], meta["seq"], meta["kind"]) == ("store", "node-a", 2, "read")
+    assert "poison_read" in meta["error"]
+    header_bytes, payload_bytes, signature = cbor.loads(msg.with_suffix(".signed").read_bytes())
+    sign_key.public_key().verify(signature, envelope.signed_bytes(header_bytes, payload_bytes))
+    assert cbor.loads(payload_bytes)["plate"] == "POISON1"
+    # The node resends it (no signed ack): set aside again at once, not by failing another batch.
+    written = msg.with_suffix(".json").read_bytes()
+    send(client, poison)
+    wait_for(lambda: ingest.stats.rejected["store"] == 2, 10, "the resend set aside")
+    assert msg.with_suffix(".json").read_bytes() == written
+    send(client, good_message(lab, sign_key, seq=4))
+    wait_for(lambda: acked_seqs(acks) == [1, 3, 4], 10, "ingest still storing")
+    assert ingest.stats.store_errors == 0
+
+
+def test_a_store_outage_rejects_nothing_and_loses_nothing(world, monkeypatch):
+    lab, ingest, client, sign_key, acks = world
+    down = threading.Event()
+    down.set()
+    real_store = ReadStore.store
+
+    def store(self, batch):
+        if down.is_set():
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_store(self, batch)
+    monkeypatch.setattr(ReadStore, "store", store)
+    for seq in (1, 2, 3):
+        send(client, good_message(lab, sign_key, seq=seq))
+    wait_for(lambda: ingest.stats.store_errors >= 2, 20, "two failed attempts to store")
+    assert (dict(ingest.stats.rejected), ingest.stats.stored, acks, ingest.pubacks) == ({}, 0, [], [])
+    assert not (lab.hq_dir / "rejected").exists()
+    down.clear()
+    wait_for(lambda: ingest.stats.stored == 3, 30, "all three stored once the store is back")
+    wait_for(lambda: acked_seqs(acks) == [1, 2, 3], 10, "all three acknowledged")
+    assert len(ingest.pubacks) == 3 and dict(ingest.stats.rejected) == {}
+
+
+def test_a_store_that_refuses_every_message_rejects_none(world):
+    # Every read refused alone too (say a broken migration): that is the store's fault, not theirs.
+    lab, ingest, client, sign_key, acks = world
+    _refuse_reads(lab.hq_dir / "hq.db", "schema_broken")
+    for seq in (1, 2, 3):
+        send(client, good_message(lab, sign_key, seq=seq))
+    wait_for(lambda: ingest.stats.store_errors >= 2, 20, "two failed attempts to store")
+    assert (dict(ingest.stats.rejected), ingest.stats.stored, acks, ingest.pubacks) == ({}, 0, [], [])
+    _drop_trigger(lab.hq_dir / "hq.db", "schema_broken")
+    wait_for(lambda: ingest.stats.stored == 3, 30, "all three stored once the store is fixed")
+    wait_for(lambda: acked_seqs(acks) == [1, 2, 3], 10, "all three acknowledged")
+    assert dict(ingest.stats.rejected) == {}
