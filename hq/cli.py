@@ -29,7 +29,8 @@ def _ingest(args: argparse.Namespace) -> int:
     ingest = Ingest(settings, store_path=cfg.store.url or cfg.path(cfg.store.path, "hq.db"),
                     registry_path=cfg.hq.data_dir / "registry.db", decryption_keys=load_hpke_keys(keys_dir),
                     sign_key=load_sign_key(keys_dir), max_message_bytes=cfg.ingest.max_message_kb * 1024,
-                    shared=cfg.ingest.shared, revocation_grace_s=cfg.ingest.revocation_grace_h * 3600)
+                    shared=cfg.ingest.shared, revocation_grace_s=cfg.ingest.revocation_grace_h * 3600,
+                    rejects_dir=cfg.hq.data_dir / "rejected")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
