@@ -4,24 +4,34 @@
     alpr-hil list                                    shipped scenarios and clips
     alpr-hil run SCENARIO [SCENARIO ...] [--junit FILE] [--html FILE] [--out DIR]
     alpr-hil run --all [--long]                      every short scenario (and the soaks with --long)
-    alpr-hil record OUT --seconds 60 [--pin 17:loop1] [--pin 27:loop2]    on a Pi: camera + loops → clip
+    alpr-hil record OUT --seconds 60 [--pin 17:loop1] [--pin 27:loop2] [--overwrite]   on a Pi: camera + loops → clip
     alpr-hil drive CLIP --map 17=22 [--map 27=23] [--player CMD]          bench: loop edges on GPIO outputs
 
-Exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage or setup error.
+Exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage or setup error
+(including a scenario that could not be run; the others are still run and reported).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hardware.errors import HardwareError
 from hil.errors import HilError
 
+if TYPE_CHECKING:
+    from hil.runner import RunResult
+
 PROG = "alpr-hil"
+log = logging.getLogger(PROG)
+# What a scenario run can fail with that is the bench's or the setup's problem, not a verdict.
+_RUN_ERRORS = (HilError, HardwareError, OSError, ValueError, subprocess.SubprocessError)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -59,6 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     from hil.report import write_reports
     from hil.runner import run_scenario
 
+    # Every scenario is loaded (its clip validated, every frame's size too) before any is run:
+    # a broken clip fails the command at once instead of after the runs before it.
     if args.all:
         chosen = scenarios.shipped(include_long=args.long)
     elif args.scenarios:
@@ -67,9 +79,20 @@ def _run(args: argparse.Namespace) -> int:
         raise HilError("name at least one scenario, or --all")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="alpr-hil-"))
     results = []
+    not_run: dict[str, str] = {}
     for s in chosen:
         print(f"{s.name}: running (clip {s.clip.name}, speed {s.speed:g}, {len(s.faults)} faults) ...", flush=True)
-        result = run_scenario(s, out / s.name)
+        try:
+            result = run_scenario(s, out / s.name)
+        except _RUN_ERRORS as exc:
+            # One scenario that cannot run must not cost the reports of the others.
+            log.debug("%s could not be run", s.name, exc_info=True)
+            not_run[s.name] = f"{type(exc).__name__}: {exc}"
+            print(f"{s.name}: ERROR (not run) - {not_run[s.name]}", flush=True)
+            (out / s.name).mkdir(parents=True, exist_ok=True)
+            (out / s.name / "result.json").write_text(json.dumps(
+                {"scenario": s.name, "passed": False, "error": not_run[s.name]}, indent=1) + "\n")
+            continue
         (out / s.name / "result.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
         f = result.judgement.figures()
         if not result.judgement.latency_measured:
@@ -85,16 +108,39 @@ def _run(args: argparse.Namespace) -> int:
               f"correct {f['reads_correct']}, misread {f['misread']}, missed {f['missed']}, duplicates "
               f"{f['duplicates']}, false reads {f['phantom_reads']}, {lat}, committed {f['committed']}, "
               f"dropped {f['dropped_under_quota']}, lost {f['data_lost']}")
-        for problem in [*result.errors, *result.expectation_failures(), *result.judgement.problems]:
-            print(f"  {problem}")
+        for line in _details(result):
+            print(f"  {line}")
         for t in result.judgement.triggers:
             if t.outcome in ("unaccounted", "suppressed as duplicate"):
                 why = " (the node logged a dedup suppression)" if t.outcome != "unaccounted" else ""
                 print(f"  trigger {t.name}@{t.t_s:.2f}s (run {t.run + 1}): no read and no no_read event at HQ{why}")
+            elif t.outcome == "dropped under quota":
+                said = (f"the node logged {', '.join(t.node_logged)} and dropped seq "
+                        f"{', '.join(map(str, t.node_dropped))} under its outbox quota" if t.node_dropped
+                        else "no message at HQ, excused by the node's count of drops under its outbox quota")
+                print(f"  trigger {t.name}@{t.t_s:.2f}s (run {t.run + 1}): {said}")
         results.append(result)
-    write_reports(results, junit=Path(args.junit) if args.junit else None, html_path=Path(args.html) if args.html else None)
+    write_reports(results, junit=Path(args.junit) if args.junit else None,
+                  html_path=Path(args.html) if args.html else None, not_run=not_run)
     print(f"logs and results under {out}")
+    if not_run:
+        return 2
     return 0 if all(r.passed for r in results) else 1
+
+
+def _details(result: RunResult) -> list[str]:
+    """The lines under a scenario's summary: problems, then each vehicle not read right and each false read."""
+    out = [*result.errors, *result.expectation_failures(), *result.judgement.problems]
+    for v in result.judgement.vehicles:
+        if v.correct or (v.excused and not v.matches):
+            continue
+        readings = ", ".join(f"{m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1})" for m in v.matches)
+        out.append(f"{v.outcome}: truth {v.plate}, read {readings or 'nothing'} "
+                   f"(legible {v.t_start_s:.2f}-{v.t_end_s:.2f}s)")
+    for m in result.judgement.phantom_reads:
+        out.append(f"false read: {m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1}) seq {m.read.seq}, "
+                   f"outside every vehicle's legible window")
+    return out
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -104,7 +150,7 @@ def _record(args: argparse.Namespace) -> int:
                               fps=args.fps, exposure_us=args.exposure_us,
                               pins=[parse_pin(p) for p in (args.pin or ["17:loop1"])], jpeg_quality=args.quality,
                               description=args.description)
-    clip = record(Path(args.out), settings)
+    clip = record(Path(args.out), settings, overwrite=args.overwrite)
     print(f"{clip.path}: {len(clip)} frames, {len(clip.triggers)} trigger edges, {clip.duration_ns / 1e9:.1f}s")
     return 0
 
@@ -148,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=85, help="JPEG quality")
     p.add_argument("--pin", action="append", help="BCM:NAME of a trigger input (repeatable; default 17:loop1)")
     p.add_argument("--description", default="")
+    p.add_argument("--overwrite", action="store_true", help="replace a clip already recorded in OUT")
     p.set_defaults(func=_record)
     p = sub.add_parser("drive", help="bench mode: replay a clip's loop edges on GPIO outputs (optionally with a player)")
     p.add_argument("clip", help="clip folder")
@@ -166,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (HilError, OSError, ValueError) as exc:
+    except (HilError, HardwareError, OSError, ValueError) as exc:
         if args.debug:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)

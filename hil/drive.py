@@ -48,9 +48,16 @@ def drive(clip: Clip, pin_map: dict[int, int], *, gpio_module: Any | None = None
     if missing:
         raise BadArgument(f"{clip.path}: trigger pins {missing} have no --map CLIP_PIN=OUTPUT_PIN")
     stop = stop or threading.Event()
-    # active_high=False: "on" is the low level, i.e. a vehicle on the loop.
-    outputs = {src: OutputPin(dst, name=f"drive{src}", active_high=False, initial=False, gpio_module=gpio_module)
-               for src, dst in pin_map.items()}
+    outputs: dict[int, OutputPin] = {}
+    try:
+        for src, dst in pin_map.items():
+            # active_high=False: "on" is the low level, i.e. a vehicle on the loop.
+            outputs[src] = OutputPin(dst, name=f"drive{src}", active_high=False, initial=False, gpio_module=gpio_module)
+    except BaseException:
+        # The pins already set up are released before the error (GpioError: exit 2 in the CLI) goes up.
+        for out in outputs.values():
+            out.close()
+        raise
     proc = subprocess.Popen(shlex.split(player)) if player else None
     origin = time.monotonic_ns()
     edges: list[tuple[int, int, int]] = []

@@ -16,3 +16,7 @@ class RunFailed(HilError, RuntimeError):
 
 class BadArgument(HilError, ValueError):
     """A command-line value that cannot be used (message names the option)."""
+
+
+class RecordingFailed(HilError, RuntimeError):
+    """`alpr-hil record` got no usable recording (message names the clip folder and why)."""

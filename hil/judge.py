@@ -12,6 +12,9 @@ vehicle read before the cut may be read again after it: that is reported as a re
 run, and only more than one read in the same run is a duplicate.
 Data path: every message the node committed is stored at HQ exactly once, or counted by the
 node as dropped under its outbox quota; anything else is data lost.
+What the node logged committing per pass (read / no_read, and which seqs its outbox dropped
+under quota: hil.nodelog) is attached to each trigger, so a pass whose message never reached
+HQ because it was dropped still shows what it ended in.
 """
 from __future__ import annotations
 
@@ -52,6 +55,16 @@ class StoredEvent:
     stored_ns: int
     trigger_id: str | None
     frame: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LoggedMessage:
+    """A read or no_read the node logged committing, and whether its outbox logged dropping it."""
+
+    seq: int
+    kind: str               # "read" | "no_read"
+    trigger_id: str | None
+    dropped: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,10 @@ class TriggerResult:
     # "suppressed as duplicate" (the node logged a dedup suppression and sent nothing for the pass)
     outcome: str
     latency_s: float | None = None  # trigger (wall) to HQ storing the first message naming it; speed > 0
+    # From the node's log: what it committed for this pass ("no_read seq 1", "read seq 2"), and
+    # the seqs of those its outbox dropped under quota (they never reach HQ).
+    node_logged: tuple[str, ...] = ()
+    node_dropped: tuple[int, ...] = ()
 
 
 @dataclass
@@ -286,12 +303,15 @@ class Judge:
 
     # -- judging -----------------------------------------------------------------------------
     def judge(self, reads: list[StoredRead], events: list[StoredEvent], status: OutboxStatus | None,
-              hq_duplicates: int = 0, hq_conflicts: int = 0, suppressed: int = 0) -> Judgement:
+              hq_duplicates: int = 0, hq_conflicts: int = 0, suppressed: int = 0,
+              logged: list[LoggedMessage] | None = None) -> Judgement:
         """Attribute every read and event; build the per-vehicle, per-trigger and data results.
 
         suppressed: how many tracks the node says (in its log) it did not send because the plate
         was "seen again"; a pass whose only track was suppressed ends with no message at all,
         so up to that many triggers without a message are explained by it (and reported).
+        logged: the messages the node logged committing (hil.nodelog.messages), attached to
+        their triggers; passes whose message the outbox logged dropping get the quota excuse first.
         """
         problems: list[str] = []
         no_reads = [e for e in events if e.event == "no_read"]
@@ -329,11 +349,12 @@ class Judge:
             v.excused = self._excuse(truth.t_start_ns, truth.t_end_ns)
             v.outcome = self._outcome(v)
         data = self._data(reads, events, status, hq_duplicates, hq_conflicts, problems)
-        triggers = self._triggers(reads, no_reads, origins, problems)
+        triggers = self._triggers(reads, no_reads, origins, problems, logged or [])
         # A pass whose message the node dropped under its quota (and counted) is not a loss;
-        # which seq was which trigger cannot be seen from HQ, so at most that many are excused.
+        # which seq was which trigger cannot be seen from HQ, so at most that many are excused,
+        # first those whose dropped message the node's log names.
         budget = data.dropped
-        for t in triggers:
+        for t in sorted(triggers, key=lambda t: not t.node_dropped):
             if t.outcome == "unaccounted" and budget > 0:
                 t.outcome = "dropped under quota"
                 budget -= 1
@@ -388,7 +409,16 @@ class Judge:
         return "misread"
 
     def _triggers(self, reads: list[StoredRead], no_reads: list[StoredEvent], origins: dict[int, int],
-                  problems: list[str]) -> list[TriggerResult]:
+                  problems: list[str], logged: list[LoggedMessage]) -> list[TriggerResult]:
+        node_said: dict[tuple[int, int], list[LoggedMessage]] = {}
+        for msg in logged:
+            parsed = parse_trigger_id(msg.trigger_id)
+            if parsed is None:
+                continue
+            run = self._run_of(parsed[1])
+            edge = self._edge_for(parsed[0], parsed[1], origins[run])
+            if edge is not None:
+                node_said.setdefault((run, edge.t_ns), []).append(msg)
         seen: dict[tuple[int, int], str] = {}
         first_stored: dict[tuple[int, int], int] = {}
         for kind, items in (("no_read", no_reads), ("read", reads)):
@@ -420,7 +450,10 @@ class Judge:
                 stored = first_stored.get((run.index, edge.t_ns))
                 if stored is not None and self.speed > 0:
                     latency = (stored - (origins[run.index] + edge.t_ns + self.offset)) / 1e9
-                out.append(TriggerResult(edge.name or f"gpio{edge.pin}", edge.t_ns / 1e9, run.index, outcome, latency))
+                said = node_said.get((run.index, edge.t_ns), [])
+                out.append(TriggerResult(edge.name or f"gpio{edge.pin}", edge.t_ns / 1e9, run.index, outcome, latency,
+                                         tuple(f"{m.kind} seq {m.seq}" for m in said),
+                                         tuple(m.seq for m in said if m.dropped)))
         return out
 
     @staticmethod

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from hardware.camera import Camera, CameraSupervisor
-from hardware.clip import CameraSettings, Clip, ClipWriter
+from hardware.clip import CLIP_JSON, CameraSettings, Clip, ClipWriter
 from hardware.gpio import TriggerInput
 from hardware.recorder import ClipRecorder
-from hil.errors import BadArgument
+from hil.errors import BadArgument, RecordingFailed
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,42 @@ def parse_pin(text: str) -> tuple[int, str]:
     return int(pin_text), name or f"gpio{pin_text}"
 
 
+class _KeptOnlyIfGood(ClipWriter):
+    """A ClipWriter whose close() writes clip.json only for a recording that worked.
+
+    ClipRecorder.stop() always closes its writer. Left to that, a recording that failed or got
+    no frame would leave a clip.json with an empty frame list: Clip.load refuses it, the real
+    error is masked by that refusal, and the next try stops at "already exists".
+    """
+
+    abandoned = False
+
+    def close(self) -> Clip:
+        if self.abandoned:
+            raise _NotWritten("abandoned after an error")
+        if not self.to_doc()["frames"]:
+            raise _NotWritten("no frames")
+        return super().close()
+
+
+class _NotWritten(Exception):
+    """Raised by _KeptOnlyIfGood.close() instead of writing clip.json."""
+
+
 def record(out: Path, settings: RecordSettings, *, gpio_module: Any | None = None,
-           camera_factory: Callable[[], Camera] | None = None, stop: threading.Event | None = None) -> Clip:
-    """Record `settings.seconds` of camera + trigger edges into a new clip at `out`."""
+           camera_factory: Callable[[], Camera] | None = None, stop: threading.Event | None = None,
+           overwrite: bool = False) -> Clip:
+    """Record `settings.seconds` of camera + trigger edges into a new clip at `out`.
+
+    clip.json is written only when the recording worked and has frames: an error is raised as
+    it happened (nothing written), no frame at all raises RecordingFailed. Ctrl-C ends the
+    recording early and keeps what was recorded. An existing clip is replaced only with
+    `overwrite` (the CLI's --overwrite).
+    """
+    out = Path(out)
+    if (out / CLIP_JSON).exists() and not overwrite:
+        raise BadArgument(f"{out / CLIP_JSON}: a clip is already recorded there; record into a new folder, "
+                          f"or pass --overwrite to replace it")
     if camera_factory is None:
         from hardware.picamera2_backend import Picamera2Camera, Picamera2Config
 
@@ -61,7 +94,8 @@ def record(out: Path, settings: RecordSettings, *, gpio_module: Any | None = Non
             return Picamera2Camera(config)
     camera = CameraSettings(settings.main_size, settings.lores_size, settings.fps, exposure_us=settings.exposure_us,
                             model="picamera2")
-    writer = ClipWriter(out, camera, jpeg_quality=settings.jpeg_quality, description=settings.description)
+    writer = _KeptOnlyIfGood(out, camera, jpeg_quality=settings.jpeg_quality, description=settings.description,
+                             overwrite=overwrite)
     recorder = ClipRecorder(writer)
     stop = stop or threading.Event()
     recorder.start()
@@ -72,11 +106,37 @@ def record(out: Path, settings: RecordSettings, *, gpio_module: Any | None = Non
             inputs.append(TriggerInput(pin, name=name, on_trigger=recorder.put_trigger, gpio_module=gpio_module))
         supervisor.start()
         stop.wait(settings.seconds)
-    finally:
-        supervisor.stop(5.0)
-        for device in inputs:
-            device.close()
+    except KeyboardInterrupt:
+        # Ctrl-C is how a person ends a recording early: keep what was recorded.
+        log.warning("record: interrupted, keeping what was recorded so far")
+    except Exception:
+        writer.abandoned = True
+        # The error being raised is the one the user must see: cleanup failures are only logged.
+        try:
+            _release(supervisor, inputs)
+        except Exception:
+            log.warning("record: releasing the camera and inputs after the error failed too", exc_info=True)
+        try:
+            recorder.stop()
+        except _NotWritten:
+            pass
+        except Exception:
+            log.warning("record: stopping the recorder after the error failed too", exc_info=True)
+        raise
+    _release(supervisor, inputs)
+    try:
         clip = recorder.stop()
+    except _NotWritten:
+        stats = supervisor.stats()
+        why = f"; last camera error: {stats.last_error}" if stats.last_error else ""
+        raise RecordingFailed(f"{out}: no frame was recorded in {settings.seconds:g} s (camera stalls "
+                              f"{stats.stalls}, errors {stats.errors}{why}); clip.json was not written") from None
     if recorder.dropped:
         log.warning("record: %d frames dropped (JPEG encoding fell behind); lower --fps or --size", recorder.dropped)
     return clip
+
+
+def _release(supervisor: CameraSupervisor, inputs: list[TriggerInput]) -> None:
+    supervisor.stop(5.0)
+    for device in inputs:
+        device.close()

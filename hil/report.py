@@ -26,8 +26,8 @@ def _case(suite: ET.Element, name: str, seconds: float, failure: str | None, out
         ET.SubElement(case, "system-out").text = output
 
 
-def junit_xml(results: list[RunResult]) -> str:
-    """JUnit XML text for the runs."""
+def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -> str:
+    """JUnit XML text for the runs; `not_run` (scenario name → error) are scenarios that could not be run."""
     root = ET.Element("testsuites", name="alpr-hil")
     for r in results:
         j = r.judgement
@@ -70,6 +70,12 @@ def junit_xml(results: list[RunResult]) -> str:
         suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
         suite.set("errors", "0")
         suite.set("skipped", "0")
+    for name, error in (not_run or {}).items():
+        # An <error>, not a <failure>: the scenario was not judged at all.
+        suite = ET.SubElement(root, "testsuite", name=name, tests="1", failures="0", errors="1", skipped="0",
+                              time="0.000")
+        case = ET.SubElement(suite, "testcase", classname=f"hil.{name}", name="run", time="0.000")
+        ET.SubElement(case, "error", message=error.splitlines()[0][:200]).text = error
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -119,8 +125,8 @@ def _crop(data: bytes) -> str:
     return f'<img class="crop" src="data:image/jpeg;base64,{base64.b64encode(data).decode()}">'
 
 
-def html_report(results: list[RunResult]) -> str:
-    """A self-contained HTML page (crops inlined) for the runs."""
+def html_report(results: list[RunResult], not_run: dict[str, str] | None = None) -> str:
+    """A self-contained HTML page (crops inlined) for the runs; `not_run` as in junit_xml."""
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>alpr-hil report</title>"
               f"<style>{_CSS}</style></head><body><h1>alpr-hil report</h1>"
               f"<p><small>{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}</small></p>")]
@@ -138,6 +144,9 @@ def html_report(results: list[RunResult]) -> str:
                      f"<td>{verdict}</td><td>{f['vehicles']}</td><td>{f['reads_correct']}</td><td>{f['missed']}</td>"
                      f"<td>{f['misread']}</td><td>{f['duplicates']}</td><td>{f['phantom_reads']}</td><td>{lat}</td>"
                      f"<td>{f['data_lost']}</td><td>{r.wall_s:.1f}s</td></tr>")
+    for name, error in (not_run or {}).items():
+        parts.append(f"<tr><td>{html.escape(name)}</td><td class='bad'>not run</td>"
+                     f"<td colspan='9' class='bad'>{html.escape(error)}</td></tr>")
     parts.append("</table>")
     for r in results:
         parts.append(_scenario_html(r))
@@ -192,11 +201,12 @@ def _scenario_html(r: RunResult) -> str:
     return "".join(out)
 
 
-def write_reports(results: list[RunResult], *, junit: Path | None = None, html_path: Path | None = None) -> None:
-    """Write the JUnit XML and/or the HTML report."""
+def write_reports(results: list[RunResult], *, junit: Path | None = None, html_path: Path | None = None,
+                  not_run: dict[str, str] | None = None) -> None:
+    """Write the JUnit XML and/or the HTML report; `not_run`: scenario name → why it could not be run."""
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(junit_xml(results), encoding="utf-8")
+        junit.write_text(junit_xml(results, not_run), encoding="utf-8")
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(html_report(results), encoding="utf-8")
+        html_path.write_text(html_report(results, not_run), encoding="utf-8")

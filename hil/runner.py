@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from hardware.clip import Clip
+from hil import nodelog
 from hil.derive import derive_clip
 from hil.errors import RunFailed
 from hil.judge import Judge, Judgement, NodeRun, OutboxStatus, StoredEvent, StoredRead
 from hil.lab import Lab, NodeHandle
-from hil.scenario import Fault, Scenario
+from hil.scenario import Fault, Scenario, check_clip
 from provisioning import tomlout
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        """Data path clean, expectations met, no bench error."""
+        """Data path clean, expectations met (plates, latency, false reads), no bench error."""
         return (not self.errors and self.judgement.data_path_ok and self.judgement.every_trigger_has_a_message
                 and not self.expectation_failures())
 
@@ -77,6 +78,10 @@ class RunResult:
         worst = f["latency_worst_s"]
         if worst is not None and worst > self.scenario.expect.max_latency_s:
             out.append(f"worst trigger-to-HQ latency {worst:.2f}s > {self.scenario.expect.max_latency_s:.2f}s")
+        if f["phantom_reads"] > self.scenario.expect.max_false_reads:
+            plates = ", ".join(m.read.plate for m in self.judgement.phantom_reads)
+            out.append(f"{f['phantom_reads']} false reads (outside every vehicle's legible window: {plates}), "
+                       f"expected at most {self.scenario.expect.max_false_reads}")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +90,7 @@ class RunResult:
         return {
             "scenario": self.scenario.name, "clip": str(self.clip.path), "speed": self.scenario.speed,
             "passed": self.passed, "data_path_ok": j.data_path_ok, "wall_s": round(self.wall_s, 2),
+            "expect": vars(self.scenario.expect),
             "figures": j.figures(), "errors": self.errors, "expectation_failures": self.expectation_failures(),
             "problems": j.problems, "node_exit_codes": self.node_exit_codes,
             "vehicles": [{"plate": v.plate, "outcome": v.outcome, "excused": v.excused, "trigger": v.trigger,
@@ -113,7 +119,9 @@ class ScenarioRunner:
     # -- setup -----------------------------------------------------------------------------
     def _clip(self) -> Clip:
         s = self.scenario
-        source = Clip.load(s.clip)
+        # Every frame's size too: a wrong-sized frame would otherwise surface mid-run, as a
+        # node that restarts its camera until the timeout and gets the blame.
+        source = check_clip(s.clip)
         gaps = [(int(f.at_s * 1e9), int(f.duration_s * 1e9)) for f in s.faults if f.kind == "camera_stall"]
         if not gaps and s.repeat == 1:
             return source
@@ -190,6 +198,7 @@ class ScenarioRunner:
             proc, start_mono = self._start_node(lab, node, deadline)
             t0 = time.monotonic()
             actions = _schedule(s.faults)
+            watch = nodelog.ClipErrorWatch(lab.root / f"{NODE_ID}.log")
             while True:
                 now = time.monotonic() - t0
                 while actions and actions[0][0] <= now:
@@ -200,6 +209,13 @@ class ScenarioRunner:
                     break
                 if time.monotonic() > deadline:
                     self.errors.append(f"node did not finish within timeout_s = {s.timeout_s:g}")
+                    break
+                if watch.seen():
+                    # The replay cannot get past a frame it cannot read (the camera is restarted
+                    # on the same frame), so waiting for the timeout would only blame the node.
+                    self.errors.append("run stopped early: the node cannot read a frame of the clip (ClipError)")
+                    if proc is not None and proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
                     break
                 time.sleep(self.poll_s)
             if proc is not None:
@@ -219,9 +235,14 @@ class ScenarioRunner:
                     p.kill()
                     p.wait(10)
             lab.close()
+        log_path = lab.root / f"{NODE_ID}.log"
+        log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        self.errors.extend(nodelog.clip_errors(log_text, log_path))
+        self.errors.extend(nodelog.stall_problems(log_text, s.faults, s.speed, _STARTED, log_path))
         excused = [(int(f.at_s * 1e9), int(f.end_s * 1e9), "camera stalled") for f in s.faults if f.kind == "camera_stall"]
         judge = Judge(clip, self._runs, wall_minus_mono, speed=s.speed, excused_ns=excused)
-        judgement = judge.judge(reads, events, status, dups, conflicts, suppressed=self._suppressed(lab))
+        judgement = judge.judge(reads, events, status, dups, conflicts, suppressed=self._suppressed(lab),
+                                logged=nodelog.messages(log_text))
         self._timeline_from_hq(judge, judgement, reads, events, wall_minus_mono)
         return RunResult(s, clip, judgement, sorted(self.timeline, key=lambda e: e.wall_ns), started_wall,
                          time.monotonic() - began, exit_codes, self.out, self.errors)

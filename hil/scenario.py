@@ -20,15 +20,20 @@
     [expect]
     min_correct = 0.0              # fraction of vehicles that must be read right (models permitting)
     max_latency_s = 30.0           # worst trigger-to-HQ latency allowed (speed > 0 only)
+    max_false_reads = 0            # reads outside every vehicle's legible window allowed
 """
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hardware.errors import ClipError
 from hil.errors import BadScenario
+
+if TYPE_CHECKING:
+    from hardware.clip import Clip
 
 FAULT_KINDS = {
     "broker_outage": "broker killed (SIGKILL) at at_s, started again duration_s later",
@@ -62,6 +67,7 @@ class Expect:
 
     min_correct: float = 0.0
     max_latency_s: float = 30.0
+    max_false_reads: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,35 @@ class Scenario:
     expect: Expect = field(default_factory=Expect)
 
 
-def _clip_seconds(clip: Path) -> float:
+def _clip_seconds(loaded: Clip) -> float:
+    return (loaded.duration_ns + loaded.duration_ns // max(1, len(loaded) - 1)) / 1e9
+
+
+def check_clip(path: Path) -> Clip:
+    """Load a clip (Clip.load) and check every frame's size against camera.resolution.
+
+    Clip.load only checks that frame files exist; the node finds a frame of the wrong size when
+    it decodes it, mid-run, and then restarts its camera on it until the bench times out. The
+    sizes come from the JPEG headers (nothing is decoded), so this is cheap enough to do for
+    every scenario before any is run. Raises ClipError naming the frame file and field.
+    """
+    from PIL import Image
+
     from hardware.clip import Clip
 
-    loaded = Clip.load(clip)
-    return (loaded.duration_ns + loaded.duration_ns // max(1, len(loaded) - 1)) / 1e9
+    clip = Clip.load(path)
+    want = clip.camera.resolution
+    for i, frame in enumerate(clip.frames):
+        file = clip.path / frame.file
+        try:
+            with Image.open(file) as image:
+                size = image.size
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise ClipError(f"{file}: frames[{i}].file: cannot be read as an image ({exc})") from None
+        if size != want:
+            raise ClipError(f"{file}: frames[{i}].file is {size[0]}x{size[1]}, camera.resolution says "
+                            f"{want[0]}x{want[1]}")
+    return clip
 
 
 def _fail(path: Path, key: str, message: str) -> BadScenario:
@@ -102,6 +132,19 @@ def _number(doc: dict[str, Any], key: str, default: float, path: Path, where: st
 def _known(doc: dict[str, Any], allowed: set[str], path: Path, where: str) -> None:
     for key in sorted(set(doc) - allowed):
         raise _fail(path, f"{where}.{key}" if where else key, "unknown key (typo?)")
+
+
+def _check_stall(fault: Fault, speed: float, node: dict[str, dict[str, Any]], path: Path, where: str) -> None:
+    """Refuse a camera_stall that cannot stall the node's camera (the run would then prove nothing)."""
+    if speed == 0:
+        raise _fail(path, f"{where}.kind", "camera_stall needs scenario.speed > 0: a lossless replay never "
+                                           "waits for a frame, so a gap in the clip is not a stall")
+    timeout = node.get("camera", {}).get("capture_timeout_s")
+    # Only a timeout the scenario sets itself is checked here; the node's default is the node's
+    # business, and the run checks the node's log for the stall either way.
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and fault.duration_s / speed <= timeout:
+        raise _fail(path, f"{where}.duration_s", f"{fault.duration_s:g} s at speed {speed:g} is not longer than "
+                                                 f"node.camera.capture_timeout_s = {timeout:g}: no stall would be seen")
 
 
 def find(name_or_path: str) -> Path:
@@ -144,6 +187,12 @@ def load(path: Path) -> Scenario:
         clip = (path.parent / clip_name).resolve()
     if not (clip / "clip.json").is_file():
         raise _fail(path, "scenario.clip", f"{clip_name!r} is neither in {CLIP_DIR} nor a clip directory")
+    try:
+        # Here rather than at run time: in a multi-scenario run a broken clip must stop
+        # everything before the first scenario runs, not discard the runs already made.
+        loaded = check_clip(clip)
+    except ClipError as exc:
+        raise _fail(path, "scenario.clip", str(exc)) from exc
     long = head.get("long", False)
     if not isinstance(long, bool):
         raise _fail(path, "scenario.long", "must be true or false")
@@ -156,6 +205,7 @@ def load(path: Path) -> Scenario:
     for section in node:
         if section in _NODE_SECTIONS_REFUSED:
             raise _fail(path, f"node.{section}", "is set by the bench itself and cannot be overridden")
+    speed = _number(head, "speed", 1.0, path, "scenario")
     faults = []
     raw_faults = doc.get("faults", [])
     if not isinstance(raw_faults, list):
@@ -175,10 +225,12 @@ def load(path: Path) -> Scenario:
             raise _fail(path, f"{where}.every_s", "must be longer than duration_s (faults would overlap)")
         if every and fault.kind == "camera_stall":
             raise _fail(path, f"{where}.every_s", "is not supported for camera_stall")
+        if fault.kind == "camera_stall":
+            _check_stall(fault, speed, node, path, where)
         faults.append(fault)
         if every:
             # Repeated until the end of the (repeated) clip.
-            total_s = _clip_seconds(clip) * repeat
+            total_s = _clip_seconds(loaded) * repeat
             at = fault.at_s + every
             while at < total_s:
                 faults.append(Fault(fault.kind, at, fault.duration_s))
@@ -186,9 +238,12 @@ def load(path: Path) -> Scenario:
     expect_doc = doc.get("expect", {})
     if not isinstance(expect_doc, dict):
         raise _fail(path, "expect", "must be a table")
-    _known(expect_doc, {"min_correct", "max_latency_s"}, path, "expect")
+    _known(expect_doc, {"min_correct", "max_latency_s", "max_false_reads"}, path, "expect")
+    max_false = expect_doc.get("max_false_reads", 0)
+    if isinstance(max_false, bool) or not isinstance(max_false, int) or max_false < 0:
+        raise _fail(path, "expect.max_false_reads", "must be an int >= 0")
     expect = Expect(_number(expect_doc, "min_correct", 0.0, path, "expect"),
-                    _number(expect_doc, "max_latency_s", 30.0, path, "expect"))
+                    _number(expect_doc, "max_latency_s", 30.0, path, "expect"), max_false)
     if expect.min_correct > 1:
         raise _fail(path, "expect.min_correct", "is a fraction 0..1")
     description = head.get("description", "")
@@ -196,6 +251,6 @@ def load(path: Path) -> Scenario:
         raise _fail(path, "scenario.description", "must be a string")
     return Scenario(
         name=path.stem, path=path, clip=clip, description=description,
-        speed=_number(head, "speed", 1.0, path, "scenario"),
+        speed=speed,
         timeout_s=_number(head, "timeout_s", 40.0, path, "scenario", minimum=1.0),
         long=long, repeat=repeat, node=node, faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect)

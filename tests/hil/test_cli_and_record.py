@@ -1,19 +1,22 @@
-"""`alpr-hil` command line (synth, list, errors), scenario validation and recording with stand-ins."""
+"""`alpr-hil` command line (synth, list, errors), scenario validation, recording with stand-ins
+(failures leave no clip.json behind), driving without GPIO."""
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hardware.errors import CameraDisconnected, GpioError
 from hardware.picamera2_backend import Picamera2Camera, Picamera2Config
 from hardware.standin_gpio import StandinGPIO
 from hardware.standin_picamera2 import StandinPicamera2Module
 from hil import cli
 from hil import scenario as scenarios
-from hil.errors import BadScenario
+from hil.errors import BadArgument, BadScenario, RecordingFailed
 from hil.record import RecordSettings, parse_pin, record
 
 pytestmark = pytest.mark.hil
@@ -45,6 +48,12 @@ def test_list_names_every_scenario(capsys):
     ('[scenario]\nclip = "day-3-vehicles"\n[[faults]]\nkind = "meteor"\nat_s = 1\n', "faults[0].kind"),
     ('[scenario]\nclip = "day-3-vehicles"\n[[faults]]\nkind = "power_cut"\nat_s = 1\n', "faults[0].duration_s"),
     ('[scenario]\nclip = "day-3-vehicles"\n[node]\nbroker = { port = 1 }\n', "node.broker"),
+    ('[scenario]\nclip = "day-3-vehicles"\n[expect]\nmax_false_reads = -1\n', "expect.max_false_reads"),
+    ('[scenario]\nclip = "day-3-vehicles"\n[expect]\nmax_false_reads = 0.5\n', "expect.max_false_reads"),
+    (('[scenario]\nclip = "day-3-vehicles"\nspeed = 0\n[[faults]]\nkind = "camera_stall"\nat_s = 3\n'
+      'duration_s = 3\n'), "faults[0].kind: camera_stall needs scenario.speed > 0"),
+    (('[scenario]\nclip = "day-3-vehicles"\n[node]\ncamera = { capture_timeout_s = 10.0 }\n[[faults]]\n'
+      'kind = "camera_stall"\nat_s = 3\nduration_s = 3\n'), "faults[0].duration_s: 3 s at speed 1 is not longer"),
 ])
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, body: str, key: str):
     path = tmp_path / "bad.toml"
@@ -52,6 +61,83 @@ def test_bad_scenarios_name_file_and_key(tmp_path: Path, body: str, key: str):
     with pytest.raises(BadScenario) as info:
         scenarios.load(path)
     assert str(path) in str(info.value) and key in str(info.value)
+
+
+def test_max_false_reads_defaults_to_zero_and_is_read_from_expect(tmp_path: Path):
+    path = tmp_path / "fr.toml"
+    path.write_text('[scenario]\nclip = "false-trigger"\n')
+    assert scenarios.load(path).expect.max_false_reads == 0
+    path.write_text('[scenario]\nclip = "false-trigger"\n[expect]\nmax_false_reads = 2\n')
+    assert scenarios.load(path).expect.max_false_reads == 2
+
+
+def _standin_camera(size: tuple[int, int] = (640, 360)) -> Callable[[], Picamera2Camera]:
+    frames = StandinPicamera2Module(lambda i: np.full((size[1], size[0], 3), (i * 7) % 255, np.uint8))
+    config = Picamera2Config(main_size=size, lores_size=(320, 176), fps=20.0)
+    return lambda: Picamera2Camera(config, picamera2_module=frames)
+
+
+_SMALL = RecordSettings(seconds=0.4, main_size=(640, 360), lores_size=(320, 176), fps=20.0, pins=[])
+
+
+class _FailsAfter:
+    """A stop event whose wait() fails mid-recording, as a full disk or a dying driver would."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def wait(self, timeout: float | None = None) -> bool:
+        time.sleep(self.seconds)
+        raise OSError(28, "No space left on device")
+
+
+def test_a_recording_that_fails_writes_no_clip_json_and_raises_its_own_error(tmp_path: Path):
+    out = tmp_path / "rec"
+    with pytest.raises(OSError, match="No space left on device"):
+        record(out, _SMALL, gpio_module=StandinGPIO(), camera_factory=_standin_camera(),
+               stop=_FailsAfter(0.3))  # type: ignore[arg-type]
+    assert not (out / "clip.json").exists()
+    # nothing is left that blocks a second try
+    clip = record(out, _SMALL, gpio_module=StandinGPIO(), camera_factory=_standin_camera())
+    assert len(clip) >= 2 and (out / "clip.json").is_file()
+
+
+def test_a_recording_without_any_frame_is_an_error_and_writes_no_clip_json(tmp_path: Path):
+    def no_camera() -> Picamera2Camera:
+        raise CameraDisconnected("camera 0 not found")
+    out = tmp_path / "rec"
+    with pytest.raises(RecordingFailed) as info:
+        record(out, _SMALL, gpio_module=StandinGPIO(), camera_factory=no_camera)
+    message = str(info.value)
+    assert message.startswith(f"{out}: no frame was recorded in 0.4 s")
+    assert "camera 0 not found" in message and "clip.json was not written" in message
+    assert not (out / "clip.json").exists()
+
+
+def test_an_existing_clip_is_replaced_only_with_overwrite(tmp_path: Path, capsys):
+    out = tmp_path / "rec"
+    record(out, _SMALL, gpio_module=StandinGPIO(), camera_factory=_standin_camera())
+    with pytest.raises(BadArgument, match="pass --overwrite to replace it"):
+        record(out, _SMALL, gpio_module=StandinGPIO(), camera_factory=_standin_camera())
+    # the command line says the same, before touching any camera
+    assert cli.main(["record", str(out), "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"alpr-hil: error: {out / 'clip.json'}: a clip is already recorded there" in err and "--overwrite" in err
+    assert cli.build_parser().parse_args(["record", str(out), "--overwrite"]).overwrite
+    clip = record(out, _SMALL, gpio_module=StandinGPIO(), camera_factory=_standin_camera(), overwrite=True)
+    assert len(clip) >= 2
+
+
+def test_drive_without_usable_gpio_is_a_setup_error_not_a_traceback(monkeypatch, capsys):
+    import hardware.gpio
+
+    def no_gpio(module: object = None) -> object:
+        raise GpioError("RPi.GPIO is not installed: on a Pi 4 or older `pip install RPi.GPIO`")
+    monkeypatch.setattr(hardware.gpio, "load_gpio_module", no_gpio)
+    from hil.scenario import CLIP_DIR
+
+    assert cli.main(["drive", str(CLIP_DIR / "close-following"), "--map", "17=22", "--map", "27=23"]) == 2
+    assert "alpr-hil: error: RPi.GPIO is not installed" in capsys.readouterr().err
 
 
 def test_record_camera_and_loop_edges_with_stand_ins(tmp_path: Path):

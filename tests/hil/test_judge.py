@@ -1,4 +1,5 @@
-"""The judge on hand-made HQ rows: attribution, duplicates, re-reads after a power cut, loss."""
+"""The judge on hand-made HQ rows: attribution, duplicates, re-reads after a power cut, loss; and
+the run's verdict (RunResult.passed) on such a judgement."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from hardware.clip import CameraSettings, Clip, ClipWriter
 from hil.judge import (
     Judge,
+    LoggedMessage,
     NodeRun,
     OutboxStatus,
     StoredEvent,
@@ -16,6 +18,8 @@ from hil.judge import (
     normalise,
     parse_trigger_id,
 )
+from hil.runner import RunResult
+from hil.scenario import Expect, Scenario
 
 pytestmark = pytest.mark.hil
 
@@ -150,3 +154,36 @@ def test_the_right_plate_twice_in_one_run_is_flagged(clip):
     j = Judge(clip, one_run(), OFFSET, speed=1.0).judge(reads, [], OutboxStatus(4, 4, 0, {}))
     assert [v.duplicate_correct for v in j.vehicles] == [True, False]
     assert [v.outcome for v in j.vehicles] == ["duplicate", "duplicate"]
+
+
+def _verdict(clip: Clip, judgement, expect: Expect) -> RunResult:
+    scenario = Scenario(name="t", path=clip.path / "t.toml", clip=clip.path, expect=expect)
+    return RunResult(scenario, clip, judgement, [], 0, 1.0, [0], clip.path)
+
+
+def test_false_reads_beyond_max_false_reads_fail_the_run(clip):
+    reads = [read(1, "ABC123", 2.2, 0.5, trigger_t=2.0), read(2, "XYZ789", 6.2, 0.5, trigger_t=6.0),
+             read(3, "QQQ111", 8.7, 0.5, trigger_t=8.5)]
+    j = Judge(clip, one_run(), OFFSET, speed=1.0).judge(reads, [], OutboxStatus(3, 3, 0, {}))
+    assert j.data_path_ok and j.every_trigger_has_a_message and len(j.phantom_reads) == 1
+    strict = _verdict(clip, j, Expect())   # max_false_reads defaults to 0
+    assert not strict.passed
+    assert strict.expectation_failures() == [
+        "1 false reads (outside every vehicle's legible window: QQQ111), expected at most 0"]
+    assert strict.to_json()["expect"]["max_false_reads"] == 0
+    assert _verdict(clip, j, Expect(max_false_reads=1)).passed
+
+
+def test_what_the_node_logged_is_attached_to_its_trigger_and_gets_the_quota_excuse_first(clip):
+    # Both passes of the false trigger (8.5 s) and of the second vehicle (6 s) left nothing at
+    # HQ; the outbox dropped one message, and its log says which: the no_read of 8.5 s.
+    reads = [read(1, "ABC123", 2.2, 0.5, trigger_t=2.0)]
+    logged = [LoggedMessage(1, "read", f"loop1-{ORIGIN + 2 * S}"),
+              LoggedMessage(3, "no_read", f"loop1-{ORIGIN + int(8.5 * S)}", dropped=True)]
+    j = Judge(clip, one_run(), OFFSET, speed=1.0).judge(reads, [], OutboxStatus(3, 1, 0, {"event": 1}),
+                                                        logged=logged)
+    by_t = {t.t_s: t for t in j.triggers}
+    assert by_t[8.5].outcome == "dropped under quota"
+    assert by_t[8.5].node_logged == ("no_read seq 3",) and by_t[8.5].node_dropped == (3,)
+    assert by_t[6.0].outcome == "unaccounted" and by_t[6.0].node_logged == ()
+    assert by_t[2.0].node_logged == ("read seq 1",) and by_t[2.0].node_dropped == ()
