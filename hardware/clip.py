@@ -412,10 +412,15 @@ class ClipWriter:
         return doc
 
     def close(self) -> Clip:
-        """Write clip.json, then load it back (validating what was written) and return it."""
+        """Validate the clip, write clip.json, then load it back and return it.
+
+        A clip the reader would refuse (no frames, say) raises here and writes no clip.json, so
+        a failed recording never leaves a clip that blocks the next one or fails on replay."""
         if not self._closed:
+            doc = self.to_doc()
+            Clip._from_doc(self.path, doc, _Checker(str(self.path / CLIP_JSON)))
             tmp = self.path / (CLIP_JSON + ".tmp")
-            tmp.write_text(json.dumps(self.to_doc(), indent=1) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
             os.replace(tmp, self.path / CLIP_JSON)
             self._closed = True
         return Clip.load(self.path)

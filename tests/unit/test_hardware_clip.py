@@ -64,6 +64,14 @@ def test_writer_refuses_existing_clip_and_wrong_sizes(tmp_path: Path) -> None:
         w.add_frame(gradient(1), 5)
 
 
+def test_a_writer_with_no_frames_writes_no_clip_json(tmp_path: Path) -> None:
+    # docs/clips.md: a writer can never leave a clip the reader refuses
+    w = ClipWriter(tmp_path / "empty", SETTINGS)
+    with pytest.raises(ClipError, match="frames"):
+        w.close()
+    assert not (tmp_path / "empty" / "clip.json").exists()
+
+
 def mutate(tmp_path: Path, change) -> Path:
     path = tmp_path / "c"
     write_clip(path)
