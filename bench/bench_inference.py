@@ -73,6 +73,8 @@ def main() -> int:
     report = {
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads},
         "ocr_model": str(reader.model.path),
+        # manifest name -> sha256 of the models timed, checked by `alpr-train report`
+        "models": {m.manifest.name: m.manifest.sha256 for m in (det_model, ocr_model)},
         "scene_size": list(scene.shape[:2][::-1]),
         "detector_invoke": _time(det_model.invoke, args.runs),
         "detector_frame": _time(lambda: detector.detect(scene), args.runs),

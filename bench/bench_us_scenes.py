@@ -107,9 +107,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true", help="print each plate not read right first")
     args = parser.parse_args()
-    recognizer = Recognizer(PlateDetector(args.detector), PlateReader(args.ocr), views=args.views, windows=args.windows,
-                            tiles=args.tiles)
-    report: dict[str, Any] = {"views": args.views, "windows": args.windows, "tiles": args.tiles}
+    detector, reader = PlateDetector(args.detector), PlateReader(args.ocr)
+    recognizer = Recognizer(detector, reader, views=args.views, windows=args.windows, tiles=args.tiles)
+    # "models" (manifest name -> sha256): which pair the figures are of, checked by `alpr-train report`
+    report: dict[str, Any] = {"views": args.views, "windows": args.windows, "tiles": args.tiles,
+                              "models": {m.manifest.name: m.manifest.sha256 for m in (detector.model, reader.model)}}
     for split in args.split:
         report[split] = run(args.data, split, recognizer, args.seed, args.verbose)
     print(json.dumps(report, indent=2))

@@ -367,7 +367,7 @@ def main() -> None:
     p = sub.add_parser("pack")
     p.add_argument("--out", required=True)
     p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
-    p.add_argument("--scenes-npz", required=True, help="a cached scenes_train_30_0_s1.npz of alpr-train")
+    p.add_argument("--scenes-npz", required=True, help="a cached scenes_train_30_1_s1.npz of alpr-train (.cache/ocr/)")
     r = sub.add_parser("run")
     r.add_argument("--pack", required=True)
     r.add_argument("--out", required=True)

@@ -3,31 +3,57 @@
     alpr-train all          # OCR and detector side by side, writes inference/models/ and REPORT figures
     alpr-train ocr|detector # one model
     alpr-train report       # rewrite inference/models/REPORT.md from the manifests
+    alpr-train all --quick  # tiny end-to-end check, into <cache>/quick-models (never the shipped folder)
+
+A training run writes its models into a staging folder under the cache and moves them into
+--models only when every model of the run has been trained, exported and measured, so a failed
+run leaves the models it would have replaced as they were.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from inference.training import train_detector, train_ocr
-from inference.training.common import MODELS_DIR, Paths
+from inference.training.common import (
+    DATA_FOLDERS,
+    MODELS_DIR,
+    Paths,
+    TrainingError,
+    is_shipped,
+    new_staging,
+    promote,
+)
 
 log = logging.getLogger("alpr-train")
+
+# The models each command trains (manifest / file names).
+MODELS_OF = {
+    "all": (train_ocr.MODEL_NAME, train_detector.MODEL_NAME),
+    "ocr": (train_ocr.MODEL_NAME,),
+    "detector": (train_detector.MODEL_NAME,),
+}
+INSTALL_HINT = ".venv/bin/pip install -e '.[train]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpr-train", description="train the plate detector and OCR")
-    parser.add_argument("what", choices=("all", "ocr", "detector", "report"), help="which model(s) to train")
+    parser.add_argument("what", choices=("all", "ocr", "detector", "report"),
+                        help="all: train both models (side by side) and rewrite REPORT.md; ocr / detector: train one; "
+                             "report: rewrite REPORT.md in --models from its manifests and the figures in <cache>/final")
     parser.add_argument("--data", type=Path, default=None, help="real data folder (default ../shared/data or $ALPR_DATA)")
     parser.add_argument("--cache", type=Path, default=None, help="generated-data cache (default .cache/)")
-    parser.add_argument("--models", type=Path, default=None, help="output folder (default inference/models/)")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="models folder (default inference/models/, the shipped models; with --quick <cache>/quick-models)")
     parser.add_argument("--threads", type=int, default=2,
                         help="TensorFlow threads (default 2; `all` gives each of its two trainings half)")
     parser.add_argument("--sequential", action="store_true",
@@ -47,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "that fold in val's place (never for the shipped model; needs --models elsewhere)")
     parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
-    parser.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run (about a minute on 2 cores) to check the pipeline end to end; its models go to "
+                             "<cache>/quick-models unless --models says elsewhere, never to the shipped folder; "
+                             "uses the real data where present and runs without it")
+    parser.add_argument("--synthetic-only", action="store_true",
+                        help="train without the real data (synthetic plates and scenes only, nothing real to measure "
+                             "on); without it a training run stops when the real data folders are missing")
+    # Internal: a child of the side-by-side `all` run, whose --models is the parent's staging
+    # folder; it writes there directly and the parent installs the pair.
+    parser.add_argument("--staged", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -73,43 +108,143 @@ def _holdout(text: str) -> str:
     return f"{int(parts[0])}of{int(parts[1])}"
 
 
+def resolve_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Paths:
+    """The run's folders, after refusing what would harm the shipped models or train on no data.
+
+    --quick never writes the shipped folder (its default is <cache>/quick-models); a training run
+    without --quick or --synthetic-only stops, naming them, when the real data folders it trains
+    on are missing (a mistyped --data used to train on synthetic data alone without a word).
+    """
+    paths = Paths.default(args.data, args.cache, args.models)
+    if args.quick:
+        if args.models is None:
+            paths = replace(paths, models=paths.cache / "quick-models")
+        elif is_shipped(paths.models):
+            parser.error(f"--quick: give --models another folder than {MODELS_DIR} (a quick run's models are "
+                         "not fit to ship), or leave it out for <cache>/quick-models")
+    if args.ocr_holdout:
+        if args.what != "ocr":
+            parser.error("--ocr-holdout: only with `alpr-train ocr`")
+        if is_shipped(paths.models):
+            parser.error(f"--ocr-holdout: give --models another folder than {MODELS_DIR} (the shipped models use the fixed split)")
+        if args.synthetic_only:
+            parser.error("--ocr-holdout: not with --synthetic-only (the folds are of the real us-plates crops)")
+    if args.staged and is_shipped(paths.models):
+        parser.error("--staged is internal to `alpr-train all`: never with the shipped models folder")
+    if args.what == "report":
+        return paths
+    if args.synthetic_only:
+        return replace(paths, real_data=False)
+    if not args.quick:
+        missing = missing_data(paths.data, args.what, args.ocr_scene_copies)
+        if missing:
+            parser.error(f"real data folder {paths.data} (--data, else $ALPR_DATA, else ../shared/data): "
+                         f"{'not found' if not paths.data.is_dir() else 'no ' + ', '.join(missing)} "
+                         f"(`alpr-train {args.what}` trains on {', '.join(needed_data(args.what, args.ocr_scene_copies))}); "
+                         "give --data the folder that has them, or --synthetic-only to train without real data")
+    return paths
+
+
+def needed_data(what: str, ocr_scene_copies: int = train_ocr.SCENE_COPIES) -> list[str]:
+    """The real data folders (with a trailing slash) that `alpr-train WHAT` trains and measures on."""
+    if what == "ocr":
+        # the OCR's real crops are us-plates, plus the eu/br scene plates unless --ocr-scene-copies 0
+        names = ("us-plates",) + (train_ocr.SCENE_FOLDERS if ocr_scene_copies > 0 else ())
+    else:  # the detector pastes us-plates crops into eu/br scenes and is measured on all three
+        names = DATA_FOLDERS
+    return [f"{name}/" for name in names]
+
+
+def missing_data(data: Path, what: str, ocr_scene_copies: int = train_ocr.SCENE_COPIES) -> list[str]:
+    """The folders of `needed_data` that `data` lacks."""
+    return [name for name in needed_data(what, ocr_scene_copies) if not (data / name).is_dir()]
+
+
+def require_tensorflow(parser: argparse.ArgumentParser, what: str) -> None:
+    """Stop with one clear line, not a traceback from deep in a training, when TensorFlow is missing."""
+    try:
+        import tensorflow  # noqa: F401  (imported once here only to check it; the trainings import it again)
+    except ImportError as exc:
+        parser.error(f"`alpr-train {what}` needs TensorFlow, which cannot be imported ({exc}): {INSTALL_HINT}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `alpr-train`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    paths = Paths.default(args.data, args.cache, args.models)
-    if args.ocr_holdout:
-        if args.what != "ocr":
-            parser.error("--ocr-holdout: only with `alpr-train ocr`")
-        if paths.models.resolve() == MODELS_DIR.resolve():
-            parser.error(f"--ocr-holdout: give --models another folder than {MODELS_DIR} (the shipped models use the fixed split)")
-    results: dict[str, Any] = {}
-    start = time.monotonic()
-    if args.what == "all" and not args.sequential:
-        results.update(_side_by_side(args, paths))
-    elif args.what in ("all", "ocr"):
-        kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, threads=args.threads, holdout=args.ocr_holdout,
-                                         dropout=args.ocr_dropout, **_seed(args), **kwargs)
-    if args.what == "detector" or (args.what == "all" and args.sequential):
-        kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
-        results["detector"] = train_detector.train(paths, threads=args.threads, **_seed(args), **kwargs)
+    paths = resolve_paths(parser, args)
     if args.what == "report":
-        from inference.training.report import measured_section, write_report
-
-        print(write_report(paths.models, measured_section(paths.cache / "final")))
-        return 0
+        return _report(parser, paths)
+    require_tensorflow(parser, args.what)
+    names = MODELS_OF[args.what]
+    if is_shipped(paths.models):
+        log.warning("this run replaces the shipped %s in %s%s once its training succeeds "
+                    "(--models DIR to write elsewhere)", ", ".join(f"{n}.tflite + {n}.json" for n in names),
+                    paths.models, " and rewrites REPORT.md" if args.what == "all" else "")
+    elif not args.staged:
+        log.info("models go to %s", paths.models)
+    start = time.monotonic()
+    try:
+        results = _train(args, paths)
+    except TrainingError as exc:
+        print(f"alpr-train: error: {exc}", file=sys.stderr)
+        return 1
     results["total_seconds"] = round(time.monotonic() - start, 1)
     out = paths.cache / f"train_{args.what}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if args.what == "all":
-        from inference.training.report import write_report
+        from inference.training.report import measured_section, write_report
 
-        write_report(paths.models)
+        # new models: the measured sections are left out as stale until re-measured (docs/models.md)
+        write_report(paths.models, measured_section(paths.cache / "final", paths.models))
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _report(parser: argparse.ArgumentParser, paths: Paths) -> int:
+    """`alpr-train report`: rewrite REPORT.md in the models folder."""
+    from inference.training.report import MODEL_NAMES, measured_section, write_report
+
+    if not paths.models.is_dir():
+        parser.error(f"report: models folder {paths.models} not found (--models)")
+    if not any((paths.models / f"{name}.json").is_file() for name in MODEL_NAMES):
+        parser.error(f"report: no {' or '.join(f'{n}.json' for n in MODEL_NAMES)} in {paths.models} to report on")
+    print(write_report(paths.models, measured_section(paths.cache / "final", paths.models)))
+    return 0
+
+
+def _train(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
+    """Train what `args.what` names into a staging folder, then install it into `paths.models`.
+
+    A side-by-side child (--staged) is given the parent's staging folder as --models and writes
+    there directly; the parent installs the pair once both children have succeeded.
+    """
+    if args.staged:
+        return _train_into(args, paths)
+    staging = new_staging(paths.cache, args.what)
+    try:
+        results = _train_into(args, replace(paths, models=staging))
+        promote(staging, paths.models, MODELS_OF[args.what])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the staged files: installed, or of a failed run
+    return results
+
+
+def _train_into(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
+    """Run the training(s) of `args.what`, writing the models into `paths.models`."""
+    if args.what == "all" and not args.sequential:
+        return _side_by_side(args, paths)
+    results: dict[str, Any] = {}
+    if args.what in ("all", "ocr"):
+        kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
+        results["ocr"] = train_ocr.train(paths, threads=args.threads, holdout=args.ocr_holdout,
+                                         dropout=args.ocr_dropout, **_seed(args), **kwargs)
+    if args.what in ("all", "detector"):
+        kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
+        results["detector"] = train_detector.train(paths, threads=args.threads, **_seed(args), **kwargs)
+    return results
 
 
 def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
@@ -120,8 +255,11 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     the other, two threads each, took about 56.
     """
     threads = max(1, args.threads // 2)
-    common = ["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models),
-              "--threads", str(threads)] + ([] if args.seed is None else ["--seed", str(args.seed)]) + (["--quick"] if args.quick else [])
+    # --models is this run's staging folder: the children write there (--staged) and _train
+    # installs the pair only once both have finished
+    common = (["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models), "--staged",
+               "--threads", str(threads)] + ([] if args.seed is None else ["--seed", str(args.seed)])
+              + (["--quick"] if args.quick else []) + (["--synthetic-only"] if args.synthetic_only else []))
     jobs = {
         "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
                 "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],
@@ -135,8 +273,9 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         while True:
             codes = {what: proc.poll() for what, proc in procs.items()}
             failed = [what for what, code in codes.items() if code not in (None, 0)]
-            if failed:  # no half-new pair: the finally below stops the other training too
-                raise SystemExit(f"alpr-train: {' and '.join(failed)} training failed (see the log above)")
+            if failed:  # no half-new pair: the finally below stops the other training too, nothing is installed
+                raise TrainingError(f"{' and '.join(failed)} training failed (see the log above); "
+                                    "no model was replaced")
             if all(code == 0 for code in codes.values()):
                 break
             time.sleep(1.0)

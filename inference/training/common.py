@@ -6,7 +6,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,15 +22,31 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = PACKAGE_DIR.parent
 MODELS_DIR = PACKAGE_DIR / "models"
+# The real data folders the pipeline trains and measures on (../shared/data/README.md).
+DATA_FOLDERS = ("us-plates", "eu-scenes", "br-scenes")
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot go on or cannot hand over its models; the message says why."""
 
 
 @dataclass(frozen=True)
 class Paths:
-    """Where the pipeline reads real data, caches generated data and writes models."""
+    """Where the pipeline reads real data, caches generated data and writes models.
+
+    `real_data` False (`alpr-train --synthetic-only`) keeps the real folders out of training and
+    evaluation even where `data` has them.
+    """
 
     data: Path
     cache: Path
     models: Path
+    real_data: bool = True
+
+    def real(self, name: str) -> Path | None:
+        """The real data folder `name` when it is to be used and exists, else None."""
+        folder = self.data / name
+        return folder if self.real_data and folder.is_dir() else None
 
     @classmethod
     def default(cls, data: Path | None = None, cache: Path | None = None, models: Path | None = None) -> Paths:
@@ -104,3 +122,62 @@ def write_model(path: Path, content: bytes, manifest: dict[str, Any]) -> None:
     manifest["sha256"] = hashlib.sha256(content).hexdigest()
     path.with_suffix(".json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     log.info("wrote %s (%d bytes)", path, len(content))
+
+
+def is_shipped(models: Path) -> bool:
+    """Whether `models` is the shipped models folder (`inference/models/`)."""
+    return models.resolve() == MODELS_DIR.resolve()
+
+
+def new_staging(cache: Path, what: str) -> Path:
+    """A fresh, empty folder under `cache`/staging for one run's models.
+
+    One per run (not one fixed folder), so that runs sharing a cache, such as cross-validation
+    twins trained two at a time, never take or delete each other's files.
+    """
+    root = cache / "staging"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{what}-", dir=root))
+
+
+def promote(staging: Path, models: Path, names: Iterable[str]) -> list[Path]:
+    """Install `NAME.tflite` and `NAME.json` of every name from `staging` into `models`, all or none.
+
+    Every file is checked first (present, manifest hash matching its model) and copied beside
+    its destination under a temporary name, so that a problem leaves `models` as it was; only
+    then are the copies renamed over the old files, which leaves no window in which one model
+    is new and the other old beyond those renames.
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for name in names:
+        model, manifest = staging / f"{name}.tflite", staging / f"{name}.json"
+        if not model.is_file() or not manifest.is_file():
+            problems.append(f"{name}: {model.name} or {manifest.name} missing")
+            continue
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{manifest.name}: unreadable ({exc})")
+            continue
+        if recorded != hashlib.sha256(model.read_bytes()).hexdigest():
+            problems.append(f"{manifest.name}: sha256 does not match {model.name}")
+            continue
+        files += [model, manifest]
+    if problems:
+        raise TrainingError(f"{staging}: {'; '.join(problems)}; nothing was replaced in {models}")
+    models.mkdir(parents=True, exist_ok=True)
+    copies: list[tuple[Path, Path]] = []
+    try:
+        for src in files:
+            tmp = models / f".{src.name}.new"
+            copies.append((tmp, models / src.name))
+            shutil.copyfile(src, tmp)  # a copy, not a rename: the cache may be on another file system
+    except OSError as exc:
+        for tmp, _ in copies:
+            tmp.unlink(missing_ok=True)
+        raise TrainingError(f"cannot copy the new models into {models}: {exc}; nothing was replaced") from exc
+    for tmp, dest in copies:
+        os.replace(tmp, dest)
+        log.info("installed %s", dest)
+    return [dest for _, dest in copies]

@@ -1,4 +1,11 @@
-"""Write `inference/models/REPORT.md` from the shipped manifests (figures and provenance)."""
+"""Write `inference/models/REPORT.md` from the shipped manifests (figures and provenance).
+
+The measured sections (whole pipeline, US stand-in, speed) come from the JSON files that the
+commands listed in docs/models.md ("Measured sections of REPORT.md") write into `.cache/final/`.
+Each of those files records the sha256 of the models it measured (`"models"`: name -> sha256);
+a section is shown only when they are exactly the models whose manifests are in the report's
+folder, else a one-line note says the figures are stale and which command re-measures them.
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +13,44 @@ from pathlib import Path
 from typing import Any
 
 from inference.recognizer import MIN_CHARS, MIN_READ_CONFIDENCE
+
+MODEL_NAMES = ("plate_ocr", "plate_detector")
+DOC = 'docs/models.md, "Measured sections of REPORT.md"'
+# The commands that write the measured files, as Markdown (docs/models.md lists them too).
+EVAL_COMMAND = ("`alpr-node eval ../shared/data/NAME --split test --views 1 --json "
+                "--sheet .cache/final/misreads-NAME.html > .cache/final/eval-NAME.json` and the same with "
+                "`--views 3` into `eval-NAME-views3.json`, for NAME us-plates, eu-scenes, br-scenes")
+US_SCENES_COMMAND = "`.venv/bin/python bench/bench_us_scenes.py --split val test > .cache/final/us_scenes.json`"
+BENCH_COMMAND = "`.venv/bin/python bench/bench_inference.py --runs 200 > .cache/final/bench.json`"
+
+
+def current_models(models: Path) -> dict[str, str]:
+    """name -> sha256 of the models whose manifests are in `models` (the report's subject)."""
+    out = {}
+    for name in MODEL_NAMES:
+        path = models / f"{name}.json"
+        if path.is_file():
+            out[name] = str(json.loads(path.read_text(encoding="utf-8")).get("sha256", "")).lower()
+    return out
+
+
+def measured_on(figures: dict[str, Any], current: dict[str, str]) -> bool:
+    """Whether `figures` record having been measured on exactly the models in `current`.
+
+    A file without a `"models"` object (written before the commands recorded it) cannot be
+    told apart from one measured on older models, so it counts as not measured on them.
+    """
+    recorded = figures.get("models")
+    if not isinstance(recorded, dict) or not current:
+        return False
+    return {str(k): str(v).lower() for k, v in recorded.items()} == current
+
+
+def _stale_note(what: str, files: list[Path], command: str) -> str:
+    names = ", ".join(f"`{f.name}`" for f in files)
+    return (f"_{what}: left out as stale: {names} in `.cache/final/` were not measured on the models above (their "
+            f"recorded sha256 differ, or they record none); re-measure with {command} ({DOC}), then run "
+            "`alpr-train report`._")
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -73,26 +118,37 @@ def detector_section(manifest: dict[str, Any]) -> str:
     ])
 
 
-def measured_section(folder: Path) -> str:
-    """Figures of the shipped pair through the whole pipeline (`alpr-node eval`) and the benchmark.
+def measured_section(folder: Path, models: Path) -> str:
+    """Figures of the pair in `models` through the whole pipeline (`alpr-node eval`) and the benchmarks.
 
-    Reads `eval-NAME.json` and `bench.json` from `folder` (written by the commands quoted).
+    Reads `eval-NAME[-views3].json`, `us_scenes.json` and `bench.json` from `folder` (written by
+    the commands quoted); a section whose files were measured on other models than those in
+    `models` is replaced by a one-line note.
     """
+    current = current_models(models)
     parts = []
+    shown = False
     rows = []
+    stale: list[Path] = []
     for name in ("us-plates", "eu-scenes", "br-scenes"):
         for views, suffix in ((1, ""), (3, "-views3")):
             path = folder / f"eval-{name}{suffix}.json"
             if not path.is_file():
                 continue
             fig = json.loads(path.read_text())
+            if not measured_on(fig, current):
+                stale.append(path)
+                continue
             r, d, ms = fig["reading"], fig.get("detection", {}), fig["ms"]
             p = fig.get("reported_plates", {})
             rows.append((name, views, fig["images"], r["plates"], r["exact_pct"], r["char_accuracy_pct"], r["top10_pct"],
                          r["region_top1_pct"] if name == "us-plates" else "-", d.get("recall_pct", "-"),
                          d.get("precision_pct", "-"), p.get("recall_pct", "-"), p.get("precision_pct", "-"),
                          ms["detect_median"], ms["ocr_median_per_plate"], ms["total_median"]))
-    if rows:
+    if stale:  # one section: never some rows of one pair beside rows of another
+        parts.append(_stale_note("Whole pipeline on the real test split (`alpr-node eval`)", stale, EVAL_COMMAND))
+    elif rows:
+        shown = True
         parts.append("## Whole pipeline on the real test split (`alpr-node eval`)")
         parts.append("Command: `alpr-node eval ../shared/data/NAME --split test --views 1 --json --sheet misreads-NAME.html`, "
                      "and the same with `--views 3` (what `recognize` runs by default: each plate read with three margins, "
@@ -108,22 +164,34 @@ def measured_section(folder: Path) -> str:
     us = folder / "us_scenes.json"
     if us.is_file():
         u = json.loads(us.read_text())
-        urows = [(split, f["plates"], f["found_pct"], f["top1_pct"], f["any_pct"], f["extra_plates"], f["median_ms"])
-                 for split, f in u.items() if isinstance(f, dict) and "plates" in f]
-        parts.append("## US plates on real cars (`.venv/bin/python bench/bench_us_scenes.py --split SPLIT`)")
-        parts.append("Real us-plates crops put in place of the plates of real eu/br scene photos, US-sized, frames and "
-                     "crops of the same held-out split; `recognize`'s defaults (windows and tiles auto, 3 views; one placement, seed 0). found = a "
-                     "detection with IoU >= 0.5; first = the first plate reported is the truth; any = some reported "
-                     "plate is; extra = plates reported elsewhere in the frames.")
-        parts.append(_table(urows, ("split", "plates", "found %", "first read right %", "any read right %",
-                                    "extra plates", "median ms")))
+        if not measured_on(u, current):
+            parts.append(_stale_note("US plates on real cars (`bench/bench_us_scenes.py`)", [us], US_SCENES_COMMAND))
+        else:
+            shown = True
+            urows = [(split, f["plates"], f["found_pct"], f["top1_pct"], f["any_pct"], f["extra_plates"], f["median_ms"])
+                     for split, f in u.items() if isinstance(f, dict) and "plates" in f]
+            parts.append("## US plates on real cars (`.venv/bin/python bench/bench_us_scenes.py --split SPLIT`)")
+            parts.append("Real us-plates crops put in place of the plates of real eu/br scene photos, US-sized, frames and "
+                         "crops of the same held-out split; `recognize`'s defaults (windows and tiles auto, 3 views; one placement, seed 0). found = a "
+                         "detection with IoU >= 0.5; first = the first plate reported is the truth; any = some reported "
+                         "plate is; extra = plates reported elsewhere in the frames.")
+            parts.append(_table(urows, ("split", "plates", "found %", "first read right %", "any read right %",
+                                        "extra plates", "median ms")))
     bench = folder / "bench.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
-        brow = [(k, v["median_ms"], v["p90_ms"], v["runs"]) for k, v in b.items() if isinstance(v, dict) and "median_ms" in v]
-        parts.append("## Speed (`.venv/bin/python bench/bench_inference.py --runs 200`)")
-        parts.append(f"One thread (`--threads 1`), scene {b.get('scene_size')} px; medians of many runs.")
-        parts.append(_table(brow, ("what", "median ms", "p90 ms", "runs")))
+        if not measured_on(b, current):
+            parts.append(_stale_note("Speed (`bench/bench_inference.py`)", [bench], BENCH_COMMAND))
+        else:
+            shown = True
+            brow = [(k, v["median_ms"], v["p90_ms"], v["runs"]) for k, v in b.items() if isinstance(v, dict) and "median_ms" in v]
+            parts.append("## Speed (`.venv/bin/python bench/bench_inference.py --runs 200`)")
+            parts.append(f"One thread (`--threads 1`), scene {b.get('scene_size')} px; medians of many runs.")
+            parts.append(_table(brow, ("what", "median ms", "p90 ms", "runs")))
+    if shown:
+        parts.insert(0, "Measured on the models above (" + ", ".join(f"{k} sha256 `{v[:12]}`" for k, v in current.items())
+                     + f"): each command records the hashes of the models it ran and `alpr-train report` shows only "
+                     f"figures of these; the files and the commands that write them: {DOC}.")
     return "\n\n".join(parts)
 
 

@@ -100,9 +100,17 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(data: str) -> None:
+    # data "" = no real data (--synthetic-only): procedural scenes and synthetic plates alone
+    if not data:
+        _WORKER["sources"], _WORKER["crops"] = [], []
+        return
     root = Path(data)
     _WORKER["sources"] = _sources(root / "eu-scenes", "train") + _sources(root / "br-scenes", "train")
     _WORKER["crops"] = _crops(root / "us-plates")
+
+
+def _uses_real_data(paths: Paths) -> bool:
+    return any(paths.real(name) is not None for name in ("eu-scenes", "br-scenes", "us-plates"))
 
 
 def _scene_chunk(args: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,14 +129,17 @@ def _scene_chunk(args: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
 
 def scene_set(paths: Paths, count: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """`count` scenes as a uint8 memmap [count, H, W, 3] (cached under .cache/) and boxes [count, MAX_BOXES, 4]."""
-    folder = paths.cache / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{GENERATOR_VERSION}"
+    # Scenes made without the real folders get their own cache entry, so that a synthetic-only
+    # run never hands its scenes to a later run that has the data.
+    synthetic = "" if _uses_real_data(paths) else "_synthetic"
+    folder = paths.cache / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{GENERATOR_VERSION}{synthetic}"
     images_path, boxes_path = folder / "images.npy", folder / "boxes.npy"
     if images_path.is_file() and boxes_path.is_file():
         return np.load(images_path, mmap_mode="r"), np.load(boxes_path)
     folder.mkdir(parents=True, exist_ok=True)
     chunk = 500
     jobs = [(seed * 7919 + i, min(chunk, count - i * chunk), str(folder / f"part{i}.npy")) for i in range((count + chunk - 1) // chunk)]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(paths.data),)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(paths.data) if paths.real_data else "",)) as pool:
         parts = list(pool.map(_scene_chunk, jobs))
     images = np.lib.format.open_memmap(images_path.with_suffix(".tmp.npy"), mode="w+", dtype=np.uint8, shape=(count, DET_H, DET_W, 3))
     start = 0
@@ -283,7 +294,7 @@ def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Ti
     write_model(int8_path, content, manifest_for("int8", training, metrics))
     # The score thresholds are chosen on the val split only; the test curve is reported beside it.
     def evaluate() -> tuple[float, float | None]:
-        if not any((paths.data / name).is_dir() for name in FOLDERS):
+        if not any(paths.real(name) is not None for name in FOLDERS):
             return 0.5, None
         metrics["val_curve_int8"] = threshold_curve(int8_path, paths.data, "val")
         threshold = choose_threshold(metrics["val_curve_int8"])

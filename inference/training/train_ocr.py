@@ -85,16 +85,16 @@ def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
 def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
               holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     cache = paths.cache / "ocr"
-    us = paths.data / "us-plates"
+    us = paths.real("us-plates")
     version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
     sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz", lambda: synth_set(synth_count, seed))}
-    if us.is_dir():
+    if us is not None:
         # holdout "KofN": cross-validation, training on train + val but the K-th of N folds,
         # which takes val's place; the fixed test split stays out either way
         train_split, val_split = (f"rest{holdout}", f"fold{holdout}") if holdout else ("train", "val")
         sets["real_train"] = cached_arrays(cache / f"real_{train_split}_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
                                            lambda: real_set(us, train_split, real_copies, seed))
-        scenes = [paths.data / name for name in SCENE_FOLDERS if (paths.data / name).is_dir()]
+        scenes = [folder for folder in map(paths.real, SCENE_FOLDERS) if folder is not None]
         if scenes and scene_copies > 0:
             sets["real_scenes_train"] = cached_arrays(
                 cache / f"scenes_train_{scene_copies}_{seed}_s{SCENE_PLATES_VERSION}.npz",
@@ -102,7 +102,9 @@ def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: in
         sets["real_val"] = real_set(us, val_split, 0, seed)
         sets["real_test"] = real_set(us, "test", 0, seed)
     else:
-        log.warning("%s not found: training on synthetic plates only", us)
+        # only reached with --quick or --synthetic-only: `alpr-train` stops on missing data otherwise
+        reason = "--synthetic-only" if not paths.real_data else f"{paths.data / 'us-plates'} not found"
+        log.warning("%s: training on synthetic plates only", reason)
     return sets
 
 

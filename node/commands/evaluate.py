@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if not items:
         raise BadInput(f"{args.folder}: no labelled images{' in split ' + args.split if args.split else ''}")
-    recognizer = Recognizer(PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads),
-                            views=args.views, windows=args.windows, tiles=args.tiles)
+    detector, reader = PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads)
+    recognizer = Recognizer(detector, reader, views=args.views, windows=args.windows, tiles=args.tiles)
     # det scores the detector's raw boxes; reported scores the plates recognize would print
     # (boxes whose reading passed the recognizer's checks), which is what a user sees.
     ocr, det, reported = OcrScore(), DetectionScore(), DetectionScore()
@@ -165,8 +165,12 @@ def run(args: argparse.Namespace) -> int:
                 x, y, w, h = plate.box
                 crop = image[max(0, y): y + h, max(0, x): x + w]
                 misreads.append(Misread(item.path.name, plate.text, reading, _png(crop) if crop.size else b""))
+    # "models": which models the figures are of (manifest name -> sha256), so that REPORT.md can
+    # tell figures of the shipped pair from figures of an older one
     figures: dict[str, Any] = {"folder": str(args.folder), "split": args.split or "all", "images": len(items),
-                               "unreadable": len(errors), "errors": errors, "reading": ocr.as_dict()}
+                               "unreadable": len(errors), "errors": errors,
+                               "models": {m.manifest.name: m.manifest.sha256 for m in (detector.model, reader.model)},
+                               "reading": ocr.as_dict()}
     if det.truths:
         figures["detection"] = {"iou": args.iou, **det.as_dict()}
         figures["reported_plates"] = {"iou": args.iou, **reported.as_dict()}
