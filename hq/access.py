@@ -8,9 +8,12 @@ Roles (Civil Code 1798.90.51(b): the usage policy names who may access ALPR info
 - auditor: reads the access log and audit reports; no plate data
 - technician: runs retention and system checks; no plate data
 
-Data access (search, view, image, export, alerts, holds, hot-list contents) also needs
-current training (1798.90.51(b)(2)(B)); a user whose training is missing or expired is
-refused, and the refusal is logged like any other access.
+Every action of a logged-in user needs current training (1798.90.51(b)(2)(B): the policy
+says all users are trained), data access and administration alike; a user whose training is
+missing or expired is refused, and the refusal is logged like any other access. Two
+exceptions keep the system usable: the scheduled retention job (`SYSTEM`, no user), and an
+administrator managing users (action "users"), so lapsed training can be restored without
+locking everyone out.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Any
 
 from hq.accesslog import AccessLog
 from hq.db import Database
-from hq.errors import AccessDenied, NotFound, PolicyError
+from hq.errors import AccessDenied, HQError, NotFound, PolicyError
 
 ROLES = ("administrator", "investigator", "auditor", "technician")
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -43,13 +46,20 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "users": frozenset({"administrator"}),
     "audit": frozenset({"administrator", "auditor"}),
     "retention": frozenset({"administrator", "technician"}),
+    "passwd": frozenset(ROLES),  # one's own password
 }
-# Actions that touch ALPR information: they need current training and a purpose.
+# Actions that touch ALPR information: they need a purpose (training: every action, below).
 DATA_ACTIONS = frozenset({"search", "view", "image", "export", "alerts", "alert-verify", "hold", "hold-list",
                           "hotlist-edit", "hotlist-view", "hotlist-publish", "release-request", "release-review"})
 # Actions that must name a case. Placing or releasing a hold does; listing holds ("hold-list")
 # does not: the list spans every case (a --case given to it is still logged).
 CASE_ACTIONS = frozenset({"export", "hold", "release-request"})
+# Allowed with lapsed training: an administrator restoring someone's training (or their own)
+# must not be locked out by the rule they are fixing.
+TRAINING_EXEMPT = frozenset({"users"})
+# Names the access log uses for HQ itself (the retention job, the first user's creator, an
+# unknown session): no user may take them, or their rows could not be told apart.
+RESERVED_NAMES = frozenset({"system", "bootstrap", "unknown"})
 MIN_PASSWORD = 12
 DAY_NS = 86400 * 10**9
 
@@ -118,6 +128,11 @@ class Access:
             raise PolicyError(f"password: at least {MIN_PASSWORD} characters")
         if not name or not name.replace("-", "").replace(".", "").replace("_", "").isalnum():
             raise PolicyError(f"user name {name!r}: letters, digits, '.', '-', '_' only")
+        if name in RESERVED_NAMES:
+            raise PolicyError(f"user name {name!r} is reserved (the access log uses it for HQ itself)")
+        if by is not None:
+            # Outside the transaction below: a refusal is logged, and a rollback would undo that.
+            self.require_role(by, "users")
         with self.db.transaction(lock="users"):
             if by is None:
                 if self.has_users():
@@ -126,7 +141,6 @@ class Access:
                     raise PolicyError("the first user must be an administrator")
                 creator = "bootstrap"
             else:
-                self.require_role(by, "users")
                 creator = by.name
             if self.db.value("SELECT 1 FROM users WHERE name=?", (name,)):
                 raise PolicyError(f"user {name!r} exists already")
@@ -170,8 +184,9 @@ class Access:
 
     def set_password(self, by: Actor, name: str, password: str) -> None:
         """Change a password: one's own, or anyone's for an administrator."""
-        if by.name != name:
-            self.require_role(by, "users")
+        # An administrator changing a password manages users (allowed with lapsed training);
+        # anyone else changing their own is a logged-in action like the rest.
+        self.require_role(by, "users" if by.name != name or by.role == "administrator" else "passwd")
         if len(password) < MIN_PASSWORD:
             raise PolicyError(f"password: at least {MIN_PASSWORD} characters")
         self.user(name)
@@ -211,16 +226,26 @@ class Access:
             self.log.append(user=actor.name, role=actor.role, action="login", purpose="login")
         return token
 
-    def session(self, token: str) -> Actor:
-        """The user of a live session; AccessDenied if unknown, ended or expired."""
+    def session(self, token: str, *, attempt: str = "") -> Actor:
+        """The user of a live session; AccessDenied if unknown, ended or expired, or the user is
+        disabled. A refusal is logged (action "session", the user when the token names one, the
+        reason, and the command attempted)."""
         row = self.db.one("SELECT s.user_name, s.expires_ns, s.ended_ns, u.role, u.active FROM sessions s "
                           "JOIN users u ON u.name = s.user_name WHERE s.token_sha256=?", (_token_hash(token),))
-        if row is None or row[2] is not None:
-            raise AccessDenied("session is not valid (logged out or unknown): log in again")
-        if row[1] <= self.clock():
-            raise AccessDenied("session expired: log in again")
-        if not row[4]:
-            raise AccessDenied(f"user {row[0]!r} is disabled")
+        reason = None
+        if row is None:
+            reason = "session is not valid (unknown token): log in again"
+        elif row[2] is not None:
+            reason = "session is not valid (logged out or ended): log in again"
+        elif row[1] <= self.clock():
+            reason = "session expired: log in again"
+        elif not row[4]:
+            reason = f"user {row[0]!r} is disabled"
+        if reason is not None:
+            self.log.append(user=row[0] if row else "unknown", role=row[3] if row else "unknown", action="session",
+                            outcome="denied", purpose="", query={"command": attempt} if attempt else None,
+                            detail=reason)
+            raise AccessDenied(reason)
         return Actor(row[0], row[3])
 
     def logout(self, token: str) -> None:
@@ -229,44 +254,100 @@ class Access:
                         (self.clock(), _token_hash(token)))
 
     # -- the gate ---------------------------------------------------------------------------
-    def require_role(self, actor: Actor, action: str) -> None:
-        """AccessDenied unless the actor's role has the permission (for non-data actions)."""
-        if actor.role not in PERMISSIONS[action]:
-            raise AccessDenied(f"user {actor.name!r} ({actor.role}) may not {action}")
+    def _standing(self, actor: Actor, action: str) -> str | None:
+        """Why this user may not act at all right now (disabled, training), or None."""
+        if actor is SYSTEM:
+            return None  # the scheduled job has no user record and no training to lapse
+        row = self.db.one("SELECT trained_until_ns, active FROM users WHERE name=?", (actor.name,))
+        if row is None or not row[1]:
+            return f"user {actor.name!r} is unknown or disabled"
+        if action in TRAINING_EXEMPT:
+            return None
+        if row[0] is None:
+            return f"user {actor.name!r} has no ALPR training on file"
+        if row[0] <= self.clock():
+            return f"user {actor.name!r}: ALPR training expired"
+        return None
 
-    def authorize(self, actor: Actor, action: str, *, purpose: str, case_no: str = "",
-                  query: Mapping[str, Any] | None = None) -> Grant:
-        """Allow one access or refuse it; either way the attempt is recorded in the access log.
-
-        Refusals: unknown action, role without the permission, training missing or expired
-        (data actions), no purpose, no case number where the action needs one.
-        """
+    def _refusal(self, actor: Actor, action: str) -> str | None:
+        """Role, then standing: why the actor may not take this action, or None."""
         if action not in PERMISSIONS:
             raise PolicyError(f"unknown action {action!r}")
+        if actor.role not in PERMISSIONS[action]:
+            return f"role {actor.role} may not {action}"
+        return self._standing(actor, action)
+
+    def _deny(self, actor: Actor, action: str, reason: str, *, purpose: str = "", case_no: str = "",
+              query: Mapping[str, Any] | None = None) -> None:
+        self.log.append(user=actor.name, role=actor.role, action=action, outcome="denied", purpose=purpose,
+                        case_no=case_no, query=query, detail=reason)
+
+    def require_role(self, actor: Actor, action: str) -> None:
+        """AccessDenied unless the actor's role has the permission and the user is active and
+        trained (except TRAINING_EXEMPT actions); for actions without a purpose. A refusal is
+        logged; an allowed check is not (the action logs itself where it changes anything)."""
+        reason = self._refusal(actor, action)
+        if reason is None:
+            return
+        self._deny(actor, action, reason)
+        if reason.startswith("role "):
+            raise AccessDenied(f"user {actor.name!r} ({actor.role}) may not {action}")
+        raise AccessDenied(f"{action} refused: {reason}")
+
+    def authorize(self, actor: Actor, action: str, *, purpose: str, case_no: str = "",
+                  query: Mapping[str, Any] | None = None,
+                  check: Callable[[], HQError | None] | None = None) -> Grant:
+        """Allow one access or refuse it; either way the attempt is one row in the access log.
+
+        Refusals: unknown action, role without the permission, user disabled, training missing
+        or expired (every action but TRAINING_EXEMPT), no purpose, no case number where the
+        action needs one. Then `check`, if given, runs: the caller's own conditions (a request
+        that is not approved, an id that is not an alert ...). It runs only for an actor who
+        passed the gate, so a refused user learns nothing from it; the error it returns is
+        logged as the refusal's reason and raised.
+        """
         purpose = (purpose or "").strip()
         case_no = (case_no or "").strip()
-        reason = None
-        if actor.role not in PERMISSIONS[action]:
-            reason = f"role {actor.role} may not {action}"
-        elif action in DATA_ACTIONS:
-            row = self.db.one("SELECT trained_until_ns, active FROM users WHERE name=?", (actor.name,))
-            if row is None or not row[1]:
-                reason = f"user {actor.name!r} is unknown or disabled"
-            elif row[0] is None:
-                reason = f"user {actor.name!r} has no ALPR training on file"
-            elif row[0] <= self.clock():
-                reason = f"user {actor.name!r}: ALPR training expired"
+        reason = self._refusal(actor, action)
         if reason is None and not purpose:
             reason = "a purpose is required (--purpose)"
         if reason is None and action in CASE_ACTIONS and not case_no:
             reason = f"{action} requires a case number (--case)"
         if reason is not None:
-            self.log.append(user=actor.name, role=actor.role, action=action, outcome="denied", purpose=purpose,
-                            case_no=case_no, query=query, detail=reason)
+            self._deny(actor, action, reason, purpose=purpose, case_no=case_no, query=query)
             raise AccessDenied(f"{action} refused: {reason}")
+        problem = check() if check is not None else None
+        if problem is not None:
+            self._deny(actor, action, str(problem), purpose=purpose, case_no=case_no, query=query)
+            raise problem
         entry = self.log.append(user=actor.name, role=actor.role, action=action, purpose=purpose, case_no=case_no,
                                 query=query)
         return Grant(actor, action, purpose, case_no, entry.id)
+
+    def recheck(self, grant: Grant, *, token: str | None = None, login_ns: int | None = None) -> None:
+        """Re-check a long-running access (e.g. `reads tail`) before it shows more data.
+
+        With a session `token`: the session must still be live (not logged out, not expired,
+        user not disabled). Without one (a password login for one command), the login counts
+        as a session of `session_hours` from `login_ns`. Then the role and the user's standing
+        (active, training) are checked again. A refusal is logged under the grant's action,
+        purpose and case, and raised as AccessDenied.
+        """
+        actor = grant.actor
+        if token is not None:
+            actor = self.session(token, attempt=grant.action)
+        reason = None
+        if token is None and login_ns is not None and login_ns + self.session_ns <= self.clock():
+            reason = (f"the login for this command is older than the session limit "
+                      f"({self.session_ns / 3.6e12:g} h): log in again")
+        if reason is None and actor != grant.actor:
+            reason = f"the session now belongs to {actor.name!r}, not {grant.actor.name!r}"
+        if reason is None:
+            reason = self._refusal(actor, grant.action)
+        if reason is not None:
+            self._deny(grant.actor, grant.action, reason, purpose=grant.purpose, case_no=grant.case_no,
+                       query={"recheck_of": grant.log_id})
+            raise AccessDenied(f"{grant.action} stopped: {reason}")
 
     def record(self, grant: Grant, action: str, *, query: Mapping[str, Any] | None = None, detail: str = "") -> None:
         """Record a follow-up access under an existing grant (e.g. each image written by a search)."""

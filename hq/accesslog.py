@@ -8,10 +8,13 @@ Each entry records who (user, role), when, what (action, query as canonical JSON
 
 and `access_log_head` holds the last id and hash, written in the same transaction. The
 database also refuses UPDATE and DELETE on the table (triggers). `verify()` recomputes the
-chain and names every entry that was edited, and every gap where entries were deleted.
+chain and names every entry that was edited, and every gap where entries were deleted; it
+also fails when the triggers are gone or the log is missing the rows that created the users.
 Limits (docs/records.md): someone who can write the database file directly can drop the
-triggers and rewrite the whole chain and head consistently; publish the head hash that
-`audit verify` prints outside HQ (ticket, e-mail, paper) to catch that.
+triggers, cut the end of the log (or rewrite all of it) and fix the head row to match. Only
+a head noted outside HQ catches that: `audit verify` prints the head as ID:HASH, auditors
+keep it off-site (ticket, e-mail, paper), and `verify(expect_head=(ID, HASH))` fails unless
+entry ID is still there with that hash.
 """
 from __future__ import annotations
 
@@ -118,9 +121,34 @@ class AccessLog:
             params.append(case_no)
         return [Entry(*r) for r in self.db.rows(sql + " ORDER BY id", params)]
 
-    def verify(self) -> VerifyResult:
-        """Recompute the chain; every edited entry and every deletion is named in `problems`."""
-        problems = []
+    def guard_problems(self) -> list[str]:
+        """The append-only triggers that are missing or disabled (each named)."""
+        if self.db.postgres:
+            found = {name: enabled for name, enabled in self.db.rows(
+                "SELECT t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE c.relname = 'access_log' AND NOT t.tgisinternal")}
+            problems = [f"trigger {name} on access_log is missing (the log is no longer append-only)"
+                        for name in ("access_log_append_only", "access_log_no_truncate") if name not in found]
+            problems += [f"trigger {name} on access_log is disabled (the log is no longer append-only)"
+                         for name, enabled in sorted(found.items()) if enabled == "D"]
+            return problems
+        found = {name: sql or "" for name, sql in self.db.rows(
+            "SELECT name, sql FROM sqlite_master WHERE type='trigger' AND tbl_name='access_log'")}
+        return [f"trigger {name} on access_log is missing (the log is no longer append-only)"
+                for name in ("access_log_no_update", "access_log_no_delete")
+                if "RAISE(ABORT" not in found.get(name, "").upper()]
+
+    def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyResult:
+        """Recompute the chain; every edited entry and every deletion is named in `problems`.
+
+        `expect_head` is a head (id, hash) noted earlier outside HQ: the check fails unless that
+        entry is still in the log with that hash (a cut end or a rewritten log shows here even
+        when the head row was fixed to match). Missing append-only triggers, and users whose
+        creation is not in the log (an emptied log), are problems too.
+        """
+        problems = self.guard_problems()
+        guards = len(problems)
+        seen: dict[int, str] = {}
         prev_id, prev_hash = 0, GENESIS
         count = 0
         for row in self.db.execute(f"SELECT {self.COLUMNS} FROM access_log ORDER BY id"):
@@ -132,6 +160,8 @@ class AccessLog:
                 problems.append(f"entry {e.id}: does not follow entry {prev_id} (an entry was deleted or replaced)")
             if e.computed_hash() != e.hash:
                 problems.append(f"entry {e.id}: content was edited (hash mismatch)")
+            if expect_head is not None and e.id == expect_head[0]:
+                seen[e.id] = e.hash
             prev_id, prev_hash = e.id, e.hash
         head = self.db.one("SELECT last_id, last_hash FROM access_log_head WHERE k=1")
         if head is None:
@@ -142,4 +172,20 @@ class AccessLog:
                             if int(head[0]) > prev_id else f"head records entry {head[0]} but the log ends at {prev_id}")
         elif head[1] != prev_hash:
             problems.append(f"entry {prev_id}: differs from the recorded head hash")
+        if expect_head is not None:
+            want_id, want_hash = expect_head
+            if want_id not in seen:
+                problems.append(f"entry {want_id} (the head noted earlier) is missing: the log was cut or rewritten "
+                                f"(it now ends at entry {prev_id})")
+            elif seen[want_id] != want_hash:
+                problems.append(f"entry {want_id}: hash {seen[want_id]} is not the {want_hash} noted earlier: "
+                                "the log was rewritten")
+        # Every user's creation was logged in the transaction that created it: fewer such rows
+        # than users means rows were removed, e.g. the log emptied and the head row deleted,
+        # which the chain alone cannot see (checked only then: otherwise the chain said it).
+        users = int(self.db.value("SELECT COUNT(*) FROM users") or 0)
+        created = int(self.db.value("SELECT COUNT(*) FROM access_log WHERE action='user-add' AND outcome='ok'") or 0)
+        if len(problems) == guards and users > created:
+            problems.append(f"{users} users exist but the log records only {created} user-add entries: "
+                            "entries were deleted (the log was emptied or rewritten)")
         return VerifyResult(count, prev_id, prev_hash, tuple(problems))

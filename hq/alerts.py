@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 
 from hq.access import Access, Actor
-from hq.errors import NotFound, PolicyError
+from hq.errors import HQError, NotFound, PolicyError
 from hq.store import READ_COLUMNS, ReadRow, ReadStore, row_from_db
 from transport import cbor
 
@@ -51,16 +51,25 @@ def list_alerts(store: ReadStore, access: Access, actor: Actor, *, purpose: str,
 
 def verify_alert(store: ReadStore, access: Access, actor: Actor, read_id: int, *, outcome: str, note: str,
                  case_no: str = "") -> Alert:
-    """Record the CLETS outcome of an alert (kept with who and when; a later record supersedes)."""
-    if outcome not in OUTCOMES:
-        raise PolicyError(f"outcome {outcome!r}: must be one of {', '.join(OUTCOMES)}")
-    if not note.strip():
-        raise PolicyError("record what was checked (--note), e.g. the CLETS response reference")
-    r = store.db.one(f"SELECT {READ_COLUMNS}, payload FROM reads WHERE id=? AND kind='alert'", (read_id,))
-    if r is None:
-        raise NotFound(f"alert {read_id}: no alert read with this id")
+    """Record the CLETS outcome of an alert (kept with who and when; a later record supersedes).
+
+    The gate comes first: only a user allowed to verify alerts learns whether an id is one,
+    and a refusal for any reason (bad outcome, no note, not an alert) is logged.
+    """
+    def problem() -> HQError | None:
+        if outcome not in OUTCOMES:
+            return PolicyError(f"outcome {outcome!r}: must be one of {', '.join(OUTCOMES)}")
+        if not note.strip():
+            return PolicyError("record what was checked (--note), e.g. the CLETS response reference")
+        if store.db.one("SELECT 1 FROM reads WHERE id=? AND kind='alert'", (read_id,)) is None:
+            return NotFound(f"alert {read_id}: no alert read with this id")
+        return None
+
     access.authorize(actor, "alert-verify", purpose="verify hot-list alert", case_no=case_no,
-                     query={"alert": read_id, "outcome": outcome, "note": note})
+                     query={"alert": read_id, "outcome": outcome, "note": note}, check=problem)
+    r = store.db.one(f"SELECT {READ_COLUMNS}, payload FROM reads WHERE id=? AND kind='alert'", (read_id,))
+    if r is None:  # purged between the check and now
+        raise NotFound(f"alert {read_id}: no alert read with this id")
     store.db.execute("INSERT INTO alert_outcomes (read_id, capture_ns, outcome, note, by_user, t_ns) "
                      "VALUES (?,?,?,?,?,?)", (read_id, r[7], outcome, note, actor.name, access.clock()))
     return _alert(store, r)

@@ -8,13 +8,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hq import config as hq_config
 from hq.errors import BadConfig, HQError
 
 log = logging.getLogger("alpr-hq")
+POLL_S = 0.3  # `reads tail`: how often it looks for new reads (and re-checks the access)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -48,19 +49,20 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _reads_tail(args: argparse.Namespace) -> int:
-    from hq.records_cli import authorize_from_args
-    from hq.store import open_store
+    from hq.records_cli import Watch
 
-    cfg = hq_config.load(args.config)
-    # Watching reads is an access like any other: who, why, recorded in the access log.
-    authorize_from_args(args, "view", {"tail": True, "all": bool(args.all)})
-    store = open_store(cfg)
+    # Watching reads is an access like any other: who, why, recorded in the access log. It
+    # can run for days, so the access is checked again before every poll: once the session
+    # ends or expires, the user is disabled or their training lapses, it stops (logged).
+    watch = Watch(args, "view", {"tail": True, "all": bool(args.all)})
+    store = watch.store
     last = 0 if args.all else store.last_id()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     printed = 0
     try:
         while True:
+            watch.check()
             for row in store.reads_after(last):
                 last = row.id
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.capture_ns / 1e9))
@@ -69,12 +71,12 @@ def _reads_tail(args: argparse.Namespace) -> int:
                 printed += 1
                 if args.count and printed >= args.count:
                     return 0
-            if stop.wait(0.3):
+            if stop.wait(POLL_S):
                 return 0
     except KeyboardInterrupt:
         return 0
     finally:
-        store.close()
+        watch.close()
 
 
 def gaps(seqs: list[int]) -> list[tuple[int, int]]:

@@ -14,6 +14,9 @@ Layout of a package directory (format "alpr-evidence-v1"):
     release.json             the approved release request this export fulfils
     holds.json               the holds that kept these reads
 
+The reads are exactly those the release approval recorded (release.json `read_ids`). Folders
+are created 0700 and files 0600, then made 0400: a package holds plates and crops.
+
 `verify_package` needs nothing but the directory (and, better, HQ's public key obtained by
 another channel: a package can only vouch for itself with the key it carries).
 """
@@ -31,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hq import releases, retention
 from hq.access import Access, Actor
-from hq.errors import PolicyError
+from hq.errors import HQError, PolicyError
+from hq.files import private_dir, write_private
 from hq.store import ReadStore
 from transport import cbor
 from transport.envelope import signed_bytes
@@ -51,8 +55,8 @@ class ExportResult:
 
 def _write(root: Path, rel: str, data: bytes, files: dict[str, str]) -> None:
     path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    private_dir(path.parent)
+    write_private(path, data)
     files[rel] = hashlib.sha256(data).hexdigest()
 
 
@@ -62,18 +66,41 @@ def _json(value: Any) -> bytes:
 
 def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, release_id: int, out: Path,
            sign_key: ed25519.Ed25519PrivateKey, registry: Any) -> ExportResult:
-    """Write the package for a case's held reads; needs an approved release request for that case."""
+    """Write the package for an approved release request: exactly the reads its approval
+    recorded, or nothing (a read no longer held or no longer stored is named). Every refusal
+    is logged. Folders are 0700, files 0600 while written and 0400 after."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise PolicyError(f"{out}: output directory is not empty")
-    req = releases.require_approved(store, release_id, case_no)
-    read_ids = retention.held_read_ids(store, case_no)
-    if not read_ids:
-        raise PolicyError(f"case {case_no}: no reads under an active hold; place a hold first (evidence hold)")
-    grant = access.authorize(actor, "export", purpose=req.purpose, case_no=case_no,
-                             query={"release": release_id, "reads": read_ids, "out": str(out)})
+    case_no = (case_no or "").strip()
+
+    def problem() -> HQError | None:
+        if out.exists() and not out.is_dir():
+            return PolicyError(f"{out}: exists and is not a directory")
+        if out.exists() and any(out.iterdir()):
+            return PolicyError(f"{out}: output directory is not empty")
+        refusal = releases.approval_problem(store, release_id, case_no)
+        if refusal is not None:
+            return refusal
+        approved = releases.get(store, release_id).read_ids or ()
+        held = set(retention.held_read_ids(store, case_no))
+        stored = {r[0] for r in store.db.rows(
+            f"SELECT id FROM reads WHERE id IN ({','.join('?' * len(approved))})", list(approved))} if approved else set()
+        gone = [f"read {i} is no longer in the store" if i not in stored
+                else f"read {i} is no longer under an active hold for case {case_no}"
+                for i in approved if i not in held or i not in stored]
+        if gone:
+            return PolicyError(f"release request {release_id} approved reads {list(approved)}, but "
+                               + "; ".join(gone) + ": nothing exported (the package must be exactly what was "
+                               "approved; file a new request)")
+        return None
+
+    filed = releases.find(store, release_id)
+    grant = access.authorize(actor, "export", purpose=filed.purpose if filed else f"release request {release_id}",
+                             case_no=case_no, query={"release": release_id, "reads": list(filed.read_ids or ())
+                                                     if filed else [], "out": str(out)}, check=problem)
+    req = releases.get(store, release_id)
+    read_ids = list(req.read_ids or ())
     files: dict[str, str] = {}
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     reads_doc, node_ids = [], set()
     for read_id in read_ids:
         stored = store.read(read_id)
@@ -100,14 +127,14 @@ def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, rele
                 "release_request": release_id, "reads": read_ids, "hq_public_key": raw_public(public).hex(),
                 "hq_key_id": key_id(public), "files": dict(sorted(files.items()))}
     manifest_bytes = _json(manifest)
-    (out / "manifest.json").write_bytes(manifest_bytes)
-    (out / "manifest.sig").write_text(sign_key.sign(manifest_bytes).hex() + "\n")
+    write_private(out / "manifest.json", manifest_bytes)
+    write_private(out / "manifest.sig", (sign_key.sign(manifest_bytes).hex() + "\n").encode())
     digest = hashlib.sha256(manifest_bytes).hexdigest()
     releases.mark_exported(store, release_id, digest, access.clock())
     access.record(grant, "export-written", detail=f"manifest sha256 {digest}")
     for path in out.rglob("*"):
         if path.is_file():
-            os.chmod(path, 0o444)
+            os.chmod(path, 0o400)  # evidence: nobody, the owner included, should change it by accident
     return ExportResult(out, len(read_ids), digest)
 
 

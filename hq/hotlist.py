@@ -44,6 +44,14 @@ class HotlistEntry:
     entered_by: str
     entered_ns: int
     note: str
+    removed_ns: int | None = None
+    removed_by: str | None = None
+
+    def state(self, now_ns: int) -> str:
+        """"removed", "expired" or "active" at `now_ns`."""
+        if self.removed_ns is not None:
+            return "removed"
+        return "expired" if self.expires_ns <= now_ns else "active"
 
 
 @dataclass(frozen=True)
@@ -80,16 +88,33 @@ def add_entry(store: ReadStore, access: Access, actor: Actor, *, plate: str, rea
 
 
 def remove_entry(store: ReadStore, access: Access, actor: Actor, entry_id: int, *, purpose: str) -> None:
-    """Take an entry off the list (kept on file, marked removed)."""
-    entry(store, entry_id)
-    access.authorize(actor, "hotlist-edit", purpose=purpose, query={"remove": entry_id})
+    """Take an entry off the list (kept on file, marked removed). The gate comes first; an
+    unknown id is a logged refusal."""
+    access.authorize(actor, "hotlist-edit", purpose=purpose, query={"remove": entry_id},
+                     check=lambda: _missing(store, entry_id))
     store.db.execute("UPDATE hotlist_entries SET removed_ns=?, removed_by=? WHERE id=? AND removed_ns IS NULL",
                      (access.clock(), actor.name, entry_id))
 
 
+def show_entry(store: ReadStore, access: Access, actor: Actor, entry_id: int, *, purpose: str,
+               case_no: str = "") -> HotlistEntry:
+    """One entry, whatever its state (active, expired, removed): what an alert's `entry` id
+    refers to, even after the entry left the list. A `hotlist-view` access, logged."""
+    access.authorize(actor, "hotlist-view", purpose=purpose, case_no=case_no, query={"show": entry_id},
+                     check=lambda: _missing(store, entry_id))
+    return entry(store, entry_id)
+
+
+def _missing(store: ReadStore, entry_id: int) -> NotFound | None:
+    if store.db.value("SELECT 1 FROM hotlist_entries WHERE id=?", (entry_id,)) is None:
+        return NotFound(f"hot-list entry {entry_id}: no such entry")
+    return None
+
+
 def entry(store: ReadStore, entry_id: int) -> HotlistEntry:
-    row = store.db.one("SELECT id, plate, is_pattern, reason, source, expires_ns, entered_by, entered_ns, note "
-                       "FROM hotlist_entries WHERE id=?", (entry_id,))
+    """The entry with this id (removed and expired ones too); NotFound if none."""
+    row = store.db.one("SELECT id, plate, is_pattern, reason, source, expires_ns, entered_by, entered_ns, note, "
+                       "removed_ns, removed_by FROM hotlist_entries WHERE id=?", (entry_id,))
     if row is None:
         raise NotFound(f"hot-list entry {entry_id}: no such entry")
     return HotlistEntry(row[0], row[1], bool(row[2]), *row[3:])

@@ -167,6 +167,21 @@ _PG_V3 = [
 ]
 
 
+# Release approvals record the reads they release (JSON list of read ids): the export writes
+# exactly those. Case numbers on holds and requests are trimmed as the access log has them,
+# so a hold placed as " C1" is found (and exported) as case C1.
+_SQLITE_V4 = [
+    "ALTER TABLE release_requests ADD COLUMN read_ids TEXT",
+    "UPDATE holds SET case_no = TRIM(case_no, ' ' || char(9) || char(10) || char(13))",
+    "UPDATE release_requests SET case_no = TRIM(case_no, ' ' || char(9) || char(10) || char(13))",
+]
+_PG_V4 = [
+    "ALTER TABLE release_requests ADD COLUMN read_ids TEXT",
+    "UPDATE holds SET case_no = BTRIM(case_no, E' \\t\\n\\r')",
+    "UPDATE release_requests SET case_no = BTRIM(case_no, E' \\t\\n\\r')",
+]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: its steps for SQLite and for PostgreSQL."""
@@ -185,6 +200,7 @@ MIGRATIONS = (
               tuple(_SQLITE_V2_READS + _records_tables(SQLITE) + _append_only(SQLITE)),
               tuple(_records_tables(POSTGRES) + _append_only(POSTGRES))),
     Migration(3, "covering plate/time/site indexes for search", tuple(_SQLITE_V3), tuple(_PG_V3)),
+    Migration(4, "release approvals record their reads; case numbers trimmed", tuple(_SQLITE_V4), tuple(_PG_V4)),
 )
 LATEST = MIGRATIONS[-1].version
 

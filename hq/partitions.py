@@ -67,7 +67,25 @@ def existing_partitions(db: Database) -> list[Month]:
     return sorted(months, key=lambda m: (m.year, m.month))
 
 
+def _years_back(when: dt.datetime, years: int) -> dt.datetime:
+    """The same date and time `years` calendar years earlier; 29 February becomes 28 February
+    (the earlier date, so the span is never shorter than the years)."""
+    if (when.month, when.day) == (2, 29):
+        when = when.replace(day=28)
+    return when.replace(year=when.year - years)
+
+
 def retention_cutoff_ns(now_ns: int, min_days: int) -> int:
     """Reads captured before this instant may be purged: the start of the month that contains
-    `now - min_days`, so every read is kept at least `min_days` and a whole month goes at once."""
-    return Month.of_ns(now_ns - min_days * 86400 * _NS).start_ns
+    the earliest instant a read must still be kept from, so a whole month goes at once.
+
+    That instant is `now - min_days` days; for `min_days` >= 365 it is also no later than
+    `min_days // 365` calendar years back, then the remaining days: "365 days" stands for a
+    year in the policy, and across 29 February a year is 366 days.
+    """
+    now = dt.datetime.fromtimestamp(now_ns // _NS, tz=dt.UTC)
+    keep_from = now - dt.timedelta(days=min_days)
+    if min_days >= 365:
+        years, rest = divmod(min_days, 365)
+        keep_from = min(keep_from, _years_back(now, years) - dt.timedelta(days=rest))
+    return Month(keep_from.year, keep_from.month).start_ns

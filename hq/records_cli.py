@@ -12,6 +12,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -25,18 +26,31 @@ DEFAULT_SESSION = Path(os.environ.get("ALPR_HQ_SESSION", str(Path.home() / ".con
 
 
 # -- helpers --------------------------------------------------------------------------------
-def parse_time(text: str, *, end: bool = False) -> int:
-    """`YYYY-MM-DD` (start of that day, or the next day with end=True) or ISO 8601; UTC unless an offset is given."""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A full ISO 8601 time: date, T (or a space), hours and minutes at least, optional seconds,
+# fraction and offset. Anything shorter or in another form (20250301, 2025-03, 2025-W09) is
+# refused rather than guessed at: Python would read 20250301 as an instant, not a day.
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?")
+
+
+def parse_time(text: str, *, end: bool = False, option: str = "time") -> int:
+    """`YYYY-MM-DD` (the start of that UTC day, or of the next day with end=True) or a full
+    ISO 8601 time (UTC unless it carries an offset); PolicyError naming `option` otherwise."""
+    hint = "use YYYY-MM-DD (a UTC day) or a full ISO 8601 time YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]"
+    if not (_DAY.fullmatch(text) or _INSTANT.fullmatch(text)):
+        raise PolicyError(f"{option} {text!r}: {hint}")
     try:
-        if len(text) == 10:
+        if _DAY.fullmatch(text):
             day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
             return int((day + dt.timedelta(days=1 if end else 0)).timestamp()) * 10**9
         when = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise PolicyError(f"time {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]") from exc
+    except ValueError as exc:  # the right shape, but e.g. month 13 or 25 o'clock
+        raise PolicyError(f"{option} {text!r}: {exc}; {hint}") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 10**9)
+    # Whole microseconds, not float seconds: a float would shift a bound by a few hundred ns.
+    return (when - _EPOCH) // dt.timedelta(microseconds=1) * 1000
 
 
 def fmt_ns(t_ns: int | None) -> str:
@@ -69,16 +83,22 @@ class Context:
             return getpass.getpass(prompt)
         raise AccessDenied("no password: give --password, set ALPR_HQ_PASSWORD, or run on a terminal")
 
-    def actor(self):
-        """The user: --user (with a password) or the session token file."""
+    def token(self) -> str | None:
+        """The session token (None with --user: a password login for this command)."""
         if getattr(self.args, "user", None):
-            return self.access.authenticate(self.args.user, self.password(f"Password for {self.args.user}: "))
+            return None
         path = Path(self.args.session)
         try:
-            token = path.read_text().strip()
+            return path.read_text().strip()
         except FileNotFoundError:
             raise AccessDenied(f"{path}: no session; run `alpr-hq login --user NAME` or give --user") from None
-        return self.access.session(token)
+
+    def actor(self):
+        """The user: --user (with a password) or the session token file."""
+        token = self.token()
+        if token is None:
+            return self.access.authenticate(self.args.user, self.password(f"Password for {self.args.user}: "))
+        return self.access.session(token, attempt=command_name(self.args))
 
     def why(self) -> dict[str, str]:
         return {"purpose": self.args.purpose or "", "case_no": self.args.case or ""}
@@ -95,6 +115,15 @@ class Context:
         from hq.keyring import load_sign_key
 
         return load_sign_key(self.cfg.hq.data_dir / "keys")
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed, e.g. "search" or "evidence export" (for refusals in the access log)."""
+    words = [getattr(args, "command", None) or ""]
+    sub = getattr(args, f"{words[0]}_command", None)
+    if sub:
+        words.append(sub)
+    return " ".join(w for w in words if w)
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
@@ -144,6 +173,31 @@ def authorize_from_args(args: argparse.Namespace, action: str, query: dict[str, 
         ctx.close()
 
 
+class Watch:
+    """A long-running access for a command defined elsewhere (`reads tail`): authorised and
+    logged once at the start, then `check()` before showing more data, which refuses (logged)
+    once the session has ended or expired, the user is disabled or their training lapsed.
+    `store` is the command's store; `close()` closes it."""
+
+    def __init__(self, args: argparse.Namespace, action: str, query: dict[str, Any]) -> None:
+        self._ctx = Context(args)
+        try:
+            self._token = self._ctx.token()
+            self.grant = self._ctx.access.authorize(self._ctx.actor(), action, query=query, **self._ctx.why())
+            self._login_ns = self._ctx.access.clock()
+        except BaseException:
+            self._ctx.close()
+            raise
+        self.store = self._ctx.store
+
+    def check(self) -> None:
+        """AccessDenied (logged) if the access may not go on."""
+        self._ctx.access.recheck(self.grant, token=self._token, login_ns=self._login_ns)
+
+    def close(self) -> None:
+        self._ctx.close()
+
+
 def _out(args: argparse.Namespace, value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
@@ -157,7 +211,7 @@ def _users_add(ctx: Context) -> int:
         if not sys.stdin.isatty():
             raise PolicyError("no password for the new user: set ALPR_HQ_NEW_PASSWORD or run on a terminal")
         new_password = getpass.getpass(f"New password for {a.name}: ")
-    trained = parse_time(a.trained_until, end=True) if a.trained_until else None
+    trained = parse_time(a.trained_until, end=True, option="--trained-until") if a.trained_until else None
     user = ctx.access.add_user(by, a.name, a.role, new_password, trained)
     print(f"user {user.name} added ({user.role}, training until {fmt_ns(user.trained_until_ns)})")
     return 0
@@ -172,7 +226,7 @@ def _users_list(ctx: Context) -> int:
 
 
 def _users_training(ctx: Context) -> int:
-    until = None if ctx.args.until == "none" else parse_time(ctx.args.until, end=True)
+    until = None if ctx.args.until == "none" else parse_time(ctx.args.until, end=True, option="--until")
     ctx.access.set_training(ctx.actor(), ctx.args.name, until)
     print(f"user {ctx.args.name}: training until {fmt_ns(until)}")
     return 0
@@ -219,8 +273,10 @@ def _search(ctx: Context) -> int:
     from hq.search import SearchQuery, search
 
     a = ctx.args
-    query = SearchQuery(a.plate, confusable=a.confusable, since_ns=parse_time(a.since) if a.since else None,
-                        until_ns=parse_time(a.until, end=True) if a.until else None, site=a.site, limit=a.limit)
+    query = SearchQuery(a.plate, confusable=a.confusable,
+                        since_ns=parse_time(a.since, option="--from") if a.since else None,
+                        until_ns=parse_time(a.until, end=True, option="--to") if a.until else None, site=a.site,
+                        limit=a.limit)
     hits = search(ctx.store, ctx.access, ctx.actor(), query, crops_dir=a.crops, **ctx.why())
     if a.json:
         _out(a, [{"match": h.match, **h.row.__dict__} for h in hits])
@@ -274,7 +330,7 @@ def _hotlist_add(ctx: Context) -> int:
 
     a = ctx.args
     e = hotlist.add_entry(ctx.store, ctx.access, ctx.actor(), plate=a.plate, reason=a.reason, source=a.source,
-                          expires_ns=parse_time(a.expires, end=True), note=a.note, **ctx.why())
+                          expires_ns=parse_time(a.expires, end=True, option="--expires"), note=a.note, **ctx.why())
     print(f"hot-list entry {e.id}: {e.plate} ({e.reason}, source {e.source}) until {fmt_ns(e.expires_ns)}")
     return 0
 
@@ -286,6 +342,22 @@ def _hotlist_list(ctx: Context) -> int:
     for e in hotlist.active_entries(ctx.store, ctx.access.clock()):
         print(f"{e.id:>6}  {e.plate:<10} {'pattern' if e.is_pattern else 'exact':<8} {e.reason:<15} "
               f"source={e.source} until={fmt_ns(e.expires_ns)} by={e.entered_by}")
+    return 0
+
+
+def _hotlist_show(ctx: Context) -> int:
+    from hq import hotlist
+
+    e = hotlist.show_entry(ctx.store, ctx.access, ctx.actor(), ctx.args.id, **ctx.why())
+    state = e.state(ctx.access.clock())
+    print(f"hot-list entry {e.id}: {e.plate} ({'pattern' if e.is_pattern else 'exact'})")
+    print(f"  reason   {e.reason}")
+    print(f"  source   {e.source}")
+    print(f"  entered  {fmt_ns(e.entered_ns)} by {e.entered_by}")
+    print(f"  expires  {fmt_ns(e.expires_ns)}")
+    print(f"  state    {state.upper()}" + (f" {fmt_ns(e.removed_ns)} by {e.removed_by}" if state == "removed" else ""))
+    if e.note:
+        print(f"  note     {e.note}")
     return 0
 
 
@@ -432,14 +504,30 @@ def _store_status(ctx: Context) -> int:
     return 0
 
 
+def parse_head(text: str) -> tuple[int, str]:
+    """`ID:HASH` as `audit verify` prints it; PolicyError naming --expect-head otherwise."""
+    entry, _, digest = text.strip().partition(":")
+    digest = digest.lower()
+    if not entry.isdigit() or int(entry) < 1 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise PolicyError(f"--expect-head {text!r}: use ID:HASH as `alpr-hq audit verify` printed it "
+                          "(entry number, colon, 64 hex digits)")
+    return int(entry), digest
+
+
 def _audit_verify(ctx: Context) -> int:
+    expect = parse_head(ctx.args.expect_head) if ctx.args.expect_head else None
     ctx.access.require_role(ctx.actor(), "audit")
-    result = ctx.access.log.verify()
+    result = ctx.access.log.verify(expect_head=expect)
     for problem in result.problems:
         print(f"FAIL  {problem}")
     if result.ok:
-        print(f"OK  {result.entries} entries; head entry {result.head_id} hash {result.head_hash}")
-        print("Keep this head hash outside HQ: a later verify must still reach it.")
+        print(f"OK  {result.entries} entries" + (f"; entry {expect[0]} still has the hash noted earlier"
+                                                 if expect else ""))
+    # Printed on every run, good or bad: the auditor notes it outside HQ for the next verify.
+    print(f"head {result.head_id}:{result.head_hash}")
+    if result.ok:
+        print("Keep this head outside HQ (audit ticket, e-mail, paper); next time run "
+              f"`alpr-hq audit verify --expect-head {result.head_id}:{result.head_hash}`.")
     return 0 if result.ok else 1
 
 
@@ -452,8 +540,8 @@ def _audit_report(ctx: Context) -> int:
     if path.exists():
         registry = ctx.registry()
     try:
-        doc = report.build(ctx.store, ctx.access, ctx.actor(), since_ns=parse_time(a.since),
-                           until_ns=parse_time(a.until, end=True), registry=registry)
+        doc = report.build(ctx.store, ctx.access, ctx.actor(), since_ns=parse_time(a.since, option="--from"),
+                           until_ns=parse_time(a.until, end=True, option="--to"), registry=registry)
     finally:
         if registry is not None:
             registry.close()
@@ -586,6 +674,10 @@ def register(sub: Any) -> None:
     p = hl.add_parser("list", help="active entries")
     _who(p)
     p.set_defaults(func=_run(_hotlist_list))
+    p = hl.add_parser("show", help="one entry, also once removed or expired (e.g. the entry an alert names)")
+    p.add_argument("id", type=int)
+    _who(p)
+    p.set_defaults(func=_run(_hotlist_show))
     p = hl.add_parser("remove", help="take an entry off the list")
     p.add_argument("id", type=int)
     _who(p)
@@ -661,6 +753,8 @@ def register(sub: Any) -> None:
     au = sub.add_parser("audit", help="access-log verification and audit reports").add_subparsers(
         dest="audit_command", required=True)
     p = au.add_parser("verify", help="check the access log's hash chain; names edited or deleted entries")
+    p.add_argument("--expect-head", metavar="ID:HASH", help="a head noted at an earlier verify (kept outside HQ): "
+                   "fails unless entry ID still has HASH, which catches a cut or rewritten log")
     _who(p, why=False)
     p.set_defaults(func=_run(_audit_verify))
     p = au.add_parser("report", help="accesses, searches without case, releases, purges, holds, provisioning")

@@ -5,13 +5,18 @@ except to another public agency, and only as permitted by law. So: a request nam
 agency, the person requesting and the purpose; an administrator other than the one who
 entered it approves or denies it; nothing is exported before approval; the approved request
 stays on file and the export's manifest hash is written into it.
+
+Approval fixes what may leave: the reads held for the case at that moment are written into
+the request (`read_ids`), and the export writes exactly those, or nothing (hq.evidence).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+from hq import retention
 from hq.access import Access, Actor
-from hq.errors import NotFound, PolicyError
+from hq.errors import HQError, NotFound, PolicyError
 from hq.store import ReadStore
 
 STATUSES = ("pending", "approved", "denied", "exported")
@@ -34,25 +39,39 @@ class ReleaseRequest:
     review_note: str | None
     export_manifest_sha256: str | None
     exported_ns: int | None
+    read_ids: tuple[int, ...] | None  # what approval released (None: not approved, or approved before HQ kept it)
 
 
 _COLUMNS = ("id, case_no, agency, requester, purpose, requested_by, requested_ns, status, reviewed_by, reviewed_ns, "
-            "review_note, export_manifest_sha256, exported_ns")
+            "review_note, export_manifest_sha256, exported_ns, read_ids")
+
+
+def _request(row: tuple) -> ReleaseRequest:
+    ids = None if row[-1] is None else tuple(int(i) for i in json.loads(row[-1]))
+    return ReleaseRequest(*row[:-1], ids)
+
+
+def find(store: ReadStore, request_id: int) -> ReleaseRequest | None:
+    """The request, or None if there is no such request."""
+    row = store.db.one(f"SELECT {_COLUMNS} FROM release_requests WHERE id=?", (request_id,))
+    return None if row is None else _request(row)
 
 
 def get(store: ReadStore, request_id: int) -> ReleaseRequest:
-    row = store.db.one(f"SELECT {_COLUMNS} FROM release_requests WHERE id=?", (request_id,))
-    if row is None:
+    """The request; NotFound if there is none."""
+    req = find(store, request_id)
+    if req is None:
         raise NotFound(f"release request {request_id}: no such request")
-    return ReleaseRequest(*row)
+    return req
 
 
 def all_requests(store: ReadStore, since_ns: int = 0, until_ns: int | None = None) -> list[ReleaseRequest]:
+    """Requests filed in [since, until), oldest first."""
     sql, params = f"SELECT {_COLUMNS} FROM release_requests WHERE requested_ns >= ?", [since_ns]
     if until_ns is not None:
         sql += " AND requested_ns < ?"
         params.append(until_ns)
-    return [ReleaseRequest(*r) for r in store.db.rows(sql + " ORDER BY id", params)]
+    return [_request(r) for r in store.db.rows(sql + " ORDER BY id", params)]
 
 
 def request(store: ReadStore, access: Access, actor: Actor, *, case_no: str, agency: str, requester: str,
@@ -61,40 +80,83 @@ def request(store: ReadStore, access: Access, actor: Actor, *, case_no: str, age
     for name, value in (("agency", agency), ("requester", requester), ("purpose", purpose)):
         if not value.strip():
             raise PolicyError(f"a release request needs --{name}")
-    access.authorize(actor, "release-request", purpose=purpose, case_no=case_no,
-                     query={"agency": agency, "requester": requester})
+    grant = access.authorize(actor, "release-request", purpose=purpose, case_no=case_no,
+                             query={"agency": agency, "requester": requester})
+    # The case as the access log has it (trimmed): export and holds look requests up by it.
     request_id = store.db.insert(
         "INSERT INTO release_requests (case_no, agency, requester, purpose, requested_by, requested_ns, status) "
-        "VALUES (?,?,?,?,?,?,'pending')", (case_no, agency, requester, purpose, actor.name, access.clock()))
+        "VALUES (?,?,?,?,?,?,'pending')", (grant.case_no, agency, requester, purpose, actor.name, access.clock()))
     return get(store, request_id)
 
 
 def review(store: ReadStore, access: Access, actor: Actor, request_id: int, *, approve: bool,
            note: str) -> ReleaseRequest:
-    """Approve or deny a pending request; the reviewer may not be the one who filed it."""
+    """Approve or deny a pending request; the reviewer may not be the one who filed it.
+
+    Approval records the reads held for the case at this moment: the export may write those
+    and no others. Every refusal (not pending, own request, no note, nothing held) is logged.
+    """
+    held: list[int] = []
+
+    def problem() -> HQError | None:
+        nonlocal held
+        req = find(store, request_id)
+        if req is None:
+            return NotFound(f"release request {request_id}: no such request")
+        if req.status != "pending":
+            return PolicyError(f"release request {request_id} is {req.status}, not pending")
+        if req.requested_by == actor.name:
+            return PolicyError(f"release request {request_id}: filed by {actor.name}; another administrator must "
+                               "review it")
+        if not note.strip():
+            return PolicyError("record the basis for the decision (--note)")
+        if approve:
+            held = retention.held_read_ids(store, req.case_no)
+            if not held:
+                return PolicyError(f"release request {request_id}: case {req.case_no} has no reads under an active "
+                                   "hold; place the holds first (evidence hold): approval releases exactly the reads "
+                                   "held now")
+        return None
+
+    # The case goes into the log row (a package's access-log.json is the case's rows); it is
+    # only recorded, not shown, so reading it before the gate tells a refused user nothing.
+    filed = find(store, request_id)
+    grant = access.authorize(actor, "release-review", purpose=f"review release request {request_id}",
+                             case_no=filed.case_no if filed else "",
+                             query={"request": request_id, "approve": approve, "note": note}, check=problem)
     req = get(store, request_id)
-    if req.status != "pending":
-        raise PolicyError(f"release request {request_id} is {req.status}, not pending")
-    if req.requested_by == actor.name:
-        raise PolicyError(f"release request {request_id}: filed by {actor.name}; another administrator must review it")
-    if not note.strip():
-        raise PolicyError("record the basis for the decision (--note)")
-    access.authorize(actor, "release-review", purpose=f"review release request {request_id}", case_no=req.case_no,
-                     query={"request": request_id, "approve": approve, "note": note})
-    store.db.execute("UPDATE release_requests SET status=?, reviewed_by=?, reviewed_ns=?, review_note=? "
-                     "WHERE id=? AND status='pending'",
-                     ("approved" if approve else "denied", actor.name, access.clock(), note, request_id))
+    with store.db.transaction():
+        store.db.execute("UPDATE release_requests SET status=?, reviewed_by=?, reviewed_ns=?, review_note=?, "
+                         "read_ids=? WHERE id=? AND status='pending'",
+                         ("approved" if approve else "denied", actor.name, access.clock(), note,
+                          json.dumps(held) if approve else None, request_id))
+        access.record(grant, "release-approved" if approve else "release-denied",
+                      query={"request": request_id, "case": req.case_no, "reads": held})
     return get(store, request_id)
+
+
+def approval_problem(store: ReadStore, request_id: int, case_no: str) -> HQError | None:
+    """Why the request does not allow an export for this case now (missing, other case, not
+    approved or already used, approved without a list of reads), or None."""
+    req = find(store, request_id)
+    if req is None:
+        return NotFound(f"release request {request_id}: no such request")
+    if req.case_no != case_no.strip():
+        return PolicyError(f"release request {request_id} is for case {req.case_no}, not {case_no.strip()}")
+    if req.status != "approved":
+        return PolicyError(f"release request {request_id} is {req.status}: nothing is released before approval")
+    if req.read_ids is None:
+        return PolicyError(f"release request {request_id} was approved before approvals recorded which reads they "
+                           "release; file a new request and have it reviewed")
+    return None
 
 
 def require_approved(store: ReadStore, request_id: int, case_no: str) -> ReleaseRequest:
     """The request, if it is approved for this case and not yet used; PolicyError otherwise."""
-    req = get(store, request_id)
-    if req.case_no != case_no:
-        raise PolicyError(f"release request {request_id} is for case {req.case_no}, not {case_no}")
-    if req.status != "approved":
-        raise PolicyError(f"release request {request_id} is {req.status}: nothing is released before approval")
-    return req
+    problem = approval_problem(store, request_id, case_no)
+    if problem is not None:
+        raise problem
+    return get(store, request_id)
 
 
 def mark_exported(store: ReadStore, request_id: int, manifest_sha256: str, now_ns: int) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from hq import partitions
 from hq.access import Access, Actor
-from hq.errors import NotFound, PolicyError
+from hq.errors import HQError, NotFound, PolicyError
 from hq.store import ReadStore
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,16 @@ def place_hold(store: ReadStore, access: Access, actor: Actor, *, case_no: str, 
         raise PolicyError("a hold needs a reason (--why)")
     if not read_ids:
         raise PolicyError("a hold needs at least one read (--read)")
-    access.authorize(actor, "hold", purpose=reason, case_no=case_no, query={"reads": sorted(read_ids)})
+    grant = access.authorize(actor, "hold", purpose=reason, case_no=case_no, query={"reads": sorted(read_ids)})
     rows = {r[0]: r[1] for r in store.db.rows(
         f"SELECT id, capture_ns FROM reads WHERE id IN ({','.join('?' * len(read_ids))})", read_ids)}
     missing = sorted(set(read_ids) - set(rows))
     if missing:
         raise NotFound(f"reads {missing}: not in the store (purged or never stored)")
     with store.db.transaction():
+        # The case as the access log has it (trimmed): exports look holds up by it.
         hold_id = store.db.insert("INSERT INTO holds (case_no, reason, created_by, created_ns) VALUES (?,?,?,?)",
-                                  (case_no, reason, actor.name, access.clock()))
+                                  (grant.case_no, reason, actor.name, access.clock()))
         for read_id in sorted(set(read_ids)):
             store.db.execute("INSERT INTO hold_reads (hold_id, read_id, capture_ns) VALUES (?,?,?)",
                              (hold_id, read_id, rows[read_id]))
@@ -75,12 +76,20 @@ def place_hold(store: ReadStore, access: Access, actor: Actor, *, case_no: str, 
 
 
 def release_hold(store: ReadStore, access: Access, actor: Actor, hold_id: int, *, note: str) -> Hold:
-    """End a hold (its reads become purgeable again under normal retention)."""
-    hold = get_hold(store, hold_id)
-    if hold.released_ns is not None:
-        raise PolicyError(f"hold {hold_id} was already released")
-    access.authorize(actor, "hold", purpose=note or "release hold", case_no=hold.case_no,
-                     query={"release_hold": hold_id})
+    """End a hold (its reads become purgeable again under normal retention). The gate comes
+    first: a refused user does not learn whether the hold exists; every refusal is logged."""
+    def problem() -> HQError | None:
+        row = store.db.one("SELECT released_ns FROM holds WHERE id=?", (hold_id,))
+        if row is None:
+            return NotFound(f"hold {hold_id}: no such hold")
+        if row[0] is not None:
+            return PolicyError(f"hold {hold_id} was already released")
+        return None
+
+    # The case goes into the log row only (not shown), so reading it first tells nobody anything.
+    case_no = store.db.value("SELECT case_no FROM holds WHERE id=?", (hold_id,)) or "(unknown hold)"
+    access.authorize(actor, "hold", purpose=note or "release hold", case_no=case_no,
+                     query={"release_hold": hold_id}, check=problem)
     store.db.execute("UPDATE holds SET released_ns=?, released_by=?, release_note=? WHERE id=?",
                      (access.clock(), actor.name, note, hold_id))
     return get_hold(store, hold_id)
@@ -101,17 +110,17 @@ def holds(store: ReadStore, case_no: str | None = None, active_only: bool = Fals
     sql, params = "SELECT id FROM holds WHERE 1=1", []
     if case_no is not None:
         sql += " AND case_no=?"
-        params.append(case_no)
+        params.append(case_no.strip())
     if active_only:
         sql += " AND released_ns IS NULL"
     return [get_hold(store, r[0]) for r in store.db.rows(sql + " ORDER BY id", params)]
 
 
 def held_read_ids(store: ReadStore, case_no: str) -> list[int]:
-    """Reads under an active hold for a case."""
+    """Reads under an active hold for a case (case number trimmed, as stored)."""
     return [r[0] for r in store.db.rows(
         "SELECT DISTINCT hr.read_id FROM hold_reads hr JOIN holds h ON h.id = hr.hold_id "
-        "WHERE h.released_ns IS NULL AND h.case_no=? ORDER BY hr.read_id", (case_no,))]
+        "WHERE h.released_ns IS NULL AND h.case_no=? ORDER BY hr.read_id", (case_no.strip(),))]
 
 
 def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365,

@@ -13,6 +13,7 @@ from typing import Any
 from hq import plates
 from hq.access import Access, Actor, Grant
 from hq.errors import PolicyError
+from hq.files import private_dir, write_private
 from hq.store import READ_COLUMNS, ReadRow, ReadStore, row_from_db
 
 MAX_LIMIT = 10000
@@ -107,16 +108,17 @@ def search(store: ReadStore, access: Access, actor: Actor, query: SearchQuery, *
 
 
 def write_crops(store: ReadStore, access: Access, grant: Grant, read_ids: list[int], out: Path) -> list[Path]:
-    """Write crops as `<read id>-<plate>.jpg`; recorded in the access log as an image access."""
+    """Write crops as `<read id>-<plate>.jpg` (folder 0700 if HQ creates it, files 0600);
+    recorded in the access log as an image access."""
     access.authorize(grant.actor, "image", purpose=grant.purpose, case_no=grant.case_no,
                      query={"reads": read_ids, "out": str(out)})
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     written = []
     for read_id in read_ids:
         stored = store.read(read_id)
         crop = stored.crop_jpeg()
         if crop:
             path = out / f"{read_id}-{plates.safe_name(stored.row.plate)}.jpg"
-            path.write_bytes(crop)
+            write_private(path, crop)
             written.append(path)
     return written

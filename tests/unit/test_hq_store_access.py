@@ -48,7 +48,7 @@ def test_legacy_store_is_migrated_in_place_and_keeps_its_reads(tmp_path):
     db.commit()
     db.close()
     store = ReadStore(path)
-    assert store.db.rows("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
+    assert store.db.rows("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,)]
     assert store.db.one("SELECT plate_norm, plate_skel FROM reads") == ("7ABC12", "1A8C12")
     assert store.count() == 1
     store.close()
@@ -196,10 +196,13 @@ def test_access_log_is_append_only_in_the_database(env):
 
 
 def _tamper(store, sql, params=()):
-    """What someone with direct write access to the file could do: drop the guard, then edit."""
+    """What someone with direct write access to the file could do: drop the guard, edit, and put
+    the guard back (so only the chain itself can give the edit away)."""
     store.db.execute("DROP TRIGGER IF EXISTS access_log_no_update")
     store.db.execute("DROP TRIGGER IF EXISTS access_log_no_delete")
     store.db.execute(sql, params)
+    for stmt in migrations._append_only("sqlite"):
+        store.db.execute(stmt)
 
 
 def _fill(access, n=6):
