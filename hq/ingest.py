@@ -199,10 +199,16 @@ class Ingest:
         if not done:
             # Not one message stored: that says more about the store (a schema or code fault)
             # than about the messages, so none is blamed. A message truly at fault is set aside
-            # on a later try, once it shares a batch with one the store takes.
+            # on a later try, once it shares a batch with one the store takes. So the batch goes
+            # behind whatever else waits (the store dedups by node and seq, order is free): put
+            # back in front, a full batch of bad messages would be the next batch forever and
+            # block every other node.
             log.error("ingest: none of the %d messages of the batch could be stored, even alone (first error %r): "
                       "blamed on the store, nothing rejected; will retry", len(batch), refused[0][1])
-            self._requeue(batch)
+            if self._pending:
+                self._pending.extend(batch)
+            else:
+                self._requeue(batch)
             self._store_unavailable("every message failed")
             return None
         for item, exc in refused:

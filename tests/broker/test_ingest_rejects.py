@@ -244,3 +244,17 @@ def test_a_store_that_refuses_every_message_rejects_none(world):
     wait_for(lambda: ingest.stats.stored == 3, 30, "all three stored once the store is fixed")
     wait_for(lambda: acked_seqs(acks) == [1, 2, 3], 10, "all three acknowledged")
     assert dict(ingest.stats.rejected) == {}
+
+
+def test_a_full_batch_of_refused_reads_does_not_block_the_reads_behind_it(world):
+    # A backlog of reads the store refuses (one node with a bad field, back online) must not sit
+    # at the head of the queue for ever: the reads of others behind it are stored.
+    lab, ingest, client, sign_key, acks = world
+    ingest.max_batch = 2
+    _refuse_reads(lab.hq_dir / "hq.db", "poison_reads", "NEW.plate LIKE 'POISON%'")
+    for seq, plate in ((1, "POISON1"), (2, "POISON2"), (3, "7ABC123")):
+        send(client, good_message(lab, sign_key, seq=seq, plate=plate))
+    wait_for(lambda: acked_seqs(acks) == [3], 40, "the good read behind two refused ones stored and acked")
+    store = ReadStore(lab.hq_dir / "hq.db")
+    assert store.seqs("node-a") == [3]
+    store.close()
