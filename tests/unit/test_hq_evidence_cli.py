@@ -16,8 +16,9 @@ from hq.db import open_sqlite
 from hq.errors import AccessDenied, PolicyError
 from hq.store import ReadStore
 from hq.synthetic import FakeClock, SyntheticNode, tiny_jpeg
+from tests.support.hq_site import hq_site
 from transport import cbor
-from transport.keys import write_private_key, write_public_key
+from transport.keys import write_public_key
 from transport.registry import Registry
 
 pytestmark = pytest.mark.unit
@@ -208,32 +209,10 @@ def test_audit_report(env):
 # -- the command line -----------------------------------------------------------------------------
 @pytest.fixture
 def site(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    (data / "keys").mkdir(parents=True)
-    key = ed25519.Ed25519PrivateKey.generate()
-    write_private_key(data / "keys" / "hq-sign.key", key)
+    run, _, key = hq_site(tmp_path, monkeypatch, lambda node, now: [
+        node.read(1, "7ABC123", now - DAY, crop=tiny_jpeg("7ABC123")),
+        node.read(2, "7A8C1Z3", now - 2 * DAY), node.read(3, "OLD0001", now - 500 * DAY)])
     write_public_key(tmp_path / "hq-sign.pub", key.public_key())
-    node = SyntheticNode.create("node-a", "main-st")
-    registry = Registry(data / "registry.db")
-    registry.enroll("node-a", "main-st", node.key.public_key(), actor="installer")
-    registry.close()
-    store = ReadStore(data / "hq.db")
-    now = time.time_ns()
-    store.store([node.read(1, "7ABC123", now - DAY, crop=tiny_jpeg("7ABC123")),
-                 node.read(2, "7A8C1Z3", now - 2 * DAY), node.read(3, "OLD0001", now - 500 * DAY)])
-    store.close()
-    config = tmp_path / "hq.toml"
-    config.write_text(f'[hq]\ndata_dir = "{data}"\n[records]\nsession_hours = 1\n')
-    monkeypatch.setenv("ALPR_HQ_SESSION", str(tmp_path / "session"))
-    monkeypatch.delenv("ALPR_HQ_PASSWORD", raising=False)
-
-    def run(*argv, password=None, new_password=None):
-        if new_password:
-            monkeypatch.setenv("ALPR_HQ_NEW_PASSWORD", new_password)
-        else:
-            monkeypatch.delenv("ALPR_HQ_NEW_PASSWORD", raising=False)
-        extra = ["--password", password] if password else []
-        return cli.main(["--config", str(config), *argv, *extra])
     return run, tmp_path
 
 

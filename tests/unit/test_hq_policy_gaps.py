@@ -35,7 +35,7 @@ from hq.records_cli import parse_time
 from hq.search import SearchQuery, search
 from hq.store import ReadStore
 from hq.synthetic import FakeClock, SyntheticNode, tiny_jpeg
-from transport.keys import write_private_key
+from tests.support.hq_site import hq_site
 from transport.registry import Registry
 
 pytestmark = pytest.mark.unit
@@ -82,30 +82,9 @@ def denied_rows(access):
 # -- the command line -------------------------------------------------------------------------------
 @pytest.fixture
 def site(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    (data / "keys").mkdir(parents=True)
-    write_private_key(data / "keys" / "hq-sign.key", ed25519.Ed25519PrivateKey.generate())
-    node = SyntheticNode.create("node-a", "main-st")
-    registry = Registry(data / "registry.db")
-    registry.enroll("node-a", "main-st", node.key.public_key(), actor="installer")
-    registry.close()
-    store = ReadStore(data / "hq.db")
-    now = time.time_ns()
-    store.store([node.read(1, "7ABC123", now - DAY, crop=tiny_jpeg("7ABC123")),
-                 node.read(2, "7A8C1Z3", now - 2 * DAY, crop=tiny_jpeg("7A8C1Z3"))])
-    store.close()
-    config = tmp_path / "hq.toml"
-    config.write_text(f'[hq]\ndata_dir = "{data}"\n[records]\nsession_hours = 1\n')
-    monkeypatch.setenv("ALPR_HQ_SESSION", str(tmp_path / "session"))
-    monkeypatch.delenv("ALPR_HQ_PASSWORD", raising=False)
-
-    def run(*argv, password=None, new_password=None):
-        if new_password:
-            monkeypatch.setenv("ALPR_HQ_NEW_PASSWORD", new_password)
-        else:
-            monkeypatch.delenv("ALPR_HQ_NEW_PASSWORD", raising=False)
-        extra = ["--password", password] if password else []
-        return cli.main(["--config", str(config), *argv, *extra])
+    run, data, _ = hq_site(tmp_path, monkeypatch, lambda node, now: [
+        node.read(1, "7ABC123", now - DAY, crop=tiny_jpeg("7ABC123")),
+        node.read(2, "7A8C1Z3", now - 2 * DAY, crop=tiny_jpeg("7A8C1Z3"))])
 
     def sql(statement, params=()):
         db = sqlite3.connect(data / "hq.db", isolation_level=None)
