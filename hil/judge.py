@@ -301,6 +301,14 @@ class Judge:
         near = self._edges_near(name, mono - origin, self.tolerance)
         return min(near, key=lambda e: abs(mono - origin - e.t_ns)) if near else None
 
+    def _resolve(self, trigger_id: str | None, origins: dict[int, int]) -> tuple[int, TriggerRecord | None] | None:
+        """(run, the clip's edge) a node trigger id stands for; None when it is no trigger id."""
+        parsed = parse_trigger_id(trigger_id)
+        if parsed is None:
+            return None
+        run = self._run_of(parsed[1])
+        return run, self._edge_for(parsed[0], parsed[1], origins[run])
+
     # -- judging -----------------------------------------------------------------------------
     def judge(self, reads: list[StoredRead], events: list[StoredEvent], status: OutboxStatus | None,
               hq_duplicates: int = 0, hq_conflicts: int = 0, suppressed: int = 0,
@@ -336,11 +344,10 @@ class Judge:
             match.correct = normalise(read.plate) == normalise(self.clip.vehicles[index].plate)
             vehicles[index].matches.append(match)
         for event in no_reads:
-            parsed = parse_trigger_id(event.trigger_id)
-            if parsed is None:
+            resolved = self._resolve(event.trigger_id, origins)
+            if resolved is None:
                 continue
-            run = self._run_of(parsed[1])
-            edge = self._edge_for(parsed[0], parsed[1], origins[run])
+            _, edge = resolved
             for i, own in enumerate(own_trigger):
                 if edge is not None and own == edge:
                     vehicles[i].no_read_events += 1
@@ -412,22 +419,20 @@ class Judge:
                   problems: list[str], logged: list[LoggedMessage]) -> list[TriggerResult]:
         node_said: dict[tuple[int, int], list[LoggedMessage]] = {}
         for msg in logged:
-            parsed = parse_trigger_id(msg.trigger_id)
-            if parsed is None:
+            resolved = self._resolve(msg.trigger_id, origins)
+            if resolved is None:
                 continue
-            run = self._run_of(parsed[1])
-            edge = self._edge_for(parsed[0], parsed[1], origins[run])
+            run, edge = resolved
             if edge is not None:
                 node_said.setdefault((run, edge.t_ns), []).append(msg)
         seen: dict[tuple[int, int], str] = {}
         first_stored: dict[tuple[int, int], int] = {}
         for kind, items in (("no_read", no_reads), ("read", reads)):
             for item in items:
-                parsed = parse_trigger_id(item.trigger_id)
-                if parsed is None:
+                resolved = self._resolve(item.trigger_id, origins)
+                if resolved is None:
                     continue
-                run = self._run_of(parsed[1])
-                edge = self._edge_for(parsed[0], parsed[1], origins[run])
+                run, edge = resolved
                 if edge is None:
                     problems.append(f"trigger id {item.trigger_id} (run {run}) matches no edge of the clip")
                     continue

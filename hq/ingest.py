@@ -18,7 +18,6 @@ import collections
 import hashlib
 import json
 import logging
-import os
 import re
 import sqlite3
 import time
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from hq.errors import StoreError
 from hq.store import ReadStore, StoreResult
-from transport import cbor, signed, topics
+from transport import atomic, cbor, signed, topics
 from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope, read_header
 from transport.errors import EnvelopeError
 from transport.mqtt import BrokerSettings, MqttLink
@@ -264,13 +263,12 @@ class Ingest:
                 "rejected_ns": time.time_ns()}
         try:
             self.rejects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(self.rejects_dir / f"{stem}.msg", item.raw)
+            atomic.write_bytes(self.rejects_dir / f"{stem}.msg", item.raw, 0o600)
             # What a stored read keeps (header, payload, signature): readable and verifiable
             # with the node's public key, without HQ's private key.
-            _write_private(self.rejects_dir / f"{stem}.signed", cbor.dumps(
-                [item.opened.header_bytes, item.opened.payload_bytes, item.opened.signature]))
-            _write_private(self.rejects_dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode())
-            _fsync_dir(self.rejects_dir)
+            atomic.write_bytes(self.rejects_dir / f"{stem}.signed", cbor.dumps(
+                [item.opened.header_bytes, item.opened.payload_bytes, item.opened.signature]), 0o600)
+            atomic.write_bytes(self.rejects_dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode(), 0o600)
         except OSError as exc2:
             log.error("ingest: node %s seq %d: the store refused it (%r) and it cannot be set aside in %s (%s); "
                       "will retry", h.node_id, h.seq, exc, self.rejects_dir, exc2)
@@ -333,25 +331,6 @@ class Ingest:
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by HQ's user only (it holds plates), durably, replacing any older copy."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames in `path` durable: the message is PUBACKed right after it is kept."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _message_may_be_at_fault(exc: BaseException) -> bool:

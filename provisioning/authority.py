@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from provisioning import pki
 from provisioning.errors import PKIError, StateError
+from transport import atomic
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,6 @@ class Issued:
     not_after: str
     revoked_at: str | None = None
     reason: str = ""
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 class Authority:
@@ -86,7 +80,7 @@ class Authority:
     def _save(self, certs: list[Issued], *, crl_number: int) -> None:
         data = {"crl_number": crl_number,
                 "certs": [{**e.__dict__, "serial": format(e.serial, "x")} for e in certs]}
-        _write_atomic(self.index_path, (json.dumps(data, indent=1) + "\n").encode(), 0o600)
+        atomic.write_bytes(self.index_path, (json.dumps(data, indent=1) + "\n").encode(), 0o600)
 
     def issued(self) -> list[Issued]:
         """Every certificate this CA issued, oldest first."""
@@ -144,5 +138,5 @@ class Authority:
         data = crl.public_bytes(serialization.Encoding.PEM)
         for path in (self.crl_path, *copies):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(Path(path), data)
+            atomic.write_bytes(Path(path), data)
         return crl

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioning import atomic
-from transport import topics
+from transport import atomic, topics
 
 # Options Debian's stock /etc/mosquitto/mosquitto.conf sets itself (pid_file, persistence,
 # persistence_location, log_dest file) or that belong to whoever owns the process (user):

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from provisioning import atomic, hqsetup, pki, request
 from provisioning import bundle as bundle_format
+from provisioning import hqsetup, pki, request
 from provisioning import state as hq_state
 from provisioning.authority import Authority
 from provisioning.errors import BadRequest, ProvisioningError, StateError
 from provisioning.names import node_id_problem
+from transport import atomic
 from transport.keys import raw_public
 from transport.registry import NodeRecord, Registry, RegistryError
 

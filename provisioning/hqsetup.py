@@ -22,12 +22,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from provisioning import atomic, tomlout
 from provisioning import broker as broker_config
 from provisioning import state as hq_state
+from provisioning import tomlout
 from provisioning.authority import Authority
 from provisioning.errors import ProvisioningError, StateError
 from provisioning.names import worker_problem
+from transport import atomic
 from transport.errors import KeyFileError
 from transport.keys import (
     key_id,

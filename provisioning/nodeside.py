@@ -36,8 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
-from provisioning import atomic, pki, request, tomlout
 from provisioning import bundle as bundle_format
+from provisioning import pki, request, tomlout
 from provisioning.errors import (
     BadBundle,
     BadRequest,
@@ -46,6 +46,7 @@ from provisioning.errors import (
     StateError,
 )
 from provisioning.names import node_id_problem
+from transport import atomic
 from transport.errors import KeyFileError
 from transport.keys import (
     key_id,

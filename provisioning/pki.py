@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning import atomic
 from provisioning.errors import PKIError
+from transport import atomic
 from transport.keys import write_private_key
 
 CRL_DAYS = 365

@@ -21,9 +21,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from provisioning import atomic, pki
+from provisioning import pki
 from provisioning.errors import BadRequest, PKIError
-from transport import cbor
+from transport import atomic, cbor
 from transport.keys import key_id, raw_public
 
 ENROLL = "alpr-enroll-request-v1"

@@ -6,7 +6,6 @@ or others can read is refused, as ssh does, because a leaked node key lets anyon
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from pathlib import Path
 from typing import Union
@@ -14,6 +13,7 @@ from typing import Union
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
+from transport import atomic
 from transport.errors import KeyFileError
 
 PublicKey = Union[ed25519.Ed25519PublicKey, x25519.X25519PublicKey]
@@ -35,32 +35,13 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_atomic(path, data, 0o600)
+    atomic.write_bytes(path, data, 0o600)
 
 
 def write_public_key(path: Path, key: PublicKey) -> None:
     """Write a public key as SubjectPublicKeyInfo PEM, mode 0644."""
     data = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write_atomic(path, data, 0o644)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic.write_bytes(path, data, 0o644)
 
 
 def _read(path: Path) -> bytes:

@@ -28,16 +28,23 @@ class FakeClient:
         return Info()
 
 
-def test_resends_space_out_while_hq_is_silent(tmp_path, monkeypatch):
-    box = Outbox(tmp_path / "o.db")
-    box.commit("read", lambda seq: b"m")
-    up = Uplink.__new__(Uplink)  # no broker needed: drive the tick directly
-    up.outbox, up.node_id, up.window = box, "n1", 10
-    up.resend_after_ns, up.max_resend_after_ns = 10 * 10**9, 600 * 10**9
+def bare_uplink(box, window, resend_after_s, monkeypatch):
+    """An Uplink with no broker link, its tick driven directly, on a clock the test moves
+    (returns the uplink and the one-item list holding the clock's time)."""
+    up = Uplink.__new__(Uplink)
+    up.outbox, up.node_id, up.window = box, "n1", window
+    up.resend_after_ns, up.max_resend_after_ns = resend_after_s * 10**9, 600 * 10**9
     up._health, up.stats, up._queued = None, type("S", (), {"published": 0})(), {}
     now = [10**18]
     monkeypatch.setattr(time, "time_ns", lambda: now[0])
     up._progress_ns = now[0]
+    return up, now
+
+
+def test_resends_space_out_while_hq_is_silent(tmp_path, monkeypatch):
+    box = Outbox(tmp_path / "o.db")
+    box.commit("read", lambda seq: b"m")
+    up, now = bare_uplink(box, 10, 10, monkeypatch)
     client = FakeClient()
     sends = []
     for second in range(0, 200):
@@ -86,13 +93,7 @@ def test_a_slow_link_gets_no_duplicates_and_a_bounded_client_queue(tmp_path, mon
     box = Outbox(tmp_path / "o.db")
     for _ in range(600):
         box.commit("read", lambda seq: str(seq).encode())
-    up = Uplink.__new__(Uplink)
-    up.outbox, up.node_id, up.window = box, "n1", 100
-    up.resend_after_ns, up.max_resend_after_ns = 30 * 10**9, 600 * 10**9
-    up._health, up.stats, up._queued = None, type("S", (), {"published": 0})(), {}
-    now = [10**18]
-    monkeypatch.setattr(time, "time_ns", lambda: now[0])
-    up._progress_ns = now[0]
+    up, now = bare_uplink(box, 100, 30, monkeypatch)
     client = SlowLinkClient()
     delivered = collections.Counter()
     peak = 0
