@@ -17,7 +17,9 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (signals, quotas)
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
