@@ -119,6 +119,7 @@ class Pipeline:
         self._last_detect_ns = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beat = time.monotonic()  # when the worker last came round its loop (see stalled_s)
         self.stats: dict[str, Any] = collections.Counter()
         self.stage_ms: dict[str, float] = {"detect": 0.0, "ocr": 0.0, "frame": 0.0}
         self._rate_mark = (time.monotonic(), 0)
@@ -142,6 +143,11 @@ class Pipeline:
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def stalled_s(self) -> float:
+        """Seconds since the worker last came round its loop: it does so at least every 0.2 s
+        plus one frame's work, so a large figure means a hang (the watchdog's test)."""
+        return max(0.0, time.monotonic() - self._beat)
 
     def on_trigger(self, event: TriggerEvent) -> None:
         """GPIO callback: queue the event and return at once (runs on the GPIO thread)."""
@@ -171,6 +177,7 @@ class Pipeline:
         last_ts = 0
         try:
             while True:
+                self._beat = time.monotonic()
                 frame = self._get()
                 if frame is None:
                     ended = self.camera.state is CameraState.ENDED

@@ -52,6 +52,10 @@ class CameraPipeline:
     def alive(self) -> bool:
         return self.pipeline.alive()
 
+    def stalled_s(self) -> float:
+        """See Pipeline.stalled_s."""
+        return self.pipeline.stalled_s()
+
     def health(self) -> dict[str, Any]:
         return self.pipeline.health()
 

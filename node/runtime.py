@@ -25,6 +25,11 @@ from transport.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
+# A thread that has not come round its loop for this long is hung: longer than any one step
+# it takes legitimately (a frame with tile passes on a Pi, an fsync on a slow SD card, a TLS
+# connect), and short enough that systemd (WatchdogSec=30) restarts the node within a minute.
+STALL_LIMIT_S = 20.0
+
 
 class Source(Protocol):
     """What produces reads: the camera pipeline, or the synthetic source."""
@@ -34,6 +39,7 @@ class Source(Protocol):
     def start(self) -> None: ...
     def stop(self, timeout: float = 5.0) -> None: ...
     def alive(self) -> bool: ...
+    def stalled_s(self) -> float: ...
     def health(self) -> dict[str, Any]: ...
 
 
@@ -135,15 +141,30 @@ class Runtime:
         interval = self.config.health.interval_s
         ping = self.notifier.watchdog_interval_s or 1.0
         next_health = time.monotonic()
+        last_problem: str | None = None
         while not self.stop_event.wait(min(ping, interval, 1.0)):
-            source_ok = self.source.alive() or self.source.done.is_set()
-            if source_ok and self.uplink.link.alive():
-                # Pet the watchdog only while the source and the uplink are really alive: a
-                # hung pipeline or a dead uplink should get the service restarted by systemd.
+            # Pet the watchdog only while the source and the uplink are running and making
+            # progress: a dead or hung thread should get the service restarted by systemd.
+            problem = liveness_problem(self.source, self.uplink.link)
+            if problem is None:
                 self.notifier.ping()
-            else:
-                log.error("%s thread is not running; withholding the watchdog ping",
-                          "source" if not source_ok else "uplink")
+            elif last_problem is None or problem.split()[0] != last_problem.split()[0]:
+                log.error("%s; withholding the watchdog ping", problem)  # once per thread, not per second
+            last_problem = problem
             if time.monotonic() >= next_health:
                 next_health = time.monotonic() + interval
                 self.uplink.publish_health(self.health())
+
+
+def liveness_problem(source: Source, link: Any, limit_s: float = STALL_LIMIT_S) -> str | None:
+    """Why the watchdog must not be pinged (a thread dead or hung), or None when all is well."""
+    if not source.done.is_set():
+        if not source.alive():
+            return "source thread is not running"
+        if source.stalled_s() > limit_s:
+            return f"source thread has made no progress for {source.stalled_s():.0f} s"
+    if not link.alive():
+        return "uplink thread is not running"
+    if link.stalled_s() > limit_s:
+        return f"uplink thread has made no progress for {link.stalled_s():.0f} s"
+    return None

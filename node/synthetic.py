@@ -40,6 +40,7 @@ class SyntheticSource:
         self.crop = noise_jpeg(crop_bytes, self.rng)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beat = time.monotonic()  # see stalled_s
         self.done = threading.Event()
 
     def start(self) -> None:
@@ -55,12 +56,17 @@ class SyntheticSource:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def stalled_s(self) -> float:
+        """Seconds the loop is overdue (a planned wait between reads does not count)."""
+        return max(0.0, time.monotonic() - self._beat)
+
     def _run(self) -> None:
         next_t = time.monotonic()
         # The total counts across restarts (it is the outbox's own counter): read it once, then
         # count here rather than asking SQLite before every read.
         committed = self.sink.outbox.stats().committed
         while not self._stop.is_set():
+            self._beat = time.monotonic()
             if self.total and committed >= self.total:
                 self.done.set()
                 log.info("synthetic source: %d reads committed in total; done", self.total)
@@ -80,6 +86,7 @@ class SyntheticSource:
             next_t += self.period
             delay = next_t - time.monotonic()
             if delay > 0:
+                self._beat = time.monotonic() + delay
                 self._stop.wait(delay)
             else:
                 next_t = time.monotonic()

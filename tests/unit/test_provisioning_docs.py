@@ -106,7 +106,7 @@ def test_operations_hq_block_uses_one_hq_dir_and_a_runnable_reads_tail() -> None
     tail = next(a for n, a in parsed if n == "alpr-hq" and a.command == "reads")
     assert tail.purpose and tail.user
     # the broker fragment linked into conf.d is the one ca init writes
-    links = [argv for argv in commands if argv[0] == "ln"]
+    links = [argv for argv in commands if argv[0] == "ln" and argv[-1].startswith("/etc/mosquitto/")]
     assert links and links[0][-2] == str(hq_dir / "broker" / broker.INCLUDE_NAME)
     assert "/etc/alpr-hq" not in text
     # README lists reads tail with its required --purpose wherever it shows the full command

@@ -1,0 +1,137 @@
+"""The watchdog is withheld when a thread hangs, not only when it dies.
+
+systemd restarts the node only if it stops pinging; a pipeline stuck inside one frame (a
+model or a disk that never returns) used to keep the pings going because its thread was
+still alive.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from hardware.clip import CameraSettings, ClipWriter
+from hardware.clip_camera import ClipCamera
+from hardware.timeline import ReplayTimeline
+from node.identity import Identity
+from node.pipeline import Pipeline, PipelineSettings
+from node.runtime import liveness_problem
+from node.sink import ReadSink
+from tests.unit.test_mqtt_link_stop import _self_signed
+from transport.mqtt import BrokerSettings, MqttLink
+from transport.outbox import Outbox
+
+pytestmark = pytest.mark.unit
+
+
+class HangingDetector:
+    """Returns for the first frames, then blocks inside detect() until released."""
+
+    def __init__(self, after: int) -> None:
+        self.calls = 0
+        self.after = after
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def detect(self, image):
+        self.calls += 1
+        if self.calls > self.after:
+            self.entered.set()
+            self.release.wait(30)
+        return []
+
+
+class NoReader:
+    def read(self, crop):  # pragma: no cover - nothing is detected
+        raise AssertionError("no plate to read")
+
+
+class LiveLink:
+    """The uplink side, alive and current (so only the source is judged)."""
+
+    def alive(self) -> bool:
+        return True
+
+    def stalled_s(self) -> float:
+        return 0.0
+
+
+def _pipeline(tmp_path: Path, detector) -> Pipeline:
+    writer = ClipWriter(tmp_path / "clip", CameraSettings((64, 48), (32, 24), 10.0))
+    for i in range(200):
+        writer.add_frame(np.full((48, 64, 3), 60, np.uint8), int(i * 1e8))
+    clip = writer.close()
+    timeline = ReplayTimeline(0.0)
+    sink = ReadSink(Identity("n1", ed25519.Ed25519PrivateKey.generate(),
+                             x25519.X25519PrivateKey.generate().public_key(), ()), Outbox(tmp_path / "outbox.db"))
+    return Pipeline(camera_factory=lambda: ClipCamera(clip, timeline=timeline), detector=detector, reader=NoReader(),
+                    sink=sink, settings=PipelineSettings(mode="continuous", node_id="n1", site_id="s1",
+                                                         camera_id="c0", lossless_replay=True),
+                    capture_timeout_s=1.0, ends=True, clock_ns=timeline.now_ns)
+
+
+def test_a_pipeline_hung_inside_a_frame_withholds_the_ping(tmp_path: Path) -> None:
+    detector = HangingDetector(after=3)
+    pipeline = _pipeline(tmp_path, detector)
+    pipeline.start()
+    try:
+        assert detector.entered.wait(10), "the pipeline never reached the hanging frame"
+        time.sleep(0.6)
+        assert pipeline.alive(), "the thread is alive: liveness alone cannot see this hang"
+        assert pipeline.stalled_s() >= 0.5
+        problem = liveness_problem(pipeline, LiveLink(), limit_s=0.5)
+        assert problem is not None and problem.startswith("source thread has made no progress")
+    finally:
+        detector.release.set()
+        pipeline.stop(5)
+
+
+def test_a_working_pipeline_keeps_the_ping(tmp_path: Path) -> None:
+    detector = HangingDetector(after=10**9)
+    pipeline = _pipeline(tmp_path, detector)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 5
+        while detector.calls < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pipeline.stalled_s() < 0.5
+        assert liveness_problem(pipeline, LiveLink(), limit_s=0.5) is None or pipeline.done.is_set()
+    finally:
+        pipeline.stop(5)
+
+
+def test_a_link_waiting_out_its_backoff_is_not_hung(tmp_path: Path) -> None:
+    # Nothing listens on this port: the link fails to connect and waits a backoff it planned.
+    cert, key = _self_signed(tmp_path)
+    settings = BrokerSettings("127.0.0.1", 1, cert, cert, key, "n1", backoff_min_s=2.0, backoff_max_s=2.0)
+    link = MqttLink(settings, name="backoff", on_connect=lambda c, s: None, on_message=lambda c, m: None)
+    link.start()
+    try:
+        time.sleep(1.2)
+        assert link.alive() and link.stats.failures >= 1
+        assert link.stalled_s() < 0.5  # inside a backoff wait of up to 2 s: planned, not a hang
+    finally:
+        assert link.stop(5)
+
+
+def test_a_finished_clip_source_is_not_a_problem_but_a_dead_link_is() -> None:
+    class Finished:
+        done = threading.Event()
+
+        def alive(self) -> bool:
+            return False
+
+        def stalled_s(self) -> float:
+            return 999.0
+    Finished.done.set()
+
+    class DeadLink(LiveLink):
+        def alive(self) -> bool:
+            return False
+
+    assert liveness_problem(Finished(), LiveLink(), limit_s=1) is None
+    assert liveness_problem(Finished(), DeadLink(), limit_s=1) == "uplink thread is not running"
