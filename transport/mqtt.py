@@ -84,6 +84,7 @@ class MqttLink:
         self._tick_interval = tick_interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beat = time.monotonic()  # see stalled_s
         self._connected = threading.Event()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5,
@@ -141,14 +142,18 @@ class MqttLink:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            self._beat = time.monotonic()
             if not self._connect_once():
                 attempt += 1
-                delay = random.uniform(0, min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2 ** attempt))
-                self._stop.wait(max(delay, 0.05))
+                delay = max(0.05, random.uniform(0, min(self.settings.backoff_max_s,
+                                                        self.settings.backoff_min_s * 2 ** attempt)))
+                self._beat = time.monotonic() + delay  # a planned wait is not a hang
+                self._stop.wait(delay)
                 continue
             attempt = 0
             next_tick = 0.0
             while not self._stop.is_set():
+                self._beat = time.monotonic()
                 rc = self._client.loop(timeout=self._tick_interval)
                 if rc != paho.MQTT_ERR_SUCCESS:
                     self.stats.last_error = f"loop: {paho.error_string(rc)}"
@@ -187,6 +192,7 @@ class MqttLink:
         # Wait for CONNACK (or failure) without blocking shutdown.
         deadline = time.monotonic() + 10
         while not self._stop.is_set() and time.monotonic() < deadline:
+            self._beat = time.monotonic()
             rc = self._client.loop(timeout=0.05)
             if self._connected.is_set():
                 return True
@@ -228,6 +234,11 @@ class MqttLink:
     def alive(self) -> bool:
         """True while the link's thread runs (the watchdog checks it)."""
         return self._thread is not None and self._thread.is_alive()
+
+    def stalled_s(self) -> float:
+        """Seconds the link's thread is overdue on its loop: it comes round every tick, or
+        within the connect timeout, and a backoff wait is planned, so a large figure is a hang."""
+        return max(0.0, time.monotonic() - self._beat)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():
