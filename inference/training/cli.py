@@ -8,6 +8,11 @@
 A training run writes its models into a staging folder under the cache and moves them into
 --models only when every model of the run has been trained, exported and measured, so a failed
 run leaves the models it would have replaced as they were.
+
+Nothing a run caches can be taken for, or replace, what a run of another configuration cached:
+a quick run generates everything under <cache>/quick/; the float and Keras models of a
+configuration other than the shipped one go under <cache>/models/<variant>/ (`variant`); arrays
+made from another --data folder than the default carry it in their names (`Paths.data_key`).
 """
 from __future__ import annotations
 
@@ -96,9 +101,57 @@ def _dropout(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def _seed(args: argparse.Namespace) -> dict[str, int]:
-    # no --seed: each train() keeps its own default, the seed of the model it ships
-    return {} if args.seed is None else {"seed": args.seed}
+def ocr_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `train_ocr.train` gets from `args` (all but the threads and the variant)."""
+    # no --seed: the seed of the shipped model
+    fixed: dict[str, Any] = {"seed": train_ocr.SEED if args.seed is None else args.seed,
+                             "holdout": args.ocr_holdout, "dropout": args.ocr_dropout}
+    if args.quick:
+        return {**fixed, "steps": 20, "synth_count": 500, "real_copies": 1}
+    return {**fixed, "steps": args.ocr_steps, "scene_copies": args.ocr_scene_copies}
+
+
+def detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `train_detector.train` gets from `args` (all but the threads and the variant)."""
+    seed = train_detector.SEED if args.seed is None else args.seed
+    if args.quick:
+        return {"seed": seed, "steps": 20, "synth_count": 100}
+    return {"seed": seed, "steps": args.det_steps}
+
+
+OPTIONS_OF = {train_ocr.MODEL_NAME: ocr_options, train_detector.MODEL_NAME: detector_options}
+# The command-line options that are not in a variant as training options: those that do not
+# change what is trained, --quick (which moves the whole run to <cache>/quick/ instead) and
+# --data (in it as Paths.data_key); a test checks that every option is either here or changes
+# the variant of a model it applies to.
+NOT_IN_VARIANT = frozenset({"what", "data", "cache", "models", "threads", "sequential", "quick", "staged"})
+
+
+def variant(args: argparse.Namespace, paths: Paths, what: str) -> str:
+    """Name of the configuration `args` trains `what` (a command or model name) with, among runs
+    of its kind (quick or not): "" for the shipped one, else its differences, e.g. "seed3",
+    "holdout2of4-dropout0.1_0.2", "synthetic", "data1a2b3c4d".
+
+    The float and Keras models of a configuration go to <cache>/models/<variant>/ and the run's
+    result to train_WHAT-<variant>.json: with one folder for all, a twin, another seed or a
+    synthetic-only run replaced the float model a full run left there, and twins trained side by
+    side could measure each other's float model as their own.
+    """
+    defaults = build_parser().parse_args([args.what] + (["--quick"] if args.quick else []))
+    parts: list[str] = []
+    for name in MODELS_OF.get(what, (what,)):
+        options, shipped = OPTIONS_OF[name](args), OPTIONS_OF[name](defaults)
+        parts += [_variant_part(key, value) for key, value in options.items() if value != shipped.get(key)]
+    if not paths.real_data:
+        parts.append("synthetic")
+    if paths.data_key:
+        parts.append(paths.data_key)
+    return "-".join(dict.fromkeys(parts))  # `all`: an option of both models (--seed) once
+
+
+def _variant_part(key: str, value: Any) -> str:
+    text = "_".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+    return key.replace("_", "") + text
 
 
 def _holdout(text: str) -> str:
@@ -117,6 +170,9 @@ def resolve_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     """
     paths = Paths.default(args.data, args.cache, args.models)
     if args.quick:
+        # everything a quick run generates goes under <cache>/quick/ (Paths.work), out of the
+        # way of what a full run cached
+        paths = replace(paths, quick=True)
         if args.models is None:
             paths = replace(paths, models=paths.cache / "quick-models")
         elif is_shipped(paths.models):
@@ -191,7 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alpr-train: error: {exc}", file=sys.stderr)
         return 1
     results["total_seconds"] = round(time.monotonic() - start, 1)
-    out = paths.cache / f"train_{args.what}.json"
+    if args.staged:
+        # for the parent only, in its staging folder: a result file in the cache could be
+        # another run's by the time the parent reads it
+        out = paths.models / f"train_{args.what}.json"
+    else:
+        run_variant = variant(args, paths, args.what)
+        out = paths.work / f"train_{args.what}{'-' + run_variant if run_variant else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if args.what == "all":
@@ -223,7 +285,7 @@ def _train(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     """
     if args.staged:
         return _train_into(args, paths)
-    staging = new_staging(paths.cache, args.what)
+    staging = new_staging(paths.work, args.what)
     try:
         results = _train_into(args, replace(paths, models=staging))
         promote(staging, paths.models, MODELS_OF[args.what])
@@ -238,12 +300,12 @@ def _train_into(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         return _side_by_side(args, paths)
     results: dict[str, Any] = {}
     if args.what in ("all", "ocr"):
-        kwargs = dict(steps=20, synth_count=500, real_copies=1) if args.quick else dict(steps=args.ocr_steps, scene_copies=args.ocr_scene_copies)
-        results["ocr"] = train_ocr.train(paths, threads=args.threads, holdout=args.ocr_holdout,
-                                         dropout=args.ocr_dropout, **_seed(args), **kwargs)
+        results["ocr"] = train_ocr.train(paths, threads=args.threads, variant=variant(args, paths, train_ocr.MODEL_NAME),
+                                         **ocr_options(args))
     if args.what in ("all", "detector"):
-        kwargs = dict(steps=20, synth_count=100) if args.quick else dict(steps=args.det_steps)
-        results["detector"] = train_detector.train(paths, threads=args.threads, **_seed(args), **kwargs)
+        results["detector"] = train_detector.train(paths, threads=args.threads,
+                                                   variant=variant(args, paths, train_detector.MODEL_NAME),
+                                                   **detector_options(args))
     return results
 
 
@@ -255,8 +317,9 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     the other, two threads each, took about 56.
     """
     threads = max(1, args.threads // 2)
-    # --models is this run's staging folder: the children write there (--staged) and _train
-    # installs the pair only once both have finished
+    # --models is this run's staging folder: the children write there (--staged), their result
+    # files included, and _train installs the pair only once both have finished. --cache is the
+    # root: a quick child finds its quick/ folder under it as this run did.
     common = (["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models), "--staged",
                "--threads", str(threads)] + ([] if args.seed is None else ["--seed", str(args.seed)])
               + (["--quick"] if args.quick else []) + (["--synthetic-only"] if args.synthetic_only else []))
@@ -289,7 +352,7 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
                     proc.kill()
     results = {}
     for what in jobs:
-        results[what] = json.loads((paths.cache / f"train_{what}.json").read_text(encoding="utf-8"))[what]
+        results[what] = json.loads((paths.models / f"train_{what}.json").read_text(encoding="utf-8"))[what]
     return results
 
 

@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = PACKAGE_DIR.parent
 MODELS_DIR = PACKAGE_DIR / "models"
+DEFAULT_DATA = REPO_DIR.parent / "shared" / "data"
+# The subfolder of the cache that a quick run generates into (data, models, results, staging):
+# its artefacts share names with a full run's (the float models' above all), and a quick run
+# must never replace what a full run left there for a later export, report or run.
+QUICK_FOLDER = "quick"
 # The real data folders the pipeline trains and measures on (../shared/data/README.md).
 DATA_FOLDERS = ("us-plates", "eu-scenes", "br-scenes")
 
@@ -35,22 +41,51 @@ class Paths:
     """Where the pipeline reads real data, caches generated data and writes models.
 
     `real_data` False (`alpr-train --synthetic-only`) keeps the real folders out of training and
-    evaluation even where `data` has them.
+    evaluation even where `data` has them. `quick` (`alpr-train --quick`) moves everything the
+    run generates into the cache's `quick/` subfolder (`work`); `cache` stays the root, where
+    `final/` holds the figures measured on the installed models.
     """
 
     data: Path
     cache: Path
     models: Path
     real_data: bool = True
+    quick: bool = False
 
     def real(self, name: str) -> Path | None:
         """The real data folder `name` when it is to be used and exists, else None."""
         folder = self.data / name
         return folder if self.real_data and folder.is_dir() else None
 
+    @property
+    def work(self) -> Path:
+        """The folder this run generates into: the cache, or its `quick/` subfolder for a quick run."""
+        return self.cache / QUICK_FOLDER if self.quick else self.cache
+
+    @property
+    def data_key(self) -> str:
+        """Part of the cache key of everything made from the real data: "" for the default data
+        folder (so the cache names of the shipped runs stay as they were) or without real data,
+        else "data" and 8 hex digits of the folder's resolved path.
+
+        Without it a run on another --data folder loaded the arrays cached from the default one
+        (or left its own for a later default run to load), silently training on the wrong data.
+        """
+        if not self.real_data or self.data.resolve() == DEFAULT_DATA.resolve():
+            return ""
+        return "data" + hashlib.sha256(str(self.data.resolve()).encode()).hexdigest()[:8]
+
+    def float_models(self, variant: str = "") -> Path:
+        """The folder for a training's float TFLite and Keras models (not shipped, kept for
+        inspection and fine-tuning): `<work>/models`, or `<work>/models/<variant>` for a
+        configuration other than the shipped one (`cli.variant`), so that no run replaces the
+        float model of another configuration, nor measures another run's in its own place."""
+        return self.work / "models" / variant if variant else self.work / "models"
+
     @classmethod
     def default(cls, data: Path | None = None, cache: Path | None = None, models: Path | None = None) -> Paths:
-        data = data or Path(os.environ.get("ALPR_DATA", REPO_DIR.parent / "shared" / "data"))
+        """The folders of a run: the arguments given, else $ALPR_DATA / $ALPR_CACHE, else the defaults."""
+        data = data or Path(os.environ.get("ALPR_DATA", DEFAULT_DATA))
         cache = cache or Path(os.environ.get("ALPR_CACHE", REPO_DIR / ".cache"))
         return cls(Path(data), Path(cache), Path(models or MODELS_DIR))
 
@@ -77,10 +112,43 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dic
             return {k: data[k] for k in data.files}
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    tmp = temp_for(path)
+    try:
+        with tmp.open("wb") as out:
+            np.savez(out, **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return arrays
+
+
+def temp_for(dest: Path) -> Path:
+    """A temporary name beside `dest` of this writer's own (process id and a random part), to
+    build `dest` under before renaming it into place; temporaries of `dest` left by processes no
+    longer running (a training stopped by a signal) are removed first.
+
+    Runs sharing a cache (cross-validation twins, two at a time) build the same entry at once,
+    and a fixed temporary name had each truncate, or rename away, the other's half-written file.
+    """
+    prefix, suffix = f".{dest.name}.", ".tmp"
+    for old in dest.parent.glob(f"{prefix}*{suffix}"):
+        pid = old.name[len(prefix):-len(suffix)].split("-")[0]
+        if pid.isdigit() and int(pid) > 0 and not _running(int(pid)):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    return dest.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def set_threads(threads: int) -> None:

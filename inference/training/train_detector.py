@@ -6,6 +6,8 @@ N = (W/8) * (H/8) grid cells; the runtime decodes them with `decode_yolo` (+ NMS
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inference.datasets import read_folder
-from inference.training.common import Paths, Timer, export_tflite, write_model
+from inference.training.common import Paths, Timer, export_tflite, temp_for, write_model
 from inference.training.ocr_data import load_rgb
 from inference.training.plates import GENERATOR_VERSION
 from inference.training.scenes import SCENES_VERSION, SceneGenerator, SourceScene
@@ -127,33 +129,59 @@ def _scene_chunk(args: tuple[int, int, str]) -> tuple[np.ndarray, np.ndarray]:
     return boxes, np.array([path])
 
 
+def scene_cache(paths: Paths, count: int, seed: int) -> Path:
+    """The cache folder of `scene_set(paths, count, seed)`.
+
+    Scenes made without the real folders get their own entry, so that a synthetic-only run never
+    hands its scenes to a later run that has the data; scenes made from another --data folder
+    than the default carry it in the key (`Paths.data_key`); a quick run's are under its own
+    quick/ cache (`Paths.work`), since it may have only some of the real folders.
+    """
+    if _uses_real_data(paths):
+        source = f"_{paths.data_key}" if paths.data_key else ""
+    else:
+        source = "_synthetic"
+    return paths.work / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{GENERATOR_VERSION}{source}"
+
+
 def scene_set(paths: Paths, count: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """`count` scenes as a uint8 memmap [count, H, W, 3] (cached under .cache/) and boxes [count, MAX_BOXES, 4]."""
-    # Scenes made without the real folders get their own cache entry, so that a synthetic-only
-    # run never hands its scenes to a later run that has the data.
-    synthetic = "" if _uses_real_data(paths) else "_synthetic"
-    folder = paths.cache / "detector" / f"scenes_{count}_{seed}_v{SCENES_VERSION}_g{GENERATOR_VERSION}{synthetic}"
+    """`count` scenes as a uint8 memmap [count, H, W, 3] (cached under the cache) and boxes [count, MAX_BOXES, 4]."""
+    folder = scene_cache(paths, count, seed)
     images_path, boxes_path = folder / "images.npy", folder / "boxes.npy"
-    if images_path.is_file() and boxes_path.is_file():
-        return np.load(images_path, mmap_mode="r"), np.load(boxes_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not (images_path.is_file() and boxes_path.is_file()):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Rendered in a folder of this process's own, then moved into place: two runs sharing
+        # the cache that render the same scenes at once wrote the same part and temporary files.
+        work = temp_for(folder)
+        work.mkdir()
+        try:
+            _render_scenes(paths, count, seed, work, workers)
+            folder.mkdir(exist_ok=True)
+            # boxes first: a reader takes the entry once images.npy is there too
+            os.replace(work / "boxes.npy", boxes_path)
+            os.replace(work / "images.npy", images_path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return np.load(images_path, mmap_mode="r"), np.load(boxes_path)
+
+
+def _render_scenes(paths: Paths, count: int, seed: int, folder: Path, workers: int) -> None:
+    """Render `count` scenes into `folder`/images.npy and `folder`/boxes.npy."""
     chunk = 500
     jobs = [(seed * 7919 + i, min(chunk, count - i * chunk), str(folder / f"part{i}.npy")) for i in range((count + chunk - 1) // chunk)]
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(paths.data) if paths.real_data else "",)) as pool:
         parts = list(pool.map(_scene_chunk, jobs))
-    images = np.lib.format.open_memmap(images_path.with_suffix(".tmp.npy"), mode="w+", dtype=np.uint8, shape=(count, DET_H, DET_W, 3))
+    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=(count, DET_H, DET_W, 3))
     start = 0
     for (_, part_path), (_, n, _) in zip(parts, jobs):
         part = np.load(part_path[0], mmap_mode="r")
         images[start:start + n] = part
         start += n
+        del part
         Path(part_path[0]).unlink()
     images.flush()
     del images
-    images_path.with_suffix(".tmp.npy").replace(images_path)
-    boxes = np.concatenate([p[0] for p in parts])
-    np.save(boxes_path, boxes)
-    return np.load(images_path, mmap_mode="r"), boxes
+    np.save(folder / "boxes.npy", np.concatenate([p[0] for p in parts]))
 
 
 def targets(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -187,16 +215,29 @@ def targets(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
     return obj.reshape(batch, n), weight.reshape(batch, n), box_t.reshape(batch, n, 4)
 
 
-def train(paths: Paths, steps: int = STEPS, batch: int = 24, synth_count: int = 6000, seed: int = SEED, threads: int = 2) -> dict[str, Any]:
-    """Train, export `plate_detector.tflite` (int8) + manifest, return the figures."""
+def train(paths: Paths, steps: int = STEPS, batch: int = 24, synth_count: int = 6000, seed: int = SEED, threads: int = 2,
+          variant: str = "") -> dict[str, Any]:
+    """Train, export `plate_detector.tflite` (int8) + manifest, return the figures.
+
+    `variant` names the configuration when it is not the shipped one (`cli.variant`): the float
+    model goes under it in the cache."""
+    timer = Timer()
+    images, boxes = timer.run("det_data", lambda: scene_set(paths, synth_count, seed))
+    model = fit(images, boxes, timer, steps=steps, batch=batch, seed=seed, threads=threads)
+    rep_idx = np.random.default_rng(1).choice(len(images), min(200, len(images)), replace=False)
+    representative = [np.asarray(images[i], np.float32) / 255.0 for i in rep_idx]
+    hyper = dict(steps=steps, batch=batch, synth_count=synth_count, seed=seed)
+    return export(paths, model, representative, timer, hyper, len(images), variant)
+
+
+def fit(images: np.ndarray, boxes: np.ndarray, timer: Timer, steps: int, batch: int, seed: int, threads: int) -> Any:
+    """The trained Keras model (the only part of `train` that needs TensorFlow)."""
     import tensorflow as tf
 
     from inference.training.common import set_threads
 
     set_threads(threads)
     tf.random.set_seed(seed)
-    timer = Timer()
-    images, boxes = timer.run("det_data", lambda: scene_set(paths, synth_count, seed))
     model = build_model()
     schedule = tf.keras.optimizers.schedules.CosineDecay(3e-3, steps, alpha=0.02)
     optimizer = tf.keras.optimizers.Adam(schedule)
@@ -245,10 +286,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 24, synth_count: int = 
                 log.info("det step %d/%d obj %.3f box %.3f (%.0f s)", i, steps, float(obj_l), float(box_l), time.monotonic() - start)
 
     timer.run("det_train", loop)
-    rep_idx = np.random.default_rng(1).choice(len(images), min(200, len(images)), replace=False)
-    representative = [np.asarray(images[i], np.float32) / 255.0 for i in rep_idx]
-    hyper = dict(steps=steps, batch=batch, synth_count=synth_count, seed=seed)
-    return export(paths, model, representative, timer, hyper, len(images))
+    return model
 
 
 def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], score_threshold: float = 0.5,
@@ -268,8 +306,10 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any], 
     }
 
 
-def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Timer, hyper: dict[str, Any], scenes: int) -> dict[str, Any]:
-    """Write float (cache) and int8 (shipped) TFLite and measure both on the real scene splits."""
+def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Timer, hyper: dict[str, Any], scenes: int,
+           variant: str = "") -> dict[str, Any]:
+    """Write the float TFLite (cache, `Paths.float_models(variant)`) and the int8 TFLite
+    (`paths.models`) and measure both on the real scene splits."""
     from inference.training.evaluate_detector import (
         FOLDERS,
         choose_threshold,
@@ -286,7 +326,7 @@ def export(paths: Paths, model: Any, representative: list[np.ndarray], timer: Ti
         "hyper": hyper,
         "stage_seconds": timer.stages,
     }
-    float_path = paths.cache / "models" / f"{MODEL_NAME}_float.tflite"
+    float_path = paths.float_models(variant) / f"{MODEL_NAME}_float.tflite"
     int8_path = paths.models / f"{MODEL_NAME}.tflite"
     write_model(float_path, timer.run("det_export_float", lambda: export_tflite(model, None)), manifest_for("float32", training, {}))
     content = timer.run("det_export_int8", lambda: export_tflite(model, representative))

@@ -84,20 +84,25 @@ def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
 
 def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
               holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
-    cache = paths.cache / "ocr"
+    cache = paths.work / "ocr"
     us = paths.real("us-plates")
     version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
+    # The arrays made from the real data carry the data folder in their key (none for the
+    # default folder): the same split of another folder is other crops.
+    data_key = f"_{paths.data_key}" if paths.data_key else ""
     sets = {"synth": cached_arrays(cache / f"synth_{synth_count}_{seed}_{version}.npz", lambda: synth_set(synth_count, seed))}
     if us is not None:
         # holdout "KofN": cross-validation, training on train + val but the K-th of N folds,
         # which takes val's place; the fixed test split stays out either way
         train_split, val_split = (f"rest{holdout}", f"fold{holdout}") if holdout else ("train", "val")
-        sets["real_train"] = cached_arrays(cache / f"real_{train_split}_{real_copies}_{seed}_d{OCR_DATA_VERSION}.npz",
+        sets["real_train"] = cached_arrays(cache / f"real_{train_split}_{real_copies}_{seed}_d{OCR_DATA_VERSION}{data_key}.npz",
                                            lambda: real_set(us, train_split, real_copies, seed))
         scenes = [folder for folder in map(paths.real, SCENE_FOLDERS) if folder is not None]
         if scenes and scene_copies > 0:
+            # A quick run may have only one of the two scene folders; it keeps its arrays under
+            # its own quick/ cache (Paths.work), so a full run never loads such a partial set.
             sets["real_scenes_train"] = cached_arrays(
-                cache / f"scenes_train_{scene_copies}_{seed}_s{SCENE_PLATES_VERSION}.npz",
+                cache / f"scenes_train_{scene_copies}_{seed}_s{SCENE_PLATES_VERSION}{data_key}.npz",
                 lambda: scene_plate_set(scenes, "train", scene_copies, seed))
         sets["real_val"] = real_set(us, val_split, 0, seed)
         sets["real_test"] = real_set(us, "test", 0, seed)
@@ -141,19 +146,31 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
           real_share: float = 0.4, seed: int = SEED, threads: int = 2, scene_copies: int = SCENE_COPIES,
-          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT) -> dict[str, Any]:
+          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT, variant: str = "") -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
 
     `holdout` "KofN" trains a cross-validation twin: train + val crops but the K-th of N folds,
-    which is measured in val's place (`real_val`)."""
+    which is measured in val's place (`real_val`). `variant` names the configuration when it is
+    not the shipped one (`cli.variant`): the float and Keras models go under it in the cache."""
+    timer = Timer()
+    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
+    model = fit(sets, timer, steps=steps, batch=batch, real_share=real_share, seed=seed, threads=threads, dropout=dropout)
+    hyper = dict(steps=steps, batch=batch, synth_count=synth_count, real_copies=real_copies, real_share=real_share,
+                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout))
+    if holdout:
+        hyper["holdout"] = holdout
+    return export(paths, model, sets, timer, hyper, variant)
+
+
+def fit(sets: dict[str, dict[str, np.ndarray]], timer: Timer, steps: int, batch: int, real_share: float, seed: int,
+        threads: int, dropout: tuple[float, float]) -> Any:
+    """The trained Keras model (the only part of `train` that needs TensorFlow)."""
     import tensorflow as tf
 
     from inference.training.common import set_threads
 
     set_threads(threads)
     tf.random.set_seed(seed)
-    timer = Timer()
-    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
@@ -196,14 +213,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
                 log.info("ocr step %d/%d ctc %.3f region %.3f (%.0f s)", i, steps, float(ctc), float(rloss), time.monotonic() - start)
 
     timer.run("ocr_train", loop)
-    keras_path = paths.cache / "models" / f"{MODEL_NAME}.keras"
-    keras_path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(keras_path)  # kept for fine-tuning and inspection; not shipped
-    hyper = dict(steps=steps, batch=batch, synth_count=synth_count, real_copies=real_copies, real_share=real_share,
-                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout))
-    if holdout:
-        hyper["holdout"] = holdout
-    return export(paths, model, sets, timer, hyper)
+    return model
 
 
 def plate_formats(sets: dict[str, dict[str, np.ndarray]]) -> PlateFormats:
@@ -233,9 +243,15 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any],
     }
 
 
-def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], timer: Timer, hyper: dict[str, Any]) -> dict[str, Any]:
-    """Write float (cache) and int8 (shipped) TFLite, measure both on the real test split."""
+def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], timer: Timer, hyper: dict[str, Any],
+           variant: str = "") -> dict[str, Any]:
+    """Write the Keras and float TFLite models (cache, `Paths.float_models(variant)`) and the int8
+    TFLite (`paths.models`), and measure float and int8 on the real val and test splits."""
     from inference.training.evaluate_ocr import evaluate_tflite
+
+    cached = paths.float_models(variant)
+    cached.mkdir(parents=True, exist_ok=True)
+    model.save(cached / f"{MODEL_NAME}.keras")  # kept for fine-tuning and inspection; not shipped
 
     rep_pool = np.concatenate([sets[k]["images"][:200] for k in sets if k in ("synth", "real_train")])
     rng = np.random.default_rng(1)
@@ -249,7 +265,7 @@ def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], tim
         "stage_seconds": timer.stages,
     }
     formats = plate_formats(sets)
-    float_path = paths.cache / "models" / f"{MODEL_NAME}_float.tflite"
+    float_path = cached / f"{MODEL_NAME}_float.tflite"
     int8_path = paths.models / f"{MODEL_NAME}.tflite"
     write_model(float_path, timer.run("ocr_export_float", lambda: export_tflite(model, None)), manifest_for("float32", training, {}, formats))
     content = timer.run("ocr_export_int8", lambda: export_tflite(model, representative))

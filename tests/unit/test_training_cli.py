@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from inference.training import cli, train_detector, train_ocr
@@ -77,6 +80,7 @@ def test_quick_defaults_to_a_folder_in_the_cache(tmp_path: Path) -> None:
     parser, args = parse("all", "--quick", "--cache", str(tmp_path / "c"), "--data", str(tmp_path / "none"))
     paths = cli.resolve_paths(parser, args)
     assert paths.models == tmp_path / "c" / "quick-models"
+    assert paths.work == tmp_path / "c" / "quick"  # what it generates: away from a full run's cache
     assert paths.data == tmp_path / "none"  # a quick run needs no real data
 
 
@@ -248,6 +252,270 @@ def test_staged_is_refused_with_the_shipped_folder(tmp_path: Path) -> None:
     parser, args = parse("ocr", "--staged", "--synthetic-only", "--models", str(MODELS_DIR))
     with pytest.raises(SystemExit):
         cli.resolve_paths(parser, args)
+
+
+# the cache: no run replaces, or is handed, what a run of another configuration cached
+
+
+class FakeModel:
+    """A trained network as `export` uses it: saved as a Keras file, converted by `export_tflite`."""
+
+    def save(self, path: Path) -> None:
+        Path(path).write_bytes(os.urandom(8))
+
+
+def fake_convert(model: Any, representative: Any) -> bytes:
+    # other bytes at every conversion: a model file that a later run writes over is seen
+    return os.urandom(16)
+
+
+def crops(source: str) -> dict[str, np.ndarray]:
+    """One prepared plate crop, tagged with what it was made from."""
+    return {"images": np.zeros((1, 32, 128), np.uint8), "labels": np.zeros((1, 10), np.int32),
+            "lengths": np.ones(1, np.int32), "regions": np.full(1, -1, np.int32), "texts": np.array(["ABC123"]),
+            "source": np.array([source])}
+
+
+def cache_files(cache: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(cache)): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+    """The real trainings, caching and hand-over, with only what needs TensorFlow (fitting,
+    conversion) or real images (data building, measuring) stood in; the data builders tag their
+    arrays with what they were made from. Returns, per fitted training, (model, the sources of the
+    data it was fitted on, its options). tmp_path/data is the default data folder."""
+    from inference.training import common, evaluate_detector, evaluate_ocr
+
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    monkeypatch.setattr(common, "DEFAULT_DATA", tmp_path / "data")
+    fitted: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    monkeypatch.setattr(train_ocr, "synth_set", lambda count, seed: crops(f"synth {count} {seed}"))
+    monkeypatch.setattr(train_ocr, "real_set",
+                        lambda folder, split, copies, seed: crops(f"real {folder} {split} {copies} {seed}"))
+    monkeypatch.setattr(train_ocr, "scene_plate_set", lambda folders, split, copies, seed: crops(
+        f"scenes {','.join(str(f) for f in folders)} {split} {copies} {seed}"))
+
+    def fit_ocr(sets: dict[str, dict[str, np.ndarray]], timer: Any, **options: Any) -> FakeModel:
+        fitted.append((OCR, {k: str(v["source"][0]) for k, v in sets.items()}, options))
+        return FakeModel()
+
+    def render(paths: Paths, count: int, seed: int, folder: Path, workers: int) -> None:
+        source = (f"scenes {paths.data} {','.join(n for n in ('us-plates', 'eu-scenes', 'br-scenes') if paths.real(n))}"
+                  if paths.real_data else "scenes synthetic")
+        np.save(folder / "images.npy", np.frombuffer(f"{source} {count} {seed}".encode(), np.uint8))
+        np.save(folder / "boxes.npy", np.zeros((1, train_detector.MAX_BOXES, 4), np.float32))
+
+    def fit_detector(images: np.ndarray, boxes: np.ndarray, timer: Any, **options: Any) -> FakeModel:
+        fitted.append((DET, {"scenes": np.asarray(images).tobytes().decode()}, options))
+        return FakeModel()
+
+    monkeypatch.setattr(train_ocr, "fit", fit_ocr)
+    monkeypatch.setattr(train_detector, "_render_scenes", render)
+    monkeypatch.setattr(train_detector, "fit", fit_detector)
+    for module in (train_ocr, train_detector):
+        monkeypatch.setattr(module, "export_tflite", fake_convert)
+    monkeypatch.setattr(evaluate_ocr, "evaluate_tflite", lambda path, data: {
+        "plates": 1, "exact_pct": 0.0, "char_accuracy_pct": 0.0, "top10_pct": 0.0, "region_top1_pct": 0.0})
+    monkeypatch.setattr(evaluate_detector, "threshold_curve",
+                        lambda path, data, split: {"0.50": {"recall_pct": 50.0, "precision_pct": 50.0}})
+    monkeypatch.setattr(evaluate_detector, "evaluate_detector", lambda *args, **kwargs: {})
+    monkeypatch.setattr(evaluate_detector, "tile_threshold_curve", lambda path, data, split: {})
+    return fitted
+
+
+# Run one after the other into one cache: the shipped configuration first, then a quick run
+# and every option that changes what is trained (each differs from all the others).
+CONFIGURATIONS = [
+    ["all", "--sequential"],
+    ["all", "--sequential", "--quick"],
+    ["all", "--sequential", "--quick", "--seed", "3"],
+    ["ocr", "--seed", "3"],
+    ["ocr", "--ocr-holdout", "2/4"],
+    ["ocr", "--ocr-holdout", "3/4"],
+    ["ocr", "--ocr-dropout", "0.1,0.2"],
+    ["ocr", "--ocr-steps", "50"],
+    ["ocr", "--ocr-scene-copies", "0"],
+    ["detector", "--det-steps", "50"],
+    ["detector", "--seed", "5"],
+    ["all", "--sequential", "--synthetic-only"],
+    ["all", "--sequential", "--data", "{other}"],
+    ["all", "--sequential", "--quick", "--data", "{other}"],
+]
+
+
+def test_no_run_replaces_or_reuses_what_another_configuration_cached(
+        tmp_path: Path, pipeline: list[tuple[str, dict[str, str], dict[str, Any]]]) -> None:
+    cache = tmp_path / "cache"
+    data, other = real_data(tmp_path / "data"), real_data(tmp_path / "other")
+    for i, configuration in enumerate(CONFIGURATIONS):
+        argv = [a.format(other=other) for a in configuration]
+        run_data = other if str(other) in argv else data
+        if "--data" not in argv:
+            argv += ["--data", str(data)]
+        argv += ["--models", str(tmp_path / f"models{i}")]  # each run's own: the cache is what is checked
+        before, fitted_before = cache_files(cache) if cache.is_dir() else {}, len(pipeline)
+        assert cli.main([*argv, "--cache", str(cache)]) == 0, argv
+        after = cache_files(cache)
+        # nothing cached before was replaced or removed ...
+        assert {p: after.get(p) for p in before} == before, argv
+        new = [Path(p) for p in after if p not in before]
+        if "--quick" in argv:  # ... and a quick run writes only under quick/
+            assert all(p.parts[0] == "quick" for p in new), (argv, new)
+        # ... each trained model left its own float model ...
+        trained = [name for name, _, _ in pipeline[fitted_before:]]
+        assert sorted(p.name for p in new if p.name.endswith("_float.tflite")) == sorted(f"{n}_float.tflite" for n in trained)
+        # ... and was fitted on data made for its own configuration, not on another's from the cache
+        for name, sources, options in pipeline[fitted_before:]:
+            seed = options["seed"]
+            for source in sources.values():
+                assert source.endswith(f" {seed}"), (argv, source)
+                if source.startswith(("real", "scenes")) and "synthetic" not in source:
+                    assert f" {run_data}/" in source or f" {run_data} " in source, (argv, source)
+            if "--synthetic-only" in argv:
+                assert all(s.startswith(("synth", "scenes synthetic")) for s in sources.values()), (argv, sources)
+            if "--ocr-holdout" in argv:
+                k = argv[argv.index("--ocr-holdout") + 1].replace("/", "of")
+                assert f" rest{k} " in sources["real_train"], (argv, sources)
+    assert (cache / "models" / f"{OCR}_float.tflite").is_file() and (cache / "models" / f"{DET}_float.tflite").is_file()
+    assert (cache / "quick" / "models" / f"{OCR}_float.tflite").is_file()
+    assert (cache / "models" / "holdout2of4" / f"{OCR}.keras").is_file()
+
+
+def test_a_quick_run_leaves_the_full_runs_float_models_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reported defect, through the trainings' own export step: a quick run in the default
+    cache wrote its float models over those of the last full run."""
+    from inference.training.common import Timer
+
+    for module in (train_ocr, train_detector):
+        monkeypatch.setattr(module, "export_tflite", fake_convert)
+    cache, nodata = tmp_path / "cache", tmp_path / "none"
+    sets = {"synth": crops("synth")}
+    scenes = [np.zeros((2, 2, 3), np.float32)]
+    full = Paths(nodata, cache, tmp_path / "models")
+    train_ocr.export(full, FakeModel(), sets, Timer(), {})
+    train_detector.export(full, FakeModel(), scenes, Timer(), {}, 1)
+    full_files = cache_files(cache)
+    assert {f"models/{OCR}_float.tflite", f"models/{DET}_float.tflite"} <= set(full_files)
+    parser, args = parse("all", "--quick", "--cache", str(cache), "--data", str(nodata))
+    quick = cli.resolve_paths(parser, args)
+    train_ocr.export(quick, FakeModel(), sets, Timer(), {})
+    train_detector.export(quick, FakeModel(), scenes, Timer(), {}, 1)
+    after = cache_files(cache)
+    assert {p: after[p] for p in full_files} == full_files
+    assert any(p.endswith(f"{OCR}_float.tflite") for p in set(after) - set(full_files))
+
+
+def test_arrays_cached_from_one_data_folder_are_not_used_for_another(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--data` was in no cache key: a run on another folder trained on the default folder's crops."""
+    monkeypatch.setattr(train_ocr, "synth_set", lambda count, seed: crops("synth"))
+    monkeypatch.setattr(train_ocr, "real_set", lambda folder, split, copies, seed: crops(f"real {folder} {split}"))
+    monkeypatch.setattr(train_ocr, "scene_plate_set", lambda folders, split, copies, seed: crops(
+        f"scenes {','.join(str(f) for f in folders)} {split}"))
+    cache = tmp_path / "cache"
+    for name in ("data", "other"):
+        data = real_data(tmp_path / name)
+        paths = cli.resolve_paths(*parse("ocr", "--data", str(data), "--cache", str(cache), "--models", str(tmp_path / "m")))
+        sets = train_ocr._datasets(paths, 10, 2, 3, 1)
+        assert str(sets["real_train"]["source"][0]) == f"real {data}/us-plates train"
+        assert f" {data}/eu-scenes," in str(sets["real_scenes_train"]["source"][0])
+
+
+def test_two_writers_of_one_cache_entry_keep_to_their_own_temporary_file(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twins sharing a cache build the same arrays at once: here the second writer starts and
+    finishes while the first is still writing. With one fixed temporary name the first lost its
+    file (renamed away by the second) and failed."""
+    from inference.training import common
+
+    path = tmp_path / "ocr" / "synth.npz"
+    savez = np.savez
+    first = {"images": np.arange(3)}
+
+    def savez_interrupted(file: Any, **arrays: Any) -> None:
+        savez(file, **arrays)
+        if arrays["images"] is first["images"]:
+            assert common.cached_arrays(path, lambda: {"images": np.arange(3)})["images"].tolist() == [0, 1, 2]
+
+    monkeypatch.setattr(common.np, "savez", savez_interrupted)
+    assert common.cached_arrays(path, lambda: first)["images"].tolist() == [0, 1, 2]
+    with np.load(path) as data:
+        assert data["images"].tolist() == [0, 1, 2]
+    assert [p.name for p in path.parent.iterdir()] == ["synth.npz"]  # no temporary left behind
+
+
+def test_a_dead_writers_temporary_is_removed_a_live_ones_kept(tmp_path: Path) -> None:
+    from inference.training.common import temp_for
+
+    dest = tmp_path / "scenes_6000_0"
+    dead, live = tmp_path / f".{dest.name}.999999999-abc.tmp", tmp_path / f".{dest.name}.{os.getppid()}-abc.tmp"
+    dead.mkdir()
+    live.write_bytes(b"being written")
+    mine = temp_for(dest)
+    assert not dead.exists() and live.read_bytes() == b"being written"
+    assert mine.parent == tmp_path and str(os.getpid()) in mine.name and not mine.exists()
+
+
+def last_json(text: str) -> Any:
+    """The last of the JSON documents printed one after the other in `text`."""
+    decoder, position, document = json.JSONDecoder(), 0, None
+    while text[position:].strip():
+        document, position = decoder.raw_decode(text, len(text) - len(text[position:].lstrip()))
+    return document
+
+
+def test_side_by_side_results_come_from_the_runs_own_children(tmp_path: Path, stand_ins: dict[str, Any],
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The children's result files were read from the cache root, where another run sharing the
+    cache writes its own: they now go through the run's staging folder."""
+    cache = tmp_path / "cache"
+
+    class Child:
+        def __init__(self, argv: list[str], **_: Any) -> None:
+            assert cli.main(argv[3:]) == 0  # the child, in this process, with the stand-in training
+            for what in ("ocr", "detector"):  # another run sharing the cache finishes meanwhile
+                (cache / f"train_{what}.json").write_text(json.dumps({what: "another run's"}))
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", Child)
+    assert cli.main(["all", "--synthetic-only", "--cache", str(cache), "--models", str(tmp_path / "models")]) == 0
+    results = last_json(capsys.readouterr().out)  # the parent's (the in-process children print theirs first)
+    assert results["ocr"] == {"metrics": {}} and results["detector"] == {"metrics": {}}
+    assert json.loads((cache / "train_all-synthetic.json").read_text())["ocr"] == {"metrics": {}}
+
+
+# Values that differ from the default, for every option that changes what is trained.
+NON_DEFAULT = {"seed": ["--seed", "7"], "ocr_steps": ["--ocr-steps", "5"], "ocr_scene_copies": ["--ocr-scene-copies", "0"],
+               "ocr_dropout": ["--ocr-dropout", "0.1,0.1"], "ocr_holdout": ["--ocr-holdout", "1/4"],
+               "det_steps": ["--det-steps", "5"], "synthetic_only": ["--synthetic-only"]}
+
+
+def paths_data_key(data: Path) -> str:
+    return Paths(data, data, data).data_key
+
+
+def test_every_option_either_names_a_variant_or_does_not_change_the_models(tmp_path: Path) -> None:
+    from inference.training.common import DEFAULT_DATA
+
+    dests = {a.dest for a in cli.build_parser()._actions if a.dest != "help"}
+    # a new option must be sorted here: into the variant (and NON_DEFAULT), or into NOT_IN_VARIANT
+    assert dests == set(NON_DEFAULT) | cli.NOT_IN_VARIANT
+    for dest, option in NON_DEFAULT.items():
+        what = "ocr" if dest.startswith("ocr") else "detector" if dest.startswith("det") else "all"
+        _, args = parse(what, *option)
+        paths = Paths(DEFAULT_DATA, tmp_path, tmp_path, real_data=not args.synthetic_only)
+        assert cli.variant(args, paths, what) != "", dest
+        assert cli.variant(parse(what)[1], replace(paths, real_data=True), what) == ""
+    _, args = parse("all", "--seed", "0")  # the detector's own seed: the same detector as shipped
+    paths = Paths(DEFAULT_DATA, tmp_path, tmp_path)
+    assert cli.variant(args, replace(paths, data=tmp_path), DET) == paths_data_key(tmp_path)
+    assert cli.variant(args, paths, DET) == "" and cli.variant(args, paths, OCR) == "seed0"
 
 
 # report
