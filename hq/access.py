@@ -14,15 +14,23 @@ missing or expired is refused, and the refusal is logged like any other access. 
 exceptions keep the system usable: the scheduled retention job (`SYSTEM`, no user), and an
 administrator managing users (action "users"), so lapsed training can be restored without
 locking everyone out.
+
+Attempts by someone who is not logged in at all (no session file, no password for --user,
+`users add --bootstrap` once users exist) are refused and logged too, naming the operating-
+system account that ran the command as `os:NAME` (role "none"). Those rows carry nothing the
+caller typed: a fixed reason, the command's name and the account from the process's user id,
+so running HQ without a login cannot put chosen text into the log.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from hq.accesslog import AccessLog
 from hq.db import Database
@@ -62,6 +70,22 @@ TRAINING_EXEMPT = frozenset({"users"})
 RESERVED_NAMES = frozenset({"system", "bootstrap", "unknown"})
 MIN_PASSWORD = 12
 DAY_NS = 86400 * 10**9
+# The role recorded for someone who is not logged in (no HQ role at all).
+NOT_LOGGED_IN = "none"
+# Why an attempt without a login was refused: the only details such a row can carry. Fixed
+# text, never the caller's input, so that running HQ without a login cannot write chosen text.
+NO_LOGIN_REASONS: dict[str, str] = {
+    "no-session": "no session: nobody is logged in (no session file)",
+    "session-unreadable": "no session: the session file cannot be read",
+    "no-password": "no password given for --user (not on a terminal, no $ALPR_HQ_PASSWORD)",
+    "users-exist": "users exist already: --bootstrap creates only the first administrator",
+    "first-user-role": "first user refused: it must be an administrator",
+    "first-user-name": "first user refused: user name not allowed",
+    "first-user-password": f"first user refused: password shorter than {MIN_PASSWORD} characters",
+    "first-user-input": "first user refused: invalid --trained-until or no password for the new user",
+}
+# Actions a row without a login may name.
+NO_LOGIN_ACTIONS = frozenset({"session", "login", "users"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +124,46 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _name_allowed(name: str) -> bool:
+    """A user name HQ accepts: letters, digits, '.', '-', '_'. No ':' in it, so no user can be
+    confused with the `os:NAME` rows of people who were not logged in."""
+    return bool(name) and name.replace("-", "").replace(".", "").replace("_", "").isalnum()
+
+
+def _clean(text: str, allowed: str, limit: int) -> str:
+    """`text` reduced to the `allowed` characters and `limit` long (for names logged verbatim)."""
+    return "".join(ch for ch in text if ch in allowed)[:limit]
+
+
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+def os_account() -> str:
+    """The operating-system account running this process, as the access log names someone
+    who is not logged in to HQ: "os:NAME" (e.g. "os:alice"; "os:root (sudo alice)").
+
+    Taken from the process's user id, not from $USER / $LOGNAME (which getpass.getuser()
+    reads first and anyone can set). Under sudo the account is root and $SUDO_USER (set by
+    sudo, and only believed for root, who could write the database anyway) says who ran it.
+    """
+    uid = os.getuid()
+    try:
+        import pwd  # POSIX only; HQ runs on Linux
+
+        name = _clean(pwd.getpwuid(uid).pw_name, _NAME_CHARS, 64)
+    except (ImportError, KeyError):  # no passwd entry (e.g. a container's arbitrary uid)
+        name = ""
+    name = name or f"uid-{uid}"
+    sudo_user = _clean(os.environ.get("SUDO_USER", ""), _NAME_CHARS, 64) if uid == 0 else ""
+    return f"os:{name}" + (f" (sudo {sudo_user})" if sudo_user else "")
+
+
+def command_text(attempt: str) -> str:
+    """A command name as logged ("search", "evidence export"): lower-case letters, digits,
+    spaces and dashes only, at most 40 characters."""
+    return _clean(attempt, "abcdefghijklmnopqrstuvwxyz0123456789 -", 40).strip()
+
+
 class Access:
     """Users, logins and the access gate of one store."""
 
@@ -121,35 +185,81 @@ class Access:
 
     def add_user(self, by: Actor | None, name: str, role: str, password: str,
                  trained_until_ns: int | None = None) -> User:
-        """Create a user. `by` must be an administrator, except for the very first user (bootstrap)."""
-        if role not in ROLES:
-            raise PolicyError(f"role {role!r}: must be one of {', '.join(ROLES)}")
-        if len(password) < MIN_PASSWORD:
-            raise PolicyError(f"password: at least {MIN_PASSWORD} characters")
-        if not name or not name.replace("-", "").replace(".", "").replace("_", "").isalnum():
-            raise PolicyError(f"user name {name!r}: letters, digits, '.', '-', '_' only")
-        if name in RESERVED_NAMES:
-            raise PolicyError(f"user name {name!r} is reserved (the access log uses it for HQ itself)")
-        if by is not None:
+        """Create a user. `by` must be an administrator, except for the very first user (bootstrap).
+
+        The gate comes first (an administrator's role and standing; for the first user, that no
+        user exists yet), then the new user's details; every refusal is logged.
+        """
+        query = {"user": name, "role": role, "trained_until_ns": trained_until_ns}
+        if by is None:
+            self.refuse_bootstrap_if_users_exist()
+            problem = self._new_user_problem(name, role, password)
+            if problem is not None:
+                self.refuse_without_login("users", "users add", problem[0])
+                raise problem[1]
+        else:
+            def problem() -> HQError | None:
+                found = self._new_user_problem(name, role, password, existing=True)
+                return None if found is None else found[1]
+
             # Outside the transaction below: a refusal is logged, and a rollback would undo that.
-            self.require_role(by, "users")
+            self.require_role(by, "users", query=query, check=problem)
         with self.db.transaction(lock="users"):
-            if by is None:
-                if self.has_users():
-                    raise AccessDenied("users exist already: an administrator must add users")
-                if role != "administrator":
-                    raise PolicyError("the first user must be an administrator")
-                creator = "bootstrap"
-            else:
-                creator = by.name
+            # Checked again under the lock: another command may have added the user (or the
+            # first administrator) since. Raised without a log row: the rollback would undo it.
+            if by is None and self.has_users():
+                raise AccessDenied("users exist already: an administrator must add users")
             if self.db.value("SELECT 1 FROM users WHERE name=?", (name,)):
                 raise PolicyError(f"user {name!r} exists already")
+            creator = "bootstrap" if by is None else by.name
             self.db.execute("INSERT INTO users (name, role, password_hash, trained_until_ns, active, created_ns, "
                             "created_by) VALUES (?,?,?,?,1,?,?)",
                             (name, role, self.hasher.hash(password), trained_until_ns, self.clock(), creator))
             self.log.append(user=creator, role=by.role if by else "bootstrap", action="user-add", purpose="administration",
-                            query={"user": name, "role": role, "trained_until_ns": trained_until_ns})
+                            query=query)
         return self.user(name)
+
+    def _new_user_problem(self, name: str, role: str, password: str,
+                          existing: bool = False) -> tuple[str, PolicyError] | None:
+        """Why these details cannot make a user: (key of NO_LOGIN_REASONS for a bootstrap row,
+        the error), or None. With `existing`, a name already taken is a problem too."""
+        if role not in ROLES:
+            return "first-user-role", PolicyError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+        if len(password) < MIN_PASSWORD:
+            return "first-user-password", PolicyError(f"password: at least {MIN_PASSWORD} characters")
+        if not _name_allowed(name):
+            return "first-user-name", PolicyError(f"user name {name!r}: letters, digits, '.', '-', '_' only")
+        if name in RESERVED_NAMES:
+            return "first-user-name", PolicyError(f"user name {name!r} is reserved (the access log uses it for "
+                                                  "HQ itself)")
+        if existing and self.db.value("SELECT 1 FROM users WHERE name=?", (name,)):
+            return "first-user-name", PolicyError(f"user {name!r} exists already")
+        if role != "administrator" and not self.has_users():
+            return "first-user-role", PolicyError("the first user must be an administrator")
+        return None
+
+    def refuse_bootstrap_if_users_exist(self) -> None:
+        """AccessDenied, logged under the OS account, when users exist: creating "the first
+        administrator" without a login is allowed only while there are none."""
+        if self.has_users():
+            self.refuse_without_login("users", "users add", "users-exist")
+            raise AccessDenied("users exist already: an administrator must add users")
+
+    def refuse_without_login(self, action: str, attempt: str, reason: str, *, login_as: str = "") -> None:
+        """Record an attempt by someone not logged in to HQ as a denied row naming the OS
+        account (`os_account()`, role "none"), the command and a fixed reason.
+
+        `action` is one of NO_LOGIN_ACTIONS and `reason` a key of NO_LOGIN_REASONS: the row
+        holds only fixed text, the command's name (letters, digits, spaces, dashes) and, for
+        a login, the user name tried if it is one HQ could have (else it is left out).
+        """
+        if action not in NO_LOGIN_ACTIONS or reason not in NO_LOGIN_REASONS:
+            raise PolicyError(f"no-login refusal {action!r}/{reason!r}: not one HQ records")
+        query: dict[str, str] = {"command": command_text(attempt)}
+        if _name_allowed(login_as) and len(login_as) <= 64:
+            query["login_as"] = login_as
+        self.log.append(user=os_account(), role=NOT_LOGGED_IN, action=action, outcome="denied", purpose="",
+                        query=query, detail=NO_LOGIN_REASONS[reason])
 
     def user(self, name: str) -> User:
         row = self.db.one("SELECT name, role, trained_until_ns, active FROM users WHERE name=?", (name,))
@@ -163,8 +273,8 @@ class Access:
 
     def set_training(self, by: Actor, name: str, trained_until_ns: int | None) -> None:
         """Record when a user's ALPR training expires (None: no training on file)."""
-        self.require_role(by, "users")
-        self.user(name)
+        self.require_role(by, "users", query={"user": name, "trained_until_ns": trained_until_ns},
+                          check=lambda: self._unknown_user(name))
         with self.db.transaction():
             self.db.execute("UPDATE users SET trained_until_ns=? WHERE name=?", (trained_until_ns, name))
             self.log.append(user=by.name, role=by.role, action="user-training", purpose="administration",
@@ -172,8 +282,7 @@ class Access:
 
     def set_active(self, by: Actor, name: str, active: bool) -> None:
         """Disable (or re-enable) a user; disabling also ends their sessions."""
-        self.require_role(by, "users")
-        self.user(name)
+        self.require_role(by, "users", query={"user": name, "active": active}, check=lambda: self._unknown_user(name))
         with self.db.transaction():
             self.db.execute("UPDATE users SET active=? WHERE name=?", (int(active), name))
             if not active:
@@ -186,14 +295,22 @@ class Access:
         """Change a password: one's own, or anyone's for an administrator."""
         # An administrator changing a password manages users (allowed with lapsed training);
         # anyone else changing their own is a logged-in action like the rest.
-        self.require_role(by, "users" if by.name != name or by.role == "administrator" else "passwd")
-        if len(password) < MIN_PASSWORD:
-            raise PolicyError(f"password: at least {MIN_PASSWORD} characters")
-        self.user(name)
+        def problem() -> HQError | None:
+            if len(password) < MIN_PASSWORD:
+                return PolicyError(f"password: at least {MIN_PASSWORD} characters")
+            return self._unknown_user(name)
+
+        self.require_role(by, "users" if by.name != name or by.role == "administrator" else "passwd",
+                          query={"user": name}, check=problem)
         with self.db.transaction():
             self.db.execute("UPDATE users SET password_hash=? WHERE name=?", (self.hasher.hash(password), name))
             self.log.append(user=by.name, role=by.role, action="user-password", purpose="administration",
                             query={"user": name})
+
+    def _unknown_user(self, name: str) -> NotFound | None:
+        if self.db.value("SELECT 1 FROM users WHERE name=?", (name,)) is None:
+            return NotFound(f"user {name!r}: no such user")
+        return None
 
     # -- login and sessions -----------------------------------------------------------------
     def authenticate(self, name: str, password: str) -> Actor:
@@ -208,8 +325,15 @@ class Access:
             except (VerificationError, InvalidHashError):
                 ok = False
         if not ok or not row[2]:
-            self.log.append(user=name, role=row[0] if row else "unknown", action="login", outcome="denied",
-                            purpose="login", detail="disabled" if ok else "bad user name or password")
+            if row is None:
+                # No such user: what was typed is not a name HQ knows, so it goes in only if it
+                # could be one (the login_as rule), never as the row's user: no chosen text.
+                query = {"login_as": name} if _name_allowed(name) and len(name) <= 64 else None
+                self.log.append(user=os_account(), role=NOT_LOGGED_IN, action="login", outcome="denied",
+                                purpose="login", query=query, detail="bad user name or password")
+            else:
+                self.log.append(user=name, role=row[0], action="login", outcome="denied",
+                                purpose="login", detail="disabled" if ok else "bad user name or password")
             raise AccessDenied(f"login as {name!r} refused: bad user name or password, or user disabled")
         if self.hasher.check_needs_rehash(row[1]):
             self.db.execute("UPDATE users SET password_hash=? WHERE name=?", (self.hasher.hash(password), name))
@@ -243,7 +367,7 @@ class Access:
             reason = f"user {row[0]!r} is disabled"
         if reason is not None:
             self.log.append(user=row[0] if row else "unknown", role=row[3] if row else "unknown", action="session",
-                            outcome="denied", purpose="", query={"command": attempt} if attempt else None,
+                            outcome="denied", purpose="", query={"command": command_text(attempt)} if attempt else None,
                             detail=reason)
             raise AccessDenied(reason)
         return Actor(row[0], row[3])
@@ -282,21 +406,29 @@ class Access:
         self.log.append(user=actor.name, role=actor.role, action=action, outcome="denied", purpose=purpose,
                         case_no=case_no, query=query, detail=reason)
 
-    def require_role(self, actor: Actor, action: str) -> None:
+    def require_role(self, actor: Actor, action: str, *, query: Mapping[str, Any] | None = None,
+                     check: Callable[[], HQError | None] | None = None) -> None:
         """AccessDenied unless the actor's role has the permission and the user is active and
         trained (except TRAINING_EXEMPT actions); for actions without a purpose. A refusal is
-        logged; an allowed check is not (the action logs itself where it changes anything)."""
+        logged; an allowed check is not (the action logs itself where it changes anything).
+
+        Then `check`, if given, runs (only for an actor who passed, as in `authorize`): the
+        input's own conditions. The error it returns is logged as a refusal and raised.
+        """
         reason = self._refusal(actor, action)
-        if reason is None:
-            return
-        self._deny(actor, action, reason)
-        if reason.startswith("role "):
-            raise AccessDenied(f"user {actor.name!r} ({actor.role}) may not {action}")
-        raise AccessDenied(f"{action} refused: {reason}")
+        if reason is not None:
+            self._deny(actor, action, reason, query=query)
+            if reason.startswith("role "):
+                raise AccessDenied(f"user {actor.name!r} ({actor.role}) may not {action}")
+            raise AccessDenied(f"{action} refused: {reason}")
+        problem = check() if check is not None else None
+        if problem is not None:
+            self._deny(actor, action, str(problem), query=query)
+            raise problem
 
     def authorize(self, actor: Actor, action: str, *, purpose: str, case_no: str = "",
                   query: Mapping[str, Any] | None = None,
-                  check: Callable[[], HQError | None] | None = None) -> Grant:
+                  check: Callable[[], HQError | None] | None = None, purpose_option: str = "--purpose") -> Grant:
         """Allow one access or refuse it; either way the attempt is one row in the access log.
 
         Refusals: unknown action, role without the permission, user disabled, training missing
@@ -304,13 +436,16 @@ class Access:
         action needs one. Then `check`, if given, runs: the caller's own conditions (a request
         that is not approved, an id that is not an alert ...). It runs only for an actor who
         passed the gate, so a refused user learns nothing from it; the error it returns is
-        logged as the refusal's reason and raised.
+        logged as the refusal's reason and raised. Put every check of the caller's input there
+        (or pass the error to `refuse`): a refusal before the gate would leave no row and tell
+        a user without rights how input is checked. `purpose_option` names the option that
+        gives the purpose, for the refusal without one (e.g. "--why" for a hold).
         """
         purpose = (purpose or "").strip()
         case_no = (case_no or "").strip()
         reason = self._refusal(actor, action)
         if reason is None and not purpose:
-            reason = "a purpose is required (--purpose)"
+            reason = f"a purpose is required ({purpose_option})"
         if reason is None and action in CASE_ACTIONS and not case_no:
             reason = f"{action} requires a case number (--case)"
         if reason is not None:
@@ -323,6 +458,35 @@ class Access:
         entry = self.log.append(user=actor.name, role=actor.role, action=action, purpose=purpose, case_no=case_no,
                                 query=query)
         return Grant(actor, action, purpose, case_no, entry.id)
+
+    def refuse(self, actor: Actor, action: str, problem: HQError, *, purpose: str | None = None,
+               case_no: str = "", query: Mapping[str, Any] | None = None) -> NoReturn:
+        """Refuse an attempt whose input was found unusable before it reached the action's own
+        code (e.g. a date option that does not parse): the gate still comes first.
+
+        A user the gate refuses gets (and the log records) that refusal, learning nothing about
+        the input; anyone else gets `problem`, logged with its reason. `purpose` None: an action
+        without a purpose (checked like `require_role`); otherwise as `authorize`.
+        """
+        if purpose is None:
+            self.require_role(actor, action, query=query, check=lambda: problem)
+        else:
+            self.authorize(actor, action, purpose=purpose, case_no=case_no, query=query, check=lambda: problem)
+        raise problem  # not reached: both calls above raise (the gate's refusal, or `problem`)
+
+    @contextmanager
+    def refusing(self, actor: Actor, action: str, *, purpose: str | None = None, case_no: str = "",
+                 query: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """Run input parsing inside `with`; a PolicyError it raises goes through `refuse`."""
+        problem: PolicyError | None = None
+        try:
+            yield
+        except PolicyError as exc:
+            problem = exc
+        # Outside the except block, so the gate's refusal is not chained to the input error
+        # (a traceback would show the refused user how the input was checked).
+        if problem is not None:
+            self.refuse(actor, action, problem, purpose=purpose, case_no=case_no, query=query)
 
     def recheck(self, grant: Grant, *, token: str | None = None, login_ns: int | None = None) -> None:
         """Re-check a long-running access (e.g. `reads tail`) before it shows more data.

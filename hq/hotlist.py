@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hq import plates
 from hq.access import Access, Actor
-from hq.errors import NotFound, PolicyError
+from hq.errors import HQError, NotFound, PolicyError
 from hq.store import ReadStore
 from transport import signed
 
@@ -70,17 +70,30 @@ def plate_hash(key: bytes, prefix: str, text: str) -> bytes:
 
 def add_entry(store: ReadStore, access: Access, actor: Actor, *, plate: str, reason: str, source: str,
               expires_ns: int, purpose: str, case_no: str = "", note: str = "") -> HotlistEntry:
-    """Enter a plate or pattern; reason must be one of REASONS, expiry in the future."""
-    if reason not in REASONS:
-        raise PolicyError(f"reason {reason!r}: must be one of {', '.join(REASONS)}")
-    if not source.strip():
-        raise PolicyError("a hot-list entry needs its source (--source, e.g. NCIC, SVS, agency case)")
+    """Enter a plate or pattern; reason must be one of REASONS, expiry in the future.
+
+    The gate comes first; a bad reason, source, plate or expiry is then a logged refusal.
+    """
     pattern = plates.is_pattern(plate)
-    text = plates.check_pattern(plate) if pattern else plates.check_plate(plate)
-    if expires_ns <= access.clock():
-        raise PolicyError("expiry must be in the future (--expires)")
+    text, problem = plate, None
+    try:
+        text = plates.check_pattern(plate) if pattern else plates.check_plate(plate)
+    except plates.PlateQueryError as exc:  # raised by the gate's check, after the access check
+        problem = exc
+
+    def check() -> HQError | None:
+        if reason not in REASONS:
+            return PolicyError(f"reason {reason!r}: must be one of {', '.join(REASONS)}")
+        if not source.strip():
+            return PolicyError("a hot-list entry needs its source (--source, e.g. NCIC, SVS, agency case)")
+        if problem is not None:
+            return problem
+        if expires_ns <= access.clock():
+            return PolicyError("expiry must be in the future (--expires)")
+        return None
+
     access.authorize(actor, "hotlist-edit", purpose=purpose, case_no=case_no,
-                     query={"add": text, "reason": reason, "source": source, "expires_ns": expires_ns})
+                     query={"add": text, "reason": reason, "source": source, "expires_ns": expires_ns}, check=check)
     entry_id = store.db.insert(
         "INSERT INTO hotlist_entries (plate, is_pattern, reason, source, expires_ns, entered_by, entered_ns, note) "
         "VALUES (?,?,?,?,?,?,?,?)", (text, int(pattern), reason, source, expires_ns, actor.name, access.clock(), note))
@@ -145,11 +158,19 @@ def build_body(entries: list[HotlistEntry], *, version: int, now_ns: int, key: b
 
 def publish(store: ReadStore, access: Access, actor: Actor, sign_key: ed25519.Ed25519PrivateKey, *,
             purpose: str, valid_hours: float = 24.0) -> Compiled:
-    """Compile the active entries into the next signed version (administrators only)."""
-    grant = access.authorize(actor, "hotlist-publish", purpose=purpose)
+    """Compile the active entries into the next signed version (administrators only). Too
+    many active entries is a refusal, logged (not a publication logged and then abandoned)."""
+    def too_many() -> PolicyError | None:
+        count = int(store.db.value("SELECT COUNT(*) FROM hotlist_entries WHERE removed_ns IS NULL AND expires_ns > ?",
+                                   (access.clock(),)))
+        if count > MAX_ENTRIES:
+            return PolicyError(f"{count} active entries exceeds the {MAX_ENTRIES} the message can carry")
+        return None
+
+    grant = access.authorize(actor, "hotlist-publish", purpose=purpose, check=too_many)
     now = access.clock()
     entries = active_entries(store, now)
-    if len(entries) > MAX_ENTRIES:
+    if len(entries) > MAX_ENTRIES:  # entries added since the check: still refused, but the grant row stands
         raise PolicyError(f"{len(entries)} active entries exceeds the {MAX_ENTRIES} the message can carry")
     with store.db.transaction(lock="hotlist_versions"):
         version = int(store.db.value("SELECT COALESCE(MAX(version), 0) FROM hotlist_versions")) + 1

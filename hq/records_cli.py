@@ -3,7 +3,10 @@ evidence, releases, retention and audit. `hq.cli` calls `register(subparsers)`.
 
 Every command that reads ALPR information asks who (--user, or a session from `alpr-hq
 login`) and why (--purpose, --case); the answer goes into the access log before any data
-is read.
+is read. Order in every command that needs a login: who (the session or password; without
+either the attempt is logged under the OS account), then the access gate, then the input
+(dates, ids, patterns ...): an input refusal is logged too, and only a user who passed the
+gate sees it (`Access.refusing` / `Access.refuse` for what the command line parses itself).
 """
 from __future__ import annotations
 
@@ -15,12 +18,23 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hq import config as hq_config
-from hq.errors import AccessDenied, BadConfig, PolicyError, StoreError
+from hq.errors import (
+    AccessDenied,
+    BadConfig,
+    HQError,
+    NotFound,
+    PolicyError,
+    StoreError,
+)
+
+if TYPE_CHECKING:  # hq.access (and argon2) are imported only by the commands that use them
+    from hq.access import Actor
 
 DEFAULT_SESSION = Path(os.environ.get("ALPR_HQ_SESSION", str(Path.home() / ".config" / "alpr-hq" / "session")))
 
@@ -75,23 +89,34 @@ class Context:
         self.store.close()
 
     def password(self, prompt: str = "Password: ") -> str:
+        """The --user's password (option, $ALPR_HQ_PASSWORD or prompt); AccessDenied, logged
+        under the OS account, when there is none."""
         if getattr(self.args, "password", None):
             return self.args.password
         if os.environ.get("ALPR_HQ_PASSWORD"):
             return os.environ["ALPR_HQ_PASSWORD"]
         if sys.stdin.isatty():
             return getpass.getpass(prompt)
+        # Nobody logged in yet, so no HQ user to name: the OS account is who tried.
+        self.access.refuse_without_login("login", command_name(self.args), "no-password",
+                                         login_as=getattr(self.args, "user", None) or "")
         raise AccessDenied("no password: give --password, set ALPR_HQ_PASSWORD, or run on a terminal")
 
     def token(self) -> str | None:
-        """The session token (None with --user: a password login for this command)."""
+        """The session token (None with --user: a password login for this command). Without a
+        readable session file the attempt is refused and logged under the OS account."""
         if getattr(self.args, "user", None):
             return None
         path = Path(self.args.session)
         try:
             return path.read_text().strip()
         except FileNotFoundError:
+            self.access.refuse_without_login("session", command_name(self.args), "no-session")
             raise AccessDenied(f"{path}: no session; run `alpr-hq login --user NAME` or give --user") from None
+        except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, not text
+            self.access.refuse_without_login("session", command_name(self.args), "session-unreadable")
+            raise AccessDenied(f"{path}: cannot read the session file ({exc.__class__.__name__}); "
+                               "run `alpr-hq login --user NAME` or give --user") from None
 
     def actor(self):
         """The user: --user (with a password) or the session token file."""
@@ -101,7 +126,16 @@ class Context:
         return self.access.session(token, attempt=command_name(self.args))
 
     def why(self) -> dict[str, str]:
+        """--purpose and --case as `Access.authorize` takes them."""
         return {"purpose": self.args.purpose or "", "case_no": self.args.case or ""}
+
+    @contextmanager
+    def refusing(self, actor: Actor, action: str, query: dict[str, Any], *, why: bool = True) -> Iterator[None]:
+        """Parse command-line input inside `with`: a PolicyError is refused after the gate for
+        `action` (with this command's purpose and case when `why`), and logged."""
+        with self.access.refusing(actor, action, query={k: v for k, v in query.items() if v is not None},
+                                  **(self.why() if why else {})):
+            yield
 
     def registry(self):
         from transport.registry import Registry
@@ -203,15 +237,35 @@ def _out(args: argparse.Namespace, value: Any) -> None:
 
 
 # -- users and sessions -------------------------------------------------------------------------
-def _users_add(ctx: Context) -> int:
+def _new_user_inputs(ctx: Context) -> tuple[str, int | None]:
+    """The new user's password and training expiry from the command line; PolicyError if unusable."""
     a = ctx.args
-    by = None if a.bootstrap else ctx.actor()
     new_password = os.environ.get("ALPR_HQ_NEW_PASSWORD") or (a.new_password or "")
     if not new_password:
         if not sys.stdin.isatty():
             raise PolicyError("no password for the new user: set ALPR_HQ_NEW_PASSWORD or run on a terminal")
         new_password = getpass.getpass(f"New password for {a.name}: ")
     trained = parse_time(a.trained_until, end=True, option="--trained-until") if a.trained_until else None
+    return new_password, trained
+
+
+def _users_add(ctx: Context) -> int:
+    a = ctx.args
+    if a.bootstrap:
+        by = None
+        # A bootstrap's gate: no user may exist yet (a refusal is logged under the OS account).
+        ctx.access.refuse_bootstrap_if_users_exist()
+        try:
+            new_password, trained = _new_user_inputs(ctx)
+        except PolicyError:
+            # Logged with a fixed reason: someone not logged in must not put chosen text in the log.
+            ctx.access.refuse_without_login("users", "users add", "first-user-input")
+            raise
+    else:
+        by = ctx.actor()
+        with ctx.refusing(by, "users", {"user": a.name, "role": a.role, "trained_until": a.trained_until},
+                          why=False):
+            new_password, trained = _new_user_inputs(ctx)
     user = ctx.access.add_user(by, a.name, a.role, new_password, trained)
     print(f"user {user.name} added ({user.role}, training until {fmt_ns(user.trained_until_ns)})")
     return 0
@@ -226,8 +280,10 @@ def _users_list(ctx: Context) -> int:
 
 
 def _users_training(ctx: Context) -> int:
-    until = None if ctx.args.until == "none" else parse_time(ctx.args.until, end=True, option="--until")
-    ctx.access.set_training(ctx.actor(), ctx.args.name, until)
+    actor = ctx.actor()
+    with ctx.refusing(actor, "users", {"user": ctx.args.name, "until": ctx.args.until}, why=False):
+        until = None if ctx.args.until == "none" else parse_time(ctx.args.until, end=True, option="--until")
+    ctx.access.set_training(actor, ctx.args.name, until)
     print(f"user {ctx.args.name}: training until {fmt_ns(until)}")
     return 0
 
@@ -241,8 +297,9 @@ def _users_active(active: bool) -> Callable[[Context], int]:
 
 
 def _users_passwd(ctx: Context) -> int:
+    actor = ctx.actor()  # who first: nobody is asked for a new password before they are known
     new = os.environ.get("ALPR_HQ_NEW_PASSWORD") or getpass.getpass(f"New password for {ctx.args.name}: ")
-    ctx.access.set_password(ctx.actor(), ctx.args.name, new)
+    ctx.access.set_password(actor, ctx.args.name, new)
     print(f"password of {ctx.args.name} changed")
     return 0
 
@@ -273,11 +330,12 @@ def _search(ctx: Context) -> int:
     from hq.search import SearchQuery, search
 
     a = ctx.args
-    query = SearchQuery(a.plate, confusable=a.confusable,
-                        since_ns=parse_time(a.since, option="--from") if a.since else None,
-                        until_ns=parse_time(a.until, end=True, option="--to") if a.until else None, site=a.site,
-                        limit=a.limit)
-    hits = search(ctx.store, ctx.access, ctx.actor(), query, crops_dir=a.crops, **ctx.why())
+    actor = ctx.actor()
+    with ctx.refusing(actor, "search", {"plate": a.plate, "from": a.since, "to": a.until}):
+        since = parse_time(a.since, option="--from") if a.since else None
+        until = parse_time(a.until, end=True, option="--to") if a.until else None
+    query = SearchQuery(a.plate, confusable=a.confusable, since_ns=since, until_ns=until, site=a.site, limit=a.limit)
+    hits = search(ctx.store, ctx.access, actor, query, crops_dir=a.crops, **ctx.why())
     if a.json:
         _out(a, [{"match": h.match, **h.row.__dict__} for h in hits])
     else:
@@ -290,10 +348,16 @@ def _search(ctx: Context) -> int:
 
 
 def _reads_show(ctx: Context) -> int:
-    from hq.search import write_crops
+    from hq.search import crops_problem, write_crops
 
     a = ctx.args
-    grant = ctx.access.authorize(ctx.actor(), "view", query={"read": a.id}, **ctx.why())
+
+    def problem() -> HQError | None:  # after the gate: only a user who may view learns whether the id exists
+        if ctx.store.db.value("SELECT 1 FROM reads WHERE id=?", (a.id,)) is None:
+            return NotFound(f"read {a.id}: not in the store (never stored, or purged)")
+        return crops_problem(a.crops) if a.crops else None
+
+    grant = ctx.access.authorize(ctx.actor(), "view", query={"read": a.id}, check=problem, **ctx.why())
     stored = ctx.store.read(a.id)
     _out(a, {**stored.row.__dict__, "payload_sha256": stored.payload_sha256.hex()})
     if a.crops:
@@ -329,8 +393,11 @@ def _hotlist_add(ctx: Context) -> int:
     from hq import hotlist
 
     a = ctx.args
-    e = hotlist.add_entry(ctx.store, ctx.access, ctx.actor(), plate=a.plate, reason=a.reason, source=a.source,
-                          expires_ns=parse_time(a.expires, end=True, option="--expires"), note=a.note, **ctx.why())
+    actor = ctx.actor()
+    with ctx.refusing(actor, "hotlist-edit", {"add": a.plate, "expires": a.expires}):
+        expires_ns = parse_time(a.expires, end=True, option="--expires")
+    e = hotlist.add_entry(ctx.store, ctx.access, actor, plate=a.plate, reason=a.reason, source=a.source,
+                          expires_ns=expires_ns, note=a.note, **ctx.why())
     print(f"hot-list entry {e.id}: {e.plate} ({e.reason}, source {e.source}) until {fmt_ns(e.expires_ns)}")
     return 0
 
@@ -475,11 +542,14 @@ def _retention_run(ctx: Context) -> int:
 
     configured = ctx.cfg.records.retention_days
     days = configured if ctx.args.min_days is None else ctx.args.min_days
-    # The configured period is the legal minimum: --min-days may lengthen it, never shorten it.
-    if days < configured:
-        raise PolicyError(f"--min-days {days}: below records.retention_days = {configured} in {ctx.args.config}; "
-                          "reads are kept at least the configured period (--min-days may only lengthen it)")
     actor = SYSTEM if ctx.args.system else ctx.actor()
+    # The configured period is the legal minimum: --min-days may lengthen it, never shorten it.
+    # Refused after the gate (logged): only someone who may purge learns the floor.
+    if days < configured:
+        ctx.access.refuse(actor, "retention", PolicyError(
+            f"--min-days {days}: below records.retention_days = {configured} in {ctx.args.config}; "
+            "reads are kept at least the configured period (--min-days may only lengthen it)"),
+            query={"min_days": days})
     r = retention.purge(ctx.store, ctx.access, actor, min_days=days, retention_days=configured)
     print(f"retention ({days} days): purged {r.reads_deleted} read(s) captured before {fmt_ns(r.cutoff_ns)}, "
           f"dropped {r.partitions_dropped} partition(s), kept {r.held_kept} under hold, {r.seconds:.2f} s")
@@ -515,8 +585,10 @@ def parse_head(text: str) -> tuple[int, str]:
 
 
 def _audit_verify(ctx: Context) -> int:
-    expect = parse_head(ctx.args.expect_head) if ctx.args.expect_head else None
-    ctx.access.require_role(ctx.actor(), "audit")
+    actor = ctx.actor()
+    with ctx.refusing(actor, "audit", {"expect_head": ctx.args.expect_head}, why=False):
+        expect = parse_head(ctx.args.expect_head) if ctx.args.expect_head else None
+    ctx.access.require_role(actor, "audit")
     result = ctx.access.log.verify(expect_head=expect)
     for problem in result.problems:
         print(f"FAIL  {problem}")
@@ -535,13 +607,16 @@ def _audit_report(ctx: Context) -> int:
     from hq import report
 
     a = ctx.args
+    actor = ctx.actor()
+    with ctx.refusing(actor, "audit", {"from": a.since, "to": a.until}, why=False):
+        since_ns = parse_time(a.since, option="--from")
+        until_ns = parse_time(a.until, end=True, option="--to")
     registry = None
     path = ctx.cfg.hq.data_dir / "registry.db"
     if path.exists():
         registry = ctx.registry()
     try:
-        doc = report.build(ctx.store, ctx.access, ctx.actor(), since_ns=parse_time(a.since, option="--from"),
-                           until_ns=parse_time(a.until, end=True, option="--to"), registry=registry)
+        doc = report.build(ctx.store, ctx.access, actor, since_ns=since_ns, until_ns=until_ns, registry=registry)
     finally:
         if registry is not None:
             registry.close()

@@ -76,12 +76,16 @@ def all_requests(store: ReadStore, since_ns: int = 0, until_ns: int | None = Non
 
 def request(store: ReadStore, access: Access, actor: Actor, *, case_no: str, agency: str, requester: str,
             purpose: str) -> ReleaseRequest:
-    """File a request (pending until an administrator reviews it)."""
-    for name, value in (("agency", agency), ("requester", requester), ("purpose", purpose)):
-        if not value.strip():
-            raise PolicyError(f"a release request needs --{name}")
+    """File a request (pending until an administrator reviews it). The gate comes first (it
+    also refuses a blank --purpose); a blank agency or requester is then a logged refusal."""
+    def problem() -> PolicyError | None:
+        for name, value in (("agency", agency), ("requester", requester)):
+            if not value.strip():
+                return PolicyError(f"a release request needs --{name}")
+        return None
+
     grant = access.authorize(actor, "release-request", purpose=purpose, case_no=case_no,
-                             query={"agency": agency, "requester": requester})
+                             query={"agency": agency, "requester": requester}, check=problem)
     # The case as the access log has it (trimmed): export and holds look requests up by it.
     request_id = store.db.insert(
         "INSERT INTO release_requests (case_no, agency, requester, purpose, requested_by, requested_ns, status) "

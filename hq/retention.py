@@ -54,17 +54,23 @@ class Hold:
 
 def place_hold(store: ReadStore, access: Access, actor: Actor, *, case_no: str, reason: str,
                read_ids: list[int]) -> Hold:
-    """Hold reads for a case: they are not purged while the hold is active."""
-    if not reason.strip():
-        raise PolicyError("a hold needs a reason (--why)")
-    if not read_ids:
-        raise PolicyError("a hold needs at least one read (--read)")
-    grant = access.authorize(actor, "hold", purpose=reason, case_no=case_no, query={"reads": sorted(read_ids)})
-    rows = {r[0]: r[1] for r in store.db.rows(
-        f"SELECT id, capture_ns FROM reads WHERE id IN ({','.join('?' * len(read_ids))})", read_ids)}
-    missing = sorted(set(read_ids) - set(rows))
-    if missing:
-        raise NotFound(f"reads {missing}: not in the store (purged or never stored)")
+    """Hold reads for a case: they are not purged while the hold is active. The gate comes
+    first; no reason (--why), no reads, or reads not in the store are logged refusals."""
+    rows: dict[int, int] = {}
+
+    def problem() -> HQError | None:
+        if not read_ids:
+            return PolicyError("a hold needs at least one read (--read)")
+        rows.update({r[0]: r[1] for r in store.db.rows(
+            f"SELECT id, capture_ns FROM reads WHERE id IN ({','.join('?' * len(read_ids))})", read_ids)})
+        missing = sorted(set(read_ids) - set(rows))
+        if missing:
+            return NotFound(f"reads {missing}: not in the store (purged or never stored)")
+        return None
+
+    # The reason is the hold's purpose: the gate refuses a blank one, naming --why.
+    grant = access.authorize(actor, "hold", purpose=reason, case_no=case_no, query={"reads": sorted(read_ids)},
+                             check=problem, purpose_option="--why")
     with store.db.transaction():
         # The case as the access log has it (trimmed): exports look holds up by it.
         hold_id = store.db.insert("INSERT INTO holds (case_no, reason, created_by, created_ns) VALUES (?,?,?,?)",
@@ -89,7 +95,7 @@ def release_hold(store: ReadStore, access: Access, actor: Actor, hold_id: int, *
     # The case goes into the log row only (not shown), so reading it first tells nobody anything.
     case_no = store.db.value("SELECT case_no FROM holds WHERE id=?", (hold_id,)) or "(unknown hold)"
     access.authorize(actor, "hold", purpose=note or "release hold", case_no=case_no,
-                     query={"release_hold": hold_id}, check=problem)
+                     query={"release_hold": hold_id}, check=problem, purpose_option="--note")
     store.db.execute("UPDATE holds SET released_ns=?, released_by=?, release_note=? WHERE id=?",
                      (access.clock(), actor.name, note, hold_id))
     return get_hold(store, hold_id)
@@ -131,12 +137,16 @@ def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365
     `retention_days` is the configured minimum (records.retention_days): a `min_days` below it
     is refused, since policy (and law) says reads are kept at least that long.
     """
-    if min_days < 1:
-        raise PolicyError(f"retention.min_days {min_days}: must be at least 1")
-    if retention_days is not None and min_days < retention_days:
-        raise PolicyError(f"retention.min_days {min_days}: below records.retention_days ({retention_days}); "
-                          "reads are kept at least the configured period")
-    access.require_role(actor, "retention")
+    def problem() -> PolicyError | None:
+        if min_days < 1:
+            return PolicyError(f"retention.min_days {min_days}: must be at least 1")
+        if retention_days is not None and min_days < retention_days:
+            return PolicyError(f"retention.min_days {min_days}: below records.retention_days ({retention_days}); "
+                               "reads are kept at least the configured period")
+        return None
+
+    # The gate first: only someone who may purge learns (and is refused, logged) for the period.
+    access.require_role(actor, "retention", query={"min_days": min_days}, check=problem)
     now_ns = access.clock() if now_ns is None else now_ns
     cutoff = partitions.retention_cutoff_ns(now_ns, min_days)
     started = clock()

@@ -12,8 +12,9 @@ from typing import Any
 
 from hq import plates
 from hq.access import Access, Actor, Grant
-from hq.errors import PolicyError
+from hq.errors import HQError, PolicyError
 from hq.files import private_dir, write_private
+from hq.plates import PlateQueryError
 from hq.store import READ_COLUMNS, ReadRow, ReadStore, row_from_db
 
 MAX_LIMIT = 10000
@@ -98,20 +99,39 @@ def run_search(store: ReadStore, query: SearchQuery) -> list[Hit]:
 
 def search(store: ReadStore, access: Access, actor: Actor, query: SearchQuery, *, purpose: str, case_no: str = "",
            crops_dir: Path | None = None) -> list[Hit]:
-    """Authorise, log, search; with `crops_dir`, also write each hit's crop JPEG there (logged as "image")."""
-    query = query.checked()
-    grant = access.authorize(actor, "search", purpose=purpose, case_no=case_no, query=query.as_log())
+    """Authorise, log, search; with `crops_dir`, also write each hit's crop JPEG there (logged as "image").
+
+    The gate comes first: a malformed plate or pattern, a bad limit or time range, or a
+    `crops_dir` that is not a folder is refused only for a user who may search (logged with
+    the reason), so a user without rights learns nothing about how queries are checked.
+    """
+    problem: HQError | None = None
+    try:
+        query = query.checked()
+    except (PlateQueryError, PolicyError) as exc:  # raised below, after the gate
+        problem = exc
+    if problem is None and crops_dir is not None:
+        problem = crops_problem(Path(crops_dir))
+    grant = access.authorize(actor, "search", purpose=purpose, case_no=case_no, query=query.as_log(),
+                             check=lambda: problem)
     hits = run_search(store, query)
     if crops_dir is not None and hits:
         write_crops(store, access, grant, [h.row.id for h in hits], Path(crops_dir))
     return hits
 
 
+def crops_problem(out: Path) -> PolicyError | None:
+    """Why crops cannot be written into `out` (it exists and is not a folder), or None."""
+    if out.exists() and not out.is_dir():
+        return PolicyError(f"{out}: exists and is not a folder (--crops)")
+    return None
+
+
 def write_crops(store: ReadStore, access: Access, grant: Grant, read_ids: list[int], out: Path) -> list[Path]:
     """Write crops as `<read id>-<plate>.jpg` (folder 0700 if HQ creates it, files 0600);
     recorded in the access log as an image access."""
     access.authorize(grant.actor, "image", purpose=grant.purpose, case_no=grant.case_no,
-                     query={"reads": read_ids, "out": str(out)})
+                     query={"reads": read_ids, "out": str(out)}, check=lambda: crops_problem(Path(out)))
     private_dir(out)
     written = []
     for read_id in read_ids:
