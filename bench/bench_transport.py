@@ -50,7 +50,7 @@ def main() -> None:
     node, hq = ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
     read = sample()
     wire = read.to_wire()
-    seal = lambda: envelope.seal(wire, kind="read", node_id="bench-node", seq=1, time_ns=1, signing_key=node,
+    seal = lambda: envelope.seal(wire, kind="read", node_id="bench-node", seq=1, time_ns=wire["t_ns"], signing_key=node,
                                  recipient=hq.public_key())
     message = seal()
     keys = {key_id(hq.public_key()): hq}

@@ -90,8 +90,12 @@ class Runtime:
 
     def _control(self, leaf: str, payload: bytes) -> None:
         handler = self._control_handlers.get(leaf)
-        if handler is not None:
-            handler(payload)
+        if handler is None:
+            # Said, not silently dropped: HQ staff checking why a push had no effect find it here.
+            log.warning("control message on %r ignored: this node acts only on %s", leaf,
+                        ", ".join(sorted(self._control_handlers)))
+            return
+        handler(payload)
 
     def start(self) -> None:
         """Start the uplink first (so a backlog drains), then the source."""

@@ -31,6 +31,13 @@ VERSION = 1
 INFO_PREFIX = b"alpr-envelope-v1\x00"
 SIG_CONTEXT = "alpr-sig-v1"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A real header is under 200 bytes (node ids are at most 63 characters). It is decoded before
+# anything is authenticated, so it gets a small limit of its own.
+MAX_HEADER_BYTES = 1024
+# A read's payload is about a hundred CBOR items (see docs/wire-format.md); the limit leaves
+# room for new optional fields, and keeps what one signed payload costs to decode (a node's
+# key may be stolen before it is revoked) near the cost of its decryption.
+MAX_PAYLOAD_ITEMS = 4096
 HEADER_FIELDS = ("v", "kind", "node", "seq", "t_ns", "sk", "rk")
 HPKE_SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)
 ENC_LEN = 32
@@ -103,14 +110,16 @@ def seal(
 
 
 def bstr_pair(data: bytes, what: str, shape: str) -> tuple[bytes, bytes]:
-    """Decode the `[bstr, bstr]` framing all our messages use; EnvelopeError("malformed") if not."""
+    """Decode the `[bstr, bstr]` framing all our messages use; EnvelopeError("malformed") if not.
+
+    This runs before any signature or decryption, so it reads only the heads of the two
+    strings (`cbor.loads_bstr_array`): anything else is refused without being decoded.
+    """
     try:
-        pair = cbor.loads(data)
+        first, second = cbor.loads_bstr_array(data, 2)
     except EncodingError as exc:
-        raise EnvelopeError("malformed", f"{what} is not CBOR ({exc})") from exc
-    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, bytes) for p in pair)):
-        raise EnvelopeError("malformed", f"{what} must be [{shape}]")
-    return pair[0], pair[1]
+        raise EnvelopeError("malformed", f"{what} must be [{shape}] ({exc})") from exc
+    return first, second
 
 
 def read_header(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Header, bytes, bytes]:
@@ -118,13 +127,18 @@ def read_header(message: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Hea
     if len(message) > max_bytes:
         raise EnvelopeError("oversize", f"{len(message)} bytes exceeds the {max_bytes} byte limit")
     header_bytes, sealed = bstr_pair(message, "envelope", "header bstr, sealed bstr")
+    if len(header_bytes) > MAX_HEADER_BYTES:
+        raise EnvelopeError("oversize",
+                            f"header of {len(header_bytes)} bytes exceeds the {MAX_HEADER_BYTES} byte limit")
     try:
         raw = cbor.loads(header_bytes)
     except EncodingError as exc:
         raise EnvelopeError("malformed", f"header is not deterministic CBOR ({exc})") from exc
     if not isinstance(raw, dict):
         raise EnvelopeError("malformed", "header is not a map")
-    if raw.get("v") != VERSION:
+    # `type(...) is int`: CBOR true decodes to Python True, which == 1, and would be a second
+    # valid encoding of a version 1 header.
+    if type(raw.get("v")) is not int or raw["v"] != VERSION:
         raise EnvelopeError("unsupported", f"header field v: version {raw.get('v')!r} is not supported")
     if set(raw) != set(HEADER_FIELDS):
         raise EnvelopeError("malformed", f"header fields must be exactly {', '.join(HEADER_FIELDS)}")
@@ -172,7 +186,7 @@ def open_envelope(
     except InvalidSignature as exc:
         raise EnvelopeError("signature", f"node {header.node_id} seq {header.seq}: bad signature") from exc
     try:
-        payload = cbor.loads(payload_bytes)
+        payload = cbor.loads(payload_bytes, max_items=MAX_PAYLOAD_ITEMS)
     except EncodingError as exc:
         raise EnvelopeError("malformed", f"payload is not CBOR ({exc})") from exc
     if not isinstance(payload, dict):
@@ -180,4 +194,11 @@ def open_envelope(
     for field_name, expected in (("node", header.node_id), ("seq", header.seq), ("kind", header.kind)):
         if payload.get(field_name) != expected:
             raise EnvelopeError("binding", f"payload field {field_name} does not match the header")
+    # The header's t_ns is what revocation and key retirement are judged by; the payload's
+    # t_ns is what HQ stores as the capture time. Unbound, a stolen key could backdate only
+    # the header (accepted within the revocation grace) and have a read stored as made after
+    # the revocation. Every read and event payload has t_ns (ingest's schema check requires
+    # it), so it must be the header's.
+    if "t_ns" in payload and (type(payload["t_ns"]) is not int or payload["t_ns"] != header.time_ns):
+        raise EnvelopeError("binding", "payload field t_ns does not match the header")
     return Opened(header, header_bytes, payload, payload_bytes, signature)

@@ -51,14 +51,27 @@ def _read(path: Path) -> bytes:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from exc
 
 
+def check_private_mode(path: Path) -> None:
+    """KeyFileError unless the private key file at `path` is closed to group and others (as ssh).
+
+    For every private key we load: the signing keys here, and the TLS client key that
+    transport.mqtt hands to OpenSSL (whoever reads it can connect to the broker as us).
+    """
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from exc
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: private key is readable by others (mode {mode:o}); chmod 600 it")
+
+
 def load_private_key(path: Path, expected: type, *, check_mode: bool = True) -> PrivateKey:
     """Load a PEM private key of the `expected` class, refusing files readable by others."""
     path = Path(path)
     data = _read(path)
     if check_mode:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise KeyFileError(f"{path}: private key is readable by others (mode {mode:o}); chmod 600 it")
+        check_private_mode(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

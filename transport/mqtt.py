@@ -22,6 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from transport.keys import check_private_mode
+
 log = logging.getLogger(__name__)
 
 
@@ -95,6 +97,9 @@ class MqttLink:
         self._client.connect_timeout = settings.connect_timeout_s
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_file))
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # The TLS key identifies us to the broker (its CN is our ACL user name): held to the
+        # same 0600 rule as the signing keys, which transport.keys refuses to load otherwise.
+        check_private_mode(settings.key_file)
         context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
         self._client.tls_set_context(context)
         if will is not None:

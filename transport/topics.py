@@ -21,6 +21,8 @@ DOWN = ("ack", "hotlist", "config")
 SEALED = ("read", "alert", "event")
 INGEST_GROUP = "hq-ingest"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# A share name is one topic level: no '/', and no wildcard characters (MQTT v5 §4.8.2).
+_SHARE_GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 def valid_node_id(node_id: str) -> bool:
@@ -37,10 +39,19 @@ def node_topic(node_id: str, leaf: str) -> str:
     return f"{ROOT}/{node_id}/{leaf}"
 
 
-def ingest_subscriptions(shared: bool = True) -> list[str]:
-    """What HQ ingest workers subscribe to; MQTT v5 shared subscriptions split the load."""
+def ingest_subscriptions(shared: bool = True, group: str = INGEST_GROUP) -> list[str]:
+    """What HQ ingest workers subscribe to; MQTT v5 shared subscriptions split the load.
+
+    `group` names the shared subscription. Mosquitto 2.0's ACL file does not check
+    SUBSCRIBE, so any client that knows the name can join the group; the broker then gives it
+    its turn of every node's messages, refuses to deliver them (read ACL) and drops them for
+    the group. A deployment should pass a group name it keeps secret (e.g. random, from HQ's
+    configuration) rather than the well-known default.
+    """
+    if not _SHARE_GROUP.match(group):
+        raise ValueError(f"share group {group!r}: use 1-100 letters, digits, '_', '.', '-'")
     topics = [f"{ROOT}/+/{leaf}" for leaf in SEALED]
-    return [f"$share/{INGEST_GROUP}/{t}" for t in topics] if shared else topics
+    return [f"$share/{group}/{t}" for t in topics] if shared else topics
 
 
 def parse(topic: str) -> tuple[str, str] | None:

@@ -136,7 +136,8 @@ class Uplink:
         try:
             body = signed.verify("ack", payload, self.hq_sign_keys, self.node_id)
             seqs = body["seqs"]
-            if not (isinstance(seqs, list) and all(isinstance(s, int) for s in seqs)):
+            # type() is int: CBOR true would pass isinstance(s, int) and delete seq 1
+            if not (isinstance(seqs, list) and all(type(s) is int for s in seqs)):
                 raise EnvelopeError("malformed", "ack field seqs: expected a list of integers")
         except (EnvelopeError, KeyError, ValueError) as exc:
             self.stats.bad_acks += 1
