@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from transport import signed
+from transport import atomic, signed
 from transport.errors import EnvelopeError
 from transport.payload import ReadPayload
 
@@ -122,19 +121,11 @@ class HotList:
             patterns=tuple((_pattern(p["p"]), p) for p in body["patterns"]),
         )
         if persist:
-            tmp = self.path.with_name(self.path.name + ".tmp")
             # 0600: the list's hash key is in it, and plates are a small space to search.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(message)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            # transport.atomic, not an O_TRUNC temp file: a temp file left by a crash or planted
+            # (a symlink) is removed rather than written through, and an old temp file's wider
+            # mode cannot outlive the write; a power cut still leaves the old list or the new.
+            atomic.write_bytes(self.path, message, 0o600)
         with self._lock:
             self._list = compiled  # one reference swap: a read sees the old list or the new, never a mix
         log.info("hot list version %d in use: %d exact, %d patterns", version, len(body["exact"]),

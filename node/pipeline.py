@@ -80,6 +80,7 @@ class _Sent:
     seen_ns: int
     strong: frozenset[str]              # its top text and the alternatives close to it (see _strong)
     alerted: set[str] = field(default_factory=set)  # hot-list entries its reads alerted on
+    seq: int | None = None  # the outbox seq of the read sent: what the log names instead of the plate
 
 
 class Pipeline:
@@ -350,6 +351,10 @@ class Pipeline:
         `final` is False when the track is still open but its pass is closing: a track that does
         not qualify yet is left to be judged again when it closes, and one that is sent now is
         marked so it is not sent again then.
+
+        Its log lines name the track, the outbox seq and the hot-list entry, never the plate text
+        or its candidates, at any level: plates are personal data, seen only at HQ through a logged
+        login, and the node's journal is readable by other accounts.
         """
         if track.sent:
             return
@@ -362,8 +367,9 @@ class Pipeline:
         if len(result.text) < s.min_plate_chars or result.confidence < s.min_confidence:
             if final:
                 self.stats["tracks_low_confidence"] += 1
-                log.debug("track %d: best reading %r at %.2f is below the bar; not sent", track.id, result.text,
-                          result.confidence)
+                # no plate text, even at debug (see above)
+                log.debug("track %d: best reading (%d characters) at %.2f is below the bar; not sent", track.id,
+                          len(result.text), result.confidence)
             return
         best = result.best
         p = self._pass_for(track, best.time_ns)
@@ -378,13 +384,14 @@ class Pipeline:
             if hit is None or str(hit.get("entry")) in earlier.alerted:
                 track.sent = True
                 self.stats["duplicates_suppressed"] += 1
-                log.info("plate %s seen again within %.0fs (as %s): not sent twice", result.text, s.dedup_window_s,
-                         duplicate_of)
+                # hil/runner.py counts " seen again within " in this line
+                log.info("track %d: plate seen again within %.0fs (read seq %s): not sent twice", track.id,
+                         s.dedup_window_s, earlier.seq)
                 if p is not None:
                     p.duplicates.append(duplicate_of)
                 return
-            log.warning("plate %s repeats %s within %.0fs but matches hot-list entry %s: sent as an alert",
-                        result.text, duplicate_of, s.dedup_window_s, hit.get("entry"))
+            log.warning("track %d repeats read seq %s within %.0fs but matches hot-list entry %s: sent as an alert",
+                        track.id, earlier.seq, s.dedup_window_s, hit.get("entry"))
         else:
             p = self._spare_pass(track, p)
         read = self._payload(track, result, p, _jpeg(best.crop, 90))
@@ -396,7 +403,7 @@ class Pipeline:
         # Only now that it is committed: a failed commit leaves the track to be tried again.
         track.sent = True
         if duplicate_of is None:
-            self._remember(result.text, strong, best.time_ns, hit)
+            self._remember(result.text, strong, best.time_ns, hit, seq)
         elif hit is not None:
             self.stats["duplicate_alerts"] += 1
             self._recent_plates[duplicate_of].alerted.add(str(hit.get("entry")))
@@ -404,7 +411,9 @@ class Pipeline:
             # A separate, lower-priority message: under the outbox quota it goes before any read.
             self.sink.submit_overview(seq, best.overview_jpeg, best.wall_ns)
         self.stats["reads"] += 1
-        log.info("read %s (%.2f) seq %d, %d frames, %s, trigger %s", result.text, result.confidence, seq,
+        # hil/nodelog.py parses "read <one word> (<conf>) seq <n>, ... trigger <id>": the word is
+        # the track, not the plate
+        log.info("read track-%d (%.2f) seq %d, %d frames, %s, trigger %s", track.id, result.confidence, seq,
                  len(track.observations), read.direction, read.trigger_id)
         if p is not None:
             p.reads.append(seq)
@@ -464,9 +473,10 @@ class Pipeline:
         return next((plate for plate, sent in self._recent_plates.items()
                      if text == plate or plate in strong or text in sent.strong), None)
 
-    def _remember(self, text: str, strong: frozenset[str], now_ns: int, hit: dict[str, str] | None) -> None:
+    def _remember(self, text: str, strong: frozenset[str], now_ns: int, hit: dict[str, str] | None,
+                  seq: int | None = None) -> None:
         """Record a plate as sent (only once it is committed: a failed commit may be retried)."""
-        self._recent_plates[text] = _Sent(now_ns, strong, {str(hit.get("entry"))} if hit else set())
+        self._recent_plates[text] = _Sent(now_ns, strong, {str(hit.get("entry"))} if hit else set(), seq)
         self._recent_plates.move_to_end(text)
         while len(self._recent_plates) > 256:
             self._recent_plates.popitem(last=False)

@@ -40,12 +40,19 @@ class ReadSink:
             read = replace(read, kind="alert", hotlist=match)
         kind = read.kind
         seq = self.outbox.commit(kind, self.identity.sealer(kind, read.to_wire(), read.capture_time_ns))
+        # No plate text (nor its candidates, nor the entry's reason) in the log, at any level:
+        # plates are personal data, to be seen only at HQ through a logged login, and the journal
+        # is readable by other accounts on the Pi. The seq, entry id and trigger are enough to
+        # find the read at HQ, where looking at it is on the access record.
         if kind == "alert":
             self.alerts += 1
-            log.warning("hot-list match: plate %s (%s), seq %d", read.plate, match.get("reason", "?"), seq)
+            hit = match if match is not None else (read.hotlist or {})  # an alert made upstream carries its hit
+            log.warning("hot-list match committed as seq %d: list %s entry %s (%s match on the %s), trigger %s",
+                        seq, hit.get("list_version", "?"), hit.get("entry", "?"), hit.get("match", "?"),
+                        hit.get("via", "plate"), read.trigger_id)
         else:
             self.reads += 1
-        log.debug("read %s committed as seq %d", read.plate, seq)
+        log.debug("%s committed as seq %d", kind, seq)
         return seq
 
     def submit_overview(self, read_seq: int, jpeg: bytes, time_ns: int) -> int | None:

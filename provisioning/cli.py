@@ -43,7 +43,9 @@ def _ca_init(args: argparse.Namespace) -> int:
                             bundle_valid_hours=args.bundle_hours)
     s = setup.state
     print(f"offline CA:          {s.ca_dir} (ca.key: keep this folder offline, e.g. on removable media)")
-    print(f"HQ config:           {setup.hq_config}")
+    print(f"HQ config:           {setup.hq_config} ([ingest] share_group: "
+          f"{'kept from the hq.toml already there' if setup.share_group_kept else 'a new random name'}; "
+          "secret, never copy hq.toml to a node)")
     print(f"HQ HPKE key:         {s.keys_dir}/hq-hpke-{setup.hpke_key_id}.key (key id {setup.hpke_key_id})")
     print(f"HQ signing key:      {s.keys_dir}/hq-sign.key")
     print(f"HQ workers:          {', '.join(s.workers)} (certificates in {s.hq_dir / 'tls'})")

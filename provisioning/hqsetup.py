@@ -15,20 +15,22 @@ import hashlib
 import logging
 import os
 import pwd
+import secrets
 import shlex
 import subprocess
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from provisioning import broker as broker_config
+from provisioning import safefs, tomlout
 from provisioning import state as hq_state
-from provisioning import tomlout
 from provisioning.authority import Authority
 from provisioning.errors import ProvisioningError, StateError
 from provisioning.names import worker_problem
-from transport import atomic
+from transport import atomic, topics
 from transport.errors import KeyFileError
 from transport.keys import (
     key_id,
@@ -51,6 +53,7 @@ class HQSetup:
     broker_files: broker_config.BrokerFiles
     hq_sign_fingerprint: str
     hpke_key_id: str
+    share_group_kept: bool = False  # hq.toml's [ingest] share_group came from an hq.toml already there
 
 
 def default_ca_dir(hq_dir: Path) -> Path:
@@ -74,6 +77,45 @@ def group(fingerprint: str, n: int = 4) -> str:
     return " ".join(fingerprint[i:i + n] for i in range(0, len(fingerprint), n))
 
 
+def new_share_group() -> str:
+    """A fresh, secret name for HQ ingest's MQTT shared subscription: hq-ingest-<32 hex digits>.
+
+    Secret because mosquitto's ACL file does not check SUBSCRIBE: a node that knew the name
+    could join `$share/<group>/...`, be dealt its turn of every node's reads, be refused them
+    by the read ACL, and so make the broker drop them for the group. 128 random bits cannot be
+    guessed; the name is checked against the rule transport.topics applies to a group.
+    """
+    group = f"hq-ingest-{secrets.token_hex(16)}"
+    topics.ingest_subscriptions(group=group)  # ValueError if the name ever broke the topic rule
+    return group
+
+
+def _kept_share_group(hq_config: Path) -> str | None:
+    """The [ingest] share_group an hq.toml already at `hq_config` names, or None if none is there.
+
+    Workers already running with that file subscribe with that group: a new one written over
+    it would split them from those not yet restarted. StateError if the file cannot tell.
+    """
+    try:
+        parsed = tomllib.loads(hq_config.read_text())
+    except FileNotFoundError:
+        return None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(f"{hq_config}: not valid TOML ({exc}); cannot tell which [ingest] share_group HQ "
+                         "ingest uses: fix it or move it aside") from exc
+    ingest = parsed.get("ingest", {})
+    group = ingest.get("share_group") if isinstance(ingest, dict) else None
+    if group is None:
+        return None
+    if not isinstance(group, str):
+        raise StateError(f"{hq_config}: [ingest] share_group: expected text, found {type(group).__name__}")
+    try:
+        topics.ingest_subscriptions(group=group)
+    except ValueError as exc:
+        raise StateError(f"{hq_config}: [ingest] share_group: {exc}") from exc
+    return group
+
+
 def _audit(state: hq_state.HQState, actor: str, action: str, node_id: str | None, detail: str) -> None:
     registry = Registry(state.registry_path)
     try:
@@ -89,7 +131,8 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     """Create the CA, broker and worker certificates, HQ keys, hq.toml and the broker config.
 
     Refuses to run twice on the same HQ folder or CA folder: a second CA would orphan every
-    node certificate already issued.
+    node certificate already issued. hq.toml gets a random secret [ingest] share_group
+    (new_share_group), or keeps the one an hq.toml already there names (never replaced silently).
     """
     hq_dir = Path(hq_dir).resolve()
     if (hq_dir / hq_state.FILE_NAME).exists():
@@ -101,6 +144,10 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
         raise ProvisioningError(f"--ca-dir {ca_dir}: keep the offline CA outside HQ's data folder {hq_dir}")
     names = broker_names or ["localhost", "127.0.0.1"]
     worker_names = tuple(f"hq-ingest-{i + 1}" for i in range(workers))
+    hq_config = hq_dir / "hq.toml"
+    # before anything is made: an hq.toml whose group cannot be read stops init here
+    kept_group = _kept_share_group(hq_config)
+    share_group = kept_group or new_share_group()
     hq_dir.mkdir(parents=True, exist_ok=True)
     authority = Authority.create(ca_dir)
 
@@ -131,16 +178,17 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     files = write_broker_config(state)
     state.save()
 
-    hq_config = hq_dir / "hq.toml"
     atomic.write_text(hq_config, tomlout.document({
         "hq": {"data_dir": str(hq_dir)},
         "broker": {"host": broker_host or names[0], "port": broker_port, "client_id": worker_names[0]},
-    }, header="Written by alpr-provision ca init."))
+        "ingest": {"share_group": share_group},
+    }, header="Written by alpr-provision ca init.\n"
+              "[ingest] share_group is secret: never copy this file to a node (docs/provisioning.md)."))
     fp = sign_fingerprint(sign.public_key())
     _audit(state, actor, "ca-init", None,
            f"ca={ca_dir} broker={','.join(names)}:{broker_port} workers={','.join(worker_names)} "
            f"hpke={hpke_kid} hq-sign={fp}")
-    return HQSetup(state, hq_config, files, fp, hpke_kid)
+    return HQSetup(state, hq_config, files, fp, hpke_kid, share_group_kept=kept_group is not None)
 
 
 def write_broker_config(state: hq_state.HQState) -> broker_config.BrokerFiles:
@@ -167,8 +215,23 @@ def give_broker_files(state: hq_state.HQState) -> None:
     except KeyError:
         log.warning("broker user %s does not exist; %s left owned by root", state.broker_user, state.broker_dir)
         return
-    for path in [state.broker_dir, *state.broker_dir.iterdir()]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    _give(state.broker_dir, (entry.pw_uid, entry.pw_gid))
+
+
+def _give(folder: Path, owner: tuple[int, int]) -> None:
+    """Give `folder` and every entry in it to `owner`, never through a symlink or hard link.
+
+    The broker's user owns this folder (mosquitto writes its database and log there), so it can
+    put a symlink to /etc/shadow among the entries; os.chown by name would follow it and hand
+    the file over. safefs opens each entry with O_NOFOLLOW and fchowns what it opened; an entry
+    it refuses is left as it is and named: nothing of ours needs it, and the run goes on.
+    """
+    safefs.chown(folder, "", owner)
+    for name in sorted(os.listdir(folder)):
+        try:
+            safefs.chown(folder, name, owner)
+        except safefs.UnsafePath as exc:
+            log.warning("%s (left as it is)", exc)
 
 
 def reload_broker(state: hq_state.HQState) -> str:

@@ -27,17 +27,18 @@ import json
 import os
 import pwd
 import socket
+import stat
 import time
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
 from provisioning import bundle as bundle_format
-from provisioning import pki, request, tomlout
+from provisioning import pki, request, safefs, tomlout
 from provisioning.errors import (
     BadBundle,
     BadRequest,
@@ -48,14 +49,7 @@ from provisioning.errors import (
 from provisioning.names import node_id_problem
 from transport import atomic
 from transport.errors import KeyFileError
-from transport.keys import (
-    key_id,
-    load_private_key,
-    load_public_key,
-    raw_public,
-    write_private_key,
-    write_public_key,
-)
+from transport.keys import key_id, load_public_key, raw_public
 
 SIGN_KEY = "keys/node-sign.key"
 NEXT_SIGN_KEY = "keys/node-sign.next.key"
@@ -103,11 +97,13 @@ class InstallResult:
 
 
 def _audit(data_dir: Path, actor: str, action: str, detail: str) -> None:
-    path = data_dir / AUDIT
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Append one JSON line to the node's audit log.
+
+    Through safefs (O_APPEND|O_NOFOLLOW from a descriptor of the data dir): the log lies in a
+    folder the service user owns, and root must not append to whatever it swapped in there.
+    """
     entry = {"t": dt.datetime.now(dt.UTC).isoformat(), "actor": actor, "action": action, "detail": detail}
-    with open(path, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    safefs.append_text(data_dir, AUDIT, json.dumps(entry) + "\n")
 
 
 def _owner(user: str | None) -> tuple[int, int] | None:
@@ -123,39 +119,113 @@ def _owner(user: str | None) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def _rel(data_dir: Path, path: Path) -> str | None:
+    """`path` relative to the data dir, or None if it lies outside it (e.g. /etc/alpr-node/node.toml).
+
+    Lexical (no symlink resolved): a symlink planted inside the data dir must be met, and
+    refused, by safefs rather than followed out of it here.
+    """
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(data_dir)) if absolute.is_relative_to(data_dir) and absolute != data_dir else None
+
+
+def _put(data_dir: Path, path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> Path:
+    """Replace a file atomically; inside the data dir without following symlinks, owned by `owner`.
+
+    The file is given to `owner` through the temp file's descriptor before the rename, so there
+    is no chown by name afterwards that a swapped-in symlink could redirect.
+    """
+    rel = _rel(data_dir, path)
+    if rel is None:
+        atomic.write_bytes(path, data, mode)  # outside the data dir: a folder only root writes (/etc/alpr-node)
+        return path
+    return safefs.write_bytes(data_dir, rel, data, mode, owner)
+
+
+def _read_text(data_dir: Path, path: Path) -> str:
+    """A text file's contents; inside the data dir without following symlinks (FileNotFoundError if missing)."""
+    rel = _rel(data_dir, path)
+    if rel is None:
+        return path.read_text()
+    return safefs.read_bytes(data_dir, rel)[0].decode()
+
+
 def _chown(data_dir: Path, owner: tuple[int, int] | None, paths: list[Path]) -> None:
+    """Give the data dir, the folders holding `paths` and `paths` themselves to `owner`.
+
+    Never os.chown by name, which follows a symlink: the service user owns the data dir and
+    could swap a file just written for a symlink to /etc/passwd and have root give it that
+    file. safefs opens each entry from the data dir with O_NOFOLLOW, refuses a symlink or a
+    hard link (naming it), and fchowns what it opened. Files written by `_put` are owned by
+    `owner` already; doing them again here costs nothing and covers any that were not.
+    """
     if owner is None:
         return
-    dirs = {p.parent for p in paths} | {data_dir}
-    for path in sorted(dirs) + paths:
-        os.chown(path, *owner)
+    rels = [rel for rel in (_rel(data_dir, p) for p in paths) if rel is not None]
+    folders = {str(PurePosixPath(rel).parent) for rel in rels} | {"."}
+    for rel in sorted(folders) + rels:
+        safefs.chown(data_dir, "" if rel == "." else rel, owner)
+
+
+def _private_pem(key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as transport.keys writes it: PKCS#8 PEM, unencrypted (the file is 0600)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _public_pem(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> bytes:
+    """A public key as transport.keys writes it: SubjectPublicKeyInfo PEM."""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _load_private(data_dir: Path, rel: str, kind: type) -> object:
+    """A private key from the data dir, read without following a symlink (checks as transport.keys).
+
+    Root must not load (and then sign with) a key file the service user pointed elsewhere.
+    KeyFileError with the same wording as transport.keys.load_private_key.
+    """
+    path = data_dir / rel
+    try:
+        data, mode = safefs.read_bytes(data_dir, rel)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from exc
+    if stat.S_IMODE(mode) & 0o077:
+        raise KeyFileError(f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not a PEM private key ({exc})") from exc
+    if not isinstance(key, kind):
+        raise KeyFileError(f"{path}: expected a {kind.__name__}, found {type(key).__name__}")
+    return key
 
 
 def _load_meta(data_dir: Path) -> dict:
     path = data_dir / META
     try:
-        return json.loads(path.read_text())
+        return json.loads(_read_text(data_dir, path))
     except FileNotFoundError as exc:
         raise StateError(f"{path}: missing; run alpr-provision node keygen --data-dir {data_dir} first") from exc
     except ValueError as exc:
         raise StateError(f"{path}: corrupt ({exc})") from exc
 
 
-def _sign_key(path: Path) -> ed25519.Ed25519PrivateKey:
+def _sign_key(data_dir: Path, rel: str) -> ed25519.Ed25519PrivateKey:
+    path = data_dir / rel
     if not path.exists():
         raise StateError(f"{path}: missing; run alpr-provision node keygen first")
     try:
-        return load_private_key(path, ed25519.Ed25519PrivateKey)
+        return _load_private(data_dir, rel, ed25519.Ed25519PrivateKey)
     except KeyFileError as exc:
         raise StateError(str(exc)) from exc
 
 
-def _existing_key(path: Path, kind: type, step: str) -> object | None:
+def _existing_key(data_dir: Path, rel: str, kind: type, step: str) -> object | None:
     """A private key left by an earlier, unfinished `step`, or None if there is none."""
-    if not path.exists():
+    if not (data_dir / rel).exists():
         return None
     try:
-        return load_private_key(path, kind)
+        return _load_private(data_dir, rel, kind)
     except KeyFileError as exc:
         raise StateError(f"{exc}; an unfinished {step} left it: move it aside and run {step} again") from exc
 
@@ -180,26 +250,28 @@ def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None,
     pin = bundle_format.normalise_pin(hq_key_id) if hq_key_id else ""
     owner = _owner(user)
     # keys first, each atomically: every later step can be redone from them
-    sign = _existing_key(data_dir / SIGN_KEY, ed25519.Ed25519PrivateKey, "keygen")
+    # Each file is written through safefs, already owned by the service user (`owner`): the data
+    # dir is that user's, and root must neither write nor chown through a symlink it put there.
+    sign = _existing_key(data_dir, SIGN_KEY, ed25519.Ed25519PrivateKey, "keygen")
     resumed = sign is not None
     if sign is None:
         sign = ed25519.Ed25519PrivateKey.generate()
-        write_private_key(data_dir / SIGN_KEY, sign)
-    tls = _existing_key(data_dir / TLS_KEY, ec.EllipticCurvePrivateKey, "keygen")
+        _put(data_dir, data_dir / SIGN_KEY, _private_pem(sign), 0o600, owner)
+    tls = _existing_key(data_dir, TLS_KEY, ec.EllipticCurvePrivateKey, "keygen")
     resumed = resumed or tls is not None
     if tls is None:
         tls = pki.new_key()
-        write_private_key(data_dir / TLS_KEY, tls)
+        _put(data_dir, data_dir / TLS_KEY, _private_pem(tls), 0o600, owner)
     csr = pki.make_csr(node_id, tls)
-    atomic.write_bytes(data_dir / TLS_CSR, csr.public_bytes(serialization.Encoding.PEM))
+    _put(data_dir, data_dir / TLS_CSR, csr.public_bytes(serialization.Encoding.PEM), 0o644, owner)
     req, fp = request.make_enroll(node_id, sign, csr, actor=actor, host=socket.gethostname())
-    request.write(data_dir / REQUEST, req)
+    _put(data_dir, data_dir / REQUEST, request.dumps(req), 0o644, owner)
     if out:
         request.write(Path(out), req)
     _chown(data_dir, owner, [data_dir / p for p in (SIGN_KEY, TLS_KEY, TLS_CSR, REQUEST)])
     # node.json last: its presence means keygen finished
-    atomic.write_text(data_dir / META, json.dumps({"node_id": node_id, "user": user or "", "hq_pin": pin},
-                                                  indent=1) + "\n")
+    _put(data_dir, data_dir / META, (json.dumps({"node_id": node_id, "user": user or "", "hq_pin": pin},
+                                                indent=1) + "\n").encode(), 0o644, owner)
     _chown(data_dir, owner, [data_dir / META])
     _audit(data_dir, actor, "keygen", f"node={node_id} sign={key_id(sign.public_key())} request={fp}"
            + (" (finished an interrupted keygen, keys kept)" if resumed else ""))
@@ -225,22 +297,23 @@ def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None, replace: 
     """
     data_dir = Path(data_dir).resolve()
     meta = _load_meta(data_dir)
-    old = _sign_key(data_dir / SIGN_KEY)
+    owner = _owner(meta.get("user"))
+    old = _sign_key(data_dir, SIGN_KEY)
     next_path = data_dir / NEXT_SIGN_KEY
     replaced = replace and next_path.exists()
-    pending = None if replace else _existing_key(next_path, ed25519.Ed25519PrivateKey, "rotate-key")
+    pending = None if replace else _existing_key(data_dir, NEXT_SIGN_KEY, ed25519.Ed25519PrivateKey, "rotate-key")
     if pending is not None and _pending_request_names(data_dir / ROTATE_REQUEST, pending):
         raise StateError(f"{next_path}: key {key_id(pending.public_key())} is already waiting for HQ's bundle "
                          f"(request {data_dir / ROTATE_REQUEST}); take that request to HQ (node add-key), or "
                          "pass --replace to discard it and make a new key")
     new = pending or ed25519.Ed25519PrivateKey.generate()
     if pending is None:
-        write_private_key(next_path, new)
+        _put(data_dir, next_path, _private_pem(new), 0o600, owner)
     req, fp = request.make_rotate(meta["node_id"], new, old, actor=actor, host=socket.gethostname())
-    request.write(data_dir / ROTATE_REQUEST, req)
+    _put(data_dir, data_dir / ROTATE_REQUEST, request.dumps(req), 0o644, owner)
     if out:
         request.write(Path(out), req)
-    _chown(data_dir, _owner(meta.get("user")), [next_path, data_dir / ROTATE_REQUEST])
+    _chown(data_dir, owner, [next_path, data_dir / ROTATE_REQUEST])
     _audit(data_dir, actor, "rotate-key", f"old={key_id(old.public_key())} new={key_id(new.public_key())} "
            f"request={fp}" + (" (request remade for the waiting key)" if pending else "")
            + (" (replaced the waiting key)" if replaced else ""))
@@ -306,11 +379,11 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     b = bundle_format.verify(data, source, node_id=node_id, trusted=trusted, now_ns=now_ns)
 
     # the bundle must name this node's own keys: made for another node's keys means refused
-    current = _sign_key(data_dir / SIGN_KEY)
+    current = _sign_key(data_dir, SIGN_KEY)
     next_path = data_dir / NEXT_SIGN_KEY
     rotated_to = None
     if b.node_sign_pub != raw_public(current.public_key()):
-        nxt = _sign_key(next_path) if next_path.exists() else None
+        nxt = _sign_key(data_dir, NEXT_SIGN_KEY) if next_path.exists() else None
         if nxt is None or b.node_sign_pub != raw_public(nxt.public_key()):
             raise BadBundle(f"{source}: field node_sign_pub: key {bundle_format.fingerprint(b.node_sign_pub)[:16]} "
                             f"is not this node's signing key ({data_dir / SIGN_KEY}); the bundle was made for "
@@ -324,7 +397,10 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     tls_key_path = data_dir / TLS_KEY
     if not tls_key_path.exists():
         raise StateError(f"{tls_key_path}: missing; the TLS key made at keygen is needed")
-    tls_key = pki.load_key(tls_key_path)
+    try:
+        tls_key = _load_private(data_dir, TLS_KEY, ec.EllipticCurvePrivateKey)
+    except KeyFileError as exc:
+        raise PKIError(str(exc)) from exc
     if not pki.same_public_key(cert.public_key(), tls_key.public_key()):
         raise BadBundle(f"{source}: field cert: the certificate is not for this node's TLS key ({tls_key_path})")
     if pki.common_name(cert.subject) != node_id:
@@ -338,7 +414,7 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         raise BadBundle(str(exc)) from exc
     installed_path = data_dir / INSTALLED
     if installed_path.exists():
-        previous = json.loads(installed_path.read_text())
+        previous = json.loads(_read_text(data_dir, installed_path))
         if int(previous.get("t_ns", 0)) > b.t_ns:
             raise BadBundle(f"{source}: field t_ns: older than the bundle installed already "
                             f"({previous.get('id')}); refusing to roll back")
@@ -348,23 +424,22 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         keep_from = config_path
         if not keep_from.exists() and (data_dir / LEGACY_CONFIG).exists():
             keep_from = data_dir / LEGACY_CONFIG
-        existing = keep_from.read_text() if keep_from.exists() else ""
+        existing = _read_text(data_dir, keep_from) if keep_from.exists() else ""
         broker_local, extra = local_part(existing, str(keep_from), strict=False)
     else:
         broker_local, extra = local_part(extra_toml, "--extra", strict=True)
 
-    written = []
-    def put_cert(rel: str, pem: bytes) -> None:
-        path = data_dir / rel
-        pki.write_cert(path, x509.load_pem_x509_certificate(pem))
-        written.append(path)
-    put_cert(TLS_CERT, b.cert)
-    put_cert(CA_CERT, b.ca)
-    write_public_key(data_dir / HQ_HPKE, x25519.X25519PublicKey.from_public_bytes(b.hq_hpke_pub))
-    write_public_key(data_dir / HQ_SIGN, trusted)
-    written += [data_dir / HQ_HPKE, data_dir / HQ_SIGN]
+    owner = _owner(meta.get("user"))
+    written = [
+        _put(data_dir, data_dir / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644, owner),
+        _put(data_dir, data_dir / CA_CERT, ca.public_bytes(serialization.Encoding.PEM), 0o644, owner),
+        _put(data_dir, data_dir / HQ_HPKE, _public_pem(x25519.X25519PublicKey.from_public_bytes(b.hq_hpke_pub)),
+             0o644, owner),
+        _put(data_dir, data_dir / HQ_SIGN, _public_pem(trusted), 0o644, owner),
+    ]
     if rotated_to:
-        os.replace(next_path, data_dir / SIGN_KEY)  # the old private key is gone: its reads are already sealed
+        # the old private key is gone: its reads are already sealed
+        safefs.replace(data_dir, NEXT_SIGN_KEY, SIGN_KEY)
         written.append(data_dir / SIGN_KEY)
     node_section = {"id": node_id, "site": b.site, "camera": b.camera, "lane": b.lane or None,
                     "data_dir": str(data_dir)}
@@ -377,14 +452,16 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     else:
         text += ("\n# Add this site's sections below ([pipeline], [[triggers]], [camera], [source], ...),\n"
                  "# or pass them with `alpr-provision node install --extra FILE`.\n")
-    if config_path.exists() and config_path.read_text() != text:
-        atomic.write_bytes(config_path.with_name(config_path.name + ".bak"), config_path.read_bytes())
-    atomic.write_text(config_path, text)
-    written.append(config_path)
-    atomic.write_text(installed_path, json.dumps({"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by,
-                                                  "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n")
-    written.append(installed_path)
-    _chown(data_dir, _owner(meta.get("user")), [p for p in written if data_dir in p.parents])
+    if config_path.exists():
+        before = _read_text(data_dir, config_path)
+        if before != text:
+            _put(data_dir, config_path.with_name(config_path.name + ".bak"), before.encode(), 0o644, owner)
+    written.append(_put(data_dir, config_path, text.encode(), 0o644, owner))
+    written.append(_put(data_dir, installed_path,
+                        (json.dumps({"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by,
+                                     "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n").encode(),
+                        0o644, owner))
+    _chown(data_dir, owner, written)
     _audit(data_dir, actor, "install", f"bundle={b.id} issued_by={b.issued_by} rotated_to={rotated_to}")
     return InstallResult(node_id, config_path, written, rotated_to, bundle_format.fingerprint(b.hq_sign_pub)[:16],
                          cert.not_valid_after_utc)

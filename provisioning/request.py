@@ -99,9 +99,14 @@ def make_rotate(node_id: str, new_key: ed25519.Ed25519PrivateKey, old_key: ed255
     return request, _fingerprint(signed)
 
 
+def dumps(request: dict) -> bytes:
+    """A request file's bytes (what `write` puts in the file)."""
+    return (json.dumps(request, indent=1) + "\n").encode()
+
+
 def write(path: Path, request: dict) -> None:
     """Write a request file (public material only, mode 0644)."""
-    atomic.write_text(Path(path), json.dumps(request, indent=1) + "\n")
+    atomic.write_bytes(Path(path), dumps(request))
 
 
 def _decode(raw: dict, name: str, source: str) -> bytes:

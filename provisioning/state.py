@@ -11,6 +11,7 @@ from pathlib import Path
 
 from provisioning import tomlout
 from provisioning.errors import StateError
+from transport import atomic
 
 FILE_NAME = "provisioning.toml"
 
@@ -57,6 +58,7 @@ class HQState:
         return replace(self, **changes)
 
     def save(self) -> None:
+        """Write provisioning.toml (atomically)."""
         text = tomlout.document({
             "ca": {"dir": str(self.ca_dir)},
             "broker": {"host": self.broker_host, "port": self.broker_port, "names": list(self.broker_names),
@@ -65,10 +67,9 @@ class HQState:
             "hq": {"workers": list(self.workers), "hpke_current": self.hpke_current},
             "bundle": {"valid_hours": self.bundle_valid_hours},
         }, header="Written by alpr-provision; `ca init` made it, later commands update it.")
-        self.hq_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(self.path)
+        # atomic: a temp file created afresh (O_EXCL|O_NOFOLLOW) and fsynced, not one written
+        # through whatever sits at provisioning.toml.tmp, and a power cut leaves old or new
+        atomic.write_text(self.path, text)
 
 
 def load(hq_dir: Path) -> HQState:

@@ -138,3 +138,26 @@ def test_a_kept_copy_of_another_format_version_is_not_used_and_does_not_stop_the
     hot = HotList(tmp_path / "hotlist.msg", [hq_key.public_key()], "n1")
     assert hot.version == 0 and hot.match(read("7ABC123")) is None
     assert hot.update(message(hq_key, version=2)[0]) and hot.version == 2
+
+
+def test_a_planted_temp_file_symlink_is_not_written_through(tmp_path, hq_key):
+    """The list is kept with transport.atomic: a symlink at hotlist.msg.tmp is removed, not followed."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the hot list")
+    (tmp_path / "hotlist.msg.tmp").symlink_to(victim)
+    hot = HotList(tmp_path / "hotlist.msg", [hq_key.public_key()], "n1")
+    msg = message(hq_key, version=3)[0]
+    assert hot.update(msg)
+    assert victim.read_bytes() == b"not the hot list"
+    kept = tmp_path / "hotlist.msg"
+    assert not kept.is_symlink() and kept.read_bytes() == msg and not (tmp_path / "hotlist.msg.tmp").exists()
+    assert HotList(kept, [hq_key.public_key()], "n1").version == 3
+
+
+def test_a_stale_temp_file_cannot_widen_the_kept_lists_mode(tmp_path, hq_key):
+    """0600 (the list's hash key is in it) even when a crash left a world-readable temp file."""
+    stale = tmp_path / "hotlist.msg.tmp"
+    stale.write_bytes(b"half a list")
+    stale.chmod(0o644)
+    assert HotList(tmp_path / "hotlist.msg", [hq_key.public_key()], "n1").update(message(hq_key)[0])
+    assert (tmp_path / "hotlist.msg").stat().st_mode & 0o777 == 0o600
