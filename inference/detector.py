@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from inference.detect_decode import RawBox, decode_ssd, decode_yolo, nms
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 
 DETECTOR_KINDS = ("yolo", "yolov8", "ssd_postprocess")
 MAX_TILE_GRID = 3  # detect_tiles' largest automatic grid: 9 tile passes
+ZOOM_OUT = 2.0     # detect_zoomed_out shows the frame this many times smaller than the single pass
+CANVAS_GREY = 114  # what detect_zoomed_out pads with: the letterbox grey the models are trained on
 
 
 def tile_grid(width: int, input_width: int) -> int:
@@ -128,6 +131,41 @@ class PlateDetector:
                 boxes += self._pass(np.ascontiguousarray(image_rgb[y0:y0 + tile_h, x0:x0 + tile_w]), x0, y0,
                                     self.tile_score_threshold)
         return boxes
+
+    def detect_zoomed_out(self, image_rgb: np.ndarray, factor: float = ZOOM_OUT) -> list[Detection]:
+        """Plates found with the frame shown `factor` times smaller than the single pass shows it
+        (shrunk onto a grey canvas of the model's input size): the opposite of the tiles, for a
+        plate too large for the detector. A detector boxes plates up to about the largest size it
+        was trained on (the shipped one: 180 px of its 512 px input, about 35 %); a plate filling
+        more of its input -- a close-up, a loose crop -- comes back as a box on part of it, which
+        then reads with characters missing. Seen smaller, it is boxed whole."""
+        height, width = image_rgb.shape[:2]
+        in_w, in_h = self.model.input_size
+        scale = min(in_w / width, in_h / height) / max(1.0, float(factor))
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        if min(new_w, new_h) < MIN_IMAGE_SIDE:
+            return []
+        # the canvas is the model's input size, so the model's own resize leaves it as it is
+        canvas = np.full((in_h, in_w, 3), CANVAS_GREY, np.uint8)
+        off_x, off_y = (in_w - new_w) // 2, (in_h - new_h) // 2
+        canvas[off_y:off_y + new_h, off_x:off_x + new_w] = cv2.resize(image_rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        boxes = []
+        for x1, y1, x2, y2, score in self._pass(canvas):
+            x1, x2 = max(0.0, (x1 - off_x) / scale), min(float(width), (x2 - off_x) / scale)
+            y1, y2 = max(0.0, (y1 - off_y) / scale), min(float(height), (y2 - off_y) / scale)
+            if x2 - x1 >= 2 and y2 - y1 >= 2:
+                boxes.append((x1, y1, x2, y2, score))
+        return self._merge(boxes, False)  # one pass: its decoder has NMSed it
+
+    def input_fraction(self, box: tuple[int, int, int, int], width: int, height: int) -> float:
+        """How much of the model input's width or height (the larger share) a box (x, y, w, h)
+        of a `width` x `height` frame fills in the single pass (letterboxed: both axes scaled
+        alike; stretched: each on its own)."""
+        in_w, in_h = self.model.input_size
+        sx, sy = in_w / max(1, width), in_h / max(1, height)
+        if self.model.manifest.input.resize != "stretch":
+            sx = sy = min(sx, sy)
+        return max(box[2] * sx / in_w, box[3] * sy / in_h)
 
     def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
         """Plates found by the window passes alone (none for a frame of about the model's shape):

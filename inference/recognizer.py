@@ -17,6 +17,13 @@ CROP_CONFIDENCE = 0.5       # whole-image read at least this sure: the image is 
 PLATE_LENGTH = (4, 8)       # ... and reads as this many characters
 WINDOW_MODES = ("auto", "on", "off")
 TILE_MODES = ("auto", "off")
+ZOOM_MODES = ("auto", "off")
+# A detection this large a part of the detector's input width or height may be a plate larger
+# than the detector can box (the shipped one is trained on plates up to 180 px of its 512 px
+# width, and its boxes stop growing there): `zoom_out` "auto" then looks again with the frame
+# shown smaller (PlateDetector.detect_zoomed_out). Below the largest trained size, so that a
+# plate past it, whose box is cut to about that size, is always looked at again.
+LARGE_BOX = 0.25
 MIN_CHARS = 3               # a detection that reads as fewer characters is not reported as a plate
 # ... nor one whose reading is less sure than this. Rule: half the lowest confidence of a right
 # read on the val splits (US plates on real cars from bench_us_scenes, EU and BR scenes), rounded
@@ -65,13 +72,16 @@ class Recognizer:
 
     def __init__(self, detector: PlateDetector, reader: PlateReader, whole_image: str = "auto",
                  min_confidence: float = 0.0, max_plates: int = 8, views: int = 1, min_chars: int = MIN_CHARS,
-                 min_read_confidence: float = MIN_READ_CONFIDENCE, windows: str = "auto", tiles: str = "auto") -> None:
+                 min_read_confidence: float = MIN_READ_CONFIDENCE, windows: str = "auto", tiles: str = "auto",
+                 zoom_out: str = "auto") -> None:
         if whole_image not in ("auto", "always", "never"):
             raise ValueError(f"whole_image must be 'auto', 'always' or 'never', got {whole_image!r}")
         if windows not in WINDOW_MODES:
             raise ValueError(f"windows must be one of {WINDOW_MODES}, got {windows!r}")
         if tiles not in TILE_MODES:
             raise ValueError(f"tiles must be one of {TILE_MODES}, got {tiles!r}")
+        if zoom_out not in ZOOM_MODES:
+            raise ValueError(f"zoom_out must be one of {ZOOM_MODES}, got {zoom_out!r}")
         self.detector = detector
         self.reader = reader
         self.whole_image = whole_image
@@ -89,6 +99,9 @@ class Recognizer:
         # was found yet: on val a plate 60 px wide in a 1920x1080 still (3x3 grid) is found
         # 20 -> 100 % with the shipped detector.
         self.tiles = tiles
+        # A second pass with the frame shown smaller when the first boxed a plate about as large
+        # as the detector can (close-ups, loose crops): its box then cuts characters off.
+        self.zoom_out = zoom_out
 
     @classmethod
     def default(cls, threads: int = 1) -> Recognizer:
@@ -101,6 +114,23 @@ class Recognizer:
         crop = np.ascontiguousarray(image[y:y + h, x:x + w])
         text = self.reader.read_views(crop, self.views) if self.views > 1 else self.reader.read(crop)
         return text, (time.perf_counter() - start) * 1000.0
+
+    def _large(self, detection: Detection, width: int, height: int) -> bool:
+        """Whether `detection` fills LARGE_BOX or more of the detector's input width or height."""
+        return self.detector.input_fraction(detection.box, width, height) >= LARGE_BOX
+
+    def _zoomed_out(self, image_rgb: np.ndarray, detections: list[Detection]) -> list[Detection]:
+        """The detections with each large box that a box of the zoomed-out pass covers replaced
+        by that box (the plate framed whole rather than in part); the other boxes are kept, and
+        a zoomed-out box on a plate the single pass boxed at a size it handles is left out."""
+        height, width = image_rgb.shape[:2]
+        zoomed = self.detector.detect_zoomed_out(image_rgb)
+        kept = [d for d in detections
+                if not (self._large(d, width, height) and any(_covered(d.box, z.box) for z in zoomed))]
+        # one-sided: a small kept box inside a zoomed-out box (a sticker or the state name on
+        # the plate) must not drop the plate's own box
+        added = [z for z in zoomed if not any(_inside(z.box, d.box) for d in kept)]
+        return sorted(kept + added, key=lambda d: -d.score)
 
     def _read_detections(self, image_rgb: np.ndarray, detections: list[Detection], detect_ms: float) -> list[PlateResult]:
         """Read each detection; keep those that read like a plate."""
@@ -126,18 +156,34 @@ class Recognizer:
         start = time.perf_counter()
         detections: list[Detection] = self.detector.detect(image_rgb, windows=self.windows == "on")
         detect_ms = (time.perf_counter() - start) * 1000.0
-        big = [d for d in detections if d.box[2] * d.box[3] >= 0.4 * width * height]
+        auto = self.whole_image == "auto"
         # A plate crop holds one plate: read it whole and nothing inside it (parts of a plate
         # -- a slogan, a sticker -- otherwise come back as extra, sometimes confident, plates).
-        crop = self.whole_image == "auto" and (bool(big) or looks_like_plate_crop(width, height))
+        shaped_crop = auto and looks_like_plate_crop(width, height)
+        crop = False
         whole_read: tuple[PlateText, float] | None = None
-        if self.whole_image == "auto" and not crop and PLATE_ASPECT[0] <= width / max(1, height) <= PLATE_ASPECT[1]:
+        if shaped_crop:
+            # Small and plate-shaped: a crop when its whole read is sure. An unsure one may be a
+            # loose crop (the plate with a wide margin, which the OCR reads poorly whole: real
+            # us-plates val crops shrunk to 120x60 with half their size of margin each side read
+            # right 27 of 68 times whole only, 62 with their boxes read too; tight crops the
+            # same, 66 of 68) or a small scene: its boxes are read too, the whole read staying
+            # among the readings.
+            whole_read = self._read(image_rgb, (0, 0, width, height))
+            crop = _reads_as_plate(whole_read[0])
+        if (self.zoom_out == "auto" and not crop
+                and any(self._large(d, width, height) for d in detections)):
+            start = time.perf_counter()
+            detections = self._zoomed_out(image_rgb, detections)
+            detect_ms += (time.perf_counter() - start) * 1000.0
+        big = [d for d in detections if d.box[2] * d.box[3] >= 0.4 * width * height]
+        crop = crop or (auto and bool(big))
+        if auto and not crop and not shaped_crop and PLATE_ASPECT[0] <= width / max(1, height) <= PLATE_ASPECT[1]:
             # Plate-shaped but large: a big crop (the detector is trained on plates that fill a
             # small part of the frame) or a wide scene. A confident plate-like whole-image read
             # says crop; a scene squeezed into the OCR input reads as low-confidence noise.
             whole_read = self._read(image_rgb, (0, 0, width, height))
-            text = whole_read[0].text
-            crop = whole_read[0].confidence >= CROP_CONFIDENCE and PLATE_LENGTH[0] <= len(text) <= PLATE_LENGTH[1]
+            crop = _reads_as_plate(whole_read[0])
         results = [] if crop else self._read_detections(image_rgb, detections[: self.max_plates], detect_ms)
         searches = []
         if self.windows == "auto":
@@ -154,17 +200,18 @@ class Recognizer:
             budget = max(0, self.max_plates - min(len(detections), self.max_plates))
             results += self._read_detections(image_rgb, more[:budget], detect_ms)
             detections = sorted(detections + more, key=lambda d: -d.score)
-        whole = self.whole_image == "always" or crop or (self.whole_image == "auto" and not detections)
+        whole = self.whole_image == "always" or crop or shaped_crop or (auto and not detections)
         if whole:
             text, ocr_ms = whole_read or self._read(image_rgb, (0, 0, width, height))
             # read whole only because nothing was found: a scene squeezed into the OCR input, so
             # it must look like a plate read as much as a detection's reading must
-            fallback = not crop and self.whole_image != "always"
+            as_crop = crop or shaped_crop
+            fallback = not as_crop and self.whole_image != "always"
             plausible = not fallback or (len(text.text) >= self.min_chars and text.confidence >= self.min_read_confidence)
             if text.text and text.confidence >= self.min_confidence and plausible:
                 results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
                                            text.region_confidence, text.candidates, text.char_confidences,
-                                           0.0, detect_ms, ocr_ms, "whole_image" if crop else "whole_image_fallback"))
+                                           0.0, detect_ms, ocr_ms, "whole_image" if as_crop else "whole_image_fallback"))
         results.sort(key=rank, reverse=True)
         # one entry per plate text, the best ranked: two boxes on one plate (a loose and a tight
         # one), or a box and the whole image, read alike
@@ -183,6 +230,11 @@ def rank(result: PlateResult) -> float:
     return result.confidence * factor
 
 
+def _reads_as_plate(text: PlateText) -> bool:
+    """A whole-image read sure enough, and of a plate's length, to call the image a plate crop."""
+    return text.confidence >= CROP_CONFIDENCE and PLATE_LENGTH[0] <= len(text.text) <= PLATE_LENGTH[1]
+
+
 def _sure_plate(result: PlateResult) -> bool:
     """Read at CROP_CONFIDENCE or more from a box the detector also more likely than not calls a
     plate: no need to look again with windows or tiles (a badge can read confidently, at a low score)."""
@@ -195,3 +247,10 @@ def _covered(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -
     iy = max(0, min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1]))
     smaller = min(box[2] * box[3], other[2] * other[3])
     return smaller > 0 and ix * iy >= 0.5 * smaller
+
+
+def _inside(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> bool:
+    """Half or more of `box` lies inside `other`."""
+    ix = max(0, min(box[0] + box[2], other[0] + other[2]) - max(box[0], other[0]))
+    iy = max(0, min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1]))
+    return box[2] * box[3] > 0 and ix * iy >= 0.5 * box[2] * box[3]

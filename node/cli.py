@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -12,6 +13,10 @@ from typing import Sequence
 COMMANDS: tuple[str, ...] = ("run", "check_config", "recognize", "evaluate", "aim", "outbox")
 
 log = logging.getLogger("alpr-node")
+
+# exit status when stdout's reader closed the pipe: what a shell reports for a process that
+# SIGPIPE ended (128 + 13), so `set -o pipefail` scripts see the output was cut short
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +49,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`alpr-node recognize ... | head`): stop quietly, as a tool
+        # killed by SIGPIPE does, instead of an error line and a traceback at exit
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (OSError, ValueError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"alpr-node: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's own flush of what is still buffered
+    at exit does not fail on the closed pipe again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (a test's capture): nothing will flush it at exit
 
 
 if __name__ == "__main__":

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from node.commands.recognize import add_search_options, image_error, load_image
+from node.commands.recognize import (
+    add_search_options,
+    by_confidence,
+    image_error,
+    load_image,
+)
 from node.errors import BadInput
 
 
@@ -119,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise BadInput(f"{args.folder}: no labelled images{' in split ' + args.split if args.split else ''}")
     detector, reader = PlateDetector(args.detector, threads=args.threads), PlateReader(args.ocr, threads=args.threads)
-    recognizer = Recognizer(detector, reader, views=args.views, windows=args.windows, tiles=args.tiles)
+    recognizer = Recognizer(detector, reader, views=args.views, windows=args.windows, tiles=args.tiles,
+                            zoom_out=args.zoom_out)
     # det scores the detector's raw boxes; reported scores the plates recognize would print
     # (boxes whose reading passed the recognizer's checks), which is what a user sees.
     ocr, det, reported = OcrScore(), DetectionScore(), DetectionScore()
@@ -146,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
             ocr_ms.extend(r.ocr_ms for r in results)
         if item.is_crop:
             truth = item.plates[0].text
-            best = results[0] if results else None
+            # the plate `recognize` prints first (by confidence), not the recognizer's rank order
+            best = by_confidence(results)[0] if results else None
             reading = best.plate if best else ""
             ocr.add(truth, reading, [c for c, _ in best.candidates] if best else [], item.region, best.region if best else None)
             if reading != truth:

@@ -196,6 +196,9 @@ def test_reported_plates_rank_by_reading_and_detection_and_drop_short_reads(read
         def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
             return [Detection(self.box, 0.9)]
 
+        def input_fraction(self, box: tuple[int, int, int, int], width: int, height: int) -> float:
+            return 0.1  # a plate of the size the detector boxes well: no zoomed-out pass
+
     scene, box = scene_with_plate(PlateGenerator(0).clean_plate("KLM4821"))
     # a box on the car body reads as nothing plate-like and is not reported
     body = Recognizer(OneBox((320, 170, 40, 40)), reader, whole_image="never", windows="off", tiles="off")  # type: ignore[arg-type]
@@ -225,6 +228,9 @@ class WindowsOnly:
     def detect_tiles(self, image_rgb: np.ndarray, tiles: int = 2) -> list[Detection]:
         self.calls.append("tiles only")
         return []
+
+    def input_fraction(self, box: tuple[int, int, int, int], width: int, height: int) -> float:
+        return 0.1  # a plate of the size the detector boxes well: no zoomed-out pass
 
 
 class Everywhere(WindowsOnly):

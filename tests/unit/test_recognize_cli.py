@@ -206,3 +206,24 @@ def test_train_names_a_bad_dropout(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train_main(["ocr", "--ocr-dropout", "0.2,high"])
     assert "'0.2,high': expected two rates separated by a comma" in capsys.readouterr().err
+
+
+def test_eval_scores_the_plate_recognize_prints_first(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference.recognizer import PlateResult, Recognizer, rank
+
+    # the recognizer ranks the surer box first; `recognize` prints the surer reading first, and
+    # eval must score what a user of `recognize` sees
+    plate = PlateResult((0, 0, 300, 150), "7XYZ123", 0.9, "ca", 0.8, [("7XYZ123", 0.9)], detection_score=0.3)
+    part = PlateResult((40, 30, 200, 90), "XYZ123", 0.7, "ca", 0.8, [("XYZ123", 0.7)], detection_score=0.95)
+    assert rank(part) > rank(plate)
+    monkeypatch.setattr(Recognizer, "recognize_with_detections",
+                        lambda self, image: ([], sorted([plate, part], key=rank, reverse=True)))
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    write_plate(folder / "p.png", "7XYZ123")
+    (folder / "labels.csv").write_text("file,state,plate\np.png,ca,7XYZ123\n")
+    assert main(["eval", str(folder), "--json", "--sheet", str(tmp_path / "s.html")]) == 0
+    assert json.loads(capsys.readouterr().out)["reading"]["exact_pct"] == 100.0
+    assert main(["recognize", "--json", str(folder / "p.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["plates"][0]["plate"] == "7XYZ123"
