@@ -31,7 +31,8 @@ def _ingest(args: argparse.Namespace) -> int:
                     registry_path=cfg.hq.data_dir / "registry.db", decryption_keys=load_hpke_keys(keys_dir),
                     sign_key=load_sign_key(keys_dir), max_message_bytes=cfg.ingest.max_message_kb * 1024,
                     shared=cfg.ingest.shared, revocation_grace_s=cfg.ingest.revocation_grace_h * 3600,
-                    rejects_dir=cfg.hq.data_dir / "rejected")
+                    rejects_dir=cfg.hq.data_dir / "rejected", share_group=cfg.ingest.share_group,
+                    max_future_skew_s=cfg.ingest.max_future_skew_h * 3600)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -40,9 +41,9 @@ def _ingest(args: argparse.Namespace) -> int:
     last = None
     while not stop.wait(5.0):
         s = ingest.stats
-        now = (s.received, s.stored, s.duplicates, dict(s.rejected))
+        now = (s.received, s.stored, s.duplicates, s.purged, dict(s.rejected))
         if now != last:
-            log.info("ingest: received %d, stored %d, duplicates %d, rejected %s", *now)
+            log.info("ingest: received %d, stored %d, duplicates %d, purged before %d, rejected %s", *now)
             last = now
     ingest.stop()
     return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hq.errors import BadConfig
+from transport import topics
 
 DEFAULT_PATH = Path("/etc/alpr-hq/hq.toml")
 
@@ -34,6 +35,19 @@ class IngestSection(Section):
     shared: bool = Field(default=True, description="use the $share group so several workers split the load")
     revocation_grace_h: float = Field(default=24.0, ge=0, le=24 * 30,
                                       description="how long reads dated before a revocation are still accepted")
+    max_future_skew_h: float = Field(default=24.0, gt=0, le=24 * 30,
+                                     description="messages dated further ahead of HQ's clock are set aside in "
+                                                 "data_dir/rejected/, not stored")
+    # The default is the old fixed name, so hq.toml files written before this key keep working;
+    # ingest warns at start while it is used (`alpr-provision ca init` writes a random one).
+    share_group: str = Field(default=topics.INGEST_GROUP,
+                             description="MQTT shared subscription group of the ingest workers: keep it secret")
+
+    @field_validator("share_group")
+    @classmethod
+    def _valid_share_group(cls, value: str) -> str:
+        topics.ingest_subscriptions(group=value)  # the rule transport applies; its ValueError names the problem
+        return value
 
 
 class StoreSection(Section):

@@ -11,10 +11,16 @@ cannot hold (reason `store`) does not hold back everyone else's: it is set aside
 `rejects_dir` (the exact bytes received, and why) and PUBACKed, and the others are stored and
 acknowledged. A store that is unavailable rejects nothing: the batch waits, with backoff, on
 a fresh connection.
+
+A message whose capture time HQ will not store (reason `time`: more than `max_future_skew_s`
+ahead of HQ's clock, or before 2000) is set aside the same way: on PostgreSQL every month up to
+a far-future date would get a partition that retention never drops. A read resent after
+retention purged it is acknowledged and counted (`purged`), not stored again (hq.store).
 """
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -53,6 +59,11 @@ _DRIVER_ERRORS: tuple[type[Exception], ...] = (StoreError, sqlite3.Error, OSErro
 STORE_REJECT_MEMORY_S = 3600.0
 STORE_REJECT_MEMORY_MAX = 4096
 
+# Capture times HQ stores: not before 2000 (no ALPR read of ours is older; a node whose clock
+# never got set reports 1970), and not more than the configured skew ahead of HQ's clock.
+MIN_CAPTURE_NS = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()) * 10**9
+DEFAULT_FUTURE_SKEW_S = 24 * 3600.0
+
 
 @dataclass(frozen=True)
 class _Verified:
@@ -72,6 +83,7 @@ class IngestStats:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
+    purged: int = 0  # reads sent again after retention purged them: acknowledged, not stored
     conflicts: int = 0
     acks_sent: int = 0
     store_errors: int = 0  # consecutive failed store attempts blamed on the store (drives backoff)
@@ -84,7 +96,9 @@ class Ingest:
     def __init__(self, settings: BrokerSettings, *, store_path: Path | str, registry_path: Path,
                  decryption_keys: dict[str, x25519.X25519PrivateKey], sign_key: ed25519.Ed25519PrivateKey,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True,
-                 revocation_grace_s: float = 24 * 3600.0, rejects_dir: Path | None = None) -> None:
+                 revocation_grace_s: float = 24 * 3600.0, rejects_dir: Path | None = None,
+                 share_group: str = topics.INGEST_GROUP,
+                 max_future_skew_s: float = DEFAULT_FUTURE_SKEW_S) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
         self.registry_path = Path(registry_path)
         # The registry lives in HQ's data_dir, so by default the set-aside messages do too
@@ -95,18 +109,32 @@ class Ingest:
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
         self.shared = shared
+        # Refused here rather than at the first CONNACK: a bad name should stop the worker at start.
+        topics.ingest_subscriptions(shared, group=share_group)
+        self.share_group = share_group
         self.revocation_grace_s = revocation_grace_s
+        if not max_future_skew_s > 0:
+            raise ValueError(f"max_future_skew_s {max_future_skew_s}: must be positive")
+        self.max_future_skew_ns = int(max_future_skew_s * 1e9)
         self.stats = IngestStats()
         self._pending: collections.deque = collections.deque()
         self._retry_at = 0.0
-        self._store_rejected: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        # Digest of the bytes of a message set aside → (when, reason), for its resends.
+        self._store_rejected: collections.OrderedDict[bytes, tuple[float, str]] = collections.OrderedDict()
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         self.link = MqttLink(settings, name=f"ingest-{settings.client_id}", on_connect=self._connected,
                              on_message=self._message, on_tick=self._tick, manual_ack=True)
 
     def start(self) -> None:
-        """Start the worker's thread."""
+        """Start the worker's thread (warning when the shared subscription's name is the well-known default)."""
+        if self.shared and self.share_group == topics.INGEST_GROUP:
+            # Mosquitto's ACL file does not check SUBSCRIBE: a node that knows the name can join
+            # the group and make the broker drop its turn of every node's messages.
+            log.warning("ingest: [ingest] share_group is the well-known default %r: any client of the broker can "
+                        "join the group and have messages meant for HQ dropped; set a secret one in hq.toml "
+                        "(e.g. share_group = \"hq-ingest-<32 random hex digits>\", the same for every worker)",
+                        self.share_group)
         self.link.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -115,9 +143,20 @@ class Ingest:
 
     # -- link thread ----------------------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
-        client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared)])
+        client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)])
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        size = len(message.payload)
+        if size > self.max_message_bytes:
+            # Refused now, as the size check of _verify would refuse it at the next tick: the
+            # broker may allow bigger packets than ingest does, and queued they would all be
+            # held in memory until then.
+            self.stats.received += 1
+            self.stats.rejected["oversize"] += 1
+            log.warning("ingest: rejected message on %s (%d bytes): oversize: exceeds the %d byte limit",
+                        message.topic, size, self.max_message_bytes)
+            client.ack(message.mid, message.qos)  # rejected for good: do not let the broker redeliver it
+            return
         self._pending.append((message.topic, message.payload, message.mid, message.qos))
 
     def _tick(self, client: paho.Client) -> None:
@@ -137,20 +176,30 @@ class Ingest:
                 self._store_unavailable("opening the store failed")
                 return
         batch: list[_Verified] = []
+        unkept: list[_Verified] = []  # out of range but not set aside (disk): not PUBACKed, kept here
         while self._pending and len(batch) < self.max_batch:
             item = self._pending.popleft()
-            if isinstance(item, _Verified):  # verified before, put back after a failed store
+            if not isinstance(item, _Verified):  # else verified before, put back after a failed store
+                topic, payload, mid, qos = item
+                self.stats.received += 1
+                opened = self._verify(topic, payload)
+                if opened is None:
+                    client.ack(mid, qos)  # rejected for good: do not let the broker redeliver it
+                    continue
+                if self._refused_before(opened, payload):
+                    client.ack(mid, qos)
+                    continue
+                item = _Verified(opened, mid, qos, topic, payload)
+            why = self._time_problem(item.opened)
+            if why is None:
                 batch.append(item)
-                continue
-            topic, payload, mid, qos = item
-            self.stats.received += 1
-            opened = self._verify(topic, payload)
-            if opened is None:
-                client.ack(mid, qos)  # rejected for good: do not let the broker redeliver it
-            elif self._refused_before(opened, payload):
-                client.ack(mid, qos)
+            elif self._set_aside(item, "time", why):
+                client.ack(item.mid, item.qos)  # kept in rejects_dir: the broker need not redeliver it
             else:
-                batch.append(_Verified(opened, mid, qos, topic, payload))
+                unkept.append(item)
+        if unkept:
+            self._requeue(unkept)
+            self._retry_at = time.monotonic() + 1.0
         if not batch:
             return
         try:
@@ -211,7 +260,7 @@ class Ingest:
             self._store_unavailable("every message failed")
             return None
         for item, exc in refused:
-            if self._set_aside(item, exc):
+            if self._set_aside(item, "store", repr(exc)):
                 client.ack(item.mid, item.qos)  # kept in rejects_dir: the broker need not redeliver it
             else:
                 self._requeue([item])  # not kept anywhere yet: it must not be PUBACKed
@@ -227,6 +276,12 @@ class Ingest:
                 self.stats.stored += 1
             elif result.outcome == "duplicate":
                 self.stats.duplicates += 1
+            elif result.outcome == "purged":
+                # Acknowledged like a duplicate so that a node that missed its ack stops resending;
+                # a burst of these is also what a replay of captured messages looks like.
+                self.stats.purged += 1
+                log.warning("ingest: node %s seq %d arrived again after retention purged it: acknowledged, "
+                            "not stored again", result.node_id, result.seq)
             else:
                 self.stats.conflicts += 1
                 log.error("ingest: node %s seq %d arrived again with different content; kept in seq_conflicts",
@@ -253,12 +308,12 @@ class Ingest:
             except _DRIVER_ERRORS as exc:  # closing a broken connection may fail too; it is dropped anyway
                 log.debug("ingest: closing the store after %s: %r", why, exc)
 
-    def _set_aside(self, item: _Verified, exc: Exception) -> bool:
-        """Count, log and keep a message the store refused; False if it could not be kept."""
+    def _set_aside(self, item: _Verified, reason: str, error: str) -> bool:
+        """Count under `reason`, log and keep a message HQ will not store; False if it could not be kept."""
         h = item.opened.header
         digest = hashlib.sha256(item.raw).hexdigest()
         stem = f"{_SAFE_NAME.sub('_', h.node_id)[:64]}-{h.seq}-{digest[:16]}"
-        meta = {"reason": "store", "error": repr(exc)[:2000], "topic": item.topic, "node": h.node_id,
+        meta = {"reason": reason, "error": error[:2000], "topic": item.topic, "node": h.node_id,
                 "seq": h.seq, "kind": h.kind, "t_ns": h.time_ns, "sha256": digest, "bytes": len(item.raw),
                 "rejected_ns": time.time_ns()}
         try:
@@ -270,36 +325,48 @@ class Ingest:
                 [item.opened.header_bytes, item.opened.payload_bytes, item.opened.signature]), 0o600)
             atomic.write_bytes(self.rejects_dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode(), 0o600)
         except OSError as exc2:
-            log.error("ingest: node %s seq %d: the store refused it (%r) and it cannot be set aside in %s (%s); "
-                      "will retry", h.node_id, h.seq, exc, self.rejects_dir, exc2)
+            log.error("ingest: node %s seq %d: refused (%s: %s) and it cannot be set aside in %s (%s); "
+                      "will retry", h.node_id, h.seq, reason, error, self.rejects_dir, exc2)
             return False
-        self.stats.rejected["store"] += 1
-        self._remember_refused(bytes.fromhex(digest))
-        log.warning("ingest: rejected message on %s (%d bytes): store: node %s seq %d refused by the store (%r); "
-                    "kept as %s", item.topic, len(item.raw), h.node_id, h.seq, exc,
-                    self.rejects_dir / f"{stem}.msg")
+        self.stats.rejected[reason] += 1
+        self._remember_refused(bytes.fromhex(digest), reason)
+        log.warning("ingest: rejected message on %s (%d bytes): %s: node %s seq %d: %s; kept as %s",
+                    item.topic, len(item.raw), reason, h.node_id, h.seq, error, self.rejects_dir / f"{stem}.msg")
         return True
 
-    def _remember_refused(self, digest: bytes) -> None:
-        self._store_rejected[digest] = time.monotonic()
+    def _time_problem(self, opened: Opened) -> str | None:
+        """Why the message's capture time (payload t_ns, equal to the header's) is not stored, or None."""
+        t_ns = int(opened.payload["t_ns"])  # required by both schemas, checked in _verify
+        if t_ns < MIN_CAPTURE_NS:
+            return f"t_ns {t_ns} ({_utc(t_ns)}) is before 2000-01-01: the node's clock was not set"
+        now = time.time_ns()
+        if t_ns > now + self.max_future_skew_ns:
+            return (f"t_ns {t_ns} ({_utc(t_ns)}) is more than {self.max_future_skew_ns / 3.6e12:g} h ahead of HQ's "
+                    f"clock ({_utc(now)}): ingest.max_future_skew_h")
+        return None
+
+    def _remember_refused(self, digest: bytes, reason: str) -> None:
+        self._store_rejected[digest] = (time.monotonic(), reason)
         self._store_rejected.move_to_end(digest)
         while len(self._store_rejected) > STORE_REJECT_MEMORY_MAX:
             self._store_rejected.popitem(last=False)
 
     def _refused_before(self, opened: Opened, raw: bytes) -> bool:
-        """True (counted and logged) for the exact bytes of a message the store recently refused."""
+        """True (counted and logged) for the exact bytes of a message recently set aside."""
         if not self._store_rejected:
             return False
         digest = hashlib.sha256(raw).digest()
-        when = self._store_rejected.get(digest)
-        if when is None:
+        remembered = self._store_rejected.get(digest)
+        if remembered is None:
             return False
+        when, reason = remembered
         if time.monotonic() - when > STORE_REJECT_MEMORY_S:
+            # Tried again: the store may have been fixed, or a time ahead of the clock came within range.
             del self._store_rejected[digest]
             return False
-        self.stats.rejected["store"] += 1
-        log.warning("ingest: rejected message from node %s seq %d (%d bytes): store: refused by the store "
-                    "before, already kept in %s", opened.header.node_id, opened.header.seq, len(raw),
+        self.stats.rejected[reason] += 1
+        log.warning("ingest: rejected message from node %s seq %d (%d bytes): %s: refused before, "
+                    "already kept in %s", opened.header.node_id, opened.header.seq, len(raw), reason,
                     self.rejects_dir)
         return True
 
@@ -331,6 +398,11 @@ class Ingest:
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _utc(t_ns: int) -> str:
+    """A capture time for messages; datetime stops at year 9999, t_ns below 2^63 at 2262."""
+    return dt.datetime.fromtimestamp(t_ns // 10**9, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _message_may_be_at_fault(exc: BaseException) -> bool:

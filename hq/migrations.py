@@ -182,6 +182,36 @@ _PG_V4 = [
 ]
 
 
+# Purging a read deletes the record that dedups its (node, seq) (SQLite: the reads row;
+# PostgreSQL: its read_keys row), so the same bytes sent again would be stored again. What
+# stays is one row per node: the highest seq purged and the latest cutoff of a purge that
+# deleted its reads (hq.store.ReadStore.store refuses to store a read at or below both).
+PURGE_WATERMARKS = "purge_watermarks"
+UNKNOWN_SEQ = 2**63 - 1  # "every seq": the largest value both backends keep
+
+
+def _purge_watermarks_table(dialect: str) -> str:
+    i = "INTEGER" if dialect == SQLITE else "BIGINT"
+    return (f"CREATE TABLE {PURGE_WATERMARKS} (node_id TEXT PRIMARY KEY, seq {i} NOT NULL, "
+            f"cutoff_ns {i} NOT NULL, updated_ns {i} NOT NULL)")
+
+
+def _backfill_purge_watermarks(db: Database) -> None:
+    """Cover what purges before this migration deleted. Which sequence numbers they took is not
+    known any more, so every node the store knows is marked up to every seq, bounded by the last
+    purge's cutoff: such a read not in the store was purged, or will be at the next run anyway."""
+    cutoff = db.value("SELECT MAX(cutoff_ns) FROM purges WHERE reads_deleted > 0")
+    if cutoff is None:
+        return
+    known = "SELECT node_id FROM reads UNION SELECT node_id FROM events UNION SELECT node_id FROM seq_conflicts"
+    if db.postgres:
+        known += " UNION SELECT node_id FROM read_keys"
+    now = time.time_ns()
+    for (node_id,) in db.rows(known):
+        db.execute(f"INSERT INTO {PURGE_WATERMARKS} (node_id, seq, cutoff_ns, updated_ns) VALUES (?,?,?,?)",
+                   (node_id, UNKNOWN_SEQ, int(cutoff), now))
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: its steps for SQLite and for PostgreSQL."""
@@ -201,6 +231,9 @@ MIGRATIONS = (
               tuple(_records_tables(POSTGRES) + _append_only(POSTGRES))),
     Migration(3, "covering plate/time/site indexes for search", tuple(_SQLITE_V3), tuple(_PG_V3)),
     Migration(4, "release approvals record their reads; case numbers trimmed", tuple(_SQLITE_V4), tuple(_PG_V4)),
+    Migration(5, "per-node purge watermarks: a read resent after its purge is not stored again",
+              (_purge_watermarks_table(SQLITE), _backfill_purge_watermarks),
+              (_purge_watermarks_table(POSTGRES), _backfill_purge_watermarks)),
 )
 LATEST = MIGRATIONS[-1].version
 

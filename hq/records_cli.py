@@ -32,6 +32,7 @@ from hq.errors import (
     PolicyError,
     StoreError,
 )
+from transport import atomic
 
 if TYPE_CHECKING:  # hq.access (and argon2) are imported only by the commands that use them
     from hq.access import Actor
@@ -308,10 +309,9 @@ def _login(ctx: Context) -> int:
     token = ctx.access.login(ctx.args.user, ctx.password(f"Password for {ctx.args.user}: "))
     path = Path(ctx.args.session)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
+    # A fresh 0600 file renamed into place: opening the path itself would write the token
+    # through a symlink or hard link planted there, or into an older file others can read.
+    atomic.write_text(path, token + "\n", 0o600)
     print(f"logged in as {ctx.args.user}; session in {path}, valid {ctx.cfg.records.session_hours:g} h")
     return 0
 

@@ -9,6 +9,11 @@ Purge unit. A read captured in month M is purged once all of M is older than `mi
   batches (short transactions, so ingest keeps writing), overwritten on disk (secure_delete),
   and the freed pages are returned to the file system (incremental vacuum).
 Each run is recorded in `purges` and in the access log.
+
+Replays. A purge deletes the record that dedups a read's (node, seq), so in the same
+transaction it raises the node's purge watermark (hq.store.raise_purge_watermarks): the same
+bytes sent again later are acknowledged as `purged` and not stored (hq.store.ReadStore.store).
+Held reads stay in the store and dedup as before.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from hq import partitions
 from hq.access import Access, Actor
 from hq.errors import HQError, NotFound, PolicyError
-from hq.store import ReadStore
+from hq.store import PURGE_LOCK, ReadStore, raise_purge_watermarks
 
 log = logging.getLogger(__name__)
 ACTIVE_HELD = ("SELECT hr.read_id FROM hold_reads hr JOIN holds h ON h.id = hr.hold_id "
@@ -174,10 +179,20 @@ def _purge_sqlite(store: ReadStore, cutoff: int) -> tuple[int, int]:
     deleted = 0
     while True:
         with db.transaction():
-            n = db.execute(f"DELETE FROM reads WHERE id IN (SELECT id FROM reads WHERE capture_ns < ? "
-                           f"AND id NOT IN ({ACTIVE_HELD}) LIMIT ?)", (cutoff, BATCH)).rowcount
+            # The rows of this batch are read first so that the watermark covers exactly what
+            # is deleted, in the same transaction (BEGIN IMMEDIATE: no store runs in between).
+            doomed = db.rows(f"SELECT id, node_id, seq FROM reads WHERE capture_ns < ? "
+                             f"AND id NOT IN ({ACTIVE_HELD}) LIMIT ?", (cutoff, BATCH))
+            highest: dict[str, int] = {}
+            for _, node_id, seq in doomed:
+                highest[node_id] = max(seq, highest.get(node_id, seq))
+            raise_purge_watermarks(db, highest, cutoff)
+            for i in range(0, len(doomed), 500):  # SQLite allows 999 parameters in older versions
+                chunk = [row[0] for row in doomed[i:i + 500]]
+                db.execute(f"DELETE FROM reads WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             db.execute(f"DELETE FROM alert_outcomes WHERE capture_ns < ? AND read_id NOT IN ({ACTIVE_HELD})",
                        (cutoff,))
+        n = len(doomed)
         deleted += n
         if n < BATCH:
             break
@@ -201,9 +216,13 @@ def _purge_postgres(store: ReadStore, cutoff: int) -> tuple[int, int]:
                 dropped += 1
             deleted += n
             store._months.discard(month)
-    with db.transaction():
-        # Keys of purged reads go too (a late resend of a purged read would be stored and purged again).
-        db.execute(f"DELETE FROM read_keys WHERE capture_ns < ? AND (node_id, seq) NOT IN "
-                   f"(SELECT node_id, seq FROM reads WHERE id IN ({ACTIVE_HELD}))", (cutoff,))
+    with db.transaction(lock=PURGE_LOCK):
+        # Keys of purged reads go too (read_keys stays small); the watermark takes their place,
+        # raised from exactly the keys deleted, in the same transaction and under the lock that
+        # stores take shared, so a resend of a purged read is acknowledged, not stored again.
+        highest = dict(db.rows(f"WITH gone AS (DELETE FROM read_keys WHERE capture_ns < ? AND (node_id, seq) NOT IN "
+                               f"(SELECT node_id, seq FROM reads WHERE id IN ({ACTIVE_HELD})) RETURNING node_id, seq) "
+                               f"SELECT node_id, MAX(seq) FROM gone GROUP BY node_id", (cutoff,)))
+        raise_purge_watermarks(db, highest, cutoff)
         db.execute(f"DELETE FROM alert_outcomes WHERE capture_ns < ? AND read_id NOT IN ({ACTIVE_HELD})", (cutoff,))
     return deleted, dropped

@@ -21,17 +21,25 @@ from hq.db import Database, is_postgres_url, open_postgres, open_sqlite
 from hq.errors import NotFound
 from transport.envelope import Opened
 
+# Retention purges take this lock (exclusive) while they delete dedup records and raise the
+# purge watermarks; PostgreSQL stores take it shared, so a store never checks a watermark that a
+# purge is about to raise and then claims a key that purge has just deleted (SQLite's BEGIN
+# IMMEDIATE already serialises the two).
+PURGE_LOCK = migrations.PURGE_WATERMARKS
+
 READ_COLUMNS = ("id, node_id, seq, kind, plate, confidence, region, capture_ns, stored_ns, site_id, camera_id, "
                 "direction")
 
 
 @dataclass(frozen=True)
 class StoreResult:
-    """What happened to one message: stored new, duplicate of one stored, or a conflict kept aside."""
+    """What happened to one message: stored new, duplicate of one stored, a conflict kept aside,
+    or purged: a read at or below its node's purge watermark that is no longer in the store (it
+    was stored and purged, or is older than retention anyway), acknowledged but not stored."""
 
     node_id: str
     seq: int
-    outcome: str  # "stored" | "duplicate" | "conflict"
+    outcome: str  # "stored" | "duplicate" | "conflict" | "purged"
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,19 @@ class ReadStore:
         """Store verified messages in one transaction; a (node, seq) already stored is not stored again.
 
         A message whose (node, seq) is stored with *different* content is not a resend: it
-        is kept in seq_conflicts so it is never silently lost, and reported.
+        is kept in seq_conflicts so it is never silently lost, and reported. A read that is not
+        in the store but at or below its node's purge watermark is `purged`: not stored again.
         """
         batch = list(batch)
+        reads = [o for o in batch if o.header.kind != "event"]
         if self.db.postgres:
-            months = {partitions.Month.of_ns(int(o.payload["t_ns"])) for o in batch if o.header.kind != "event"}
+            months = {partitions.Month.of_ns(int(o.payload["t_ns"])) for o in reads}
             partitions.ensure_partitions(self.db, months, self._months)
         now = time.time_ns()
         with self.db.transaction():
             if self.db.postgres:
+                if reads:
+                    self.db.execute("SELECT pg_advisory_xact_lock_shared(hashtext(?))", (PURGE_LOCK,))
                 return self._store_batch_postgres(batch, now)
             return [self._store_one(opened, now) for opened in batch]
 
@@ -110,18 +122,31 @@ class ReadStore:
                 reads.append((i, opened, hashlib.sha256(opened.payload_bytes).digest()))
         if not reads:
             return results  # type: ignore[return-value]
+        marks = {r[0]: (int(r[1]), int(r[2])) for r in self.db.rows(
+            f"SELECT node_id, seq, cutoff_ns FROM {migrations.PURGE_WATERMARKS} WHERE node_id = ANY(?::text[])",
+            (sorted({o.header.node_id for _, o, _ in reads}),))}
+        # A key at or below its watermark is never claimed: if read_keys lacks it, it was purged.
+        claimable = [r for r in reads if not _below_mark(marks, r[1])]
         claimed = {(r[0], r[1]) for r in self.db.rows(
             "INSERT INTO read_keys (node_id, seq, payload_sha256, capture_ns) "
             "SELECT * FROM unnest(?::text[], ?::bigint[], ?::bytea[], ?::bigint[]) ON CONFLICT DO NOTHING "
             "RETURNING node_id, seq",
-            ([o.header.node_id for _, o, _ in reads], [o.header.seq for _, o, _ in reads],
-             [d for _, _, d in reads], [int(o.payload["t_ns"]) for _, o, _ in reads]))}
+            ([o.header.node_id for _, o, _ in claimable], [o.header.seq for _, o, _ in claimable],
+             [d for _, _, d in claimable], [int(o.payload["t_ns"]) for _, o, _ in claimable]))} if claimable else set()
+        owner: dict[tuple[str, int], int] = {}  # the first claimable read of each key stores it
+        for i, opened, _ in claimable:
+            owner.setdefault((opened.header.node_id, opened.header.seq), i)
         digests: dict[tuple[str, int], bytes] = {}  # what is stored for each key, once known
         rows, conflicts = [], []
         for i, opened, digest in reads:
             h, p = opened.header, opened.payload
             key = (h.node_id, h.seq)
-            if key in claimed and key not in digests:
+            if key in claimed and owner[key] >= i:
+                if owner[key] > i:
+                    # Below the watermark, ahead of the read that claims its key in this batch:
+                    # the key was not there before, so, as on SQLite, it was purged.
+                    results[i] = StoreResult(h.node_id, h.seq, "purged")
+                    continue
                 digests[key] = digest
                 rows.append((h.node_id, h.seq, h.kind, p["plate"], plates.normalize(p["plate"]),
                              plates.skeleton(p["plate"]), p["conf"], p.get("region"), p["t_ns"], now, p["site"],
@@ -130,8 +155,11 @@ class ReadStore:
                 results[i] = StoreResult(h.node_id, h.seq, "stored")
                 continue
             if key not in digests:
-                digests[key] = bytes(self.db.value("SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?",
-                                                   key))
+                known = self.db.value("SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?", key)
+                if known is None:  # not claimed (below the watermark) and not there: purged
+                    results[i] = StoreResult(h.node_id, h.seq, "purged")
+                    continue
+                digests[key] = bytes(known)
             if digests[key] == digest:
                 results[i] = StoreResult(h.node_id, h.seq, "duplicate")
             else:
@@ -167,12 +195,21 @@ class ReadStore:
         elif h.kind == "event":
             existing = db.value("SELECT payload_sha256 FROM events WHERE node_id=? AND seq=?", (h.node_id, h.seq))
         elif db.postgres:
-            inserted = db.execute("INSERT INTO read_keys (node_id, seq, payload_sha256, capture_ns) VALUES (?,?,?,?) "
-                                  "ON CONFLICT DO NOTHING", (h.node_id, h.seq, digest, p["t_ns"])).rowcount
-            existing = None if inserted else db.value(
-                "SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?", (h.node_id, h.seq))
+            if self._below_watermark(opened):  # never claim a purged key: look, do not insert
+                existing = db.value("SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?",
+                                    (h.node_id, h.seq))
+                if existing is None:
+                    return StoreResult(h.node_id, h.seq, "purged")
+            else:
+                inserted = db.execute("INSERT INTO read_keys (node_id, seq, payload_sha256, capture_ns) "
+                                      "VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                                      (h.node_id, h.seq, digest, p["t_ns"])).rowcount
+                existing = None if inserted else db.value(
+                    "SELECT payload_sha256 FROM read_keys WHERE node_id=? AND seq=?", (h.node_id, h.seq))
         else:
             existing = db.value("SELECT payload_sha256 FROM reads WHERE node_id=? AND seq=?", (h.node_id, h.seq))
+            if existing is None and self._below_watermark(opened):
+                return StoreResult(h.node_id, h.seq, "purged")
         if existing is not None:
             if bytes(existing) == digest:
                 return StoreResult(h.node_id, h.seq, "duplicate")
@@ -193,6 +230,12 @@ class ReadStore:
                  p["conf"], p.get("region"), p["t_ns"], now, p["site"], p["camera"], p.get("dir"), p.get("trigger"),
                  p.get("lane"), digest, opened.header_bytes, opened.payload_bytes, opened.signature))
         return StoreResult(h.node_id, h.seq, "stored")
+
+    def _below_watermark(self, opened: Opened) -> bool:
+        """True when a read's (seq, capture time) is at or below its node's purge watermark."""
+        row = self.db.one(f"SELECT seq, cutoff_ns FROM {migrations.PURGE_WATERMARKS} WHERE node_id=?",
+                          (opened.header.node_id,))
+        return row is not None and _below_mark({opened.header.node_id: (int(row[0]), int(row[1]))}, opened)
 
     def reads_after(self, last_id: int, limit: int = 1000) -> list[ReadRow]:
         """Reads stored after row id `last_id`, oldest first (for `reads tail`)."""
@@ -231,6 +274,27 @@ class ReadStore:
         if row is None:
             raise NotFound(f"read {read_id}: not in the store (never stored, or purged)")
         return StoredRead(row_from_db(row[:12]), bytes(row[12]), bytes(row[13]), bytes(row[14]), bytes(row[15]))
+
+
+def _below_mark(marks: dict[str, tuple[int, int]], opened: Opened) -> bool:
+    """At or below the node's highest purged seq *and* captured before the latest cutoff of a
+    purge of its reads: only then can it be a purged read (a purge deletes reads captured before
+    its cutoff). A read of a lower seq captured later (a node clock that jumped) was never purged."""
+    mark = marks.get(opened.header.node_id)
+    return mark is not None and opened.header.seq <= mark[0] and int(opened.payload["t_ns"]) < mark[1]
+
+
+def raise_purge_watermarks(db: Database, highest: dict[str, int], cutoff_ns: int) -> None:
+    """Record that reads up to `highest[node]` captured before `cutoff_ns` were purged; marks only
+    ever rise. Call it in the transaction that deletes those reads' dedup records, under PURGE_LOCK."""
+    greatest = "GREATEST" if db.postgres else "MAX"
+    now = time.time_ns()
+    for node_id, seq in sorted(highest.items()):
+        db.execute(f"INSERT INTO {migrations.PURGE_WATERMARKS} (node_id, seq, cutoff_ns, updated_ns) "
+                   f"VALUES (?,?,?,?) ON CONFLICT (node_id) DO UPDATE SET "
+                   f"seq = {greatest}({migrations.PURGE_WATERMARKS}.seq, excluded.seq), "
+                   f"cutoff_ns = {greatest}({migrations.PURGE_WATERMARKS}.cutoff_ns, excluded.cutoff_ns), "
+                   f"updated_ns = excluded.updated_ns", (node_id, int(seq), int(cutoff_ns), now))
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,17 @@ from transport.registry import Registry
 pytestmark = pytest.mark.broker
 
 
-def start_world(lab, store_path=None):
-    """An ingest worker (SQLite store in the lab unless `store_path`) and node-a's MQTT client,
-    with the PUBACKs ingest sends recorded in `ingest.pubacks` (message ids)."""
+def start_world(lab, store_path=None, **options):
+    """An ingest worker (SQLite store in the lab unless `store_path`; `options` for Ingest) and
+    node-a's MQTT client, with the PUBACKs ingest sends recorded in `ingest.pubacks` (message ids)."""
     node = lab.add_node("node-a")
     lab.add_node("node-b")
     tls = lab.hq_dir / "tls"
     ingest = Ingest(BrokerSettings("127.0.0.1", lab.broker.port, tls / "ca.pem", tls / "hq-ingest-1.pem",
                                    tls / "hq-ingest-1.key", "hq-ingest-1"),
                     store_path=store_path or lab.hq_dir / "hq.db", registry_path=lab.registry_path,
-                    decryption_keys=load_hpke_keys(lab.hq_dir / "keys"), sign_key=load_sign_key(lab.hq_dir / "keys"))
+                    decryption_keys=load_hpke_keys(lab.hq_dir / "keys"), sign_key=load_sign_key(lab.hq_dir / "keys"),
+                    **options)
     ingest.pubacks = []
     puback = ingest.link.client.ack
 

@@ -33,7 +33,7 @@ def _partitions(store):
 def test_migrations_apply_once_and_reads_are_partitioned_by_month(pg_url):
     store = ReadStore(pg_url)
     assert store.db.postgres
-    assert store.db.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,), (4,)]
+    assert store.db.rows("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,), (4,), (5,)]
     assert store.db.value("SELECT relkind FROM pg_class WHERE relname='reads'") == "p"
     node = SyntheticNode.create()
     out = store.store([node.read(1, "7ABC123", _ns(2026, 8, 3)), node.read(2, "8XYZ999", _ns(2026, 9, 1)),
@@ -82,9 +82,62 @@ def test_purge_drops_whole_partitions_and_keeps_held_reads(pg_url):
     assert _partitions(store) == ["reads_p202507", "reads_p202509", "reads_p202609"]
     assert sorted(r.id for r in store.reads_after(0, 1000) if r.plate.startswith("JUL")) == sorted(july)
     assert store.db.value("SELECT COUNT(*) FROM read_keys") == 3 + 5 + 1
-    # A purged read sent again is stored again (and will be purged again), never a silent conflict.
-    assert store.store([reads[0]])[0].outcome == "stored"
+    # A purged read sent again is acknowledged (`purged`) and not stored again: its key is gone,
+    # the node's purge watermark remembers it. Held reads still dedup on their keys.
+    assert store.db.rows("SELECT node_id, seq FROM purge_watermarks") == [("node-1", 119)]
+    out = store.store([reads[0], reads[20], reads[20 + 3], reads[40]])
+    assert [r.outcome for r in out] == ["purged", "duplicate", "purged", "duplicate"]
+    assert store.store([reads[0]])[0].outcome == "purged"  # alone (no key claimed in the batch) too
+    assert store.db.value("SELECT COUNT(*) FROM read_keys") == 3 + 5 + 1
+    assert store.count() == 3 + 5 + 1
     assert access.log.verify().ok
+    store.close()
+
+
+def test_purge_watermark_cases_match_sqlite(pg_url, tmp_path):
+    # The same story on both backends: purge, then resends, late reads and events around the mark.
+    outcomes = {}
+    for name, target in (("postgres", pg_url), ("sqlite", tmp_path / "hq.db")):
+        store = ReadStore(target)
+        access = Access(store.db, clock=FakeClock(NOW))
+        node = SyntheticNode.create()
+        old = [node.read(s, f"OLD{s:04d}", _ns(2025, 6, 1) + s) for s in (1, 2, 3)]
+        store.store(old + [node.read(4, "NEW0004", NOW - DAY)])
+        retention.purge(store, access, SYSTEM, min_days=365)
+        first = [r.outcome for r in store.store([
+            old[0], old[2],                                  # the purged reads again
+            node.read(2, "OTHER02", _ns(2025, 6, 2)),        # other content under a purged seq: unknowable
+            node.read(3, "LATE003", NOW - DAY),              # seq purged but captured after the cutoff: kept
+            #                                                  (PostgreSQL: claims the key old[2] lacks)
+            node.read(5, "NEW0005", _ns(2025, 6, 3)),        # above the mark: stored (purged next run)
+            _event(node, 1, _ns(2025, 6, 1)),                # events keep their own dedup
+        ])]
+        # Above the mark the ordinary rules apply, whatever the capture time.
+        second = [r.outcome for r in store.store([node.read(6, "OLD0006", _ns(2025, 6, 4)),
+                                                  node.read(6, "NEW0006", NOW)])]
+        outcomes[name] = (first, second, store.seqs("node-1"), store.conflicts(),
+                          store.db.rows("SELECT node_id, seq FROM purge_watermarks"))
+        store.close()
+    assert outcomes["postgres"] == outcomes["sqlite"]
+    assert outcomes["sqlite"][0] == ["purged", "purged", "purged", "stored", "stored", "stored"]
+    assert outcomes["sqlite"][1] == ["stored", "conflict"]  # seq 6 > mark 3: nothing purged, ordinary rules
+    assert outcomes["sqlite"][4] == [("node-1", 3)]
+
+
+def test_migration_marks_nodes_purged_before_it(pg_url):
+    store = ReadStore(pg_url)
+    node = SyntheticNode.create()
+    store.store([node.read(2, "NEW0002", NOW - DAY)])
+    cutoff = NOW - 380 * DAY
+    store.db.execute("INSERT INTO purges (t_ns, by_user, cutoff_ns, reads_deleted, partitions_dropped, held_kept, "
+                     "seconds) VALUES (?,?,?,?,?,?,?)", (NOW, "system", cutoff, 5, 1, 0, 0.1))
+    store.db.execute("DROP TABLE purge_watermarks")
+    store.db.execute("DELETE FROM schema_version WHERE version=5")
+    store.close()
+    store = ReadStore(pg_url)
+    assert store.db.rows("SELECT node_id, seq, cutoff_ns FROM purge_watermarks") == [("node-1", 2**63 - 1, cutoff)]
+    out = store.store([node.read(1, "OLD0001", cutoff - DAY), node.read(3, "NEW0003", NOW)])
+    assert [r.outcome for r in out] == ["purged", "stored"]
     store.close()
 
 

@@ -258,7 +258,7 @@ def test_cli_end_to_end(site, capsys):
     capsys.readouterr()
     assert run("retention", "status", "--user", "ada", password=PW) == 0
     status = capsys.readouterr().out
-    assert "schema version 4 (this HQ: 4)" in status and "reads: 2," in status
+    assert "schema version 5 (this HQ: 5)" in status and "reads: 2," in status
     assert run("audit", "report", "--from", "2000-01-01", "--to", "2099-01-01", "--json", "--user", "ada",
                password=PW) == 0
     doc = json.loads(capsys.readouterr().out)
