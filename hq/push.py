@@ -1,4 +1,4 @@
-"""Sends HQ-signed control messages (hot lists, configuration) to nodes over the broker.
+"""Sends HQ-signed control messages (hot lists) to nodes over the broker.
 
 Each goes retained, QoS 1, to every active node's own topic, so a node that is offline now
 gets it when it next connects.
@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 def push(settings: BrokerSettings, registry_path, leaf: str, message: bytes, timeout: float = 30.0) -> list[str]:
     """Publish `message` retained to `alpr/v1/node/<id>/<leaf>` of every active node; returns the ids."""
-    if leaf not in ("hotlist", "config"):
-        raise ValueError(f"push: leaf must be hotlist or config, not {leaf!r}")
+    # Only what nodes act on: the `config` topic is reserved (nodes log and ignore it), so a
+    # push there would look sent and change nothing.
+    if leaf != "hotlist":
+        raise ValueError(f"push: leaf must be hotlist, not {leaf!r} (config is reserved: nodes do not act on it)")
     registry = Registry(registry_path)
     try:
         node_ids = [n.node_id for n in registry.nodes() if n.status == "active"]
