@@ -29,7 +29,9 @@ setup(
     extras_require={
         # picamera2 itself comes from apt (python3-picamera2) on Raspberry Pi OS: it needs the
         # system libcamera, so the Pi venv is made with --system-site-packages.
-        "pi": ["RPi.GPIO>=0.7; platform_machine=='armv7l'", "rpi-lgpio>=0.6; platform_machine=='aarch64'"],
+        # rpi-lgpio on 32- and 64-bit Pi OS alike: RPi.GPIO 0.7.1's edge detection fails on kernels
+        # 6.6 and later ("Failed to add edge detection"), which every current Pi OS runs.
+        "pi": ["rpi-lgpio>=0.6; platform_machine=='aarch64' or platform_machine=='armv7l'"],
         "train": ["tensorflow-cpu>=2.16"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "psycopg[binary]>=3.1", "ruff"],
         "postgres": ["psycopg[binary]>=3.1"],

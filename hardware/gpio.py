@@ -4,12 +4,19 @@ and outputs (IR illuminator, status LED).
 `RPi.GPIO` is imported only when no module is injected. On a Pi 5 the `rpi-lgpio` package
 provides the same module name on top of lgpio. Numbering is always BCM. Pass
 `gpio_module=StandinGPIO()` to run without a Pi.
+
+The two implementations differ in ways this adapter evens out (read in RPi.GPIO's py_gpio.c /
+event_gpio.c and waveform80/rpi-lgpio's RPi/GPIO): rpi-lgpio lets failures of the lgpio calls
+underneath escape as `lgpio.error`, a plain Exception rather than RuntimeError, so the error types
+caught here include the module's `lgpio.error` when it has one; and rpi-lgpio silently accepts a
+second add_event_detect on a pin (RPi.GPIO raises), so each pin is claimed once per process here.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -29,15 +36,67 @@ def load_gpio_module(gpio_module: Any | None = None) -> Any:
         import RPi.GPIO as gpio
     except ImportError as exc:
         raise GpioError(
-            "RPi.GPIO is not installed: on a Pi 4 or older `pip install RPi.GPIO`, on a Pi 5 "
-            "`pip install rpi-lgpio` (pip extra `alpr-node[pi]`)"
+            "RPi.GPIO is not installed: on Raspberry Pi OS Bookworm (any Pi) `pip install rpi-lgpio` "
+            "(pip extra `alpr-node[pi]`)"
         ) from exc
-    except RuntimeError as exc:  # RPi.GPIO raises this when not on a Pi or without /dev/gpiomem
+    except (RuntimeError, NotImplementedError) as exc:
+        # Both raise RuntimeError when not on a Pi; rpi-lgpio NotImplementedError for an old-style
+        # board revision code.
         raise GpioError(f"RPi.GPIO cannot run here: {exc}") from exc
+    except OSError as exc:
+        # rpi-lgpio imports lgpio, which creates its notification pipe (.lgd-nfy*) in the current
+        # directory at import: a service whose working directory it cannot write fails right here
+        # (joan2937/lg issue #22).
+        raise GpioError(f"RPi.GPIO (rpi-lgpio) cannot start lgpio: {exc}. lgpio writes its notification pipe "
+                        "into the working directory: run from a directory the service user can write "
+                        "(systemd WorkingDirectory=, e.g. the StateDirectory)") from exc
     return gpio
 
 
+def gpio_errors(gpio: Any) -> tuple[type[Exception], ...]:
+    """The exception types a GPIO module raises on failure: RuntimeError and ValueError, plus
+    `lgpio.error` under rpi-lgpio (its RPi.GPIO module imports lgpio, so it is `gpio.lgpio.error`)."""
+    lgpio_error = getattr(getattr(gpio, "lgpio", None), "error", None)
+    if isinstance(lgpio_error, type) and issubclass(lgpio_error, Exception):
+        return (RuntimeError, ValueError, lgpio_error)
+    return (RuntimeError, ValueError)
+
+
+EDGE_DETECTION_HINT = ("RPi.GPIO 0.7.1's edge detection fails on kernels >= 6.6 (Raspberry Pi OS since 2024): "
+                       "`pip uninstall RPi.GPIO && pip install rpi-lgpio`")
+
+# Pins claimed through this module, per GPIO module object: BCM pin -> the owner (weakly held, so
+# an owner dropped without close() does not hold the pin forever).
+_claims_lock = threading.Lock()
+_claims: weakref.WeakKeyDictionary[Any, dict[int, tuple[weakref.ref[Any], str]]] = weakref.WeakKeyDictionary()
+
+
+def _claim(gpio: Any, pin: int, owner: Any, label: str) -> None:
+    """Refuse a pin another TriggerInput/OutputPin of this process holds on the same module.
+
+    RPi.GPIO would refuse a second edge detection itself, but rpi-lgpio accepts one with the same
+    edge and bouncetime (both callbacks then fire) and lets setup(OUT) silently drop an input's
+    edge detection, so the check is made here, the same for both.
+    """
+    with _claims_lock:
+        pins = _claims.setdefault(gpio, {})
+        held = pins.get(pin)
+        if held is not None and held[0]() is not None:
+            raise GpioError(f"{label} (BCM {pin}): already used by {held[1]} in this process")
+        pins[pin] = (weakref.ref(owner), label)
+
+
+def _unclaim(gpio: Any, pin: int, owner: Any) -> None:
+    """Give up `owner`'s claim on `pin` (a claim whose owner is gone is dropped too)."""
+    with _claims_lock:
+        pins = _claims.get(gpio, {})
+        held = pins.get(pin)
+        if held is not None and held[0]() in (owner, None):
+            del pins[pin]
+
+
 def _ensure_bcm(gpio: Any) -> None:
+    """Select BCM numbering, or refuse if something else in the process chose BOARD."""
     mode = gpio.getmode()
     if mode is None:
         gpio.setwarnings(False)
@@ -95,23 +154,28 @@ class TriggerInput:
         self._on_trigger = on_trigger
         self._clock = clock_ns
         self._gpio = load_gpio_module(gpio_module)
+        self._errors = gpio_errors(self._gpio)
         self._lock = threading.Lock()
         self._closed = False
         self._events = 0
         g = self._gpio
         pud = {"up": g.PUD_UP, "down": g.PUD_DOWN, "off": g.PUD_OFF}[pull]
+        label = f"TriggerInput {self.name}"
+        _claim(g, pin, self, label)
         try:
             _ensure_bcm(g)
             g.setup(pin, g.IN, pull_up_down=pud)
             self._level = int(g.input(pin))
             # RPi.GPIO's C module takes bouncetime as an int and rejects None (TypeError) and
             # 0 (ValueError): "no debounce" is spelled by leaving the argument out.
-            debounce = {"bouncetime": bouncetime_ms} if bouncetime_ms > 0 else {}
+            debounce = {"bouncetime": int(bouncetime_ms)} if bouncetime_ms > 0 else {}
             g.add_event_detect(pin, g.BOTH, callback=self._on_edge, **debounce)
-        except (RuntimeError, ValueError) as exc:
+        except self._errors as exc:
+            _unclaim(g, pin, self)
             if isinstance(exc, GpioError):
                 raise
-            raise GpioError(f"TriggerInput {self.name} (BCM {pin}): {exc}") from exc
+            hint = f" ({EDGE_DETECTION_HINT})" if "Failed to add edge detection" in str(exc) else ""
+            raise GpioError(f"{label} (BCM {pin}): {exc}{hint}") from exc
 
     @property
     def events(self) -> int:
@@ -121,14 +185,21 @@ class TriggerInput:
 
     def is_active(self) -> bool:
         """The logical state now (reads the pin)."""
-        return self._is_active(int(self._gpio.input(self.pin)))
+        try:
+            return self._is_active(int(self._gpio.input(self.pin)))
+        except self._errors as exc:
+            raise GpioError(f"TriggerInput {self.name} (BCM {self.pin}): {exc}") from exc
 
     def _is_active(self, level: int) -> bool:
         return (level == 0) if self.active_low else (level == 1)
 
     def _on_edge(self, channel: int) -> None:
         now = self._clock()
-        level = int(self._gpio.input(self.pin))
+        try:
+            level = int(self._gpio.input(self.pin))
+        except self._errors:  # the pin went away under us (closed, or the chip is gone)
+            log.exception("TriggerInput %s: reading BCM %d in the edge callback failed", self.name, self.pin)
+            return
         with self._lock:
             if self._closed or level == self._level:
                 return  # a bounce that settled back, or a duplicate
@@ -152,8 +223,10 @@ class TriggerInput:
         try:
             self._gpio.remove_event_detect(self.pin)
             self._gpio.cleanup(self.pin)
-        except (RuntimeError, ValueError) as exc:
+        except self._errors as exc:
             log.warning("TriggerInput %s: cleanup failed: %s", self.name, exc)
+        finally:
+            _unclaim(self._gpio, self.pin, self)
 
     def __enter__(self) -> Self:
         return self
@@ -174,19 +247,25 @@ class OutputPin:
         self.name = name or f"gpio{pin}"
         self.active_high = active_high
         self._gpio = load_gpio_module(gpio_module)
+        self._errors = gpio_errors(self._gpio)
         self._lock = threading.Lock()
         self._blink_stop = threading.Event()
         self._blink_thread: threading.Thread | None = None
         self._closed = False
         self._on = bool(initial)
         g = self._gpio
+        label = f"OutputPin {self.name}"
+        _claim(g, pin, self, label)
         try:
             _ensure_bcm(g)
+            # initial= sets the level before the pin turns into an output (both libraries), so an
+            # active-low relay board does not click on for an instant.
             g.setup(pin, g.OUT, initial=self._level(self._on))
-        except (RuntimeError, ValueError) as exc:
+        except self._errors as exc:
+            _unclaim(g, pin, self)
             if isinstance(exc, GpioError):
                 raise
-            raise GpioError(f"OutputPin {self.name} (BCM {pin}): {exc}") from exc
+            raise GpioError(f"{label} (BCM {pin}): {exc}") from exc
 
     @property
     def is_on(self) -> bool:
@@ -263,7 +342,7 @@ class OutputPin:
             self._on = on
             try:
                 self._gpio.output(self.pin, self._level(on))
-            except (RuntimeError, ValueError) as exc:
+            except self._errors as exc:
                 raise GpioError(f"OutputPin {self.name} (BCM {self.pin}): {exc}") from exc
 
     def close(self) -> None:
@@ -271,13 +350,18 @@ class OutputPin:
         if self._closed:
             return
         self._stop_blink()
-        self._write(False)
+        try:
+            self._write(False)
+        except GpioError:  # still release the pin (and our claim on it) below
+            log.exception("OutputPin %s: switching off on close failed", self.name)
         with self._lock:
             self._closed = True
         try:
             self._gpio.cleanup(self.pin)
-        except (RuntimeError, ValueError) as exc:
+        except self._errors as exc:
             log.warning("OutputPin %s: cleanup failed: %s", self.name, exc)
+        finally:
+            _unclaim(self._gpio, self.pin, self)
 
     def __enter__(self) -> Self:
         return self

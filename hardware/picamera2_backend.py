@@ -7,11 +7,20 @@ libcamera), so the venv must be made with `--system-site-packages`. Tests inject
 
 Both streams come from ONE request, i.e. one exposure: `main` (full resolution, for crops) and
 `lores` (small, for detection; YUV420 on a Pi 4, converted to RGB here).
+
+What this relies on, as read in raspberrypi/picamera2 (picamera2.py, request.py, job.py):
+`capture_request(wait=False)` returns a Job whose `get_result(timeout)` raises
+concurrent.futures' TimeoutError (the builtin TimeoutError on Python >= 3.11) and leaves the job
+queued; `make_array("lores")` of a YUV420 stream is the planar image with its row padding,
+shape (h * 3 / 2, stride); jobs run in order on picamera2's event loop and `stop()` is queued
+behind them, so a camera with a capture job still waiting must be `cancel_all_and_flush()`ed
+before `stop()`/`close()` or they block forever.
 """
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +47,8 @@ class Picamera2Config:
 
     exposure_us: fixed exposure time; plates on moving cars need <= 1000 us. None = auto.
     analogue_gain: fixed gain; None lets the AGC vary the gain (with a fixed exposure time the
-    Pi's AGC adjusts only the gain). With both fixed, AE/AGC is switched off.
+    Pi's AGC adjusts only the gain). With both fixed, AE/AGC has nothing left to vary; no
+    AeEnable is sent (see controls()).
     lens_position: dioptres (1 / distance in m) for manual focus on Camera Module 3; None = AF
     continuous where the camera has autofocus.
     still: use create_still_configuration instead of create_video_configuration.
@@ -67,8 +77,10 @@ class Picamera2Config:
             controls["ExposureTime"] = int(self.exposure_us)
         if self.analogue_gain is not None:
             controls["AnalogueGain"] = float(self.analogue_gain)
-        if self.exposure_us is not None and self.analogue_gain is not None:
-            controls["AeEnable"] = False  # fully manual: nothing left for AE/AGC to do
+        # No AeEnable=False even when both are fixed: a fixed ExposureTime/AnalogueGain already
+        # takes that value away from AE/AGC (libcamera control_ids_core.yaml), whereas AeEnable=False
+        # sent with them makes AE/AGC freeze the values it has *now*, ahead of ours (picamera2
+        # issue #933), and on libcamera 0.5 it was ignored at start (picamera2 issue #1269).
         return controls
 
 
@@ -80,6 +92,7 @@ class Picamera2Camera(Camera):
         self._module = picamera2_module
         self._cam: Any | None = None
         self._pending: Any | None = None  # a capture job that timed out; its frame is used next
+        self._layout: dict[str, _Layout] = {}
         self._index = 0
         self._closed = False
 
@@ -95,7 +108,9 @@ class Picamera2Camera(Camera):
         try:
             cam = module.Picamera2(cfg.camera_num)
         except (RuntimeError, IndexError) as exc:
-            raise CameraDisconnected(f"camera {cfg.camera_num}: cannot open: {exc}") from exc
+            # IndexError: current picamera2 indexes its camera list before its own try block, so
+            # "no camera" (or a camera number past the end) surfaces as IndexError, not RuntimeError.
+            raise CameraDisconnected(f"camera {cfg.camera_num}: cannot open: {exc!r}") from exc
         try:
             create = cam.create_still_configuration if cfg.still else cam.create_video_configuration
             controls = cfg.controls()
@@ -110,6 +125,7 @@ class Picamera2Camera(Camera):
             )
             cam.configure(camera_config)
             cam.start()
+            self._layout = self._read_layout(cam)
         except CameraError:
             cam.close()
             raise
@@ -117,8 +133,8 @@ class Picamera2Camera(Camera):
             cam.close()
             raise CameraError(f"camera {cfg.camera_num}: configure/start failed: {exc}") from exc
         self._cam = cam
-        log.info("camera %d started: main %s %s, lores %s %s, %s fps", cfg.camera_num, cfg.main_size,
-                 cfg.main_format, cfg.lores_size, cfg.lores_format, cfg.fps)
+        log.info("camera %d started: main %s %s, lores %s %s, %s fps", cfg.camera_num, self._layout["main"].size,
+                 cfg.main_format, self._layout["lores"].size, cfg.lores_format, cfg.fps)
 
     def _load_module(self) -> Any:
         if self._module is None:
@@ -128,6 +144,21 @@ class Picamera2Camera(Camera):
                 raise CameraError(APT_HINT) from exc
             self._module = picamera2
         return self._module
+
+    def _read_layout(self, cam: Any) -> dict[str, _Layout]:
+        """Each stream's format and size as configured (libcamera may adjust them), and the
+        YCbCr matrix/range of the YUV streams."""
+        cfg = self.config
+        configured = cam.camera_configuration() or {}
+        colour = _ycbcr_of(configured.get("colour_space")) or _picamera2_default_ycbcr(cfg)
+        layout = {}
+        for name, fmt, size in (("main", cfg.main_format, cfg.main_size), ("lores", cfg.lores_format, cfg.lores_size)):
+            stream = configured.get(name) or {}
+            actual = tuple(stream.get("size") or size)
+            if actual != tuple(size):
+                log.warning("camera %d: %s stream is %s, not the %s asked for", cfg.camera_num, name, actual, tuple(size))
+            layout[name] = _Layout(stream.get("format") or fmt, (int(actual[0]), int(actual[1])), *colour)
+        return layout
 
     def _focus_controls(self, cam: Any) -> dict[str, Any]:
         """Manual focus (or continuous AF) where the camera has a lens motor (Camera Module 3)."""
@@ -154,21 +185,26 @@ class Picamera2Camera(Camera):
             # Keep the job: its request arrives later and must be used (or released), not leaked.
             self._pending = job
             raise CameraTimeout(f"camera {self.config.camera_num}: no frame within {timeout:.3f}s") from None
-        except RuntimeError as exc:
+        except (RuntimeError, CancelledError) as exc:
+            # CancelledError: the job was cancelled (cancel_all_and_flush); it will never deliver.
             self._pending = None
-            raise CameraError(f"camera {self.config.camera_num}: capture failed: {exc}") from exc
+            detail = str(exc) or type(exc).__name__
+            raise CameraError(f"camera {self.config.camera_num}: capture failed: {detail}") from exc
         self._pending = None
         try:
-            main = self._to_rgb(request.make_array("main"), self.config.main_format, "main")
-            lores = self._to_rgb(request.make_array("lores"), self.config.lores_format, "lores")
+            main = self._to_rgb(request.make_array("main"), self._layout["main"], "main")
+            lores = self._to_rgb(request.make_array("lores"), self._layout["lores"], "lores")
             metadata = request.get_metadata()
+        except (RuntimeError, ValueError) as exc:
+            raise CameraError(f"camera {self.config.camera_num}: reading the request failed: {exc}") from exc
         finally:
             request.release()
         return self._frame(main, lores, metadata)
 
     def _frame(self, main: np.ndarray, lores: np.ndarray, metadata: dict[str, Any]) -> Frame:
         now_mono, now_wall = time.monotonic_ns(), time.time_ns()
-        # SensorTimestamp is the start of exposure on the kernel's boot/monotonic clock.
+        # SensorTimestamp: ns on CLOCK_BOOTTIME, which equals CLOCK_MONOTONIC on a Pi (it never
+        # suspends); see docs/hardware.md for which instant of the exposure it marks.
         sensor_ns = int(metadata.get("SensorTimestamp") or now_mono)
         index, self._index = self._index, self._index + 1
         kept = {k: metadata[k] for k in METADATA_KEYS if k in metadata}
@@ -176,8 +212,9 @@ class Picamera2Camera(Camera):
                      wall_time_ns=now_wall - (now_mono - sensor_ns), index=index, metadata=kept)
 
     @staticmethod
-    def _to_rgb(array: np.ndarray, fmt: str, stream: str) -> np.ndarray:
+    def _to_rgb(array: np.ndarray, layout: _Layout, stream: str) -> np.ndarray:
         """picamera2 array -> HxWx3 RGB. Note libcamera's naming: "RGB888" is [B, G, R] in memory."""
+        fmt = layout.format
         if fmt == "RGB888":
             return np.ascontiguousarray(array[..., ::-1])
         if fmt == "BGR888":
@@ -186,12 +223,10 @@ class Picamera2Camera(Camera):
             return np.ascontiguousarray(array[..., :3])
         if fmt == "XRGB8888":
             return np.ascontiguousarray(array[..., 2::-1])
-        if fmt == "YUV420":  # planar I420: (h * 3 / 2, w)
-            return cv2.cvtColor(array, cv2.COLOR_YUV2RGB_I420)
-        if fmt == "YVU420":
-            return cv2.cvtColor(array, cv2.COLOR_YUV2RGB_YV12)
+        if fmt in ("YUV420", "YVU420"):
+            return yuv420_to_rgb(array, layout.size, layout.encoding, layout.full_range, swap_uv=fmt == "YVU420")
         raise CameraError(f"{stream} stream: format {fmt} is not supported (use RGB888/BGR888/XBGR8888/"
-                          "XRGB8888/YUV420)")
+                          "XRGB8888/YUV420/YVU420)")
 
     def set_controls(self, controls: dict[str, Any]) -> None:
         """Pass controls straight to picamera2 (ExposureTime, AnalogueGain, LensPosition, ...)."""
@@ -205,23 +240,128 @@ class Picamera2Camera(Camera):
     def stop(self) -> None:
         """Stop streaming."""
         if self._cam is not None:
+            self._cancel_pending(self._cam)
             self._cam.stop()
 
     def close(self) -> None:
         """Stop, release any held request and close the camera. Safe to call twice."""
         self._closed = True
         cam, self._cam = self._cam, None
+        if cam is None:
+            return
+        try:
+            self._cancel_pending(cam)
+            cam.stop()
+        finally:
+            cam.close()
+
+    def _cancel_pending(self, cam: Any) -> None:
+        """Drop a capture job left by a timeout, releasing its request if it has one by now.
+
+        picamera2's stop() is a job queued behind this one; if the camera is stalled or unplugged
+        this job never completes and stop() (and close()) would block forever, so the queue is
+        flushed first (picamera2 documents cancel_all_and_flush for exactly this case).
+        """
         job, self._pending = self._pending, None
-        if job is not None:
-            try:
-                job.get_result(timeout=0).release()
-            except (TimeoutError, RuntimeError):
-                pass  # never completed: nothing is held
-        if cam is not None:
-            try:
-                cam.stop()
-            finally:
-                cam.close()
+        if job is None:
+            return
+        cancel = getattr(cam, "cancel_all_and_flush", None)
+        if cancel is not None:
+            cancel()
+        else:
+            log.warning("camera %d: this picamera2 has no cancel_all_and_flush(); stop() may block",
+                        self.config.camera_num)
+        try:
+            job.get_result(timeout=0).release()  # completed just before the cancel: give it back
+        except (TimeoutError, CancelledError, RuntimeError):
+            pass  # never completed: nothing is held
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A configured stream: pixel format, (width, height), and for YUV its YCbCr matrix and range."""
+
+    format: str
+    size: tuple[int, int]
+    encoding: str = "Rec601"
+    full_range: bool = False
+
+
+# Kr, Kb of the YCbCr matrices (ITU-R BT.601, BT.709, BT.2020).
+_KR_KB = {"Rec601": (0.299, 0.114), "Rec709": (0.2126, 0.0722), "Rec2020": (0.2627, 0.0593)}
+
+
+def _enum_name(value: Any) -> str | None:
+    """The name of a libcamera (pybind11) enum member: `.name`, else the tail of str()."""
+    if value is None:
+        return None
+    name = getattr(value, "name", None)
+    return name if isinstance(name, str) else str(value).rsplit(".", 1)[-1]
+
+
+def _ycbcr_of(colour_space: Any) -> tuple[str, bool] | None:
+    """(encoding, full_range) of a libcamera ColorSpace, or None when it does not say.
+
+    picamera2 reports the three standard colour spaces (Sycc, Smpte170m, Rec709) with their
+    ycbcrEncoding and range; an RGB-only colour space (encoding "None") says nothing about YUV.
+    """
+    encoding = _enum_name(getattr(colour_space, "ycbcrEncoding", None))
+    value_range = _enum_name(getattr(colour_space, "range", None))
+    if encoding is None or value_range is None:
+        return None
+    matched = next((key for key in _KR_KB if key[3:] in encoding), None)
+    if matched is None or value_range not in ("Full", "Limited"):
+        return None
+    return matched, value_range == "Full"
+
+
+def _picamera2_default_ycbcr(cfg: Picamera2Config) -> tuple[str, bool]:
+    """The colour space picamera2 picks when none is given: sYCC (full-range BT.601) for stills;
+    for video SMPTE 170M (limited BT.601) below 1280x720, else Rec.709 (limited BT.709)."""
+    if cfg.still:
+        return "Rec601", True
+    small = cfg.main_size[0] < 1280 or cfg.main_size[1] < 720
+    return ("Rec601" if small else "Rec709"), False
+
+
+def yuv420_to_rgb(array: np.ndarray, size: tuple[int, int], encoding: str = "Rec601", full_range: bool = False,
+                  swap_uv: bool = False) -> np.ndarray:
+    """A picamera2 YUV420 array, shape (h * 3 / 2, stride), -> HxWx3 RGB of `size` (width, height).
+
+    The stride padding on the right of every row is cropped off (picamera2 leaves it in), and the
+    YCbCr matrix and range follow the stream's colour space: OpenCV's COLOR_YUV2RGB_I420 knows
+    only limited-range BT.601, which is wrong for stills (sYCC, full range) and for video from
+    1280x720 (Rec.709). The grey image is simply the first h rows, cropped to w.
+    """
+    width, height = int(size[0]), int(size[1])
+    stride = array.shape[1]
+    if array.shape[0] != height * 3 // 2 or stride < width:
+        raise CameraError(f"YUV420 array {array.shape} does not fit a {width}x{height} stream")
+    flat = array.reshape(-1)
+    luma = flat[:stride * height].reshape(height, stride)[:, :width]
+    chroma_rows, chroma_stride = height // 2, stride // 2
+    planes = []
+    for i in range(2):
+        start = stride * height + i * chroma_rows * chroma_stride
+        plane = flat[start:start + chroma_rows * chroma_stride].reshape(chroma_rows, chroma_stride)[:, :width // 2]
+        # Nearest-neighbour 2x2 upsampling, as OpenCV's and picamera2's own converters do.
+        planes.append(cv2.resize(plane, (width, height), interpolation=cv2.INTER_NEAREST))
+    cb, cr = (planes[1], planes[0]) if swap_uv else (planes[0], planes[1])
+    yuv = cv2.merge([np.ascontiguousarray(luma), cb, cr])
+    return cv2.transform(yuv, _ycbcr_to_rgb_matrix(encoding, full_range))
+
+
+def _ycbcr_to_rgb_matrix(encoding: str, full_range: bool) -> np.ndarray:
+    """3x4 matrix for cv2.transform: [R, G, B] = M @ [Y, Cb, Cr, 1] on 8-bit values."""
+    kr, kb = _KR_KB[encoding]
+    kg = 1.0 - kr - kb
+    y_scale, c_scale, y_offset = (1.0, 1.0, 0.0) if full_range else (255.0 / 219.0, 255.0 / 224.0, 16.0)
+    rows = [
+        (y_scale, 0.0, c_scale * 2.0 * (1.0 - kr)),
+        (y_scale, -c_scale * 2.0 * kb * (1.0 - kb) / kg, -c_scale * 2.0 * kr * (1.0 - kr) / kg),
+        (y_scale, c_scale * 2.0 * (1.0 - kb), 0.0),
+    ]
+    return np.array([[a, b, c, -a * y_offset - (b + c) * 128.0] for a, b, c in rows], np.float32)
 
 
 def _af_mode(name: str, fallback: int) -> Any:

@@ -5,17 +5,36 @@ Inputs are driven with `drive_high(pin)` / `drive_low(pin)` (BCM numbers: the ph
 edge callbacks fire synchronously in the driving thread, honouring `bouncetime` against this
 object's clock. Outputs are recorded with their times in `output_history(pin)`.
 
-Differences from the real module, on purpose: callbacks run in the caller's thread (the real one
-has its own thread), so tests are deterministic; only the 40-pin header (BCM 0-27) exists.
+`library` picks whose behaviour to copy where the two implementations of this API differ (read
+in RPi.GPIO's source/py_gpio.c and event_gpio.c, and waveform80/rpi-lgpio's RPi/GPIO):
+
+- "RPi.GPIO" (default): a second add_event_detect on a channel raises RuntimeError
+  ("Conflicting edge detection ..."); bouncetime must be an int > 0 or left out (None is a
+  TypeError); `fail_edge_detection()` makes add_event_detect raise RuntimeError("Failed to add
+  edge detection"), which RPi.GPIO 0.7.1 does on every edge on kernels >= 6.6 (raspberrypi/linux
+  issue #6037); `deny_gpio_access()` makes setup raise RuntimeError("No access to /dev/mem...").
+- "rpi-lgpio": a second add_event_detect with the same edge and bouncetime is accepted and only
+  adds the callback (a different one still conflicts); bouncetime=None means none; setup(OUT)
+  refuses any pull_up_down; failures of the lgpio calls underneath raise `lgpio.error`, an
+  Exception that is NOT a RuntimeError, reachable as `module.lgpio.error` as on the real module
+  (it imports lgpio): `deny_gpio_access()` makes setmode raise lgpio.error('can not open
+  gpiochip') and `claim_elsewhere(pin)` makes setup raise lgpio.error('GPIO busy').
+
+Differences from the real modules, on purpose: callbacks run in the caller's thread (the real ones
+have their own thread), so tests are deterministic; only the 40-pin header (BCM 0-27) exists
+(both real modules accept BCM 0-53); debounce always follows RPi.GPIO (edges within bouncetime
+of the last reported one are dropped), not lgpio's "report once stable for bouncetime".
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +46,20 @@ BOARD_TO_BCM: dict[int, int] = {
 }
 
 _NO_BOUNCETIME = -666  # RPi.GPIO's own "argument not given" value (py_gpio.c)
+_NOT_GIVEN: Any = object()  # pull_up_down left out (RPi.GPIO defaults it to PUD_OFF, rpi-lgpio to None)
 _MODE_MESSAGE = "Please set pin numbering mode using GPIO.setmode(GPIO.BOARD) or GPIO.setmode(GPIO.BCM)"
+LIBRARIES = ("RPi.GPIO", "rpi-lgpio")
+
+
+class LgpioError(Exception):
+    """Plays `lgpio.error`: a plain Exception whose str() is the repr of its message, as in lgpio."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return repr(self.value)
 
 
 @dataclass(frozen=True)
@@ -71,14 +103,26 @@ class StandinGPIO:
     RPI_INFO: ClassVar[dict[str, object]] = {"P1_REVISION": 3, "TYPE": "Stand-in", "PROCESSOR": "stand-in"}
     VERSION = "0.7.1-standin"
 
-    def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(self, clock: Callable[[], int] = time.monotonic_ns, library: str = "RPi.GPIO") -> None:
+        if library not in LIBRARIES:
+            raise ValueError(f"library: one of {', '.join(LIBRARIES)}, got {library!r}")
         self.clock = clock
+        self.library = library
+        self.lgpio: SimpleNamespace | None = SimpleNamespace(error=LgpioError) if library == "rpi-lgpio" else None
         self._lock = threading.RLock()
         self._mode: int | None = None
         self._warnings = True
         self._channels: dict[int, _Channel] = {}  # by BCM number
         self._external: dict[int, int] = {}  # levels driven from outside, by BCM number
         self._history: list[OutputChange] = []
+        self._no_access = False
+        self._busy: set[int] = set()  # BCM pins another process holds
+        self._edge_detection_broken = False
+
+    @property
+    def _lgpio(self) -> bool:
+        """Whether this stand-in copies rpi-lgpio where it differs from RPi.GPIO."""
+        return self.library == "rpi-lgpio"
 
     # ---- RPi.GPIO API ----------------------------------------------------------------------
     def setwarnings(self, flag: bool) -> None:
@@ -87,31 +131,40 @@ class StandinGPIO:
 
     def setmode(self, mode: int) -> None:
         """Choose BCM or BOARD numbering; changing it later raises ValueError like RPi.GPIO."""
-        if mode not in (self.BCM, self.BOARD):
-            raise ValueError("An invalid mode was passed to setmode()")
         with self._lock:
             if self._mode is not None and self._mode != mode:
                 raise ValueError("A different mode has already been set!")
+            if mode not in (self.BCM, self.BOARD):
+                raise ValueError("An invalid mode was passed to setmode()")
+            if self._lgpio and self._no_access:  # rpi-lgpio opens the gpiochip here
+                raise LgpioError("can not open gpiochip")
             self._mode = mode
 
     def getmode(self) -> int | None:
         """The numbering mode, or None before setmode()."""
         return self._mode
 
-    def setup(self, channel: int | Iterable[int], direction: int, pull_up_down: int = PUD_OFF,
-              initial: int = -1) -> None:
+    def setup(self, channel: int | Iterable[int], direction: int, pull_up_down: int | None = _NOT_GIVEN,
+              initial: int | None = -1) -> None:
         """Configure one channel or a list of channels as input or output."""
         channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
         if direction not in (self.IN, self.OUT):
             raise ValueError("An invalid direction was passed to setup()")
-        if direction == self.OUT and pull_up_down != self.PUD_OFF:
+        if direction == self.OUT and pull_up_down is not _NOT_GIVEN and (
+                self._lgpio or pull_up_down != self.PUD_OFF):  # rpi-lgpio refuses even PUD_OFF here
             raise ValueError("pull_up_down parameter is not valid for outputs")
+        if pull_up_down is _NOT_GIVEN or (pull_up_down is None and self._lgpio):
+            pull_up_down = self.PUD_OFF
         if direction == self.IN and initial not in (-1, None):  # -1: RPi.GPIO's "not given", None: rpi-lgpio's
             raise ValueError("initial parameter is not valid for inputs")
         if pull_up_down not in (self.PUD_OFF, self.PUD_UP, self.PUD_DOWN):
             raise ValueError("Invalid value for pull_up_down - should be either PUD_OFF, PUD_UP or PUD_DOWN")
+        if self._no_access and not self._lgpio:
+            raise RuntimeError("No access to /dev/mem.  Try running as root!")  # py_gpio.c mmap_gpio_mem
         for ch in channels:
             bcm = self._bcm(ch)
+            if self._lgpio and bcm in self._busy:
+                raise LgpioError("GPIO busy")  # lgpio's claim fails when another process holds the line
             with self._lock:
                 existing = self._channels.get(bcm)
                 if direction == self.OUT:  # becoming an output drops edge detection, as rpi-lgpio does
@@ -150,24 +203,34 @@ class StandinGPIO:
                 self._history.append(OutputChange(self.clock(), bcm, state.level))
 
     def add_event_detect(self, channel: int, edge: int, callback: Callable[[int], None] | None = None,
-                         bouncetime: int = _NO_BOUNCETIME) -> None:
+                         bouncetime: int | None = _NO_BOUNCETIME) -> None:
         """Enable edge detection on an input, optionally with a first callback and debounce (ms)."""
+        if bouncetime is None and self._lgpio:
+            bouncetime = _NO_BOUNCETIME  # rpi-lgpio: None means no debounce
         if not isinstance(bouncetime, int):
             # RPi.GPIO parses bouncetime as a C int ("ii|Oi"): None or a float is a TypeError
             raise TypeError(f"'{type(bouncetime).__name__}' object cannot be interpreted as an integer")
-        bcm = self._bcm(channel)
-        if edge not in (self.RISING, self.FALLING, self.BOTH):
-            raise ValueError("The edge must be set to RISING, FALLING or BOTH")
-        if bouncetime <= 0 and bouncetime != _NO_BOUNCETIME:
-            raise ValueError("Bouncetime must be greater than 0")
         if callback is not None and not callable(callback):
             raise TypeError("Parameter must be callable")
+        bcm = self._bcm(channel)
         with self._lock:
             ch = self._channels.get(bcm)
             if ch is None or ch.direction != self.IN:
                 raise RuntimeError("You must setup() the GPIO channel as an input first")
+        if edge not in (self.RISING, self.FALLING, self.BOTH):
+            raise ValueError("The edge must be set to RISING, FALLING or BOTH")
+        if bouncetime <= 0 and bouncetime != _NO_BOUNCETIME:
+            raise ValueError("Bouncetime must be greater than 0")
+        with self._lock:
             if ch.edge is not None:
+                same = ch.edge == edge and ch.bouncetime_ms == (0 if bouncetime == _NO_BOUNCETIME else bouncetime)
+                if self._lgpio and same:  # rpi-lgpio reuses the existing alert and just adds the callback
+                    if callback is not None:
+                        (ch.callbacks or []).append(callback)
+                    return
                 raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
+            if self._edge_detection_broken and not self._lgpio:
+                raise RuntimeError("Failed to add edge detection")  # add_edge_detect() returned 2
             ch.edge = edge
             ch.bouncetime_ms = 0 if bouncetime == _NO_BOUNCETIME else bouncetime
             ch.callbacks = [callback] if callback is not None else []
@@ -220,15 +283,44 @@ class StandinGPIO:
             return self.IN if ch is None else ch.direction
 
     def cleanup(self, channel: int | Iterable[int] | None = None) -> None:
-        """Return channels (all when None) to inputs without detection; all: forget the mode too."""
+        """Return channels (all when None) to inputs without detection; all: forget the mode too.
+
+        Before any setmode() both real modules do nothing (RPi.GPIO: nothing was mapped yet;
+        rpi-lgpio: no chip is open) rather than raise.
+        """
         with self._lock:
+            if self._mode is None:
+                self._warn_nothing_to_clean()
+                return
             if channel is None:
+                found = bool(self._channels)
                 self._channels.clear()
                 self._mode = None
-                return
-            channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
-            for ch in channels:
-                self._channels.pop(self._bcm(ch), None)
+            else:
+                channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
+                found = False
+                for ch in channels:
+                    found = self._channels.pop(self._bcm(ch), None) is not None or found
+        if not found:
+            self._warn_nothing_to_clean()
+
+    def _warn_nothing_to_clean(self) -> None:
+        if self._warnings:
+            warnings.warn("No channels have been set up yet - nothing to clean up!  Try cleaning up at the "
+                          "end of your program instead!", RuntimeWarning, stacklevel=3)
+
+    # ---- fault injection -----------------------------------------------------------------------
+    def deny_gpio_access(self) -> None:
+        """The process may not use the GPIO device (not in the gpio group, wrong gpiochip)."""
+        self._no_access = True
+
+    def claim_elsewhere(self, pin: int) -> None:
+        """Another process holds BCM `pin` (rpi-lgpio's setup then fails; RPi.GPIO does not care)."""
+        self._busy.add(pin)
+
+    def fail_edge_detection(self) -> None:
+        """add_event_detect fails as RPi.GPIO 0.7.1's does on kernels >= 6.6 (no effect for rpi-lgpio)."""
+        self._edge_detection_broken = True
 
     # ---- test / clip driving ------------------------------------------------------------------
     def drive_high(self, pin: int, time_ns: int | None = None) -> None:

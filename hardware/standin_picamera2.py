@@ -1,16 +1,38 @@
 """A stand-in for the `picamera2` module, for the subset of its API that our backend uses.
 
-Same call signatures and the same errors as picamera2 where it has them:
-`Picamera2(camera_num=0, tuning=None)`, `create_video_configuration(main=..., lores=...,
-buffer_count=..., controls=..., queue=...)`, `create_still_configuration(...)`, `configure()`
-(refused while started), `start()` (configures the preview configuration if none was set, as
-picamera2 does), `capture_request(wait=None, signal_function=None, flush=None)` returning a
-request with `make_array(name)`, `get_metadata()`, `release()`, or a job with
-`get_result(timeout)` when `wait=False`; `set_controls()` refuses controls the camera does not
-advertise; `stop()`, `close()`.
+Same call signatures and the same errors as picamera2 (checked against raspberrypi/picamera2's
+picamera2.py, request.py, job.py and controls.py):
+
+- `Picamera2(camera_num=0, tuning=None)`: a camera that is not listed (none connected, or the
+  number is out of range) raises IndexError, as current picamera2 does (it indexes
+  `global_camera_info()` before its try block); older releases raised RuntimeError("Camera
+  __init__ sequence did not complete.").
+- `create_video_configuration(main=..., lores=..., raw=..., colour_space=..., buffer_count=...,
+  controls=..., queue=...)` and `create_still_configuration(...)`: the same defaults (formats,
+  sizes, buffer counts, colour space, NoiseReductionMode/FrameDurationLimits controls, a raw
+  stream unless `raw=None`), "preserve_ar" added, sizes rounded down to even, an unknown stream
+  key raises ValueError.
+- `configure()`: refused while started; a size that is not an (even) tuple, a lores stream
+  bigger than main, or a non-YUV lores on a Pi 4 raise RuntimeError. Afterwards each stream
+  configuration carries "stride" and "framesize"; YUV420 rows are padded to the stride (see
+  `YUV_STRIDE_ALIGN`), so `make_array` returns the padding as picamera2 does.
+- `start()` (configures the preview configuration if none was set), `stop()`, `close()`.
+- `capture_request(wait=None, signal_function=None, flush=None)`: `wait=False` returns a job
+  (`get_result(timeout)` raises TimeoutError, or CancelledError once cancelled); a number waits
+  that long and leaves the job queued on a timeout, as picamera2 >= 0.3.17 does.
+- requests: `make_array(name)` (RuntimeError for a stream that is not configured),
+  `get_metadata()`, `release()` (a second release raises RuntimeError; using a released request
+  raises AttributeError, which is what picamera2 raises since it drops its stream map).
+- `cancel_all_and_flush()`: cancels every queued job.
+- `set_controls()` refuses controls the camera does not advertise (RuntimeError).
+
+picamera2 runs jobs in order on its event loop and `stop()` is itself a job queued behind them,
+so `stop()` (and `close()`, which calls it) blocks forever while a capture job waits for a frame
+that will never come. The stand-in cannot hang a test, so it raises `WouldBlockForever` there
+instead, after waiting `module.stop_grace_s` for the job to finish.
 
 Deliberately stricter than picamera2: capture while not started raises RuntimeError (picamera2
-would wait forever), and using a released request raises.
+would wait forever).
 
 Frames come from a source: a callable `source(index) -> RGB array or None` (None = no more
 frames: the camera stalls), or a `Clip`. Faults are injected through the module object:
@@ -25,7 +47,9 @@ import copy
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -35,8 +59,15 @@ from .clip import Clip, resize_rgb
 
 FrameSource = Callable[[int], "np.ndarray | None"]
 
-MAIN_FORMATS = ("RGB888", "BGR888", "XRGB8888", "XBGR8888", "YUV420")
+RGB_FORMATS = ("RGB888", "BGR888", "XRGB8888", "XBGR8888")
 YUV_FORMATS = ("YUV420", "YVU420", "NV12", "NV21", "YUYV", "UYVY")
+MAIN_FORMATS = RGB_FORMATS + ("YUV420", "YVU420")
+STREAM_KEYS = ("format", "size", "stride", "preserve_ar")
+# Row alignment of YUV420 buffers. Taken from picamera2's align_stream (32 bytes on a Pi 4, 64 on
+# a Pi 5, doubled for YUV420); the real kernel drivers may pad more (picamera2 issue #1182 shows a
+# Pi 5 lores of width 704 with stride 768), so code must crop to the configured width, never
+# assume stride == width.
+YUV_STRIDE_ALIGN = {"vc4": 64, "pisp": 128}
 
 # name -> (min, max, default), as Picamera2.camera_controls reports them for an IMX708 (Module 3).
 CAMERA_CONTROLS: dict[str, tuple[Any, Any, Any]] = {
@@ -54,6 +85,48 @@ CAMERA_CONTROLS: dict[str, tuple[Any, Any, Any]] = {
     "ExposureValue": (-8.0, 8.0, 0.0),
 }
 SENSOR_RESOLUTION = (4608, 2592)
+SENSOR_FORMAT = "SRGGB10_CSI2P"
+# libcamera.controls.draft.NoiseReductionModeEnum values picamera2 puts in its default controls.
+NR_FAST, NR_HIGH_QUALITY, NR_MINIMAL = 1, 2, 3
+
+
+class WouldBlockForever(RuntimeError):
+    """picamera2 would block forever here (stop()/close() behind a capture job that cannot finish)."""
+
+
+@dataclass(frozen=True)
+class _EnumValue:
+    """Plays a pybind11 enum member of libcamera.ColorSpace: has a `.name`."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class StandinColorSpace:
+    """The parts of libcamera.ColorSpace that matter here: YCbCr matrix and range.
+
+    Attribute and factory names are libcamera's Python binding names (camelCase, capitalised).
+    """
+
+    primaries: _EnumValue
+    transferFunction: _EnumValue
+    ycbcrEncoding: _EnumValue
+    range: _EnumValue
+
+    @classmethod
+    def Sycc(cls) -> StandinColorSpace:
+        """sYCC: JPEG-style full-range BT.601 (picamera2's still and preview default)."""
+        return cls(_EnumValue("Rec709"), _EnumValue("Srgb"), _EnumValue("Rec601"), _EnumValue("Full"))
+
+    @classmethod
+    def Smpte170m(cls) -> StandinColorSpace:
+        """SMPTE 170M: limited-range BT.601 (picamera2's video default below 1280x720)."""
+        return cls(_EnumValue("Smpte170m"), _EnumValue("Rec709"), _EnumValue("Rec601"), _EnumValue("Limited"))
+
+    @classmethod
+    def Rec709(cls) -> StandinColorSpace:
+        """Rec.709: limited-range BT.709 (picamera2's video default from 1280x720)."""
+        return cls(_EnumValue("Rec709"), _EnumValue("Rec709"), _EnumValue("Rec709"), _EnumValue("Limited"))
 
 
 def clip_source(clip: Clip) -> FrameSource:
@@ -82,7 +155,7 @@ class StandinJob:
         self._future = future
 
     def get_result(self, timeout: float | None = None) -> StandinRequest:
-        """The request; raises TimeoutError (concurrent.futures') when none came in time."""
+        """The request; TimeoutError when none came in time, CancelledError once cancelled."""
         return self._future.result(timeout=timeout)
 
 
@@ -91,48 +164,53 @@ class StandinRequest:
 
     def __init__(self, camera: StandinPicamera2, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
         self._camera = camera
-        self._arrays = arrays
-        self._metadata = metadata
+        self._arrays: dict[str, np.ndarray] | None = arrays
+        self._metadata: dict[str, Any] | None = metadata
         self.released = False
 
     def make_array(self, name: str) -> np.ndarray:
-        """A copy of the named stream's image in its configured format."""
-        self._check()
-        if name not in self._arrays:
-            raise KeyError(name)  # picamera2 looks the name up in its stream map
-        return self._arrays[name].copy()
+        """A copy of the named stream's image in its configured layout (YUV rows keep their padding)."""
+        arrays = self._live(self._arrays)
+        if name not in arrays:
+            raise RuntimeError(f"Stream {name!r} is not defined")  # picamera2 request.make_buffer
+        return arrays[name].copy()
 
     def get_metadata(self) -> dict[str, Any]:
         """The frame's metadata (SensorTimestamp, ExposureTime, AnalogueGain, Lux, ...)."""
-        self._check()
-        return dict(self._metadata)
+        return dict(self._live(self._metadata))
 
     def release(self) -> None:
         """Give the buffers back to the camera."""
         if self.released:
-            raise RuntimeError("CompletedRequest: lost track of ref count")
+            raise RuntimeError("CompletedRequest: lock now has negative ref_count")
         self.released = True
+        self._arrays = self._metadata = None
         self._camera._release_buffer()
 
-    def _check(self) -> None:
-        if self.released:
-            raise RuntimeError("CompletedRequest: request used after release()")
+    def _live(self, value: Any) -> Any:
+        if value is None:
+            # picamera2 sets its stream map and request to None on release, so any later use is
+            # an AttributeError on None; raise the same type with a message that says why.
+            raise AttributeError("CompletedRequest used after release()")
+        return value
 
 
 class StandinPicamera2:
     """One camera from a `StandinPicamera2Module`; see the module docstring."""
 
     def __init__(self, module: StandinPicamera2Module, camera_num: int = 0, tuning: Any = None) -> None:
-        if module.faults.disconnected or camera_num >= module.num_cameras:
-            raise RuntimeError("Camera __init__ sequence did not complete.")
+        if module.faults.disconnected or not 0 <= camera_num < module.num_cameras:
+            raise IndexError("list index out of range")
         self._module = module
         self.camera_idx = camera_num
         self.sensor_resolution = SENSOR_RESOLUTION
+        self.sensor_format = SENSOR_FORMAT
         self.camera_config: dict[str, Any] | None = None
         self.started = False
         self.is_open = True
         self._controls: dict[str, Any] = {}
         self._lock = threading.Condition()
+        self._jobs: list[Future[StandinRequest]] = []  # queued capture jobs, oldest first
         self._outstanding = 0
         self._sequence = 0
         self._t0_ns = 0
@@ -150,74 +228,129 @@ class StandinPicamera2:
         """Sensor properties (Model, PixelArraySize)."""
         return {"Model": "imx708_standin", "PixelArraySize": SENSOR_RESOLUTION}
 
-    def _make_config(self, main: dict[str, Any] | None, lores: dict[str, Any] | None, raw: Any,
-                     default_format: str, default_size: tuple[int, int], buffer_count: int,
-                     controls: dict[str, Any] | None, queue: bool, display: str | None,
-                     encode: str | None, use_case: str) -> dict[str, Any]:
-        main_cfg: dict[str, Any] = {"format": default_format, "size": default_size}
-        main_cfg.update(main or {})
-        lores_cfg = None
-        if lores is not None:
-            lores_cfg = {"format": "YUV420", "size": main_cfg["size"]}
-            lores_cfg.update(lores)
+    @staticmethod
+    def _stream(defaults: dict[str, Any], updates: dict[str, Any] | None) -> dict[str, Any] | None:
+        """picamera2's _make_initial_stream_config + align_stream(optimal=False)."""
+        if updates is None:
+            return None
+        stream = dict(defaults)
+        for key, value in updates.items():
+            if key not in STREAM_KEYS:
+                raise ValueError(f"Bad key {key!r}: valid stream configuration keys are {STREAM_KEYS}")
+            stream[key] = value
+        width, height = stream["size"]
+        stream["size"] = (width - width % 2, height - height % 2)
+        return stream
+
+    def _make_config(self, use_case: str, main: dict[str, Any], lores: dict[str, Any] | None,
+                     raw: dict[str, Any] | None, main_defaults: dict[str, Any], colour_space: Any,
+                     buffer_count: int, default_controls: dict[str, Any], controls: dict[str, Any] | None,
+                     display: str | None, encode: str | None, queue: bool) -> dict[str, Any]:
+        main_cfg = self._stream(main_defaults, main)
+        assert main_cfg is not None
+        lores_cfg = self._stream({"format": "YUV420", "size": main_cfg["size"], "preserve_ar": False}, lores)
+        raw_cfg = None if raw is None else {"format": SENSOR_FORMAT, "size": main_cfg["size"], **raw}
         return {
             "use_case": use_case,
-            "main": main_cfg,
-            "lores": lores_cfg,
-            "raw": raw,
+            "transform": None,
+            "colour_space": colour_space,
             "buffer_count": buffer_count,
             "queue": queue,
+            "main": main_cfg,
+            "lores": lores_cfg,
+            "raw": raw_cfg,
+            "controls": default_controls | dict(controls or {}),
+            "sensor": {},
             "display": display,
             "encode": encode,
-            "controls": dict(controls or {}),
         }
 
     def create_video_configuration(self, main: dict[str, Any] | None = None, lores: dict[str, Any] | None = None,
-                                   raw: Any = None, transform: Any = None, colour_space: Any = None,
-                                   buffer_count: int = 6, controls: dict[str, Any] | None = None,
-                                   display: str | None = "main", encode: str | None = "main",
-                                   queue: bool = True, sensor: dict[str, Any] | None = None,
-                                   use_case: str = "video") -> dict[str, Any]:
+                                   raw: dict[str, Any] | None = {},  # noqa: B006 - picamera2's default: raw on
+                                   transform: Any = None, colour_space: Any = None, buffer_count: int = 6,
+                                   controls: dict[str, Any] | None = None, display: str | None = "main",
+                                   encode: str | None = "main", queue: bool = True,
+                                   sensor: dict[str, Any] | None = None, use_case: str = "video") -> dict[str, Any]:
         """A configuration dict for streaming, as picamera2 makes it."""
-        return self._make_config(main, lores, raw, "XBGR8888", (1280, 720), buffer_count, controls, queue,
-                                 display, encode, use_case)
+        main_cfg = self._stream({"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}, main or {})
+        assert main_cfg is not None
+        if colour_space is None:  # picamera2 picks the colour space from the main stream's size
+            small = main_cfg["size"][0] < 1280 or main_cfg["size"][1] < 720
+            colour_space = StandinColorSpace.Smpte170m() if small else StandinColorSpace.Rec709()
+        return self._make_config(use_case, main or {}, lores, raw,
+                                 {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}, colour_space,
+                                 buffer_count, {"NoiseReductionMode": NR_FAST, "FrameDurationLimits": (33333, 33333)},
+                                 controls, display, encode, queue)
 
     def create_still_configuration(self, main: dict[str, Any] | None = None, lores: dict[str, Any] | None = None,
-                                   raw: Any = None, transform: Any = None, colour_space: Any = None,
-                                   buffer_count: int = 1, controls: dict[str, Any] | None = None,
-                                   display: str | None = None, encode: str | None = None,
-                                   queue: bool = True, sensor: dict[str, Any] | None = None,
-                                   use_case: str = "still") -> dict[str, Any]:
+                                   raw: dict[str, Any] | None = {},  # noqa: B006 - picamera2's default: raw on
+                                   transform: Any = None, colour_space: Any = None, buffer_count: int = 1,
+                                   controls: dict[str, Any] | None = None, display: str | None = None,
+                                   encode: str | None = None, queue: bool = True,
+                                   sensor: dict[str, Any] | None = None, use_case: str = "still") -> dict[str, Any]:
         """A configuration dict for full-resolution stills, as picamera2 makes it."""
-        return self._make_config(main, lores, raw, "BGR888", SENSOR_RESOLUTION, buffer_count, controls, queue,
-                                 display, encode, use_case)
+        return self._make_config(use_case, main or {}, lores, raw,
+                                 {"format": "BGR888", "size": SENSOR_RESOLUTION, "preserve_ar": True},
+                                 colour_space or StandinColorSpace.Sycc(), buffer_count,
+                                 {"NoiseReductionMode": NR_HIGH_QUALITY, "FrameDurationLimits": (100, 1000000 * 1000)},
+                                 controls, display, encode, queue)
 
     def create_preview_configuration(self, main: dict[str, Any] | None = None,
                                      lores: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         """A small preview configuration, as picamera2 makes it."""
-        return self._make_config(main, lores, None, "XBGR8888", (640, 480), kwargs.get("buffer_count", 4),
-                                 kwargs.get("controls"), kwargs.get("queue", True), "main", None, "preview")
+        return self._make_config("preview", main or {}, lores, kwargs.get("raw", {}),
+                                 {"format": "XBGR8888", "size": (640, 480), "preserve_ar": True},
+                                 kwargs.get("colour_space") or StandinColorSpace.Sycc(), kwargs.get("buffer_count", 4),
+                                 {"NoiseReductionMode": NR_MINIMAL, "FrameDurationLimits": (100, 83333)},
+                                 kwargs.get("controls"), "main", "main", kwargs.get("queue", True))
 
-    def configure(self, camera_config: dict[str, Any] | str = "preview") -> None:
+    def configure(self, camera_config: dict[str, Any] | str | None = None) -> None:
         """Validate and apply a configuration; refused while started, like picamera2."""
         self._check_open()
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
-        if isinstance(camera_config, str):
+        if camera_config is None or isinstance(camera_config, str):
             camera_config = self.create_preview_configuration()
         config = copy.deepcopy(camera_config)
         main, lores = config.get("main"), config.get("lores")
-        if not main or main.get("format") not in MAIN_FORMATS:
-            raise RuntimeError(f"Invalid camera configuration: main format {main and main.get('format')}")
+        self._check_stream(main, "main")
         if lores is not None:
-            if lores.get("format") not in YUV_FORMATS and self._module.platform == "vc4":
-                raise RuntimeError("lores stream must be YUV")
+            self._check_stream(lores, "lores")
             if lores["size"][0] > main["size"][0] or lores["size"][1] > main["size"][1]:
                 raise RuntimeError("lores stream dimensions may not exceed main stream")
+            if self._module.platform == "vc4" and lores["format"] not in YUV_FORMATS:
+                raise RuntimeError("lores stream must be YUV")
         for name in config.get("controls", {}):
             self._check_control(name)
+        for name in ("main", "lores"):
+            if config.get(name) is not None:
+                self._add_layout(config[name])
         self.camera_config = config
         self._controls = dict(config.get("controls", {}))
+
+    def _check_stream(self, stream: Any, name: str) -> None:
+        """picamera2's check_stream_config, for the formats the stand-in produces."""
+        if type(stream) is not dict:
+            raise RuntimeError(name + " stream should be a dictionary")
+        if stream.get("format") not in MAIN_FORMATS and stream.get("format") not in YUV_FORMATS:
+            raise RuntimeError(f"Bad format {stream.get('format')} in stream {name}")
+        size = stream.get("size")
+        if type(size) is not tuple or len(size) != 2:
+            raise RuntimeError("size in " + name + " stream should be (width, height)")
+        if size[0] % 2 or size[1] % 2:
+            raise RuntimeError("width and height should be even")
+
+    def _add_layout(self, stream: dict[str, Any]) -> None:
+        """Fill in stride and framesize as picamera2 does after libcamera validated the streams."""
+        width, height = stream["size"]
+        fmt = stream["format"]
+        if fmt in ("YUV420", "YVU420"):
+            align = YUV_STRIDE_ALIGN[self._module.platform]
+            stride = -(-width // align) * align
+            stream["stride"], stream["framesize"] = stride, stride * height * 3 // 2
+        else:
+            stride = width * (4 if fmt.startswith("X") else 3)
+            stream["stride"], stream["framesize"] = stride, stride * height
 
     def stream_configuration(self, name: str = "main") -> dict[str, Any]:
         """The named stream's configuration."""
@@ -243,7 +376,17 @@ class StandinPicamera2:
         self.started = True
 
     def stop(self) -> None:
-        """Stop streaming; a no-op if not started."""
+        """Stop streaming; a no-op if not started. Raises WouldBlockForever where picamera2 hangs."""
+        if not self.started:
+            return
+        with self._lock:
+            pending = [job for job in self._jobs if not job.done()]
+        if pending:
+            _, not_done = wait_futures(pending, timeout=self._module.stop_grace_s)
+            if not_done:
+                raise WouldBlockForever(
+                    "picamera2's stop() is a job queued behind pending capture jobs; with no frame coming "
+                    "it blocks forever: call cancel_all_and_flush() first")
         self.started = False
         with self._lock:
             self._lock.notify_all()
@@ -257,6 +400,15 @@ class StandinPicamera2:
             self._module.closed_count += 1
             self._module.opened.remove(self)
 
+    def cancel_all_and_flush(self) -> None:
+        """Cancel every queued job (their get_result raises CancelledError), as picamera2 does."""
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+            for job in jobs:
+                if not job.done():
+                    job.set_exception(CancelledError())
+            self._lock.notify_all()
+
     def set_controls(self, controls: dict[str, Any]) -> None:
         """Set controls for the following frames; unknown names raise like picamera2."""
         self._check_open()
@@ -265,20 +417,26 @@ class StandinPicamera2:
         self._controls.update(controls)
         self._module.control_log.append(dict(controls))
 
-    def capture_request(self, wait: bool | None = None, signal_function: Callable[[Any], None] | None = None,
+    def capture_request(self, wait: bool | float | None = None,
+                        signal_function: Callable[[Any], None] | None = None,
                         flush: Any = None) -> StandinRequest | StandinJob:
-        """The next completed request (wait=None/True), or a job to wait on (wait=False)."""
+        """The next completed request (wait=None/True), a job (wait=False), or wait `wait` seconds."""
         self._check_open()
         if not self.started:
             raise RuntimeError("Camera is not started: call start() before capture_request()")
         future: Future[StandinRequest] = Future()
+        with self._lock:
+            self._jobs.append(future)
         thread = threading.Thread(target=self._produce, args=(future, signal_function), daemon=True,
                                   name="standin-picamera2-frame")
         thread.start()
         if wait is None:
             wait = signal_function is None
         job = StandinJob(future)
-        return job.get_result() if wait else job
+        if wait is False:
+            return job
+        # A number is a timeout (picamera2's dispatch_functions); on TimeoutError the job stays queued.
+        return job.get_result(timeout=None if wait is True else float(wait))
 
     # ---- internals ---------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -295,6 +453,11 @@ class StandinPicamera2:
             self.released_count += 1
             self._lock.notify_all()
 
+    def _forget(self, future: Future[StandinRequest]) -> None:
+        with self._lock:
+            if future in self._jobs:
+                self._jobs.remove(future)
+
     def _produce(self, future: Future[StandinRequest], signal_function: Callable[[Any], None] | None) -> None:
         """Make the next request; blocks while stalled, disconnected or out of buffers."""
         faults = self._module.faults
@@ -306,11 +469,12 @@ class StandinPicamera2:
             config = self.camera_config or {}
             with self._lock:
                 # All buffers held by the application: the pipeline stalls, as on a Pi.
-                while self.started and (self._outstanding >= config.get("buffer_count", 1)
-                                        or faults.stalled.is_set() or faults.disconnected):
+                while self.started and not future.done() and (
+                        self._outstanding >= config.get("buffer_count", 1)
+                        or faults.stalled.is_set() or faults.disconnected):
                     self._lock.wait(0.01)
-                if not self.started:
-                    return  # the job never completes, as when picamera2 stops under a pending job
+                if not self.started or future.done():
+                    return  # stopped or cancelled: the job never completes (or already failed)
                 self._outstanding += 1
                 index = self._sequence
                 self._sequence += 1
@@ -320,21 +484,32 @@ class StandinPicamera2:
                     self._outstanding -= 1
                 faults.stalled.set()  # out of frames: nothing more will ever complete
                 return
-            future.set_result(self._build_request(rgb, index))
+            request = self._build_request(rgb, index)
+            with self._lock:
+                delivered = not future.done()
+                if delivered:
+                    future.set_result(request)
+                if future in self._jobs:
+                    self._jobs.remove(future)
+            if not delivered:  # cancelled while the frame was being made: hand the buffer back
+                request.release()
+                return
             if signal_function is not None:
                 signal_function(StandinJob(future))
         except BaseException as exc:  # noqa: BLE001 - delivered to the waiter, as picamera2's Job does
+            self._forget(future)
             if not future.done():
                 future.set_exception(exc)
 
     def _build_request(self, rgb: np.ndarray, index: int) -> StandinRequest:
         config = self.camera_config or {}
+        colour_space = config.get("colour_space") or StandinColorSpace.Sycc()
         main_cfg = config["main"]
         main_rgb = resize_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), tuple(main_cfg["size"]))
-        arrays = {"main": _encode(main_rgb, main_cfg["format"])}
+        arrays = {"main": _encode(main_rgb, main_cfg, colour_space)}
         if config.get("lores") is not None:
             lores_cfg = config["lores"]
-            arrays["lores"] = _encode(resize_rgb(main_rgb, tuple(lores_cfg["size"])), lores_cfg["format"])
+            arrays["lores"] = _encode(resize_rgb(main_rgb, tuple(lores_cfg["size"])), lores_cfg, colour_space)
         duration = self._controls.get("FrameDurationLimits", (33333, 33333))[0]
         exposure = self._controls.get("ExposureTime", min(duration, 20000))
         gain = float(self._controls.get("AnalogueGain", 1.0))
@@ -353,8 +528,13 @@ class StandinPicamera2:
         return StandinRequest(self, arrays, metadata)
 
 
-def _encode(rgb: np.ndarray, fmt: str) -> np.ndarray:
-    """RGB image -> the memory layout picamera2 returns for `fmt`."""
+# Kr, Kb of the YCbCr matrices libcamera colour spaces use.
+_KR_KB = {"Rec601": (0.299, 0.114), "Rec709": (0.2126, 0.0722), "Rec2020": (0.2627, 0.0593)}
+
+
+def _encode(rgb: np.ndarray, stream: dict[str, Any], colour_space: Any) -> np.ndarray:
+    """RGB image -> the array picamera2's make_array returns for this stream."""
+    fmt = stream["format"]
     if fmt == "RGB888":  # picamera2/libcamera naming: pixels are [B, G, R] in memory
         return np.ascontiguousarray(rgb[..., ::-1])
     if fmt == "BGR888":  # pixels are [R, G, B]
@@ -363,9 +543,35 @@ def _encode(rgb: np.ndarray, fmt: str) -> np.ndarray:
         alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
         order = rgb if fmt == "XBGR8888" else rgb[..., ::-1]
         return np.ascontiguousarray(np.concatenate([order, alpha], axis=2))
-    if fmt == "YUV420":  # planar I420, (h * 3 / 2, w)
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    if fmt in ("YUV420", "YVU420"):
+        return _encode_yuv420(rgb, stream["stride"], colour_space, swap_uv=fmt == "YVU420")
     raise RuntimeError(f"stand-in cannot produce format {fmt}")
+
+
+def _encode_yuv420(rgb: np.ndarray, stride: int, colour_space: Any, swap_uv: bool) -> np.ndarray:
+    """Planar 4:2:0 in `colour_space`, each row padded to `stride` (chroma to stride / 2), as
+    make_array returns it: shape (h * 3 / 2, stride), padding bytes left at 0."""
+    kr, kb = _KR_KB[colour_space.ycbcrEncoding.name]
+    full = colour_space.range.name == "Full"
+    rgbf = rgb.astype(np.float32) / 255.0
+    y = kr * rgbf[..., 0] + (1.0 - kr - kb) * rgbf[..., 1] + kb * rgbf[..., 2]
+    cb = (rgbf[..., 2] - y) / (2.0 * (1.0 - kb))
+    cr = (rgbf[..., 0] - y) / (2.0 * (1.0 - kr))
+    y8 = y * 255.0 if full else 16.0 + 219.0 * y
+    cb8, cr8 = (128.0 + (255.0 if full else 224.0) * c for c in (cb, cr))
+    height, width = rgb.shape[:2]
+    half = (width // 2, height // 2)
+    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (
+        y8, cv2.resize(cb8, half, interpolation=cv2.INTER_AREA), cv2.resize(cr8, half, interpolation=cv2.INTER_AREA))]
+    if swap_uv:
+        planes[1], planes[2] = planes[2], planes[1]
+    out = np.zeros(stride * height * 3 // 2, np.uint8)
+    out[:stride * height].reshape(height, stride)[:, :width] = planes[0]
+    chroma = (height // 2) * (stride // 2)
+    for i, plane in enumerate(planes[1:]):
+        start = stride * height + i * chroma
+        out[start:start + chroma].reshape(height // 2, stride // 2)[:, :width // 2] = plane
+    return out.reshape(height * 3 // 2, stride)
 
 
 class StandinPicamera2Module:
@@ -373,12 +579,17 @@ class StandinPicamera2Module:
 
     source: a callable `index -> RGB array or None`, or a Clip.
     platform: "vc4" (Pi 4 and older: lores must be YUV) or "pisp" (Pi 5).
+    stop_grace_s: how long stop() waits for a queued capture job before raising WouldBlockForever.
     """
 
-    def __init__(self, source: FrameSource | Clip, *, platform: str = "vc4", num_cameras: int = 1) -> None:
+    def __init__(self, source: FrameSource | Clip, *, platform: str = "vc4", num_cameras: int = 1,
+                 stop_grace_s: float = 0.5) -> None:
+        if platform not in YUV_STRIDE_ALIGN:
+            raise ValueError(f"platform: one of {', '.join(YUV_STRIDE_ALIGN)}, got {platform!r}")
         self.source: FrameSource = clip_source(source) if isinstance(source, Clip) else source
         self.platform = platform
         self.num_cameras = num_cameras
+        self.stop_grace_s = stop_grace_s
         self.faults = _Faults()
         self.opened: list[StandinPicamera2] = []
         self.closed_count = 0
@@ -398,7 +609,7 @@ class StandinPicamera2Module:
         self.faults.stalled.clear()
 
     def disconnect(self) -> None:
-        """Frames stop and opening a camera fails until reconnect()."""
+        """Frames stop and opening a camera fails (it is no longer listed) until reconnect()."""
         self.faults.disconnected = True
 
     def reconnect(self) -> None:

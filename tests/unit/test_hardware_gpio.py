@@ -83,9 +83,14 @@ def test_close_releases_pin_and_is_idempotent() -> None:
 def test_double_claim_is_a_gpio_error_naming_the_pin() -> None:
     gpio = StandinGPIO()
     first = TriggerInput(17, name="loop1", gpio_module=gpio)
-    with pytest.raises(GpioError, match=r"loop1b \(BCM 17\): Conflicting edge detection"):
+    with pytest.raises(GpioError, match=r"loop1b \(BCM 17\): already used by TriggerInput loop1"):
         TriggerInput(17, name="loop1b", gpio_module=gpio)
     first.close()
+    # Edge detection set on the pin by other code in the process: RPi.GPIO's own refusal shows.
+    gpio.setup(17, gpio.IN)
+    gpio.add_event_detect(17, gpio.BOTH)
+    with pytest.raises(GpioError, match=r"loop1c \(BCM 17\): Conflicting edge detection"):
+        TriggerInput(17, name="loop1c", gpio_module=gpio)
 
 
 def test_board_mode_already_set_is_refused() -> None:

@@ -65,11 +65,12 @@ def test_configuration_and_controls_sent(module: StandinPicamera2Module) -> None
     cam.start()
     (picam,) = module.opened
     config = picam.camera_configuration()
-    assert config["main"] == {"format": "RGB888", "size": (128, 96)}
-    assert config["lores"] == {"format": "YUV420", "size": (64, 48)}
+    assert (config["main"]["format"], config["main"]["size"]) == ("RGB888", (128, 96))
+    assert (config["lores"]["format"], config["lores"]["size"]) == ("YUV420", (64, 48))
     assert config["queue"] is False and config["buffer_count"] == 4
     assert config["controls"]["FrameDurationLimits"] == (33333, 33333)
-    assert config["controls"]["AeEnable"] is False and config["controls"]["ExposureTime"] == 800
+    assert config["controls"]["ExposureTime"] == 800 and config["controls"]["AnalogueGain"] == 4.0
+    assert "AeEnable" not in config["controls"]  # fixed values already take them from AE/AGC
     assert config["controls"]["AfMode"] == 0 and config["controls"]["LensPosition"] == 2.5
     auto_gain = Picamera2Config(exposure_us=800, analogue_gain=None).controls()
     assert auto_gain == {"FrameDurationLimits": (33333, 33333), "ExposureTime": 800}  # AGC still varies gain
@@ -111,7 +112,7 @@ def test_stall_times_out_then_the_late_frame_is_used(module: StandinPicamera2Mod
 
 def test_disconnected_camera_cannot_open(module: StandinPicamera2Module) -> None:
     module.disconnect()
-    with pytest.raises(CameraDisconnected, match="Camera __init__ sequence did not complete"):
+    with pytest.raises(CameraDisconnected, match="cannot open: IndexError"):  # current picamera2
         Picamera2Camera(CONFIG, picamera2_module=module).start()
 
 
@@ -163,11 +164,11 @@ def test_standin_keeps_picamera2_rules(module: StandinPicamera2Module) -> None:
         picam.configure(picam.create_still_configuration())
     request = picam.capture_request()
     assert request.make_array("main").shape == (48, 64, 4)  # XBGR8888 by default for video
-    assert request.make_array("lores").shape == (36, 32)  # YUV420: h * 3 / 2 rows
+    assert request.make_array("lores").shape == (36, 64)  # YUV420: h * 3 / 2 rows of the padded stride
     request.release()
     with pytest.raises(RuntimeError):
         request.release()
-    with pytest.raises(RuntimeError, match="after release"):
+    with pytest.raises(AttributeError, match="after release"):  # picamera2: its stream map is None
         request.make_array("main")
     picam.close()
 

@@ -37,3 +37,12 @@ def test_systemd_waits_longer_than_the_node_may_take_to_stop():
     node_max = NodeConfig.model_fields["shutdown_timeout_s"].metadata
     bound = next(m.le for m in node_max if getattr(m, "le", None) is not None)
     assert bound < stop_s
+
+
+def test_the_node_starts_in_its_writable_data_directory():
+    # lgpio (rpi-lgpio) makes its notification pipe in the working directory when RPi.GPIO is
+    # imported; with ProtectSystem=strict the default working directory, /, is read-only.
+    s = unit()["Service"]
+    assert s["ProtectSystem"] == "strict"
+    assert s["WorkingDirectory"] == "/var/lib/alpr-node"
+    assert s["WorkingDirectory"] in s["ReadWritePaths"].split()
