@@ -8,7 +8,8 @@
     alpr-hil drive CLIP --map 17=22 [--map 27=23] [--player CMD]          bench: loop edges on GPIO outputs
 
 Exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage or setup error
-(including a scenario that could not be run; the others are still run and reported).
+(including a scenario that could not be run, or whose run was INCONCLUSIVE because the machine
+was too busy to replay in real time; the others are still run and reported).
 """
 from __future__ import annotations
 
@@ -104,10 +105,10 @@ def _run(args: argparse.Namespace) -> int:
         if result.judgement.latency_measured and f["trigger_to_hq_median_s"] is not None:
             lat += (f", trigger->HQ (read or no_read) median {f['trigger_to_hq_median_s']}s "
                     f"worst {f['trigger_to_hq_worst_s']}s")
-        print(f"{s.name}: {'PASS' if result.passed else 'FAIL'} in {result.wall_s:.1f}s - vehicles {f['vehicles']}, "
+        print(f"{s.name}: {result.verdict} in {result.wall_s:.1f}s - vehicles {f['vehicles']}, "
               f"correct {f['reads_correct']}, misread {f['misread']}, missed {f['missed']}, duplicates "
               f"{f['duplicates']}, false reads {f['phantom_reads']}, {lat}, committed {f['committed']}, "
-              f"dropped {f['dropped_under_quota']}, lost {f['data_lost']}")
+              f"dropped {f['dropped_under_quota']}, lost {f['data_lost']}{_pace_figures(result)}")
         for line in _details(result):
             print(f"  {line}")
         for t in result.judgement.triggers:
@@ -123,14 +124,24 @@ def _run(args: argparse.Namespace) -> int:
     write_reports(results, junit=Path(args.junit) if args.junit else None,
                   html_path=Path(args.html) if args.html else None, not_run=not_run)
     print(f"logs and results under {out}")
-    if not_run:
+    if not_run or any(r.inconclusive for r in results):
         return 2
     return 0 if all(r.passed for r in results) else 1
 
 
+def _pace_figures(result: RunResult) -> str:
+    """`, replay behind by at most 0.03s (limit 0.48s)` for a timed real-time run, else ``."""
+    limit = result.real_time_limit_s
+    lags = [p.max_lag_s for p in result.pace if p.max_lag_s is not None]
+    if limit is None or not lags:
+        return ""
+    return f", replay behind by at most {max(lags):.2f}s (limit {limit:.2f}s)"
+
+
 def _details(result: RunResult) -> list[str]:
     """The lines under a scenario's summary: problems, then each vehicle not read right and each false read."""
-    out = [*result.errors, *result.expectation_failures(), *result.judgement.problems]
+    note = result.real_time_note()
+    out = [*result.errors, *([note] if note else []), *result.expectation_failures(), *result.judgement.problems]
     for v in result.judgement.vehicles:
         if v.correct or (v.excused and not v.matches):
             continue

@@ -3,7 +3,8 @@
 JUnit: one <testsuite> per scenario; test cases "data path: exactly once", "every trigger ends in
 a read or a no_read event", one per vehicle, and one for false reads. A vehicle that was not
 read correctly is a <failure> with the reason: the report says what happened, the CLI exit code
-and the pytest suite decide what must pass.
+and the pytest suite decide what must pass. In an INCONCLUSIVE run (the machine held the node
+back, see hil.pace) those cases and the missed plate/latency marks are <skipped> with the reason.
 HTML: per scenario the figures, each vehicle's crop (from the stored read's payload), truth,
 reading, confidence and latency, and a timeline of faults, triggers, reads and no-reads.
 """
@@ -18,9 +19,13 @@ from pathlib import Path
 from hil.runner import RunResult
 
 
-def _case(suite: ET.Element, name: str, seconds: float, failure: str | None, output: str = "") -> None:
+def _case(suite: ET.Element, name: str, seconds: float, failure: str | None, output: str = "",
+          not_judged: str | None = None) -> None:
+    """One test case; with `not_judged` (why) a failure is reported as <skipped>, not as a <failure>."""
     case = ET.SubElement(suite, "testcase", classname=f"hil.{suite.get('name')}", name=name, time=f"{seconds:.3f}")
-    if failure:
+    if failure and not_judged:
+        ET.SubElement(case, "skipped", message=f"not judged: {not_judged}"[:200]).text = f"{failure}\n{not_judged}"
+    elif failure:
         ET.SubElement(case, "failure", message=failure.splitlines()[0][:200]).text = failure
     if output:
         ET.SubElement(case, "system-out").text = output
@@ -37,6 +42,14 @@ def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -
         props = ET.SubElement(suite, "properties")
         for key, value in f.items():
             ET.SubElement(props, "property", name=key, value=str(value))
+        lags = [p.max_lag_s for p in r.pace if p.max_lag_s is not None]
+        for key, value in (("verdict", r.verdict), ("real_time_limit_s", r.real_time_limit_s),
+                           ("replay_max_lag_s", max(lags) if lags else None)):
+            ET.SubElement(props, "property", name=key, value=str(value))
+        # A run whose replay fell behind (hil.pace) judges no plate or latency mark: its vehicle
+        # cases and missed marks are <skipped> with the reason, not failures of the node (an
+        # INCONCLUSIVE run has missed no other mark).
+        excuse = r.real_time_note() if r.inconclusive else None
         d = j.data
         data_fail = None
         if d.lost or d.duplicates or d.conflicts:
@@ -59,17 +72,19 @@ def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -
                 failure = f"{v.outcome}: truth {v.plate}, read {readings or 'nothing'}"
             lat = [m.latency_s for m in v.matches if m.latency_s is not None]
             _case(suite, f"vehicle {v.plate} ({v.t_start_s:.2f}-{v.t_end_s:.2f}s)", min(lat) if lat else 0.0, failure,
-                  f"outcome {v.outcome}{' (excused: ' + v.excused + ')' if v.excused else ''}; reads: {readings or '-'}")
+                  f"outcome {v.outcome}{' (excused: ' + v.excused + ')' if v.excused else ''}; reads: {readings or '-'}",
+                  not_judged=excuse)
         _case(suite, "no false reads (reads outside every vehicle's window)", 0.0,
               ("; ".join(f"{m.read.plate} ({m.read.confidence:.2f}) seq {m.read.seq}" for m in j.phantom_reads)
                or None))
         for problem in [*r.errors, *r.expectation_failures()]:
-            _case(suite, f"bench: {problem[:80]}", 0.0, problem)
+            _case(suite, f"bench: {problem[:80]}", 0.0, problem,
+                  not_judged=excuse if problem in r.expectation_failures() else None)
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
         suite.set("errors", "0")
-        suite.set("skipped", "0")
+        suite.set("skipped", str(sum(1 for c in cases if c.find("skipped") is not None)))
     for name, error in (not_run or {}).items():
         # An <error>, not a <failure>: the scenario was not judged at all.
         suite = ET.SubElement(root, "testsuite", name=name, tests="1", failures="0", errors="1", skipped="0",
@@ -135,7 +150,8 @@ def html_report(results: list[RunResult], not_run: dict[str, str] | None = None)
                  "<th>data lost</th><th>wall</th></tr>")
     for r in results:
         f = r.judgement.figures()
-        verdict = '<span class="ok">pass</span>' if r.passed else '<span class="bad">FAIL</span>'
+        verdict = ('<span class="ok">pass</span>' if r.passed else
+                   '<span class="warn">inconclusive</span>' if r.inconclusive else '<span class="bad">FAIL</span>')
         lat = "n/a (speed 0)" if not r.judgement.latency_measured else (
             f"{f['latency_median_s']} / {f['latency_worst_s']} s" if f["latency_median_s"] is not None else "-")
         if r.judgement.latency_measured and f["trigger_to_hq_median_s"] is not None:
@@ -163,8 +179,14 @@ def _scenario_html(r: RunResult) -> str:
            (f"<p>{html.escape(s.description)}<br><small>clip {html.escape(str(r.clip.path))} "
             f"({len(r.clip)} frames, {r.clip.duration_ns / 1e9:.1f}s), speed {s.speed:g}, faults: "
             f"{html.escape(faults)}</small></p>")]
-    for problem in [*r.errors, *r.expectation_failures(), *j.problems]:
-        out.append(f"<p class='bad'>{html.escape(problem)}</p>")
+    note = r.real_time_note()
+    for problem in [*r.errors, *([note] if note else []), *r.expectation_failures(), *j.problems]:
+        out.append(f"<p class='{'warn' if problem == note else 'bad'}'>{html.escape(problem)}</p>")
+    lags = [p.max_lag_s for p in r.pace if p.max_lag_s is not None]
+    if lags:
+        out.append(f"<p><small>Real time: the node's camera read each frame at most {max(lags):.2f}s after it was "
+                   f"due (limit {r.real_time_limit_s:.2f}s; frames read per node run: "
+                   f"{', '.join(str(p.frames_read) for p in r.pace)})</small></p>")
     cls = "ok" if j.data_path_ok else "bad"
     out.append(f"<p class='{cls}'>Data path: committed {d.committed}; stored {d.stored_reads} reads + "
                f"{d.stored_events} events; dropped under quota {d.dropped}; still queued {d.still_queued}; "

@@ -27,6 +27,7 @@ from hil.derive import derive_clip
 from hil.errors import RunFailed
 from hil.judge import Judge, Judgement, NodeRun, OutboxStatus, StoredEvent, StoredRead
 from hil.lab import Lab, NodeHandle
+from hil.pace import FrameClock, Pace
 from hil.scenario import Fault, Scenario, check_clip
 from provisioning import tomlout
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 NODE_ID = "hil-node"
 _STARTED = f"node {NODE_ID} started"
 _DRAIN_S = 30.0   # after the node's last run ends, how long HQ gets to store what was acked
+# The node's default pipeline.track_timeout_s (node/config.py, docs/hil.md): a scenario may set its own.
+NODE_TRACK_TIMEOUT_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -60,28 +63,97 @@ class RunResult:
     node_exit_codes: list[int | None]
     out_dir: Path
     errors: list[str] = field(default_factory=list)
+    pace: list[Pace] = field(default_factory=list)   # per node run (speed > 0, repeat 1), see hil.pace
 
     @property
     def passed(self) -> bool:
         """Data path clean, expectations met (plates, latency, false reads), no bench error."""
-        return (not self.errors and self.judgement.data_path_ok and self.judgement.every_trigger_has_a_message
-                and not self.expectation_failures())
+        return self._clean and not self.expectation_failures()
+
+    @property
+    def _clean(self) -> bool:
+        return not self.errors and self.judgement.data_path_ok and self.judgement.every_trigger_has_a_message
+
+    @property
+    def real_time_limit_s(self) -> float | None:
+        """How far (wall seconds) the node may fall behind the replay before its tracker can lose a vehicle.
+
+        The tracker closes a track when the plate has not been seen for track_timeout_s of replay
+        time; frames come one frame period apart, so falling behind by the timeout less one frame
+        can close a track that is still in view. None at speed 0 (lossless: the replay waits for
+        the node, nothing can be lost to lateness).
+        """
+        s = self.scenario
+        if s.speed <= 0:
+            return None
+        track = s.node.get("pipeline", {}).get("track_timeout_s", NODE_TRACK_TIMEOUT_S)
+        # The median step between frames: a camera_stall's gap must not count as the frame period.
+        steps = sorted(b.t_ns - a.t_ns for a, b in zip(self.clip.frames, self.clip.frames[1:]))
+        period_s = steps[len(steps) // 2] / 1e9 if steps else 0.0
+        return max(0.05, (float(track) - period_s) / s.speed)
+
+    @property
+    def kept_real_time(self) -> bool:
+        """False when the replay fell behind by real_time_limit_s or more in some node run (hil.pace).
+
+        True where that was not measured (speed 0, a soak's repeated clip, no access times).
+        """
+        limit = self.real_time_limit_s
+        return limit is None or all(p.max_lag_s is None or p.max_lag_s < limit for p in self.pace)
+
+    @property
+    def inconclusive(self) -> bool:
+        """Only the plate and latency marks missed, on a run whose replay fell behind: no verdict either way.
+
+        When the node's camera does not get each frame in time, the node may read a vehicle from
+        fewer frames (a track closed early) or late; that is what this machine did, not what the
+        node does with a camera that keeps time. The data path, the triggers, bench errors and
+        false reads (a read where no vehicle is) do not depend on keeping time: they still fail.
+        """
+        missed = {kind for kind, _ in self._marks_missed()}
+        return self._clean and bool(missed) and missed <= {"min_correct", "max_latency_s"} and not self.kept_real_time
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL or INCONCLUSIVE (see `inconclusive`)."""
+        return "PASS" if self.passed else "INCONCLUSIVE" if self.inconclusive else "FAIL"
+
+    def real_time_note(self) -> str | None:
+        """Why the run did not keep real time, with the figures; None when it did."""
+        if self.kept_real_time:
+            return None
+        limit = self.real_time_limit_s or 0.0
+        run = max(range(len(self.pace)), key=lambda i: self.pace[i].max_lag_s or 0.0)
+        p = self.pace[run]
+        track = self.scenario.node.get("pipeline", {}).get("track_timeout_s", NODE_TRACK_TIMEOUT_S)
+        return (f"replay fell behind: the node's camera read frame {p.worst_frame} {p.max_lag_s:.2f}s after it was "
+                f"due (node run {run + 1}), not less than the {limit:.2f}s after which the node may close a "
+                f"vehicle's track while it is in view (pipeline.track_timeout_s {track:g}s less one frame). The "
+                f"node did not get its frames in time (a machine busy with other work, or the node holding up its "
+                f"own camera thread), so the plate and latency marks are not judged: rerun on an idle machine; "
+                f"if the replay still falls behind there, that is the node's doing")
 
     def expectation_failures(self) -> list[str]:
         """The scenario's [expect] marks that were missed."""
+        return [message for _, message in self._marks_missed()]
+
+    def _marks_missed(self) -> list[tuple[str, str]]:
+        """(mark, message) for each [expect] mark missed; mark is the [expect] key."""
         f = self.judgement.figures()
         judged = f["vehicles"] - f["excused"]
         out = []
         if judged and f["reads_correct"] / judged < self.scenario.expect.min_correct:
-            out.append(f"{f['reads_correct']}/{judged} vehicles read correctly, "
-                       f"expected at least {self.scenario.expect.min_correct:.0%}")
+            out.append(("min_correct", (f"{f['reads_correct']}/{judged} vehicles read correctly, "
+                                        f"expected at least {self.scenario.expect.min_correct:.0%}")))
         worst = f["latency_worst_s"]
         if worst is not None and worst > self.scenario.expect.max_latency_s:
-            out.append(f"worst trigger-to-HQ latency {worst:.2f}s > {self.scenario.expect.max_latency_s:.2f}s")
+            out.append(("max_latency_s",
+                        f"worst trigger-to-HQ latency {worst:.2f}s > {self.scenario.expect.max_latency_s:.2f}s"))
         if f["phantom_reads"] > self.scenario.expect.max_false_reads:
             plates = ", ".join(m.read.plate for m in self.judgement.phantom_reads)
-            out.append(f"{f['phantom_reads']} false reads (outside every vehicle's legible window: {plates}), "
-                       f"expected at most {self.scenario.expect.max_false_reads}")
+            out.append(("max_false_reads",
+                        (f"{f['phantom_reads']} false reads (outside every vehicle's legible window: {plates}), "
+                         f"expected at most {self.scenario.expect.max_false_reads}")))
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -89,7 +161,10 @@ class RunResult:
         j = self.judgement
         return {
             "scenario": self.scenario.name, "clip": str(self.clip.path), "speed": self.scenario.speed,
-            "passed": self.passed, "data_path_ok": j.data_path_ok, "wall_s": round(self.wall_s, 2),
+            "passed": self.passed, "verdict": self.verdict, "data_path_ok": j.data_path_ok,
+            "wall_s": round(self.wall_s, 2),
+            "real_time": {"kept": self.kept_real_time, "limit_s": self.real_time_limit_s,
+                          "note": self.real_time_note(), "node_runs": [vars(p) for p in self.pace]},
             "expect": vars(self.scenario.expect),
             "figures": j.figures(), "errors": self.errors, "expectation_failures": self.expectation_failures(),
             "problems": j.problems, "node_exit_codes": self.node_exit_codes,
@@ -115,6 +190,8 @@ class ScenarioRunner:
         self.errors: list[str] = []
         self._procs: list[subprocess.Popen] = []
         self._runs: list[NodeRun] = []
+        self._pace: list[Pace] = []
+        self._frame_clock: FrameClock | None = None
 
     # -- setup -----------------------------------------------------------------------------
     def _clip(self) -> Clip:
@@ -123,9 +200,15 @@ class ScenarioRunner:
         # node that restarts its camera until the timeout and gets the blame.
         source = check_clip(s.clip)
         gaps = [(int(f.at_s * 1e9), int(f.duration_s * 1e9)) for f in s.faults if f.kind == "camera_stall"]
-        if not gaps and s.repeat == 1:
+        # A real-time run gets its own copy of the frames, whose reads are timed (hil.pace). Not
+        # a soak's repeated clip: its repeats share frame files, and only a first read is stamped.
+        timed = s.speed > 0 and s.repeat == 1
+        if not gaps and s.repeat == 1 and not timed:
             return source
-        return derive_clip(source, self.out / "clip", gaps=gaps, repeat=s.repeat)
+        clip = derive_clip(source, self.out / "clip", gaps=gaps, repeat=s.repeat, copy_frames=timed)
+        if timed:
+            self._frame_clock = FrameClock(clip, s.speed)
+        return clip
 
     def _node_body(self, clip: Clip) -> str:
         s = self.scenario
@@ -162,6 +245,8 @@ class ScenarioRunner:
     def _start_node(self, lab: Lab, node: NodeHandle, deadline: float) -> tuple[subprocess.Popen, int]:
         path = lab.root / f"{NODE_ID}.log"
         before = path.read_text(errors="replace").count(_STARTED) if path.exists() else 0
+        if self._frame_clock is not None:
+            self._frame_clock.reset()   # a restarted node replays from the start: time its reads afresh
         proc = self._track(lab.start_node(node, "--exit-when-done"))
         started = self._wait_started(lab, proc, before, deadline)
         self._note("node", f"node run {len(self._runs) + 1} started (pid {proc.pid})")
@@ -205,6 +290,8 @@ class ScenarioRunner:
                     _, phase, fault = actions.pop(0)
                     proc, start_mono, ingest = self._apply(lab, node, fault, phase, proc, start_mono, ingest,
                                                            exit_codes, deadline)
+                if proc is not None and proc.poll() is not None:
+                    actions = self._drop_late(actions, now, proc.returncode)
                 if proc is not None and proc.poll() is not None and not actions:
                     break
                 if time.monotonic() > deadline:
@@ -220,6 +307,7 @@ class ScenarioRunner:
                 time.sleep(self.poll_s)
             if proc is not None:
                 code = _stop(proc, 10.0)
+                self._time_frames()
                 exit_codes.append(code)
                 self._runs.append(NodeRun(len(self._runs), start_mono, time.monotonic_ns(), killed=False))
                 self._note("node", f"node run {len(self._runs)} ended (exit {code})")
@@ -245,7 +333,29 @@ class ScenarioRunner:
                                 logged=nodelog.messages(log_text))
         self._timeline_from_hq(judge, judgement, reads, events, wall_minus_mono)
         return RunResult(s, clip, judgement, sorted(self.timeline, key=lambda e: e.wall_ns), started_wall,
-                         time.monotonic() - began, exit_codes, self.out, self.errors)
+                         time.monotonic() - began, exit_codes, self.out, self.errors, list(self._pace))
+
+    def _time_frames(self) -> None:
+        """A node run is over (exited or killed): keep how its replay kept time (hil.pace)."""
+        if self._frame_clock is not None:
+            self._pace.append(self._frame_clock.read())
+
+    def _drop_late(self, actions: list[tuple[float, str, Fault]], now_s: float,
+                   code: int | None) -> list[tuple[float, str, Fault]]:
+        """The node has exited: faults not begun yet are bench errors, not applied to a node that is gone.
+
+        load() refuses faults due after the replay, but a lossless replay (speed 0) runs at the
+        machine's pace and may be over sooner. Applying such a fault after the node exited would
+        prove nothing and still let the run pass; waiting for it would only delay the verdict.
+        The end of a fault already begun (broker or HQ back) is still applied.
+        """
+        late = [fault for _, phase, fault in actions if phase == "begin"]
+        for fault in late:
+            why = " (a lossless replay runs at the machine's pace)" if self.scenario.speed == 0 else ""
+            self.errors.append(f"{fault.kind} at {fault.at_s:g}s was not applied: the node had finished its run "
+                               f"{now_s:.1f}s after it started (exit {code}){why}")
+        skipped = {id(fault) for fault in late}
+        return [a for a in actions if id(a[2]) not in skipped]
 
     def _apply(self, lab: Lab, node: NodeHandle, fault: Fault, phase: str, proc: subprocess.Popen | None,
                start_mono: int, ingest: subprocess.Popen | None, exit_codes: list[int | None],
@@ -276,6 +386,7 @@ class ScenarioRunner:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                 exit_codes.append(proc.wait(10))
+                self._time_frames()
                 self._runs.append(NodeRun(len(self._runs), start_mono, time.monotonic_ns(), killed=True))
                 self._note("fault", f"power cut: node SIGKILLed, off for {fault.duration_s:g}s",
                            end_wall_ns=_later(fault.duration_s))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hardware.errors import ClipError
+from hil.derive import repeat_period_ns
 from hil.errors import BadScenario
 
 if TYPE_CHECKING:
@@ -87,8 +88,41 @@ class Scenario:
     expect: Expect = field(default_factory=Expect)
 
 
-def _clip_seconds(loaded: Clip) -> float:
-    return (loaded.duration_ns + loaded.duration_ns // max(1, len(loaded) - 1)) / 1e9
+@dataclass(frozen=True)
+class ReplaySpan:
+    """How long one node run replays the scenario's clip (repeats included), to check fault times against.
+
+    `last_frame_s` is clip time; `run_s` the same in seconds of the run (fault `at_s`), i.e. divided
+    by the speed. At speed 0 (lossless) the run's length depends on the machine, so the clip's own
+    length at real time is the only bound known before the run.
+    """
+
+    clip_name: str
+    length_s: float        # as a tester counts it: the last frame plus one frame period (69 frames at 8 fps: 8.62 s)
+    last_frame_s: float    # when the replay delivers its last frame; the node finishes soon after
+    speed: float
+
+    @property
+    def run_s(self) -> float:
+        """Seconds after the node's start at which its replay has delivered the last frame."""
+        return self.last_frame_s / self.speed if self.speed > 0 else self.last_frame_s
+
+    def describe(self) -> str:
+        """The clip's length as a refusal states it: `clip day-3-vehicles is 8.62 s long, last frame at 8.50 s`."""
+        text = f"clip {self.clip_name} is {self.length_s:.2f} s long, last frame at {self.last_frame_s:.2f} s"
+        if self.speed > 0 and self.speed != 1:
+            text += f" ({self.run_s:.2f} s into the run at speed {self.speed:g})"
+        elif self.speed == 0:
+            text += " (at speed 0 the run may end sooner: a lossless replay runs at the machine's pace)"
+        return text
+
+
+def replay_span(loaded: Clip, repeat: int, speed: float, clip_name: str) -> ReplaySpan:
+    """The ReplaySpan of `loaded` repeated `repeat` times (as hil.derive builds it) at `speed`."""
+    period_ns = repeat_period_ns(loaded)
+    last_ns = (repeat - 1) * period_ns + loaded.duration_ns
+    name = clip_name if repeat == 1 else f"{clip_name} x{repeat}"
+    return ReplaySpan(name, (last_ns + period_ns - loaded.duration_ns) / 1e9, last_ns / 1e9, speed)
 
 
 def check_clip(path: Path) -> Clip:
@@ -145,6 +179,74 @@ def _check_stall(fault: Fault, speed: float, node: dict[str, dict[str, Any]], pa
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and fault.duration_s / speed <= timeout:
         raise _fail(path, f"{where}.duration_s", f"{fault.duration_s:g} s at speed {speed:g} is not longer than "
                                                  f"node.camera.capture_timeout_s = {timeout:g}: no stall would be seen")
+
+
+def _check_timing(parsed: list[tuple[str, Fault, float]], span: ReplaySpan, timeout_s: float,
+                  path: Path) -> list[Fault]:
+    """Refuse faults that would land after the replay (or the run) is over; expand every_s repeats.
+
+    The runner applies faults on a timeline that starts when the node starts replaying, and the
+    node exits soon after the clip's last frame: a fault due after that would be applied to a
+    node that is gone (or never, once timeout_s ends the run), so the run would prove nothing
+    while looking like a pass, or fail in a way that blames the node. Every fault must begin
+    while the clip is being replayed. A power cut restarts the node, which replays the clip from
+    its start, so the replay ends a clip's length after the last power comes back.
+    """
+    replay_end = span.run_s
+    after = ""           # what extended the replay, for the message
+    for where, fault, _ in sorted((p for p in parsed if p[1].kind == "power_cut"), key=lambda p: p[1].at_s):
+        if fault.at_s < replay_end - span.run_s:
+            back_s = replay_end - span.run_s
+            raise _fail(path, f"{where}.at_s", f"power_cut at {fault.at_s:g} s comes while the node is still off "
+                                               f"after the power cut{after} (power back at {back_s:g} s)")
+        _check_begin(where, fault, replay_end, after, span, path)
+        replay_end = fault.end_s + span.run_s
+        after = f" at {fault.at_s:g} s"
+    faults: list[Fault] = []
+    for where, fault, every in parsed:
+        if fault.kind == "camera_stall":
+            # A gap only shows as a stall if the camera has a frame to deliver after it: a gap
+            # running to the clip's end just ends the clip early, and no stall is ever seen.
+            if fault.end_s >= span.last_frame_s:
+                key = "at_s" if fault.at_s >= span.last_frame_s else "duration_s"
+                raise _fail(path, f"{where}.{key}", f"camera_stall from {fault.at_s:g} s to {fault.end_s:g} s (clip "
+                                                    f"time) does not end before the clip's last frame: "
+                                                    f"{span.describe()}; the camera must deliver a frame after "
+                                                    "the gap, or no stall is ever seen")
+        else:
+            _check_begin(where, fault, replay_end, after, span, path)
+        # The bench must be able to undo the fault (broker or HQ back, power back) before the
+        # run's timeout, or the run ends in a timeout that blames the node.
+        undo_s = fault.end_s if fault.duration_s > 0 and fault.kind != "camera_stall" else fault.at_s
+        if undo_s >= timeout_s:
+            what = f"{fault.kind} at {fault.at_s:g} s" + (f" ends at {undo_s:g} s" if undo_s != fault.at_s else "")
+            key = "duration_s" if undo_s != fault.at_s else "at_s"
+            raise _fail(path, f"{where}.{key}", f"{what}, not before scenario.timeout_s = {timeout_s:g}: the run "
+                                                "is stopped at its timeout first")
+        faults.append(fault)
+        at = fault.at_s + every
+        while every and at < replay_end:
+            # Repeated while the (repeated) clip is being replayed; the first one past it is not due.
+            faults.append(Fault(fault.kind, at, fault.duration_s))
+            at += every
+    if replay_end >= timeout_s:
+        raise _fail(path, "scenario.timeout_s", f"{timeout_s:g} s does not cover the replay, which ends "
+                                                f"{replay_end:.2f} s after the node starts ({span.describe()}"
+                                                f"{'; replayed again after the power cut' + after if after else ''})")
+    return faults
+
+
+def _check_begin(where: str, fault: Fault, replay_end: float, after: str, span: ReplaySpan, path: Path) -> None:
+    """Refuse a fault due at or after the end of the replay (see _check_timing)."""
+    if fault.at_s < replay_end:
+        return
+    if after:
+        why = (f"the node restarted after the power cut{after} replays the clip until {replay_end:.2f} s "
+               f"({span.describe()})")
+    else:
+        why = f"{span.describe()}, so the node is done by then"
+    raise _fail(path, f"{where}.at_s", f"{fault.kind} at {fault.at_s:g} s is after the replay ends: {why}; a fault "
+                                        f"must begin before {replay_end:.2f} s")
 
 
 def find(name_or_path: str) -> Path:
@@ -206,7 +308,8 @@ def load(path: Path) -> Scenario:
         if section in _NODE_SECTIONS_REFUSED:
             raise _fail(path, f"node.{section}", "is set by the bench itself and cannot be overridden")
     speed = _number(head, "speed", 1.0, path, "scenario")
-    faults = []
+    timeout_s = _number(head, "timeout_s", 40.0, path, "scenario", minimum=1.0)
+    parsed: list[tuple[str, Fault, float]] = []
     raw_faults = doc.get("faults", [])
     if not isinstance(raw_faults, list):
         raise _fail(path, "faults", "must be an array of tables ([[faults]])")
@@ -225,16 +328,16 @@ def load(path: Path) -> Scenario:
             raise _fail(path, f"{where}.every_s", "must be longer than duration_s (faults would overlap)")
         if every and fault.kind == "camera_stall":
             raise _fail(path, f"{where}.every_s", "is not supported for camera_stall")
+        if every and fault.kind == "power_cut":
+            # Each cut restarts the replay from the clip's start, so "again until the clip ends"
+            # has no fixed end to count to; a tester writes each cut out instead.
+            raise _fail(path, f"{where}.every_s", "is not supported for power_cut (each cut replays the clip "
+                                                  "from its start): write each cut as its own [[faults]]")
         if fault.kind == "camera_stall":
             _check_stall(fault, speed, node, path, where)
-        faults.append(fault)
-        if every:
-            # Repeated until the end of the (repeated) clip.
-            total_s = _clip_seconds(loaded) * repeat
-            at = fault.at_s + every
-            while at < total_s:
-                faults.append(Fault(fault.kind, at, fault.duration_s))
-                at += every
+        parsed.append((where, fault, every))
+    span = replay_span(loaded, repeat, speed, clip_name)
+    faults = _check_timing(parsed, span, timeout_s, path)
     expect_doc = doc.get("expect", {})
     if not isinstance(expect_doc, dict):
         raise _fail(path, "expect", "must be a table")
@@ -251,6 +354,5 @@ def load(path: Path) -> Scenario:
         raise _fail(path, "scenario.description", "must be a string")
     return Scenario(
         name=path.stem, path=path, clip=clip, description=description,
-        speed=speed,
-        timeout_s=_number(head, "timeout_s", 40.0, path, "scenario", minimum=1.0),
-        long=long, repeat=repeat, node=node, faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect)
+        speed=speed, timeout_s=timeout_s, long=long, repeat=repeat, node=node,
+        faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect)

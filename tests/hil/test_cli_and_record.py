@@ -189,7 +189,8 @@ def test_drive_replays_loop_edges_on_mapped_outputs(tmp_path: Path):
 
 def test_repeating_faults_expand_until_the_clip_ends(tmp_path: Path):
     path = tmp_path / "soakish.toml"
-    path.write_text('[scenario]\nclip = "false-trigger"\nrepeat = 10\n'
+    # timeout_s covers the 61 s replay (a shorter one is refused: see test_scenario_timing.py)
+    path.write_text('[scenario]\nclip = "false-trigger"\nrepeat = 10\ntimeout_s = 100\n'
                     '[[faults]]\nkind = "broker_outage"\nat_s = 5\nduration_s = 2\nevery_s = 20\n')
     s = scenarios.load(path)
     # the clip is 6.125 s long, x10 = 61.25 s: outages at 5, 25, 45

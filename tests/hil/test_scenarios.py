@@ -98,11 +98,30 @@ def test_vehicle_outcomes_against_ground_truth(runs, name):
         # the right plate sent twice in one run is the node's dedup failing.
         if v.duplicate_correct:
             pytest.fail(f"{v.plate}: sent more than once in one node run: {[m.read.plate for m in v.matches]}")
-    assert not r.expectation_failures(), r.expectation_failures()
     f = r.judgement.figures()
     judged = f["vehicles"] - f["excused"]
     # every judged vehicle has exactly one outcome (re-reads after a power cut count as correct)
     assert f["reads_correct"] + f["misread"] + f["missed"] + f["duplicates"] == judged
+    if r.inconclusive:
+        # The plate marks hold for a node whose camera keeps time (every vehicle read, on a
+        # normal machine); this machine was too busy to give it that, measured (hil.pace).
+        pytest.skip(f"{name}: {r.real_time_note()}; missed marks: {r.expectation_failures()}")
+    assert not r.expectation_failures(), r.expectation_failures()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in set(SHORT) - {CLI_SCENARIO} if SHORT[n].speed > 0))
+def test_the_real_time_replay_is_timed_frame_by_frame(runs, name):
+    # Every frame of the clip is read by the node's camera in each node run (the replay never
+    # skips one: late frames come late), and how late is measured and reported.
+    r = runs[name]
+    assert len(r.pace) == len(r.node_exit_codes), r.pace
+    last = r.pace[-1]
+    assert last.frames_read == len(r.clip), (last, len(r.clip))
+    if last.max_lag_s is None:
+        pytest.skip("the filesystem under the run folder keeps no access times")
+    assert last.max_lag_s >= 0
+    assert r.kept_real_time == all(p.max_lag_s < r.real_time_limit_s for p in r.pace)
+    assert r.to_json()["real_time"]["node_runs"][-1]["frames_read"] == len(r.clip)
 
 
 def test_power_cut_commits_before_the_kill_reach_hq_once_and_the_replay_is_judged_per_run(runs):
