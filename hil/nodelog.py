@@ -7,7 +7,7 @@ Only the documented INFO/WARNING lines are used; their wording is matched here a
 
     2026-12-01 10:10:35,261 WARNING hardware.camera: camera: stalled (CameraTimeout: ...)
     2026-12-01 10:10:38,635 INFO hardware.camera: camera: source ended
-    ... node.pipeline: read 7ABC123 (0.89) seq 1, 9 frames, approaching, trigger loop1-48939829718302
+    ... node.pipeline: read track-3 (0.89) seq 1, 9 frames, approaching, trigger loop1-48939829718302
     ... node.pipeline: trigger loop1-48942429697512 (lane 1): vehicle passed, no read (event seq 2)
     ... transport.outbox: outbox /x/outbox.db: quota reached, dropping event seq 1 (14043 bytes)
 """

@@ -16,7 +16,7 @@ STALL = Fault("camera_stall", 3.2, 3.0)
 
 _HEAD = """INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
 2026-12-01 10:10:30,134 INFO node.runtime: node hil-node started (site site-1, source clip)
-2026-12-01 10:10:32,773 INFO node.pipeline: read 7ABC123 (0.89) seq 1, 9 frames, approaching, trigger loop1-48939829718302
+2026-12-01 10:10:32,773 INFO node.pipeline: read track-3 (0.89) seq 1, 9 frames, approaching, trigger loop1-48939829718302
 """
 _STALLED = ("2026-12-01 10:10:35,261 WARNING hardware.camera: camera: stalled (CameraTimeout: /x/clip: no frame "
             "within 2.000s (next is frames[26]))\n")
