@@ -34,6 +34,7 @@ class CameraPipeline:
         self.outputs = outputs
         self.pins = pins
         self.done = pipeline.done
+        self.ends = pipeline.ends
 
     def start(self) -> None:
         for out in self.outputs:

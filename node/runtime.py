@@ -35,6 +35,7 @@ class Source(Protocol):
     """What produces reads: the camera pipeline, or the synthetic source."""
 
     done: threading.Event
+    ends: bool  # True when running out is normal (a clip, a synthetic total), not a failure
 
     def start(self) -> None: ...
     def stop(self, timeout: float = 5.0) -> None: ...
@@ -162,7 +163,9 @@ class Runtime:
 
 def liveness_problem(source: Source, link: Any, limit_s: float = STALL_LIMIT_S) -> str | None:
     """Why the watchdog must not be pinged (a thread dead or hung), or None when all is well."""
-    if not source.done.is_set():
+    # A clip or a synthetic total ends and is done; a live camera's worker never ends on its
+    # own, so its `done` (set on any exit, a crash included) is no excuse.
+    if not (source.done.is_set() and source.ends):
         if not source.alive():
             return "source thread is not running"
         if source.stalled_s() > limit_s:

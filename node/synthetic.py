@@ -42,6 +42,7 @@ class SyntheticSource:
         self._thread: threading.Thread | None = None
         self._beat = time.monotonic()  # see stalled_s
         self.done = threading.Event()
+        self.ends = total > 0  # with a total it is done once the outbox has committed that many
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="synthetic-source", daemon=True)

@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import tomllib
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -90,6 +91,31 @@ def new_share_group() -> str:
     return group
 
 
+def _kept_sections(hq_config: Path) -> dict[str, dict[str, Any]]:
+    """The sections of an hq.toml already at `hq_config` that init carries over (all but
+    [broker]), or {} if there is none. StateError if one cannot be written back as it is."""
+    try:
+        parsed = tomllib.loads(hq_config.read_text())
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(f"{hq_config}: not valid TOML ({exc}): fix it or move it aside") from exc
+    kept: dict[str, dict[str, Any]] = {}
+    for name, section in parsed.items():
+        if name == "broker":
+            continue
+        if not isinstance(section, dict):
+            raise StateError(f"{hq_config}: {name}: expected a [section]; fix it or move it aside")
+        for key, v in section.items():
+            try:
+                tomlout.value(v)
+            except TypeError as exc:
+                raise StateError(f"{hq_config}: [{name}] {key}: cannot be carried over ({exc}); "
+                                 "move the file aside and copy the setting back by hand") from exc
+        kept[name] = dict(section)
+    return kept
+
+
 def _kept_share_group(hq_config: Path) -> str | None:
     """The [ingest] share_group an hq.toml already at `hq_config` names, or None if none is there.
 
@@ -148,6 +174,10 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     # before anything is made: an hq.toml whose group cannot be read stops init here
     kept_group = _kept_share_group(hq_config)
     share_group = kept_group or new_share_group()
+    # An hq.toml already there may hold the site's own choices ([store] url, [records]
+    # retention_days...): they are kept, only what init owns is written over. Checked before
+    # anything is made, so a file that cannot be carried over stops init here.
+    kept_sections = _kept_sections(hq_config)
     hq_dir.mkdir(parents=True, exist_ok=True)
     authority = Authority.create(ca_dir)
 
@@ -179,9 +209,11 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     state.save()
 
     atomic.write_text(hq_config, tomlout.document({
-        "hq": {"data_dir": str(hq_dir)},
+        **kept_sections,
+        "hq": {**kept_sections.get("hq", {}), "data_dir": str(hq_dir)},
+        # the broker section is init's own: its certificates are the ones just issued
         "broker": {"host": broker_host or names[0], "port": broker_port, "client_id": worker_names[0]},
-        "ingest": {"share_group": share_group},
+        "ingest": {**kept_sections.get("ingest", {}), "share_group": share_group},
     }, header="Written by alpr-provision ca init.\n"
               "[ingest] share_group is secret: never copy this file to a node (docs/provisioning.md)."))
     fp = sign_fingerprint(sign.public_key())

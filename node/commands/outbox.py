@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import stat
 from dataclasses import asdict
 from pathlib import Path
 
 from node.errors import BadConfig
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,5 +51,13 @@ def _give_back(data_dir: Path) -> None:
         return
     owner = data_dir.stat()
     for item in data_dir.iterdir():
-        if item.name.startswith(("outbox.db", "sequence.reserved")) and item.stat().st_uid != owner.st_uid:
-            os.chown(item, owner.st_uid, owner.st_gid)
+        if not item.name.startswith(("outbox.db", "sequence.reserved")):
+            continue
+        # The service user owns this folder and could plant a link here to a file of root's
+        # (/etc/shadow): never follow one, and never chown a file with a second name.
+        st = item.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            log.warning("outbox: not handing %s back to the data dir's owner: not a plain file with one link", item)
+            continue
+        if st.st_uid != owner.st_uid:
+            os.chown(item, owner.st_uid, owner.st_gid, follow_symlinks=False)

@@ -38,3 +38,31 @@ def test_salvage_leaves_the_outbox_to_the_data_dirs_owner(tmp_path):
     assert "recovered 3 messages" in res.stdout
     made = [p for p in data.iterdir() if p.name.startswith(("outbox.db", "sequence.reserved"))]
     assert made and all(p.stat().st_uid == uid and p.stat().st_gid == gid for p in made)
+
+
+
+def test_handing_back_as_root_never_follows_a_planted_link(tmp_path, monkeypatch):
+    # The service user owns the data dir and can plant links named like outbox files; root
+    # running `sudo alpr-node outbox status` must not chown their targets (say /etc/shadow).
+    from node.commands import outbox as outbox_cmd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Outbox(data / "outbox.db").close()
+    secret = tmp_path / "shadow"
+    secret.write_text("root's\n")
+    (data / "outbox.db-planted").symlink_to(secret)
+    hard = data / "outbox.db-hard"
+    os.link(secret, hard)
+    chowned = []
+    monkeypatch.setattr(outbox_cmd.os, "geteuid", lambda: 0)
+    # as if the data dir belonged to the service user and everything in it to root
+    real_stat = type(data).stat
+    monkeypatch.setattr(type(data), "stat", lambda self, **kw: os.stat_result((0o40700, 0, 0, 2, 65534, 65534, 0, 0, 0, 0))
+                        if self == data else real_stat(self, **kw))
+    monkeypatch.setattr(outbox_cmd.os, "chown", lambda path, uid, gid, **kw: chowned.append((str(path), kw)))
+    outbox_cmd._give_back(data)
+    names = {os.path.basename(p) for p, _ in chowned}
+    assert "outbox.db" in names
+    assert "outbox.db-planted" not in names and "outbox.db-hard" not in names
+    assert all(kw.get("follow_symlinks") is False for _, kw in chowned)

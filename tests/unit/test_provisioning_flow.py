@@ -519,6 +519,11 @@ def test_install_writes_node_toml_where_alpr_node_reads_it(hq: Path, tmp_path: P
     assert "ok (node gate-1" in capsys.readouterr().out
     cfg = node_config.load(_never_write_etc)
     assert cfg.pipeline.mode == "triggered" and cfg.node.data_dir == data.resolve()
+    # a TLS key others can read: `run` refuses it, so check-config (the unit's ExecStartPre) must too
+    (data / "tls" / "node.key").chmod(0o644)
+    assert node_cli.main(["check-config", "--config", str(_never_write_etc)]) != 0
+    err = capsys.readouterr().err
+    assert "broker.key" in err and "chmod 600" in err
 
 
 def test_install_carries_local_sections_from_the_old_data_dir_config(hq: Path, tmp_path: Path) -> None:

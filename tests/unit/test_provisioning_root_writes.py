@@ -244,6 +244,33 @@ def test_ca_init_keeps_the_group_an_existing_hq_toml_names(tmp_path: Path, capsy
     assert "kept from the hq.toml already there" in capsys.readouterr().out
 
 
+def test_ca_init_keeps_the_sites_own_settings_in_an_existing_hq_toml(tmp_path: Path) -> None:
+    # [store] url and [records] retention_days are the site's (a retention shorter than the law
+    # asks for would purge reads it must keep): init writes only what it owns.
+    hq_dir = tmp_path / "hq"
+    hq_dir.mkdir()
+    (hq_dir / "hq.toml").write_text('[store]\nurl = "postgresql://alpr@db.example/alpr"\n\n'
+                                    '[records]\nretention_days = 730\n\n[ingest]\nmax_future_skew_h = 6.0\n\n'
+                                    '[broker]\nhost = "old.example"\n')
+    hqsetup.init_hq(hq_dir, actor="alice", ca_dir=tmp_path / "ca", broker_user=ME, broker_names=["mqtt.hq.example"])
+    written = tomllib.loads((hq_dir / "hq.toml").read_text())
+    assert written["store"] == {"url": "postgresql://alpr@db.example/alpr"}
+    assert written["records"] == {"retention_days": 730}
+    assert written["ingest"]["max_future_skew_h"] == 6.0 and re.fullmatch(r"hq-ingest-[0-9a-f]{32}",
+                                                                           written["ingest"]["share_group"])
+    assert written["broker"]["host"] == "mqtt.hq.example"  # init's own section: its new certificates
+
+
+def test_ca_init_refuses_an_hq_toml_it_cannot_carry_over(tmp_path: Path) -> None:
+    hq_dir = tmp_path / "hq"
+    hq_dir.mkdir()
+    text = '[store]\nurl = "x"\n[store.options]\nsslmode = "require"\n'
+    (hq_dir / "hq.toml").write_text(text)
+    with pytest.raises(StateError, match="cannot be carried over"):
+        hqsetup.init_hq(hq_dir, actor="alice", broker_user=ME)
+    assert (hq_dir / "hq.toml").read_text() == text and not (hq_dir / "keys").exists()
+
+
 @pytest.mark.parametrize("text", ['[ingest]\nshare_group = "a/b"\n', "[ingest]\nshare_group = 7\n", "[ingest\n"])
 def test_ca_init_refuses_an_hq_toml_whose_group_it_cannot_keep(tmp_path: Path, text: str) -> None:
     hq_dir = tmp_path / "hq"

@@ -121,6 +121,7 @@ def test_a_link_waiting_out_its_backoff_is_not_hung(tmp_path: Path) -> None:
 def test_a_finished_clip_source_is_not_a_problem_but_a_dead_link_is() -> None:
     class Finished:
         done = threading.Event()
+        ends = True
 
         def alive(self) -> bool:
             return False
@@ -135,3 +136,24 @@ def test_a_finished_clip_source_is_not_a_problem_but_a_dead_link_is() -> None:
 
     assert liveness_problem(Finished(), LiveLink(), limit_s=1) is None
     assert liveness_problem(Finished(), DeadLink(), limit_s=1) == "uplink thread is not running"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_live_camera_worker_that_died_withholds_the_ping(tmp_path: Path) -> None:
+    # The worker sets `done` on any exit, a crash included; a live camera never ends on its own.
+    pipeline = _pipeline(tmp_path, HangingDetector(after=10**9))
+    pipeline.ends = False
+
+    def broken_get():
+        raise RuntimeError("worker bug outside the per-frame guard")
+    pipeline._get = broken_get  # type: ignore[method-assign]
+    pipeline.start()
+    try:
+        assert pipeline.done.wait(5)
+        deadline = time.monotonic() + 5
+        while pipeline.alive() and time.monotonic() < deadline:  # `done` is set just before it exits
+            time.sleep(0.01)
+        assert not pipeline.alive()
+        assert liveness_problem(pipeline, LiveLink(), limit_s=5) == "source thread is not running"
+    finally:
+        pipeline.stop(5)
