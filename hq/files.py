@@ -2,8 +2,10 @@
 that runs HQ, since they show plates, places and times. Folders 0700, files 0600."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -43,3 +45,18 @@ def write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode applies only to a new file
         f.write(data)
+
+
+# Messages ingest sets aside (DATA_DIR/rejected/): `<node>-<seq>-<sha256 prefix of the bytes
+# received>` with .msg, .signed and .json, and .tmp while atomic writes are in progress. Ingest
+# finds a message's files again by this name once it is stored; retention removes old ones.
+SET_ASIDE_SUFFIXES = (".signed", ".msg", ".json")  # the plaintext first when removing, the record last
+SET_ASIDE_FILE = re.compile(r"^(?P<stem>[A-Za-z0-9_-]{1,64}-[0-9]+-[0-9a-f]{16})\.(msg|signed|json)(\.tmp)?$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def set_aside_stem(node_id: str, seq: int, raw: bytes) -> str:
+    """The file name, less suffix, of a message set aside: node (unsafe characters replaced,
+    at most 64), seq and the start of the SHA-256 of the exact bytes received, so a resend of
+    those bytes maps to the same files."""
+    return f"{_UNSAFE.sub('_', node_id)[:64]}-{seq}-{hashlib.sha256(raw).hexdigest()[:16]}"

@@ -16,6 +16,11 @@ A message whose capture time HQ will not store (reason `time`: more than `max_fu
 ahead of HQ's clock, or before 2000) is set aside the same way: on PostgreSQL every month up to
 a far-future date would get a partition that retention never drops. A read resent after
 retention purged it is acknowledged and counted (`purged`), not stored again (hq.store).
+
+A message set aside and later stored (its resend, once its time is in range or the store was
+fixed) has its set-aside files removed once the store has committed it: `.signed` is its
+decrypted payload, which must not outlive it outside the store. Retention removes what is left
+in `rejects_dir` after the retention period (hq.retention.purge_set_aside).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import re
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from hq.errors import StoreError
+from hq.files import SET_ASIDE_SUFFIXES, set_aside_stem
 from hq.store import ReadStore, StoreResult
 from transport import atomic, cbor, signed, topics
 from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope, read_header
@@ -269,6 +275,7 @@ class Ingest:
 
     def _acknowledge(self, client: paho.Client, done: list[tuple[_Verified, StoreResult]]) -> None:
         """PUBACK stored messages to the broker and send each node one signed ack for its seqs."""
+        self._drop_set_aside(done)
         acks: dict[str, list[int]] = collections.defaultdict(list)
         for item, result in done:
             client.ack(item.mid, item.qos)
@@ -292,6 +299,54 @@ class Ingest:
             client.publish(topics.node_topic(node_id, "ack"), signed.sign("ack", body, self.sign_key), qos=1)
             self.stats.acks_sent += 1
 
+    def _drop_set_aside(self, done: list[tuple[_Verified, StoreResult]]) -> None:
+        """Remove the set-aside copies (rejects_dir) of messages the store has now settled.
+
+        Called only after the store committed `done`: a crash before this leaves the copy,
+        and the next resend (a duplicate then) or the retention job removes it; removing it
+        first could lose the only copy. A message set aside earlier (reason `time` while HQ's
+        clock lagged the node's, `store` before a fix; by this worker or another) and now
+        stored, a duplicate of what is stored, or purged, needs no copy, and `.signed` is the
+        decrypted payload (plate, crop) outside the store, its retention and its access log.
+        Conflicts keep theirs: the store holds other content for that seq.
+        """
+        # One listing per batch rather than a look per message: the folder is usually missing
+        # or nearly empty, and then nothing else is done.
+        try:
+            present = set(os.listdir(self.rejects_dir))
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # ingest must not stop over a copy it cannot check: retention removes it
+            log.error("ingest: cannot list %s to remove set-aside copies of stored messages: %s",
+                      self.rejects_dir, exc)
+            return
+        if not present:
+            return
+        for item, result in done:
+            if result.outcome == "conflict":
+                continue
+            stem = _set_aside_stem(item)
+            removed = []
+            # The signed parts (plaintext) first, the description last: what a crash between
+            # them leaves is found again by its name, and by retention through its time.
+            for suffix in SET_ASIDE_SUFFIXES:
+                for name in (stem + suffix + ".tmp", stem + suffix):  # .tmp: a write a crash cut short
+                    if name not in present:
+                        continue
+                    try:
+                        (self.rejects_dir / name).unlink()
+                    except FileNotFoundError:  # another worker removed it first
+                        continue
+                    except OSError as exc:  # the store has it: a copy left behind is retention's to remove
+                        log.error("ingest: node %s seq %d is %s but its set-aside copy %s could not be "
+                                  "removed: %s", result.node_id, result.seq, result.outcome,
+                                  self.rejects_dir / name, exc)
+                        continue
+                    removed.append(name)
+            if removed:
+                log.info("ingest: node %s seq %d set aside before, now %s: removed %s from %s",
+                         result.node_id, result.seq, result.outcome, " ".join(removed), self.rejects_dir)
+
     def _requeue(self, items: list[_Verified]) -> None:
         """Put messages back at the front, in their order: not stored, so not acknowledged."""
         for item in reversed(items):
@@ -312,7 +367,7 @@ class Ingest:
         """Count under `reason`, log and keep a message HQ will not store; False if it could not be kept."""
         h = item.opened.header
         digest = hashlib.sha256(item.raw).hexdigest()
-        stem = f"{_SAFE_NAME.sub('_', h.node_id)[:64]}-{h.seq}-{digest[:16]}"
+        stem = _set_aside_stem(item)
         meta = {"reason": reason, "error": error[:2000], "topic": item.topic, "node": h.node_id,
                 "seq": h.seq, "kind": h.kind, "t_ns": h.time_ns, "sha256": digest, "bytes": len(item.raw),
                 "rejected_ns": time.time_ns()}
@@ -397,7 +452,9 @@ class Ingest:
             return None
 
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+def _set_aside_stem(item: _Verified) -> str:
+    """The name (less suffix) of a message's files in rejects_dir (hq.files.set_aside_stem)."""
+    return set_aside_stem(item.opened.header.node_id, item.opened.header.seq, item.raw)
 
 
 def _utc(t_ns: int) -> str:

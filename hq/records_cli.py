@@ -550,9 +550,12 @@ def _retention_run(ctx: Context) -> int:
             f"--min-days {days}: below records.retention_days = {configured} in {ctx.args.config}; "
             "reads are kept at least the configured period (--min-days may only lengthen it)"),
             query={"min_days": days})
-    r = retention.purge(ctx.store, ctx.access, actor, min_days=days, retention_days=configured)
+    # Ingest's set-aside messages (hq.cli: data_dir/rejected) hold reads too: the same cutoff applies.
+    r = retention.purge(ctx.store, ctx.access, actor, min_days=days, retention_days=configured,
+                        rejects_dir=ctx.cfg.hq.data_dir / "rejected")
     print(f"retention ({days} days): purged {r.reads_deleted} read(s) captured before {fmt_ns(r.cutoff_ns)}, "
-          f"dropped {r.partitions_dropped} partition(s), kept {r.held_kept} under hold, {r.seconds:.2f} s")
+          f"dropped {r.partitions_dropped} partition(s), kept {r.held_kept} under hold, "
+          f"removed {r.set_aside_removed} set-aside message(s) received before then, {r.seconds:.2f} s")
     return 0
 
 

@@ -4,33 +4,47 @@ holds (case number, by whom, why) exempt reads from purging until the hold is re
 Purge unit. A read captured in month M is purged once all of M is older than `min_days`
 (hq.partitions.retention_cutoff_ns), so each read is kept between min_days and min_days + 31.
 - PostgreSQL: each expired month is a partition; it is dropped whole (DROP TABLE), unless it
-  holds reads under an active hold, in which case only its unheld rows are deleted.
+  holds reads under an active hold, in which case only its unheld rows are deleted. The dedup
+  keys (read_keys) of the purged reads are then deleted in batches, so ingest keeps storing.
 - SQLite: reads live in one table with an index on capture time; expired rows are deleted in
   batches (short transactions, so ingest keeps writing), overwritten on disk (secure_delete),
   and the freed pages are returned to the file system (incremental vacuum).
 Each run is recorded in `purges` and in the access log.
 
 Replays. A purge deletes the record that dedups a read's (node, seq), so in the same
-transaction it raises the node's purge watermark (hq.store.raise_purge_watermarks): the same
-bytes sent again later are acknowledged as `purged` and not stored (hq.store.ReadStore.store).
-Held reads stay in the store and dedup as before.
+transaction (each batch's) it raises the node's purge watermark
+(hq.store.raise_purge_watermarks): the same bytes sent again later are acknowledged as
+`purged` and not stored (hq.store.ReadStore.store). Held reads stay in the store and dedup as
+before.
+
+Ingest's set-aside messages (DATA_DIR/rejected/, hq.ingest) are removed by the same cutoff,
+by when they were received (purge_set_aside).
 """
 from __future__ import annotations
 
+import collections
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hq import partitions
 from hq.access import Access, Actor
+from hq.db import Database
 from hq.errors import HQError, NotFound, PolicyError
+from hq.files import SET_ASIDE_FILE, SET_ASIDE_SUFFIXES
 from hq.store import PURGE_LOCK, ReadStore, raise_purge_watermarks
 
 log = logging.getLogger(__name__)
 ACTIVE_HELD = ("SELECT hr.read_id FROM hold_reads hr JOIN holds h ON h.id = hr.hold_id "
                "WHERE h.released_ns IS NULL")
-BATCH = 5000
+BATCH = 5000  # SQLite: reads deleted per transaction
+# PostgreSQL: dedup keys deleted per transaction (under PURGE_LOCK, so this bounds how long a
+# store can wait on a purge: tens of milliseconds rather than the whole purge).
+PG_KEY_BATCH = 10000
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,7 @@ class PurgeResult:
     partitions_dropped: int
     held_kept: int
     seconds: float
+    set_aside_removed: int = 0  # messages ingest set aside (DATA_DIR/rejected/) removed
 
 
 @dataclass(frozen=True)
@@ -136,11 +151,12 @@ def held_read_ids(store: ReadStore, case_no: str) -> list[int]:
 
 def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365,
           retention_days: int | None = None, now_ns: int | None = None,
-          clock: Callable[[], float] = time.monotonic) -> PurgeResult:
+          clock: Callable[[], float] = time.monotonic, rejects_dir: Path | None = None) -> PurgeResult:
     """Purge reads past retention (see the module docstring); logged and recorded in `purges`.
 
     `retention_days` is the configured minimum (records.retention_days): a `min_days` below it
-    is refused, since policy (and law) says reads are kept at least that long.
+    is refused, since policy (and law) says reads are kept at least that long. `rejects_dir`
+    (ingest's DATA_DIR/rejected/) is purged by the same cutoff (purge_set_aside).
     """
     def problem() -> PolicyError | None:
         if min_days < 1:
@@ -161,17 +177,95 @@ def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365
         deleted, dropped = _purge_sqlite(store, cutoff)
     held = int(store.db.value(f"SELECT COUNT(*) FROM reads WHERE capture_ns < ? AND id IN ({ACTIVE_HELD})",
                               (cutoff,)))
+    set_aside = 0 if rejects_dir is None else purge_set_aside(rejects_dir, cutoff)
     seconds = clock() - started
+    detail = f"deleted {deleted} reads, dropped {dropped} partitions, kept {held} held"
+    if rejects_dir is not None:
+        detail += f", removed {set_aside} set-aside messages"
     with store.db.transaction():
         store.db.execute("INSERT INTO purges (t_ns, by_user, cutoff_ns, reads_deleted, partitions_dropped, held_kept, "
                          "seconds) VALUES (?,?,?,?,?,?,?)", (access.clock(), actor.name, cutoff, deleted, dropped,
                                                              held, seconds))
         access.log.append(user=actor.name, role=actor.role, action="purge", purpose="retention policy",
-                          query={"min_days": min_days, "cutoff_ns": cutoff},
-                          detail=f"deleted {deleted} reads, dropped {dropped} partitions, kept {held} held")
-    log.info("retention: cutoff %d: deleted %d reads, dropped %d partitions, kept %d held, %.2f s",
-             cutoff, deleted, dropped, held, seconds)
-    return PurgeResult(cutoff, deleted, dropped, held, seconds)
+                          query={"min_days": min_days, "cutoff_ns": cutoff}, detail=detail)
+    log.info("retention: cutoff %d: %s, %.2f s", cutoff, detail, seconds)
+    return PurgeResult(cutoff, deleted, dropped, held, seconds, set_aside)
+
+
+def purge_set_aside(rejects_dir: Path, cutoff_ns: int) -> int:
+    """Remove the messages ingest set aside in `rejects_dir` (hq.ingest) that it received before
+    `cutoff_ns`; returns how many messages (each up to three files), each one logged.
+
+    Their `.signed` holds the decrypted payload (plate, crop), so they are kept no longer than
+    the reads themselves. The receive time is the one their `.json` records (`rejected_ns`), or,
+    when that is missing or unreadable (a crash while writing it, or while removing them), the
+    newest modification time of their files. Files not named as ingest names them are left
+    alone (they are not ours to judge) but counted in a warning.
+    """
+    try:
+        entries = list(os.scandir(rejects_dir))
+    except FileNotFoundError:  # ingest never set anything aside
+        return 0
+    except OSError as exc:  # the reads' purge is done and must still be recorded: say so, loudly
+        log.error("retention: %s: cannot list set-aside messages, none removed: %s", rejects_dir, exc)
+        return 0
+    messages: dict[str, list[os.DirEntry]] = collections.defaultdict(list)
+    foreign = 0
+    for entry in entries:
+        match = SET_ASIDE_FILE.match(entry.name)
+        if match is None or entry.is_dir(follow_symlinks=False):
+            foreign += 1
+            continue
+        messages[match.group("stem")].append(entry)
+    # The plaintext first and the record of why it was set aside last, so that a removal cut
+    # short leaves files the next run finds (and dates) again.
+    order = {suffix: i for i, suffix in enumerate(SET_ASIDE_SUFFIXES)}
+    removed = 0
+    for stem, files in sorted(messages.items()):
+        received, meta = _set_aside_received(rejects_dir / f"{stem}.json", files)
+        if received is None or received >= cutoff_ns:
+            continue
+        names = []
+        for entry in sorted(files, key=lambda e: order.get(Path(e.name.removesuffix(".tmp")).suffix, 0)):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:  # ingest stored it meanwhile and removed its copy itself
+                continue
+            except OSError as exc:
+                log.error("retention: %s: cannot remove a set-aside message's file: %s", entry.path, exc)
+                continue
+            names.append(entry.name)
+        if names:
+            removed += 1
+            log.info("retention: removed set-aside message %s (reason %s, node %s seq %s, received %s): %s",
+                     stem, meta.get("reason", "?"), meta.get("node", "?"), meta.get("seq", "?"),
+                     time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(received // 10**9)), " ".join(names))
+    if foreign:
+        log.warning("retention: %s: %d entries not named as ingest names set-aside messages were left alone; "
+                    "remove them by hand if they hold reads", rejects_dir, foreign)
+    return removed
+
+
+def _set_aside_received(record: Path, files: list[os.DirEntry]) -> tuple[int | None, dict]:
+    """When ingest received a set-aside message, from its record or its files' times, and the
+    record (empty when unreadable); None when no file of it is left to date."""
+    meta: dict = {}
+    try:
+        loaded = json.loads(record.read_bytes())
+        if isinstance(loaded, dict):
+            meta = loaded
+    except (OSError, ValueError):  # missing or half-written: the files' times say when instead
+        pass
+    recorded = meta.get("rejected_ns")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return recorded, meta
+    times = []
+    for entry in files:
+        try:
+            times.append(entry.stat(follow_symlinks=False).st_mtime_ns)
+        except FileNotFoundError:
+            continue
+    return (max(times) if times else None), meta
 
 
 def _purge_sqlite(store: ReadStore, cutoff: int) -> tuple[int, int]:
@@ -216,13 +310,45 @@ def _purge_postgres(store: ReadStore, cutoff: int) -> tuple[int, int]:
                 dropped += 1
             deleted += n
             store._months.discard(month)
-    with db.transaction(lock=PURGE_LOCK):
-        # Keys of purged reads go too (read_keys stays small); the watermark takes their place,
-        # raised from exactly the keys deleted, in the same transaction and under the lock that
-        # stores take shared, so a resend of a purged read is acknowledged, not stored again.
-        highest = dict(db.rows(f"WITH gone AS (DELETE FROM read_keys WHERE capture_ns < ? AND (node_id, seq) NOT IN "
-                               f"(SELECT node_id, seq FROM reads WHERE id IN ({ACTIVE_HELD})) RETURNING node_id, seq) "
-                               f"SELECT node_id, MAX(seq) FROM gone GROUP BY node_id", (cutoff,)))
-        raise_purge_watermarks(db, highest, cutoff)
+    deleted_keys = _purge_read_keys(db, cutoff)
+    log.debug("retention: deleted %d dedup keys captured before %d", deleted_keys, cutoff)
+    with db.transaction():
+        # Stores never touch alert_outcomes: no PURGE_LOCK needed, so ingest is not held up by it.
         db.execute(f"DELETE FROM alert_outcomes WHERE capture_ns < ? AND read_id NOT IN ({ACTIVE_HELD})", (cutoff,))
     return deleted, dropped
+
+
+def _purge_read_keys(db: Database, cutoff: int) -> int:
+    """Delete the dedup keys (read_keys) of unheld reads captured before `cutoff`, PG_KEY_BATCH
+    at a time; returns how many.
+
+    Keys of purged reads go too (read_keys stays small); the watermark takes their place. Each
+    batch is its own transaction under PURGE_LOCK, which stores take shared: the keys it deletes
+    and the watermark raised from exactly those keys commit together, so no store can check the
+    old watermark and then re-claim a key the batch just deleted, while stores waiting on the
+    lock get their turn between batches instead of waiting for the whole purge (1.5 million
+    year-old keys deleted in one statement held every store up for seconds). Keys are taken in
+    capture-time order from where the last batch stopped (read_keys_time), so no batch re-walks
+    the index entries of the keys that earlier batches deleted.
+    """
+    total, batch = 0, PG_KEY_BATCH
+    since = -(2**63)  # capture time of the newest key deleted so far (BIGINT's minimum: none yet)
+    while True:
+        with db.transaction(lock=PURGE_LOCK):
+            # ctid = ANY(ARRAY(...)) is a TID scan of just this batch's rows; the ctids stay
+            # valid in the statement because stores, the only other writers of read_keys,
+            # wait on the lock held here and nothing updates read_keys rows.
+            rows = db.rows(
+                f"WITH gone AS (DELETE FROM read_keys WHERE ctid = ANY(ARRAY("
+                f"SELECT ctid FROM read_keys WHERE capture_ns < ? AND capture_ns >= ? AND (node_id, seq) NOT IN "
+                f"(SELECT node_id, seq FROM reads WHERE id IN ({ACTIVE_HELD})) ORDER BY capture_ns LIMIT ?)) "
+                f"RETURNING node_id, seq, capture_ns) "
+                f"SELECT node_id, MAX(seq), COUNT(*), MAX(capture_ns) FROM gone GROUP BY node_id",
+                (cutoff, since, batch))
+            raise_purge_watermarks(db, {node_id: int(seq) for node_id, seq, _, _ in rows}, cutoff)
+        n = sum(int(r[2]) for r in rows)
+        total += n
+        if n < batch:
+            return total
+        # ">=", not ">": keys of the same capture time as the last one deleted may remain.
+        since = max(int(r[3]) for r in rows)
