@@ -14,6 +14,8 @@ from node.errors import BadConfig
 from transport.topics import valid_node_id
 
 DEFAULT_PATH = Path("/etc/alpr-node/node.toml")
+# [x0, y0, x1, y1]: a box in the camera image, as fractions of its width and height
+Region = tuple[float, float, float, float]
 
 
 class Section(BaseModel):
@@ -114,6 +116,33 @@ class TriggerSection(Section):
     pull: Literal["up", "down", "off"] = "up"
     active_low: bool = True
     bouncetime_ms: int = Field(default=20, ge=0, le=1000)
+    region: Optional[Region] = Field(
+        default=None, description="[x0, y0, x1, y1], fractions of the frame where this trigger's plates appear "
+                                  "(default: anywhere); reads are credited only to passes whose region holds the plate")
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region_shape(cls, value: object) -> object:
+        # pydantic's own message for three numbers ("region.3: Field required") does not say
+        # what the four are.
+        if isinstance(value, (list, tuple)) and len(value) != 4:
+            raise ValueError(f"give four numbers [x0, y0, x1, y1] (got {len(value)})")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: Optional[Region]) -> Optional[Region]:
+        # Fractions, not pixels, so one region fits the main and lores streams alike and survives
+        # a change of camera.main_size; an empty or inverted box would silently credit nothing.
+        if value is None:
+            return value
+        x0, y0, x1, y1 = value
+        if not all(0.0 <= v <= 1.0 for v in value):
+            raise ValueError(f"[x0, y0, x1, y1] are fractions of the frame, each from 0 to 1, not pixels "
+                             f"(got {list(value)})")
+        if not (x0 < x1 and y0 < y1):
+            raise ValueError(f"[x0, y0, x1, y1] needs x0 < x1 and y0 < y1 (got {list(value)})")
+        return value
 
 
 class OutputsSection(Section):

@@ -39,6 +39,9 @@ DEDUP_MIN_CANDIDATE_CONF = 0.2
 # read's top candidate: a runner-up far behind (8 read as 3 at 0.25 against 0.7) is a different
 # vehicle with a similar plate, not the same one again.
 DEDUP_CANDIDATE_RATIO = 0.5
+# A point or a box in the camera image as fractions of its width and height (see TriggerSpec.region).
+Point = tuple[float, float]
+Region = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,24 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class TriggerSpec:
-    """What a trigger input means: its lane and what kind of sensor it is."""
+    """What a trigger input means: its lane, what kind of sensor it is, and where in the image
+    its vehicles' plates appear (`region`: x0, y0, x1, y1 as fractions of the frame; None:
+    anywhere, so only time ties a read to its passes)."""
 
     name: str
     lane: str
     kind: str
+    region: Region | None = None
+
+
+@dataclass
+class _Sighting(Observation):
+    """An observation that also says where its plate was in the frame."""
+
+    # The centre of `box` as fractions of the main image it was measured in. Regions are given in
+    # fractions because the detector's lores stream and the main stream show the same field of
+    # view at different sizes: a fraction is the same in both, a pixel position is not.
+    centre: Point | None = None
 
 
 @dataclass
@@ -287,6 +303,35 @@ class Pipeline:
                 return p
         return None
 
+    def _region_of(self, p: Pass) -> Region | None:
+        spec = self.triggers.get(p.trigger_name)
+        return spec.region if spec is not None else None
+
+    def _admits(self, p: Pass, point: Point | None) -> bool:
+        """Whether pass `p` may be credited with a plate seen at `point`: any plate if its trigger
+        has no region (as before regions existed), else only one whose centre is inside it."""
+        region = self._region_of(p)
+        return region is None or (point is not None and _inside(region, point))
+
+    def _pass_at(self, ts: int, point: Point | None) -> Pass | None:
+        """The newest pass whose window covers `ts` and whose region (if any) holds `point`."""
+        for p in reversed(self._passes):
+            if p.start_ns <= ts <= p.end_ns and self._admits(p, point):
+                return p
+        return None
+
+    def _lane_at(self, point: Point | None) -> str:
+        """The lane a plate seen at `point` is in, for a read credited to no pass: the lane of
+        the regions holding it when they agree on one, else the node's own lane."""
+        lanes = {spec.lane for spec in self.triggers.values()
+                 if spec.region is not None and point is not None and _inside(spec.region, point)}
+        return lanes.pop() if len(lanes) == 1 else self.settings.default_lane
+
+    def _in_no_region(self, point: Point | None) -> bool:
+        """True when triggers have regions and `point` lies in none of them."""
+        regions = [spec.region for spec in self.triggers.values() if spec.region is not None]
+        return bool(regions) and not (point is not None and any(_inside(r, point) for r in regions))
+
     def _process(self, frame: Frame, replay: bool = False) -> None:
         s = self.settings
         if not replay:
@@ -303,11 +348,27 @@ class Pipeline:
             self._last_detect_ns = frame.timestamp_ns
             self._detected.append(frame.index)
             observations = self._read_frame(frame, p)
-        closed = self.tracker.update(observations, p.trigger_id if p else None) if observations \
+        closed = self._track(observations, frame.timestamp_ns) if observations \
             else self.tracker.expire(frame.timestamp_ns)
         self._emit_all(closed)
         if not replay:
             self._close_due_passes(frame.timestamp_ns)
+
+    def _track(self, observations: list[Observation], ts: int) -> list[Track]:
+        """Add one frame's observations to the tracker; returns the tracks that closed.
+
+        A track belongs to the pass open when it is first seen in one (see _pass_for). The
+        tracker would give every new track the frame's newest pass; with regions each plate
+        must get the newest pass whose region holds it, so the pipeline assigns it here.
+        Without regions this is the same pass as before.
+        """
+        closed = self.tracker.update(observations, None)
+        this_frame = {id(o) for o in observations}
+        for track in closed + self.tracker.open_tracks():
+            if track.trigger_id is None and id(track.last) in this_frame:
+                q = self._pass_at(ts, _centre(track.last))
+                track.trigger_id = q.trigger_id if q is not None else None
+        return closed
 
     def _read_frame(self, frame: Frame, p: Pass | None) -> list[Observation]:
         t0 = time.perf_counter()
@@ -330,18 +391,28 @@ class Pipeline:
                 continue
             crop = np.ascontiguousarray(main[cy:cy + ch, cx:cx + cw])
             text = self.reader.read(crop)
-            if p is not None and det.score > p.best_score:
-                p.best_score, p.best_frame = det.score, frame
-                p.lux = frame.metadata.get("Lux")
-            observations.append(Observation(
+            centre = ((box[0] + box[2] / 2) / mw, (box[1] + box[3] / 2) / mh)
+            # The no_read frame of a pass is the one with its clearest plate-like detection; with
+            # regions, only a detection in its own region counts (not the other lane's plate).
+            q = self._pass_at(frame.timestamp_ns, centre) if p is not None else None
+            if q is not None and det.score > q.best_score:
+                q.best_score, q.best_frame = det.score, frame
+                q.lux = frame.metadata.get("Lux")
+            observations.append(_Sighting(
                 time_ns=frame.timestamp_ns, wall_ns=frame.wall_time_ns, box=box, text=text.text,
                 confidence=text.confidence, char_confidences=list(text.char_confidences),
                 candidates=list(text.candidates), region=text.region, region_confidence=text.region_confidence,
-                crop=crop, detection_score=det.score, overview_jpeg=overview))
+                crop=crop, detection_score=det.score, overview_jpeg=overview, centre=centre))
         self.stage_ms["ocr"] = (time.perf_counter() - t1) * 1000.0
-        if p is not None and p.best_frame is None:
-            p.best_frame = frame
-            p.lux = frame.metadata.get("Lux")
+        if p is not None:
+            # A pass with a region may see nothing in it while another lane's plates are read: it
+            # still needs a frame for its no_read event. Without regions only the newest pass
+            # takes one here, as before.
+            for q in self._passes:
+                if q.best_frame is None and (q is p or (self._region_of(q) is not None
+                                                        and q.start_ns <= frame.timestamp_ns <= q.end_ns)):
+                    q.best_frame = frame
+                    q.lux = frame.metadata.get("Lux")
         return observations
 
     # -- output ---------------------------------------------------------------------------
@@ -372,7 +443,7 @@ class Pipeline:
                           len(result.text), result.confidence)
             return
         best = result.best
-        p = self._pass_for(track, best.time_ns)
+        p = self._pass_for(track, best)
         strong = _strong(result.candidates)
         duplicate_of = self._duplicate_of(result.text, strong, best.time_ns)
         hit: dict[str, str] | None = None
@@ -393,7 +464,15 @@ class Pipeline:
             log.warning("track %d repeats read seq %s within %.0fs but matches hot-list entry %s: sent as an alert",
                         track.id, earlier.seq, s.dedup_window_s, hit.get("entry"))
         else:
-            p = self._spare_pass(track, p)
+            point = _centre(best)
+            p = self._spare_pass(track, p, point)
+            if p is None and self._in_no_region(point):
+                # Still sent: a read (and its hot-list check) is never dropped for where it was
+                # seen. Counted and logged with its position, not its text, so that a region
+                # drawn too tight shows in the heartbeat and the journal.
+                self.stats["reads_outside_regions"] += 1
+                log.info("track %d: plate centre at %s of the frame is in no trigger's region: read sent for "
+                         "no pass", track.id, f"({point[0]:.2f}, {point[1]:.2f})" if point else "(unknown)")
         read = self._payload(track, result, p, _jpeg(best.crop, 90))
         if duplicate_of is None:
             # The sink matches again as it commits; asked here too, so that dedup knows which
@@ -428,27 +507,39 @@ class Pipeline:
             candidates=tuple(Candidate(t, c) for t, c in result.candidates), region=result.region,
             region_confidence=result.region_confidence, clock_sync=self.clock_sync(), direction=track.direction(),
             trigger_source=p.source if p else "continuous", trigger_id=p.trigger_id if p else track.trigger_id,
-            lane=p.lane if p else s.default_lane, box=best.box, models=self.models,
+            lane=p.lane if p else self._lane_at(_centre(best)), box=best.box, models=self.models,
         )
 
-    # Known limit of crediting reads to passes: it goes by time alone. Lanes (and vehicles close
-    # together in one lane) are not told apart by where the plate is in the frame, so when two
-    # passes are open at once, the first read to finish goes to the pass its plate was first
-    # seen in and the next to the other (_spare_pass): each pass gets one read and no false
-    # no_read, but two lanes' reads can swap lanes, and a plate-less vehicle's pass can take
-    # the read of a second track of the vehicle before it.
-    def _pass_for(self, track: Track, t_ns: int) -> Pass | None:
-        """The pass a track's read belongs to: the one it began in (the newest open when it was first
-        seen), else the newest covering its best frame."""
+    # Crediting reads to passes goes by time, and by place where triggers have regions. Without
+    # regions, lanes (and vehicles close together in one lane) are not told apart by where the
+    # plate is in the frame, so when two passes are open at once, the first read to finish goes
+    # to the pass its plate was first seen in and the next to the other (_spare_pass): each pass
+    # gets one read and no false no_read, but two lanes' reads can swap lanes, and a plate-less
+    # vehicle's pass can take the read of a second track of the vehicle before it.
+    #
+    # A trigger with a region (one camera over two lanes, each with its own loop) takes only
+    # plates whose box centre lies in it; every rule above then applies among the passes that
+    # admit the plate, so time still decides between two vehicles in one lane. A plate in no
+    # region goes to a region-less trigger's pass if one is open, else to no pass: the
+    # technician said where each lane's plates appear, so a plate elsewhere (a lane without a
+    # loop, the far kerb) is not any of those vehicles, and crediting it by time would bring
+    # back the crossed reads regions are there to stop. Its read is still sent (see _emit).
+    def _pass_for(self, track: Track, best: Observation) -> Pass | None:
+        """The pass a track's read belongs to: the one it began in (the newest open, whose region
+        held the plate, when it was first seen in one), else the newest covering its best frame
+        whose region holds the plate there."""
         own = next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
-        return own or self._active_pass(t_ns)
+        return own or self._pass_at(best.time_ns, _centre(best))
 
-    def _spare_pass(self, track: Track, p: Pass | None) -> Pass | None:
-        """The pass to credit a new read to, given the track's own pass `p`.
+    def _spare_pass(self, track: Track, p: Pass | None, point: Point | None) -> Pass | None:
+        """The pass to credit a new read to, given the track's own pass `p` and where its plate
+        was in its best frame (`point`).
 
         If `p` already has a read, this is most likely another vehicle seen while `p` was the
         newest pass (a second lane, or the next vehicle): the oldest other pass whose window
-        overlaps the track and that has no read (and no repeat) gets it instead.
+        overlaps the track, whose region (if any) holds `point`, and that has no read (and no
+        repeat) gets it instead. The region test keeps a lane's second vehicle from filling
+        the other lane's empty pass.
         """
         if p is None or not p.reads:
             return p
@@ -456,7 +547,7 @@ class Pipeline:
             min(o.time_ns for o in track.observations)
         last = track.last.time_ns
         spare = next((q for q in self._passes if q is not p and not q.reads and not q.duplicates
-                      and q.start_ns <= last and first <= q.end_ns), None)
+                      and q.start_ns <= last and first <= q.end_ns and self._admits(q, point)), None)
         return spare or p
 
     def _duplicate_of(self, text: str, strong: frozenset[str], now_ns: int) -> str | None:
@@ -512,6 +603,17 @@ class Pipeline:
                 "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
                 "open_tracks": self.tracker.open_count, "open_passes": len(self._passes),
                 "counts": dict(self.stats), "capture": self.accounting.report()}
+
+
+def _centre(obs: Observation) -> Point | None:
+    """Where an observation's plate was, as fractions of the frame (None: not known)."""
+    return obs.centre if isinstance(obs, _Sighting) else None
+
+
+def _inside(region: Region, point: Point) -> bool:
+    """Whether `point` lies in `region` (edges included: a plate on a shared edge fits both)."""
+    x0, y0, x1, y1 = region
+    return x0 <= point[0] <= x1 and y0 <= point[1] <= y1
 
 
 def _strong(candidates: list[tuple[str, float]]) -> frozenset[str]:

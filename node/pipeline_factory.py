@@ -124,7 +124,7 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
         queue_size=c.queue_size, lossless_replay=lossless, overview=c.overview, node_id=config.node.id,
         site_id=config.node.site, camera_id=config.node.camera, default_lane=config.node.lane or "1")
     pipeline = Pipeline(camera_factory=camera_factory, detector=detector, reader=reader, sink=sink, settings=settings,
-                        triggers={t.name: TriggerSpec(t.name, t.lane, t.kind) for t in config.triggers},
+                        triggers={t.name: TriggerSpec(t.name, t.lane, t.kind, t.region) for t in config.triggers},
                         models=models, clock_sync=system.clock_sync_state,
                         capture_timeout_s=config.camera.capture_timeout_s, ends=ends, clock_ns=clock_ns)
     trigger_cfgs = list(config.triggers)

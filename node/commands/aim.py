@@ -3,7 +3,8 @@
 Captures frames for a few seconds (or a clip), runs the plate detector, and reports at the
 trigger point (or the frame with the clearest plate) the plate width in pixels, sharpness,
 exposure and the motion blur a vehicle at the given speed would have, each with pass/fail
-guidance, then saves an annotated snapshot.
+guidance, then saves an annotated snapshot. Where `[[triggers]]` have image regions it draws
+them on the snapshot and says which of them holds the plate found.
 """
 from __future__ import annotations
 
@@ -85,6 +86,43 @@ def assess(frame_main: np.ndarray, box: tuple[int, int, int, int] | None, exposu
     return checks
 
 
+def region_check(box: tuple[int, int, int, int] | None, frame_size: tuple[int, int],
+                 triggers: list[node_config.TriggerSection]) -> Check | None:
+    """Which triggers' regions hold the centre of the plate found (None: no region set, or no plate).
+
+    A plate in no region is credited to no trigger's pass (unless a trigger without a region is
+    open), so the installer is told now rather than by no_read events later.
+    """
+    with_region = [t for t in triggers if t.region is not None]
+    if box is None or not with_region:
+        return None
+    w, h = frame_size
+    cx, cy = (box[0] + box[2] / 2) / w, (box[1] + box[3] / 2) / h
+    holders = [t for t in with_region if t.region[0] <= cx <= t.region[2] and t.region[1] <= cy <= t.region[3]]
+    where = f"centre ({cx:.2f}, {cy:.2f})"
+    if holders:
+        return Check("plate in region", len(holders), "region(s)", "pass",
+                     f"{where} is in " + ", ".join(f"{t.name} (lane {t.lane})" for t in holders))
+    others = [t.name for t in triggers if t.region is None]
+    return Check("plate in region", 0, "region(s)", "warn",
+                 f"{where} is in no trigger's region: its reads would go only to "
+                 + (", ".join(others) if others else "no pass") + "; widen a [[triggers]] region or re-aim")
+
+
+def draw_regions(draw: ImageDraw.ImageDraw, frame_size: tuple[int, int],
+                 triggers: list[node_config.TriggerSection]) -> None:
+    """Outline each trigger's region on the snapshot, labelled with its trigger and lane."""
+    w, h = frame_size
+    for t in triggers:
+        if t.region is None:
+            continue
+        x0, y0, x1, y1 = t.region
+        # a region reaching the frame's edge (1.0) is drawn on its last pixel, not past it
+        box = [min(x0 * w, w - 1), min(y0 * h, h - 1), min(x1 * w, w - 1), min(y1 * h, h - 1)]
+        draw.rectangle(box, outline=(0, 200, 255), width=2)
+        draw.text((box[0] + 6, box[3] - 18), f"{t.name} (lane {t.lane})", fill=(0, 200, 255))
+
+
 def run(args: argparse.Namespace) -> int:
     from hardware.camera import CameraState, CameraSupervisor
     from hardware.frame_queue import FrameQueue
@@ -139,8 +177,13 @@ def run(args: argparse.Namespace) -> int:
     _, _, frame, box = best
     checks = assess(frame.main, box, frame.metadata.get("ExposureTime", config.camera.exposure_us),
                     args.speed_kmh, args.plate_width_m)
+    frame_size = (frame.main.shape[1], frame.main.shape[0])
+    in_region = region_check(box, frame_size, config.triggers)
+    if in_region is not None:
+        checks.append(in_region)
     image = Image.fromarray(frame.main)
     draw = ImageDraw.Draw(image)
+    draw_regions(draw, frame_size, config.triggers)
     if box is not None:
         draw.rectangle([box[0], box[1], box[0] + box[2], box[1] + box[3]], outline=(0, 255, 0), width=3)
     for i, c in enumerate(checks):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from node.commands.aim import assess, sharpness
+from node.commands.aim import assess, draw_regions, region_check, sharpness
+from node.config import TriggerSection
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +61,23 @@ def test_cli_reports_checks_even_when_the_snapshot_cannot_be_written(tmp_path):
     good = subprocess.run(run, capture_output=True, text=True)
     assert json.loads(good.stdout.strip().splitlines()[-1])["snapshot"] == str(tmp_path / "data" / "aim-snapshot.jpg")
     assert (tmp_path / "data" / "aim-snapshot.jpg").stat().st_size > 0
+
+
+def test_region_check_names_the_lanes_holding_the_plate_and_warns_when_none_does():
+    lanes = [TriggerSection(name="loop1", pin=17, region=(0, 0, 0.5, 1)),
+             TriggerSection(name="loop2", pin=27, lane="2", region=(0.5, 0, 1, 1))]
+    # plate centre at (325, 237) of a 640 x 360 frame: (0.51, 0.66), lane 2's side
+    check = region_check((250, 200, 150, 75), (640, 360), lanes)
+    assert check.verdict == "pass" and check.advice == "centre (0.51, 0.66) is in loop2 (lane 2)"
+    tight = [TriggerSection(name="loop1", pin=17, region=(0, 0, 0.5, 0.5)), TriggerSection(name="radar", pin=5)]
+    check = region_check((250, 200, 150, 75), (640, 360), tight)
+    assert check.verdict == "warn" and "in no trigger's region: its reads would go only to radar" in check.advice
+    assert region_check(None, (640, 360), lanes) is None
+    assert region_check((250, 200, 150, 75), (640, 360), [TriggerSection(name="loop1", pin=17)]) is None
+
+
+def test_regions_are_drawn_on_the_snapshot():
+    image = Image.new("RGB", (640, 360))
+    draw_regions(ImageDraw.Draw(image), (640, 360), [TriggerSection(name="loop1", pin=17, region=(0.5, 0, 1, 1))])
+    pixels = np.asarray(image)
+    assert pixels[180, 319:322].any(axis=1).tolist() == [False, True, True]  # the left edge at x = 0.5

@@ -1,6 +1,7 @@
 """Node configuration errors name the file, the key and what is wrong."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,15 @@ def test_good_config_and_relative_data_dir(tmp_path):
     (GOOD + "[camera]\nlores_size = [2000, 352]\n", "camera.lores_size: 2000 x 352 is larger than camera.main_size"),
     (GOOD + "[camera]\nmain_size = [0, 1080]\n", "camera.main_size: 0 x 1080 is too small"),
     (GOOD + "[source]\nloop = true\n", "source.loop: unknown key"),
+    # trigger regions: four fractions of the frame, a box with room inside
+    (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregion = [0, 0, 0.5]\n',
+     "triggers.0.region: Value error, give four numbers [x0, y0, x1, y1] (got 3)"),
+    (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregion = [0, 0, 960, 1080]\n',
+     "triggers.0.region: Value error, [x0, y0, x1, y1] are fractions of the frame, each from 0 to 1, not pixels"),
+    (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregion = [0.5, 0, 0.5, 1]\n',
+     "triggers.0.region: Value error, [x0, y0, x1, y1] needs x0 < x1 and y0 < y1"),
+    (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregion = "left"\n', "triggers.0.region: Input should be a valid"),
+    (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregoin = [0, 0, 1, 1]\n', "triggers.0.regoin: unknown key"),
     ("shutdown_timeout_s = 60\n" + GOOD, "shutdown_timeout_s: Input should be less than or equal to 15"),
 ])
 def test_errors_name_the_key(tmp_path, text, expected):
@@ -49,6 +59,23 @@ def test_errors_name_the_key(tmp_path, text, expected):
         node_config.load(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+def test_trigger_region_is_optional_and_reaches_the_pipeline(tmp_path):
+    from node.pipeline_factory import make_pipeline
+
+    clip = Path(__file__).resolve().parents[2] / "hil" / "clips" / "day-3-vehicles"
+    cfg = node_config.load(write(tmp_path, GOOD + f'[source]\nkind = "clip"\nclip = "{clip}"\n'
+                                 '[[triggers]]\nname = "loop1"\npin = 17\nregion = [0, 0.25, 0.5, 1]\n'
+                                 '[[triggers]]\nname = "loop2"\npin = 27\nlane = "2"\n'))
+    assert [t.region for t in cfg.triggers] == [(0.0, 0.25, 0.5, 1.0), None]
+    cam = make_pipeline(cfg, sink=None)  # built, not started
+    try:
+        assert cam.pipeline.triggers["loop1"].region == (0.0, 0.25, 0.5, 1.0)
+        assert cam.pipeline.triggers["loop2"].region is None and cam.pipeline.triggers["loop2"].lane == "2"
+    finally:
+        for pin in cam.inputs + cam.outputs:
+            pin.close()
 
 
 def test_missing_file(tmp_path):

@@ -25,7 +25,7 @@ from hardware.timeline import ReplayTimeline
 from inference.detector import Detection
 from inference.ocr import PlateText
 from node.identity import Identity
-from node.pipeline import Pipeline, PipelineSettings, TriggerSpec
+from node.pipeline import Pipeline, PipelineSettings, Region, TriggerSpec
 from node.sink import ReadSink
 from transport import envelope
 from transport.keys import key_id
@@ -397,3 +397,102 @@ def test_a_duplicate_still_raises_a_hot_list_alert_once(tmp_path, keys):
     assert sorted((m["plate"], m["kind"], (m.get("hotlist") or {}).get("entry", "")) for m in messages) == \
         [("7ABC123", "alert", "9"), ("7ABC123", "read", "")]
     assert pipeline.stats["duplicate_alerts"] == 1 and pipeline.stats["duplicates_suppressed"] == 1
+
+
+# -- trigger regions: one camera over two lanes, each lane with its own loop ---------------------
+# Regions are fractions of the frame. LEFT's centre is at (0.19, 0.70), RIGHT's at (0.75, 0.70),
+# UPPER_LEFT's at (0.36, 0.25): the left half is lane 1, the right half lane 2.
+LANE1_REGION, LANE2_REGION = (0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)
+UPPER_LEFT = (100, 40, 30, 9)
+
+
+def two_lanes(regions: bool, lane2_region: Region = LANE2_REGION) -> dict[str, TriggerSpec]:
+    """loop1 (lane 1) and loop2 (lane 2), with their regions or without."""
+    return {"loop1": TriggerSpec("loop1", "1", "loop", LANE1_REGION if regions else None),
+            "loop2": TriggerSpec("loop2", "2", "loop", lane2_region if regions else None)}
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_two_lanes_crossing_in_time_each_pass_gets_its_own_vehicle_with_regions(tmp_path, keys, regions):
+    # Lane 1's car (LEFT) and lane 2's (RIGHT) are in view together from 0.3 s; loop 1 fires first,
+    # so both plates are first seen while only lane 1's pass is open. Lane 2's car leaves view
+    # first, so its track ends first.
+    script = scene_of(visible(0.3, 2.0, LEFT, plate_text("7ABC123")), visible(0.3, 1.5, RIGHT, plate_text("5XYZ987")))
+    pipeline, scene, outbox = scripted(tmp_path, keys, script, triggers=two_lanes(regions))
+    step_through(pipeline, scene, 5, [(0.5, True, "loop1"), (1.5, False, "loop1"),
+                                      (0.6, True, "loop2"), (1.4, False, "loop2")])
+    reads, events = committed(outbox, keys)
+    credited = sorted((r["plate"], r["lane"], r["trigger_id"]) for r in reads)
+    if regions:
+        assert credited == [("5XYZ987", "2", "loop2-600000000"), ("7ABC123", "1", "loop1-500000000")]
+    else:
+        # As before regions: by time alone the read of lane 2's car, which finished first, goes to
+        # lane 1's pass (both plates were first seen in it) and lane 1's car fills lane 2's pass.
+        assert credited == [("5XYZ987", "1", "loop1-500000000"), ("7ABC123", "2", "loop2-600000000")]
+    assert events == []  # either way, one read per pass and no false no_read
+    report = pipeline.accounting.report()
+    assert report["1"]["day"]["read"] == 1 and report["2"]["day"]["read"] == 1
+    assert pipeline.stats["reads_outside_regions"] == 0
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_a_lanes_second_vehicle_does_not_fill_the_other_lanes_empty_pass(tmp_path, keys, regions):
+    # Lane 1: A (loop 0.5-1.0) and B close behind (in view from 1.2 s, while A's window is still
+    # open; loop 1.8-2.8). Lane 2: a plate-less vehicle on its loop at 1.0-2.0.
+    script = scene_of(visible(0.3, 1.4, LEFT, plate_text("7ABC123")),
+                      visible(1.2, 2.0, UPPER_LEFT, plate_text("5XYZ987")))
+    pipeline, scene, outbox = scripted(tmp_path, keys, script, triggers=two_lanes(regions))
+    step_through(pipeline, scene, 6, [(0.5, True, "loop1"), (1.0, False, "loop1"), (1.8, True, "loop1"),
+                                      (2.8, False, "loop1"), (1.0, True, "loop2"), (2.0, False, "loop2")])
+    reads, events = committed(outbox, keys)
+    credited = [(r["plate"], r["trigger_id"]) for r in reads]
+    no_reads = [(e["event"], e["lane"], e["trigger_id"]) for e in events]
+    if regions:
+        # B's read, its first pass taken, goes to lane 1's next pass, not to lane 2's empty one.
+        assert credited == [("7ABC123", "loop1-500000000"), ("5XYZ987", "loop1-1800000000")]
+        assert no_reads == [("no_read", "2", "loop2-1000000000")]
+        assert events[0]["frame"][:2] == b"\xff\xd8"  # lane 2's pass still has a frame to show
+    else:
+        # As before regions: the oldest empty pass that overlaps B's track is lane 2's.
+        assert credited == [("7ABC123", "loop1-500000000"), ("5XYZ987", "loop2-1000000000")]
+        assert no_reads == [("no_read", "1", "loop1-1800000000")]
+
+
+def test_a_plate_in_no_region_is_sent_for_no_pass(tmp_path, keys):
+    # Lane 2's region is only the top right of the frame: RIGHT's plate is in no region.
+    triggers = two_lanes(True, lane2_region=(0.5, 0.0, 1.0, 0.5))
+    pipeline, scene, outbox = scripted(tmp_path, keys, visible(0.3, 2.0, RIGHT, plate_text("5XYZ987")),
+                                       triggers=triggers, default_lane="0")
+    step_through(pipeline, scene, 5, [(0.5, True, "loop1"), (1.5, False, "loop1")])
+    reads, events = committed(outbox, keys)
+    # Sent all the same (a plate is never dropped), but credited to no pass and to no lane's count.
+    assert [(r["plate"], r["trigger"], r["trigger_id"], r["lane"]) for r in reads] == \
+        [("5XYZ987", "continuous", None, "0")]
+    assert [(e["event"], e["trigger_id"]) for e in events] == [("no_read", "loop1-500000000")]
+    assert pipeline.stats["reads_outside_regions"] == 1
+    assert pipeline.accounting.report()["1"]["day"] == {"passes": 1, "read": 0, "capture_rate": 0.0}
+
+
+def test_a_plate_in_no_region_goes_to_an_open_region_less_trigger(tmp_path, keys):
+    # A radar over both lanes has no region: it takes any plate, as every trigger did before.
+    triggers = {"loop1": TriggerSpec("loop1", "1", "loop", LANE1_REGION), "radar": TriggerSpec("radar", "1", "radar")}
+    pipeline, scene, outbox = scripted(tmp_path, keys, visible(0.3, 2.0, RIGHT, plate_text("5XYZ987")),
+                                       triggers=triggers)
+    step_through(pipeline, scene, 5, [(0.5, True, "loop1"), (1.5, False, "loop1"),
+                                      (0.6, True, "radar"), (1.4, False, "radar")])
+    reads, events = committed(outbox, keys)
+    assert [(r["trigger"], r["trigger_id"]) for r in reads] == [("radar", "radar-600000000")]
+    assert [(e["event"], e["trigger_id"]) for e in events] == [("no_read", "loop1-500000000")]
+    assert pipeline.stats["reads_outside_regions"] == 0
+
+
+def test_a_read_whose_lane_loop_did_not_fire_is_not_given_to_the_other_lane(tmp_path, keys):
+    # Lane 2's car (RIGHT) passes but its loop stays silent; lane 1's loop fires for a plate-less
+    # vehicle at the same time. The read is sent for no pass, in the lane its region names.
+    pipeline, scene, outbox = scripted(tmp_path, keys, visible(0.3, 2.0, RIGHT, plate_text("5XYZ987")),
+                                       triggers=two_lanes(True), default_lane="0")
+    step_through(pipeline, scene, 5, [(0.5, True, "loop1"), (1.5, False, "loop1")])
+    reads, events = committed(outbox, keys)
+    assert [(r["plate"], r["trigger_id"], r["lane"]) for r in reads] == [("5XYZ987", None, "2")]
+    assert [(e["event"], e["lane"], e["trigger_id"]) for e in events] == [("no_read", "1", "loop1-500000000")]
+    assert pipeline.stats["reads_outside_regions"] == 0  # it was in a region: lane 2's loop missed it
