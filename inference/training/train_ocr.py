@@ -82,8 +82,9 @@ def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
     return keras.Model(inp, [chars, region], name=MODEL_NAME)
 
 
-def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
-              holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+def datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
+             holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The OCR's prepared sets (synth, real_train, real_scenes_train, real_val, real_test), cached."""
     cache = paths.cache / "ocr"
     us = paths.data / "us-plates"
     version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
@@ -151,7 +152,7 @@ def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 
     set_threads(threads)
     tf.random.set_seed(seed)
     timer = Timer()
-    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
+    sets = timer.run("ocr_data", lambda: datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
@@ -231,7 +232,8 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any],
     }
 
 
-def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], timer: Timer, hyper: dict[str, Any]) -> dict[str, Any]:
+def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], timer: Timer, hyper: dict[str, Any],
+           pipeline: str = "alpr-train ocr") -> dict[str, Any]:
     """Write float (cache) and int8 (shipped) TFLite, measure both on the real test split."""
     from inference.training.evaluate_ocr import evaluate_tflite
 
@@ -239,7 +241,7 @@ def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], tim
     rng = np.random.default_rng(1)
     representative = [rep_pool[i][..., None].astype(np.float32) / 255.0 for i in rng.permutation(len(rep_pool))[:300]]
     training = {
-        "pipeline": "alpr-train ocr",
+        "pipeline": pipeline,
         "data": {k: len(v["images"]) for k, v in sets.items()},
         "real_source": "us-plates (openalpr benchmarks), split by file name hash, seed 'alpr-split-v1' 70/10/20",
         "synthetic": "inference.training.plates.PlateGenerator",

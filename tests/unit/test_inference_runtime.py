@@ -188,3 +188,15 @@ def test_bad_images_are_refused(image: np.ndarray) -> None:
 def test_threads_must_be_positive() -> None:
     with pytest.raises(ModelError, match="threads"):
         TFLiteModel(shipped_model(OCR_MODEL), threads=0)
+
+
+def test_ocr_outputs_allow_ensemble_members_of_one_shape() -> None:
+    from inference.runtime import _output_problem
+
+    manifest = Manifest.load(shipped_model(OCR_MODEL).with_suffix(".json"))
+    classes, regions = len(manifest.alphabet) + 1, len(manifest.region_classes)
+    assert _output_problem("ctc", [(1, 32, classes), (1, 32, classes), (1, regions)], manifest) == ""
+    assert _output_problem("ctc", [(1, 32, classes), (1, regions)], manifest) == ""
+    # members that disagree on shape, or no character output at all, are refused by name
+    assert "several of one shape" in _output_problem("ctc", [(1, 32, classes), (1, 16, classes)], manifest)
+    assert "several of one shape" in _output_problem("ctc", [(1, regions)], manifest)

@@ -113,3 +113,14 @@ def test_train_names_a_bad_dropout(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train_main(["ocr", "--ocr-dropout", "0.2,high"])
     assert "'0.2,high': expected two rates separated by a comma" in capsys.readouterr().err
+
+
+def test_train_ensemble_names_missing_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from inference.training.cli import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main(["ensemble", "--members", str(tmp_path / "a.keras")])
+    assert "give two or more --members" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["ensemble", "--members", str(tmp_path / "a.keras"), str(tmp_path / "b.keras")])
+    assert f"no such member file: {tmp_path / 'a.keras'}, {tmp_path / 'b.keras'}" in capsys.readouterr().err
