@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ocr-dropout", type=_dropout, default=train_ocr.DROPOUT, metavar="SPATIAL,SEQ",
                         help="OCR dropout: spatial on the feature map, then on the sequence and state features "
                              f"(shipped model: {','.join(map(str, train_ocr.DROPOUT))})")
+    parser.add_argument("--ocr-precision", choices=train_ocr.PRECISIONS, default=None,
+                        help=f"OCR training arithmetic (default: `ocr` {train_ocr.PRECISION}; `all`, each member's: "
+                             f"{MEMBERS[0].precision}); bfloat16 is faster on CPUs with AVX512-BF16 or AMX, and the "
+                             "exported files are float32 / int8 either way")
     parser.add_argument("--ocr-holdout", type=_holdout, default=None, metavar="K/N",
                         help="cross-validation: train the OCR on train + val but the K-th of N folds and measure "
                              "that fold in val's place (never for the shipped model; needs --models elsewhere)")
@@ -99,10 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(_side_by_side(args, paths))
     elif args.what == "all":
         results["ocr_members"] = [train_ocr.train(member_paths(paths, i), seed=member_seed(i, args.seed), threads=args.threads,
-                                                  dropout=m.dropout, **_ocr_kwargs(args, m.steps)) for i, m in enumerate(MEMBERS)]
+                                                  dropout=m.dropout, precision=args.ocr_precision or m.precision,
+                                                  **_ocr_kwargs(args, m.steps)) for i, m in enumerate(MEMBERS)]
         results["ocr"] = _export_shipped_ensemble(args, paths)
     elif args.what == "ocr":
         results["ocr"] = train_ocr.train(paths, threads=args.threads, holdout=args.ocr_holdout, dropout=args.ocr_dropout,
+                                         precision=args.ocr_precision or train_ocr.PRECISION,
                                          **_seed(args), **_ocr_kwargs(args, train_ocr.STEPS))
     if args.what == "ensemble":
         if len(args.members) < 2:
@@ -163,7 +169,8 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
             ["ocr", "--data", str(paths.data), "--cache", str(where.cache), "--models", str(where.models),
              "--threads", str(threads), "--seed", str(member_seed(i, args.seed)),
              "--ocr-steps", str(args.ocr_steps or member.steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
-             "--ocr-dropout", ",".join(map(str, member.dropout)), *quick],
+             "--ocr-dropout", ",".join(map(str, member.dropout)),
+             "--ocr-precision", args.ocr_precision or member.precision, *quick],
             where.cache / "train_ocr.json")
     # Children log to our stderr; their result JSON is read from the files they write, so their
     # stdout is dropped and ours stays one JSON document.

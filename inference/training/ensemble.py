@@ -26,13 +26,15 @@ class Member:
     seed: int  # its own seed; `alpr-train all --seed S` gives member i seed S + i instead
     dropout: tuple[float, float]
     steps: int
+    precision: str = "float32"  # training arithmetic (`train_ocr.build_model`)
 
 
 # The shipped OCR is E9 (inference/models/NOTES.md): two networks of configuration R, seeds 5 and
 # 6, each 9,000 steps. Members that short are what lets two of them and the detector fit
 # `alpr-train all`'s 60 minutes on two cores; in cross-validation the pair read 556 of 585 where
 # its members read 543 and 549.
-MEMBERS = (Member(seed=5, dropout=(0.2, 0.3), steps=9000), Member(seed=6, dropout=(0.2, 0.3), steps=9000))
+MEMBERS = (Member(seed=5, dropout=(0.2, 0.3), steps=9000, precision="bfloat16"),
+           Member(seed=6, dropout=(0.2, 0.3), steps=9000, precision="bfloat16"))
 
 
 def member_seed(index: int, base: int | None) -> int:
