@@ -238,11 +238,13 @@ def _output_problem(kind: str, shapes: list[tuple[int, ...]], manifest: Manifest
             if not allowed.intersection(dims):
                 return f"no output dimension equals {extra} (4 box + {'1 objectness + ' if kind == 'yolo' else ''}{len(manifest.classes)} classes)"
         return ""
-    # OCR: one [1, T, C] sequence output, optionally one [1, R] region output.
+    # OCR: one [1, T, C] sequence output (one per member in an ensemble file, all the same
+    # shape), optionally one [1, R] region output.
     seq = [s for s in shapes if len(s) == 3]
     flat = [s for s in shapes if len(s) == 2]
-    if len(seq) != 1 or len(seq) + len(flat) != len(shapes):
-        return "expected one [1, T, C] character output (and optionally one [1, R] region output)"
+    if not seq or len(set(seq)) != 1 or len(seq) + len(flat) != len(shapes):
+        return ("expected one [1, T, C] character output, or several of one shape for an ensemble "
+                "(and optionally one [1, R] region output)")
     classes = seq[0][2]
     want = len(manifest.alphabet) + (1 if kind == "ctc" else 0)
     if classes != want:

@@ -1,7 +1,9 @@
 """`alpr-train`: reproduce the shipped models (needs the `train` extra: tensorflow-cpu).
 
-    alpr-train all          # OCR and detector side by side, writes inference/models/ and REPORT figures
-    alpr-train ocr|detector # one model
+    alpr-train all          # the OCR's two members and the detector side by side, then the OCR
+                            # pair in one file; writes inference/models/ and the REPORT figures
+    alpr-train ocr|detector # one model (`ocr`: one network, not the pair)
+    alpr-train ensemble --members A.keras B.keras  # trained OCRs as one file the reader fuses
     alpr-train report       # rewrite inference/models/REPORT.md from the manifests
     alpr-train all --quick  # tiny end-to-end check, into <cache>/quick-models (never the shipped folder)
 
@@ -13,10 +15,16 @@ Nothing a run caches can be taken for, or replace, what a run of another configu
 a quick run generates everything under <cache>/quick/; the float and Keras models of a
 configuration other than the shipped one go under <cache>/models/<variant>/ (`variant`); arrays
 made from another --data folder than the default carry it in their names (`Paths.data_key`).
+
+The shipped configuration is `alpr-train all` with its defaults: the detector and the OCR pair
+(`ensemble.MEMBERS`). The pair's combined models go where the shipped OCR's go, each member's
+under <cache>/models/member<i>/ (`<variant>-member<i>` for another configuration), and a single
+network of `alpr-train ocr` is never the shipped OCR: its variant starts with "single".
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -28,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from inference.training import train_detector, train_ocr
+from inference.training import ensemble, train_detector, train_ocr
 from inference.training.common import (
     DATA_FOLDERS,
     MODELS_DIR,
@@ -38,6 +46,7 @@ from inference.training.common import (
     new_staging,
     promote,
 )
+from inference.training.ensemble import MEMBERS, member_seed
 
 log = logging.getLogger("alpr-train")
 
@@ -46,36 +55,54 @@ MODELS_OF = {
     "all": (train_ocr.MODEL_NAME, train_detector.MODEL_NAME),
     "ocr": (train_ocr.MODEL_NAME,),
     "detector": (train_detector.MODEL_NAME,),
+    "ensemble": (train_ocr.MODEL_NAME,),
 }
 INSTALL_HINT = ".venv/bin/pip install -e '.[train]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alpr-train", description="train the plate detector and OCR")
-    parser.add_argument("what", choices=("all", "ocr", "detector", "report"),
-                        help="all: train both models (side by side) and rewrite REPORT.md; ocr / detector: train one; "
+    parser.add_argument("what", choices=("all", "ocr", "detector", "ensemble", "report"),
+                        help="all: train both models (the detector and the OCR pair's two networks side by side, then "
+                             "the pair combined into one OCR file) and rewrite REPORT.md; ocr / detector: train one "
+                             "(ocr: one network); ensemble: combine trained OCR networks (--members) into one file; "
                              "report: rewrite REPORT.md in --models from its manifests and the figures in <cache>/final")
     parser.add_argument("--data", type=Path, default=None, help="real data folder (default ../shared/data or $ALPR_DATA)")
     parser.add_argument("--cache", type=Path, default=None, help="generated-data cache (default .cache/)")
     parser.add_argument("--models", type=Path, default=None,
                         help="models folder (default inference/models/, the shipped models; with --quick <cache>/quick-models)")
     parser.add_argument("--threads", type=int, default=2,
-                        help="TensorFlow threads (default 2; `all` gives each of its two trainings half)")
+                        help="TensorFlow threads (default 2; `all` gives each of its three trainings half)")
     parser.add_argument("--sequential", action="store_true",
-                        help="all: train the OCR, then the detector, each with every thread (default: side by side)")
+                        help="all: train the OCR pair's networks, then the detector, each with every thread "
+                             "(default: side by side)")
     parser.add_argument("--seed", type=int, default=None,
-                        help=f"random seed (default: each shipped model's own, OCR {train_ocr.SEED}, detector {train_detector.SEED})")
-    parser.add_argument("--ocr-steps", type=int, default=train_ocr.STEPS,
-                        help=f"OCR training steps (shipped model: {train_ocr.STEPS})")
+                        help="random seed (default: each model's own: the OCR pair's members "
+                             f"{', '.join(str(m.seed) for m in MEMBERS)} (with --seed S: S, S+1), `ocr` {train_ocr.SEED}, "
+                             f"`ensemble` {train_ocr.SEED} (the prepared sets used), detector {train_detector.SEED})")
+    parser.add_argument("--ocr-steps", type=int, default=None,
+                        help=f"OCR training steps (default: `all`, each member of the pair: {MEMBERS[0].steps}; "
+                             f"`ocr`: {train_ocr.STEPS})")
     parser.add_argument("--ocr-scene-copies", type=int, default=train_ocr.SCENE_COPIES,
                         help="augmented cuts of each train eu/br scene plate added to the OCR's real crops "
                              f"(shipped model: {train_ocr.SCENE_COPIES}; 0 = US crops only)")
-    parser.add_argument("--ocr-dropout", type=_dropout, default=train_ocr.DROPOUT, metavar="SPATIAL,SEQ",
+    parser.add_argument("--ocr-dropout", type=_dropout, default=None, metavar="SPATIAL,SEQ",
                         help="OCR dropout: spatial on the feature map, then on the sequence and state features "
-                             f"(shipped model: {','.join(map(str, train_ocr.DROPOUT))})")
+                             f"(default: `all`, each member's: {','.join(map(str, MEMBERS[0].dropout))}; "
+                             f"`ocr`: {','.join(map(str, train_ocr.DROPOUT))})")
+    parser.add_argument("--ocr-precision", choices=train_ocr.PRECISIONS, default=None,
+                        help=f"OCR training arithmetic (default: `all`, each member's: {MEMBERS[0].precision}; "
+                             f"`ocr`: {train_ocr.PRECISION}); bfloat16 is faster on CPUs with AVX512-BF16 or AMX, "
+                             "and the exported files are float32 / int8 either way")
     parser.add_argument("--ocr-holdout", type=_holdout, default=None, metavar="K/N",
                         help="cross-validation: train the OCR on train + val but the K-th of N folds and measure "
-                             "that fold in val's place (never for the shipped model; needs --models elsewhere)")
+                             "that fold in val's place (`ocr`, or `ensemble` for twins; never for the shipped model; "
+                             "needs --models elsewhere)")
+    parser.add_argument("--members", type=Path, nargs="+", default=[], metavar="KERAS",
+                        help="ensemble: the trained OCRs to combine, each a training's <cache>/models[/VARIANT]/plate_ocr.keras")
+    parser.add_argument("--data-cache", type=Path, default=None,
+                        help="ensemble: the cache whose prepared OCR sets (same --seed and --ocr-holdout as a member's "
+                             "training) give the int8 calibration data and val/test figures (default --cache)")
     parser.add_argument("--det-steps", type=int, default=train_detector.STEPS,
                         help=f"detector training steps (shipped model: {train_detector.STEPS})")
     parser.add_argument("--quick", action="store_true",
@@ -88,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Internal: a child of the side-by-side `all` run, whose --models is the parent's staging
     # folder; it writes there directly and the parent installs the pair.
     parser.add_argument("--staged", action="store_true", help=argparse.SUPPRESS)
+    # Internal, with `ocr --staged`: train member I of the OCR pair (`ensemble.MEMBERS`) for an
+    # `all` run, which combines the members once every one of them is trained.
+    parser.add_argument("--member", type=int, default=None, metavar="I", help=argparse.SUPPRESS)
     return parser
 
 
@@ -102,13 +132,70 @@ def _dropout(text: str) -> tuple[float, float]:
 
 
 def ocr_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options `train_ocr.train` gets from `args` (all but the threads and the variant)."""
-    # no --seed: the seed of the shipped model
-    fixed: dict[str, Any] = {"seed": train_ocr.SEED if args.seed is None else args.seed,
-                             "holdout": args.ocr_holdout, "dropout": args.ocr_dropout}
+    """The options `train_ocr.train` gets from `args` for one network of `alpr-train ocr` (all
+    but the threads and the variant)."""
+    # no --seed: the seed of configuration R's network
+    fixed: dict[str, Any] = {"seed": train_ocr.SEED if args.seed is None else args.seed, "holdout": args.ocr_holdout,
+                             "dropout": train_ocr.DROPOUT if args.ocr_dropout is None else args.ocr_dropout,
+                             "precision": args.ocr_precision or train_ocr.PRECISION}
     if args.quick:
         return {**fixed, "steps": 20, "synth_count": 500, "real_copies": 1}
-    return {**fixed, "steps": args.ocr_steps, "scene_copies": args.ocr_scene_copies}
+    return {**fixed, "steps": train_ocr.STEPS if args.ocr_steps is None else args.ocr_steps,
+            "scene_copies": args.ocr_scene_copies}
+
+
+def member_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
+    """The options `train_ocr.train` gets from `args` for member `index` of the OCR pair: the
+    member's own (`ensemble.MEMBERS`) where `args` leaves them to it."""
+    member = MEMBERS[index]
+    fixed: dict[str, Any] = {"seed": member_seed(index, args.seed), "holdout": args.ocr_holdout,
+                             "dropout": member.dropout if args.ocr_dropout is None else args.ocr_dropout,
+                             "precision": args.ocr_precision or member.precision}
+    if args.quick:
+        return {**fixed, "steps": 20, "synth_count": 500, "real_copies": 1}
+    return {**fixed, "steps": member.steps if args.ocr_steps is None else args.ocr_steps,
+            "scene_copies": args.ocr_scene_copies}
+
+
+def pair_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The OCR pair's options for naming its variant: each key's value when every member has the
+    same, else the members' values in order (the seeds: 5, 6 as shipped)."""
+    members = [member_options(args, i) for i in range(len(MEMBERS))]
+    return {key: _same_or_each([m[key] for m in members]) for key in members[0]}
+
+
+def _same_or_each(values: list[Any]) -> Any:
+    """The one value when all of `values` are equal, else all of them as a tuple."""
+    return values[0] if all(v == values[0] for v in values) else tuple(values)
+
+
+def ensemble_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What an `alpr-train ensemble` run's OCR is made of: its members' files (by content), the
+    prepared sets that calibrate and measure it, and where they are cached."""
+    options: dict[str, Any] = {"members": _digest(*(p.read_bytes() for p in args.members)),
+                               "seed": train_ocr.SEED if args.seed is None else args.seed,
+                               "holdout": args.ocr_holdout, "scene_copies": args.ocr_scene_copies,
+                               "data_cache": _digest(str(args.data_cache.resolve()).encode()) if args.data_cache else ""}
+    if args.quick:
+        return {**options, "synth_count": 500, "real_copies": 1}
+    return options
+
+
+def _digest(*parts: bytes) -> str:
+    """8 hex digits of the parts' sha256 (of each part's sha256 in order); "" for no parts."""
+    if not parts:
+        return ""
+    return hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()[:8]
+
+
+def the_ocr_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that make the OCR of the run `args` describes: the pair's for `all` and its
+    members, one network's for `ocr`, the combined members' for `ensemble`."""
+    if args.what == "ensemble":
+        return ensemble_options(args)
+    if args.what == "all" or args.member is not None:
+        return pair_options(args)
+    return ocr_options(args)
 
 
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,39 +206,53 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"seed": seed, "steps": args.det_steps}
 
 
-OPTIONS_OF = {train_ocr.MODEL_NAME: ocr_options, train_detector.MODEL_NAME: detector_options}
+OPTIONS_OF = {train_ocr.MODEL_NAME: the_ocr_options, train_detector.MODEL_NAME: detector_options}
 # The command-line options that are not in a variant as training options: those that do not
 # change what is trained, --quick (which moves the whole run to <cache>/quick/ instead) and
 # --data (in it as Paths.data_key); a test checks that every option is either here or changes
-# the variant of a model it applies to.
+# the variant of a model it applies to (--member: as the "member<i>" part).
 NOT_IN_VARIANT = frozenset({"what", "data", "cache", "models", "threads", "sequential", "quick", "staged"})
 
 
 def variant(args: argparse.Namespace, paths: Paths, what: str) -> str:
     """Name of the configuration `args` trains `what` (a command or model name) with, among runs
-    of its kind (quick or not): "" for the shipped one, else its differences, e.g. "seed3",
-    "holdout2of4-dropout0.1_0.2", "synthetic", "data1a2b3c4d".
+    of its kind (quick or not): "" for the shipped one, else its differences, e.g. "seed3_4" (the
+    pair's members' seeds), "single-holdout2of4-dropout0.1_0.2" (one network of `alpr-train ocr`),
+    "precisionfloat32", "synthetic", "data1a2b3c4d", "members1a2b3c4d" (`alpr-train ensemble`);
+    member i of the pair adds "member<i>" to the pair's name.
 
     The float and Keras models of a configuration go to <cache>/models/<variant>/ and the run's
     result to train_WHAT-<variant>.json: with one folder for all, a twin, another seed or a
     synthetic-only run replaced the float model a full run left there, and twins trained side by
     side could measure each other's float model as their own.
     """
-    defaults = build_parser().parse_args([args.what] + (["--quick"] if args.quick else []))
+    member = [] if args.member is None else ["--member", str(args.member)]
+    defaults = build_parser().parse_args([args.what, *member] + (["--quick"] if args.quick else []))
+    names = MODELS_OF.get(what, (what,))
     parts: list[str] = []
-    for name in MODELS_OF.get(what, (what,)):
+    for name in names:
+        if name == train_ocr.MODEL_NAME and args.what == "ocr" and args.member is None:
+            parts.append("single")  # one network: never the shipped OCR, which is the pair
         options, shipped = OPTIONS_OF[name](args), OPTIONS_OF[name](defaults)
         parts += [_variant_part(key, value) for key, value in options.items() if value != shipped.get(key)]
     if not paths.real_data:
         parts.append("synthetic")
     if paths.data_key:
         parts.append(paths.data_key)
+    if args.member is not None and train_ocr.MODEL_NAME in names:
+        parts.append(f"member{args.member}")
     return "-".join(dict.fromkeys(parts))  # `all`: an option of both models (--seed) once
 
 
 def _variant_part(key: str, value: Any) -> str:
-    text = "_".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
-    return key.replace("_", "") + text
+    return key.replace("_", "") + "_".join(_flat(value))
+
+
+def _flat(value: Any) -> list[str]:
+    """`value` as text, a tuple or list (of tuples: the members' dropouts) item by item."""
+    if isinstance(value, (tuple, list)):
+        return [text for item in value for text in _flat(item)]
+    return [str(value)]
 
 
 def _holdout(text: str) -> str:
@@ -178,9 +279,23 @@ def resolve_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         elif is_shipped(paths.models):
             parser.error(f"--quick: give --models another folder than {MODELS_DIR} (a quick run's models are "
                          "not fit to ship), or leave it out for <cache>/quick-models")
+    if args.member is not None:
+        if args.what != "ocr" or not args.staged:
+            parser.error("--member is internal to `alpr-train all` (with `ocr --staged`)")
+        if not 0 <= args.member < len(MEMBERS):
+            parser.error(f"--member {args.member}: the OCR pair has members 0 to {len(MEMBERS) - 1}")
+    if (args.members or args.data_cache) and args.what != "ensemble":
+        parser.error("--members / --data-cache: only with `alpr-train ensemble`")
+    if args.what == "ensemble":
+        if len(args.members) < 2:
+            parser.error("ensemble: give two or more --members (trained OCRs' .keras files)")
+        missing = [str(m) for m in args.members if not m.is_file()]
+        if missing:
+            parser.error(f"ensemble: no such member file: {', '.join(missing)} (a training cache's "
+                         f"models[/VARIANT]/{train_ocr.MODEL_NAME}.keras)")
     if args.ocr_holdout:
-        if args.what != "ocr":
-            parser.error("--ocr-holdout: only with `alpr-train ocr`")
+        if args.what not in ("ocr", "ensemble"):
+            parser.error("--ocr-holdout: only with `alpr-train ocr` or `ensemble`")
         if is_shipped(paths.models):
             parser.error(f"--ocr-holdout: give --models another folder than {MODELS_DIR} (the shipped models use the fixed split)")
         if args.synthetic_only:
@@ -203,7 +318,7 @@ def resolve_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def needed_data(what: str, ocr_scene_copies: int = train_ocr.SCENE_COPIES) -> list[str]:
     """The real data folders (with a trailing slash) that `alpr-train WHAT` trains and measures on."""
-    if what == "ocr":
+    if what in ("ocr", "ensemble"):
         # the OCR's real crops are us-plates, plus the eu/br scene plates unless --ocr-scene-copies 0
         names = ("us-plates",) + (train_ocr.SCENE_FOLDERS if ocr_scene_copies > 0 else ())
     else:  # the detector pastes us-plates crops into eu/br scenes and is measured on all three
@@ -280,8 +395,9 @@ def _report(parser: argparse.ArgumentParser, paths: Paths) -> int:
 def _train(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     """Train what `args.what` names into a staging folder, then install it into `paths.models`.
 
-    A side-by-side child (--staged) is given the parent's staging folder as --models and writes
-    there directly; the parent installs the pair once both children have succeeded.
+    A side-by-side child (--staged) is given the parent's staging folder (a member of the OCR
+    pair: its own subfolder of it) as --models and writes there directly; the parent combines the
+    OCR pair and installs it with the detector once every child has succeeded.
     """
     if args.staged:
         return _train_into(args, paths)
@@ -299,9 +415,22 @@ def _train_into(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     if args.what == "all" and not args.sequential:
         return _side_by_side(args, paths)
     results: dict[str, Any] = {}
-    if args.what in ("all", "ocr"):
+    if args.what == "ocr" and args.member is not None:
+        results["ocr"] = _train_member(args, paths)
+    elif args.what == "ocr":
         results["ocr"] = train_ocr.train(paths, threads=args.threads, variant=variant(args, paths, train_ocr.MODEL_NAME),
                                          **ocr_options(args))
+    elif args.what == "all":
+        results["ocr_members"] = [_train_member(member_args(args, i), _member_staging(paths, i))
+                                  for i in range(len(MEMBERS))]
+        results["ocr"] = _export_pair(args, paths, results["ocr_members"])
+    elif args.what == "ensemble":
+        data_paths = replace(paths, cache=args.data_cache) if args.data_cache else None
+        sizes = {"synth_count": 500, "real_copies": 1} if args.quick else {}
+        results["ocr"] = ensemble.export_ensemble(
+            paths, args.members, seed=train_ocr.SEED if args.seed is None else args.seed, holdout=args.ocr_holdout,
+            data_paths=data_paths, scene_copies=args.ocr_scene_copies,
+            variant=variant(args, paths, train_ocr.MODEL_NAME), **sizes)
     if args.what in ("all", "detector"):
         results["detector"] = train_detector.train(paths, threads=args.threads,
                                                    variant=variant(args, paths, train_detector.MODEL_NAME),
@@ -309,34 +438,84 @@ def _train_into(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     return results
 
 
-def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
-    """Train the OCR and the detector in two processes at once, each on half the threads.
+def member_args(args: argparse.Namespace, index: int) -> argparse.Namespace:
+    """`args` of an `all` run as its member `index`'s training sees them (`ocr --staged --member`)."""
+    return argparse.Namespace(**{**vars(args), "what": "ocr", "member": index, "staged": True})
 
-    Neither network keeps two cores busy with its small convolutions: on the 2-core reference
-    machine one thread each side by side ran the same steps in about 40 minutes that one after
-    the other, two threads each, took about 56.
+
+def _member_staging(paths: Paths, index: int) -> Paths:
+    """`paths` of member `index`'s training within an `all` run whose staging folder is
+    `paths.models`: a subfolder of its own, so that the members' files (the member's own int8
+    model, its Keras file, its result) never meet each other's or the installed pair's."""
+    return replace(paths, models=paths.models / f"member{index}")
+
+
+def _train_member(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
+    """Train member `args.member` of the OCR pair into `paths.models` (its staging subfolder),
+    with a copy of its Keras file there for the `all` run to combine: the run takes its members
+    from its own staging folder, never from a cache folder that another run may write."""
+    name = variant(args, paths, train_ocr.MODEL_NAME)
+    result = train_ocr.train(paths, threads=args.threads, variant=name, **member_options(args, args.member))
+    keras_file = f"{train_ocr.MODEL_NAME}.keras"
+    shutil.copyfile(paths.float_models(name) / keras_file, paths.models / keras_file)
+    return result
+
+
+def _export_pair(args: argparse.Namespace, paths: Paths, members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the trained members in the staging folder `paths.models` into the pair's OCR file.
+
+    `members` are the members' results; the int8 calibration data and val / test figures come
+    from the first member's prepared sets (already cached by its training)."""
+    keras_file = f"{train_ocr.MODEL_NAME}.keras"
+    records = []
+    for i, result in enumerate(members):
+        cached = paths.float_models(variant(member_args(args, i), paths, train_ocr.MODEL_NAME)) / keras_file
+        records.append({"file": str(cached.relative_to(paths.cache)),
+                        "hyper": result.get("training", {}).get("hyper")})
+    first = member_options(args, 0)
+    data = {key: first[key] for key in ("seed", "holdout", "synth_count", "real_copies", "scene_copies") if key in first}
+    return ensemble.export_ensemble(paths, [_member_staging(paths, i).models / keras_file for i in range(len(MEMBERS))],
+                                    variant=variant(args, paths, train_ocr.MODEL_NAME), records=records, **data)
+
+
+def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
+    """Train the OCR pair's members and the detector in separate processes at once, one thread
+    each (half of `--threads`), then combine the members into the OCR file.
+
+    None of the small networks keeps two cores busy with its small convolutions: on the 2-core
+    reference machine the E9b pair and the detector, three one-thread processes, took 51.4
+    minutes from an empty cache (inference/models/NOTES.md, E9b).
     """
     threads = max(1, args.threads // 2)
-    # --models is this run's staging folder: the children write there (--staged), their result
-    # files included, and _train installs the pair only once both have finished. --cache is the
-    # root: a quick child finds its quick/ folder under it as this run did.
-    common = (["--data", str(paths.data), "--cache", str(paths.cache), "--models", str(paths.models), "--staged",
+    # --models is this run's staging folder: the children write there (--staged), each member into
+    # its own subfolder, their result files included, and _train installs the pair only once all
+    # have finished and the members are combined. --cache is the root: a quick child finds its
+    # quick/ folder under it as this run did.
+    common = (["--data", str(paths.data), "--cache", str(paths.cache), "--staged",
                "--threads", str(threads)] + ([] if args.seed is None else ["--seed", str(args.seed)])
               + (["--quick"] if args.quick else []) + (["--synthetic-only"] if args.synthetic_only else []))
-    jobs = {
-        "ocr": common + ["--ocr-steps", str(args.ocr_steps), "--ocr-scene-copies", str(args.ocr_scene_copies),
-                "--ocr-dropout", ",".join(map(str, args.ocr_dropout))],
-        "detector": common + ["--det-steps", str(args.det_steps)],
+    # the OCR options the run was given; a member takes its own for those it was not
+    given = (["--ocr-scene-copies", str(args.ocr_scene_copies)]
+             + ([] if args.ocr_steps is None else ["--ocr-steps", str(args.ocr_steps)])
+             + ([] if args.ocr_dropout is None else ["--ocr-dropout", ",".join(map(str, args.ocr_dropout))])
+             + ([] if args.ocr_precision is None else ["--ocr-precision", args.ocr_precision]))
+    jobs: dict[str, tuple[list[str], Path]] = {
+        "detector": (["detector", *common, "--models", str(paths.models), "--det-steps", str(args.det_steps)],
+                     paths.models / "train_detector.json"),
     }
+    for i in range(len(MEMBERS)):
+        staged = _member_staging(paths, i).models
+        jobs[f"ocr member {i}"] = (["ocr", *common, "--models", str(staged), "--member", str(i), *given],
+                                   staged / "train_ocr.json")
     # Children log to our stderr; their result JSON is read from the files they write, so their
     # stdout is dropped and ours stays one JSON document.
-    procs = {what: subprocess.Popen([sys.executable, "-m", "inference.training.cli", what, *extra], stdout=subprocess.DEVNULL)
-             for what, extra in jobs.items()}
+    procs = {what: subprocess.Popen([sys.executable, "-m", "inference.training.cli", *argv], stdout=subprocess.DEVNULL)
+             for what, (argv, _) in jobs.items()}
     try:
         while True:
             codes = {what: proc.poll() for what, proc in procs.items()}
             failed = [what for what, code in codes.items() if code not in (None, 0)]
-            if failed:  # no half-new pair: the finally below stops the other training too, nothing is installed
+            if failed:  # no half-new pair: the finally below stops the other trainings too, nothing is installed
                 raise TrainingError(f"{' and '.join(failed)} training failed (see the log above); "
                                     "no model was replaced")
             if all(code == 0 for code in codes.values()):
@@ -350,10 +529,10 @@ def _side_by_side(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    results = {}
-    for what in jobs:
-        results[what] = json.loads((paths.models / f"train_{what}.json").read_text(encoding="utf-8"))[what]
-    return results
+    done = {what: json.loads(out.read_text(encoding="utf-8")) for what, (_, out) in jobs.items()}
+    members = [done[f"ocr member {i}"]["ocr"] for i in range(len(MEMBERS))]
+    return {"detector": done["detector"]["detector"], "ocr_members": members,
+            "ocr": _export_pair(args, paths, members)}
 
 
 if __name__ == "__main__":

@@ -33,57 +33,88 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "plate_ocr"
 VERSION = "1.0.0"
-STEPS = 11000  # the shipped model's training steps
+# The defaults below are those of one network, `alpr-train ocr` (configuration R, the single-network
+# OCR); `alpr-train all` trains the OCR pair instead, whose two networks are `ensemble.MEMBERS`.
+STEPS = 11000  # configuration R's training steps
 SCENE_FOLDERS = ("eu-scenes", "br-scenes")
 SCENE_COPIES = 30  # augmented cuts of each train-split eu/br scene plate (shipped model: 30; 0 = US crops only)
 DROPOUT = (0.2, 0.3)  # spatial dropout on the 4 x 32 map, dropout on the sequence and state features (shipped model)
-SEED = 1  # the shipped model's seed: of configuration R's two seeds, the one with the better val stand-in
+PRECISIONS = ("float32", "bfloat16")
+PRECISION = "float32"  # configuration R's training arithmetic (the pair's members: bfloat16)
+SEED = 1  # configuration R's seed: of its two seeds, the one with the better val stand-in
 
 
-def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT) -> Any:
-    """Grey OCR_H x OCR_W in, [T=OCR_W/4, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out."""
+def build_model(width: int = 1, dropout: tuple[float, float] = DROPOUT, precision: str = "float32") -> Any:
+    """Grey OCR_H x OCR_W in, [T=OCR_W/4, 1+len(ALPHABET)] CTC softmax and [len(REGIONS)] state softmax out.
+
+    `precision` "bfloat16" computes the hidden layers in bfloat16 (weights stay float32, Keras'
+    mixed_bfloat16 policy) for training; the softmax outputs are float32 either way, and a model is
+    exported from a float32 copy (`as_float32`)."""
     import keras
     from keras import layers
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    hidden = keras.dtype_policies.DTypePolicy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+
     def conv(x: Any, filters: int, kernel: tuple[int, int] = (3, 3), padding: str = "same") -> Any:
-        x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        return layers.ReLU(6.0)(x)
+        x = layers.Conv2D(filters, kernel, padding=padding, use_bias=False, dtype=hidden)(x)
+        x = layers.BatchNormalization(dtype=hidden)(x)
+        return layers.ReLU(6.0, dtype=hidden)(x)
 
     inp = keras.Input((OCR_H, OCR_W, 1), batch_size=1 if width < 0 else None, name="image")
     x = conv(inp, 16 * width)
-    x = layers.MaxPooling2D(2)(x)                      # 16 x 64
+    x = layers.MaxPooling2D(2, dtype=hidden)(x)        # 16 x 64
     x = conv(x, 32 * width)
-    x = layers.MaxPooling2D(2)(x)                      # 8 x 32
+    x = layers.MaxPooling2D(2, dtype=hidden)(x)        # 8 x 32
     x = conv(x, 64 * width)
     x = conv(x, 64 * width)
     mid = x
-    x = layers.MaxPooling2D((2, 1))(x)                 # 4 x 32
+    x = layers.MaxPooling2D((2, 1), dtype=hidden)(x)   # 4 x 32
     x = conv(x, 96 * width)
     # Dropout because the few hundred real crops are otherwise memorised (100 % on train,
     # ~90 % on val without it); it is a no-op in the exported model.
-    x = layers.SpatialDropout2D(dropout[0])(x)
+    x = layers.SpatialDropout2D(dropout[0], dtype=hidden)(x)
     seq = conv(x, 128, (OCR_H // 8, 1), padding="valid")  # 1 x 32: one column per time step
     seq = conv(seq, 128, (1, 3))
     seq = conv(seq, 128, (1, 3))
-    seq = layers.Dropout(dropout[1])(seq)
-    logits = layers.Conv2D(len(ALPHABET) + 1, 1)(seq)
-    logits = layers.Reshape((OCR_W // 4, len(ALPHABET) + 1))(logits)
-    chars = layers.Softmax(name="chars")(logits)
+    seq = layers.Dropout(dropout[1], dtype=hidden)(seq)
+    logits = layers.Conv2D(len(ALPHABET) + 1, 1, dtype=hidden)(seq)
+    logits = layers.Reshape((OCR_W // 4, len(ALPHABET) + 1), dtype=hidden)(logits)
+    chars = layers.Softmax(name="chars", dtype="float32")(logits)
     # The state comes from the plate's design (layout, art, header), so it gets its own small
     # branch off the 8 x 32 map: a linear head on the character features read only ~50 % of
     # val states once those features stopped memorising the training crops.
-    r = layers.MaxPooling2D(2)(mid)                    # 4 x 16
+    r = layers.MaxPooling2D(2, dtype=hidden)(mid)      # 4 x 16
     r = conv(r, 96)
-    r = layers.GlobalAveragePooling2D()(r)
-    r = layers.Dropout(dropout[1])(r)
-    region = layers.Dense(len(REGIONS), name="region_logits")(r)
-    region = layers.Softmax(name="region")(region)
+    r = layers.GlobalAveragePooling2D(dtype=hidden)(r)
+    r = layers.Dropout(dropout[1], dtype=hidden)(r)
+    region = layers.Dense(len(REGIONS), name="region_logits", dtype=hidden)(r)
+    region = layers.Softmax(name="region", dtype="float32")(region)
     return keras.Model(inp, [chars, region], name=MODEL_NAME)
 
 
-def _datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
-              holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+def as_float32(model: Any, dropout: tuple[float, float]) -> Any:
+    """A float32 copy of a trained OCR (the same weights), for saving and TFLite export: a
+    mixed-precision graph would carry its casts into the exported file."""
+    copy = build_model(dropout=dropout)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def sparse_labels(labels: Any, lengths: Any) -> Any:
+    """Padded labels [B, L] as a SparseTensor: with sparse labels `tf.nn.ctc_loss` runs TensorFlow's
+    CPU CTC kernel (the same loss as with dense labels, about a tenth of a training step less)."""
+    import tensorflow as tf
+
+    mask = tf.sequence_mask(lengths, tf.shape(labels)[1])
+    where = tf.where(mask)
+    return tf.SparseTensor(where, tf.cast(tf.gather_nd(labels, where), tf.int32), tf.cast(tf.shape(labels), tf.int64))
+
+
+def datasets(paths: Paths, synth_count: int, real_copies: int, scene_copies: int, seed: int,
+             holdout: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The OCR's prepared sets (synth, real_train, real_scenes_train, real_val, real_test), cached."""
     cache = paths.work / "ocr"
     us = paths.real("us-plates")
     version = f"v{GENERATOR_VERSION}_d{OCR_DATA_VERSION}"
@@ -146,25 +177,31 @@ def jitter(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train(paths: Paths, steps: int = STEPS, batch: int = 64, synth_count: int = 30000, real_copies: int = 30,
           real_share: float = 0.4, seed: int = SEED, threads: int = 2, scene_copies: int = SCENE_COPIES,
-          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT, variant: str = "") -> dict[str, Any]:
+          holdout: str | None = None, dropout: tuple[float, float] = DROPOUT, precision: str = PRECISION,
+          variant: str = "") -> dict[str, Any]:
     """Train, export `plate_ocr.tflite` (int8) + manifest and return the figures.
 
     `holdout` "KofN" trains a cross-validation twin: train + val crops but the K-th of N folds,
-    which is measured in val's place (`real_val`). `variant` names the configuration when it is
-    not the shipped one (`cli.variant`): the float and Keras models go under it in the cache."""
+    which is measured in val's place (`real_val`). `precision` is the training arithmetic
+    (`build_model`); the exported files are float32 and int8 either way. `variant` names the
+    configuration when it is not the shipped one (`cli.variant`): the float and Keras models go
+    under it in the cache."""
     timer = Timer()
-    sets = timer.run("ocr_data", lambda: _datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
-    model = fit(sets, timer, steps=steps, batch=batch, real_share=real_share, seed=seed, threads=threads, dropout=dropout)
+    sets = timer.run("ocr_data", lambda: datasets(paths, synth_count, real_copies, scene_copies, seed, holdout))
+    model = fit(sets, timer, steps=steps, batch=batch, real_share=real_share, seed=seed, threads=threads, dropout=dropout,
+                precision=precision)
     hyper = dict(steps=steps, batch=batch, synth_count=synth_count, real_copies=real_copies, real_share=real_share,
-                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout))
+                 seed=seed, scene_copies=scene_copies if "real_scenes_train" in sets else 0, dropout=list(dropout),
+                 precision=precision)
     if holdout:
         hyper["holdout"] = holdout
     return export(paths, model, sets, timer, hyper, variant)
 
 
 def fit(sets: dict[str, dict[str, np.ndarray]], timer: Timer, steps: int, batch: int, real_share: float, seed: int,
-        threads: int, dropout: tuple[float, float]) -> Any:
-    """The trained Keras model (the only part of `train` that needs TensorFlow)."""
+        threads: int, dropout: tuple[float, float], precision: str = PRECISION) -> Any:
+    """The trained Keras model, float32 whatever `precision` it trained in (the only part of
+    `train` that needs TensorFlow)."""
     import tensorflow as tf
 
     from inference.training.common import set_threads
@@ -174,7 +211,7 @@ def fit(sets: dict[str, dict[str, np.ndarray]], timer: Timer, steps: int, batch:
     real = [sets[k] for k in ("real_train", "real_scenes_train") if k in sets]
     pools = [sets["synth"]] + ([concat_sets(real)] if real else [])
     shares = [1.0 - real_share, real_share] if len(pools) == 2 else [1.0]
-    model = build_model(dropout=dropout)
+    model = build_model(dropout=dropout, precision=precision)
     schedule = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
     optimizer = tf.keras.optimizers.Adam(schedule)
 
@@ -184,7 +221,8 @@ def fit(sets: dict[str, dict[str, np.ndarray]], timer: Timer, steps: int, batch:
             chars, region = model(images, training=True)
             logp = tf.math.log(chars + 1e-7)
             t_len = tf.fill([tf.shape(images)[0]], OCR_W // 4)
-            ctc = tf.reduce_mean(tf.nn.ctc_loss(labels, logp, lengths, t_len, logits_time_major=False, blank_index=0))
+            ctc = tf.reduce_mean(tf.nn.ctc_loss(sparse_labels(labels, lengths), logp, None, t_len,
+                                                logits_time_major=False, blank_index=0))
             mask = tf.cast(regions >= 0, tf.float32)
             rce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(regions, 0), region)
             rloss = tf.reduce_sum(rce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
@@ -213,6 +251,8 @@ def fit(sets: dict[str, dict[str, np.ndarray]], timer: Timer, steps: int, batch:
                 log.info("ocr step %d/%d ctc %.3f region %.3f (%.0f s)", i, steps, float(ctc), float(rloss), time.monotonic() - start)
 
     timer.run("ocr_train", loop)
+    if precision != "float32":
+        model = as_float32(model, dropout)
     return model
 
 
@@ -244,9 +284,10 @@ def manifest_for(dtype: str, training: dict[str, Any], metrics: dict[str, Any],
 
 
 def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], timer: Timer, hyper: dict[str, Any],
-           variant: str = "") -> dict[str, Any]:
+           variant: str = "", pipeline: str = "alpr-train ocr") -> dict[str, Any]:
     """Write the Keras and float TFLite models (cache, `Paths.float_models(variant)`) and the int8
-    TFLite (`paths.models`), and measure float and int8 on the real val and test splits."""
+    TFLite (`paths.models`), and measure float and int8 on the real val and test splits.
+    `pipeline` is the manifest's `training.pipeline` (the command that made the model)."""
     from inference.training.evaluate_ocr import evaluate_tflite
 
     cached = paths.float_models(variant)
@@ -257,7 +298,7 @@ def export(paths: Paths, model: Any, sets: dict[str, dict[str, np.ndarray]], tim
     rng = np.random.default_rng(1)
     representative = [rep_pool[i][..., None].astype(np.float32) / 255.0 for i in rng.permutation(len(rep_pool))[:300]]
     training = {
-        "pipeline": "alpr-train ocr",
+        "pipeline": pipeline,
         "data": {k: len(v["images"]) for k, v in sets.items()},
         "real_source": "us-plates (openalpr benchmarks), split by file name hash, seed 'alpr-split-v1' 70/10/20",
         "synthetic": "inference.training.plates.PlateGenerator",

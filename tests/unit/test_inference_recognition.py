@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from inference.detector import Detection, PlateDetector
+from inference.errors import ModelError
 from inference.metrics import box_iou
 from inference.ocr import PlateReader, PlateText
 from inference.recognizer import MIN_READ_CONFIDENCE, Recognizer, expand_box, looks_like_plate_crop
@@ -396,3 +397,54 @@ def test_tiles_and_windows_of_a_thin_strip_are_skipped_not_refused() -> None:
     assert isinstance(PlateDetector(tiles=3).detect(strip), list)  # the single pass runs; no tile pass fails
     with pytest.raises(BadImage, match="image too small: 2000x1"):  # the image itself is still refused
         detector.detect(np.full((1, 2000, 3), 120, np.uint8))
+
+
+def test_fuse_readings_scores_mean_probability_and_keeps_the_chooser_chars() -> None:
+    from inference.ocr import PlateText, fuse_readings
+
+    a = PlateText("7ABC123", 0.6, [0.9] * 7, [("7ABC123", 0.6), ("7A8C123", 0.3)], "ca", 0.8, (0.8, 0.2))
+    b = PlateText("7A8C123", 0.5, [0.7] * 7, [("7A8C123", 0.5), ("7ABC123", 0.45)], "ny", 0.6, (0.4, 0.6))
+    fused = fuse_readings([a, b], ("ca", "ny"))
+    assert fused.text == "7ABC123" and fused.confidence == pytest.approx(0.525)
+    assert [t for t, _ in fused.candidates] == ["7ABC123", "7A8C123"]
+    assert [p for _, p in fused.candidates] == pytest.approx([0.525, 0.4])
+    assert fused.char_confidences == [0.9] * 7  # from `a`, the reading that chose the winner
+    assert (fused.region, fused.region_confidence) == ("ca", pytest.approx(0.6))
+    assert fused.region_probs == pytest.approx((0.6, 0.4))
+    # without every reading's distribution the state is the first reading's
+    assert (fuse_readings([a, b]).region, fuse_readings([a, b]).region_confidence) == ("ca", 0.8)
+    assert fuse_readings([b]) is b
+
+
+def _ctc_rows(text: str, alphabet: str, blank: int, steps: int, peak: float) -> np.ndarray:
+    """CTC probabilities [1, steps, classes] spelling `text`: each character `peak` sure on a step
+    of its own (the rest on the blank), the steps between all but sure of the blank."""
+    classes = [j for j in range(len(alphabet) + 1) if j != blank]
+    rows = np.full((steps, len(alphabet) + 1), 1e-4)
+    rows[:, blank] = 1.0 - 1e-4 * len(alphabet)
+    for i, ch in enumerate(text):
+        t = 2 + 3 * i
+        rows[t] = 0.0
+        rows[t, classes[alphabet.index(ch)]], rows[t, blank] = peak, 1.0 - peak
+    return rows[None]
+
+
+def test_reader_decodes_ensemble_members_apart_and_fuses_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = PlateReader()
+    manifest = reader.model.manifest
+    alphabet, blank = manifest.alphabet, manifest.blank_index
+    region = np.full((1, len(manifest.region_classes)), 1.0 / len(manifest.region_classes))
+    # member A is surer of ABC123 than member B is of ABC128, and their spikes sit on other steps
+    a = _ctc_rows("ABC123", alphabet, blank, 32, 0.95)
+    b = np.roll(_ctc_rows("ABC128", alphabet, blank, 32, 0.7), 1, axis=1)
+    monkeypatch.setattr(reader.model, "run", lambda crop: ([a, b, region], 0.0))
+    crop = np.zeros((40, 100, 3), np.uint8)
+    fused = reader.read(crop, settle=False)
+    texts = [t for t, _ in fused.candidates]
+    assert fused.text == "ABC123" and "ABC128" in texts
+    one = dict(reader._decode(a[0]).candidates)
+    other = dict(reader._decode(b[0]).candidates)
+    assert fused.confidence == pytest.approx((one["ABC123"] + other.get("ABC123", 0.0)) / 2)
+    monkeypatch.setattr(reader.model, "run", lambda crop: ([region], 0.0))
+    with pytest.raises(ModelError, match=r"no \[1, T, classes\] sequence output"):
+        reader.read(crop)

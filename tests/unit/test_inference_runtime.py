@@ -344,3 +344,15 @@ def test_float_and_quantised_inputs_are_unaffected_by_the_raw_pixel_rule(tmp_pat
     model = TFLiteModel(path)
     model.run(image)
     assert np.array_equal(fake.fed.reshape(70, 140).astype(np.int32), image.astype(np.int32) - 128)
+
+
+def test_ocr_outputs_allow_ensemble_members_of_one_shape() -> None:
+    from inference.runtime import _output_problem
+
+    manifest = Manifest.load(shipped_model(OCR_MODEL).with_suffix(".json"))
+    classes, regions = len(manifest.alphabet) + 1, len(manifest.region_classes)
+    assert _output_problem("ctc", [(1, 32, classes), (1, 32, classes), (1, regions)], manifest) == ""
+    assert _output_problem("ctc", [(1, 32, classes), (1, regions)], manifest) == ""
+    # members that disagree on shape, or no character output at all, are refused by name
+    assert "several of one shape" in _output_problem("ctc", [(1, 32, classes), (1, 16, classes)], manifest)
+    assert "several of one shape" in _output_problem("ctc", [(1, regions)], manifest)

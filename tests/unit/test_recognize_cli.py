@@ -227,3 +227,14 @@ def test_eval_scores_the_plate_recognize_prints_first(tmp_path: Path, capsys: py
     assert json.loads(capsys.readouterr().out)["reading"]["exact_pct"] == 100.0
     assert main(["recognize", "--json", str(folder / "p.png")]) == 0
     assert json.loads(capsys.readouterr().out)["plates"][0]["plate"] == "7XYZ123"
+
+
+def test_train_ensemble_names_missing_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from inference.training.cli import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main(["ensemble", "--members", str(tmp_path / "a.keras")])
+    assert "give two or more --members" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["ensemble", "--members", str(tmp_path / "a.keras"), str(tmp_path / "b.keras")])
+    assert f"no such member file: {tmp_path / 'a.keras'}, {tmp_path / 'b.keras'}" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.training import cli, train_detector, train_ocr
+from inference.training import cli, ensemble, train_detector, train_ocr
 from inference.training.common import MODELS_DIR, Paths, TrainingError, promote
 from inference.training.report import measured_section
 
@@ -54,22 +54,32 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def stand_ins(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Trainings that write fake models into paths.models (the detector fails when told to), and
-    an importable stand-in for TensorFlow."""
+    """Trainings that write fake models into paths.models (the detector fails when told to), an
+    OCR's also its Keras file into the cache; a combining of the OCR pair that writes a fake OCR
+    model; and an importable stand-in for TensorFlow."""
     monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
-    state: dict[str, Any] = {"fail": set(), "written_to": []}
+    state: dict[str, Any] = {"fail": set(), "written_to": [], "combined": []}
 
     def trainer(name: str) -> Any:
-        def train(paths: Paths, **_: Any) -> dict[str, Any]:
+        def train(paths: Paths, variant: str = "", **_: Any) -> dict[str, Any]:
             state["written_to"].append(paths.models)
             fake_model(paths.models, name, f"new {name}".encode())
+            if name == OCR:
+                paths.float_models(variant).mkdir(parents=True, exist_ok=True)
+                (paths.float_models(variant) / f"{OCR}.keras").write_bytes(f"keras {variant}".encode())
             if name in state["fail"]:
                 raise TrainingError(f"{name} stand-in failed after writing its model")
             return {"metrics": {}}
         return train
 
+    def combine(paths: Paths, member_files: list[Path], **_: Any) -> dict[str, Any]:
+        state["combined"].append([Path(f).read_bytes() for f in member_files])
+        fake_model(paths.models, OCR, f"new {OCR}".encode())
+        return {"metrics": {}}
+
     monkeypatch.setattr(train_ocr, "train", trainer(OCR))
     monkeypatch.setattr(train_detector, "train", trainer(DET))
+    monkeypatch.setattr(ensemble, "export_ensemble", combine)
     return state
 
 
@@ -199,7 +209,8 @@ def test_all_installs_the_pair_only_when_both_trainings_succeed(tmp_path: Path, 
     assert cli.main(argv) == 1
     assert "alpr-train: error: plate_detector stand-in failed" in capsys.readouterr().err
     assert snapshot(models) == before  # the OCR trained fine, but no half-new pair
-    assert all(folder.parent == cache / "staging" for folder in stand_ins["written_to"])
+    assert all(cache / "staging" in folder.parents for folder in stand_ins["written_to"])
+    assert stand_ins["combined"] == [[b"keras synthetic-member0", b"keras synthetic-member1"]]  # each member's own
     assert list((cache / "staging").iterdir()) == []  # the failed run's files are gone
     stand_ins["fail"] = set()
     # figures measured on the pair the run is about to make, and on another pair
@@ -228,7 +239,7 @@ def test_side_by_side_children_write_into_the_staging_folder(tmp_path: Path, sta
     class Child:
         def __init__(self, argv: list[str], **_: Any) -> None:
             launched.append(argv)
-            self.code = 1 if argv[3] == "detector" else None  # the detector fails, the OCR still runs
+            self.code = 1 if argv[3] == "detector" else None  # the detector fails, the OCR members still run
 
         def poll(self) -> int | None:
             return self.code
@@ -243,9 +254,15 @@ def test_side_by_side_children_write_into_the_staging_folder(tmp_path: Path, sta
     assert cli.main(["all", "--synthetic-only", "--cache", str(cache), "--models", str(models)]) == 1
     assert "detector training failed (see the log above); no model was replaced" in capsys.readouterr().err
     assert snapshot(models) == before
+    assert [argv[3] for argv in launched] == ["detector", "ocr", "ocr"]
     for argv in launched:
         staged = Path(argv[argv.index("--models") + 1])
-        assert staged.parent == cache / "staging" and "--staged" in argv and "--synthetic-only" in argv
+        assert cache / "staging" in staged.parents and "--staged" in argv and "--synthetic-only" in argv
+    members = [argv for argv in launched if argv[3] == "ocr"]
+    # each member into its own subfolder of the run's staging folder, with its own settings
+    assert [argv[argv.index("--member") + 1] for argv in members] == ["0", "1"]
+    assert [Path(argv[argv.index("--models") + 1]).name for argv in members] == ["member0", "member1"]
+    assert all(opt not in argv for argv in members for opt in ("--seed", "--ocr-steps", "--ocr-precision", "--ocr-dropout"))
 
 
 def test_staged_is_refused_with_the_shipped_folder(tmp_path: Path) -> None:
@@ -313,6 +330,7 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str,
         return FakeModel()
 
     monkeypatch.setattr(train_ocr, "fit", fit_ocr)
+    monkeypatch.setattr(ensemble, "combined_model", lambda member_files: FakeModel())
     monkeypatch.setattr(train_detector, "_render_scenes", render)
     monkeypatch.setattr(train_detector, "fit", fit_detector)
     for module in (train_ocr, train_detector):
@@ -332,6 +350,9 @@ CONFIGURATIONS = [
     ["all", "--sequential"],
     ["all", "--sequential", "--quick"],
     ["all", "--sequential", "--quick", "--seed", "3"],
+    ["ocr"],
+    ["ocr", "--ocr-precision", "bfloat16"],
+    ["ensemble", "--members", "{cache}/models/member0/plate_ocr.keras", "{cache}/models/member1/plate_ocr.keras"],
     ["ocr", "--seed", "3"],
     ["ocr", "--ocr-holdout", "2/4"],
     ["ocr", "--ocr-holdout", "3/4"],
@@ -351,7 +372,7 @@ def test_no_run_replaces_or_reuses_what_another_configuration_cached(
     cache = tmp_path / "cache"
     data, other = real_data(tmp_path / "data"), real_data(tmp_path / "other")
     for i, configuration in enumerate(CONFIGURATIONS):
-        argv = [a.format(other=other) for a in configuration]
+        argv = [a.format(other=other, cache=cache) for a in configuration]
         run_data = other if str(other) in argv else data
         if "--data" not in argv:
             argv += ["--data", str(data)]
@@ -364,8 +385,8 @@ def test_no_run_replaces_or_reuses_what_another_configuration_cached(
         new = [Path(p) for p in after if p not in before]
         if "--quick" in argv:  # ... and a quick run writes only under quick/
             assert all(p.parts[0] == "quick" for p in new), (argv, new)
-        # ... each trained model left its own float model ...
-        trained = [name for name, _, _ in pipeline[fitted_before:]]
+        # ... each trained model left its own float model (and a combined OCR pair one more) ...
+        trained = [name for name, _, _ in pipeline[fitted_before:]] + ([OCR] if argv[0] in ("all", "ensemble") else [])
         assert sorted(p.name for p in new if p.name.endswith("_float.tflite")) == sorted(f"{n}_float.tflite" for n in trained)
         # ... and was fitted on data made for its own configuration, not on another's from the cache
         for name, sources, options in pipeline[fitted_before:]:
@@ -381,7 +402,10 @@ def test_no_run_replaces_or_reuses_what_another_configuration_cached(
                 assert f" rest{k} " in sources["real_train"], (argv, sources)
     assert (cache / "models" / f"{OCR}_float.tflite").is_file() and (cache / "models" / f"{DET}_float.tflite").is_file()
     assert (cache / "quick" / "models" / f"{OCR}_float.tflite").is_file()
-    assert (cache / "models" / "holdout2of4" / f"{OCR}.keras").is_file()
+    assert (cache / "models" / "single-holdout2of4" / f"{OCR}.keras").is_file()
+    assert all((cache / "models" / f"member{i}" / f"{OCR}.keras").is_file() for i in (0, 1))
+    assert (cache / "quick" / "models" / "seed3_4-member0" / f"{OCR}_float.tflite").is_file()
+    assert (cache / "models" / "single" / f"{OCR}_float.tflite").is_file()  # R alone is not the shipped OCR
 
 
 def test_a_quick_run_leaves_the_full_runs_float_models_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -419,7 +443,7 @@ def test_arrays_cached_from_one_data_folder_are_not_used_for_another(tmp_path: P
     for name in ("data", "other"):
         data = real_data(tmp_path / name)
         paths = cli.resolve_paths(*parse("ocr", "--data", str(data), "--cache", str(cache), "--models", str(tmp_path / "m")))
-        sets = train_ocr._datasets(paths, 10, 2, 3, 1)
+        sets = train_ocr.datasets(paths, 10, 2, 3, 1)
         assert str(sets["real_train"]["source"][0]) == f"real {data}/us-plates train"
         assert f" {data}/eu-scenes," in str(sets["real_scenes_train"]["source"][0])
 
@@ -487,13 +511,21 @@ def test_side_by_side_results_come_from_the_runs_own_children(tmp_path: Path, st
     assert cli.main(["all", "--synthetic-only", "--cache", str(cache), "--models", str(tmp_path / "models")]) == 0
     results = last_json(capsys.readouterr().out)  # the parent's (the in-process children print theirs first)
     assert results["ocr"] == {"metrics": {}} and results["detector"] == {"metrics": {}}
+    assert results["ocr_members"] == [{"metrics": {}}, {"metrics": {}}]
+    # the pair is combined from the Keras files its own members left in the run's staging folder
+    assert stand_ins["combined"] == [[b"keras synthetic-member0", b"keras synthetic-member1"]]
     assert json.loads((cache / "train_all-synthetic.json").read_text())["ocr"] == {"metrics": {}}
 
 
-# Values that differ from the default, for every option that changes what is trained.
-NON_DEFAULT = {"seed": ["--seed", "7"], "ocr_steps": ["--ocr-steps", "5"], "ocr_scene_copies": ["--ocr-scene-copies", "0"],
-               "ocr_dropout": ["--ocr-dropout", "0.1,0.1"], "ocr_holdout": ["--ocr-holdout", "1/4"],
-               "det_steps": ["--det-steps", "5"], "synthetic_only": ["--synthetic-only"]}
+# Values that differ from the default, for every option that changes what is trained, with the
+# command they are given to.
+NON_DEFAULT = {"seed": ("all", ["--seed", "7"]), "ocr_steps": ("ocr", ["--ocr-steps", "5"]),
+               "ocr_scene_copies": ("ocr", ["--ocr-scene-copies", "0"]),
+               "ocr_dropout": ("ocr", ["--ocr-dropout", "0.1,0.1"]), "ocr_holdout": ("ocr", ["--ocr-holdout", "1/4"]),
+               "ocr_precision": ("ocr", ["--ocr-precision", "bfloat16"]), "det_steps": ("detector", ["--det-steps", "5"]),
+               "synthetic_only": ("all", ["--synthetic-only"]), "member": ("ocr", ["--staged", "--member", "1"]),
+               "members": ("ensemble", ["--members", "{a}", "{b}"]),
+               "data_cache": ("ensemble", ["--members", "{a}", "{b}", "--data-cache", "{other}"])}
 
 
 def paths_data_key(data: Path) -> str:
@@ -506,16 +538,67 @@ def test_every_option_either_names_a_variant_or_does_not_change_the_models(tmp_p
     dests = {a.dest for a in cli.build_parser()._actions if a.dest != "help"}
     # a new option must be sorted here: into the variant (and NON_DEFAULT), or into NOT_IN_VARIANT
     assert dests == set(NON_DEFAULT) | cli.NOT_IN_VARIANT
-    for dest, option in NON_DEFAULT.items():
-        what = "ocr" if dest.startswith("ocr") else "detector" if dest.startswith("det") else "all"
-        _, args = parse(what, *option)
+    a, b = tmp_path / "a.keras", tmp_path / "b.keras"
+    a.write_bytes(b"member a")
+    b.write_bytes(b"member b")
+    names = {"a": a, "b": b, "other": tmp_path}
+    for dest, (what, option) in NON_DEFAULT.items():
+        _, args = parse(what, *(o.format(**names) for o in option))
         paths = Paths(DEFAULT_DATA, tmp_path, tmp_path, real_data=not args.synthetic_only)
         assert cli.variant(args, paths, what) != "", dest
-        assert cli.variant(parse(what)[1], replace(paths, real_data=True), what) == ""
-    _, args = parse("all", "--seed", "0")  # the detector's own seed: the same detector as shipped
+        if dest == "data_cache":  # the same members calibrated on other prepared sets
+            _, without = parse(what, "--members", str(a), str(b))
+            assert cli.variant(args, paths, what) != cli.variant(without, paths, what)
+    # the shipped configuration is `all` with its defaults: the detector and the OCR pair
     paths = Paths(DEFAULT_DATA, tmp_path, tmp_path)
+    for what in ("all", "detector"):
+        assert cli.variant(parse(what)[1], paths, what) == ""
+    assert cli.variant(parse("ocr", "--staged", "--member", "0")[1], paths, OCR) == "member0"
+    # the pair's own settings given as options are still the shipped pair
+    _, args = parse("all", "--seed", "5", "--ocr-steps", "9000", "--ocr-precision", "bfloat16", "--ocr-dropout", "0.2,0.3")
+    assert cli.variant(args, paths, OCR) == ""
+    assert cli.variant(args, paths, "all") == "seed5"  # the detector's seed is not its own
+    assert cli.variant(parse("all", "--ocr-precision", "float32")[1], paths, OCR) == "precisionfloat32"
+    # one network is never the shipped OCR, not even configuration R with its defaults
+    assert cli.variant(parse("ocr")[1], paths, "ocr") == "single"
+    assert cli.variant(parse("ocr", "--ocr-precision", "float32")[1], paths, "ocr") == "single"
+    _, args = parse("all", "--seed", "0")  # the detector's own seed: the same detector as shipped
     assert cli.variant(args, replace(paths, data=tmp_path), DET) == paths_data_key(tmp_path)
-    assert cli.variant(args, paths, DET) == "" and cli.variant(args, paths, OCR) == "seed0"
+    assert cli.variant(args, paths, DET) == "" and cli.variant(args, paths, OCR) == "seed0_1"
+    assert cli.variant(cli.member_args(args, 1), paths, OCR) == "seed0_1-member1"
+
+
+def test_all_trains_the_e9b_pair_by_default(tmp_path: Path,
+                                            pipeline: list[tuple[str, dict[str, str], dict[str, Any]]]) -> None:
+    """`alpr-train all` as shipped: two OCR networks of 9,000 steps in bfloat16, seeds 5 and 6,
+    combined into the one OCR file, beside the detector."""
+    data, models, cache = real_data(tmp_path / "data"), tmp_path / "models", tmp_path / "cache"
+    assert cli.main(["all", "--sequential", "--data", str(data), "--cache", str(cache), "--models", str(models)]) == 0
+    ocr = [options for name, _, options in pipeline if name == OCR]
+    assert [(o["seed"], o["steps"], o["precision"], o["dropout"]) for o in ocr] == [
+        (5, 9000, "bfloat16", (0.2, 0.3)), (6, 9000, "bfloat16", (0.2, 0.3))]
+    assert [name for name, _, _ in pipeline] == [OCR, OCR, DET]
+    manifest = json.loads((models / f"{OCR}.json").read_text())
+    assert manifest["training"]["pipeline"] == "alpr-train ensemble"
+    hyper = manifest["training"]["hyper"]
+    assert hyper["seed"] == 5 and [m["file"] for m in hyper["members"]] == [
+        f"models/member{i}/{OCR}.keras" for i in (0, 1)]
+    assert [(m["hyper"]["seed"], m["hyper"]["steps"], m["hyper"]["precision"]) for m in hyper["members"]] == [
+        (5, 9000, "bfloat16"), (6, 9000, "bfloat16")]
+    assert all(m["sha256"] == hashlib.sha256((cache / m["file"]).read_bytes()).hexdigest() for m in hyper["members"])
+    assert (cache / "train_all.json").is_file()  # the shipped configuration's result
+
+
+def test_member_and_ensemble_options_are_refused_where_they_do_not_belong(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in ((["ocr", "--member", "0"], "--member is internal to `alpr-train all`"),
+                          (["ocr", "--staged", "--member", "2"], "--member 2: the OCR pair has members 0 to 1"),
+                          (["all", "--members", "a", "b"], "--members / --data-cache: only with `alpr-train ensemble`"),
+                          (["all", "--ocr-holdout", "1/4"], "--ocr-holdout: only with `alpr-train ocr` or `ensemble`")):
+        parser, args = parse(*argv, "--synthetic-only", "--cache", str(tmp_path), "--models", str(tmp_path / "m"))
+        with pytest.raises(SystemExit):
+            cli.resolve_paths(parser, args)
+        assert message in capsys.readouterr().err, argv
 
 
 # report
