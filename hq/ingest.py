@@ -65,6 +65,13 @@ _DRIVER_ERRORS: tuple[type[Exception], ...] = (StoreError, sqlite3.Error, OSErro
 STORE_REJECT_MEMORY_S = 3600.0
 STORE_REJECT_MEMORY_MAX = 4096
 
+# Messages waiting for the store, beyond which a QoS 0 copy is refused (reason `overload`). QoS 1
+# messages are bounded by the broker, which sends no more unacknowledged ones than its in-flight
+# limit (max_inflight_messages in the provisioned mosquitto.conf), and ingest PUBACKs only what it
+# stored or set aside; QoS 0 ones need no PUBACK, so while the store is down a client publishing
+# them (nodes publish at QoS 1) would fill this worker's memory without end.
+DEFAULT_MAX_PENDING = 2000
+
 # Capture times HQ stores: not before 2000 (no ALPR read of ours is older; a node whose clock
 # never got set reports 1970), and not more than the configured skew ahead of HQ's clock.
 MIN_CAPTURE_NS = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()) * 10**9
@@ -104,7 +111,8 @@ class Ingest:
                  max_message_bytes: int = MAX_MESSAGE_BYTES, max_batch: int = 500, shared: bool = True,
                  revocation_grace_s: float = 24 * 3600.0, rejects_dir: Path | None = None,
                  share_group: str = topics.INGEST_GROUP,
-                 max_future_skew_s: float = DEFAULT_FUTURE_SKEW_S) -> None:
+                 max_future_skew_s: float = DEFAULT_FUTURE_SKEW_S,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
         self.registry_path = Path(registry_path)
         # The registry lives in HQ's data_dir, so by default the set-aside messages do too
@@ -114,6 +122,7 @@ class Ingest:
         self.sign_key = sign_key
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self.shared = shared
         # Refused here rather than at the first CONNACK: a bad name should stop the worker at start.
         topics.ingest_subscriptions(shared, group=share_group)
@@ -162,6 +171,14 @@ class Ingest:
             log.warning("ingest: rejected message on %s (%d bytes): oversize: exceeds the %d byte limit",
                         message.topic, size, self.max_message_bytes)
             client.ack(message.mid, message.qos)  # rejected for good: do not let the broker redeliver it
+            return
+        if message.qos == 0 and len(self._pending) >= self.max_pending:
+            # Dropped, as QoS 0 allows: a QoS 1 one is never dropped unacknowledged here (the
+            # broker would hold it in flight for this session), and the broker bounds those.
+            self.stats.received += 1
+            self.stats.rejected["overload"] += 1
+            log.warning("ingest: rejected message on %s (%d bytes): overload: QoS 0 and %d messages already wait",
+                        message.topic, size, len(self._pending))
             return
         self._pending.append((message.topic, message.payload, message.mid, message.qos))
 

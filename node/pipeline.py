@@ -39,6 +39,12 @@ DEDUP_MIN_CANDIDATE_CONF = 0.2
 # read's top candidate: a runner-up far behind (8 read as 3 at 0.25 against 0.7) is a different
 # vehicle with a similar plate, not the same one again.
 DEDUP_CANDIDATE_RATIO = 0.5
+# Passes open at once. Each holds its best frame (a full-resolution image: about 6 MB at 1080p)
+# until it closes, and every active edge opens one: a loop or beam that chatters (a fault,
+# interference, bouncetime 0) would otherwise pile up one per edge for window_after_s each. Far
+# above what lanes x vehicles close behind each other need; beyond it the oldest pass is closed
+# early, as the tracker closes its oldest track, so it still ends in a read or a no_read.
+MAX_OPEN_PASSES = 32
 # A point or a box in the camera image as fractions of its width and height (see TriggerSpec.region).
 Point = tuple[float, float]
 Region = tuple[float, float, float, float]
@@ -155,7 +161,10 @@ class Pipeline:
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
             if self._thread.is_alive():
+                # The reference is kept so alive() stays true: the runtime then leaves the outbox
+                # open for the flush still running, rather than closing it under the worker.
                 log.error("pipeline: worker did not stop within %.1fs", timeout)
+                return
             self._thread = None
 
     def alive(self) -> bool:
@@ -257,8 +266,12 @@ class Pipeline:
     def _close_due_passes(self, now_ns: int) -> None:
         grace = int(self.settings.track_timeout_s * 1e9)
         due = [q for q in self._passes if now_ns > q.end_ns + grace]
-        if not due:
-            return
+        if due:
+            self._close_passes(due)
+
+    def _close_passes(self, due: list[Pass]) -> None:
+        """Close `due` (passes in self._passes): send the reads of their plates still in view, then
+        each pass's read accounting or no_read event."""
         due_ids = {q.trigger_id for q in due}
         # A plate can stay in view after its pass's window (a slow vehicle, or one that stops
         # past the loop). Waiting for its track to end would credit the read to whichever pass
@@ -286,6 +299,10 @@ class Pipeline:
                          end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=self._wall(event.time_ns))
                 self._passes.append(p)
                 self.stats["triggers"] += 1
+                if len(self._passes) > MAX_OPEN_PASSES:
+                    early = self._passes[:len(self._passes) - MAX_OPEN_PASSES]
+                    self.stats["passes_closed_early"] += len(early)
+                    self._close_passes(early)
                 # Frames just before the trigger are still in hand: read them too.
                 for old in list(self._recent):
                     if old.timestamp_ns >= p.start_ns and old.index not in self._detected:

@@ -8,6 +8,11 @@ import socket
 class SystemdNotifier:
     """Talks to $NOTIFY_SOCKET when systemd gave one; does nothing otherwise."""
 
+    # A datagram send blocks while the reader's queue is full (net.unix.max_dgram_qlen, often 10
+    # messages): a busy systemd still gets the message within this, and a reader that stopped
+    # reading cannot hold the main loop (watchdog pings) or the first step of a shutdown.
+    send_timeout_s = 1.0
+
     def __init__(self) -> None:
         address = os.environ.get("NOTIFY_SOCKET")
         if address and address.startswith("@"):
@@ -21,9 +26,10 @@ class SystemdNotifier:
         if not self._address:
             return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(self.send_timeout_s)
             try:
                 sock.sendto(message.encode(), self._address)
-            except OSError:
+            except OSError:  # socket.timeout included: not delivered, said by the return value
                 return False
         return True
 

@@ -76,7 +76,9 @@ class Outbox:
         self.max_losses_kept = max_losses_kept
         self._lock = threading.Lock()
         # Publish attempts live in memory on purpose: after a restart everything unacked is
-        # sent again anyway, and updating a row would rewrite its blob.
+        # sent again anyway, and updating a row would rewrite its blob. Their times are on the
+        # monotonic clock: a wall clock stepped back (NTP correcting a Pi that booted with a
+        # wrong time) must not make them look recent, holding the window and their resends.
         self._sent: dict[int, int] = {}
         self._seq_file = reservation_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +189,9 @@ class Outbox:
 
     # -- uplink side ----------------------------------------------------------------------
     def due(self, limit: int, resend_after_ns: int, now_ns: int | None = None) -> list[Pending]:
-        """Messages never sent since start/reconnect, or sent longer ago than `resend_after_ns`."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
+        """Messages never sent since start/reconnect, or sent longer ago than `resend_after_ns`
+        (`now_ns` on the clock of mark_sent: monotonic by default)."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
         cutoff = now_ns - resend_after_ns
         with self._lock:
             # Only the first `limit + in flight` keys can qualify: read keys from the covering
@@ -204,11 +207,21 @@ class Outbox:
         return [Pending(seq, kind, bytes(blobs[seq])) for seq, kind in chosen if seq in blobs]
 
     def mark_sent(self, seqs: Iterable[int], now_ns: int | None = None) -> None:
-        """Record a publish attempt (in memory: after a restart, all is resent)."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
+        """Record a publish attempt (in memory: after a restart, all is resent), for the messages
+        still in the outbox (`now_ns` monotonic by default)."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        seqs = list(seqs)
+        if not seqs:
+            return
         with self._lock:
+            # A message the producer dropped under quota after due() chose it is gone: recorded
+            # anyway, it would stay here (counted in flight) until the next reconnect, one more
+            # with each such race while the outbox is full.
+            present = {row[0] for row in self._db.execute(
+                f"SELECT seq FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)}
             for seq in seqs:
-                self._sent[seq] = now_ns
+                if seq in present:
+                    self._sent[seq] = now_ns
 
     def reset_sent(self) -> None:
         """Forget publish attempts (after a reconnect), so every unacked message goes again."""
@@ -216,11 +229,12 @@ class Outbox:
             self._sent.clear()
 
     def in_flight(self, resend_after_ns: int | None = None, now_ns: int | None = None) -> int:
-        """Messages published and not yet acknowledged (only those sent within `resend_after_ns`, if given)."""
+        """Messages published and not yet acknowledged (only those sent within `resend_after_ns`, if
+        given; `now_ns` monotonic by default, as mark_sent's)."""
         with self._lock:
             if resend_after_ns is None:
                 return len(self._sent)
-            cutoff = (time.time_ns() if now_ns is None else now_ns) - resend_after_ns
+            cutoff = (time.monotonic_ns() if now_ns is None else now_ns) - resend_after_ns
             return sum(1 for sent in self._sent.values() if sent >= cutoff)
 
     def ack(self, seqs: Iterable[int]) -> int:

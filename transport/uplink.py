@@ -49,7 +49,9 @@ class Uplink:
         self.window = window
         self.resend_after_ns = int(resend_after_s * 1e9)
         self.max_resend_after_ns = int(600 * 1e9)
-        self._progress_ns = time.time_ns()
+        # When HQ last acknowledged something, on the monotonic clock (as the outbox's send
+        # times): a wall clock step must neither stall resends nor unleash them all at once.
+        self._progress_ns = time.monotonic_ns()
         self.stats = UplinkStats()
         self._on_control = on_control
         self._health: bytes | None = None
@@ -57,6 +59,8 @@ class Uplink:
         # PUBACKed: they are still in the client's queue, and paho itself resends them after a
         # reconnect, so a second copy would only wait behind the first.
         self._queued: dict[int, tuple[paho.MQTTMessageInfo, int]] = {}
+        # The retained "online" status last handed to paho, until the broker PUBACKs it (see _connected).
+        self._status_info: paho.MQTTMessageInfo | None = None
         status_topic = topics.node_topic(node_id, "status")
         self.link = MqttLink(
             settings, name=f"uplink-{node_id}", on_connect=self._connected, on_message=self._message,
@@ -82,10 +86,14 @@ class Uplink:
     # -- link hooks (link thread) ---------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
         client.subscribe([(topics.node_topic(self.node_id, leaf), 1) for leaf in topics.DOWN])
-        client.publish(topics.node_topic(self.node_id, "status"), _status("online"), qos=1, retain=True)
+        # paho keeps an unacknowledged QoS 1 copy and resends it itself on the new connection:
+        # one more per reconnect to a broker that never PUBACKs would pile up in its queue.
+        if not _awaiting_puback(self._status_info):
+            self._status_info = client.publish(topics.node_topic(self.node_id, "status"), _status("online"),
+                                               qos=1, retain=True)
         # Whatever was in flight on the old connection may be lost: send it all again.
         self.outbox.reset_sent()
-        self._progress_ns = time.time_ns()
+        self._progress_ns = time.monotonic_ns()
 
     def _tick(self, client: paho.Client) -> None:
         health, self._health = self._health, None
@@ -94,20 +102,25 @@ class Uplink:
         # Messages past their resend time no longer hold a place in the window. While HQ
         # acknowledges nothing, the resend interval doubles with each interval of silence
         # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
-        now = time.time_ns()
+        now = time.monotonic_ns()
         silent = now - self._progress_ns
         doublings = int(math.log2(silent / self.resend_after_ns)) if silent > self.resend_after_ns else 0
         resend_after = min(self.resend_after_ns << min(doublings, 20), self.max_resend_after_ns)
-        self._queued = {seq: (info, t) for seq, (info, t) in self._queued.items()
-                        if not info.is_published() and now - t < self.max_resend_after_ns}
+        # A copy leaves _queued only at its PUBACK, however old: paho holds every unacknowledged
+        # QoS 1 copy until then (and resends it itself after a reconnect), so forgetting it by age
+        # let a broker that never PUBACKs collect another window of copies every max_resend_after.
+        self._queued = {seq: (info, t) for seq, (info, t) in self._queued.items() if not info.is_published()}
         # A copy still queued past its resend time no longer counts in the outbox's window, but
         # it still takes a place in the client's queue: on a slow link (acks trickling in)
         # resending it would queue duplicates behind it without bound.
         stale = sum(1 for _, t in self._queued.values() if now - t >= resend_after)
-        room = self.window - self.outbox.in_flight(resend_after) - stale
+        # ...and never more copies in the client's queue than the window: a reconnect forgets the
+        # outbox's send times (reset_sent), not paho's queue.
+        room = min(self.window - self.outbox.in_flight(resend_after, now) - stale, self.window - len(self._queued))
         if room <= 0:
             return
-        due = [entry for entry in self.outbox.due(room + stale, resend_after) if entry.seq not in self._queued][:room]
+        due = [entry for entry in self.outbox.due(room + stale, resend_after, now)
+               if entry.seq not in self._queued][:room]
         if not due:
             return
         sent = []
@@ -119,7 +132,7 @@ class Uplink:
                 break
             self._queued[entry.seq] = (info, now)
             sent.append(entry.seq)
-        self.outbox.mark_sent(sent)
+        self.outbox.mark_sent(sent, now)
         self.stats.published += len(sent)
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
@@ -146,7 +159,18 @@ class Uplink:
         removed = self.outbox.ack(seqs)
         self.stats.acks += 1
         self.stats.acked += removed
-        self.stats.last_ack_ns = self._progress_ns = time.time_ns()
+        self.stats.last_ack_ns = time.time_ns()  # for health reports: a UTC time
+        self._progress_ns = time.monotonic_ns()
+
+
+def _awaiting_puback(info: paho.MQTTMessageInfo | None) -> bool:
+    """True while a publish handed to paho waits in its queue for the broker's PUBACK."""
+    if info is None:
+        return False
+    try:
+        return not info.is_published()
+    except (ValueError, RuntimeError):  # paho refused it (queue full, no connection): not waiting
+        return False
 
 
 def _status(state: str) -> bytes:

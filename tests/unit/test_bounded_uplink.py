@@ -1,0 +1,165 @@
+"""The uplink's in-memory state stays bounded against a broker that never PUBACKs, a wall clock
+stepped back, and a full outbox dropping what the uplink is about to publish."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from transport.outbox import Outbox
+from transport.uplink import Uplink, UplinkStats
+
+pytestmark = pytest.mark.unit
+S = 10**9
+
+
+class NeverAckedClient:
+    """paho's publish contract with a broker that takes every PUBLISH and PUBACKs none: paho keeps
+    each QoS 1 copy in its own queue until its PUBACK (and resends it itself after a reconnect),
+    so `queue` is what paho would hold in memory."""
+
+    class Info:
+        rc = 0
+
+        def is_published(self) -> bool:
+            return False
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[str, int]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> NeverAckedClient.Info:
+        if qos:
+            self.queue.append((topic, qos))
+        return self.Info()
+
+    def subscribe(self, subs: list[tuple[str, int]]) -> None:
+        pass
+
+
+class PubackedClient:
+    """A broker that PUBACKs at once (HQ's end-to-end ack is what the test withholds)."""
+
+    class Info:
+        rc = 0
+
+        def is_published(self) -> bool:
+            return True
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> PubackedClient.Info:
+        self.published.append(topic)
+        return self.Info()
+
+
+def bare_uplink(box: Outbox, window: int, resend_after_s: int, monkeypatch: pytest.MonkeyPatch,
+                wall: list[int], mono: list[int]) -> Uplink:
+    """An Uplink with no broker link, ticked by the test on clocks it moves (`wall`, `mono`)."""
+    monkeypatch.setattr(time, "time_ns", lambda: wall[0])
+    monkeypatch.setattr(time, "monotonic_ns", lambda: mono[0])
+    up = Uplink.__new__(Uplink)
+    up.outbox, up.node_id, up.window = box, "n1", window
+    up.resend_after_ns, up.max_resend_after_ns = resend_after_s * S, 600 * S
+    up._health, up.stats, up._queued, up._status_info = None, UplinkStats(), {}, None
+    up._progress_ns = mono[0]
+    return up
+
+
+def test_a_broker_that_never_pubacks_gets_at_most_a_window_of_copies(tmp_path: Path, monkeypatch) -> None:
+    """Two hours connected to a broker that takes everything and PUBACKs nothing, reconnecting
+    every minute: paho's queue (which nothing but a PUBACK empties) must stay within the window.
+    The uplink used to forget a copy 600 s after handing it over and publish another, and to
+    queue a new 'online' status at every reconnect."""
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(2000):
+        box.commit("read", lambda seq: b"sealed")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=50, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    client = NeverAckedClient()
+    up._connected(client, False)
+    for second in range(2 * 3600):
+        wall[0] += S
+        mono[0] += S
+        if second % 60 == 59:
+            up._connected(client, True)  # the link dropped and came back
+        up._tick(client)
+    data = [t for t, _ in client.queue if t.endswith("/read")]
+    status = [t for t, _ in client.queue if t.endswith("/status")]
+    assert len(data) <= up.window, f"{len(data)} copies queued in paho for a window of {up.window}"
+    assert len(status) == 1
+    assert len(up._queued) <= up.window
+    box.close()
+
+
+def test_a_wall_clock_stepped_back_does_not_stall_resends(tmp_path: Path, monkeypatch) -> None:
+    """NTP steps the clock back a day (a Pi that booted with a wrong time). Messages published
+    before the step and never acknowledged must still be resent after resend_after_s of real
+    time, not a day later; they used to hold the whole window meanwhile."""
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(5):
+        box.commit("read", lambda seq: b"sealed")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=5, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    client = PubackedClient()
+    up._tick(client)
+    assert len(client.published) == 5
+    wall[0] -= 86400 * S  # the step back
+    for _ in range(31):
+        wall[0] += S
+        mono[0] += S
+        up._tick(client)
+    assert len(client.published) == 10, "unacknowledged messages were not resent after the clock step"
+    box.close()
+
+
+def test_a_message_dropped_under_quota_while_being_published_is_not_kept_as_in_flight(tmp_path: Path) -> None:
+    """The producer drops the oldest message to make room between the uplink's due() and its
+    mark_sent(): the dropped seq must not stay in the in-flight map (it did until a reconnect,
+    one more with every such race while the outbox is full)."""
+    box = Outbox(tmp_path / "o.db", max_entries=3)
+    for _ in range(3):
+        box.commit("read", lambda seq: b"sealed")
+    chosen = [p.seq for p in box.due(10, 0)]
+    assert chosen == [1, 2, 3]
+    box.commit("read", lambda seq: b"sealed")  # full: seq 1 is dropped
+    box.mark_sent(chosen)
+    assert box.in_flight() == 2
+    box.ack([2, 3])
+    assert box.in_flight() == 0
+    box.close()
+
+
+def test_the_uplink_records_only_what_it_published(tmp_path: Path, monkeypatch) -> None:
+    """End to end through _tick: sent seqs are recorded; a seq dropped meanwhile is not."""
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(3):
+        box.commit("read", lambda seq: b"sealed")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=10, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    up._tick(PubackedClient())
+    assert box.in_flight(30 * S) == 3
+    assert up.stats.published == 3
+    box.close()
+
+
+def test_a_status_paho_refused_is_published_again_at_the_next_connect(tmp_path: Path, monkeypatch) -> None:
+    """Only a status copy waiting in paho's queue stops another: one paho refused (its queue full)
+    is not waiting for anything, and must not keep the node from announcing itself for good."""
+    class RefusingClient(NeverAckedClient):
+        def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> paho.MQTTMessageInfo:
+            self.queue.append((topic, qos))
+            info = paho.MQTTMessageInfo(1)
+            info.rc = paho.MQTT_ERR_QUEUE_SIZE
+            return info
+
+    box = Outbox(tmp_path / "o.db")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=5, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    client = RefusingClient()
+    up._connected(client, False)
+    up._connected(client, True)
+    assert [t for t, _ in client.queue if t.endswith("/status")] == ["alpr/v1/node/n1/status"] * 2
+    box.close()
