@@ -49,7 +49,7 @@ from provisioning.errors import (
 from provisioning.names import node_id_problem
 from transport import atomic
 from transport.errors import KeyFileError
-from transport.keys import key_id, load_public_key, raw_public
+from transport.keys import key_id, load_public_key, parse_private_key, raw_public
 
 SIGN_KEY = "keys/node-sign.key"
 NEXT_SIGN_KEY = "keys/node-sign.next.key"
@@ -191,13 +191,7 @@ def _load_private(data_dir: Path, rel: str, kind: type) -> object:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from exc
     if stat.S_IMODE(mode) & 0o077:
         raise KeyFileError(f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a PEM private key ({exc})") from exc
-    if not isinstance(key, kind):
-        raise KeyFileError(f"{path}: expected a {kind.__name__}, found {type(key).__name__}")
-    return key
+    return parse_private_key(data, path, kind)
 
 
 def _load_meta(data_dir: Path) -> dict:

@@ -182,20 +182,24 @@ def append_text(base: Path, rel: str | PurePosixPath, text: str, mode: int = 0o6
     return path
 
 
+def _open_entry(base: Path, rel: str | PurePosixPath) -> tuple[int, Path]:
+    """(read-only descriptor, path) of the entry `base/rel`, reached without following a link."""
+    folder, name = _split(rel)
+    path = base / folder / name
+    dir_fd = open_dir(base, folder)
+    try:
+        return _open_child(dir_fd, name, os.O_RDONLY | _FILE_FLAGS, path), path
+    finally:
+        os.close(dir_fd)
+
+
 def read_bytes(base: Path, rel: str | PurePosixPath) -> tuple[bytes, int]:
     """(contents, st_mode) of the plain file `base/rel`, read without following a symlink.
 
     FileNotFoundError if it is missing. For files root reads in a folder another account owns:
     a symlink there must not make root copy, parse or use a file that account cannot read.
     """
-    base = Path(base)
-    folder, name = _split(rel)
-    path = base / folder / name
-    dir_fd = open_dir(base, folder)
-    try:
-        fd = _open_child(dir_fd, name, os.O_RDONLY | _FILE_FLAGS, path)
-    finally:
-        os.close(dir_fd)
+    fd, path = _open_entry(Path(base), rel)
     try:
         st = _check_plain(fd, path)
         chunks = []
@@ -213,18 +217,10 @@ def chown(base: Path, rel: str | PurePosixPath, owner: tuple[int, int]) -> Path:
     entry for a symlink to /etc/passwd just before and be handed that file.
     """
     base = Path(base)
-    parts = _parts(rel)
-    if not parts:
-        fd = open_dir(base)
-        path = base
+    if not _parts(rel):
+        fd, path = open_dir(base), base
     else:
-        folder, name = _split(rel)
-        path = base / folder / name
-        dir_fd = open_dir(base, folder)
-        try:
-            fd = _open_child(dir_fd, name, os.O_RDONLY | _FILE_FLAGS, path)
-        finally:
-            os.close(dir_fd)
+        fd, path = _open_entry(base, rel)
     try:
         _check_plain(fd, path, allow_dir=True)
         os.fchown(fd, *owner)

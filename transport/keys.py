@@ -72,6 +72,11 @@ def load_private_key(path: Path, expected: type, *, check_mode: bool = True) -> 
     data = _read(path)
     if check_mode:
         check_private_mode(path)
+    return parse_private_key(data, path, expected)
+
+
+def parse_private_key(data: bytes, path: Path, expected: type) -> PrivateKey:
+    """The PEM private key in `data` (read from `path`, named in errors), of the `expected` class."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

@@ -18,7 +18,7 @@ from transport.mqtt import BrokerSettings, MqttLink
 pytestmark = pytest.mark.unit
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
+def _self_signed(folder: Path, key_mode: int = 0o600) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "n1")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -29,7 +29,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
-    key_path.chmod(0o600)  # MqttLink refuses a TLS key that others can read
+    key_path.chmod(key_mode)  # MqttLink refuses a TLS key that others can read
     return cert_path, key_path
 
 

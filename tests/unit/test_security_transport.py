@@ -7,18 +7,15 @@ stolen node signing key; HQ and the broker are trusted, the network is not.
 """
 from __future__ import annotations
 
-import datetime
 import os
 import stat
 import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
+from tests.unit.test_mqtt_link_stop import _self_signed
 from transport import atomic, cbor, envelope, signed, topics
 from transport.errors import EnvelopeError, KeyFileError
 from transport.keys import key_id
@@ -274,21 +271,6 @@ def test_an_atomic_write_never_puts_secret_bytes_in_a_readable_file(tmp_path: Pa
     atomic.write_bytes(target, b"SECRET", 0o600)
     assert modes and all(m == 0o600 for m in modes), [oct(m) for m in modes]
     assert target.read_bytes() == b"SECRET"
-
-
-def _self_signed(folder: Path, key_mode: int) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "n1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / "c.pem", folder / "k.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(key_mode)
-    return cert_path, key_path
 
 
 def test_the_tls_client_key_must_not_be_readable_by_others(tmp_path: Path) -> None:
