@@ -41,6 +41,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# How long past its timeout a capture may take to return before the capture thread counts as
+# hung (stalled_s): a frame that arrives just as the timeout ends still has to be handed over.
+CAPTURE_GRACE_S = 1.0
+
 
 class Camera(abc.ABC):
     """A source of `Frame`s. Lifecycle: start() -> capture()* -> stop() -> close().
@@ -146,6 +150,11 @@ class CameraSupervisor:
         self._counts = {"frames": 0, "stalls": 0, "errors": 0, "restarts": 0, "sink_errors": 0}
         self._last_error: str | None = None
         self._last_frame_monotonic: float | None = None
+        # When the camera call the capture thread is in (open, start, capture, close) became
+        # overdue, None between calls: a capture is due back within the capture timeout (plus
+        # CAPTURE_GRACE_S), the others at once. A plain attribute: one thread writes it,
+        # readers only need a recent value.
+        self._overdue_from: float | None = None
 
     # ---- public -------------------------------------------------------------------------
     @property
@@ -164,6 +173,16 @@ class CameraSupervisor:
         with self._lock:
             last = self._last_frame_monotonic
         return None if last is None else time.monotonic() - last
+
+    def stalled_s(self) -> float:
+        """Seconds the capture thread's current camera call has overrun, 0 between calls.
+
+        A capture is allowed the capture timeout (plus CAPTURE_GRACE_S); opening a camera
+        takes a second or two and counts from its start. A large figure means the driver hung (libcamera stuck acquiring the sensor,
+        say): nothing in this thread can end that, but a watchdog can restart the process.
+        """
+        since = self._overdue_from
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     def start(self) -> None:
         """Start the capture thread (once)."""
@@ -238,13 +257,21 @@ class CameraSupervisor:
     def _open_and_stream(self) -> bool:
         """Open a camera and deliver frames until stop; returns whether any frame arrived."""
         self._set_state(CameraState.STARTING)
-        camera = self._factory()
-        with self._lock:
-            self._camera = camera
-        camera.start()
+        self._overdue_from = time.monotonic()
+        try:
+            camera = self._factory()
+            with self._lock:
+                self._camera = camera
+            camera.start()
+        finally:
+            self._overdue_from = None
         got_frame = False
         while not self._stop.is_set():
-            frame = camera.capture(self._capture_timeout)
+            self._overdue_from = time.monotonic() + self._capture_timeout + CAPTURE_GRACE_S
+            try:
+                frame = camera.capture(self._capture_timeout)
+            finally:
+                self._overdue_from = None
             if not got_frame:
                 got_frame = True
                 self._set_state(CameraState.RUNNING)
@@ -266,10 +293,13 @@ class CameraSupervisor:
             camera, self._camera = self._camera, None
         if camera is None:
             return
+        self._overdue_from = time.monotonic()
         try:
             camera.close()
         except Exception:  # closing a broken camera may fail too; the next open is what matters
             log.warning("%s: close after fault failed", self._name, exc_info=True)
+        finally:
+            self._overdue_from = None
 
     def _fault(self, counter: str, state: CameraState, exc: BaseException, with_traceback: bool = False) -> None:
         message = f"{type(exc).__name__}: {exc}"

@@ -216,6 +216,9 @@ class ScenarioRunner:
             "source": {"kind": "clip", "clip": str(clip.path.resolve()), "speed": s.speed},
             "outbox": {"resend_after_s": 2},
             "health": {"interval_s": 2},
+            # The bench accounts for every trigger (docs/hil.md): no no_read is held back as a
+            # chattering trigger's would be, unless a scenario sets a limit of its own.
+            "pipeline": {"max_no_reads_per_min": 600},
         }
         for name, values in s.node.items():
             sections.setdefault(name, {}).update(values)

@@ -32,7 +32,8 @@ def _ingest(args: argparse.Namespace) -> int:
                     sign_key=load_sign_key(keys_dir), max_message_bytes=cfg.ingest.max_message_kb * 1024,
                     shared=cfg.ingest.shared, revocation_grace_s=cfg.ingest.revocation_grace_h * 3600,
                     rejects_dir=cfg.hq.data_dir / "rejected", share_group=cfg.ingest.share_group,
-                    max_future_skew_s=cfg.ingest.max_future_skew_h * 3600)
+                    max_future_skew_s=cfg.ingest.max_future_skew_h * 3600,
+                    max_set_aside_bytes=cfg.ingest.max_set_aside_mb * 1024 * 1024)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -38,6 +38,9 @@ class IngestSection(Section):
     max_future_skew_h: float = Field(default=24.0, gt=0, le=24 * 30,
                                      description="messages dated further ahead of HQ's clock are set aside in "
                                                  "data_dir/rejected/, not stored")
+    max_set_aside_mb: int = Field(default=1024, gt=0, le=1 << 20,
+                                  description="most megabytes data_dir/rejected/ may hold; when full, messages "
+                                              "that would be set aside stay on their nodes")
     # The default is the old fixed name, so hq.toml files written before this key keep working;
     # ingest warns at start while it is used (`alpr-provision ca init` writes a random one).
     share_group: str = Field(default=topics.INGEST_GROUP,

@@ -21,6 +21,12 @@ A message set aside and later stored (its resend, once its time is in range or t
 fixed) has its set-aside files removed once the store has committed it: `.signed` is its
 decrypted payload, which must not outlive it outside the store. Retention removes what is left
 in `rejects_dir` after the retention period (hq.retention.purge_set_aside).
+
+`rejects_dir` is bounded (`max_set_aside_bytes`, hq.toml `[ingest] max_set_aside_mb`): a node
+whose signing key an attacker holds could otherwise fill HQ's disk with far-future reads. When
+it is full a message that would be set aside is PUBACKed but not kept and not acknowledged to
+its node (reason `set_aside_full`, logged at most once a minute): the node keeps its copy and
+sends it again, as it does for every message HQ has not acknowledged.
 """
 from __future__ import annotations
 
@@ -77,6 +83,14 @@ DEFAULT_MAX_PENDING = 2000
 MIN_CAPTURE_NS = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()) * 10**9
 DEFAULT_FUTURE_SKEW_S = 24 * 3600.0
 
+# Bytes rejects_dir may hold (see the module docstring). Its size is measured by listing it,
+# then kept up to date as ingest writes; other workers and the retention job change it too,
+# so it is measured again when a message is to be set aside this long after the last time
+# (several workers together may overshoot by what each set aside in between).
+DEFAULT_SET_ASIDE_MAX_BYTES = 1 << 30
+SET_ASIDE_RESCAN_S = 60.0
+SET_ASIDE_FULL_LOG_S = 60.0
+
 
 @dataclass(frozen=True)
 class _Verified:
@@ -112,7 +126,8 @@ class Ingest:
                  revocation_grace_s: float = 24 * 3600.0, rejects_dir: Path | None = None,
                  share_group: str = topics.INGEST_GROUP,
                  max_future_skew_s: float = DEFAULT_FUTURE_SKEW_S,
-                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+                 max_pending: int = DEFAULT_MAX_PENDING,
+                 max_set_aside_bytes: int = DEFAULT_SET_ASIDE_MAX_BYTES) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
         self.registry_path = Path(registry_path)
         # The registry lives in HQ's data_dir, so by default the set-aside messages do too
@@ -131,6 +146,13 @@ class Ingest:
         if not max_future_skew_s > 0:
             raise ValueError(f"max_future_skew_s {max_future_skew_s}: must be positive")
         self.max_future_skew_ns = int(max_future_skew_s * 1e9)
+        if max_set_aside_bytes <= 0:
+            raise ValueError(f"max_set_aside_bytes {max_set_aside_bytes}: must be positive")
+        self.max_set_aside_bytes = max_set_aside_bytes
+        self._set_aside_used: int | None = None  # bytes in rejects_dir, as last measured plus written since
+        self._set_aside_measured = 0.0
+        self._set_aside_full_logged: float | None = None
+        self._set_aside_full_since_log = 0
         self.stats = IngestStats()
         self._pending: collections.deque = collections.deque()
         self._retry_at = 0.0
@@ -217,7 +239,7 @@ class Ingest:
             if why is None:
                 batch.append(item)
             elif self._set_aside(item, "time", why):
-                client.ack(item.mid, item.qos)  # kept in rejects_dir: the broker need not redeliver it
+                client.ack(item.mid, item.qos)  # kept in rejects_dir (or left to its node): not redelivered
             else:
                 unkept.append(item)
         if unkept:
@@ -284,7 +306,7 @@ class Ingest:
             return None
         for item, exc in refused:
             if self._set_aside(item, "store", repr(exc)):
-                client.ack(item.mid, item.qos)  # kept in rejects_dir: the broker need not redeliver it
+                client.ack(item.mid, item.qos)  # kept in rejects_dir (or left to its node): not redelivered
             else:
                 self._requeue([item])  # not kept anywhere yet: it must not be PUBACKed
                 self._retry_at = time.monotonic() + 1.0
@@ -381,21 +403,42 @@ class Ingest:
                 log.debug("ingest: closing the store after %s: %r", why, exc)
 
     def _set_aside(self, item: _Verified, reason: str, error: str) -> bool:
-        """Count under `reason`, log and keep a message HQ will not store; False if it could not be kept."""
+        """Count under `reason`, log and keep a message HQ will not store.
+
+        True when the broker may forget the message: kept, or refused because rejects_dir is
+        full (the node keeps its copy, never acknowledged); False if it could not be written
+        (ingest keeps it and tries again).
+        """
         h = item.opened.header
         digest = hashlib.sha256(item.raw).hexdigest()
         stem = _set_aside_stem(item)
         meta = {"reason": reason, "error": error[:2000], "topic": item.topic, "node": h.node_id,
                 "seq": h.seq, "kind": h.kind, "t_ns": h.time_ns, "sha256": digest, "bytes": len(item.raw),
                 "rejected_ns": time.time_ns()}
+        signed_copy = cbor.dumps([item.opened.header_bytes, item.opened.payload_bytes, item.opened.signature])
+        record = (json.dumps(meta, indent=1) + "\n").encode()
+        size = len(item.raw) + len(signed_copy) + len(record)
+        if not self._set_aside_room(size):
+            self.stats.rejected["set_aside_full"] += 1
+            self._set_aside_full_since_log += 1
+            now = time.monotonic()
+            if self._set_aside_full_logged is None or now - self._set_aside_full_logged >= SET_ASIDE_FULL_LOG_S:
+                log.error("ingest: %s is full (%d of %d bytes, [ingest] max_set_aside_mb): %d message(s) not kept "
+                          "since the last report, the latest node %s seq %d (%s: %s); their nodes keep them and "
+                          "send them again; fix the cause or let retention empty it", self.rejects_dir,
+                          self._set_aside_used or 0, self.max_set_aside_bytes, self._set_aside_full_since_log,
+                          h.node_id, h.seq, reason, error)
+                self._set_aside_full_logged = now
+                self._set_aside_full_since_log = 0
+            return True
         try:
             self.rejects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             atomic.write_bytes(self.rejects_dir / f"{stem}.msg", item.raw, 0o600)
             # What a stored read keeps (header, payload, signature): readable and verifiable
             # with the node's public key, without HQ's private key.
-            atomic.write_bytes(self.rejects_dir / f"{stem}.signed", cbor.dumps(
-                [item.opened.header_bytes, item.opened.payload_bytes, item.opened.signature]), 0o600)
-            atomic.write_bytes(self.rejects_dir / f"{stem}.json", (json.dumps(meta, indent=1) + "\n").encode(), 0o600)
+            atomic.write_bytes(self.rejects_dir / f"{stem}.signed", signed_copy, 0o600)
+            atomic.write_bytes(self.rejects_dir / f"{stem}.json", record, 0o600)
+            self._set_aside_used = (self._set_aside_used or 0) + size
         except OSError as exc2:
             log.error("ingest: node %s seq %d: refused (%s: %s) and it cannot be set aside in %s (%s); "
                       "will retry", h.node_id, h.seq, reason, error, self.rejects_dir, exc2)
@@ -405,6 +448,14 @@ class Ingest:
         log.warning("ingest: rejected message on %s (%d bytes): %s: node %s seq %d: %s; kept as %s",
                     item.topic, len(item.raw), reason, h.node_id, h.seq, error, self.rejects_dir / f"{stem}.msg")
         return True
+
+    def _set_aside_room(self, size: int) -> bool:
+        """Whether rejects_dir can take `size` more bytes (measured again when it looks full)."""
+        now = time.monotonic()
+        if self._set_aside_used is None or now - self._set_aside_measured >= SET_ASIDE_RESCAN_S:
+            self._set_aside_used = _folder_bytes(self.rejects_dir)
+            self._set_aside_measured = now
+        return self._set_aside_used + size <= self.max_set_aside_bytes
 
     def _time_problem(self, opened: Opened) -> str | None:
         """Why the message's capture time (payload t_ns, equal to the header's) is not stored, or None."""
@@ -491,6 +542,26 @@ def _message_may_be_at_fault(exc: BaseException) -> bool:
         # over-long text) is psycopg's OperationalError, but it is about the message.
         return (getattr(exc, "sqlstate", None) or "").startswith("54")
     return True
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes held by the regular files directly in `folder` (0 if it does not exist)."""
+    total = 0
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:  # cannot be measured: assume nothing, as before the quota; writing will tell
+        log.error("ingest: cannot measure %s: %s", folder, exc)
+        return 0
+    with entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:  # removed meanwhile (retention, another worker)
+                continue
+    return total
 
 
 def check_event(payload: dict) -> None:

@@ -24,6 +24,11 @@ ZOOM_MODES = ("auto", "off")
 # shown smaller (PlateDetector.detect_zoomed_out). Below the largest trained size, so that a
 # plate past it, whose box is cut to about that size, is always looked at again.
 LARGE_BOX = 0.25
+# The smallest image worth reading, in pixels: a plate of 5-8 characters narrower than 32 px has
+# under 4 px a character, shorter than 12 px under ~8 px of character height; whatever the OCR
+# makes of fewer pixels is a guess (a 20x10 image read as a confident plate). The smallest
+# us-plates crop is 74x36, the smallest plate the detector must find 60 px wide.
+MIN_IMAGE_PX = (32, 12)
 MIN_CHARS = 3               # a detection that reads as fewer characters is not reported as a plate
 # ... nor one whose reading is less sure than this. Rule: half the lowest confidence of a right
 # read on the val splits (US plates on real cars from bench_us_scenes, EU and BR scenes), rounded
@@ -154,8 +159,14 @@ class Recognizer:
         """The raw detections (for scoring the detector) and the read plates, best first."""
         height, width = image_rgb.shape[:2]
         start = time.perf_counter()
+        # Detection first: it refuses what is no image at all (wrong type, channels, a side
+        # under the runtime's minimum) with BadImage, which callers report as an error.
         detections: list[Detection] = self.detector.detect(image_rgb, windows=self.windows == "on")
         detect_ms = (time.perf_counter() - start) * 1000.0
+        if width < MIN_IMAGE_PX[0] or height < MIN_IMAGE_PX[1]:
+            log.warning("image %dx%d is smaller than the smallest readable plate (%dx%d px): nothing read",
+                        width, height, *MIN_IMAGE_PX)
+            return [], []
         auto = self.whole_image == "auto"
         # A plate crop holds one plate: read it whole and nothing inside it (parts of a plate
         # -- a slogan, a sticker -- otherwise come back as extra, sometimes confident, plates).

@@ -165,6 +165,9 @@ class PipelineSection(Section):
     queue_size: int = Field(default=8, ge=1, le=256, description="frames between camera and detection")
     threads: int = Field(default=1, ge=1, le=8, description="inference threads")
     overview: bool = False
+    max_no_reads_per_min: int = Field(default=6, ge=1, le=600,
+                                      description="no_read events a trigger may send per minute; more (a chattering "
+                                                  "input) are counted and reported with the next one sent")
 
 
 class ModelsSection(Section):

@@ -5,7 +5,8 @@
 
 Triggers (GPIO edges) arrive on the GPIO library's thread and are only queued; the worker
 turns them into passes (windows of frame time) and decides per frame whether to detect.
-Every pass ends in at least one read or in a "no_read" event with its best frame.
+Every pass ends in at least one read or in a "no_read" event with its best frame (a trigger
+that chatters past `max_no_reads_per_min` has the rest counted, in its next event's `suppressed`).
 """
 from __future__ import annotations
 
@@ -43,8 +44,14 @@ DEDUP_CANDIDATE_RATIO = 0.5
 # until it closes, and every active edge opens one: a loop or beam that chatters (a fault,
 # interference, bouncetime 0) would otherwise pile up one per edge for window_after_s each. Far
 # above what lanes x vehicles close behind each other need; beyond it the oldest pass is closed
-# early, as the tracker closes its oldest track, so it still ends in a read or a no_read.
+# early, as the tracker closes its oldest track, so it still ends in a read or a no_read (or is
+# counted in the next one's `suppressed`, see NO_READ_WINDOW_NS).
 MAX_OPEN_PASSES = 32
+# A trigger that chatters (a faulty loop, interference, a bouncetime of 0) closes a pass without a
+# read per edge, and each no_read event carries a 960-px JPEG: at most max_no_reads_per_min are
+# sent per trigger in any minute; the rest are counted (capture accounting keeps every pass) and
+# the next one sent says how many it stands for (`suppressed`).
+NO_READ_WINDOW_NS = 60 * 10**9
 # A point or a box in the camera image as fractions of its width and height (see TriggerSpec.region).
 Point = tuple[float, float]
 Region = tuple[float, float, float, float]
@@ -71,6 +78,7 @@ class PipelineSettings:
     site_id: str = ""
     camera_id: str = ""
     default_lane: str = "1"
+    max_no_reads_per_min: int = 6       # per trigger (see NO_READ_WINDOW_NS)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,10 @@ class Pipeline:
         self._detected: collections.deque[int] = collections.deque(maxlen=max(2, settings.queue_size) * 2)
         self._passes: list[Pass] = []
         self._recent_plates: collections.OrderedDict[str, _Sent] = collections.OrderedDict()
+        # Per trigger: when its last no_read events were sent (pipeline clock), and how many
+        # were held back since the last one sent. Bounded by the configured triggers.
+        self._no_reads_sent: dict[str, collections.deque[int]] = {}
+        self._no_reads_held: collections.Counter = collections.Counter()
         self._last_detect_ns = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,9 +183,10 @@ class Pipeline:
         return self._thread is not None and self._thread.is_alive()
 
     def stalled_s(self) -> float:
-        """Seconds since the worker last came round its loop: it does so at least every 0.2 s
-        plus one frame's work, so a large figure means a hang (the watchdog's test)."""
-        return max(0.0, time.monotonic() - self._beat)
+        """The longer of two hangs (the watchdog's test): seconds since the worker last came
+        round its loop (it does so at least every 0.2 s plus one frame's work), and seconds the
+        camera thread has been inside one camera call (CameraSupervisor.stalled_s)."""
+        return max(0.0, time.monotonic() - self._beat, self.camera.stalled_s())
 
     def on_trigger(self, event: TriggerEvent) -> None:
         """GPIO callback: queue the event and return at once (runs on the GPIO thread)."""
@@ -593,6 +606,8 @@ class Pipeline:
         self.accounting.record(p)
         if p.reads:
             return
+        if self._hold_no_read(p):
+            return
         fields: dict[str, Any] = {"node": self.settings.node_id, "site": self.settings.site_id,
                                   "camera": self.settings.camera_id, "lane": p.lane, "trigger": p.source,
                                   "trigger_id": p.trigger_id, "frame": None,
@@ -602,9 +617,29 @@ class Pipeline:
         frame = p.best_frame
         if isinstance(frame, Frame):
             fields["frame"] = _jpeg(_downscale(frame.main, 960), 70)
+        fields["suppressed"] = self._no_reads_held.get(p.trigger_name, 0)
         seq = self.sink.submit_event("no_read", frame.wall_time_ns if isinstance(frame, Frame) else p.wall_ns, fields)
+        # Only once committed: a failed commit neither uses the trigger's quota nor loses the count.
+        self._no_reads_sent.setdefault(p.trigger_name, collections.deque(maxlen=self.settings.max_no_reads_per_min)
+                                       ).append(self.clock_ns())
+        self._no_reads_held.pop(p.trigger_name, None)
         self.stats["no_reads"] += 1
         log.warning("trigger %s (lane %s): vehicle passed, no read (event seq %d)", p.trigger_id, p.lane, seq)
+
+    def _hold_no_read(self, p: Pass) -> bool:
+        """True (counted, not sent) when p's trigger already sent its quota of no_reads this minute."""
+        limit = self.settings.max_no_reads_per_min
+        sent = self._no_reads_sent.get(p.trigger_name, ())
+        if len(sent) < limit or self.clock_ns() - sent[0] >= NO_READ_WINDOW_NS:
+            return False
+        self._no_reads_held[p.trigger_name] += 1
+        self.stats["no_reads"] += 1
+        self.stats["no_reads_held"] += 1
+        if self._no_reads_held[p.trigger_name] == 1:
+            log.warning("trigger %s (lane %s): more than %d passes without a read within a minute: the input may be "
+                        "faulty (chattering); further no_read events of this trigger are counted, not sent, until "
+                        "its rate falls (pipeline.max_no_reads_per_min)", p.trigger_name, p.lane, limit)
+        return True
 
     def health(self) -> dict[str, Any]:
         """Pipeline figures for the heartbeat."""
@@ -619,6 +654,7 @@ class Pipeline:
                 "frames_dropped": dropped, "trigger_overflow": self._trigger_overflow,
                 "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
                 "open_tracks": self.tracker.open_count, "open_passes": len(self._passes),
+                "no_reads_held": dict(self._no_reads_held),
                 "counts": dict(self.stats), "capture": self.accounting.report()}
 
 

@@ -122,7 +122,8 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
         window_after_s=c.window_after_s, max_window_s=c.max_window_s, track_timeout_s=c.track_timeout_s,
         min_observations=c.min_observations, min_confidence=c.min_confidence, dedup_window_s=c.dedup_window_s,
         queue_size=c.queue_size, lossless_replay=lossless, overview=c.overview, node_id=config.node.id,
-        site_id=config.node.site, camera_id=config.node.camera, default_lane=config.node.lane or "1")
+        site_id=config.node.site, camera_id=config.node.camera, default_lane=config.node.lane or "1",
+        max_no_reads_per_min=c.max_no_reads_per_min)
     pipeline = Pipeline(camera_factory=camera_factory, detector=detector, reader=reader, sink=sink, settings=settings,
                         triggers={t.name: TriggerSpec(t.name, t.lane, t.kind, t.region) for t in config.triggers},
                         models=models, clock_sync=system.clock_sync_state,

@@ -1,5 +1,6 @@
-"""The pipeline's passes stay bounded when a trigger chatters with no vehicle, and every pass
-still ends in a read or a no_read event."""
+"""The pipeline's passes and events stay bounded when a trigger chatters with no vehicle: every
+pass is still counted, and ends in a read, a no_read event, or the count a later no_read event of
+its trigger carries (`suppressed`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -68,5 +69,68 @@ def test_a_chattering_trigger_keeps_a_bounded_number_of_passes(tmp_path: Path) -
     counted = sum(c["passes"] for lane in pipeline.accounting.report().values() for c in lane.values())
     assert counted == edges
     assert pipeline.stats["no_reads"] == edges
-    assert outbox.stats().depth == edges  # one no_read event each
+    # No flood of events (each carries a JPEG): the trigger's quota for the minute, the rest counted.
+    limit = pipeline.settings.max_no_reads_per_min
+    assert outbox.stats().depth == limit
+    assert pipeline.stats["no_reads_held"] == edges - limit
+    assert pipeline.health()["no_reads_held"] == {"loop1": edges - limit}
     outbox.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0
+
+    def __call__(self) -> int:
+        return self.t
+
+
+class _Sink:
+    """Records submitted events (the fields the pipeline sends), numbering them like an outbox."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def submit_event(self, event: str, t_ns: int, fields: dict) -> int:
+        self.events.append(dict(fields, event=event))
+        return len(self.events)
+
+
+def _no_read(pipeline: Pipeline, clock: _Clock, name: str, t_ns: int) -> None:
+    clock.t = t_ns
+    pipeline.on_trigger(TriggerEvent(17 if name == "loop1" else 27, name, "loop", "falling", True, t_ns))
+    pipeline.on_trigger(TriggerEvent(17 if name == "loop1" else 27, name, "loop", "rising", False, t_ns + MS))
+    pipeline._take_triggers(t_ns + 2 * MS)
+    pipeline._finish(t_ns + 3 * MS)
+
+
+def test_held_no_reads_are_reported_by_the_next_event_sent_and_triggers_are_counted_apart() -> None:
+    clock, sink = _Clock(), _Sink()
+    settings = PipelineSettings(mode="triggered", window_after_s=0.0, node_id="n1", site_id="s1", camera_id="c0",
+                                max_no_reads_per_min=3)
+    pipeline = Pipeline(camera_factory=lambda: None, detector=NoPlates(), reader=NoReader(), sink=sink,
+                        settings=settings, clock_ns=clock)
+    second = 10**9
+    for i in range(10):  # loop1 chatters: 10 passes in 10 s
+        _no_read(pipeline, clock, "loop1", i * second)
+    _no_read(pipeline, clock, "loop2", 11 * second)  # another lane's loop is not held back by it
+    assert [(e["trigger_id"].split("-")[0], e["suppressed"]) for e in sink.events] == \
+        [("loop1", 0), ("loop1", 0), ("loop1", 0), ("loop2", 0)]
+    assert pipeline.stats["no_reads"] == 11 and pipeline.stats["no_reads_held"] == 7
+    # A minute after the first of the three sent, loop1 may send again: that event says 7 were held.
+    _no_read(pipeline, clock, "loop1", 60 * second)
+    assert (sink.events[-1]["trigger_id"].split("-")[0], sink.events[-1]["suppressed"]) == ("loop1", 7)
+    assert pipeline.health()["no_reads_held"] == {}
+    # Capture accounting still counts every pass.
+    counted = sum(c["passes"] for lane in pipeline.accounting.report().values() for c in lane.values())
+    assert counted == 12
+
+
+def test_the_quota_is_a_validated_config_key(tmp_path: Path) -> None:
+    from node.config import load
+    from node.errors import BadConfig
+
+    base = (tmp_path / "node.toml")
+    base.write_text('[node]\nid = "n1"\nsite = "s1"\n[source]\nkind = "synthetic"\n[pipeline]\nmax_no_reads_per_min = 0\n')
+    with pytest.raises(BadConfig, match="pipeline.max_no_reads_per_min"):
+        load(base)

@@ -448,3 +448,27 @@ def test_reader_decodes_ensemble_members_apart_and_fuses_them(monkeypatch: pytes
     monkeypatch.setattr(reader.model, "run", lambda crop: ([region], 0.0))
     with pytest.raises(ModelError, match=r"no \[1, T, classes\] sequence output"):
         reader.read(crop)
+
+
+@pytest.mark.parametrize("size", [(20, 10), (31, 16), (64, 11)])
+def test_an_image_too_small_to_hold_a_readable_plate_reads_as_nothing(recognizer: Recognizer, size, caplog) -> None:
+    """A plate rendered into fewer pixels than MIN_IMAGE_PX used to come back as a plate read
+    from noise; now nothing is read, and the log says why."""
+    import cv2
+
+    from inference.recognizer import MIN_IMAGE_PX
+
+    plate = cv2.resize(PlateGenerator(0).clean_plate("ABC1234"), size, interpolation=cv2.INTER_AREA)
+    with caplog.at_level("WARNING", logger="inference.recognizer"):
+        detections, results = recognizer.recognize_with_detections(plate)
+    assert (detections, results) == ([], [])
+    assert f"image {size[0]}x{size[1]} is smaller than the smallest readable plate" in caplog.text
+    assert MIN_IMAGE_PX == (32, 12)
+
+
+def test_the_smallest_readable_size_is_still_read(recognizer: Recognizer) -> None:
+    """At the floor, no longer refused: what the OCR makes of it is returned as before."""
+    import cv2
+
+    plate = cv2.resize(PlateGenerator(0).clean_plate("ABC1234"), (74, 36), interpolation=cv2.INTER_AREA)
+    assert recognizer.recognize(plate), "the size of the smallest us-plates crop is read"

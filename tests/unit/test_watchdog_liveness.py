@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from hardware.clip import CameraSettings, ClipWriter
 from hardware.clip_camera import ClipCamera
+from hardware.errors import CameraTimeout
 from hardware.timeline import ReplayTimeline
 from node.identity import Identity
 from node.pipeline import Pipeline, PipelineSettings
@@ -157,3 +158,102 @@ def test_a_live_camera_worker_that_died_withholds_the_ping(tmp_path: Path) -> No
         assert liveness_problem(pipeline, LiveLink(), limit_s=5) == "source thread is not running"
     finally:
         pipeline.stop(5)
+
+
+class StuckOpening:
+    """A camera whose start() never returns until released, as libcamera can when the sensor
+    cannot be acquired: the capture thread is alive and waits in no loop of ours."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def start(self) -> None:
+        self.entered.set()
+        self.release.wait(30)
+
+    def capture(self, timeout: float):  # pragma: no cover - never reached while stuck
+        raise CameraTimeout("no frame")
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_camera_stuck_opening_withholds_the_ping(tmp_path: Path) -> None:
+    camera = StuckOpening()
+    sink = ReadSink(Identity("n1", ed25519.Ed25519PrivateKey.generate(),
+                             x25519.X25519PrivateKey.generate().public_key(), ()), Outbox(tmp_path / "outbox.db"))
+    pipeline = Pipeline(camera_factory=lambda: camera, detector=HangingDetector(after=10**9), reader=NoReader(),
+                        sink=sink, settings=PipelineSettings(mode="continuous", node_id="n1", site_id="s1",
+                                                             camera_id="c0"), capture_timeout_s=0.2)
+    pipeline.start()
+    try:
+        assert camera.entered.wait(10)
+        time.sleep(0.7)
+        # The worker thread is fine (it waits for frames): the camera thread is what is stuck.
+        assert pipeline.alive()
+        assert pipeline.camera.stalled_s() >= 0.6 and pipeline.stalled_s() >= 0.6
+        problem = liveness_problem(pipeline, LiveLink(), limit_s=0.5)
+        assert problem is not None and problem.startswith("source thread has made no progress")
+    finally:
+        camera.release.set()
+        pipeline.stop(5)
+
+
+def test_a_camera_that_times_out_and_retries_is_not_stuck(tmp_path: Path) -> None:
+    """Stalls the supervisor sees (capture timeouts, backoff) are its own business, not a hang."""
+    class NoFrames(StuckOpening):
+        def start(self) -> None:
+            self.entered.set()
+
+        def capture(self, timeout: float):
+            time.sleep(timeout)
+            raise CameraTimeout("no frame")
+
+    from hardware.camera import CameraSupervisor
+
+    supervisor = CameraSupervisor(NoFrames, lambda frame: None, capture_timeout_s=0.1, backoff_initial_s=0.05,
+                                  backoff_max_s=0.1)
+    supervisor.start()
+    try:
+        worst = 0.0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            worst = max(worst, supervisor.stalled_s())
+            time.sleep(0.01)
+        assert supervisor.stats().stalls >= 2
+        assert worst < 0.5
+    finally:
+        supervisor.stop(2)
+    assert supervisor.stalled_s() == 0.0
+
+
+def test_a_capture_that_overruns_its_timeout_counts_as_stuck(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture may take its whole timeout (up to 60 s in node.toml) without being a hang; past
+    the timeout and CAPTURE_GRACE_S, the driver ignored it and the thread is stuck."""
+    import hardware.camera as camera_mod
+
+    monkeypatch.setattr(camera_mod, "CAPTURE_GRACE_S", 0.1)
+    release = threading.Event()
+
+    class IgnoresTimeout(StuckOpening):
+        def start(self) -> None:
+            self.entered.set()
+
+        def capture(self, timeout: float):
+            release.wait(30)
+            raise CameraTimeout("no frame")
+
+    supervisor = camera_mod.CameraSupervisor(IgnoresTimeout, lambda frame: None, capture_timeout_s=0.3)
+    supervisor.start()
+    try:
+        time.sleep(0.25)
+        assert supervisor.stalled_s() == 0.0  # within its timeout: waiting, not stuck
+        time.sleep(0.6)
+        assert supervisor.stalled_s() >= 0.3  # 0.85 s in, 0.4 s past timeout and grace
+    finally:
+        release.set()
+        supervisor.stop(2)
