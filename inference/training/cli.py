@@ -471,7 +471,9 @@ def _export_pair(args: argparse.Namespace, paths: Paths, members: list[dict[str,
     for i, result in enumerate(members):
         cached = paths.float_models(variant(member_args(args, i), paths, train_ocr.MODEL_NAME)) / keras_file
         records.append({"file": str(cached.relative_to(paths.cache)),
-                        "hyper": result.get("training", {}).get("hyper")})
+                        "hyper": result.get("training", {}).get("hyper"),
+                        # the members' own stages (data, training): the report's reproduction time
+                        "stage_seconds": result.get("training", {}).get("stage_seconds")})
     first = member_options(args, 0)
     data = {key: first[key] for key in ("seed", "holdout", "synth_count", "real_copies", "scene_copies") if key in first}
     return ensemble.export_ensemble(paths, [_member_staging(paths, i).models / keras_file for i in range(len(MEMBERS))],

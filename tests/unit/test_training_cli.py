@@ -670,3 +670,18 @@ def test_eval_json_records_the_models_it_ran(tmp_path: Path, capsys: pytest.Capt
     recorded = json.loads(capsys.readouterr().out)["models"]
     shipped = {name: json.loads((MODELS_DIR / f"{name}.json").read_text())["sha256"] for name in (OCR, DET)}
     assert recorded == shipped
+
+
+def test_report_times_an_ensemble_by_its_slowest_member_plus_the_combining() -> None:
+    """A pair's own stages are only the combining (data already cached, export, evaluation): its
+    reproduction time is that plus the slowest member's, since `alpr-train all` trains them side
+    by side. A single model, or members that recorded nothing, count their own stages only."""
+    from inference.training.report import _training_seconds
+
+    single = {"stage_seconds": {"ocr_data": 300.0, "ocr_train": 2400.0}}
+    assert _training_seconds(single) == 2700.0
+    pair = {"stage_seconds": {"ocr_data": 4.0, "ocr_export_int8": 6.0},
+            "hyper": {"members": [{"stage_seconds": {"ocr_data": 375.0, "ocr_train": 2427.0}},
+                                  {"stage_seconds": {"ocr_data": 370.0, "ocr_train": 2440.0}}]}}
+    assert _training_seconds(pair) == 10.0 + 2810.0
+    assert _training_seconds({"stage_seconds": {"ocr_data": 4.0}, "hyper": {"members": [{"file": "m0"}]}}) == 4.0
