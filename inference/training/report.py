@@ -227,7 +227,8 @@ def write_report(models: Path, extra: str = "") -> Path:
         parts.append("## Reproduction time\n\n"
                      "Command: `alpr-train all`, which trains the two side by side (or `alpr-train ocr` and "
                      "`alpr-train detector`; `alpr-train report` rewrites this file). Wall time of the stages "
-                     "recorded in the manifests by the run that made each model, which may have shared the "
+                     "recorded in the manifests by the run that made each model (an OCR pair: its slowest member's "
+                     "stages plus the combining), which may have shared the "
                      "machine with other runs (data generation + training + export + evaluation; the notes "
                      "below give the clean timings of `alpr-train all` from an empty cache): "
                      + ", ".join(f"{k} {v / 60:.1f} min" for k, v in totals.items())

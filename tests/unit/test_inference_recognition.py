@@ -50,8 +50,8 @@ def test_reader_reads_rendered_plates(reader: PlateReader, text: str) -> None:
     assert len(result.char_confidences) == len(result.text)
     assert 1 <= len(result.candidates) <= 10
     assert result.candidates[0][0] == result.text
-    # One view may take a letter for its look-alike (the R OCR reads WPT509 as WPI509 at 0.65,
-    # WPT509 at 0.34); the three views that `recognize` reads a still image with settle it.
+    # One view may take a letter for its look-alike (the single R OCR read WPT509 as WPI509 at
+    # 0.65, WPT509 at 0.34); the three views that `recognize` reads a still image with settle it.
     assert text in [c for c, _ in result.candidates[:2]]
     assert reader.read_views(plate).text == text
     probs = [p for _, p in result.candidates]
