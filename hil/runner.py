@@ -111,7 +111,8 @@ class RunResult:
         false reads (a read where no vehicle is) do not depend on keeping time: they still fail.
         """
         missed = {kind for kind, _ in self._marks_missed()}
-        return self._clean and bool(missed) and missed <= {"min_correct", "max_latency_s"} and not self.kept_real_time
+        return (self._clean and bool(missed) and missed <= {"min_correct", "min_read", "max_latency_s"}
+                and not self.kept_real_time)
 
     @property
     def verdict(self) -> str:
@@ -145,6 +146,10 @@ class RunResult:
         if judged and f["reads_correct"] / judged < self.scenario.expect.min_correct:
             out.append(("min_correct", (f"{f['reads_correct']}/{judged} vehicles read correctly, "
                                         f"expected at least {self.scenario.expect.min_correct:.0%}")))
+        got_read = judged - f["missed"]  # right, misread or read twice differently: the node sent a read
+        if judged and got_read / judged < self.scenario.expect.min_read:
+            out.append(("min_read", (f"{got_read}/{judged} vehicles got a read, "
+                                     f"expected at least {self.scenario.expect.min_read:.0%}")))
         worst = f["latency_worst_s"]
         if worst is not None and worst > self.scenario.expect.max_latency_s:
             out.append(("max_latency_s",

@@ -19,6 +19,7 @@
 
     [expect]
     min_correct = 0.0              # fraction of vehicles that must be read right (models permitting)
+    min_read = 0.0                 # fraction of vehicles that must get a read, right or not (the runtime's part)
     max_latency_s = 30.0           # worst trigger-to-HQ latency allowed (speed > 0 only)
     max_false_reads = 0            # reads outside every vehicle's legible window allowed
 """
@@ -69,6 +70,7 @@ class Expect:
     min_correct: float = 0.0
     max_latency_s: float = 30.0
     max_false_reads: int = 0
+    min_read: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -341,14 +343,16 @@ def load(path: Path) -> Scenario:
     expect_doc = doc.get("expect", {})
     if not isinstance(expect_doc, dict):
         raise _fail(path, "expect", "must be a table")
-    _known(expect_doc, {"min_correct", "max_latency_s", "max_false_reads"}, path, "expect")
+    _known(expect_doc, {"min_correct", "min_read", "max_latency_s", "max_false_reads"}, path, "expect")
     max_false = expect_doc.get("max_false_reads", 0)
     if isinstance(max_false, bool) or not isinstance(max_false, int) or max_false < 0:
         raise _fail(path, "expect.max_false_reads", "must be an int >= 0")
     expect = Expect(_number(expect_doc, "min_correct", 0.0, path, "expect"),
-                    _number(expect_doc, "max_latency_s", 30.0, path, "expect"), max_false)
-    if expect.min_correct > 1:
-        raise _fail(path, "expect.min_correct", "is a fraction 0..1")
+                    _number(expect_doc, "max_latency_s", 30.0, path, "expect"), max_false,
+                    _number(expect_doc, "min_read", 0.0, path, "expect"))
+    for key in ("min_correct", "min_read"):
+        if getattr(expect, key) > 1:
+            raise _fail(path, f"expect.{key}", "is a fraction 0..1")
     description = head.get("description", "")
     if not isinstance(description, str):
         raise _fail(path, "scenario.description", "must be a string")

@@ -74,6 +74,11 @@ class CameraSource:
     clip: Clip | None = None
 
 
+def model_id(manifest: Any) -> str:
+    """How reads and health name a model: `name@version+` the first 12 hex digits of its sha256."""
+    return f"{manifest.name}@{manifest.version}+{manifest.sha256[:12]}"
+
+
 def camera_source(config: NodeConfig) -> CameraSource:
     """The configured frame source (source.kind 'camera' or 'clip')."""
     if config.source.kind == "clip":
@@ -112,8 +117,10 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
         reader = PlateReader(config.models.ocr, threads=threads)
     except (OSError, ValueError) as exc:
         raise BadConfig(f"models: {exc}") from exc
-    models = {"detector": f"{detector.model.manifest.name}@{detector.model.manifest.version}",
-              "ocr": f"{reader.model.manifest.name}@{reader.model.manifest.version}"}
+    # name@version+hash: every shipped model has been version 1.0.0 so far, so the version alone
+    # cannot tell an auditor which file read a plate; the sha256 (the manifest's, checked at load)
+    # can.
+    models = {"detector": model_id(detector.model.manifest), "ocr": model_id(reader.model.manifest)}
     src = camera_source(config)
     gpio, pins, clock_ns, ends, lossless, clip = src.gpio, src.pins, src.clock_ns, src.ends, src.lossless, src.clip
     camera_factory = src.factory

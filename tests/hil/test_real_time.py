@@ -23,6 +23,7 @@ from hil import cli
 from hil import lab as hil_lab
 from hil import runner as hil_runner
 from hil import scenario as scenarios
+from hil.errors import BadScenario
 from hil.judge import Judge, NodeRun, OutboxStatus, StoredRead
 from hil.pace import FrameClock, Pace
 from hil.report import junit_xml
@@ -205,3 +206,46 @@ def test_a_node_frozen_mid_pass_is_seen_behind_and_not_blamed_for_what_it_read(t
     assert r.pace[0].max_lag_s >= 0.7, r.pace
     assert not r.kept_real_time
     assert r.verdict in ("PASS", "INCONCLUSIVE"), (r.verdict, r.expectation_failures())
+
+
+# -- min_read: the runtime's part of the plate marks ------------------------------------------------
+def _marked(tmp_path: Path, expect: str, plate: str | None) -> RunResult:
+    """A lossless (speed 0) run of the one-vehicle clip with `expect`, HQ holding `plate` for it
+    (None: no read at all)."""
+    folder = tmp_path / "marks"
+    folder.mkdir(exist_ok=True)
+    if not (folder / "clip").exists():
+        _clip(folder / "clip")
+    path = folder / f"rt-{plate}.toml"
+    path.write_text(f'[scenario]\nclip = "{folder / "clip"}"\nspeed = 0\n[expect]\n{expect}\n')
+    scenario = scenarios.load(path)
+    clip = Clip.load(scenario.clip)
+    capture = ORIGIN + int(0.8 * S) + OFFSET
+    reads = [] if plate is None else [StoredRead(1, plate, 0.65, capture, capture + S // 2, f"loop1-{ORIGIN + S // 2}", "1")]
+    runs = [NodeRun(0, ORIGIN + 40_000_000, ORIGIN + 5 * S, False)]
+    j = Judge(clip, runs, OFFSET, speed=0).judge(reads, [], OutboxStatus(len(reads), len(reads), 0, {}))
+    return RunResult(scenario, clip, j, [], 0, 1.0, [0], tmp_path / "o", pace=[])
+
+
+def test_min_read_admits_a_misread_but_not_a_vehicle_without_a_read(tmp_path: Path):
+    misread = _marked(tmp_path, "min_read = 1.0\nmin_correct = 0.0", "A8C123")
+    assert misread.judgement.figures()["misread"] == 1
+    assert misread.expectation_failures() == [] and misread.verdict == "PASS"
+    missed = _marked(tmp_path, "min_read = 1.0\nmin_correct = 0.0", None)
+    assert missed.judgement.figures()["missed"] == 1
+    assert missed.expectation_failures() == ["0/1 vehicles got a read, expected at least 100%"]
+    assert missed.verdict == "FAIL"
+    # min_correct still counts only right reads
+    assert _marked(tmp_path, "min_read = 1.0\nmin_correct = 1.0", "A8C123").expectation_failures() == \
+        ["0/1 vehicles read correctly, expected at least 100%"]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", '"all"'])
+def test_min_read_is_validated_naming_the_key(tmp_path: Path, value: str):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    _clip(folder / "clip")
+    path = folder / "bad.toml"
+    path.write_text(f'[scenario]\nclip = "{folder / "clip"}"\nspeed = 0\n[expect]\nmin_read = {value}\n')
+    with pytest.raises(BadScenario, match="expect.min_read"):
+        scenarios.load(path)
