@@ -62,16 +62,29 @@ def test_shipped_scenarios_are_short_and_cover_every_fault():
     assert any(s.long for s in scenarios.shipped(include_long=True))
 
 
-def test_one_wrong_vehicle_fails_every_short_scenario():
-    # The shipped models read every vehicle of these clips (see the [expect] comments): a
-    # min_correct that still passes with one vehicle wrong hides a wrong ground truth or a
-    # misread. Counting every vehicle of the clip is the strictest case (excused ones only
-    # make the judged count smaller, and (n - 1) / n with it).
+# Vehicles the shipped models misread in a scenario's clip, with the reason in its [expect]
+# comment (close-following: lane 2's small JNX5206, read JNX5286 by the OCR pair P18).
+KNOWN_MISREADS = {"close-following": 1}
+
+
+def test_one_wrong_vehicle_more_than_known_fails_every_short_scenario():
+    # The shipped models read every vehicle of these clips but the known misreads (see the
+    # [expect] comments): a min_correct that still passes with one more vehicle wrong hides a
+    # wrong ground truth or a new misread. Counting every vehicle of the clip is the strictest
+    # case (excused ones only make the judged count smaller, and (n - 1) / n with it). A scenario
+    # that admits a misread must still want a read for every vehicle (min_read 1): losing one is
+    # the runtime's fault, whatever the models do.
     from hardware.clip import Clip
 
     for s in SHORT.values():
         n = len(Clip.load(s.clip).vehicles)
-        assert (n - 1) / n < s.expect.min_correct, f"{s.name}: min_correct {s.expect.min_correct} passes {n - 1}/{n}"
+        known = KNOWN_MISREADS.get(s.name, 0)
+        right = n - known
+        assert right / n >= s.expect.min_correct, f"{s.name}: min_correct {s.expect.min_correct} fails {right}/{n}"
+        assert (right - 1) / n < s.expect.min_correct, \
+            f"{s.name}: min_correct {s.expect.min_correct} passes {right - 1}/{n}"
+        if known:
+            assert s.expect.min_read == 1.0, f"{s.name}: admits a misread, so every vehicle must get a read"
 
 
 @pytest.mark.parametrize("name", sorted(set(SHORT) - {CLI_SCENARIO}))
