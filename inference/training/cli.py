@@ -135,26 +135,26 @@ def ocr_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options `train_ocr.train` gets from `args` for one network of `alpr-train ocr` (all
     but the threads and the variant)."""
     # no --seed: the seed of configuration R's network
-    fixed: dict[str, Any] = {"seed": train_ocr.SEED if args.seed is None else args.seed, "holdout": args.ocr_holdout,
-                             "dropout": train_ocr.DROPOUT if args.ocr_dropout is None else args.ocr_dropout,
-                             "precision": args.ocr_precision or train_ocr.PRECISION}
-    if args.quick:
-        return {**fixed, "steps": 20, "synth_count": 500, "real_copies": 1}
-    return {**fixed, "steps": train_ocr.STEPS if args.ocr_steps is None else args.ocr_steps,
-            "scene_copies": args.ocr_scene_copies}
+    return _train_options(args, train_ocr.SEED if args.seed is None else args.seed, train_ocr.DROPOUT,
+                          train_ocr.PRECISION, train_ocr.STEPS)
 
 
 def member_options(args: argparse.Namespace, index: int) -> dict[str, Any]:
     """The options `train_ocr.train` gets from `args` for member `index` of the OCR pair: the
     member's own (`ensemble.MEMBERS`) where `args` leaves them to it."""
     member = MEMBERS[index]
-    fixed: dict[str, Any] = {"seed": member_seed(index, args.seed), "holdout": args.ocr_holdout,
-                             "dropout": member.dropout if args.ocr_dropout is None else args.ocr_dropout,
-                             "precision": args.ocr_precision or member.precision}
+    return _train_options(args, member_seed(index, args.seed), member.dropout, member.precision, member.steps)
+
+
+def _train_options(args: argparse.Namespace, seed: int, dropout: Any, precision: str, steps: int) -> dict[str, Any]:
+    """`train_ocr.train`'s options: the network's own dropout, precision and steps unless `args`
+    sets them; `--quick`'s few steps on little data."""
+    fixed: dict[str, Any] = {"seed": seed, "holdout": args.ocr_holdout,
+                             "dropout": dropout if args.ocr_dropout is None else args.ocr_dropout,
+                             "precision": args.ocr_precision or precision}
     if args.quick:
         return {**fixed, "steps": 20, "synth_count": 500, "real_copies": 1}
-    return {**fixed, "steps": member.steps if args.ocr_steps is None else args.ocr_steps,
-            "scene_copies": args.ocr_scene_copies}
+    return {**fixed, "steps": steps if args.ocr_steps is None else args.ocr_steps, "scene_copies": args.ocr_scene_copies}
 
 
 def pair_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -261,6 +261,7 @@ def test_alpr_hq_ingest_uses_the_configured_group_and_skew(tmp_path, monkeypatch
     monkeypatch.setattr(cli.signal, "signal", lambda sig, handler: handlers.__setitem__(sig, handler))
     config = tmp_path / "hq.toml"
     config.write_text(f'[hq]\ndata_dir = "{tmp_path}"\n[ingest]\nshare_group = "{SECRET_GROUP}"\n'
-                      "max_future_skew_h = 2\n")
+                      "max_future_skew_h = 2\nmax_set_aside_mb = 5\n")
     assert cli.main(["--config", str(config), "ingest"]) == 0
     assert made["share_group"] == SECRET_GROUP and made["max_future_skew_s"] == 7200
+    assert made["max_set_aside_bytes"] == 5 * 1024 * 1024

@@ -75,6 +75,11 @@ def _pipeline(tmp_path: Path, detector) -> Pipeline:
                     capture_timeout_s=1.0, ends=True, clock_ns=timeline.now_ns)
 
 
+def _assert_ping_withheld(pipeline: Pipeline) -> None:
+    problem = liveness_problem(pipeline, LiveLink(), limit_s=0.5)
+    assert problem is not None and problem.startswith("source thread has made no progress")
+
+
 def test_a_pipeline_hung_inside_a_frame_withholds_the_ping(tmp_path: Path) -> None:
     detector = HangingDetector(after=3)
     pipeline = _pipeline(tmp_path, detector)
@@ -84,8 +89,7 @@ def test_a_pipeline_hung_inside_a_frame_withholds_the_ping(tmp_path: Path) -> No
         time.sleep(0.6)
         assert pipeline.alive(), "the thread is alive: liveness alone cannot see this hang"
         assert pipeline.stalled_s() >= 0.5
-        problem = liveness_problem(pipeline, LiveLink(), limit_s=0.5)
-        assert problem is not None and problem.startswith("source thread has made no progress")
+        _assert_ping_withheld(pipeline)
     finally:
         detector.release.set()
         pipeline.stop(5)
@@ -196,8 +200,7 @@ def test_a_camera_stuck_opening_withholds_the_ping(tmp_path: Path) -> None:
         # The worker thread is fine (it waits for frames): the camera thread is what is stuck.
         assert pipeline.alive()
         assert pipeline.camera.stalled_s() >= 0.6 and pipeline.stalled_s() >= 0.6
-        problem = liveness_problem(pipeline, LiveLink(), limit_s=0.5)
-        assert problem is not None and problem.startswith("source thread has made no progress")
+        _assert_ping_withheld(pipeline)
     finally:
         camera.release.set()
         pipeline.stop(5)
