@@ -120,7 +120,8 @@ class Pipeline:
                  settings: PipelineSettings, triggers: dict[str, TriggerSpec] | None = None,
                  models: dict[str, str] | None = None, clock_sync: Callable[[], str] = lambda: "unknown",
                  capture_timeout_s: float = 2.0, ends: bool = False,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock_ns: Callable[[], int] = time.monotonic_ns,
+                 wall_clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self.detector = detector
         self.reader = reader
@@ -131,6 +132,7 @@ class Pipeline:
         self.ends = ends
         # The clock trigger and frame times are on (monotonic live, the replay timeline for clips).
         self.clock_ns = clock_ns
+        self.wall_clock_ns = wall_clock_ns  # UTC now, for pass times (and day / night accounting)
         self.done = threading.Event()
         self.accounting = CaptureAccounting()
         self.tracker = Tracker(int(settings.track_timeout_s * 1e9))
@@ -295,7 +297,7 @@ class Pipeline:
 
     def _wall(self, t_ns: int) -> int:
         """A time on the pipeline clock as UTC ns."""
-        return time.time_ns() - (self.clock_ns() - t_ns)
+        return self.wall_clock_ns() - (self.clock_ns() - t_ns)
 
     def _take_triggers(self, now_ns: int) -> None:
         while True:

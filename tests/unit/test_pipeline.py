@@ -228,6 +228,12 @@ def plate_text(text: str, conf: float = 0.9, candidates: list[tuple[str, float]]
                      "ca", 0.8)
 
 
+# The scenes happen at local noon: passes are counted as "day" (without lux, accounting.light
+# goes by the local hour), whenever the tests run. They used to take the real clock's time and
+# fail from 18:00 on.
+NOON_NS = int(time.mktime((2026, 6, 1, 12, 0, 0, 0, 0, -1))) * 10**9
+
+
 class Scene:
     """script(t_s) -> [(lores box, PlateText)]: the plates in view at each frame time.
 
@@ -251,7 +257,7 @@ class Scene:
         main = np.zeros((H, W, 3), np.uint8)
         for i, ((x, y, w, h), _) in enumerate(self.script(t_ns / 1e9)):
             main[y * 2:(y + h) * 2, x * 2:(x + w) * 2, 0] = i + 1
-        return Frame(main, np.zeros((LH, LW, 3), np.uint8), t_ns, 1_700_000_000 * 10**9 + t_ns, index, {})
+        return Frame(main, np.zeros((LH, LW, 3), np.uint8), t_ns, NOON_NS + t_ns, index, {})
 
 
 def scripted(tmp_path, keys, script, triggers=None, hotlist_match=None, **settings):
@@ -262,7 +268,8 @@ def scripted(tmp_path, keys, script, triggers=None, hotlist_match=None, **settin
     pipeline = Pipeline(camera_factory=lambda: None, detector=scene, reader=scene, sink=sink, triggers=triggers,
                         settings=PipelineSettings(**{"node_id": "n1", "site_id": "s1", "camera_id": "c0",
                                                      **settings}),
-                        clock_ns=lambda: int(scene.now_s * 1e9))
+                        clock_ns=lambda: int(scene.now_s * 1e9),
+                        wall_clock_ns=lambda: NOON_NS + int(scene.now_s * 1e9))
     return pipeline, scene, outbox
 
 
