@@ -9,11 +9,12 @@ drops the oldest frame when full).
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,11 +179,21 @@ class CameraSupervisor:
         """Seconds the capture thread's current camera call has overrun, 0 between calls.
 
         A capture is allowed the capture timeout (plus CAPTURE_GRACE_S); opening a camera
-        takes a second or two and counts from its start. A large figure means the driver hung (libcamera stuck acquiring the sensor,
-        say): nothing in this thread can end that, but a watchdog can restart the process.
+        takes a second or two and counts from its start. A large figure means the driver hung
+        (libcamera stuck acquiring the sensor, say): nothing in this thread can end that, but a
+        watchdog can restart the process.
         """
         since = self._overdue_from
         return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    @contextlib.contextmanager
+    def _camera_call(self, allowed_s: float = 0.0) -> Iterator[None]:
+        """Mark a call into the camera, overdue after `allowed_s` (see stalled_s)."""
+        self._overdue_from = time.monotonic() + allowed_s
+        try:
+            yield
+        finally:
+            self._overdue_from = None
 
     def start(self) -> None:
         """Start the capture thread (once)."""
@@ -257,21 +268,15 @@ class CameraSupervisor:
     def _open_and_stream(self) -> bool:
         """Open a camera and deliver frames until stop; returns whether any frame arrived."""
         self._set_state(CameraState.STARTING)
-        self._overdue_from = time.monotonic()
-        try:
+        with self._camera_call():
             camera = self._factory()
             with self._lock:
                 self._camera = camera
             camera.start()
-        finally:
-            self._overdue_from = None
         got_frame = False
         while not self._stop.is_set():
-            self._overdue_from = time.monotonic() + self._capture_timeout + CAPTURE_GRACE_S
-            try:
+            with self._camera_call(self._capture_timeout + CAPTURE_GRACE_S):
                 frame = camera.capture(self._capture_timeout)
-            finally:
-                self._overdue_from = None
             if not got_frame:
                 got_frame = True
                 self._set_state(CameraState.RUNNING)
@@ -293,13 +298,11 @@ class CameraSupervisor:
             camera, self._camera = self._camera, None
         if camera is None:
             return
-        self._overdue_from = time.monotonic()
         try:
-            camera.close()
+            with self._camera_call():
+                camera.close()
         except Exception:  # closing a broken camera may fail too; the next open is what matters
             log.warning("%s: close after fault failed", self._name, exc_info=True)
-        finally:
-            self._overdue_from = None
 
     def _fault(self, counter: str, state: CameraState, exc: BaseException, with_traceback: bool = False) -> None:
         message = f"{type(exc).__name__}: {exc}"

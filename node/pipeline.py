@@ -151,7 +151,8 @@ class Pipeline:
         self._recent_plates: collections.OrderedDict[str, _Sent] = collections.OrderedDict()
         # Per trigger: when its last no_read events were sent (pipeline clock), and how many
         # were held back since the last one sent. Bounded by the configured triggers.
-        self._no_reads_sent: dict[str, collections.deque[int]] = {}
+        self._no_reads_sent: collections.defaultdict[str, collections.deque[int]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=settings.max_no_reads_per_min))
         self._no_reads_held: collections.Counter = collections.Counter()
         self._last_detect_ns = 0
         self._stop = threading.Event()
@@ -622,8 +623,7 @@ class Pipeline:
         fields["suppressed"] = self._no_reads_held.get(p.trigger_name, 0)
         seq = self.sink.submit_event("no_read", frame.wall_time_ns if isinstance(frame, Frame) else p.wall_ns, fields)
         # Only once committed: a failed commit neither uses the trigger's quota nor loses the count.
-        self._no_reads_sent.setdefault(p.trigger_name, collections.deque(maxlen=self.settings.max_no_reads_per_min)
-                                       ).append(self.clock_ns())
+        self._no_reads_sent[p.trigger_name].append(self.clock_ns())
         self._no_reads_held.pop(p.trigger_name, None)
         self.stats["no_reads"] += 1
         log.warning("trigger %s (lane %s): vehicle passed, no read (event seq %d)", p.trigger_id, p.lane, seq)

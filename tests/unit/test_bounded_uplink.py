@@ -68,16 +68,23 @@ def bare_uplink(box: Outbox, window: int, resend_after_s: int, monkeypatch: pyte
     return up
 
 
+def filled_uplink(tmp_path: Path, messages: int, window: int, monkeypatch: pytest.MonkeyPatch
+                  ) -> tuple[Outbox, Uplink, list[int], list[int]]:
+    """An outbox holding `messages` reads and a bare_uplink over it, with its two clocks."""
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(messages):
+        box.commit("read", lambda seq: b"sealed")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    return box, bare_uplink(box, window=window, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono), \
+        wall, mono
+
+
 def test_a_broker_that_never_pubacks_gets_at_most_a_window_of_copies(tmp_path: Path, monkeypatch) -> None:
     """Two hours connected to a broker that takes everything and PUBACKs nothing, reconnecting
     every minute: paho's queue (which nothing but a PUBACK empties) must stay within the window.
     The uplink used to forget a copy 600 s after handing it over and publish another, and to
     queue a new 'online' status at every reconnect."""
-    box = Outbox(tmp_path / "o.db")
-    for _ in range(2000):
-        box.commit("read", lambda seq: b"sealed")
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=50, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    box, up, wall, mono = filled_uplink(tmp_path, 2000, 50, monkeypatch)
     client = NeverAckedClient()
     up._connected(client, False)
     for second in range(2 * 3600):
@@ -98,11 +105,7 @@ def test_a_wall_clock_stepped_back_does_not_stall_resends(tmp_path: Path, monkey
     """NTP steps the clock back a day (a Pi that booted with a wrong time). Messages published
     before the step and never acknowledged must still be resent after resend_after_s of real
     time, not a day later; they used to hold the whole window meanwhile."""
-    box = Outbox(tmp_path / "o.db")
-    for _ in range(5):
-        box.commit("read", lambda seq: b"sealed")
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=5, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    box, up, wall, mono = filled_uplink(tmp_path, 5, 5, monkeypatch)
     client = PubackedClient()
     up._tick(client)
     assert len(client.published) == 5
@@ -134,11 +137,7 @@ def test_a_message_dropped_under_quota_while_being_published_is_not_kept_as_in_f
 
 def test_the_uplink_records_only_what_it_published(tmp_path: Path, monkeypatch) -> None:
     """End to end through _tick: sent seqs are recorded; a seq dropped meanwhile is not."""
-    box = Outbox(tmp_path / "o.db")
-    for _ in range(3):
-        box.commit("read", lambda seq: b"sealed")
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=10, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    box, up, wall, mono = filled_uplink(tmp_path, 3, 10, monkeypatch)
     up._tick(PubackedClient())
     assert box.in_flight(30 * S) == 3
     assert up.stats.published == 3
@@ -155,9 +154,7 @@ def test_a_status_paho_refused_is_published_again_at_the_next_connect(tmp_path: 
             info.rc = paho.MQTT_ERR_QUEUE_SIZE
             return info
 
-    box = Outbox(tmp_path / "o.db")
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=5, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    box, up, wall, mono = filled_uplink(tmp_path, 0, 5, monkeypatch)
     client = RefusingClient()
     up._connected(client, False)
     up._connected(client, True)

@@ -80,12 +80,22 @@ def _assert_ping_withheld(pipeline: Pipeline) -> None:
     assert problem is not None and problem.startswith("source thread has made no progress")
 
 
-def test_a_pipeline_hung_inside_a_frame_withholds_the_ping(tmp_path: Path) -> None:
+def hung_pipeline(tmp_path: Path) -> tuple[Pipeline, HangingDetector]:
+    """A started pipeline whose worker is inside a frame that does not return until
+    `detector.release` is set (the caller stops it)."""
     detector = HangingDetector(after=3)
     pipeline = _pipeline(tmp_path, detector)
     pipeline.start()
+    if not detector.entered.wait(10):
+        detector.release.set()
+        pipeline.stop(5)
+        pytest.fail("the pipeline never reached the hanging frame")
+    return pipeline, detector
+
+
+def test_a_pipeline_hung_inside_a_frame_withholds_the_ping(tmp_path: Path) -> None:
+    pipeline, detector = hung_pipeline(tmp_path)
     try:
-        assert detector.entered.wait(10), "the pipeline never reached the hanging frame"
         time.sleep(0.6)
         assert pipeline.alive(), "the thread is alive: liveness alone cannot see this hang"
         assert pipeline.stalled_s() >= 0.5
