@@ -144,7 +144,9 @@ def _node_add_key(args: argparse.Namespace) -> int:
     from provisioning import enroll
     node_id, kid = enroll.add_key(args.dir, args.request, actor=args.actor, grace_hours=args.grace_hours)
     print(f"node {node_id}: key {kid} enrolled; the old key is accepted for messages made in the next "
-          f"{args.grace_hours:g} h (reads already queued on the node stay valid)")
+          f"{args.grace_hours:g} h (reads already queued on the node stay valid whenever they arrive): "
+          f"install the bundle on the node within {args.grace_hours:g} h, or the reads it signs after that "
+          "with the old key are refused")
     print(f"next: alpr-provision node bundle {_q(node_id)} --dir {_q(args.dir)} --actor {_q(args.actor)}, then "
           "install it on the Pi and restart alpr-node")
     return 0

@@ -188,9 +188,15 @@ class Registry:
         dropped as soon as any other connection changes the registry (SQLite's data_version),
         so a revocation takes effect for the very next message.
 
-        A revoked node's (or retired key's) messages dated before the revocation are accepted
-        only until `grace_s` after it, by HQ's clock: reads queued while offline still arrive,
-        but a key stolen with the node cannot keep signing backdated reads for ever.
+        A revoked node's messages dated before the revocation are accepted only until `grace_s`
+        after it, by HQ's clock: reads queued while offline still arrive, but a key stolen with
+        the node cannot keep signing backdated reads for ever.
+
+        A retired key (rotation) signs nothing dated at or after its retirement, but what it
+        signed before stays valid whenever it arrives: those are reads the node sealed before it
+        installed its new key and still holds in its outbox (HQ down, a bad link), which it can
+        never sign again, since the signature is inside the HPKE ciphertext. A key believed
+        stolen is a revocation, not a rotation.
         """
         cache: dict[str, tuple[float, NodeRecord | None, list[NodeKey]]] = {}
         version = [self._db.execute("PRAGMA data_version").fetchone()[0]]
@@ -229,9 +235,9 @@ class Registry:
                     raise EnvelopeError("revoked", f"node {header.node_id} was revoked and its grace period is over")
             for key in keys:
                 if key.key_id == header.signer_key_id:
-                    if key.retired_ns is not None and (header.time_ns >= key.retired_ns
-                                                       or now > key.retired_ns + grace):
-                        raise EnvelopeError("wrong-key", f"node {header.node_id}: key {key.key_id} was retired")
+                    if key.retired_ns is not None and header.time_ns >= key.retired_ns:
+                        raise EnvelopeError("wrong-key", f"node {header.node_id}: key {key.key_id} was retired; "
+                                                         f"message made after its retirement")
                     return key.public
             raise EnvelopeError("wrong-key", f"node {header.node_id}: key id {header.signer_key_id} is not enrolled")
         return signer_for

@@ -345,6 +345,23 @@ def test_rotate_key_keeps_old_key_for_messages_made_before(hq: Path, tmp_path: P
         registry.close()
 
 
+def test_reads_the_old_key_sealed_are_valid_whenever_they_arrive(hq: Path, tmp_path: Path) -> None:
+    """A node that was offline for days after a rotation still holds reads it sealed with the old
+    key, and cannot sign them again (the signature is inside the ciphertext): HQ must take them.
+    Revocation, not rotation, is what bounds a stolen key's backdated reads."""
+    node = local.provision_node(hq, tmp_path / "n1", "gate-1")
+    old = load_private_key(node.data_dir / nodeside.SIGN_KEY, ed25519.Ed25519PrivateKey)
+    sealed = time.time_ns()
+    local.rotate_node_key(hq, node.data_dir, grace_hours=0)
+    registry = Registry(hq / "registry.db")
+    try:
+        lookup = registry.signer_lookup(grace_s=1e-9)  # the revocation grace is long over
+        time.sleep(0.01)
+        assert key_id(lookup(_header(old, sealed))) == key_id(old.public_key())
+    finally:
+        registry.close()
+
+
 def test_rotation_request_must_be_signed_by_the_enrolled_key(hq: Path, tmp_path: Path) -> None:
     local.provision_node(hq, tmp_path / "n1", "gate-1")
     registry = Registry(hq / "registry.db")
