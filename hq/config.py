@@ -59,8 +59,10 @@ class StoreSection(Section):
 
 
 class RecordsSection(Section):
-    retention_days: int = Field(default=365, ge=1, le=36500,
-                                description="minimum days a read is kept; whole months are purged after it")
+    # Civil Code 1798.90.5 ff. as the agency's policy puts it: reads are kept at least one year,
+    # so a shorter setting is refused here rather than purging reads the law says to keep
+    retention_days: int = Field(default=365, ge=365, le=36500,
+                                description="minimum days a read is kept (at least 365); whole months are purged after it")
     session_hours: float = Field(default=8.0, gt=0, le=24 * 7, description="a login session expires after this")
     hotlist_valid_hours: float = Field(default=24.0, gt=0, le=24 * 30,
                                        description="nodes stop matching a hot list this long after it was published")

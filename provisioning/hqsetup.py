@@ -208,7 +208,9 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     files = write_broker_config(state)
     state.save()
 
-    atomic.write_text(hq_config, tomlout.document({
+    # 0600: [ingest] share_group is a secret (a node that knew it could join the workers' shared
+    # subscription), and a kept [store] url may carry the database password; alpr-hq runs as root
+    atomic.write_text(hq_config, mode=0o600, text=tomlout.document({
         **kept_sections,
         "hq": {**kept_sections.get("hq", {}), "data_dir": str(hq_dir)},
         # the broker section is init's own: its certificates are the ones just issued

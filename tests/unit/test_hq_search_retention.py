@@ -191,3 +191,16 @@ def test_purge_refuses_a_minimum_below_the_configured_retention(env):
     assert store.db.value("SELECT COUNT(*) FROM purges") == 0
     # Keeping reads longer than configured is allowed.
     assert retention.purge(store, access, SYSTEM, min_days=400, retention_days=365).reads_deleted == 0
+
+
+@pytest.mark.parametrize("days", [1, 30, 364])
+def test_config_refuses_a_retention_shorter_than_a_year(tmp_path, days):
+    """The law keeps reads at least a year: hq.toml cannot configure a purge before that."""
+    from hq import config as hq_config
+    from hq.errors import BadConfig
+    path = tmp_path / "hq.toml"
+    path.write_text(f"[records]\nretention_days = {days}\n")
+    with pytest.raises(BadConfig, match="records.retention_days: Input should be greater than or equal to 365"):
+        hq_config.load(path)
+    path.write_text("[records]\nretention_days = 365\n")
+    assert hq_config.load(path).records.retention_days == 365

@@ -225,6 +225,8 @@ def test_ca_init_writes_a_random_secret_share_group(tmp_path: Path) -> None:
     assert groups[0] != groups[1] and topics.INGEST_GROUP not in groups
     from hq import config as hq_config  # what alpr-hq ingest will subscribe with
     assert hq_config.load(tmp_path / "hq1" / "hq.toml").ingest.share_group == groups[0]
+    # the secret is not readable by anyone else on the HQ machine
+    assert all((tmp_path / name / "hq.toml").stat().st_mode & 0o777 == 0o600 for name in ("hq1", "hq2"))
 
 
 def test_ca_init_run_again_does_not_change_the_group(hq: Path) -> None:
