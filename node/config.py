@@ -26,7 +26,8 @@ class NodeSection(Section):
     id: str = Field(description="node id: also the broker user name (certificate CN)")
     site: str = Field(description="site id, as HQ knows it")
     camera: str = Field(default="cam0", description="camera id at the site")
-    lane: Optional[str] = Field(default=None, description="lane name for capture accounting")
+    lane: Optional[str] = Field(default=None, description="lane for capture accounting: of reads credited to no "
+                                                           "trigger, and of triggers that name none")
     data_dir: Path = Field(default=Path("/var/lib/alpr-node"), description="all node state lives here")
 
     @field_validator("id")
@@ -109,10 +110,13 @@ class CameraSection(Section):
 
 
 class TriggerSection(Section):
-    name: str = Field(description="trigger name, used in trigger ids")
+    # not empty: the GPIO adapter names an unnamed input gpio<pin>, which the pipeline's table of
+    # triggers would not know, so its region and lane would silently not apply
+    name: str = Field(min_length=1, max_length=64, description="trigger name, used in trigger ids")
     pin: int = Field(ge=0, le=27, description="BCM pin number")
     kind: Literal["loop", "ir_beam", "radar", "manual"] = "loop"
-    lane: str = "1"
+    lane: Optional[str] = Field(default=None, min_length=1,
+                                description="lane of this trigger's passes (default: node.lane, else \"1\")")
     pull: Literal["up", "down", "off"] = "up"
     active_low: bool = True
     bouncetime_ms: int = Field(default=20, ge=0, le=1000)
@@ -143,6 +147,20 @@ class TriggerSection(Section):
         if not (x0 < x1 and y0 < y1):
             raise ValueError(f"[x0, y0, x1, y1] needs x0 < x1 and y0 < y1 (got {list(value)})")
         return value
+
+
+# The service runs under MemoryMax=400M (node/systemd/alpr-node.service); the models, the
+# interpreter, Python and the outbox need about half of it, so frames get the other half. Past
+# it the kernel kills the node, systemd restarts it, and after 20 starts it is left failed.
+FRAME_BUFFER_BUDGET_BYTES = 200_000_000
+
+
+def frame_buffer_bytes(main_size: tuple[int, int], lores_size: tuple[int, int], queue_size: int) -> int:
+    """What `queue_size` frames can hold at worst: the camera-to-detection queue and the recent
+    frames kept for look-back, each `queue_size` frames of an RGB main and an RGB lores image (the camera adapter converts
+    a YUV420 lores stream to RGB)."""
+    frame = (main_size[0] * main_size[1] + lores_size[0] * lores_size[1]) * 3
+    return 2 * queue_size * frame
 
 
 class OutputsSection(Section):
@@ -200,12 +218,25 @@ class NodeConfig(Section):
         if self.pipeline.mode == "triggered" and not self.triggers and self.source.kind == "camera":
             raise ValueError("triggers: pipeline.mode = 'triggered' needs at least one [[triggers]] entry "
                              "(or set pipeline.mode = 'continuous')")
+        for trigger in self.triggers:
+            # a trigger that names no lane is in the node's lane, so its passes and the reads
+            # credited to no pass are counted in one lane
+            trigger.lane = trigger.lane or self.node.lane or "1"
         names = [t.name for t in self.triggers]
         if len(names) != len(set(names)):
             raise ValueError("triggers: names must be unique")
         pins = [t.pin for t in self.triggers] + [p for p in (self.outputs.ir_pin, self.outputs.led_pin) if p is not None]
         if len(pins) != len(set(pins)):
             raise ValueError("triggers/outputs: a BCM pin is used twice")
+        held = frame_buffer_bytes(self.camera.main_size, self.camera.lores_size, self.pipeline.queue_size)
+        if held > FRAME_BUFFER_BUDGET_BYTES:
+            most = max(1, FRAME_BUFFER_BUDGET_BYTES // frame_buffer_bytes(self.camera.main_size, self.camera.lores_size, 1))
+            w, h = self.camera.main_size
+            raise ValueError(f"pipeline.queue_size: {self.pipeline.queue_size} frames of {w} x {h} can hold "
+                             f"{held / 1e6:.0f} MB (the frame queue and the recent frames kept for a trigger's "
+                             f"look-back, both full when detection falls behind), more than the "
+                             f"{FRAME_BUFFER_BUDGET_BYTES / 1e6:.0f} MB the node leaves for frames under the "
+                             f"service's MemoryMax=400M: use at most {most}, or a smaller camera.main_size")
         return self
 
     # resolved paths ----------------------------------------------------------------------

@@ -124,15 +124,16 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
     src = camera_source(config)
     gpio, pins, clock_ns, ends, lossless, clip = src.gpio, src.pins, src.clock_ns, src.ends, src.lossless, src.clip
     camera_factory = src.factory
+    lane = config.node.lane or "1"
     settings = PipelineSettings(
         mode=c.mode, detect_rate_hz=c.detect_rate_hz, window_before_s=c.window_before_s,
         window_after_s=c.window_after_s, max_window_s=c.max_window_s, track_timeout_s=c.track_timeout_s,
         min_observations=c.min_observations, min_confidence=c.min_confidence, dedup_window_s=c.dedup_window_s,
         queue_size=c.queue_size, lossless_replay=lossless, overview=c.overview, node_id=config.node.id,
-        site_id=config.node.site, camera_id=config.node.camera, default_lane=config.node.lane or "1",
+        site_id=config.node.site, camera_id=config.node.camera, default_lane=lane,
         max_no_reads_per_min=c.max_no_reads_per_min)
     pipeline = Pipeline(camera_factory=camera_factory, detector=detector, reader=reader, sink=sink, settings=settings,
-                        triggers={t.name: TriggerSpec(t.name, t.lane, t.kind, t.region) for t in config.triggers},
+                        triggers={t.name: TriggerSpec(t.name, t.lane or lane, t.kind, t.region) for t in config.triggers},
                         models=models, clock_sync=system.clock_sync_state,
                         capture_timeout_s=config.camera.capture_timeout_s, ends=ends, clock_ns=clock_ns)
     trigger_cfgs = list(config.triggers)
@@ -143,7 +144,7 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
         for record in clip.triggers:
             seen.setdefault(record.pin, record.name or f"gpio{record.pin}")
         trigger_cfgs = [TriggerSection(name=name, pin=pin) for pin, name in sorted(seen.items())]
-        pipeline.triggers.update({t.name: TriggerSpec(t.name, t.lane, t.kind) for t in trigger_cfgs})
+        pipeline.triggers.update({t.name: TriggerSpec(t.name, t.lane or lane, t.kind) for t in trigger_cfgs})
     inputs = [TriggerInput(t.pin, name=t.name, kind=t.kind, pull=t.pull, active_low=t.active_low,
                            bouncetime_ms=t.bouncetime_ms, on_trigger=pipeline.on_trigger, gpio_module=gpio,
                            clock_ns=clock_ns) for t in trigger_cfgs]

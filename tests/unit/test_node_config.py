@@ -52,6 +52,10 @@ def test_good_config_and_relative_data_dir(tmp_path):
     (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregion = "left"\n', "triggers.0.region: Input should be a valid"),
     (GOOD + '[[triggers]]\nname = "a"\npin = 17\nregoin = [0, 0, 1, 1]\n', "triggers.0.regoin: unknown key"),
     ("shutdown_timeout_s = 60\n" + GOOD, "shutdown_timeout_s: Input should be less than or equal to 15"),
+    # frames are what fills memory: more than the service's MemoryMax leaves them is refused
+    (GOOD + "queue_size = 20\n", "pipeline.queue_size: 20 frames of 1920 x 1080 can hold 276 MB"),
+    (GOOD + "[camera]\nmain_size = [4608, 2592]\n", "use at most 2, or a smaller camera.main_size"),
+    (GOOD + '[[triggers]]\nname = ""\npin = 17\n', "triggers.0.name: String should have at least 1 character"),
 ])
 def test_errors_name_the_key(tmp_path, text, expected):
     path = write(tmp_path, text)
@@ -91,3 +95,27 @@ def test_check_config_cli_reports_missing_keys_files(tmp_path):
     assert out.stderr.startswith("alpr-node: error: keys:") and "node-sign.key" in out.stderr
     assert "alpr-provision node install" in out.stderr
 
+
+
+def test_queue_size_that_fits_is_accepted(tmp_path):
+    cfg = node_config.load(write(tmp_path, GOOD + "queue_size = 14\n"))
+    assert cfg.pipeline.queue_size == 14
+    assert node_config.frame_buffer_bytes((1920, 1080), (640, 352), 14) <= node_config.FRAME_BUFFER_BUDGET_BYTES
+
+
+def test_a_trigger_without_a_lane_is_in_the_nodes_lane(tmp_path):
+    text = GOOD.replace('site = "s1"\n', 'site = "s1"\nlane = "2"\n') + (
+        '[[triggers]]\nname = "a"\npin = 17\n[[triggers]]\nname = "b"\npin = 27\nlane = "3"\n')
+    cfg = node_config.load(write(tmp_path, text))
+    assert [t.lane for t in cfg.triggers] == ["2", "3"]
+    cfg = node_config.load(write(tmp_path, GOOD + '[[triggers]]\nname = "a"\npin = 17\n'))
+    assert cfg.triggers[0].lane == "1"
+
+
+def test_the_example_config_follows_the_wiring_table():
+    """docs/hardware.md wires the IR beam receiver to BCM 22, the illuminator to 23 and the LED
+    to 24: the example must not drive an input's pin as an output."""
+    example = Path(__file__).resolve().parents[2] / "node" / "examples" / "node.toml"
+    import tomllib
+    outputs = tomllib.loads(example.read_text())["outputs"]
+    assert (outputs["ir_pin"], outputs["led_pin"]) == (23, 24)
