@@ -14,6 +14,7 @@ the oldest queued frames are dropped (and counted), never the capture.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -42,6 +43,11 @@ class ClipRecorder:
         self._thread: threading.Thread | None = None
         self._origin_ns: int | None = None
         self._lock = threading.Lock()
+        # Edges wait here for the writer thread, so the GPIO callback thread never waits behind a
+        # frame's JPEG encode: while it waited, a pulse shorter than the encode would be over
+        # when the adapter reads the pin, and be dropped as a bounce. (append / popleft are
+        # atomic: no lock.) Edges are few; the bound only stops a runaway input.
+        self._edges: collections.deque[TriggerEvent] = collections.deque(maxlen=100_000)
         self._last_t_ns = -1
         self.frames_written = 0
         self.frames_skipped = 0
@@ -69,12 +75,19 @@ class ClipRecorder:
         origin = self._origin_ns
         if origin is None or event.time_ns < origin:
             return
-        with self._lock:
-            self._writer.add_trigger(event.pin, event.edge, event.time_ns - origin, name=event.name)
+        self._edges.append(event)
+
+    def _write_edges(self) -> None:
+        origin = self._origin_ns or 0
+        while self._edges:
+            event = self._edges.popleft()
+            with self._lock:
+                self._writer.add_trigger(event.pin, event.edge, event.time_ns - origin, name=event.name)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             frame = self._queue.get(timeout=0.1)
+            self._write_edges()
             if frame is not None:
                 self._write(frame)
 
@@ -109,6 +122,7 @@ class ClipRecorder:
         while (frame := self._queue.get(timeout=0)) is not None:
             self._write(frame)
         self._queue.close()
+        self._write_edges()
         with self._lock:
             self._clip = self._writer.close()
         return self._clip

@@ -171,3 +171,35 @@ def test_recorder_round_trip_through_replay(tmp_path: Path) -> None:
     assert [(t.pin, t.edge, t.t_ns, t.name) for t in clip.triggers] == [
         (17, "falling", 150_000_000, "loop1"), (17, "rising", 350_000_000, "loop1")]
     assert abs(float(clip.read_main(3).mean()) - float(source.read_main(3).mean())) < 3
+
+
+def test_recorder_edges_never_wait_behind_a_frame_encode(tmp_path: Path) -> None:
+    """The GPIO callback thread records an edge at once, even while the writer thread is in the
+    middle of encoding a frame: waiting there, a short pulse would be over (and dropped as a
+    bounce) by the time the adapter reads the pin."""
+    from hardware.frame import Frame
+    from hardware.recorder import ClipRecorder
+
+    source = make_clip(tmp_path / "src", n=2)
+    writer = ClipWriter(tmp_path / "rec", source.camera)
+    encoding, release = threading.Event(), threading.Event()
+    add_frame = writer.add_frame
+
+    def slow_add_frame(*args, **kwargs):
+        encoding.set()
+        release.wait(5.0)
+        return add_frame(*args, **kwargs)
+
+    writer.add_frame = slow_add_frame  # type: ignore[method-assign]
+    recorder = ClipRecorder(writer, clock_ns=lambda: 0)
+    recorder.start()
+    main = source.read_main(0)
+    recorder.put_frame(Frame(main=main, lores=main, timestamp_ns=10, wall_time_ns=10, index=0))
+    assert encoding.wait(5.0)
+    started = time.monotonic()
+    recorder.put_trigger(TriggerEvent(pin=17, name="loop1", kind="loop", edge="falling", active=True, time_ns=20))
+    assert time.monotonic() - started < 0.5  # did not wait for the encode
+    release.set()
+    clip = recorder.stop()
+    assert [(t.pin, t.edge, t.t_ns) for t in clip.triggers] == [(17, "falling", 20)]
+    assert len(clip.frames) == 1
