@@ -54,6 +54,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "users": frozenset({"administrator"}),
     "audit": frozenset({"administrator", "auditor"}),
     "retention": frozenset({"administrator", "technician"}),
+    # node health: counts and sequence gaps per node, no plate data, but still an access to the store
+    "nodes": frozenset({"administrator", "technician", "auditor"}),
     "passwd": frozenset(ROLES),  # one's own password
 }
 # Actions that touch ALPR information: they need a purpose (training: every action, below).

@@ -194,9 +194,10 @@ def _who(p: argparse.ArgumentParser, why: bool = True, case_required: bool = Fal
         g.add_argument("--case", required=case_required, default="", help="case or incident number")
 
 
-def add_who_arguments(parser: argparse.ArgumentParser) -> None:
-    """--user/--session/--purpose/--case for a command defined elsewhere (e.g. `reads tail`)."""
-    _who(parser)
+def add_who_arguments(parser: argparse.ArgumentParser, why: bool = True) -> None:
+    """--user/--session (and with `why`, the required --purpose and --case) for a command defined
+    elsewhere (e.g. `reads tail`)."""
+    _who(parser, why=why)
 
 
 def authorize_from_args(args: argparse.Namespace, action: str, query: dict[str, Any]) -> None:

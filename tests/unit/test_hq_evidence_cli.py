@@ -418,11 +418,24 @@ def test_nodes_uses_the_configured_store_url(site, capsys, monkeypatch):
     monkeypatch.setattr("hq.store.open_postgres", fake_postgres)
     config = tmp / "hq.toml"
     config.write_text(config.read_text() + '[store]\nurl = "postgresql://alpr@db.example/alpr"\n')
+    assert run("users", "add", "ada", "--role", "administrator", "--trained-until", "2099-01-01", "--bootstrap",
+               new_password=PW) == 0
+    assert run("users", "add", "ivan", "--role", "investigator", "--trained-until", "2099-01-01", "--user", "ada",
+               password=PW, new_password=PW) == 0
     capsys.readouterr()
-    assert run("nodes") == 0
+    # the store is read only through a login, and only by a role that looks after nodes
+    assert run("nodes", "--session", str(tmp / "no-session")) == 2
+    assert run("nodes", "--user", "ivan", password=PW) == 2
+    assert "node-a" not in capsys.readouterr().out
+    assert run("nodes", "--user", "ada", password=PW) == 0
     out = capsys.readouterr().out
-    assert opened == ["postgresql://alpr@db.example/alpr"]
+    assert opened and set(opened) == {"postgresql://alpr@db.example/alpr"}  # every command, nodes too
     assert "node-a" in out and "reads=3" in out
+    assert run("audit", "report", "--from", "2000-01-01", "--to", "2099-01-01", "--json", "--user", "ada",
+               password=PW) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert any(key.startswith("nodes") for key in doc["accesses_per_user"]["ada"])
+    assert [(d["user"], d["action"]) for d in doc["denied"] if d["action"] == "nodes"] == [("ivan", "nodes")]
     assert not (tmp / "data" / "hq.db").exists()  # no stray empty SQLite store
 
 
