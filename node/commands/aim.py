@@ -12,8 +12,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -42,6 +44,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="annotated image to write (default: aim-snapshot.jpg in node.data_dir)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
+
+
+def _watch_triggers(config: node_config.NodeConfig, src: Any, on_trigger: Callable[[Any], None]) -> list[Any]:
+    """Trigger inputs for the report's moment: a clip's recorded pins, or on a live camera the
+    configured [[triggers]] (the node service must be stopped: it holds the pins, as it holds
+    the camera). A GPIO that cannot be opened is said, and the report falls back to the clearest
+    plate, since the camera check is still worth having."""
+    from hardware.errors import GpioError
+    from hardware.gpio import TriggerInput
+
+    if src.clip is not None:
+        return [TriggerInput(pin, gpio_module=src.gpio, clock_ns=src.clock_ns, on_trigger=on_trigger)
+                for pin in sorted({t.pin for t in src.clip.triggers})]
+    inputs = []
+    for t in config.triggers:
+        try:
+            inputs.append(TriggerInput(t.pin, name=t.name, kind=t.kind, pull=t.pull, active_low=t.active_low,
+                                       bouncetime_ms=t.bouncetime_ms, gpio_module=src.gpio, clock_ns=src.clock_ns,
+                                       on_trigger=on_trigger))
+        except GpioError as exc:
+            print(f"alpr-node aim: trigger {t.name} (BCM {t.pin}) not watched: {exc}; reporting the clearest "
+                  "plate instead", file=sys.stderr)
+    return inputs
 
 
 def sharpness(grey: np.ndarray) -> float:
@@ -134,12 +159,7 @@ def run(args: argparse.Namespace) -> int:
     src = camera_source(config)
     frames = FrameQueue(maxsize=4)
     triggers: list[int] = []
-    inputs = []
-    if src.clip is not None:
-        from hardware.gpio import TriggerInput
-        for pin in sorted({t.pin for t in src.clip.triggers}):
-            inputs.append(TriggerInput(pin, gpio_module=src.gpio, clock_ns=src.clock_ns,
-                                       on_trigger=lambda e: triggers.append(e.time_ns) if e.active else None))
+    inputs = _watch_triggers(config, src, lambda e: triggers.append(e.time_ns) if e.active else None)
     supervisor = CameraSupervisor(src.factory, frames.put, capture_timeout_s=config.camera.capture_timeout_s)
     supervisor.start()
     if src.pins is not None:
@@ -175,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
     if best is None:
         raise node_config.BadConfig("aim: the camera gave no frames")
     _, _, frame, box = best
+    near_trigger = bool(triggers) and box is not None
+    moment = ("the detected plate nearest a trigger" if near_trigger else
+              "the clearest plate (no trigger fired)" if box is not None else "no plate detected")
     checks = assess(frame.main, box, frame.metadata.get("ExposureTime", config.camera.exposure_us),
                     args.speed_kmh, args.plate_width_m)
     frame_size = (frame.main.shape[1], frame.main.shape[0])
@@ -203,11 +226,13 @@ def run(args: argparse.Namespace) -> int:
     overall = "fail" if any(c.verdict == "fail" for c in checks) else "warn" if any(
         c.verdict == "warn" for c in checks) else "pass"
     if args.json:
-        print(json.dumps({"result": overall, "checks": [asdict(c) for c in checks],
+        print(json.dumps({"result": overall, "frame": moment, "triggers_seen": len(triggers),
+                          "checks": [asdict(c) for c in checks],
                           "snapshot": str(snapshot) if snapshot else None, "snapshot_error": snapshot_error or None}))
     else:
         for c in checks:
             print(f"{c.verdict.upper():4}  {c.name:<12} {c.value} {c.unit}  {c.advice}")
+        print(f"frame: {moment}; triggers seen: {len(triggers)}")
         print(f"overall: {overall.upper()}; annotated snapshot: {snapshot or 'none'}")
     if snapshot_error:
         print(f"alpr-node aim: {snapshot_error}", file=sys.stderr)

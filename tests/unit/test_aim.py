@@ -81,3 +81,40 @@ def test_regions_are_drawn_on_the_snapshot():
     draw_regions(ImageDraw.Draw(image), (640, 360), [TriggerSection(name="loop1", pin=17, region=(0.5, 0, 1, 1))])
     pixels = np.asarray(image)
     assert pixels[180, 319:322].any(axis=1).tolist() == [False, True, True]  # the left edge at x = 0.5
+
+
+def test_live_camera_aim_watches_the_configured_triggers(tmp_path, monkeypatch, capsys):
+    """On the pole (source.kind = "camera") `aim` reports at the moment the loop fires, so it
+    must watch the configured [[triggers]], not only a clip's recorded pins. Stand-ins for the
+    picamera2 and RPi.GPIO modules keep the real call signatures."""
+    import json
+    import sys
+    import threading
+    import types
+
+    import numpy as np
+
+    from hardware.standin_gpio import StandinGPIO
+    from hardware.standin_picamera2 import StandinPicamera2Module
+    from node.cli import main
+
+    gpio = StandinGPIO()
+    rpi = types.ModuleType("RPi")
+    rpi.GPIO = gpio  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "RPi", rpi)
+    monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
+    monkeypatch.setitem(sys.modules, "picamera2",
+                        StandinPicamera2Module(lambda i: np.full((360, 640, 3), 90 + i % 50, np.uint8)))
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\nid = "n1"\nsite = "s1"\ndata_dir = "data"\n'
+                   '[camera]\nmain_size = [640, 360]\nlores_size = [320, 180]\n'
+                   '[[triggers]]\nname = "loop1"\npin = 17\n')
+    loop = threading.Timer(0.6, gpio.drive_low, args=(17,))  # a vehicle over the loop
+    loop.start()
+    try:
+        main(["aim", "-c", str(cfg), "--seconds", "1.5", "--json"])
+    finally:
+        loop.cancel()
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["triggers_seen"] == 1
+    assert report["frame"] == "no plate detected"  # plain frames: the check says so, at the trigger
