@@ -52,6 +52,17 @@ MAX_OPEN_PASSES = 32
 # sent per trigger in any minute; the rest are counted (capture accounting keeps every pass) and
 # the next one sent says how many it stands for (`suppressed`).
 NO_READ_WINDOW_NS = 60 * 10**9
+# A read whose track has closed and whose commit failed (a disk I/O error, a full disk) has no
+# other copy: the track has left the tracker. It is held here and committed again on later worker
+# iterations, and its pass waits for it rather than reporting a false no_read. Held as the built
+# payload (a crop JPEG and at most one overview JPEG, some 200 kB), not as the track and its crops.
+# Bounded: beyond it the oldest is dropped, logged and counted (reads_lost). A disk that fails this
+# long fails the no_read events and every other commit too, which the outbox health reports.
+MAX_HELD_READS = 32
+# Between tries of one held read (pipeline clock): doubled after each failure up to the maximum,
+# so a dead disk costs one failed commit per read every few seconds, not one per frame.
+HELD_RETRY_FIRST_NS = 500 * 10**6
+HELD_RETRY_MAX_NS = 10 * 10**9
 # A point or a box in the camera image as fractions of its width and height (see TriggerSpec.region).
 Point = tuple[float, float]
 Region = tuple[float, float, float, float]
@@ -113,6 +124,32 @@ class _Sent:
     seq: int | None = None  # the outbox seq of the read sent: what the log names instead of the plate
 
 
+@dataclass
+class _Pending:
+    """A read built from a track, with what the pipeline does once it is committed (_committed).
+
+    What a held read (see MAX_HELD_READS) keeps: its pass and dedup entry are decided when the
+    track is judged, so a later try credits the same pass and records the same plate.
+    """
+
+    track_id: int
+    read: ReadPayload
+    pass_: Pass | None                  # the pass it is credited to (None: continuous, or no region)
+    text: str
+    strong: frozenset[str]
+    seen_ns: int                        # its best observation's time (pipeline clock), for dedup
+    hit: dict[str, str] | None          # the hot-list hit found when it was judged
+    duplicate_of: str | None            # a plate sent within the dedup window it repeats (an alert)
+    overview_jpeg: bytes | None
+    overview_wall_ns: int
+    frames: int                         # observations in its track, for the log line
+    # Held reads only: failed commits so far, when (pipeline clock) to try next, and the last error.
+    attempts: int = 0
+    next_try_ns: int = 0
+    last_try_ns: int = 0
+    error: str = ""
+
+
 class Pipeline:
     """Owns the camera supervisor and the worker thread; a `Source` for node.runtime."""
 
@@ -148,6 +185,11 @@ class Pipeline:
         self._recent: collections.deque[Frame] = collections.deque(maxlen=max(2, settings.queue_size))
         self._detected: collections.deque[int] = collections.deque(maxlen=max(2, settings.queue_size) * 2)
         self._passes: list[Pass] = []
+        # Reads of closed tracks whose commit failed, oldest first (see MAX_HELD_READS), and the
+        # passes that have closed but wait for one of them before they are counted or reported
+        # (at most one per held read, so bounded with it).
+        self._held: list[_Pending] = []
+        self._waiting_passes: list[Pass] = []
         self._recent_plates: collections.OrderedDict[str, _Sent] = collections.OrderedDict()
         # Per trigger: when its last no_read events were sent (pipeline clock), and how many
         # were held back since the last one sent. Bounded by the configured triggers.
@@ -247,6 +289,11 @@ class Pipeline:
 
     def _finish(self, now_ns: int) -> None:
         self._emit_all(self.tracker.close_all())
+        # One last try for the reads still held, whatever their backoff; what still fails is
+        # logged and counted as lost (held only in memory, it would not survive the exit), and
+        # the passes that waited for them close now.
+        self._retry_held(force=True)
+        self._drop_held(len(self._held), "the pipeline is stopping")
         passes, self._passes = list(self._passes), []
         self._close_all(passes)
 
@@ -264,6 +311,12 @@ class Pipeline:
 
     def _close_all(self, passes: list[Pass]) -> None:
         for p in passes:
+            if self._awaits_held(p):
+                # Its read is held for another try: counting the pass now would report a
+                # vehicle that was read as a no_read. It closes once that read is committed or
+                # dropped (_release).
+                self._waiting_passes.append(p)
+                continue
             try:
                 self._close_pass(p)
             except Exception:
@@ -274,6 +327,7 @@ class Pipeline:
         try:
             self._take_triggers(now_ns)
             self._emit_all(self.tracker.expire(now_ns))
+            self._retry_held()
             self._close_due_passes(now_ns)
         except Exception:  # see _run: keep reading
             self.stats["frame_errors"] += 1
@@ -385,6 +439,7 @@ class Pipeline:
             else self.tracker.expire(frame.timestamp_ns)
         self._emit_all(closed)
         if not replay:
+            self._retry_held()
             self._close_due_passes(frame.timestamp_ns)
 
     def _track(self, observations: list[Observation], ts: int) -> list[Track]:
@@ -454,7 +509,9 @@ class Pipeline:
 
         `final` is False when the track is still open but its pass is closing: a track that does
         not qualify yet is left to be judged again when it closes, and one that is sent now is
-        marked so it is not sent again then.
+        marked so it is not sent again then. A read that fails to commit is then also left to its
+        track; once the track has closed (`final`) there is no track left to try again, so the
+        read itself is held and retried (_hold, _retry_held) and its pass waits for it.
 
         Its log lines name the track, the outbox seq and the hot-list entry, never the plate text
         or its candidates, at any level: plates are personal data, seen only at HQ through a logged
@@ -511,24 +568,122 @@ class Pipeline:
             # The sink matches again as it commits; asked here too, so that dedup knows which
             # entry this plate has already alerted on.
             hit = self.sink.check_hotlist(read)
-        seq = self.sink.submit_read(read)
+        pending = _Pending(track_id=track.id, read=read, pass_=p, text=result.text, strong=strong,
+                           seen_ns=best.time_ns, hit=hit, duplicate_of=duplicate_of,
+                           overview_jpeg=best.overview_jpeg, overview_wall_ns=best.wall_ns,
+                           frames=len(track.observations))
+        try:
+            seq = self.sink.submit_read(read)
+        except Exception as exc:
+            if not final:
+                raise  # the track is still open: it is judged and sent again when it closes
+            # The track has closed: this payload is the read's only copy. Keep it and try again.
+            self._hold(pending, exc)
+            return
         # Only now that it is committed: a failed commit leaves the track to be tried again.
         track.sent = True
-        if duplicate_of is None:
-            self._remember(result.text, strong, best.time_ns, hit, seq)
-        elif hit is not None:
+        self._committed(pending, seq)
+
+    def _committed(self, pending: _Pending, seq: int) -> None:
+        """What follows a read's commit (as seq): dedup, its pass's credit, its overview image."""
+        if pending.duplicate_of is None:
+            self._remember(pending.text, pending.strong, pending.seen_ns, pending.hit, seq)
+        elif pending.hit is not None:
             self.stats["duplicate_alerts"] += 1
-            self._recent_plates[duplicate_of].alerted.add(str(hit.get("entry")))
-        if best.overview_jpeg is not None:
-            # A separate, lower-priority message: under the outbox quota it goes before any read.
-            self.sink.submit_overview(seq, best.overview_jpeg, best.wall_ns)
+            # A held read may outlive the dedup entry it repeats (window or bound): nothing to mark.
+            earlier = self._recent_plates.get(pending.duplicate_of)
+            if earlier is not None:
+                earlier.alerted.add(str(pending.hit.get("entry")))
         self.stats["reads"] += 1
+        read = pending.read
         # hil/nodelog.py parses "read <one word> (<conf>) seq <n>, ... trigger <id>": the word is
         # the track, not the plate
-        log.info("read track-%d (%.2f) seq %d, %d frames, %s, trigger %s", track.id, result.confidence, seq,
-                 len(track.observations), read.direction, read.trigger_id)
-        if p is not None:
-            p.reads.append(seq)
+        log.info("read track-%d (%.2f) seq %d, %d frames, %s, trigger %s", pending.track_id, read.confidence, seq,
+                 pending.frames, read.direction, read.trigger_id)
+        # Credited before the overview is committed: the read is durable whatever happens to it.
+        if pending.pass_ is not None:
+            pending.pass_.reads.append(seq)
+        if pending.overview_jpeg is not None:
+            # A separate, lower-priority message: under the outbox quota it goes before any read.
+            try:
+                self.sink.submit_overview(seq, pending.overview_jpeg, pending.overview_wall_ns)
+            except Exception:  # the read is committed: its picture alone must not undo that
+                self.stats["emit_errors"] += 1
+                log.exception("pipeline: overview of read seq %d could not be committed", seq)
+
+    # -- reads held after a failed commit (see MAX_HELD_READS) ----------------------------
+    def _hold(self, pending: _Pending, exc: Exception) -> None:
+        """Keep the read of a closed track whose commit failed, to be tried again (_retry_held)."""
+        now = self.clock_ns()
+        pending.attempts += 1
+        pending.last_try_ns = now
+        pending.next_try_ns = now + HELD_RETRY_FIRST_NS
+        pending.error = _describe(exc)
+        self._held.append(pending)
+        self.stats["emit_errors"] += 1
+        self.stats["reads_held"] += 1
+        # The track and trigger, never the plate (see _emit); the traceback says where it failed.
+        log.warning("pipeline: read of track %d (trigger %s) could not be committed; held for another try "
+                    "(%d held)", pending.track_id, pending.read.trigger_id, len(self._held), exc_info=exc)
+        self._drop_held(len(self._held) - MAX_HELD_READS, f"more than {MAX_HELD_READS} reads were waiting")
+
+    def _retry_held(self, force: bool = False) -> None:
+        """Try again to commit the held reads whose backoff has passed (`force`: all of them)."""
+        if not self._held:
+            return
+        now = self.clock_ns()
+        failed, error = 0, ""
+        for pending in list(self._held):
+            # A clock that went back (a replay restarted) must not put a try off for good.
+            if not force and pending.last_try_ns <= now < pending.next_try_ns:
+                continue
+            try:
+                seq = self.sink.submit_read(pending.read)
+            except Exception as exc:  # any failure: the read stays held and backs off, never retried per frame
+                failed += 1
+                pending.attempts += 1
+                pending.last_try_ns = now
+                pending.next_try_ns = now + min(HELD_RETRY_MAX_NS, HELD_RETRY_FIRST_NS << min(pending.attempts - 1, 16))
+                pending.error = error = _describe(exc)
+                continue
+            self._held.remove(pending)
+            self.stats["held_reads_committed"] += 1
+            log.info("pipeline: held read of track %d committed as seq %d after %d failed tries",
+                     pending.track_id, seq, pending.attempts)
+            try:
+                self._committed(pending, seq)
+            except Exception:  # committed: it must not be held again, nor stop the others' tries
+                self.stats["emit_errors"] += 1
+                log.exception("pipeline: held read of track %d was committed as seq %d but not recorded",
+                              pending.track_id, seq)
+            self._release(pending)
+        if failed:
+            # One line per round, not per read: the backoff keeps rounds seconds apart.
+            log.warning("pipeline: %d held read(s) still could not be committed (last error: %s); %d waiting",
+                        failed, error, len(self._held))
+
+    def _drop_held(self, count: int, why: str) -> None:
+        """Give up on the `count` oldest held reads: logged as lost, and their passes closed."""
+        if count <= 0:
+            return
+        dropped, self._held = self._held[:count], self._held[count:]
+        self.stats["reads_lost"] += len(dropped)
+        log.error("pipeline: %d read(s) lost: never committed (last error: %s) and dropped because %s; tracks %s",
+                  len(dropped), dropped[-1].error, why, ", ".join(str(d.track_id) for d in dropped))
+        for pending in dropped:
+            self._release(pending)
+
+    def _awaits_held(self, p: Pass) -> bool:
+        """Whether a held read is credited to pass `p`."""
+        return any(pending.pass_ is p for pending in self._held)
+
+    def _release(self, pending: _Pending) -> None:
+        """Close the pass that waited for `pending` (committed or dropped), if it waits for no other."""
+        p = pending.pass_
+        if p is None or self._awaits_held(p) or not any(q is p for q in self._waiting_passes):
+            return
+        self._waiting_passes = [q for q in self._waiting_passes if q is not p]
+        self._close_all([p])
 
     def _payload(self, track: Track, result: Vote, p: Pass | None, crop_jpeg: bytes) -> ReadPayload:
         """The read for a track's vote, credited to pass `p` (None: continuous mode)."""
@@ -574,12 +729,14 @@ class Pipeline:
         repeat) gets it instead. The region test keeps a lane's second vehicle from filling
         the other lane's empty pass.
         """
-        if p is None or not p.reads:
+        # A read held for another commit counts as the pass's read here: it will be credited.
+        if p is None or not (p.reads or self._awaits_held(p)):
             return p
         first = track.first_seen_ns if track.first_seen_ns is not None else \
             min(o.time_ns for o in track.observations)
         last = track.last.time_ns
         spare = next((q for q in self._passes if q is not p and not q.reads and not q.duplicates
+                      and not self._awaits_held(q)
                       and q.start_ns <= last and first <= q.end_ns and self._admits(q, point)), None)
         return spare or p
 
@@ -656,8 +813,14 @@ class Pipeline:
                 "frames_dropped": dropped, "trigger_overflow": self._trigger_overflow,
                 "stage_ms": {k: round(v, 2) for k, v in self.stage_ms.items()},
                 "open_tracks": self.tracker.open_count, "open_passes": len(self._passes),
+                "reads_waiting": len(self._held),
                 "no_reads_held": dict(self._no_reads_held),
                 "counts": dict(self.stats), "capture": self.accounting.report()}
+
+
+def _describe(exc: BaseException) -> str:
+    """An error as its type and message, for a log line (a sink's errors carry no plate text)."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _centre(obs: Observation) -> Point | None:
