@@ -17,15 +17,22 @@ Layout of a package directory (format "alpr-evidence-v1"):
 The reads are exactly those the release approval recorded (release.json `read_ids`). Folders
 are created 0700 and files 0600, then made 0400: a package holds plates and crops.
 
+One approval, one package: the export claims the release request before it writes anything
+(hq.releases.claim_export; a second export of the same request is refused and logged) and
+marks it exported, in one transaction with the `export-written` log row, only if it still
+holds that claim. An export that fails for any reason removes what it wrote, gives the claim
+back (the request is approved again, to be retried) and logs `export-failed`.
+
 `verify_package` needs nothing but the directory (and, better, HQ's public key obtained by
 another channel: a package can only vouch for itself with the key it carries).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hq import releases, retention
-from hq.access import Access, Actor
+from hq.access import Access, Actor, Grant
 from hq.errors import HQError, PolicyError
 from hq.files import private_dir, write_private
 from hq.store import ReadStore
@@ -53,11 +60,27 @@ class ExportResult:
     manifest_sha256: str
 
 
-def _write(root: Path, rel: str, data: bytes, files: dict[str, str]) -> None:
+def _write(root: Path, rel: str, data: bytes, files: dict[str, str], written: list[Path]) -> None:
     path = root / rel
     private_dir(path.parent)
+    written.append(path)  # before writing: a file half written is removed too
     write_private(path, data)
     files[rel] = hashlib.sha256(data).hexdigest()
+
+
+def _remove(out: Path, written: list[Path], out_existed: bool) -> None:
+    """Remove the files an export wrote and the folders it made under `out` (and `out` itself
+    if the export created it): a failed or losing export leaves no package behind."""
+    for path in written:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    folders = {parent for path in written for parent in path.parents if out in parent.parents}
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: nothing but what this export wrote is removed
+    if not out_existed:
+        with contextlib.suppress(OSError):
+            out.rmdir()
 
 
 def _json(value: Any) -> bytes:
@@ -68,16 +91,25 @@ def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, rele
            sign_key: ed25519.Ed25519PrivateKey, registry: Any) -> ExportResult:
     """Write the package for an approved release request: exactly the reads its approval
     recorded, or nothing (a read no longer held or no longer stored is named). Every refusal
-    is logged. Folders are 0700, files 0600 while written and 0400 after."""
+    is logged. Folders are 0700, files 0600 while written and 0400 after.
+
+    One approval allows one export: the request is claimed (approved -> exporting) as the last
+    check before anything is written, so an overlapping export of the same request is refused,
+    logged, and writes nothing. The request becomes exported, with the `export-written` log
+    row, only after the package is complete; if that fails, or anything before it does, the
+    package is removed, the claim given back (approved again) and `export-failed` logged."""
     out = Path(out)
     case_no = (case_no or "").strip()
+    claimed_ns: int | None = None
 
     def problem() -> HQError | None:
+        nonlocal claimed_ns
         if out.exists() and not out.is_dir():
             return PolicyError(f"{out}: exists and is not a directory")
         if out.exists() and any(out.iterdir()):
             return PolicyError(f"{out}: output directory is not empty")
-        refusal = releases.approval_problem(store, release_id, case_no)
+        now = access.clock()
+        refusal = releases.approval_problem(store, release_id, case_no, now_ns=now)
         if refusal is not None:
             return refusal
         approved = releases.get(store, release_id).read_ids or ()
@@ -91,13 +123,57 @@ def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, rele
             return PolicyError(f"release request {release_id} approved reads {list(approved)}, but "
                                + "; ".join(gone) + ": nothing exported (the package must be exactly what was "
                                "approved; file a new request)")
+        # Last: the claim that makes this the request's only export (an overlapping export of
+        # it passed the checks above too, but only one of them gets the claim).
+        if not releases.claim_export(store, release_id, now):
+            return releases.claim_problem(store, release_id)
+        claimed_ns = now
         return None
 
+    def give_back_claim() -> None:
+        if claimed_ns is not None:
+            with contextlib.suppress(Exception):  # else it lapses (EXPORT_CLAIM_STALE_NS); the cause is raised
+                releases.release_export_claim(store, release_id, claimed_ns)
+
     filed = releases.find(store, release_id)
-    grant = access.authorize(actor, "export", purpose=filed.purpose if filed else f"release request {release_id}",
-                             case_no=case_no, query={"release": release_id, "reads": list(filed.read_ids or ())
-                                                     if filed else [], "out": str(out)}, check=problem)
-    req = releases.get(store, release_id)
+    try:
+        grant = access.authorize(actor, "export", purpose=filed.purpose if filed else f"release request {release_id}",
+                                 case_no=case_no, query={"release": release_id, "reads": list(filed.read_ids or ())
+                                                         if filed else [], "out": str(out)}, check=problem)
+    except BaseException:
+        give_back_claim()  # claimed, but the grant could not be logged: nothing may be written
+        raise
+    assert claimed_ns is not None  # problem() returned None: it claimed the request
+    out_existed = out.exists()
+    written: list[Path] = []
+    try:
+        req = replace(releases.get(store, release_id), status="approved", exported_ns=None)  # as approved
+        result = _write_package(store, access, actor, grant, req, out, sign_key, registry, written)
+        with store.db.transaction():
+            if not releases.mark_exported(store, release_id, result.manifest_sha256, access.clock(),
+                                          claimed_ns=claimed_ns):
+                raise PolicyError(
+                    f"release request {release_id}: this export's claim on it lapsed and another export took it "
+                    f"over ({releases.get(store, release_id).status}); one approval allows one export: this package "
+                    f"at {out} is removed, nothing exported by this run")
+            access.record(grant, "export-written", detail=f"manifest sha256 {result.manifest_sha256}")
+    except BaseException as exc:
+        _remove(out, written, out_existed)
+        give_back_claim()
+        with contextlib.suppress(Exception):  # the cause is raised either way
+            access.record(grant, "export-failed",
+                          detail=f"{type(exc).__name__}: {exc}; files written by this export removed, "
+                                 f"release request {release_id} not marked exported")
+        raise
+    return result
+
+
+def _write_package(store: ReadStore, access: Access, actor: Actor, grant: Grant, req: releases.ReleaseRequest,
+                   out: Path, sign_key: ed25519.Ed25519PrivateKey, registry: Any,
+                   written: list[Path]) -> ExportResult:
+    """Write the package of `req` (claimed for this export) into `out`; every path written
+    goes to `written` first. Files are made 0400 at the end."""
+    case_no, release_id = req.case_no, req.id
     read_ids = list(req.read_ids or ())
     files: dict[str, str] = {}
     private_dir(out)
@@ -105,37 +181,35 @@ def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, rele
     for read_id in read_ids:
         stored = store.read(read_id)
         base = f"reads/{read_id}"
-        _write(out, f"{base}/header.cbor", stored.header, files)
-        _write(out, f"{base}/payload.cbor", stored.payload, files)
-        _write(out, f"{base}/signature.bin", stored.signature, files)
+        _write(out, f"{base}/header.cbor", stored.header, files, written)
+        _write(out, f"{base}/payload.cbor", stored.payload, files, written)
+        _write(out, f"{base}/signature.bin", stored.signature, files, written)
         crop = stored.crop_jpeg()
         if crop:
-            _write(out, f"{base}/crop.jpg", crop, files)
+            _write(out, f"{base}/crop.jpg", crop, files, written)
         reads_doc.append(asdict(stored.row))
         node_ids.add(stored.row.node_id)
-    _write(out, "reads.json", _json(reads_doc), files)
+    _write(out, "reads.json", _json(reads_doc), files, written)
     for node_id in sorted(node_ids):
         keys = [{"key_id": k.key_id, "public_raw": raw_public(k.public).hex(), "valid_from_ns": k.valid_from_ns,
                  "retired_ns": k.retired_ns} for k in registry.keys(node_id)]
-        _write(out, f"nodes/{node_id}.json", _json({"node_id": node_id, "keys": keys}), files)
-    _write(out, "holds.json", _json([asdict(h) for h in retention.holds(store, case_no)]), files)
-    _write(out, "release.json", _json(asdict(req)), files)
+        _write(out, f"nodes/{node_id}.json", _json({"node_id": node_id, "keys": keys}), files, written)
+    _write(out, "holds.json", _json([asdict(h) for h in retention.holds(store, case_no)]), files, written)
+    _write(out, "release.json", _json(asdict(req)), files, written)
     log_entries = [asdict(e) for e in access.log.entries(case_no=case_no) if e.id <= grant.log_id]
-    _write(out, "access-log.json", _json(log_entries), files)
+    _write(out, "access-log.json", _json(log_entries), files, written)
     public = sign_key.public_key()
     manifest = {"format": FORMAT, "case": case_no, "created_ns": access.clock(), "created_by": actor.name,
                 "release_request": release_id, "reads": read_ids, "hq_public_key": raw_public(public).hex(),
                 "hq_key_id": key_id(public), "files": dict(sorted(files.items()))}
     manifest_bytes = _json(manifest)
-    write_private(out / "manifest.json", manifest_bytes)
-    write_private(out / "manifest.sig", (sign_key.sign(manifest_bytes).hex() + "\n").encode())
-    digest = hashlib.sha256(manifest_bytes).hexdigest()
-    releases.mark_exported(store, release_id, digest, access.clock())
-    access.record(grant, "export-written", detail=f"manifest sha256 {digest}")
-    for path in out.rglob("*"):
-        if path.is_file():
-            os.chmod(path, 0o400)  # evidence: nobody, the owner included, should change it by accident
-    return ExportResult(out, len(read_ids), digest)
+    for name, data in (("manifest.json", manifest_bytes),
+                       ("manifest.sig", (sign_key.sign(manifest_bytes).hex() + "\n").encode())):
+        written.append(out / name)
+        write_private(out / name, data)
+    for path in written:
+        os.chmod(path, 0o400)  # evidence: nobody, the owner included, should change it by accident
+    return ExportResult(out, len(read_ids), hashlib.sha256(manifest_bytes).hexdigest())
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,21 @@ stays on file and the export's manifest hash is written into it.
 
 Approval fixes what may leave: the reads held for the case at that moment are written into
 the request (`read_ids`), and the export writes exactly those, or nothing (hq.evidence).
+
+One approval allows one export, also when two exports of it overlap: an export first claims
+the request (`claim_export`: approved -> exporting, one conditional UPDATE whose row count is
+checked, so only one export can win it), writes the package, and only then marks the request
+exported, again conditionally on its own claim (`mark_exported`). An export that fails gives
+the claim back (`release_export_claim`: exporting -> approved, retry at once). A claim whose
+export crashed (nothing left to give it back) is taken over by a later export once it is
+EXPORT_CLAIM_STALE_NS old; the crashed export, if it was merely slow, then fails at
+`mark_exported` and removes its package. While exporting, `exported_ns` holds the claim's
+time (its owner's token: a take-over always writes a later time); `export_manifest_sha256`
+stays empty until the request is exported.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
@@ -19,7 +31,11 @@ from hq.access import Access, Actor
 from hq.errors import HQError, NotFound, PolicyError
 from hq.store import ReadStore
 
-STATUSES = ("pending", "approved", "denied", "exported")
+STATUSES = ("pending", "approved", "denied", "exporting", "exported")
+# How long an export may hold its claim on a request before another export may take it over
+# (the first one crashed, or is so slow that it is treated as if it had): exports write a few
+# files per read to local or removable media, normally in seconds.
+EXPORT_CLAIM_STALE_NS = 3600 * 10**9
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class ReleaseRequest:
     reviewed_ns: int | None
     review_note: str | None
     export_manifest_sha256: str | None
-    exported_ns: int | None
+    exported_ns: int | None  # when exported; while status is "exporting": when the export claimed it
     read_ids: tuple[int, ...] | None  # what approval released (None: not approved, or approved before HQ kept it)
 
 
@@ -139,15 +155,38 @@ def review(store: ReadStore, access: Access, actor: Actor, request_id: int, *, a
     return get(store, request_id)
 
 
-def approval_problem(store: ReadStore, request_id: int, case_no: str) -> HQError | None:
+def _fmt(t_ns: int) -> str:
+    return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _claim_is_stale(req: ReleaseRequest, now_ns: int) -> bool:
+    return (req.status == "exporting" and req.exported_ns is not None
+            and req.exported_ns < now_ns - EXPORT_CLAIM_STALE_NS)
+
+
+def _exporting_problem(req: ReleaseRequest) -> PolicyError:
+    since = "at an unknown time" if req.exported_ns is None else f"since {_fmt(req.exported_ns)}"
+    retry = "" if req.exported_ns is None else (
+        f"; if that export was interrupted, the request can be exported again after "
+        f"{_fmt(req.exported_ns + EXPORT_CLAIM_STALE_NS)}")
+    return PolicyError(f"release request {req.id} is being exported by another export ({since}): one approval "
+                       f"allows one export, nothing exported{retry}")
+
+
+def approval_problem(store: ReadStore, request_id: int, case_no: str, now_ns: int | None = None) -> HQError | None:
     """Why the request does not allow an export for this case now (missing, other case, not
-    approved or already used, approved without a list of reads), or None."""
+    approved or already used, being exported, approved without a list of reads), or None.
+
+    With `now_ns`, a request whose export claim is stale (EXPORT_CLAIM_STALE_NS) counts as
+    approved: that export is taken to have crashed, and `claim_export` may take it over."""
     req = find(store, request_id)
     if req is None:
         return NotFound(f"release request {request_id}: no such request")
     if req.case_no != case_no.strip():
         return PolicyError(f"release request {request_id} is for case {req.case_no}, not {case_no.strip()}")
-    if req.status != "approved":
+    if req.status == "exporting" and not (now_ns is not None and _claim_is_stale(req, now_ns)):
+        return _exporting_problem(req)
+    if req.status not in ("approved", "exporting"):
         return PolicyError(f"release request {request_id} is {req.status}: nothing is released before approval")
     if req.read_ids is None:
         return PolicyError(f"release request {request_id} was approved before approvals recorded which reads they "
@@ -163,7 +202,48 @@ def require_approved(store: ReadStore, request_id: int, case_no: str) -> Release
     return get(store, request_id)
 
 
-def mark_exported(store: ReadStore, request_id: int, manifest_sha256: str, now_ns: int) -> None:
-    """Tie the approved request to the export it authorised."""
-    store.db.execute("UPDATE release_requests SET status='exported', export_manifest_sha256=?, exported_ns=? "
-                     "WHERE id=? AND status='approved'", (manifest_sha256, now_ns, request_id))
+def claim_export(store: ReadStore, request_id: int, now_ns: int) -> bool:
+    """Claim an approved request for one export (approved -> exporting, the claim's time in
+    exported_ns); also takes over a claim older than EXPORT_CLAIM_STALE_NS. True if this call
+    got it. One conditional UPDATE: of exports racing for a request, exactly one wins (SQLite
+    serialises writers; PostgreSQL re-checks the WHERE against the row another transaction
+    just changed). The claim's time is the winner's token for `mark_exported`."""
+    with store.db.transaction():
+        claimed = store.db.execute(
+            "UPDATE release_requests SET status='exporting', exported_ns=? WHERE id=? AND read_ids IS NOT NULL "
+            "AND (status='approved' OR (status='exporting' AND exported_ns < ?))",
+            (now_ns, request_id, now_ns - EXPORT_CLAIM_STALE_NS)).rowcount
+    return claimed == 1
+
+
+def claim_problem(store: ReadStore, request_id: int) -> HQError:
+    """Why `claim_export` did not get the request (another export has it, or has used it)."""
+    req = find(store, request_id)
+    if req is None:
+        return NotFound(f"release request {request_id}: no such request")
+    if req.status == "exporting":
+        return _exporting_problem(req)
+    return PolicyError(f"release request {request_id} is {req.status}: another export used this approval first "
+                       "(one approval allows one export), nothing exported")
+
+
+def release_export_claim(store: ReadStore, request_id: int, claimed_ns: int) -> bool:
+    """Give back a claim after a failed export (exporting -> approved, to be retried); False if
+    the claim was no longer this export's (taken over, see `claim_export`)."""
+    with store.db.transaction():
+        released = store.db.execute(
+            "UPDATE release_requests SET status='approved', exported_ns=NULL "
+            "WHERE id=? AND status='exporting' AND exported_ns=?", (request_id, claimed_ns)).rowcount
+    return released == 1
+
+
+def mark_exported(store: ReadStore, request_id: int, manifest_sha256: str, now_ns: int, *, claimed_ns: int) -> bool:
+    """Tie the request to the export it authorised, if that export still holds its claim
+    (`claim_export` at `claimed_ns`); False, changing nothing, if not (the claim was taken
+    over: the caller must discard its package). Run it in the caller's transaction together
+    with the log row that records the export."""
+    marked = store.db.execute(
+        "UPDATE release_requests SET status='exported', export_manifest_sha256=?, exported_ns=? "
+        "WHERE id=? AND status='exporting' AND exported_ns=?",
+        (manifest_sha256, now_ns, request_id, claimed_ns)).rowcount
+    return marked == 1
