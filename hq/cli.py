@@ -21,6 +21,7 @@ POLL_S = 0.3  # `reads tail`: how often it looks for new reads (and re-checks th
 def _ingest(args: argparse.Namespace) -> int:
     from hq.ingest import Ingest
     from hq.keyring import load_hpke_keys, load_sign_key
+    from transport.key_usage import FILE_PREFIX, KeyUsage
 
     cfg = hq_config.load(args.config)
     keys_dir = cfg.hq.data_dir / "keys"
@@ -33,7 +34,8 @@ def _ingest(args: argparse.Namespace) -> int:
                     shared=cfg.ingest.shared, revocation_grace_s=cfg.ingest.revocation_grace_h * 3600,
                     rejects_dir=cfg.hq.data_dir / "rejected", share_group=cfg.ingest.share_group,
                     max_future_skew_s=cfg.ingest.max_future_skew_h * 3600,
-                    max_set_aside_bytes=cfg.ingest.max_set_aside_mb * 1024 * 1024)
+                    max_set_aside_bytes=cfg.ingest.max_set_aside_mb * 1024 * 1024,
+                    key_usage=KeyUsage(keys_dir / f"{FILE_PREFIX}{client_id}.json"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -50,6 +50,7 @@ from hq.store import ReadStore, StoreResult
 from transport import atomic, cbor, signed, topics
 from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope, read_header
 from transport.errors import EnvelopeError
+from transport.key_usage import KeyUsage
 from transport.mqtt import BrokerSettings, MqttLink
 from transport.payload import ReadPayload
 from transport.registry import Registry
@@ -127,8 +128,11 @@ class Ingest:
                  share_group: str = topics.INGEST_GROUP,
                  max_future_skew_s: float = DEFAULT_FUTURE_SKEW_S,
                  max_pending: int = DEFAULT_MAX_PENDING,
-                 max_set_aside_bytes: int = DEFAULT_SET_ASIDE_MAX_BYTES) -> None:
+                 max_set_aside_bytes: int = DEFAULT_SET_ASIDE_MAX_BYTES,
+                 key_usage: KeyUsage | None = None) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
+        # which HPKE key each node seals for, for `ca retire-hpke` (transport.key_usage)
+        self.key_usage = key_usage
         self.registry_path = Path(registry_path)
         # The registry lives in HQ's data_dir, so by default the set-aside messages do too
         # (not beside store_path, which may be a PostgreSQL URL).
@@ -177,6 +181,8 @@ class Ingest:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop within `timeout`; messages not yet stored were not PUBACKed and will come again."""
         self.link.stop(timeout)
+        if self.key_usage is not None:
+            self.key_usage.flush(force=True)
 
     # -- link thread ----------------------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
@@ -205,6 +211,8 @@ class Ingest:
         self._pending.append((message.topic, message.payload, message.mid, message.qos))
 
     def _tick(self, client: paho.Client) -> None:
+        if self.key_usage is not None:
+            self.key_usage.flush()
         if not self._pending:
             return
         if time.monotonic() < self._retry_at:
@@ -231,6 +239,8 @@ class Ingest:
                 if opened is None:
                     client.ack(mid, qos)  # rejected for good: do not let the broker redeliver it
                     continue
+                if self.key_usage is not None:
+                    self.key_usage.saw(opened.header.node_id, opened.header.recipient_key_id)
                 if self._refused_before(opened, payload):
                     client.ack(mid, qos)
                     continue

@@ -18,6 +18,7 @@ import pwd
 import secrets
 import shlex
 import subprocess
+import time
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from provisioning import state as hq_state
 from provisioning.authority import Authority
 from provisioning.errors import ProvisioningError, StateError
 from provisioning.names import worker_problem
-from transport import atomic, topics
+from transport import atomic, key_usage, topics
 from transport.errors import KeyFileError
 from transport.keys import (
     key_id,
@@ -392,11 +393,16 @@ def hpke_users(state: hq_state.HQState, kid: str) -> list[str]:
     return sorted(n for n, used in latest.items() if used == kid)
 
 
+def _utc(t_ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t_ns / 1e9))
+
+
 def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False) -> Path:
     """Delete an old HPKE private key (reads still sealed for it can then never be opened).
 
     Refused while an active node's latest bundle still carries the key (its node seals
-    every read for it) unless `force`.
+    every read for it), or while a node's latest message HQ's ingest opened was sealed for it
+    (its new bundle is not installed yet, or it still sends reads sealed before), unless `force`.
     """
     state = hq_state.load(hq_dir)
     if kid == state.hpke_current:
@@ -409,6 +415,16 @@ def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False) -> P
         raise StateError(f"{path}: still used by active nodes whose latest bundle carries key {kid}: "
                          f"{', '.join(users)}; bundle and install a new bundle on each (node bundle ID, node install), "
                          "or pass --force to lose every read they seal until then")
+    # A bundle made is not a bundle installed: what ingest last opened from each node says
+    # which key the node really seals for (transport.key_usage).
+    sealing = key_usage.still_sealing(key_usage.merged(state.keys_dir), kid)
+    if sealing and not force:
+        seen = ", ".join(f"{node} (last {_utc(t)})" for node, t in sorted(sealing.items()))
+        raise StateError(f"{path}: nodes whose latest message HQ opened was sealed for key {kid}: {seen}; they "
+                         "have not been seen to use the new key yet (bundle not installed, or reads sealed before "
+                         "still queued). Wait until each has sent a message since its new bundle, or pass --force "
+                         "to lose what they seal for it")
+    users = users or sorted(sealing)
     os.remove(path)
     (state.keys_dir / f"hq-hpke-{kid}.pub").unlink(missing_ok=True)
     _audit(state, actor, "retire-hpke", None, f"key={kid}" + (f" forced; still used by {','.join(users)}"

@@ -265,3 +265,26 @@ def test_alpr_hq_ingest_uses_the_configured_group_and_skew(tmp_path, monkeypatch
     assert cli.main(["--config", str(config), "ingest"]) == 0
     assert made["share_group"] == SECRET_GROUP and made["max_future_skew_s"] == 7200
     assert made["max_set_aside_bytes"] == 5 * 1024 * 1024
+
+
+# -- F. which HPKE key each node seals for (for `ca retire-hpke`) -------------------------------------------
+def test_ingest_records_the_hpke_key_each_node_sealed_for(tmp_path, monkeypatch):
+    from transport.key_usage import KeyUsage, load, still_sealing
+
+    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
+    path = tmp_path / "keys" / "hpke-used-hq-ingest-1.json"
+    world = World(tmp_path, key_usage=KeyUsage(path))
+    try:
+        forged = envelope.seal(dict(sample_read().to_wire(), node="node-a", seq=2, t_ns=time.time_ns()), kind="read",
+                               node_id="node-a", seq=2, time_ns=time.time_ns(),
+                               signing_key=ed25519.Ed25519PrivateKey.generate(), recipient=world.hq_key.public_key())
+        world.deliver(world.message(1, time.time_ns()), forged)
+        world.ingest.stop()  # writes what it saw
+    finally:
+        if world.ingest._store is not None:
+            world.ingest._store.close()
+    kid = key_id(world.hq_key.public_key())
+    usage = load(path)
+    assert list(usage) == ["node-a"] and list(usage["node-a"]) == [kid]  # the forged message counts for nothing
+    assert list(still_sealing(usage, kid)) == ["node-a"]
+    assert path.stat().st_mode & 0o777 == 0o600

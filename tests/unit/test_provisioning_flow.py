@@ -648,6 +648,34 @@ def test_retire_hpke_refuses_a_key_active_nodes_still_use(hq: Path, tmp_path: Pa
     assert details == [f"key={old} forced; still used by gate-2"]
 
 
+def test_retire_hpke_refuses_a_key_nodes_were_last_seen_sealing_for(hq: Path, tmp_path: Path) -> None:
+    """A bundle made is not a bundle installed: gate-1's bundle carries the new key, but until
+    ingest opens a message gate-1 sealed for it, gate-1 still seals for the old one (or still
+    holds reads sealed for it), and deleting that key would make them unreadable for ever."""
+    from hq.keyring import load_hpke_keys
+    from transport.key_usage import KeyUsage
+
+    local.provision_node(hq, tmp_path / "n1", "gate-1", actor="bob", extra_toml=LOCAL)
+    old = hq_state.load(hq).hpke_current
+    new, _ = hqsetup.rotate_hpke(hq, actor="alice")
+    enroll.make_bundle(hq, "gate-1", actor="alice")  # made, not installed: the audit trail says "new"
+    clock = iter(range(1_000, 10_000))
+    usage = KeyUsage(hq / "keys" / "hpke-used-hq-ingest-1.json", clock_ns=lambda: next(clock))
+    usage.saw("gate-1", old)
+    usage.flush(force=True)
+    with pytest.raises(StateError, match=f"hq-hpke-{old}.key: nodes whose latest message HQ opened was sealed "
+                                         f"for key {old}: gate-1 "):
+        hqsetup.retire_hpke(hq, old, actor="alice")
+    assert old in load_hpke_keys(hq / "keys")
+    # a second worker sees gate-1's first message sealed for the new key: it has moved on
+    other = KeyUsage(hq / "keys" / "hpke-used-hq-ingest-2.json", clock_ns=lambda: next(clock))
+    other.saw("gate-1", new)
+    other.flush(force=True)
+    assert (hq / "keys" / "hpke-used-hq-ingest-2.json").stat().st_mode & 0o777 == 0o600
+    hqsetup.retire_hpke(hq, old, actor="alice")
+    assert old not in load_hpke_keys(hq / "keys")
+
+
 def test_rotate_key_twice_refuses_unless_replace(hq: Path, tmp_path: Path) -> None:
     node = local.provision_node(hq, tmp_path / "n1", "gate-1", actor="bob", extra_toml=LOCAL)
     first = nodeside.rotate_key(node.data_dir, actor="bob")
