@@ -18,7 +18,7 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,28 @@ from transport import atomic
 if TYPE_CHECKING:  # hq.access (and argon2) are imported only by the commands that use them
     from hq.access import Actor
 
-DEFAULT_SESSION = Path(os.environ.get("ALPR_HQ_SESSION", str(Path.home() / ".config" / "alpr-hq" / "session")))
+_SUDO_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def default_session_path(environ: Mapping[str, str] = os.environ, euid: int | None = None,
+                         home: Path | None = None) -> Path:
+    """$ALPR_HQ_SESSION, else the session file of the person at the keyboard.
+
+    HQ's commands run under sudo (hq.toml and the keys are root's), where `~` is root's home for
+    everyone: one ~/.config/alpr-hq/session would be every operator's, and bob's search would be
+    logged under the name alice logged in with. Under sudo the default is therefore one file per
+    invoking user ($SUDO_USER): ~/.config/alpr-hq/sessions/NAME."""
+    if environ.get("ALPR_HQ_SESSION"):
+        return Path(environ["ALPR_HQ_SESSION"])
+    base = (home or Path.home()) / ".config" / "alpr-hq"
+    sudo_user = environ.get("SUDO_USER", "")
+    uid = os.geteuid() if euid is None else euid
+    if uid == 0 and sudo_user and sudo_user != "root" and _SUDO_USER.fullmatch(sudo_user):
+        return base / "sessions" / sudo_user
+    return base / "session"
+
+
+DEFAULT_SESSION = default_session_path()
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -386,3 +386,18 @@ def test_cli_scheduled_retention_below_the_floor_is_logged(site, capsys):
     assert "--min-days 1: below records.retention_days = 365" in capsys.readouterr().err
     user, _, action, outcome, query, _ = last_row(sql)
     assert (user, action, outcome, query) == ("system", "retention", "denied", '{"min_days":1}')
+
+
+def test_under_sudo_each_operator_has_a_session_file_of_their_own(tmp_path):
+    """HQ commands run under sudo, where `~` is root's for everyone: one default session file
+    would let bob act under the name alice logged in with, and the access log would say alice."""
+    from hq.records_cli import default_session_path
+
+    home = tmp_path / "root"
+    alice = default_session_path({"SUDO_USER": "alice"}, euid=0, home=home)
+    bob = default_session_path({"SUDO_USER": "bob"}, euid=0, home=home)
+    assert alice == home / ".config" / "alpr-hq" / "sessions" / "alice" and bob != alice
+    assert default_session_path({}, euid=0, home=home) == home / ".config" / "alpr-hq" / "session"
+    assert default_session_path({"SUDO_USER": "alice"}, euid=1000, home=home) == home / ".config" / "alpr-hq" / "session"
+    assert default_session_path({"SUDO_USER": "../etc"}, euid=0, home=home) == home / ".config" / "alpr-hq" / "session"
+    assert default_session_path({"ALPR_HQ_SESSION": str(tmp_path / "s"), "SUDO_USER": "bob"}, euid=0) == tmp_path / "s"
