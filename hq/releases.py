@@ -186,6 +186,10 @@ def approval_problem(store: ReadStore, request_id: int, case_no: str, now_ns: in
         return PolicyError(f"release request {request_id} is for case {req.case_no}, not {case_no.strip()}")
     if req.status == "exporting" and not (now_ns is not None and _claim_is_stale(req, now_ns)):
         return _exporting_problem(req)
+    if req.status == "exported":
+        when = "" if req.exported_ns is None else f" on {_fmt(req.exported_ns)}"
+        return PolicyError(f"release request {request_id} was already exported{when}: one approval allows one "
+                           "export; file a new request for another copy")
     if req.status not in ("approved", "exporting"):
         return PolicyError(f"release request {request_id} is {req.status}: nothing is released before approval")
     if req.read_ids is None:
