@@ -70,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         lab.close()
     truth = sorted(v.plate for v in clip.vehicles)
     print(f"demo: {printed} reads stored at HQ; the clip's ground truth: {', '.join(truth)}")
-    print(f"demo: node log {root / 'demo-node.log'}, HQ log {root / 'hq-ingest-1.log'}")
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
+        print("demo: its logs, keys, broker and HQ store were removed; run it with --keep DIR to keep them")
+    else:
+        print(f"demo: node log {root / 'demo-node.log'}, HQ log {root / 'hq-ingest-1.log'}, all kept in {root}")
     return 0 if proc.returncode == 0 and printed > 0 else 1
 
 
