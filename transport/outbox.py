@@ -100,8 +100,9 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             raise OutboxError(
                 f"{self.path}: outbox database is corrupt ({exc}). Nothing has been deleted. "
-                f"Run `alpr-node outbox salvage --data-dir {self.path.parent}` to move it aside and copy "
-                f"every readable message into a new outbox (docs/operations.md, 'Corrupt outbox')."
+                f"Stop the service (`sudo systemctl stop alpr-node`), then run `sudo alpr-node outbox salvage "
+                f"--data-dir {self.path.parent}` to move it aside and copy every readable message into a new "
+                f"outbox (docs/operations.md, 'Recovery': 'Corrupt or truncated outbox')."
             ) from exc
 
     def _load_sequence(self) -> tuple[int, int]:

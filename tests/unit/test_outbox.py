@@ -1,6 +1,7 @@
 """The outbox: durable order, acks, resends, quota policy, corruption, sequence safety."""
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +101,10 @@ def test_corrupt_database_is_refused_with_recovery_hint_and_salvaged(tmp_path):
     with pytest.raises(OutboxError) as info:
         Outbox(path)
     assert str(path) in str(info.value) and "salvage" in str(info.value)
+    # the steps in order, and where the docs explain them (a section that exists)
+    assert "Stop the service" in str(info.value) and "'Recovery'" in str(info.value)
+    ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert "### Recovery" in ops and "**Corrupt or truncated outbox**" in ops
     assert path.exists()  # nothing deleted
     aside, recovered = outbox_mod.salvage(path)
     assert aside.exists() and 0 < recovered < 50
