@@ -95,6 +95,17 @@ def fmt_ns(t_ns: int | None) -> str:
     return dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def fmt_until(t_ns: int | None) -> str:
+    """An end given as a day (stored as the next midnight, UTC) as that day: `through 2027-12-01
+    (UTC)`, not `2027-12-02 00:00:00Z`, which reads as a day too many; other ends as a time."""
+    if t_ns is None:
+        return "none"
+    when = dt.datetime.fromtimestamp(t_ns / 1e9, tz=dt.UTC)
+    if t_ns % (86_400 * 10**9) == 0:
+        return f"through {(when - dt.timedelta(days=1)).strftime('%Y-%m-%d')} (UTC)"
+    return f"until {when.strftime('%Y-%m-%d %H:%M:%SZ')}"
+
+
 class Context:
     """What one command needs: the configuration, the store and the access gate; closed at the end."""
 
@@ -290,14 +301,14 @@ def _users_add(ctx: Context) -> int:
                           why=False):
             new_password, trained = _new_user_inputs(ctx)
     user = ctx.access.add_user(by, a.name, a.role, new_password, trained)
-    print(f"user {user.name} added ({user.role}, training until {fmt_ns(user.trained_until_ns)})")
+    print(f"user {user.name} added ({user.role}, training {fmt_until(user.trained_until_ns)})")
     return 0
 
 
 def _users_list(ctx: Context) -> int:
     ctx.access.require_role(ctx.actor(), "users")
     for u in ctx.access.users():
-        print(f"{u.name:<20} {u.role:<14} training until {fmt_ns(u.trained_until_ns)}  "
+        print(f"{u.name:<20} {u.role:<14} training {fmt_until(u.trained_until_ns)}  "
               f"{'active' if u.active else 'disabled'}")
     return 0
 
@@ -307,7 +318,7 @@ def _users_training(ctx: Context) -> int:
     with ctx.refusing(actor, "users", {"user": ctx.args.name, "until": ctx.args.until}, why=False):
         until = None if ctx.args.until == "none" else parse_time(ctx.args.until, end=True, option="--until")
     ctx.access.set_training(actor, ctx.args.name, until)
-    print(f"user {ctx.args.name}: training until {fmt_ns(until)}")
+    print(f"user {ctx.args.name}: training {fmt_until(until)}")
     return 0
 
 
@@ -694,7 +705,8 @@ def register(sub: Any) -> None:
                                      "or $ALPR_HQ_NEW_PASSWORD")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--trained-until", help="date ALPR training expires (YYYY-MM-DD); none: no data access")
+    p.add_argument("--trained-until", help="last day of valid ALPR training (YYYY-MM-DD, through that day UTC) or an ISO time; "
+                   "none: no data access")
     p.add_argument("--bootstrap", action="store_true", help="create the first administrator (only when no users)")
     p.add_argument("--new-password", help=argparse.SUPPRESS)
     _who(p, why=False)
@@ -704,7 +716,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run(_users_list))
     p = users.add_parser("training", help="record a user's training expiry")
     p.add_argument("name")
-    p.add_argument("--until", required=True, help="YYYY-MM-DD, or 'none'")
+    p.add_argument("--until", required=True, help="last day of valid training (YYYY-MM-DD, through that day "
+                   "UTC), an ISO time, or 'none'")
     _who(p, why=False)
     p.set_defaults(func=_run(_users_training))
     for name, active in (("disable", False), ("enable", True)):

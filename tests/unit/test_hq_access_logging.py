@@ -401,3 +401,13 @@ def test_under_sudo_each_operator_has_a_session_file_of_their_own(tmp_path):
     assert default_session_path({"SUDO_USER": "alice"}, euid=1000, home=home) == home / ".config" / "alpr-hq" / "session"
     assert default_session_path({"SUDO_USER": "../etc"}, euid=0, home=home) == home / ".config" / "alpr-hq" / "session"
     assert default_session_path({"ALPR_HQ_SESSION": str(tmp_path / "s"), "SUDO_USER": "bob"}, euid=0) == tmp_path / "s"
+
+
+def test_a_training_day_is_shown_as_that_day():
+    """`--trained-until 2027-12-01` is valid through that day: shown as the stored next
+    midnight, it read as a day too many."""
+    from hq.records_cli import fmt_until, parse_time
+
+    assert fmt_until(parse_time("2027-12-01", end=True, option="--trained-until")) == "through 2027-12-01 (UTC)"
+    assert fmt_until(parse_time("2027-12-01T12:30Z", end=True, option="--trained-until")) == "until 2027-12-01 12:30:00Z"
+    assert fmt_until(None) == "none"
