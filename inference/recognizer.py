@@ -225,10 +225,18 @@ class Recognizer:
                                            text.region_confidence, text.candidates, text.char_confidences,
                                            0.0, detect_ms, ocr_ms, "whole_image" if as_crop else "whole_image_fallback"))
         results.sort(key=rank, reverse=True)
-        # one entry per plate text, the best ranked: two boxes on one plate (a loose and a tight
-        # one), or a box and the whole image, read alike
+        # One entry per plate: two boxes on one plate read alike (a loose and a tight one, or a
+        # box and the whole image) give one entry, the best ranked; and a detection half or more
+        # covered by a better-ranked detection's box is that plate again, whatever it read (a
+        # part of the plate boxed on its own, the county name or a slogan inside it), not a
+        # second plate. Plates of two vehicles do not overlap like that.
         unique: dict[str, PlateResult] = {}
+        kept_boxes: list[tuple[int, int, int, int]] = []
         for result in results:
+            if result.source == "detector":
+                if any(_covered(result.box, box) for box in kept_boxes):
+                    continue
+                kept_boxes.append(result.box)
             unique.setdefault(result.plate, result)
         return detections, list(unique.values())
 

@@ -128,3 +128,21 @@ def test_a_tight_crop_read_surely_whole_is_not_searched_inside(recognizer: Recog
     monkeypatch.setattr(recognizer, "_read_detections", refuse)
     results = recognizer.recognize(crop)
     assert [(r.plate, r.source, r.box) for r in results] == [("ABC1234", "whole_image", (0, 0, 300, 150))]
+
+
+def test_a_box_inside_a_better_plate_box_is_not_a_second_plate(detector: PlateDetector,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detection mostly covered by a better-ranked detection's box is that plate again (its
+    county name, a part of it boxed on its own), whatever it reads: one physical plate is one
+    entry. A plate elsewhere in the frame still counts."""
+    frame, plate_box = closeup("KLM4821", 1280, 720, 240)
+    other, other_box = closeup("ZXC9087", 1280, 720, 240)
+    frame[:, :420] = other[:, 420:840]  # a second plate at the left, well apart
+    other_box = (other_box[0] - 420, other_box[1], other_box[2], other_box[3])
+    x, y, w, h = plate_box
+    inner = Detection((x + w // 4, y + h // 2, w // 2, h // 3), 0.85)  # the lower half of the plate
+    monkeypatch.setattr(detector, "detect", lambda image, windows=False: [
+        Detection(plate_box, 0.95), inner, Detection(other_box, 0.9)])
+    results = Recognizer(detector, PlateReader(), windows="off", tiles="off", zoom_out="off").recognize(frame)
+    assert sorted(r.plate for r in results) == ["KLM4821", "ZXC9087"]
+    assert all(r.box != inner.box for r in results)
