@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,20 @@ DEFAULT_NODE_DIR = Path("/var/lib/alpr-node")
 def _q(value: object) -> str:
     """A value as it must be typed in a shell: the hints below are meant to be pasted."""
     return shlex.quote(str(value))
+
+
+def _sudo(hq_dir: Path) -> str:
+    """"sudo " for a hint to run at HQ, unless the person at the keyboard owns HQ's folder.
+
+    HQ's keys and registry are root's: a technician who ran this command with sudo needs it
+    for the next one too. Someone who owns --dir (a lab, a test, a root shell) does not.
+    """
+    try:
+        owner = Path(hq_dir).stat().st_uid
+        typed_by = int(os.environ.get("SUDO_UID") or os.getuid())
+    except (OSError, ValueError):
+        return "sudo "
+    return "" if owner == typed_by else "sudo "
 
 
 def _when(t_ns: int | None) -> str:
@@ -49,6 +64,8 @@ def _ca_init(args: argparse.Namespace) -> int:
     print(f"HQ HPKE key:         {s.keys_dir}/hq-hpke-{setup.hpke_key_id}.key (key id {setup.hpke_key_id})")
     print(f"HQ signing key:      {s.keys_dir}/hq-sign.key")
     print(f"HQ workers:          {', '.join(s.workers)} (certificates in {s.hq_dir / 'tls'})")
+    print(f"hot-list sender:     {', '.join(s.push_clients)} (for `alpr-hq push hotlist FILE`; the broker ACL lets it "
+          "write every node's retained hot list and nothing else)")
     print(f"broker:              {s.broker_dir} (mosquitto.conf, acl, server.pem for {', '.join(s.broker_names)}, "
           "crl.pem)")
     print()
@@ -66,12 +83,22 @@ def _ca_init(args: argparse.Namespace) -> int:
 
 def _ca_issue_hq(args: argparse.Namespace) -> int:
     from provisioning import hqsetup
+    from provisioning.names import PUSH_CLIENT, is_push_client
     cert = hqsetup.issue_worker(args.dir, args.worker, actor=args.actor, replace=args.replace)
-    print(f"issued {cert} (and its key) for HQ worker {args.worker}; the broker ACL now lets it read every node")
+    push = is_push_client(args.worker)
+    may = ("write every node's retained hot list, nothing else (sign a list first: alpr-hq hotlist publish "
+           "--out FILE)" if push else "read every node")
+    print(f"issued {cert} (and its key) for HQ {'hot-list sender' if push else 'worker'} {args.worker}; "
+          f"the broker ACL now lets it {may}")
     if args.replace:
         print("    its earlier certificates are revoked in the CRL")
-    print(f"next: alpr-provision ca reload-broker --dir {_q(args.dir)} --actor {_q(args.actor)}, then run: "
-          f"alpr-hq --config {_q(Path(args.dir) / 'hq.toml')} ingest --worker {_q(args.worker)}")
+    sudo = _sudo(args.dir)
+    hq = f"{sudo}alpr-hq --config {_q(Path(args.dir) / 'hq.toml')}"
+    if push:
+        then = f"{hq} push hotlist FILE" + ("" if args.worker == PUSH_CLIENT else f" --worker {_q(args.worker)}")
+    else:
+        then = f"{hq} ingest --worker {_q(args.worker)}"
+    print(f"next: {sudo}alpr-provision ca reload-broker --dir {_q(args.dir)} --actor {_q(args.actor)}, then run: {then}")
     return 0
 
 
@@ -80,7 +107,7 @@ def _ca_revoke_hq(args: argparse.Namespace) -> int:
     serials = hqsetup.revoke_worker(args.dir, args.worker, actor=args.actor, reason=args.reason)
     print(f"revoked HQ worker {args.worker}: certificates {', '.join(format(s, 'x') for s in serials) or '-'}; "
           "removed from the broker ACL; CRL rewritten")
-    print(f"next: alpr-provision ca reload-broker --dir {_q(args.dir)} --actor {_q(args.actor)} "
+    print(f"next: {_sudo(args.dir)}alpr-provision ca reload-broker --dir {_q(args.dir)} --actor {_q(args.actor)} "
           "(a restart drops its open connection)")
     return 0
 
@@ -125,7 +152,8 @@ def _node_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled node {r.node_id} at site {r.site_id} by {r.enrolled_by}")
     print(f"    request fingerprint {done.fingerprint}  (must match what the Pi printed at keygen)")
     print(f"    signing key {done.sign_key_id}, certificate {done.cert} serial {done.cert_serial}")
-    print(f"next: alpr-provision node bundle {_q(r.node_id)} --dir {_q(args.dir)} --actor {_q(args.actor)}")
+    print(f"next: {_sudo(args.dir)}alpr-provision node bundle {_q(r.node_id)} --dir {_q(args.dir)} "
+          f"--actor {_q(args.actor)}")
     return 0
 
 
@@ -147,8 +175,8 @@ def _node_add_key(args: argparse.Namespace) -> int:
           f"{args.grace_hours:g} h (reads already queued on the node stay valid whenever they arrive): "
           f"install the bundle on the node within {args.grace_hours:g} h, or the reads it signs after that "
           "with the old key are refused")
-    print(f"next: alpr-provision node bundle {_q(node_id)} --dir {_q(args.dir)} --actor {_q(args.actor)}, then "
-          "install it on the Pi and restart alpr-node")
+    print(f"next: {_sudo(args.dir)}alpr-provision node bundle {_q(node_id)} --dir {_q(args.dir)} "
+          f"--actor {_q(args.actor)}, then install it on the Pi and restart alpr-node")
     return 0
 
 
@@ -189,7 +217,7 @@ def _node_keygen(args: argparse.Namespace) -> int:
     print(f"    signing key id {done.sign_key_id}")
     print(f"    request {done.request}")
     print(f"    request fingerprint: {done.fingerprint}   <- write this down; HQ checks it at enrol")
-    print(f"next: carry {done.request} to HQ: alpr-provision node enroll {_q(done.request.name)} --site SITE "
+    print(f"next: carry {done.request} to HQ: sudo alpr-provision node enroll {_q(done.request.name)} --site SITE "
           f"--actor NAME --fingerprint {done.fingerprint}")
     return 0
 
@@ -199,8 +227,9 @@ def _node_rotate_key(args: argparse.Namespace) -> int:
     done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=args.out, replace=args.replace)
     print(f"node {done.node_id}: new signing key {done.sign_key_id} made (kept aside until HQ's bundle names it)")
     print(f"    request {done.request}, fingerprint {done.fingerprint}")
-    print(f"next: at HQ: alpr-provision node add-key {_q(done.request.name)} --actor NAME; node bundle "
-          f"{_q(done.node_id)}; then here: node install BUNDLE and restart alpr-node")
+    print(f"next: at HQ: sudo alpr-provision node add-key {_q(done.request.name)} --actor NAME; "
+          f"sudo alpr-provision node bundle {_q(done.node_id)} --actor NAME; then here: "
+          "sudo alpr-provision node install BUNDLE --actor NAME and restart alpr-node")
     return 0
 
 
@@ -214,6 +243,10 @@ def _node_install(args: argparse.Namespace) -> int:
         print(f"    {path}")
     if done.rotated_to:
         print(f"    signing key rotated to {done.rotated_to}")
+    if done.dropped:
+        print(f"    --extra replaces the local sections; dropped from the existing {done.config.name}: "
+              f"{', '.join(done.dropped)} (to keep them, copy them from {_q(done.dropped_kept_in)} into "
+              f"{_q(args.extra)} and install again)")
     print(f"    certificate valid until {done.cert_not_after:%Y-%m-%d}")
     config = _q(done.config)
     if done.config == nodeside.DEFAULT_CONFIG:
@@ -308,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hq-key-id", help="HQ signing key fingerprint (16+ hex digits), unless pinned at keygen")
     p.add_argument("--config", type=Path, default=_default_node_config(),
                    help=f"node.toml to write (default {_default_node_config()}, where alpr-node reads it)")
-    p.add_argument("--extra", type=Path, help="local TOML sections to add ([source], [outbox], ...)")
+    p.add_argument("--extra", type=Path, help="the site's local TOML sections ([source], [camera], [[triggers]], "
+                   "[pipeline], ...): they replace all the local sections of the existing node.toml (without "
+                   "--extra those are kept)")
     p.set_defaults(func=_node_install)
     p = pi(node.add_parser("rotate-key", help="(on the Pi) new signing key and a rotation request"))
     p.add_argument("--out", type=Path)
@@ -342,6 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"alpr-provision: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # the registry, where provisioning did not turn it into a StateError
+        if args.debug:
+            raise
+        print(f"alpr-provision: error: HQ's node registry (registry.db): {exc}; if it is a matter of rights, "
+              "run alpr-provision with sudo (HQ's keys and registry are root's)", file=sys.stderr)
         return 2
 
 

@@ -46,8 +46,9 @@ class Revoked:
     broker: str
 
 
-def _registry(state: hq_state.HQState) -> Registry:
-    return Registry(state.registry_path)
+def _registry(state: hq_state.HQState, *, read_only: bool = False) -> Registry:
+    """The registry, or StateError with a `sudo` hint when this user may not write (or read) it."""
+    return hq_state.open_registry(state, read_only=read_only)
 
 
 def _same_fingerprint(typed: str, actual: str) -> bool:
@@ -241,19 +242,13 @@ def regenerate_crl(hq_dir: Path, *, actor: str) -> Path:
 def nodes(hq_dir: Path) -> list[tuple[NodeRecord, list[str]]]:
     """Every node with its key ids (newest first)."""
     state = hq_state.load(hq_dir)
-    registry = _registry(state)
-    try:
+    with hq_state.registry(state, read_only=True) as registry:
         return [(r, [k.key_id for k in registry.keys(r.node_id)]) for r in registry.nodes()]
-    finally:
-        registry.close()
 
 
 def audit(hq_dir: Path, *, node_id: str | None = None, since_ns: int = 0) -> list[tuple[int, str, str, str | None, str]]:
     """The audit trail (t_ns, actor, action, node id, detail), oldest first."""
     state = hq_state.load(hq_dir)
-    registry = _registry(state)
-    try:
+    with hq_state.registry(state, read_only=True) as registry:
         rows = registry.audit_log(since_ns)
-    finally:
-        registry.close()
     return [r for r in rows if node_id is None or r[3] == node_id]

@@ -6,6 +6,7 @@
     HQ_DATA_DIR/keys/hq-hpke-<kid>.key|.pub     HPKE (X25519) keys; old ones kept after rotation
     HQ_DATA_DIR/keys/hq-sign.key|.pub           Ed25519: acks, hot lists, configuration, bundles
     HQ_DATA_DIR/tls/ca.pem, tls/<worker>.pem|.key   HQ workers' broker client certificates
+    HQ_DATA_DIR/tls/hq-push.pem|.key            `alpr-hq push`'s: it may only write hot lists
     HQ_DATA_DIR/broker/                         mosquitto.conf, acl, ca.pem, server.pem|.key, crl.pem
     CA_DIR/                                     the offline CA (see provisioning.authority)
 """
@@ -31,7 +32,7 @@ from provisioning import safefs, tomlout
 from provisioning import state as hq_state
 from provisioning.authority import Authority
 from provisioning.errors import ProvisioningError, StateError
-from provisioning.names import worker_problem
+from provisioning.names import PUSH_CLIENT, is_push_client, worker_problem
 from transport import atomic, key_usage, topics
 from transport.errors import KeyFileError
 from transport.keys import (
@@ -41,7 +42,6 @@ from transport.keys import (
     write_private_key,
     write_public_key,
 )
-from transport.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +144,8 @@ def _kept_share_group(hq_config: Path) -> str | None:
 
 
 def _audit(state: hq_state.HQState, actor: str, action: str, node_id: str | None, detail: str) -> None:
-    registry = Registry(state.registry_path)
-    try:
+    with hq_state.registry(state) as registry:
         registry.record(actor, action, node_id, detail)
-    finally:
-        registry.close()
 
 
 def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_names: list[str] | None = None,
@@ -196,10 +193,14 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     atomic.write_bytes(tls / "ca.pem", authority.pair.cert.read_bytes())
     for worker in worker_names:
         authority.issue(worker, tls, stem=worker)
+    # `alpr-hq push hotlist FILE` connects as hq-push: its own name, so it never takes over an
+    # ingest worker's session, and an ACL entry that lets it write hot lists only
+    authority.issue(PUSH_CLIENT, tls, stem=PUSH_CLIENT)
 
     state = hq_state.HQState(hq_dir=hq_dir, ca_dir=ca_dir, broker_host=broker_host or names[0],
                              broker_port=broker_port, broker_names=tuple(names), broker_bind=broker_bind,
-                             broker_reload=broker_reload, broker_user=broker_user, workers=worker_names, hpke_current=hpke_kid,
+                             broker_reload=broker_reload, broker_user=broker_user, workers=worker_names,
+                             push_clients=(PUSH_CLIENT,), hpke_current=hpke_kid,
                              bundle_valid_hours=bundle_valid_hours)
     bdir = state.broker_dir
     bdir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +222,7 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
               "[ingest] share_group is secret: never copy this file to a node (docs/provisioning.md)."))
     fp = sign_fingerprint(sign.public_key())
     _audit(state, actor, "ca-init", None,
-           f"ca={ca_dir} broker={','.join(names)}:{broker_port} workers={','.join(worker_names)} "
+           f"ca={ca_dir} broker={','.join(names)}:{broker_port} workers={','.join(worker_names)} push={PUSH_CLIENT} "
            f"hpke={hpke_kid} hq-sign={fp}")
     return HQSetup(state, hq_config, files, fp, hpke_kid, share_group_kept=kept_group is not None)
 
@@ -235,7 +236,7 @@ def write_broker_config(state: hq_state.HQState) -> broker_config.BrokerFiles:
     bdir = state.broker_dir
     files = broker_config.write_config(
         bdir, port=state.broker_port, ca_file=bdir / "ca.pem", cert_file=bdir / "server.pem",
-        key_file=bdir / "server.key", hq_users=list(state.workers), bind=state.broker_bind,
+        key_file=bdir / "server.key", hq_users=[*state.workers, *state.push_clients], bind=state.broker_bind,
         crl_file=bdir / "crl.pem", clientid_from_cert=True, run_as=state.broker_user or None)
     give_broker_files(state)
     return files
@@ -272,8 +273,10 @@ def _give(folder: Path, owner: tuple[int, int]) -> None:
 def reload_broker(state: hq_state.HQState) -> str:
     """Run the configured broker reload command; returns what to tell the technician."""
     if not state.broker_reload:
-        return (f"the broker must reread {state.broker_dir}: sudo systemctl restart mosquitto "
-                "(restart also drops open connections; `reload` (SIGHUP) only refuses new ones)")
+        return (f"the broker must reread {state.broker_dir}: restart it, as it was started: "
+                "`sudo systemctl restart mosquitto` (Debian's service), or stop the "
+                f"`mosquitto -c {shlex.quote(str(state.broker_dir / 'mosquitto.conf'))}` process and start it again "
+                "(a restart also drops open connections; a reload (SIGHUP) only refuses new ones)")
     try:
         result = subprocess.run(shlex.split(state.broker_reload), check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -308,8 +311,11 @@ def issue_worker(hq_dir: Path, worker: str, *, actor: str, replace: bool = False
         authority.write_crl(state.broker_dir / "crl.pem")
         give_broker_files(state)
     pair = authority.issue(worker, state.hq_dir / "tls", stem=worker)
-    if worker not in state.workers:
-        state = state.with_(workers=state.workers + (worker,))
+    if worker not in state.workers + state.push_clients:
+        # hq-push (and hq-push-*) only send hot lists: kept apart from the ingest workers, with
+        # an ACL entry that lets them write alpr/v1/node/+/hotlist and nothing else
+        state = (state.with_(push_clients=state.push_clients + (worker,)) if is_push_client(worker)
+                 else state.with_(workers=state.workers + (worker,)))
         state.save()
         write_broker_config(state)
     _audit(state, actor, "issue-hq", None, f"worker={worker} cert={pair.cert}"
@@ -330,12 +336,14 @@ def revoke_worker(hq_dir: Path, worker: str, *, actor: str, reason: str) -> list
     if problem:
         raise ProvisioningError(problem)
     authority = Authority(state.ca_dir)
-    if worker not in state.workers and not any(c.common_name == worker for c in authority.issued()):
-        raise StateError(f"HQ worker {worker}: no such worker (known: {', '.join(state.workers) or '-'})")
+    known = state.workers + state.push_clients
+    if worker not in known and not any(c.common_name == worker for c in authority.issued()):
+        raise StateError(f"HQ worker {worker}: no such worker (known: {', '.join(known) or '-'})")
     serials = authority.revoke(worker, reason)
     authority.write_crl(state.broker_dir / "crl.pem")
-    if worker in state.workers:
-        state = state.with_(workers=tuple(w for w in state.workers if w != worker))
+    if worker in known:
+        state = state.with_(workers=tuple(w for w in state.workers if w != worker),
+                            push_clients=tuple(w for w in state.push_clients if w != worker))
         state.save()
     write_broker_config(state)
     _audit(state, actor, "revoke-hq", None, f"worker={worker} serials={','.join(format(s, 'x') for s in serials)} "
@@ -380,16 +388,14 @@ def rotate_hpke(hq_dir: Path, *, actor: str) -> tuple[str, list[str]]:
 
 def hpke_users(state: hq_state.HQState, kid: str) -> list[str]:
     """Active nodes whose latest bundle (per the audit trail) carries HPKE key `kid`."""
-    registry = Registry(state.registry_path)
-    try:
+    # not read-only: retire-hpke, which asks, then deletes a key and writes the audit trail
+    with hq_state.registry(state) as registry:
         active = {r.node_id for r in registry.nodes() if r.status == "active"}
         latest: dict[str, str] = {}
         for _, _, action, node_id, detail in registry.audit_log():
             if action == "bundle" and node_id in active:
                 fields = dict(part.split("=", 1) for part in detail.split() if "=" in part)
                 latest[node_id] = fields.get("hpke", "")
-    finally:
-        registry.close()
     return sorted(n for n, used in latest.items() if used == kid)
 
 

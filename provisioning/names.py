@@ -9,6 +9,9 @@ from transport.topics import valid_node_id
 
 HQ_PREFIX = "hq-"
 RESERVED = ("broker",)
+# HQ's hot-list sender (`alpr-hq push`, default --worker hq-push): `ca init` issues its
+# certificate; the ACL lets it (and hq-push-<anything>) write retained hot lists, nothing else
+PUSH_CLIENT = "hq-push"
 
 
 def node_id_problem(node_id: str) -> str | None:
@@ -25,3 +28,8 @@ def worker_problem(name: str) -> str | None:
     if not valid_node_id(name) or not name.startswith(HQ_PREFIX):
         return f"HQ worker name {name!r}: must start with {HQ_PREFIX!r} and use letters, digits, '_', '.', '-'"
     return None
+
+
+def is_push_client(name: str) -> bool:
+    """Whether HQ client `name` is a hot-list sender (hq-push, hq-push-2, ...) rather than an ingest worker."""
+    return name == PUSH_CLIENT or name.startswith(PUSH_CLIENT + "-")

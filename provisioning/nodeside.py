@@ -24,8 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import pwd
+import re
 import socket
 import stat
 import time
@@ -50,6 +52,8 @@ from provisioning.names import node_id_problem
 from transport import atomic
 from transport.errors import KeyFileError
 from transport.keys import key_id, load_public_key, parse_private_key, raw_public
+
+log = logging.getLogger(__name__)
 
 SIGN_KEY = "keys/node-sign.key"
 NEXT_SIGN_KEY = "keys/node-sign.next.key"
@@ -94,6 +98,10 @@ class InstallResult:
     rotated_to: str | None
     hq_key_id: str
     cert_not_after: dt.datetime
+    # --extra replaces every local section: those of the existing node.toml it does not hold
+    # ("[camera]", "[[triggers]]", "[broker] backoff_max_s", ...), in file order
+    dropped: tuple[str, ...] = ()
+    dropped_kept_in: Path | None = None  # where the dropped sections can still be copied from
 
 
 def _audit(data_dir: Path, actor: str, action: str, detail: str) -> None:
@@ -414,14 +422,16 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
                             f"({previous.get('id')}); refusing to roll back")
     config_path = Path(config_path) if config_path else data_dir / LEGACY_CONFIG
     _check_writable(config_path)
+    keep_from = config_path
+    if not keep_from.exists() and (data_dir / LEGACY_CONFIG).exists():
+        keep_from = data_dir / LEGACY_CONFIG
+    dropped: tuple[str, ...] = ()
     if extra_toml is None:
-        keep_from = config_path
-        if not keep_from.exists() and (data_dir / LEGACY_CONFIG).exists():
-            keep_from = data_dir / LEGACY_CONFIG
         existing = _read_text(data_dir, keep_from) if keep_from.exists() else ""
         broker_local, extra = local_part(existing, str(keep_from), strict=False)
     else:
         broker_local, extra = local_part(extra_toml, "--extra", strict=True)
+        dropped = _dropped_by_extra(data_dir, keep_from, broker_local, extra)
 
     owner = _owner(meta.get("user"))
     written = [
@@ -456,9 +466,45 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
                                      "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n").encode(),
                         0o644, owner))
     _chown(data_dir, owner, written)
-    _audit(data_dir, actor, "install", f"bundle={b.id} issued_by={b.issued_by} rotated_to={rotated_to}")
+    _audit(data_dir, actor, "install", f"bundle={b.id} issued_by={b.issued_by} rotated_to={rotated_to}"
+           + (f" extra replaced the local sections; dropped from {keep_from}: {', '.join(dropped)}"
+              if dropped else ""))
+    if dropped:
+        log.warning("--extra replaces the local sections; dropped from %s: %s", keep_from, ", ".join(dropped))
     return InstallResult(node_id, config_path, written, rotated_to, bundle_format.fingerprint(b.hq_sign_pub)[:16],
-                         cert.not_valid_after_utc)
+                         cert.not_valid_after_utc, dropped,
+                         (config_path.with_name(config_path.name + ".bak") if keep_from == config_path else keep_from)
+                         if dropped else None)
+
+
+def _dropped_by_extra(data_dir: Path, existing: Path, broker_local: dict, extra: str) -> tuple[str, ...]:
+    """What --extra leaves out of the existing node.toml's local part: it replaces, never merges.
+
+    Only to tell the technician: an existing file that cannot be read or parsed is replaced as
+    it always was, and nothing is reported for it.
+    """
+    try:
+        text = _read_text(data_dir, existing) if existing.exists() else ""
+        kept_broker, kept = local_part(text, str(existing), strict=False)
+    except (OSError, UnicodeDecodeError, ProvisioningError):
+        return ()
+    new = _headers(extra)
+    return tuple(h for h in _headers(kept) if h not in new) + tuple(
+        f"[broker] {k}" for k in kept_broker if k not in broker_local)
+
+
+def _headers(text: str) -> list[str]:
+    """The table headers of TOML text (`[camera]`, `[[triggers]]`, `[outputs.http]`), once each, in order."""
+    seen: list[str] = []
+    for line in text.splitlines():
+        stripped = line.split("#", 1)[0].strip()
+        # a key path only (no commas): a line of a multi-line array such as `[0.0, 0.3],` is not a header
+        m = re.match(r"^(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*(\]\]?)$", stripped)
+        if m:
+            header = f"{m.group(1)}{m.group(2)}{m.group(3)}"
+            if header not in seen:
+                seen.append(header)
+    return seen
 
 
 def _check_writable(config_path: Path) -> None:
