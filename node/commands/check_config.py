@@ -10,6 +10,9 @@ from node import config as node_config
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-config", help="validate the node configuration and key files")
     p.add_argument("--config", "-c", type=Path, default=node_config.DEFAULT_PATH)
+    p.add_argument("--toml-only", action="store_true",
+                   help="check the settings only, not the keys, certificates and libraries they need: for a "
+                        "site.toml or the example, before the node is provisioned")
     p.set_defaults(func=run)
 
 
@@ -18,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
     from transport.keys import check_private_mode
 
     config = node_config.load(args.config)
+    if args.toml_only:
+        print(f"{args.config}: settings ok (node {config.node.id}, source {config.source.kind}); keys, certificates "
+              "and libraries not checked (--toml-only)")
+        return 0
     Identity.load(config)
     for label, path in (("broker.ca", config.path(config.broker.ca, "tls/ca.pem")),
                         ("broker.cert", config.path(config.broker.cert, "tls/node.pem")),
@@ -32,5 +39,27 @@ def run(args: argparse.Namespace) -> int:
         raise node_config.BadConfig(f"{args.config}: broker.key: {exc}") from exc
     if config.source.kind == "clip" and not config.source.clip.exists():
         raise node_config.BadConfig(f"{args.config}: source.clip: {config.source.clip} not found")
+    if config.source.kind == "camera":
+        _check_hardware_libraries(args.config, config)
     print(f"{args.config}: ok (node {config.node.id}, site {config.node.site}, source {config.source.kind})")
     return 0
+
+
+def _check_hardware_libraries(path: Path, config: node_config.NodeConfig) -> None:
+    """The camera and GPIO libraries a live node needs, importable from this venv: a venv made
+    without --system-site-packages cannot see apt's picamera2, and the service would start,
+    fail and restart until systemd gives up. Nothing is opened: the camera and pins may be the
+    running service's."""
+    from hardware.errors import GpioError
+    from hardware.gpio import load_gpio_module
+    from hardware.picamera2_backend import APT_HINT
+
+    try:
+        import picamera2  # noqa: F401
+    except ImportError as exc:
+        raise node_config.BadConfig(f"{path}: source.kind = 'camera': {APT_HINT}") from exc
+    if config.triggers or config.outputs.ir_pin is not None or config.outputs.led_pin is not None:
+        try:
+            load_gpio_module()
+        except GpioError as exc:
+            raise node_config.BadConfig(f"{path}: triggers/outputs: {exc}") from exc

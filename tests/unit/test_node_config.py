@@ -119,3 +119,12 @@ def test_the_example_config_follows_the_wiring_table():
     import tomllib
     outputs = tomllib.loads(example.read_text())["outputs"]
     assert (outputs["ir_pin"], outputs["led_pin"]) == (23, 24)
+
+
+def test_the_example_checks_with_toml_only():
+    """A technician can check a site.toml, or the example, before the node is provisioned."""
+    example = Path(__file__).resolve().parents[2] / "node" / "examples" / "node.toml"
+    out = subprocess.run([sys.executable, "-m", "node.cli", "check-config", "--toml-only", "--config", str(example)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "settings ok (node node-0001" in out.stdout and "not checked (--toml-only)" in out.stdout

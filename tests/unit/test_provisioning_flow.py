@@ -531,8 +531,23 @@ def test_install_writes_node_toml_where_alpr_node_reads_it(hq: Path, tmp_path: P
                      "--extra", str(tmp_path / "site.toml")]) == 0, capsys.readouterr().err
     capsys.readouterr()
     assert not (data / "node.toml").exists()
-    # the README's next step: alpr-node check-config on that file passes (a triggered pipeline with its triggers)
-    assert node_cli.main(["check-config", "--config", str(_never_write_etc)]) == 0
+    # the README's next step: alpr-node check-config on that file passes (a triggered pipeline with its
+    # triggers), where picamera2 and RPi.GPIO can be imported (here: stand-ins, as on a Pi the real ones)
+    import sys
+    import types
+
+    from hardware.standin_gpio import StandinGPIO
+    from hardware.standin_picamera2 import StandinPicamera2Module
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("picamera2", "RPi", "RPi.GPIO"):
+            mp.setitem(sys.modules, name, None)  # as a venv without --system-site-packages: not importable
+        assert node_cli.main(["check-config", "--config", str(_never_write_etc)]) != 0
+        assert "source.kind = 'camera': picamera2 is not installed" in capsys.readouterr().err
+        gpio = StandinGPIO()
+        mp.setitem(sys.modules, "picamera2", StandinPicamera2Module(lambda i: None))
+        mp.setitem(sys.modules, "RPi", types.SimpleNamespace(GPIO=gpio))
+        mp.setitem(sys.modules, "RPi.GPIO", gpio)
+        assert node_cli.main(["check-config", "--config", str(_never_write_etc)]) == 0
     assert "ok (node gate-1" in capsys.readouterr().out
     cfg = node_config.load(_never_write_etc)
     assert cfg.pipeline.mode == "triggered" and cfg.node.data_dir == data.resolve()
