@@ -97,7 +97,9 @@ def read_folder(folder: Path, split: str | None = None) -> list[LabelledImage]:
     items: dict[str, LabelledImage] = {}
     labels = folder / "labels.csv"
     if labels.is_file():
-        with labels.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: Excel's "CSV UTF-8" starts the file with a byte order mark, which would
+        # otherwise become part of the first column's name ("\ufefffile")
+        with labels.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "file" not in reader.fieldnames or "plate" not in reader.fieldnames:
                 raise DatasetError(f"{labels}: header must include 'file' and 'plate'")
@@ -113,7 +115,7 @@ def read_folder(folder: Path, split: str | None = None) -> list[LabelledImage]:
         if image is None:
             continue
         plates = []
-        for line_no, line in enumerate(txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        for line_no, line in enumerate(txt.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split("\t") if "\t" in line else line.split()

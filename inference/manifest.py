@@ -14,6 +14,9 @@ OUTPUT_KINDS = ("yolo", "yolov8", "ssd_postprocess", "ctc", "fixed_slot")
 COLOURS = ("rgb", "bgr", "grey")
 RESIZES = ("stretch", "letterbox")
 DTYPES = ("float32", "int8", "uint8")
+# output.params checked at load (the rest are free-form): scores from 0 to 1, and counts
+PROBABILITY_PARAMS = ("score_threshold", "tile_score_threshold")
+COUNT_PARAMS = ("max_len", "stride")
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,20 @@ class Manifest:
             # the decoders place the blank by this index: anywhere else shifts every character
             raise ModelError(f"{source}: manifest key 'output.blank_index' must be 0 (first), {len(alphabet)} "
                              f"(last, = len(output.alphabet)) or -1 (last), got {output['blank_index']!r}")
+        params = mapping_of(output, "params", "output.")
+        for key in PROBABILITY_PARAMS:
+            # a threshold the detector compares scores with: null, "high" or NaN would fail far
+            # from the manifest (or, NaN, quietly find nothing)
+            if key in params:
+                value = number(params[key], f"output.params.{key}")
+                if not 0.0 <= value <= 1.0:
+                    raise ModelError(f"{source}: manifest key 'output.params.{key}' must be from 0 to 1, got {value!r}")
+        for key in COUNT_PARAMS:
+            if key in params:
+                value = params[key]
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ModelError(f"{source}: manifest key 'output.params.{key}' must be a positive integer, "
+                                     f"got {value!r}")
         sha = need(data, "sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
             raise ModelError(f"{source}: manifest key 'sha256' is not a 64-digit hex digest")
@@ -169,7 +186,7 @@ class Manifest:
             pad_char=pad_char,
             region_classes=names(output, "region_classes"),
             classes=names(output, "classes"),
-            params=mapping_of(output, "params", "output."),
+            params=params,
             plate_formats=PlateFormats.from_dict(output["plate_formats"], source) if "plate_formats" in output else None,
             training=mapping_of(data, "training"),
             metrics=mapping_of(data, "metrics"),

@@ -149,7 +149,8 @@ class Recognizer:
             text, ocr_ms = self._read(image_rgb, box)
             if len(text.text) >= self.min_chars and text.confidence >= max(self.min_confidence, self.min_read_confidence):
                 results.append(PlateResult(det.box, text.text, text.confidence, text.region, text.region_confidence,
-                                           text.candidates, text.char_confidences, det.score, detect_ms, ocr_ms))
+                                           _plates(text.candidates), text.char_confidences, det.score, detect_ms,
+                                           ocr_ms))
         return results
 
     def recognize(self, image_rgb: np.ndarray) -> list[PlateResult]:
@@ -222,7 +223,7 @@ class Recognizer:
             plausible = not fallback or (len(text.text) >= self.min_chars and text.confidence >= self.min_read_confidence)
             if text.text and text.confidence >= self.min_confidence and plausible:
                 results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
-                                           text.region_confidence, text.candidates, text.char_confidences,
+                                           text.region_confidence, _plates(text.candidates), text.char_confidences,
                                            0.0, detect_ms, ocr_ms, "whole_image" if as_crop else "whole_image_fallback"))
         results.sort(key=rank, reverse=True)
         # One entry per plate: two boxes on one plate read alike (a loose and a tight one, or a
@@ -248,6 +249,12 @@ def rank(result: PlateResult) -> float:
     them (`whole_image="always"`), counts as a detection at half score."""
     factor = {"detector": result.detection_score, "whole_image": 1.0}.get(result.source, 0.5)
     return result.confidence * factor
+
+
+def _plates(candidates: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The candidates that are plates: the decoder also ranks reading nothing (''), which is
+    no plate to show anyone, and weighs it when it fuses views, so it is dropped only here."""
+    return [(text, p) for text, p in candidates if text]
 
 
 def _reads_as_plate(text: PlateText) -> bool:

@@ -84,7 +84,10 @@ def load_image(path: str | Path) -> Any:
     except cv2.error as exc:
         # OpenCV asserts rather than returning None on some files, e.g. a PNG declaring more
         # pixels than CV_IO_MAX_IMAGE_PIXELS
-        raise BadInput(f"{path}: not a readable image (OpenCV: {getattr(exc, 'err', '') or exc})") from None
+        reason = getattr(exc, "err", "") or str(exc)
+        if "Failed to allocate" in reason or "Insufficient memory" in reason:
+            raise out_of_memory(path) from None  # an image, but too large for the memory there is
+        raise BadInput(f"{path}: not a readable image (OpenCV: {reason})") from None
     if image is None:
         # OpenCV 5 refuses a JPEG with any data missing, even only its end marker (a photo cut
         # short in a copy or an upload), where viewers and OpenCV 4 show what is there
@@ -160,6 +163,51 @@ def _decode_with_pillow(data: bytes, path: str | Path) -> Any:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
+def printable(text: str, stream: Any = None, encoding: str | None = None) -> str:
+    r"""`text` as `stream` (default stdout), or `encoding`, can write it: a file name that is
+    not valid UTF-8 (b'caf\xe9.jpg' on Linux, which Python holds as 'caf\udce9.jpg') shows its
+    odd bytes as \xe9, and characters the encoding lacks as \u escapes, instead of stopping
+    the batch with a UnicodeEncodeError."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoding made
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    encoding = encoding or getattr(stream if stream is not None else sys.stdout, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an encoding name Python does not know: ASCII is safe anywhere
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def image_size(path: str | Path, image: Any = None) -> str:
+    """'WxH' of an image: of the array when it was decoded, else from the file's header
+    (Pillow reads only that); '' when neither tells."""
+    if image is not None and getattr(image, "ndim", 0) >= 2:
+        return f"{image.shape[1]}x{image.shape[0]}"
+    import warnings
+
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # the header of a huge image is what is wanted (nothing is decoded)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return f"{im.width}x{im.height}"
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return ""
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def out_of_memory(path: str | Path, image: Any = None) -> BadInput:
+    """The error for an image too large to decode or recognise in the memory there is."""
+    size = image_size(path, image)
+    return BadInput(f"{path}: out of memory on this image{' (' + size + ' px)' if size else ''}: "
+                    "too large to process here")
+
+
 def image_error(path: str | Path, exc: Exception) -> str:
     """Why one image failed, without the leading `PATH: ` that load_image's errors carry (the
     caller names the file once, on stderr and in the JSON object's "file")."""
@@ -170,7 +218,7 @@ def report_error(path: str | Path, exc: Exception, as_json: bool) -> None:
     """One failed image: `alpr-node: error: PATH: why` on stderr and, with --json, its
     {"file", "error"} object on stdout so that every image given has a line."""
     reason = image_error(path, exc)
-    print(f"alpr-node: error: {path}: {reason}", file=sys.stderr, flush=True)
+    print(printable(f"alpr-node: error: {path}: {reason}", sys.stderr), file=sys.stderr, flush=True)
     if as_json:
         print(json.dumps({"file": str(path), "error": reason}), flush=True)
 
@@ -221,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
                             zoom_out=args.zoom_out)
     failures = 0
     for path in args.images:
+        image = None
         try:
             image = load_image(path)
             start = time.perf_counter()
@@ -229,7 +278,14 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             report_error(path, exc, args.json)
             continue
+        except MemoryError:  # e.g. a 25000x25000 scan under a memory limit: the next image may fit
+            failures += 1
+            oom = out_of_memory(path, image)
+            image = None  # let the array go before the next image
+            report_error(path, oom, args.json)
+            continue
         ms = (time.perf_counter() - start) * 1000.0
-        line = json.dumps(result_dict(path, ms, results)) if args.json else human_line(path, ms, results)
+        # JSON is ASCII (json.dumps escapes); a human line may hold a name stdout cannot encode
+        line = json.dumps(result_dict(path, ms, results)) if args.json else printable(human_line(path, ms, results))
         print(line, flush=True)
     return 1 if failures else 0
