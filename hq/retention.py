@@ -91,7 +91,17 @@ def place_hold(store: ReadStore, access: Access, actor: Actor, *, case_no: str, 
     # The reason is the hold's purpose: the gate refuses a blank one, naming --why.
     grant = access.authorize(actor, "hold", purpose=reason, case_no=case_no, query={"reads": sorted(read_ids)},
                              check=problem, purpose_option="--why")
-    with store.db.transaction():
+    # Under the lock the purge takes for each month (PostgreSQL; SQLite's writers are serial
+    # anyway), with the reads looked up again inside: a purge that ran between the check above
+    # and this transaction has removed them, and a hold on nothing would let the investigator
+    # believe the evidence is kept. Either the hold commits first and the purge sees it, or the
+    # purge does and the hold is refused here.
+    with store.db.transaction(lock="reads_partitions"):
+        present = {r[0] for r in store.db.rows(
+            f"SELECT id FROM reads WHERE id IN ({','.join('?' * len(read_ids))})", read_ids)}
+        gone = sorted(set(read_ids) - present)
+        if gone:
+            raise NotFound(f"reads {gone}: purged by retention while the hold was being placed; nothing held")
         # The case as the access log has it (trimmed): exports look holds up by it.
         hold_id = store.db.insert("INSERT INTO holds (case_no, reason, created_by, created_ns) VALUES (?,?,?,?)",
                                   (grant.case_no, reason, actor.name, access.clock()))

@@ -204,3 +204,29 @@ def test_config_refuses_a_retention_shorter_than_a_year(tmp_path, days):
         hq_config.load(path)
     path.write_text("[records]\nretention_days = 365\n")
     assert hq_config.load(path).records.retention_days == 365
+
+
+def test_a_hold_placed_while_retention_purges_its_read_is_refused_not_kept_on_nothing(env, monkeypatch):
+    """The reads are checked before the hold's transaction; a purge between the two removes
+    them. The hold must then be refused (nothing is held), not record a hold on nothing."""
+    from hq.errors import NotFound
+
+    store, access, _, _ = env
+    first = store.db.value("SELECT MIN(id) FROM reads")
+    real_rows = store.db.rows
+    purged = []
+
+    def rows_then_purge(sql, params=()):
+        out = real_rows(sql, params)
+        if "FROM reads WHERE id IN" in sql and not purged:
+            purged.append(first)  # the retention job, on another connection, between check and hold
+            other = ReadStore(store.path)
+            other.db.execute("DELETE FROM reads WHERE id = ?", (first,))
+            other.close()
+        return out
+
+    monkeypatch.setattr(store.db, "rows", rows_then_purge)
+    with pytest.raises(NotFound, match=rf"reads \[{first}\]: purged by retention while the hold was being placed"):
+        retention.place_hold(store, access, IVAN, case_no="C9", reason="robbery", read_ids=[first])
+    monkeypatch.undo()
+    assert purged and store.db.value("SELECT COUNT(*) FROM holds") == 0
