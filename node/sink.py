@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Callable
 
 from node.identity import Identity
-from transport.errors import OutboxTooLarge
+from transport.errors import OutboxFull, OutboxTooLarge
 from transport.outbox import Outbox
 from transport.payload import ReadPayload
 
@@ -58,7 +58,8 @@ class ReadSink:
     def submit_overview(self, read_seq: int, jpeg: bytes, time_ns: int) -> int | None:
         """Commit the overview image of a read as its own low-priority message (event 'overview').
 
-        None if the image alone is larger than the outbox quota (counted in images_dropped).
+        None if the image alone is larger than the outbox quota, or the outbox is full of reads
+        and alerts, which it must not push out (counted in images_dropped).
         """
         payload = {"event": "overview", "t_ns": time_ns, "read_seq": read_seq, "image": jpeg}
         try:
@@ -66,6 +67,9 @@ class ReadSink:
         except OutboxTooLarge:
             self.images_dropped += 1
             log.warning("overview of read seq %d is larger than the outbox quota: not kept", read_seq)
+            return None
+        except OutboxFull:  # the outbox holds only reads and alerts: they stay, the picture goes
+            self.images_dropped += 1
             return None
 
     def submit_event(self, event: str, time_ns: int, fields: dict) -> int:

@@ -31,3 +31,8 @@ class OutboxError(TransportError, RuntimeError):
 
 class OutboxTooLarge(OutboxError):
     """One message is larger than the whole outbox quota: it can never be kept."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is at its quota with messages all more valuable than this one (alerts before
+    reads, reads before overview images): this one is not kept, none of them is dropped for it."""

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from transport import atomic
-from transport.errors import OutboxError, OutboxTooLarge
+from transport.errors import OutboxError, OutboxFull, OutboxTooLarge
 
 log = logging.getLogger(__name__)
 
 PRIORITY = {"alert": 0, "read": 1, "event": 1, "overview": 2}
 SEQ_BLOCK = 10_000
+# The longest a message HQ keeps leaving unacknowledged waits between copies (see Outbox.due).
+MAX_BACKOFF_NS = 3600 * 10**9
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -63,6 +65,9 @@ class OutboxStats:
     committed: int
     acked: int
     dropped: dict[str, int]
+    # messages HQ left unacknowledged while it acknowledged others (set aside or rejected there:
+    # its ingest log says why); they back off, up to an hour between copies (Outbox.due)
+    ignored_by_hq: int = 0
 
 
 class Outbox:
@@ -80,6 +85,14 @@ class Outbox:
         # monotonic clock: a wall clock stepped back (NTP correcting a Pi that booted with a
         # wrong time) must not make them look recent, holding the window and their resends.
         self._sent: dict[int, int] = {}
+        # Per message still here: when it was last published (kept across reconnects, unlike
+        # _sent) and how many times it was published again although HQ acknowledged something
+        # else since its previous copy ("strikes"). A message HQ keeps not acknowledging while it
+        # acknowledges others (set aside, rejected) waits twice as long after each strike, so it
+        # cannot hold the window from the reads behind it (see due()).
+        self._tried: dict[int, int] = {}
+        self._strikes: dict[int, int] = {}
+        self._last_ack_ns = 0  # monotonic time of the last ack that removed something
         self._seq_file = reservation_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
@@ -137,7 +150,7 @@ class Outbox:
                                   f"({self.quota_bytes} bytes); raise outbox.quota_mb")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                freed, dropped, dropped_seqs = self._make_room(size, now_ns)
+                freed, dropped, dropped_seqs = self._make_room(size, PRIORITY[kind], now_ns)
                 self._db.execute(
                     "INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
                     (seq, kind, PRIORITY[kind], now_ns, size, message),
@@ -146,6 +159,10 @@ class Outbox:
                 self._db.execute(
                     "INSERT INTO meta VALUES ('committed', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
                 self._db.execute("COMMIT")
+            except OutboxFull:
+                self._rollback()
+                self._count_refused(kind, size)
+                raise
             except BaseException:
                 self._rollback()
                 raise
@@ -155,18 +172,30 @@ class Outbox:
             self._depth += 1 - dropped
             for gone in dropped_seqs:
                 self._sent.pop(gone, None)
+                self._tried.pop(gone, None)
+                self._strikes.pop(gone, None)
             return seq
 
-    def _make_room(self, size: int, now_ns: int) -> tuple[int, int, list[int]]:
-        """Drop the least valuable messages until `size` more bytes fit (inside the caller's transaction).
+    def _make_room(self, size: int, priority: int, now_ns: int) -> tuple[int, int, list[int]]:
+        """Drop the least valuable messages, oldest first, until `size` more bytes fit (inside the
+        caller's transaction); only messages no more valuable than the new one (`priority`, lower
+        is more valuable): an overview image never pushes out a read, nor a read an alert.
 
         Returns (bytes freed, messages dropped, their seqs) for the caller to apply after COMMIT.
+        OutboxFull when only more valuable messages are left to drop (the caller rolls back).
         """
         freed, dropped, seqs = 0, 0, []
         while self._depth - dropped > 0 and (self._bytes - freed + size > self.quota_bytes
                                              or self._depth - dropped + 1 > self.max_entries):
-            seq, kind, victim_size = self._db.execute(
-                "SELECT seq, kind, size FROM outbox ORDER BY priority DESC, seq ASC LIMIT 1").fetchone()
+            # The least valuable priority present, then its oldest: two index lookups, where
+            # ORDER BY priority DESC, seq ASC sorted the whole table for every message dropped.
+            victim = self._db.execute(
+                "SELECT seq, kind, size FROM outbox WHERE priority = (SELECT MAX(priority) FROM outbox) "
+                "AND priority >= ? ORDER BY seq LIMIT 1", (priority,)).fetchone()
+            if victim is None:
+                raise OutboxFull(f"{self.path}: at its quota with more valuable messages only: the new message "
+                                 f"is not kept")
+            seq, kind, victim_size = victim
             self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
             self._db.execute("INSERT OR REPLACE INTO losses VALUES (?,?,?)", (seq, kind, now_ns))
             self._db.execute(
@@ -188,18 +217,50 @@ class Outbox:
         except sqlite3.OperationalError:
             pass  # no transaction was open
 
+    def _count_refused(self, kind: str, size: int) -> None:
+        """Count a message refused by _make_room (OutboxFull) under dropped_<kind>; it took no seq."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                             (f"dropped_{kind}",))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()
+            log.exception("outbox %s: could not count a refused %s", self.path, kind)
+        log.warning("outbox %s: quota reached and only more valuable messages are left: a new %s (%d bytes) is "
+                    "not kept", self.path, kind, size)
+
     # -- uplink side ----------------------------------------------------------------------
-    def due(self, limit: int, resend_after_ns: int, now_ns: int | None = None) -> list[Pending]:
+    def due(self, limit: int, resend_after_ns: int, now_ns: int | None = None,
+            max_resends: int | None = None) -> list[Pending]:
         """Messages never sent since start/reconnect, or sent longer ago than `resend_after_ns`
-        (`now_ns` on the clock of mark_sent: monotonic by default)."""
+        doubled for each of their strikes (up to MAX_BACKOFF_NS), in send order (`now_ns` on
+        the clock of mark_sent: monotonic by default). `max_resends` caps how many of them may
+        be messages published before, so that messages HQ never acknowledges, at the front of
+        the queue, leave room for the ones behind them."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
-        cutoff = now_ns - resend_after_ns
         with self._lock:
-            # Only the first `limit + in flight` keys can qualify: read keys from the covering
+            # Only the first `limit + tried` keys can qualify: read keys from the covering
             # index, then fetch just the chosen blobs.
             keys = self._db.execute("SELECT seq, kind FROM outbox ORDER BY priority, seq LIMIT ?",
-                                    (limit + len(self._sent),)).fetchall()
-            chosen = [(seq, kind) for seq, kind in keys if self._sent.get(seq, cutoff - 1) < cutoff][:limit]
+                                    (limit + len(self._tried),)).fetchall()
+            chosen, held_back, resends = [], [], 0
+            for seq, kind in keys:
+                sent = self._sent.get(seq)
+                if sent is not None:
+                    wait = min(resend_after_ns << min(self._strikes.get(seq, 0), 30), max(MAX_BACKOFF_NS, resend_after_ns))
+                    if sent >= now_ns - wait:
+                        continue
+                if seq in self._tried:
+                    if max_resends is not None and resends >= max_resends:
+                        held_back.append((seq, kind))
+                        continue
+                    resends += 1
+                chosen.append((seq, kind))
+                if len(chosen) >= limit:
+                    break
+            # room the messages never sent did not take goes to the copies held back
+            chosen += held_back[:limit - len(chosen)]
             if not chosen:
                 return []
             blobs = dict(self._db.execute(
@@ -222,12 +283,18 @@ class Outbox:
                 f"SELECT seq FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)}
             for seq in seqs:
                 if seq in present:
+                    previous = self._tried.get(seq)
+                    if previous is not None and previous < self._last_ack_ns:
+                        self._strikes[seq] = self._strikes.get(seq, 0) + 1
                     self._sent[seq] = now_ns
+                    self._tried[seq] = now_ns
 
     def reset_sent(self) -> None:
-        """Forget publish attempts (after a reconnect), so every unacked message goes again."""
+        """Forget publish attempts (after a reconnect), so every unacked message goes again; a
+        message's strikes stay (see due())."""
         with self._lock:
             self._sent.clear()
+
 
     def in_flight(self, resend_after_ns: int | None = None, now_ns: int | None = None) -> int:
         """Messages published and not yet acknowledged (only those sent within `resend_after_ns`, if
@@ -238,8 +305,9 @@ class Outbox:
             cutoff = (time.monotonic_ns() if now_ns is None else now_ns) - resend_after_ns
             return sum(1 for sent in self._sent.values() if sent >= cutoff)
 
-    def ack(self, seqs: Iterable[int]) -> int:
-        """Delete messages HQ confirmed it stored; returns how many were still here."""
+    def ack(self, seqs: Iterable[int], now_ns: int | None = None) -> int:
+        """Delete messages HQ confirmed it stored; returns how many were still here (`now_ns`
+        on mark_sent's clock, monotonic by default: when HQ last showed it acknowledges)."""
         seqs = list(seqs)
         if not seqs:
             return 0
@@ -253,6 +321,10 @@ class Outbox:
                 self._db.execute(f"DELETE FROM outbox WHERE seq IN ({placeholders})", seqs)
                 for seq in seqs:
                     self._sent.pop(seq, None)
+                    self._tried.pop(seq, None)
+                    self._strikes.pop(seq, None)
+                if count:
+                    self._last_ack_ns = time.monotonic_ns() if now_ns is None else now_ns
                 self._db.execute(
                     "INSERT INTO meta VALUES ('acked', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
                     (count, count))
@@ -271,13 +343,17 @@ class Outbox:
         with self._lock:
             if self._db is None:
                 raise OutboxError(f"{self.path}: outbox is closed")
-            oldest = self._db.execute("SELECT MIN(created_ns) FROM outbox").fetchone()[0]
+            # the lowest seq is the oldest commit (seqs only grow): found by the primary key, where
+            # MIN(created_ns) read every row (seconds on a full outbox, every health interval)
+            row = self._db.execute("SELECT created_ns FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            oldest = row[0] if row else None
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            ignored = len(self._strikes)
         dropped = {k[len("dropped_"):]: v for k, v in meta.items() if k.startswith("dropped_")}
         return OutboxStats(
             depth=self._depth, bytes=self._bytes,
             oldest_age_s=(now_ns - oldest) / 1e9 if oldest else 0.0,
-            committed=meta.get("committed", 0), acked=meta.get("acked", 0), dropped=dropped,
+            committed=meta.get("committed", 0), acked=meta.get("acked", 0), dropped=dropped, ignored_by_hq=ignored,
         )
 
     def losses(self, limit: int = 1000) -> list[tuple[int, str]]:

@@ -119,7 +119,10 @@ class Uplink:
         room = min(self.window - self.outbox.in_flight(resend_after, now) - stale, self.window - len(self._queued))
         if room <= 0:
             return
-        due = [entry for entry in self.outbox.due(room + stale, resend_after, now)
+        # At most half the room for copies of messages sent before: a run of messages HQ never
+        # acknowledges (set aside, rejected) at the front of the queue must not take every
+        # place in the window, or the reads behind them would never leave (Outbox.due).
+        due = [entry for entry in self.outbox.due(room + stale, resend_after, now, max_resends=max(1, room // 2))
                if entry.seq not in self._queued][:room]
         if not due:
             return

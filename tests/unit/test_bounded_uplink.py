@@ -160,3 +160,48 @@ def test_a_status_paho_refused_is_published_again_at_the_next_connect(tmp_path: 
     up._connected(client, True)
     assert [t for t, _ in client.queue if t.endswith("/status")] == ["alpr/v1/node/n1/status"] * 2
     box.close()
+
+
+def test_messages_hq_never_acknowledges_do_not_hold_back_the_reads_behind_them(tmp_path: Path, monkeypatch) -> None:
+    """HQ PUBACKs but never acknowledges a message it sets aside or rejects (a capture time far
+    ahead, a store refusal). With a window's worth of them at the front of the outbox they used
+    to be published again at every resend, taking every place in the window, and no read behind
+    them ever left. Now they get at most half the room, and wait twice as long after each copy
+    HQ ignored while it acknowledged others."""
+    from transport import outbox as outbox_mod
+
+    box = Outbox(tmp_path / "o.db")
+    poison = [box.commit("read", lambda seq: b"set aside at HQ") for _ in range(600)]
+    good = [box.commit("read", lambda seq: b"sealed") for _ in range(100)]
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=500, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    client = PubackedClient()
+    published: list[int] = []
+    real_mark = box.mark_sent
+    monkeypatch.setattr(box, "mark_sent", lambda seqs, now_ns=None: (published.extend(seqs), real_mark(seqs, now_ns)))
+
+    def run(seconds: int) -> None:
+        """Time passes; a vehicle is read every 10 s, and HQ acknowledges every good message
+        within the second it gets it."""
+        for second in range(seconds):
+            wall[0] += S
+            mono[0] += S
+            if second % 10 == 0:
+                good.append(box.commit("read", lambda seq: b"sealed"))
+            up._tick(client)
+            acked = [seq for seq in published if seq in set(good)]
+            if acked:
+                box.ack(acked)
+            published.clear()
+
+    run(3600)
+    assert box.stats().depth == len(poison), "reads behind the messages HQ never acknowledges did not leave"
+    # ...and the ignored ones are not sent again every 30 s for ever: they back off, to an hour
+    assert box.stats().ignored_by_hq == len(poison)
+    copies_before = len(client.published)
+    run(1800)
+    ignored_copies = len(client.published) - copies_before - 180  # less the reads of that half hour
+    # every 30 s would be 60 copies each; backed off, one or two
+    assert ignored_copies <= 2 * len(poison), f"{ignored_copies} copies of {len(poison)} ignored messages in 30 min"
+    assert outbox_mod.MAX_BACKOFF_NS == 3600 * S
+    box.close()
