@@ -26,6 +26,9 @@ from transport.keys import check_private_mode
 
 log = logging.getLogger(__name__)
 
+# A tick hook failing on every turn (about a hundred a second) is logged at most this often.
+TICK_FAILURE_LOG_S = 10.0
+
 
 @dataclass(frozen=True)
 class BrokerSettings:
@@ -87,6 +90,9 @@ class MqttLink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._beat = time.monotonic()  # see stalled_s
+        self._tick_ok = time.monotonic()  # last turn the tick hook completed (see stalled_s)
+        self._tick_failures = 0           # turns in a row it raised
+        self._tick_failure_logged = float("-inf")
         self._connected = threading.Event()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5,
@@ -168,8 +174,17 @@ class MqttLink:
                     next_tick = now + self._tick_interval
                     try:
                         self._on_tick(self._client)
+                        self._tick_ok = time.monotonic()
+                        self._tick_failures = 0
                     except Exception:  # a hook bug must not kill the link; it is logged with context
-                        log.exception("mqtt %s: tick hook failed", self.name)
+                        # ...but a hook that fails on every turn (the outbox's disk failing) sends
+                        # nothing ever again: stalled_s counts it, so the watchdog is not pinged
+                        # for a link that only goes round. Logged once per TICK_FAILURE_LOG_S.
+                        self._tick_failures += 1
+                        if now - self._tick_failure_logged >= TICK_FAILURE_LOG_S:
+                            self._tick_failure_logged = now
+                            log.exception("mqtt %s: tick hook failed (%d times in a row)", self.name,
+                                          self._tick_failures)
             self._mark_down()
         try:
             if self._client.is_connected():
@@ -242,8 +257,12 @@ class MqttLink:
 
     def stalled_s(self) -> float:
         """Seconds the link's thread is overdue on its loop: it comes round every tick, or
-        within the connect timeout, and a backoff wait is planned, so a large figure is a hang."""
-        return max(0.0, time.monotonic() - self._beat)
+        within the connect timeout, and a backoff wait is planned, so a large figure is a hang.
+        While connected, also how long the tick hook has failed on every turn (nothing is
+        published then, though the loop goes round)."""
+        now = time.monotonic()
+        failing = now - self._tick_ok if self._tick_failures and self._connected.is_set() else 0.0
+        return max(0.0, now - self._beat, failing)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():

@@ -270,3 +270,35 @@ def test_a_capture_that_overruns_its_timeout_counts_as_stuck(monkeypatch: pytest
     finally:
         release.set()
         supervisor.stop(2)
+
+
+def test_a_link_whose_tick_fails_on_every_turn_counts_as_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connected, going round its loop, but the tick hook (publishing the outbox) raising every
+    turn, say on a failing disk: nothing leaves the node, so the watchdog must not be pinged."""
+    cert, key = _self_signed(tmp_path)
+    settings = BrokerSettings("127.0.0.1", 1, cert, cert, key, "n1")
+
+    def failing_tick(client) -> None:
+        raise OSError("disk I/O error")
+
+    link = MqttLink(settings, name="failing", on_connect=lambda c, s: None, on_message=lambda c, m: None,
+                    on_tick=failing_tick)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    link._connected.set()  # as after a CONNACK
+    link._beat = link._tick_ok = clock[0]
+    stop_after = [0]
+
+    def loop_turn(timeout: float = 0.0) -> int:
+        clock[0] += 0.5
+        stop_after[0] += 1
+        if stop_after[0] >= 60:
+            link._stop.set()
+        return 0
+
+    monkeypatch.setattr(link._client, "loop", loop_turn)
+    monkeypatch.setattr(link, "_connect_once", lambda: True)
+    link._run()  # 60 turns of half a second: 30 s of failing ticks
+    link._connected.set()  # still connected (the test's _run ended the loop, not the broker)
+    assert link._tick_failures >= 59
+    assert link.stalled_s() >= 25.0  # the runtime withholds the ping past 20 s (liveness_problem)
