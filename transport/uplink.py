@@ -41,12 +41,16 @@ class Uplink:
 
     def __init__(self, outbox: Outbox, settings: BrokerSettings, node_id: str,
                  hq_sign_keys: list[ed25519.Ed25519PublicKey], *, window: int = 500,
-                 resend_after_s: float = 30.0,
+                 resend_after_s: float = 30.0, max_queued_bytes: int = 32 * 1024 * 1024,
                  on_control: Callable[[str, bytes], None] | None = None) -> None:
         self.outbox = outbox
         self.node_id = node_id
         self.hq_sign_keys = hq_sign_keys
         self.window = window
+        # paho holds every QoS 1 copy it was handed (and its encoded packet) until the broker
+        # PUBACKs it: on a stalled link a window of 200 kB overview images would be 100 MB of
+        # the service's 400 MB. Copies waiting in paho are bounded in bytes too (one at least).
+        self.max_queued_bytes = max_queued_bytes
         self.resend_after_ns = int(resend_after_s * 1e9)
         self.max_resend_after_ns = int(600 * 1e9)
         # When HQ last acknowledged something, on the monotonic clock (as the outbox's send
@@ -59,6 +63,7 @@ class Uplink:
         # PUBACKed: they are still in the client's queue, and paho itself resends them after a
         # reconnect, so a second copy would only wait behind the first.
         self._queued: dict[int, tuple[paho.MQTTMessageInfo, int]] = {}
+        self._queued_bytes: dict[int, int] = {}  # seq -> size of its copy in paho's queue
         # The retained "online" status last handed to paho, until the broker PUBACKs it (see _connected).
         self._status_info: paho.MQTTMessageInfo | None = None
         status_topic = topics.node_topic(node_id, "status")
@@ -110,6 +115,8 @@ class Uplink:
         # QoS 1 copy until then (and resends it itself after a reconnect), so forgetting it by age
         # let a broker that never PUBACKs collect another window of copies every max_resend_after.
         self._queued = {seq: (info, t) for seq, (info, t) in self._queued.items() if not info.is_published()}
+        self._queued_bytes = {seq: self._queued_bytes.get(seq, 0) for seq in self._queued}
+        held = sum(self._queued_bytes.values())
         # A copy still queued past its resend time no longer counts in the outbox's window, but
         # it still takes a place in the client's queue: on a slow link (acks trickling in)
         # resending it would queue duplicates behind it without bound.
@@ -128,12 +135,16 @@ class Uplink:
             return
         sent = []
         for entry in due:
+            if self._queued and held + len(entry.message) > self.max_queued_bytes:
+                break  # the rest waits for PUBACKs to free paho's queue
             leaf = "event" if entry.kind == "overview" else entry.kind
             info = client.publish(topics.node_topic(self.node_id, leaf), entry.message, qos=1)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 log.warning("uplink: publish of seq %d failed: %s", entry.seq, paho.error_string(info.rc))
                 break
             self._queued[entry.seq] = (info, now)
+            self._queued_bytes[entry.seq] = len(entry.message)
+            held += len(entry.message)
             sent.append(entry.seq)
         self.outbox.mark_sent(sent, now)
         self.stats.published += len(sent)

@@ -64,6 +64,7 @@ def bare_uplink(box: Outbox, window: int, resend_after_s: int, monkeypatch: pyte
     up.outbox, up.node_id, up.window = box, "n1", window
     up.resend_after_ns, up.max_resend_after_ns = resend_after_s * S, 600 * S
     up._health, up.stats, up._queued, up._status_info = None, UplinkStats(), {}, None
+    up._queued_bytes, up.max_queued_bytes = {}, 32 * 1024 * 1024
     up._progress_ns = mono[0]
     return up
 
@@ -204,4 +205,23 @@ def test_messages_hq_never_acknowledges_do_not_hold_back_the_reads_behind_them(t
     # every 30 s would be 60 copies each; backed off, one or two
     assert ignored_copies <= 2 * len(poison), f"{ignored_copies} copies of {len(poison)} ignored messages in 30 min"
     assert outbox_mod.MAX_BACKOFF_NS == 3600 * S
+    box.close()
+
+
+def test_copies_waiting_in_paho_are_bounded_in_bytes(tmp_path: Path, monkeypatch) -> None:
+    """A stalled link (the broker takes nothing): paho keeps every copy it was handed. A window
+    of 200 kB overview images used to be 100 MB there; now the copies stop at the byte bound."""
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(100):
+        box.commit("overview", lambda seq: b"j" * 200_000)
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=500, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    up.max_queued_bytes = 2_000_000
+    client = NeverAckedClient()
+    for _ in range(120):
+        wall[0] += S
+        mono[0] += S
+        up._tick(client)
+    assert len(client.queue) == 10  # 10 x 200 kB: the bound, however long it waits
+    assert sum(up._queued_bytes.values()) <= up.max_queued_bytes
     box.close()
