@@ -54,7 +54,8 @@ def vote(observations: list[Observation], max_candidates: int = 10) -> Vote:
     scores: dict[str, float] = defaultdict(float)
     for obs in observations:
         for cand, c in obs.candidates or [(obs.text, obs.confidence)]:
-            scores[cand] += c / len(observations)
+            if cand:  # reading nothing is no alternative plate for HQ to search by
+                scores[cand] += c / len(observations)
     scores[text] = max(scores.get(text, 0.0), confidence)
     candidates = sorted(scores.items(), key=lambda kv: -kv[1])[:max_candidates]
     regions: dict[str, float] = defaultdict(float)
