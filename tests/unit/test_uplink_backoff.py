@@ -35,6 +35,7 @@ def bare_uplink(box, window, resend_after_s, monkeypatch):
     up.outbox, up.node_id, up.window = box, "n1", window
     up.resend_after_ns, up.max_resend_after_ns = resend_after_s * 10**9, 600 * 10**9
     up._health, up.stats, up._queued = None, type("S", (), {"published": 0})(), {}
+    up._queued_bytes, up.max_queued_bytes = {}, 32 * 1024 * 1024
     now = [10**18]
     # the uplink times its resends on the monotonic clock (a wall clock step must not stall them)
     monkeypatch.setattr(time, "monotonic_ns", lambda: now[0])
