@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -68,6 +68,8 @@ class OutboxStats:
     # messages HQ left unacknowledged while it acknowledged others (set aside or rejected there:
     # its ingest log says why); they back off, up to an hour between copies (Outbox.due)
     ignored_by_hq: int = 0
+    # new messages not kept because only more valuable ones were left to drop (no seq taken)
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 class Outbox:
@@ -218,11 +220,12 @@ class Outbox:
             pass  # no transaction was open
 
     def _count_refused(self, kind: str, size: int) -> None:
-        """Count a message refused by _make_room (OutboxFull) under dropped_<kind>; it took no seq."""
+        """Count a message refused by _make_room (OutboxFull) under refused_<kind>. Not among the
+        drops: it took no seq, so it is no gap at HQ, and committed = acked + dropped + depth holds."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT INTO meta VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
-                             (f"dropped_{kind}",))
+                             (f"refused_{kind}",))
             self._db.execute("COMMIT")
         except sqlite3.Error:
             self._rollback()
@@ -350,10 +353,12 @@ class Outbox:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             ignored = len(self._strikes)
         dropped = {k[len("dropped_"):]: v for k, v in meta.items() if k.startswith("dropped_")}
+        refused = {k[len("refused_"):]: v for k, v in meta.items() if k.startswith("refused_")}
         return OutboxStats(
             depth=self._depth, bytes=self._bytes,
             oldest_age_s=(now_ns - oldest) / 1e9 if oldest else 0.0,
             committed=meta.get("committed", 0), acked=meta.get("acked", 0), dropped=dropped, ignored_by_hq=ignored,
+            refused=refused,
         )
 
     def losses(self, limit: int = 1000) -> list[tuple[int, str]]:

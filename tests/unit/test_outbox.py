@@ -189,7 +189,9 @@ def test_a_full_outbox_never_drops_a_more_valuable_message_for_a_less_valuable_o
     reads = [box.commit("read", msg(10_000)) for _ in range(49)]
     with pytest.raises(OutboxFull, match="more valuable messages only"):
         box.commit("overview", msg(200_000))
-    assert box.stats().depth == 99 and box.stats().dropped == {"overview": 1}
+    # refused, not dropped: it took no seq (no gap at HQ), and committed = acked + dropped + depth
+    assert box.stats().depth == 99 and box.stats().dropped == {} and box.stats().refused == {"overview": 1}
+    assert box.stats().committed == 99
     box.commit("read", msg(30_000))  # a read pushes out the oldest reads, never an alert
     kept = [row[0] for row in box._db.execute("SELECT seq FROM outbox WHERE kind = 'alert'")]
     assert kept == alerts
