@@ -411,3 +411,25 @@ def test_a_training_day_is_shown_as_that_day():
     assert fmt_until(parse_time("2027-12-01", end=True, option="--trained-until")) == "through 2027-12-01 (UTC)"
     assert fmt_until(parse_time("2027-12-01T12:30Z", end=True, option="--trained-until")) == "until 2027-12-01 12:30:00Z"
     assert fmt_until(None) == "none"
+
+
+def test_entries_written_while_the_log_is_checked_are_no_cut_end(env, monkeypatch):
+    """A live HQ logs while an auditor verifies: an entry written between reading the rows and
+    reading the head used to be reported as 'entries N..M at the end are missing (deleted)',
+    the very message of a real cut."""
+    store, access = env[0], env[1]
+    other = Access(ReadStore(store.path).db, clock=FakeClock(NOW),
+                   hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    real_execute = access.log.db.execute
+
+    def execute_then_someone_logs(sql, params=()):
+        cursor = real_execute(sql, params)
+        if "FROM access_log" in sql and "ORDER BY id" in sql:
+            rows = list(cursor)  # the check has its rows: now another user's access is logged
+            other.refuse_without_login("session", "search", "no-session")
+            return iter(rows)
+        return cursor
+
+    monkeypatch.setattr(access.log.db, "execute", execute_then_someone_logs)
+    result = access.log.verify()
+    assert result.ok, result.problems
