@@ -12,6 +12,8 @@ from hq.errors import HQError, NotFound, PolicyError
 from hq.store import READ_COLUMNS, ReadRow, ReadStore, row_from_db
 from transport import cbor
 
+MAX_ALERTS = 10_000  # one listing, as search's MAX_LIMIT
+
 OUTCOMES = ("confirmed", "not-confirmed")
 
 
@@ -39,9 +41,16 @@ def _alert(store: ReadStore, r: tuple) -> Alert:
 
 def list_alerts(store: ReadStore, access: Access, actor: Actor, *, purpose: str, case_no: str = "",
                 unverified_only: bool = True, limit: int = 200) -> list[Alert]:
-    """Alerts, newest first (by default only those not yet verified)."""
+    """Alerts, newest first (by default only those not yet verified); `limit` 1..MAX_ALERTS."""
+
+    def check() -> HQError | None:
+        # SQLite reads LIMIT -1 as no limit at all (every alert and its crop into memory)
+        if not 0 < limit <= MAX_ALERTS:
+            return PolicyError(f"limit {limit}: must be 1..{MAX_ALERTS} (--limit)")
+        return None
+
     access.authorize(actor, "alerts", purpose=purpose, case_no=case_no,
-                     query={"unverified_only": unverified_only, "limit": limit})
+                     query={"unverified_only": unverified_only, "limit": limit}, check=check)
     sql = f"SELECT {READ_COLUMNS}, payload FROM reads WHERE kind='alert'"
     if unverified_only:
         sql += " AND id NOT IN (SELECT read_id FROM alert_outcomes)"

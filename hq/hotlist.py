@@ -90,6 +90,8 @@ def add_entry(store: ReadStore, access: Access, actor: Actor, *, plate: str, rea
             return problem
         if expires_ns <= access.clock():
             return PolicyError("expiry must be in the future (--expires)")
+        if expires_ns >= 2**63:  # stored as signed 64-bit nanoseconds
+            return PolicyError("expiry is past the times HQ stores (2262-04-11) (--expires)")
         return None
 
     access.authorize(actor, "hotlist-edit", purpose=purpose, case_no=case_no,

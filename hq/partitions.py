@@ -24,7 +24,9 @@ class Month:
 
     @classmethod
     def of_ns(cls, t_ns: int) -> Month:
-        d = dt.datetime.fromtimestamp(t_ns / _NS, tz=dt.UTC)
+        # whole seconds (floor): t_ns / _NS rounds to about 240 ns near 2026, so a read in the
+        # last instants of a month was routed to the next month's partition
+        d = dt.datetime.fromtimestamp(t_ns // _NS, tz=dt.UTC)
         return cls(d.year, d.month)
 
     @classmethod

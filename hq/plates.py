@@ -43,6 +43,9 @@ def check_plate(plate: str) -> str:
     return norm
 
 
+MAX_PATTERN = 32
+
+
 def check_pattern(pattern: str) -> str:
     """The normal form of a pattern with `?` / `*`; PlateQueryError if it cannot be searched."""
     norm = normalize(pattern)
@@ -50,6 +53,9 @@ def check_pattern(pattern: str) -> str:
         raise PlateQueryError(f"pattern {pattern!r}: use letters, digits, ? (one character) and * (any run)")
     if not norm.strip("*?"):
         raise PlateQueryError(f"pattern {pattern!r}: give at least one letter or digit")
+    if len(norm) > MAX_PATTERN:
+        # a plate is at most 10 characters; SQLite refuses very long LIKE patterns ("too complex")
+        raise PlateQueryError(f"pattern {pattern[:20]!r}...: at most {MAX_PATTERN} characters")
     return norm
 
 

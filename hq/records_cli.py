@@ -63,6 +63,7 @@ DEFAULT_SESSION = default_session_path()
 
 # -- helpers --------------------------------------------------------------------------------
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MAX_NS = 2**63 - 1
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # A full ISO 8601 time: date, T (or a space), hours and minutes at least, optional seconds,
 # fraction and offset. Anything shorter or in another form (20250301, 2025-03, 2025-W09) is
@@ -79,14 +80,20 @@ def parse_time(text: str, *, end: bool = False, option: str = "time") -> int:
     try:
         if _DAY.fullmatch(text):
             day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-            return int((day + dt.timedelta(days=1 if end else 0)).timestamp()) * 10**9
-        when = dt.datetime.fromisoformat(text)
-    except ValueError as exc:  # the right shape, but e.g. month 13 or 25 o'clock
+            t_ns = int((day + dt.timedelta(days=1 if end else 0)).timestamp()) * 10**9
+        else:
+            when = dt.datetime.fromisoformat(text)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+            # Whole microseconds, not float seconds: a float would shift a bound by a few hundred ns.
+            t_ns = (when - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+    except (ValueError, OverflowError) as exc:  # the right shape, but e.g. month 13, 25 o'clock, 9999-12-31 + 1 day
         raise PolicyError(f"{option} {text!r}: {exc}; {hint}") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    # Whole microseconds, not float seconds: a float would shift a bound by a few hundred ns.
-    return (when - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+    # Times are stored as signed 64-bit nanoseconds (SQLite INTEGER, PostgreSQL BIGINT): past
+    # 2262-04-11 SQLite fails and PostgreSQL refuses, after the access was already logged.
+    if not 0 <= t_ns < _MAX_NS:
+        raise PolicyError(f"{option} {text!r}: outside the times HQ can store (1970-01-01 to 2262-04-11 UTC)")
+    return t_ns
 
 
 def fmt_ns(t_ns: int | None) -> str:

@@ -36,6 +36,9 @@ class SearchQuery:
         text = plates.check_pattern(self.plate) if plates.is_pattern(self.plate) else plates.check_plate(self.plate)
         if not 0 < self.limit <= MAX_LIMIT:
             raise PolicyError(f"limit {self.limit}: must be 1..{MAX_LIMIT}")
+        for name, t_ns in (("--from", self.since_ns), ("--to", self.until_ns)):
+            if t_ns is not None and not 0 <= t_ns < 2**63:
+                raise PolicyError(f"time range: {name} is outside the times HQ stores (1970 to 2262)")
         if self.since_ns is not None and self.until_ns is not None and self.until_ns <= self.since_ns:
             raise PolicyError("time range: --to must be after --from")
         return SearchQuery(text, self.confusable, self.since_ns, self.until_ns, self.site, self.limit)

@@ -120,14 +120,21 @@ class HotList:
             confusable=_by_hash(body["exact"], "s"),
             patterns=tuple((_pattern(p["p"]), p) for p in body["patterns"]),
         )
+        with self._lock:
+            self._list = compiled  # one reference swap: a read sees the old list or the new, never a mix
         if persist:
             # 0600: the list's hash key is in it, and plates are a small space to search.
             # transport.atomic, not an O_TRUNC temp file: a temp file left by a crash or planted
             # (a symlink) is removed rather than written through, and an old temp file's wider
             # mode cannot outlive the write; a power cut still leaves the old list or the new.
-            atomic.write_bytes(self.path, message, 0o600)
-        with self._lock:
-            self._list = compiled  # one reference swap: a read sees the old list or the new, never a mix
+            # A list that cannot be kept (disk full, read-only) is still used: it is verified,
+            # and the old one would keep missing new stolen vehicles until it expires; only a
+            # restart before the next push goes back to the copy on disk.
+            try:
+                atomic.write_bytes(self.path, message, 0o600)
+            except OSError as exc:
+                log.error("hot list version %d in use but not saved to %s: %s (after a restart the node uses "
+                          "the previous copy until HQ pushes again)", version, self.path, exc)
         log.info("hot list version %d in use: %d exact, %d patterns", version, len(body["exact"]),
                  len(compiled.patterns))
         return True

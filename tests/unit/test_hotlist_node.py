@@ -161,3 +161,19 @@ def test_a_stale_temp_file_cannot_widen_the_kept_lists_mode(tmp_path, hq_key):
     stale.chmod(0o644)
     assert HotList(tmp_path / "hotlist.msg", [hq_key.public_key()], "n1").update(message(hq_key)[0])
     assert (tmp_path / "hotlist.msg").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_list_that_cannot_be_saved_is_still_used(tmp_path, hq_key, monkeypatch, caplog):
+    """A verified list the node cannot write to its disk (full, read-only) used to be thrown
+    away: the old list kept missing the new stolen vehicles until it expired."""
+    from transport import atomic
+
+    hot = HotList(tmp_path / "hotlist.msg", [hq_key.public_key()], "n1", match_candidates=False)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic, "write_bytes", disk_full)
+    assert hot.update(message(hq_key, version=2)[0])
+    assert hot.version == 2 and hot.match(read("7ABC123")) is not None
+    assert "not saved" in caplog.text and "No space left" in caplog.text

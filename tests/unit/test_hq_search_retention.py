@@ -230,3 +230,13 @@ def test_a_hold_placed_while_retention_purges_its_read_is_refused_not_kept_on_no
         retention.place_hold(store, access, IVAN, case_no="C9", reason="robbery", read_ids=[first])
     monkeypatch.undo()
     assert purged and store.db.value("SELECT COUNT(*) FROM holds") == 0
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 10_001])
+def test_alert_listing_limits_are_checked_and_refusals_logged(env, limit):
+    """SQLite reads LIMIT -1 as no limit at all: every alert and its crop into memory."""
+    store, access, _, _ = env
+    with pytest.raises(PolicyError, match=f"limit {limit}: must be 1..10000"):
+        alerts.list_alerts(store, access, IVAN, purpose="dispatch", limit=limit)
+    last = access.log.entries()[-1]
+    assert (last.user, last.action, last.outcome) == ("ivan", "alerts", "denied")
