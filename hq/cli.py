@@ -83,16 +83,6 @@ def _reads_tail(args: argparse.Namespace) -> int:
         watch.close()
 
 
-def gaps(seqs: list[int]) -> list[tuple[int, int]]:
-    """Missing runs (first, last) in an ascending list of sequence numbers starting at 1."""
-    missing, expected = [], 1
-    for seq in seqs:
-        if seq > expected:
-            missing.append((expected, seq - 1))
-        expected = max(expected, seq + 1)
-    return missing
-
-
 def _nodes(args: argparse.Namespace) -> int:
     from hq.records_cli import Context
     from transport.registry import Registry
@@ -109,14 +99,13 @@ def _nodes(args: argparse.Namespace) -> int:
             for node in registry.nodes():
                 if args.node and node.node_id != args.node:
                     continue
-                seqs = sorted(set(store.seqs(node.node_id, "reads")) | set(store.seqs(node.node_id, "events")))
-                missing = gaps(seqs)
-                lost = sum(b - a + 1 for a, b in missing)
+                # above the node's purge watermark: reads retention removed are not missing
+                last, lost, missing = store.sequence_gaps(node.node_id, max_runs=50)
                 line = (f"{node.node_id:<16} site={node.site_id:<14} {node.status:<8} reads={store.count(node.node_id):<7} "
-                        f"last_seq={seqs[-1] if seqs else 0:<7} gaps={lost}")
+                        f"last_seq={last:<7} gaps={lost}")
                 print(line)
                 if args.gaps:
-                    for a, b in missing[:50]:
+                    for a, b in missing:
                         print(f"    missing seq {a}" + (f"..{b}" if b > a else ""))
         finally:
             registry.close()
@@ -166,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nodes", help="enrolled nodes with their read counts and sequence gaps")
     p.add_argument("--node", help="only this node")
     p.add_argument("--gaps", action="store_true", help="list the missing sequence numbers "
-                   "(messages not yet delivered, or dropped under the node's outbox quota)")
+                   "(messages not yet delivered, or dropped under the node's outbox quota; reads retention purged "
+                   "are not counted)")
     from hq.records_cli import add_who_arguments
     add_who_arguments(p, why=False)
     p.set_defaults(func=_nodes)

@@ -258,6 +258,24 @@ class ReadStore:
             raise ValueError(table)
         return [r[0] for r in self.db.rows(f"SELECT seq FROM {table} WHERE node_id=? ORDER BY seq", (node_id,))]
 
+    def sequence_gaps(self, node_id: str, max_runs: int = 50) -> tuple[int, int, list[tuple[int, int]]]:
+        """(last seq stored, how many seqs are missing, the first `max_runs` missing runs) of a
+        node's reads and events, counted above its purge watermark: what retention removed is
+        not missing. Worked out in SQL (a year of a busy node is millions of seqs)."""
+        mark = self.db.value(f"SELECT seq FROM {migrations.PURGE_WATERMARKS} WHERE node_id=?", (node_id,))
+        floor = int(mark or 0)
+        seqs = (f"SELECT seq FROM reads WHERE node_id=? AND seq > ? UNION "
+                f"SELECT seq FROM events WHERE node_id=? AND seq > ?")
+        params = (node_id, floor, node_id, floor)
+        last, count = self.db.one(f"SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM ({seqs}) s", params)
+        last, count = int(last), int(count)
+        if not count:
+            return max(last, floor), 0, []
+        runs = [(int(a), int(b)) for a, b in self.db.rows(
+            f"SELECT prev + 1, seq - 1 FROM (SELECT seq, COALESCE(LAG(seq) OVER (ORDER BY seq), ?) AS prev "
+            f"FROM ({seqs}) s) g WHERE seq > prev + 1 ORDER BY seq LIMIT ?", (floor, *params, max_runs))]
+        return last, last - floor - count, runs
+
     def duplicate_count(self) -> int:
         """(node, seq) pairs stored more than once: always 0 (UNIQUE / read_keys); checked by tests."""
         return int(self.db.value(

@@ -202,3 +202,18 @@ def test_batch_outcomes_match_sqlite(pg_url, tmp_path):
     assert outcomes["sqlite"][0] == ["stored", "duplicate", "conflict", "stored", "stored", "duplicate", "duplicate"]
     assert outcomes["sqlite"][1] == ["duplicate", "duplicate", "conflict", "duplicate", "duplicate", "duplicate",
                                      "duplicate"]
+
+
+def test_sequence_gaps_match_sqlite(pg_url, tmp_path):
+    """`alpr-hq nodes` works its gaps out in SQL (LAG over a UNION): the same on both stores."""
+    node = SyntheticNode.create("node-g", "main-st")
+    rows = [node.read(seq, "7ABC123", NOW - DAY) for seq in (2, 3, 6, 7, 9)]
+    pg = ReadStore(pg_url)
+    lite = ReadStore(tmp_path / "hq.db")
+    try:
+        for store in (pg, lite):
+            store.store(rows)
+        assert pg.sequence_gaps("node-g") == lite.sequence_gaps("node-g") == (9, 4, [(1, 1), (4, 5), (8, 8)])
+    finally:
+        pg.close()
+        lite.close()
