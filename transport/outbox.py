@@ -292,11 +292,15 @@ class Outbox:
                     self._sent[seq] = now_ns
                     self._tried[seq] = now_ns
 
-    def reset_sent(self) -> None:
-        """Forget publish attempts (after a reconnect), so every unacked message goes again; a
-        message's strikes stay (see due())."""
+    def reset_sent(self, since_ns: int | None = None) -> None:
+        """Forget publish attempts (after a reconnect), so those unacked messages go again: all
+        of them, or those sent at or after `since_ns` (mark_sent's clock); the others keep their
+        schedule. A message's strikes stay (see due())."""
         with self._lock:
-            self._sent.clear()
+            if since_ns is None:
+                self._sent.clear()
+            else:
+                self._sent = {seq: t for seq, t in self._sent.items() if t < since_ns}
 
 
     def in_flight(self, resend_after_ns: int | None = None, now_ns: int | None = None) -> int:

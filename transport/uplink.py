@@ -96,9 +96,12 @@ class Uplink:
         if not _awaiting_puback(self._status_info):
             self._status_info = client.publish(topics.node_topic(self.node_id, "status"), _status("online"),
                                                qos=1, retain=True)
-        # Whatever was in flight on the old connection may be lost: send it all again.
-        self.outbox.reset_sent()
-        self._progress_ns = time.monotonic_ns()
+        # What was in flight on the old connection may be lost (a broker restarted without its
+        # queue): what was sent within the last resend interval goes again now. Older copies
+        # keep their schedule, and HQ's silence keeps counting across reconnects (_progress_ns is
+        # set by acks only): a link that drops every minute while HQ is down used to resend the
+        # whole window at each reconnect, at the base interval, into the broker's queue for HQ.
+        self.outbox.reset_sent(since_ns=time.monotonic_ns() - self.resend_after_ns)
 
     def _tick(self, client: paho.Client) -> None:
         health, self._health = self._health, None

@@ -54,6 +54,9 @@ class PubackedClient:
         self.published.append(topic)
         return self.Info()
 
+    def subscribe(self, subs: list[tuple[str, int]]) -> None:
+        pass
+
 
 def bare_uplink(box: Outbox, window: int, resend_after_s: int, monkeypatch: pytest.MonkeyPatch,
                 wall: list[int], mono: list[int]) -> Uplink:
@@ -224,4 +227,24 @@ def test_copies_waiting_in_paho_are_bounded_in_bytes(tmp_path: Path, monkeypatch
         up._tick(client)
     assert len(client.queue) == 10  # 10 x 200 kB: the bound, however long it waits
     assert sum(up._queued_bytes.values()) <= up.max_queued_bytes
+    box.close()
+
+
+def test_a_link_that_keeps_dropping_while_hq_is_down_does_not_resend_the_window_each_time(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    """HQ down for an hour, the link dropping every minute: each reconnect used to resend the
+    whole window and restart the resend interval at its base, 60 windows into the broker's
+    queue for HQ. Now the interval keeps doubling through reconnects and only copies sent in
+    the last interval go again."""
+    box, up, wall, mono = filled_uplink(tmp_path, 5000, 500, monkeypatch)
+    client = PubackedClient()
+    up._connected(client, False)
+    for second in range(3600):
+        wall[0] += S
+        mono[0] += S
+        if second % 60 == 59:
+            up._connected(client, True)
+        up._tick(client)
+    reads = [t for t in client.published if t.endswith("/read")]
+    assert len(reads) <= 10 * up.window, f"{len(reads)} copies in an hour of HQ silence"
     box.close()
