@@ -122,6 +122,10 @@ class TriggerEvent:
     time_ns: int
 
 
+# After a reported edge the pin is read again this long after the bounce time (see TriggerInput).
+RESYNC_MARGIN_S = 0.005
+
+
 class TriggerInput:
     """A debounced digital input that reports every change as a TriggerEvent.
 
@@ -158,6 +162,13 @@ class TriggerInput:
         self._lock = threading.Lock()
         self._closed = False
         self._events = 0
+        # RPi.GPIO drops every edge within bouncetime of the last one it reported: after a
+        # glitch shorter than that (falling edge reported, rising edge dropped) the pin is back at
+        # rest while this input still holds "active", and the next vehicle's real edge then reads
+        # as no change and is lost. So the pin is read again once the bounce time is over, and a
+        # change nobody reported is reported then (a one-shot timer per reported edge).
+        self._resync_s = bouncetime_ms / 1000.0 + RESYNC_MARGIN_S if bouncetime_ms > 0 else 0.0
+        self._resync: threading.Timer | None = None
         g = self._gpio
         pud = {"up": g.PUD_UP, "down": g.PUD_DOWN, "off": g.PUD_OFF}[pull]
         label = f"TriggerInput {self.name}"
@@ -194,17 +205,30 @@ class TriggerInput:
         return (level == 0) if self.active_low else (level == 1)
 
     def _on_edge(self, channel: int) -> None:
+        self._report_change("edge callback")
+
+    def _check_settled(self) -> None:
+        self._report_change("check after the bounce time")
+
+    def _report_change(self, where: str) -> None:
         now = self._clock()
         try:
             level = int(self._gpio.input(self.pin))
         except self._errors:  # the pin went away under us (closed, or the chip is gone)
-            log.exception("TriggerInput %s: reading BCM %d in the edge callback failed", self.name, self.pin)
+            log.exception("TriggerInput %s: reading BCM %d in the %s failed", self.name, self.pin, where)
             return
         with self._lock:
             if self._closed or level == self._level:
                 return  # a bounce that settled back, or a duplicate
             self._level = level
             self._events += 1
+            if self._resync_s > 0:
+                if self._resync is not None:
+                    self._resync.cancel()
+                self._resync = threading.Timer(self._resync_s, self._check_settled)
+                self._resync.daemon = True
+                self._resync.name = f"gpio-settle-{self.pin}"
+                self._resync.start()
         event = TriggerEvent(self.pin, self.name, self.kind, "rising" if level else "falling",
                              self._is_active(level), now)
         log.debug("trigger %s", event)
@@ -220,6 +244,8 @@ class TriggerInput:
             if self._closed:
                 return
             self._closed = True
+            if self._resync is not None:
+                self._resync.cancel()
         try:
             self._gpio.remove_event_detect(self.pin)
             self._gpio.cleanup(self.pin)

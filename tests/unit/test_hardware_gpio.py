@@ -173,3 +173,24 @@ def test_missing_rpi_gpio_names_the_packages(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(GpioError, match="rpi-lgpio") as info:
         load_gpio_module()
     assert isinstance(info.value, HardwareError) and isinstance(info.value, RuntimeError)
+
+
+def test_a_glitch_shorter_than_the_bounce_time_does_not_swallow_the_next_vehicle() -> None:
+    """RPi.GPIO drops the glitch's second edge (within bouncetime of the first): the input used
+    to keep 'active' while the pin was back at rest, so the next vehicle's edge read as no
+    change and that vehicle got no pass at all. The pin is read again after the bounce time."""
+    clock = FakeClock()
+    gpio = StandinGPIO(clock=clock)
+    events: list[TriggerEvent] = []
+    with TriggerInput(17, name="loop1", bouncetime_ms=20, on_trigger=events.append, gpio_module=gpio,
+                      clock_ns=clock):
+        gpio.drive_low(17)  # a 2 ms spike on the loop's line
+        clock.now += 2_000_000
+        gpio.drive_high(17)  # dropped by the debounce, as RPi.GPIO does
+        deadline = time.monotonic() + 2.0
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [e.active for e in events] == [True, False]  # the release, found after the bounce time
+        clock.now += 5_000_000_000
+        gpio.drive_low(17)  # the next vehicle
+        assert [e.active for e in events] == [True, False, True]
