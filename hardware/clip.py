@@ -148,6 +148,8 @@ class Clip:
             text = (root / CLIP_JSON).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ClipError(f"{file}: not found (a clip is a directory with clip.json and frames/)") from None
+        except UnicodeDecodeError as exc:
+            raise ClipError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
         except OSError as exc:
             raise ClipError(f"{file}: cannot read: {exc.strerror}") from None
         try:

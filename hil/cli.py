@@ -7,9 +7,7 @@
     alpr-hil record OUT --seconds 60 [--pin 17:loop1] [--pin 27:loop2] [--overwrite]   on a Pi: camera + loops → clip
     alpr-hil drive CLIP --map 17=22 [--map 27=23] [--player CMD]          bench: loop edges on GPIO outputs
 
-Exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage or setup error
-(including a scenario that could not be run, or whose run was INCONCLUSIVE because the machine
-was too busy to replay in real time; the others are still run and reported).
+Exit status of `run`: see RUN_EXIT_STATUS (also in `alpr-hil run --help`).
 """
 from __future__ import annotations
 
@@ -33,6 +31,13 @@ PROG = "alpr-hil"
 log = logging.getLogger(PROG)
 # What a scenario run can fail with that is the bench's or the setup's problem, not a verdict.
 _RUN_ERRORS = (HilError, HardwareError, OSError, ValueError, subprocess.SubprocessError)
+RUN_EXIT_STATUS = """exit status:
+  0  every scenario passed
+  1  at least one scenario FAILED (whatever the others did: a FAIL is never hidden behind 2)
+  2  no scenario failed, but one could not be run (setup error, e.g. the node or HQ would not
+     start), or was INCONCLUSIVE (the machine was too busy to replay in real time while a
+     vehicle was in view), or the command itself was wrong (usage, a broken scenario or clip:
+     then nothing is run)"""
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -124,9 +129,16 @@ def _run(args: argparse.Namespace) -> int:
     write_reports(results, junit=Path(args.junit) if args.junit else None,
                   html_path=Path(args.html) if args.html else None, not_run=not_run)
     print(f"logs and results under {out}")
-    if not_run or any(r.inconclusive for r in results):
+    return _exit_status(results, not_run)
+
+
+def _exit_status(results: list[RunResult], not_run: dict[str, str]) -> int:
+    """1 if any scenario FAILED, else 2 if one could not be run or was INCONCLUSIVE, else 0."""
+    if any(r.verdict == "FAIL" for r in results):
+        return 1
+    if not_run or any(r.verdict == "INCONCLUSIVE" for r in results):
         return 2
-    return 0 if all(r.passed for r in results) else 1
+    return 0
 
 
 def _pace_figures(result: RunResult) -> str:
@@ -146,7 +158,9 @@ def _details(result: RunResult) -> list[str]:
         if v.correct or (v.excused and not v.matches):
             continue
         readings = ", ".join(f"{m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1})" for m in v.matches)
-        out.append(f"{v.outcome}: truth {v.plate}, read {readings or 'nothing'} "
+        also = (f"; no read in run {', '.join(str(r + 1) for r in v.missed_runs)}"
+                if v.missed_runs and v.matches else "")
+        out.append(f"{v.outcome}: truth {v.plate}, read {readings or 'nothing'}{also} "
                    f"(legible {v.t_start_s:.2f}-{v.t_end_s:.2f}s)")
     for m in result.judgement.phantom_reads:
         out.append(f"false read: {m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1}) seq {m.read.seq}, "
@@ -187,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_synth)
     p = sub.add_parser("list", help="shipped scenarios and clips")
     p.set_defaults(func=_list)
-    p = sub.add_parser("run", help="run scenarios against the real runtime")
+    p = sub.add_parser("run", help="run scenarios against the real runtime", epilog=RUN_EXIT_STATUS,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", help="scenario names (hil/scenarios) or .toml paths")
     p.add_argument("--all", action="store_true", help="every shipped short scenario")
     p.add_argument("--long", action="store_true", help="with --all: the long soaks too")

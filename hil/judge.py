@@ -6,12 +6,16 @@ killed processes. Clip time is recovered from the trigger ids the node puts in r
 events ("loop1-<monotonic ns>"): the replay maps clip time t to monotonic origin + t, so each
 node run's origin is the offset that lines its trigger ids up with the clip's edges.
 
-Per vehicle: exactly one read, with the right plate; latency = HQ stored_ns minus the wall time
-of the vehicle's own loop trigger. A power cut restarts the replay from the clip's start, so a
-vehicle read before the cut may be read again after it: that is reported as a re-read, one per
-run, and only more than one read in the same run is a duplicate.
-Data path: every message the node committed is stored at HQ exactly once, or counted by the
-node as dropped under its outbox quota; anything else is data lost.
+Per vehicle, judged per node run: exactly one read, with the right plate; latency = HQ stored_ns
+minus the wall time of the vehicle's own loop trigger. A power cut restarts the replay from the
+clip's start, so a vehicle read before the cut may be read again after it: that is reported as
+a re-read (right in both runs), one per run, and only more than one read in the same run is a
+duplicate. A wrong read in any run is a misread (it reached HQ), and a run that saw the vehicle
+pass without reading it (its own pass ended in a no_read, or was over well before the cut) is a
+miss that another run's read does not make good.
+Data path, by seq: every seq 1..the last the node's outbox gave out is stored at HQ, listed as
+dropped under quota in the outbox's `losses` table, or still in the outbox; anything else is
+data lost. (A message the outbox refused, OutboxFull, took no seq and is no gap.)
 What the node logged committing per pass (read / no_read, and which seqs its outbox dropped
 under quota: hil.nodelog) is attached to each trigger, so a pass whose message never reached
 HQ because it was dropped still shows what it ended in.
@@ -79,12 +83,24 @@ class NodeRun:
 
 @dataclass(frozen=True)
 class OutboxStatus:
-    """`alpr-node outbox status` at the end of the run."""
+    """`alpr-node outbox status` at the end of the run, and (when the bench could open the outbox
+    file read-only after the node stopped: hil.runner.read_outbox) the seqs behind its counts."""
 
     committed: int
     acked: int
     depth: int
     dropped: dict[str, int]
+    # new messages the outbox refused (OutboxFull): they took no seq, so they are no gap at HQ
+    refused: dict[str, int] = field(default_factory=dict)
+    # per-seq evidence; None where it could not be read (the check then falls back to counts)
+    last_seq: int | None = None                  # the last seq given out (meta next_seq - 1)
+    dropped_seqs: frozenset[int] | None = None   # the outbox's `losses` table
+    queued_seqs: frozenset[int] | None = None    # still in the outbox
+
+    @property
+    def per_seq(self) -> bool:
+        """True when the seqs themselves are known, not only the counts."""
+        return self.last_seq is not None and self.dropped_seqs is not None and self.queued_seqs is not None
 
 
 @dataclass
@@ -109,6 +125,8 @@ class VehicleResult:
     matches: list[ReadMatch] = field(default_factory=list)
     no_read_events: int = 0
     excused: str | None = None
+    # node runs (0-based) that saw the vehicle pass and sent no read for it (see Judge._outcome)
+    missed_runs: list[int] = field(default_factory=list)
 
     @property
     def duplicate_correct(self) -> bool:
@@ -121,7 +139,7 @@ class VehicleResult:
 
     @property
     def correct(self) -> bool:
-        """Read right (at least once) with no duplicate in any one run."""
+        """Read right, exactly once in each node run that read it or should have, never wrong."""
         return self.outcome in ("correct", "re-read after restart")
 
 
@@ -155,6 +173,8 @@ class DataCheck:
     conflicts: int
     lost: int
     missing_seqs: list[int]
+    refused: int = 0          # messages the outbox refused (no seq taken): reported, not a gap
+    per_seq: bool = False     # lost decided seq by seq (the outbox file was read), not from counts
 
 
 @dataclass
@@ -204,6 +224,7 @@ class Judgement:
             "trigger_to_hq_worst_s": round(max(tl), 3) if tl else None,
             "committed": self.data.committed,
             "dropped_under_quota": self.data.dropped,
+            "refused_by_outbox": self.data.refused,
             "hq_duplicates": self.data.duplicates + self.data.conflicts,
             "data_lost": self.data.lost,
         }
@@ -343,28 +364,38 @@ class Judge:
                 continue
             match.correct = normalise(read.plate) == normalise(self.clip.vehicles[index].plate)
             vehicles[index].matches.append(match)
+        no_read_runs: dict[int, set[int]] = {}   # vehicle index -> runs that sent a no_read for its own trigger
         for event in no_reads:
             resolved = self._resolve(event.trigger_id, origins)
             if resolved is None:
                 continue
-            _, edge = resolved
+            run, edge = resolved
             for i, own in enumerate(own_trigger):
                 if edge is not None and own == edge:
                     vehicles[i].no_read_events += 1
+                    no_read_runs.setdefault(i, set()).add(run)
         for i, v in enumerate(vehicles):
             truth = self.clip.vehicles[i]
             v.excused = self._excuse(truth.t_start_ns, truth.t_end_ns)
+            v.missed_runs = self._missed_runs(v, truth.t_end_ns, own_trigger[i], origins, no_read_runs.get(i, set()))
             v.outcome = self._outcome(v)
         data = self._data(reads, events, status, hq_duplicates, hq_conflicts, problems)
-        triggers = self._triggers(reads, no_reads, origins, problems, logged or [])
-        # A pass whose message the node dropped under its quota (and counted) is not a loss;
-        # which seq was which trigger cannot be seen from HQ, so at most that many are excused,
-        # first those whose dropped message the node's log names.
-        budget = data.dropped
-        for t in sorted(triggers, key=lambda t: not t.node_dropped):
-            if t.outcome == "unaccounted" and budget > 0:
-                t.outcome = "dropped under quota"
-                budget -= 1
+        triggers = self._triggers(reads, no_reads, origins, problems, logged or [], status)
+        # A pass whose message the node dropped under its quota is not a loss. With the node's
+        # log (`logged`, as the runner always passes) a trigger is excused only on evidence: the
+        # log shows its message committed, and that seq dropped (by the log or the outbox's
+        # losses table). Without any log (hand-made judgements), at most as many triggers as
+        # the outbox counted drops are excused, as HQ alone cannot tell which seq was which.
+        if logged is None:
+            budget = data.dropped
+            for t in triggers:
+                if t.outcome == "unaccounted" and budget > 0:
+                    t.outcome = "dropped under quota"
+                    budget -= 1
+        else:
+            for t in triggers:
+                if t.outcome == "unaccounted" and t.node_dropped:
+                    t.outcome = "dropped under quota"
         for t in triggers:
             if t.outcome == "unaccounted" and suppressed > 0:
                 t.outcome = "suppressed as duplicate"
@@ -402,8 +433,41 @@ class Judge:
                 return why
         return None
 
+    def _missed_runs(self, v: VehicleResult, t_end_ns: int, own: TriggerRecord | None, origins: dict[int, int],
+                     no_read_in: set[int]) -> list[int]:
+        """The node runs that saw the vehicle pass and sent no read for it.
+
+        A run that was not cut saw every vehicle. A run cut by a power loss saw one if the
+        vehicle's legible window ended before the cut and either that run closed the vehicle's
+        own pass with a no_read (it judged the pass over, without a read), or the pass was over
+        long enough before the cut (PASS_CLOSE_NS after the loop released, as for triggers) that
+        its message was due. A vehicle still in view, or whose read could still have been pending
+        at the cut, was not seen whole by that run: no read is wanted from it.
+        """
+        read_in = {m.run for m in v.matches}
+        out = []
+        for run in self.runs:
+            if run.index in read_in:
+                continue
+            if run.killed:
+                cut_at = run.end_mono_ns - origins.get(run.index, run.start_mono_ns)
+                if t_end_ns > cut_at:
+                    continue
+                released = t_end_ns
+                if own is not None:
+                    released = max(released, next((e.t_ns for e in self.clip.triggers if e.edge == "rising"
+                                                   and e.name == own.name and e.t_ns >= own.t_ns), own.t_ns))
+                if run.index not in no_read_in and released + PASS_CLOSE_NS > cut_at:
+                    continue
+            out.append(run.index)
+        return out
+
     @staticmethod
     def _outcome(v: VehicleResult) -> str:
+        """Judged per node run: two reads in one run are a duplicate; a wrong read in any run is a
+        misread (it reached HQ as one); a run that saw the vehicle and sent no read is a miss,
+        whatever another run read; right in every run that read it (and at least one) is
+        correct, or a re-read after restart when two runs read it right."""
         if not v.matches:
             return "missed"
         per_run: dict[int, int] = {}
@@ -411,12 +475,16 @@ class Judge:
             per_run[m.run] = per_run.get(m.run, 0) + 1
         if max(per_run.values()) > 1:
             return "duplicate"
-        if any(m.correct for m in v.matches):
-            return "correct" if len(per_run) == 1 else "re-read after restart"
-        return "misread"
+        if not all(m.correct for m in v.matches):
+            return "misread"
+        if v.missed_runs:
+            return "missed"
+        return "correct" if len(per_run) == 1 else "re-read after restart"
 
     def _triggers(self, reads: list[StoredRead], no_reads: list[StoredEvent], origins: dict[int, int],
-                  problems: list[str], logged: list[LoggedMessage]) -> list[TriggerResult]:
+                  problems: list[str], logged: list[LoggedMessage],
+                  status: OutboxStatus | None = None) -> list[TriggerResult]:
+        losses = status.dropped_seqs if status is not None and status.dropped_seqs is not None else frozenset()
         node_said: dict[tuple[int, int], list[LoggedMessage]] = {}
         for msg in logged:
             resolved = self._resolve(msg.trigger_id, origins)
@@ -458,21 +526,48 @@ class Judge:
                 said = node_said.get((run.index, edge.t_ns), [])
                 out.append(TriggerResult(edge.name or f"gpio{edge.pin}", edge.t_ns / 1e9, run.index, outcome, latency,
                                          tuple(f"{m.kind} seq {m.seq}" for m in said),
-                                         tuple(m.seq for m in said if m.dropped)))
+                                         tuple(m.seq for m in said if m.dropped or m.seq in losses)))
         return out
 
     @staticmethod
     def _data(reads: list[StoredRead], events: list[StoredEvent], status: OutboxStatus | None,
               hq_duplicates: int, hq_conflicts: int, problems: list[str]) -> DataCheck:
+        """Seq by seq where the outbox's seqs are known: each of 1..last must be stored at HQ,
+        listed in the outbox's losses (dropped under quota) or still in the outbox. A seq stored
+        at HQ and also dropped (HQ stored it, its ack was lost, then the quota dropped it) is
+        stored; a refusal took no seq and is no excuse for a gap. Without the seqs only counts
+        are known: then up to as many unstored seqs as the outbox counts dropped or queued are
+        taken for those, and the problems say that loss was counted, not matched."""
         seqs = [r.seq for r in reads] + [e.seq for e in events]
         unique = set(seqs)
         duplicates = hq_duplicates + (len(seqs) - len(unique))
+        refused = sum(status.refused.values()) if status is not None else 0
         if status is None:
             problems.append("node outbox status unavailable: data loss cannot be counted")
             committed, dropped, depth = max(unique, default=0), 0, 0
         else:
             committed, dropped, depth = status.committed, sum(status.dropped.values()), status.depth
+        if status is not None and status.per_seq:
+            assert status.last_seq is not None and status.dropped_seqs is not None and status.queued_seqs is not None
+            last = max(status.last_seq, committed)
+            missing = sorted(set(range(1, last + 1)) - unique - status.dropped_seqs - status.queued_seqs)
+            unlisted = dropped - len(status.dropped_seqs)
+            if unlisted > 0 and missing:
+                # The losses table keeps only the newest entries (Outbox.max_losses_kept): drops
+                # older than its oldest entry are counted, not listed; those may fill older gaps.
+                oldest = min(status.dropped_seqs, default=last + 1)
+                older = [s for s in missing if s < oldest][:unlisted]
+                problems.append(f"{unlisted} drops under quota are counted but no longer listed by seq in the "
+                                f"outbox's losses table: taken for {len(older)} unstored seqs below {oldest}")
+                missing = [s for s in missing if s not in set(older)]
+            lost = len(missing)
+            return DataCheck(committed, len(reads), len(events), dropped, depth, duplicates, hq_conflicts, lost,
+                             missing[:50], refused, True)
         missing = sorted(set(range(1, committed + 1)) - unique)
-        lost = max(0, committed - len(unique) - dropped - depth)
+        lost = max(0, len(missing) - dropped - depth)
+        if status is not None and missing:
+            problems.append(f"the node's outbox seqs were not read (only its counts): seqs {missing[:20]} not "
+                            f"stored at HQ are taken for its {dropped} drops and {depth} queued by count, "
+                            f"not matched seq by seq")
         return DataCheck(committed, len(reads), len(events), dropped, depth, duplicates, hq_conflicts, lost,
-                         missing[:50])
+                         missing[:50], refused, False)

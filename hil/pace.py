@@ -17,15 +17,22 @@ copy of the clip's frames, sets each file's access time to just before its modif
 before each node run (Linux `relatime` then stamps the next read, once), and reads the access
 times back when the run is over, as `ls -lu` would. A frame read `lag` seconds after it was due
 (due = the first frame's read time + its clip time / speed) was that late; `max_lag_s` is the
-worst. Where the filesystem keeps no access times (`noatime`), nothing is measured (None).
+worst, and `late` lists every frame read LATE_FLOOR_S or more late (index, lag), so that the
+verdict can excuse only the vehicles in view while the replay was behind (hil.runner). At most
+MAX_LATE frames are listed (the latest ones); `late_truncated` says when there were more.
+Where the filesystem keeps no access times (`noatime`), nothing is measured (None).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardware.clip import Clip
+
+# Frames read at least this late are listed (the smallest real-time limit, hil.runner, is 0.05 s).
+LATE_FLOOR_S = 0.05
+MAX_LATE = 1000
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,9 @@ class Pace:
     frames_read: int
     max_lag_s: float | None
     worst_frame: int | None = None   # index of the frame read latest after it was due
+    # (frame index, lag s) of every frame read LATE_FLOOR_S or more late, by index; at most MAX_LATE
+    late: tuple[tuple[int, float], ...] = field(default=())
+    late_truncated: bool = False     # more frames were that late than MAX_LATE: only the latest listed
 
 
 class FrameClock:
@@ -76,4 +86,8 @@ class FrameClock:
         due = [(i, atime - self.clip.frames[i].t_ns / self.speed) for i, atime in times]
         origin = min(d for _, d in due)
         worst = max(due, key=lambda x: x[1])
-        return Pace(len(times), round((worst[1] - origin) / 1e9, 3), worst[0])
+        late = [(i, round((d - origin) / 1e9, 3)) for i, d in due if d - origin >= LATE_FLOOR_S * 1e9]
+        truncated = len(late) > MAX_LATE
+        if truncated:
+            late = sorted(late, key=lambda x: -x[1])[:MAX_LATE]
+        return Pace(len(times), round((worst[1] - origin) / 1e9, 3), worst[0], tuple(sorted(late)), truncated)

@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,12 @@ def _fail(path: Path, key: str, message: str) -> BadScenario:
 
 def _number(doc: dict[str, Any], key: str, default: float, path: Path, where: str, minimum: float = 0.0) -> float:
     value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, f"{where}.{key}", f"must be a number >= {minimum}")
+    if not math.isfinite(value):
+        # TOML allows nan and inf: a nan mark compares false both ways and can never fail.
+        raise _fail(path, f"{where}.{key}", f"must be a finite number >= {minimum}, not {value}")
+    if value < minimum:
         raise _fail(path, f"{where}.{key}", f"must be a number >= {minimum}")
     return float(value)
 

@@ -205,7 +205,7 @@ def test_a_node_frozen_mid_pass_is_seen_behind_and_not_blamed_for_what_it_read(t
         pytest.skip("the filesystem under the run folder keeps no access times")
     assert r.pace[0].max_lag_s >= 0.7, r.pace
     assert not r.kept_real_time
-    assert r.verdict in ("PASS", "INCONCLUSIVE"), (r.verdict, r.expectation_failures())
+    assert r.verdict in ("PASS", "INCONCLUSIVE"), (r.verdict, r.expectation_failures(), r.real_time_note())
 
 
 # -- min_read: the runtime's part of the plate marks ------------------------------------------------
