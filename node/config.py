@@ -4,6 +4,7 @@ All state lives under `node.data_dir`; paths left unset default to their place i
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal, Optional
@@ -155,12 +156,26 @@ class TriggerSection(Section):
 FRAME_BUFFER_BUDGET_BYTES = 200_000_000
 
 
-def frame_buffer_bytes(main_size: tuple[int, int], lores_size: tuple[int, int], queue_size: int) -> int:
-    """What `queue_size` frames can hold at worst: the camera-to-detection queue and the recent
-    frames kept for look-back, each `queue_size` frames of an RGB main and an RGB lores image (the camera adapter converts
-    a YUV420 lores stream to RGB)."""
-    frame = (main_size[0] * main_size[1] + lores_size[0] * lores_size[1]) * 3
-    return 2 * queue_size * frame
+def lookback_frames(queue_size: int, window_before_s: float, fps: float) -> int:
+    """The recent frames the pipeline keeps for a trigger's look-back: enough to cover
+    `window_before_s` at `fps` (and the frame the trigger arrives on), and never fewer than the
+    frame queue holds (the frames a worker that fell behind has not looked at yet)."""
+    # the small margin keeps a product like 0.1 * 30 = 3.0000000000000004 at 3 frames
+    return max(2, queue_size, math.ceil(window_before_s * fps - 1e-6) + 1)
+
+
+def frame_bytes(main_size: tuple[int, int], lores_size: tuple[int, int]) -> int:
+    """One frame in memory: an RGB main and an RGB lores image (the camera adapter converts a
+    YUV420 lores stream to RGB)."""
+    return (main_size[0] * main_size[1] + lores_size[0] * lores_size[1]) * 3
+
+
+def frame_buffer_bytes(main_size: tuple[int, int], lores_size: tuple[int, int], queue_size: int,
+                       window_before_s: float = 0.0, fps: float = 0.0) -> int:
+    """What the pipeline's frames can hold at worst: the camera-to-detection queue (`queue_size`
+    frames) and the recent frames kept for look-back (lookback_frames), both full when detection
+    falls behind (see frame_bytes)."""
+    return (queue_size + lookback_frames(queue_size, window_before_s, fps)) * frame_bytes(main_size, lores_size)
 
 
 class OutputsSection(Section):
@@ -172,11 +187,22 @@ class OutputsSection(Section):
 
 class PipelineSection(Section):
     mode: Literal["triggered", "continuous"] = Field(default="triggered", description="detect around triggers or always")
-    detect_rate_hz: float = Field(default=0.0, ge=0, description="continuous mode: detections per second (0 = every frame)")
-    window_before_s: float = Field(default=0.3, ge=0, le=5)
+    detect_rate_hz: float = Field(default=0.0, ge=0,
+                                  description="continuous mode: detections per second (0 = every frame); a "
+                                              "track then stays open for at least 2.5 detection intervals "
+                                              "(see track_timeout_s)")
+    window_before_s: float = Field(default=0.3, ge=0, le=5,
+                                   description="frames this long before a trigger are read too; they are kept in "
+                                               "memory (camera.fps per second), which counts against the frame "
+                                               "memory budget")
     window_after_s: float = Field(default=1.0, ge=0, le=30)
-    max_window_s: float = Field(default=10.0, gt=0, le=120)
-    track_timeout_s: float = Field(default=0.6, gt=0, le=10)
+    max_window_s: float = Field(default=10.0, gt=0, le=120,
+                                description="longest a pass stays open; in continuous mode, a plate in view this "
+                                            "long (a parked car) is sent then, not only once it leaves")
+    track_timeout_s: float = Field(default=0.6, gt=0, le=10,
+                                   description="a plate not seen for this long has left; in continuous mode with "
+                                               "detect_rate_hz > 0 at least 2.5 / detect_rate_hz (the value in "
+                                               "effect is logged at start)")
     min_observations: int = Field(default=2, ge=1, le=30, description="frames a plate must be read in (1 lets single-frame glimpses through)")
     min_confidence: float = Field(default=0.3, ge=0, le=1)
     dedup_window_s: float = Field(default=60.0, ge=0, le=3600, description="the same plate is not sent twice within this")
@@ -228,15 +254,30 @@ class NodeConfig(Section):
         pins = [t.pin for t in self.triggers] + [p for p in (self.outputs.ir_pin, self.outputs.led_pin) if p is not None]
         if len(pins) != len(set(pins)):
             raise ValueError("triggers/outputs: a BCM pin is used twice")
-        held = frame_buffer_bytes(self.camera.main_size, self.camera.lores_size, self.pipeline.queue_size)
-        if held > FRAME_BUFFER_BUDGET_BYTES:
-            most = max(1, FRAME_BUFFER_BUDGET_BYTES // frame_buffer_bytes(self.camera.main_size, self.camera.lores_size, 1))
-            w, h = self.camera.main_size
-            raise ValueError(f"pipeline.queue_size: {self.pipeline.queue_size} frames of {w} x {h} can hold "
-                             f"{held / 1e6:.0f} MB (the frame queue and the recent frames kept for a trigger's "
+        cam, pipe = self.camera, self.pipeline
+        w, h = cam.main_size
+        budget = FRAME_BUFFER_BUDGET_BYTES
+        queue_only = frame_buffer_bytes(cam.main_size, cam.lores_size, pipe.queue_size)
+        held = frame_buffer_bytes(cam.main_size, cam.lores_size, pipe.queue_size, pipe.window_before_s, cam.fps)
+        if queue_only > budget:
+            most = max([1] + [n for n in range(1, 257)
+                              if frame_buffer_bytes(cam.main_size, cam.lores_size, n) <= budget])
+            raise ValueError(f"pipeline.queue_size: {pipe.queue_size} frames of {w} x {h} can hold "
+                             f"{queue_only / 1e6:.0f} MB (the frame queue and the recent frames kept for a trigger's "
                              f"look-back, both full when detection falls behind), more than the "
-                             f"{FRAME_BUFFER_BUDGET_BYTES / 1e6:.0f} MB the node leaves for frames under the "
+                             f"{budget / 1e6:.0f} MB the node leaves for frames under the "
                              f"service's MemoryMax=400M: use at most {most}, or a smaller camera.main_size")
+        if held > budget:
+            # The queue fits on its own: it is the look-back window that does not.
+            kept = lookback_frames(pipe.queue_size, pipe.window_before_s, cam.fps)
+            spare = budget // frame_bytes(cam.main_size, cam.lores_size) - pipe.queue_size  # beside the queue
+            most = math.floor(max(0, spare - 1) / cam.fps * 100) / 100
+            raise ValueError(f"pipeline.window_before_s: {pipe.window_before_s:g} s at camera.fps {cam.fps:g} keeps "
+                             f"{kept} frames of {w} x {h} for a trigger's look-back, which with the "
+                             f"{pipe.queue_size}-frame queue can hold {held / 1e6:.0f} MB, more than the "
+                             f"{budget / 1e6:.0f} MB the node leaves for frames under the service's "
+                             f"MemoryMax=400M: use at most {most:g} s, or a lower camera.fps or a smaller "
+                             f"camera.main_size")
         return self
 
     # resolved paths ----------------------------------------------------------------------

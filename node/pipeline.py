@@ -28,6 +28,7 @@ from hardware.frame_queue import FrameQueue
 from hardware.gpio import TriggerEvent
 from inference.recognizer import expand_box
 from node.accounting import CaptureAccounting, Pass
+from node.config import lookback_frames
 from node.sink import ReadSink
 from node.tracker import Observation, Track, Tracker
 from node.voting import Vote, vote
@@ -63,6 +64,12 @@ MAX_HELD_READS = 32
 # so a dead disk costs one failed commit per read every few seconds, not one per frame.
 HELD_RETRY_FIRST_NS = 500 * 10**6
 HELD_RETRY_MAX_NS = 10 * 10**9
+# Continuous mode with detect_rate_hz > 0: a track stays open at least this many detection
+# intervals (its plate is seen once per interval; one missed detection must not end it).
+TRACK_TIMEOUT_INTERVALS = 2.5
+# Continuous mode: a track in view longer than max_window_s that is not sent yet (too few or too
+# weak readings so far) is judged again at most this often (pipeline clock).
+EARLY_READ_RETRY_NS = 10**9
 # A point or a box in the camera image as fractions of its width and height (see TriggerSpec.region).
 Point = tuple[float, float]
 Region = tuple[float, float, float, float]
@@ -90,6 +97,7 @@ class PipelineSettings:
     camera_id: str = ""
     default_lane: str = "1"
     max_no_reads_per_min: int = 6       # per trigger (see NO_READ_WINDOW_NS)
+    fps: float = 30.0                   # the source's frame rate: sizes the look-back (window_before_s)
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,12 @@ class Pipeline:
         self.wall_clock_ns = wall_clock_ns  # UTC now, for pass times (and day / night accounting)
         self.done = threading.Event()
         self.accounting = CaptureAccounting()
-        self.tracker = Tracker(int(settings.track_timeout_s * 1e9))
+        self.track_timeout_s = effective_track_timeout_s(settings)
+        if self.track_timeout_s != settings.track_timeout_s:
+            log.info("pipeline: continuous mode at %g detections/s: tracks close after %.2fs without a sighting "
+                     "(pipeline.track_timeout_s %gs is shorter than %g detection intervals)", settings.detect_rate_hz,
+                     self.track_timeout_s, settings.track_timeout_s, TRACK_TIMEOUT_INTERVALS)
+        self.tracker = Tracker(int(self.track_timeout_s * 1e9))
         if settings.lossless_replay:
             self._frames: Any = queue.Queue(maxsize=settings.queue_size)
             sink_fn = self._put_blocking
@@ -182,8 +195,11 @@ class Pipeline:
         self.camera = CameraSupervisor(camera_factory, sink_fn, capture_timeout_s=capture_timeout_s, name="camera")
         self._trigger_events: queue.Queue = queue.Queue(maxsize=1024)
         self._trigger_overflow = 0
-        self._recent: collections.deque[Frame] = collections.deque(maxlen=max(2, settings.queue_size))
-        self._detected: collections.deque[int] = collections.deque(maxlen=max(2, settings.queue_size) * 2)
+        # Frames kept for a trigger's look-back: window_before_s of them at the source's frame rate
+        # (counted in node.config's frame memory budget), and at least what the queue holds.
+        recent = lookback_frames(settings.queue_size, settings.window_before_s, settings.fps)
+        self._recent: collections.deque[Frame] = collections.deque(maxlen=recent)
+        self._detected: collections.deque[int] = collections.deque(maxlen=recent * 2)
         self._passes: list[Pass] = []
         # Reads of closed tracks whose commit failed, oldest first (see MAX_HELD_READS), and the
         # passes that have closed but wait for one of them before they are counted or reported
@@ -206,6 +222,8 @@ class Pipeline:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        log.info("pipeline: %s mode; tracks close after %.2fs without a sighting; %d frames kept for look-back",
+                 self.settings.mode, self.track_timeout_s, self._recent.maxlen)
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._thread.start()
         self.camera.start()
@@ -334,7 +352,7 @@ class Pipeline:
             log.exception("pipeline: idle step failed")
 
     def _close_due_passes(self, now_ns: int) -> None:
-        grace = int(self.settings.track_timeout_s * 1e9)
+        grace = int(self.track_timeout_s * 1e9)
         due = [q for q in self._passes if now_ns > q.end_ns + grace]
         if due:
             self._close_passes(due)
@@ -439,8 +457,25 @@ class Pipeline:
             else self.tracker.expire(frame.timestamp_ns)
         self._emit_all(closed)
         if not replay:
+            if s.mode == "continuous":
+                self._emit_long_tracks(frame.timestamp_ns)
             self._retry_held()
             self._close_due_passes(frame.timestamp_ns)
+
+    def _emit_long_tracks(self, now_ns: int) -> None:
+        """Continuous mode: send the read of a plate in view longer than max_window_s (a parked
+        car) now, as a pass closing does in triggered mode, rather than when it leaves: its
+        hot-list alert must not wait for that. Sent once: the track is marked sent and stays open,
+        so the same plate still in view is not taken for a new vehicle. A track that does not
+        qualify yet (too few or too weak readings) is judged again later (EARLY_READ_RETRY_NS)."""
+        limit = int(self.settings.max_window_s * 1e9)
+        due = [t for t in self.tracker.open_tracks()
+               if not t.sent and t.first_seen_ns is not None and now_ns - t.first_seen_ns >= limit
+               # (a clock that went back, a replay restarted, must not put a try off for good)
+               and not now_ns < t.retry_ns <= now_ns + EARLY_READ_RETRY_NS]
+        for track in due:
+            track.retry_ns = now_ns + EARLY_READ_RETRY_NS
+        self._emit_all(due, final=False)
 
     def _track(self, observations: list[Observation], ts: int) -> list[Track]:
         """Add one frame's observations to the tracker; returns the tracks that closed.
@@ -453,9 +488,15 @@ class Pipeline:
         closed = self.tracker.update(observations, None)
         this_frame = {id(o) for o in observations}
         for track in closed + self.tracker.open_tracks():
-            if track.trigger_id is None and id(track.last) in this_frame:
+            if id(track.last) not in this_frame:
+                continue
+            if track.trigger_id is None:
                 q = self._pass_at(ts, _centre(track.last))
                 track.trigger_id = q.trigger_id if q is not None else None
+            if track.sent_as is not None:
+                # Its plate, already sent (or suppressed as a repeat), is still in view: it has not
+                # been absent, so dedup keeps holding back the next sighting of it.
+                self._refresh(track.sent_as, track.last.time_ns)
         return closed
 
     def _read_frame(self, frame: Frame, p: Pass | None) -> list[Observation]:
@@ -543,7 +584,10 @@ class Pipeline:
             hit = self.sink.check_hotlist(self._payload(track, result, p, b""))
             earlier = self._recent_plates[duplicate_of]
             if hit is None or str(hit.get("entry")) in earlier.alerted:
-                track.sent = True
+                track.sent, track.sent_as = True, duplicate_of
+                # The plate is still about (a parked car whose detection flickers): it must be
+                # gone for the whole dedup window before it is sent again.
+                self._refresh(duplicate_of, track.last.time_ns)
                 self.stats["duplicates_suppressed"] += 1
                 # hil/runner.py counts " seen again within " in this line
                 log.info("track %d: plate seen again within %.0fs (read seq %s): not sent twice", track.id,
@@ -581,8 +625,10 @@ class Pipeline:
             self._hold(pending, exc)
             return
         # Only now that it is committed: a failed commit leaves the track to be tried again.
-        track.sent = True
+        track.sent, track.sent_as = True, duplicate_of or result.text
         self._committed(pending, seq)
+        if duplicate_of is not None:
+            self._refresh(duplicate_of, track.last.time_ns)
 
     def _committed(self, pending: _Pending, seq: int) -> None:
         """What follows a read's commit (as seq): dedup, its pass's credit, its overview image."""
@@ -762,6 +808,13 @@ class Pipeline:
         while len(self._recent_plates) > 256:
             self._recent_plates.popitem(last=False)
 
+    def _refresh(self, plate: str, seen_ns: int) -> None:
+        """Mark a plate in the dedup window as seen again at `seen_ns` (its alerts are kept)."""
+        sent = self._recent_plates.get(plate)
+        if sent is not None and seen_ns > sent.seen_ns:
+            sent.seen_ns = seen_ns
+            self._recent_plates.move_to_end(plate)
+
     def _close_pass(self, p: Pass) -> None:
         self.accounting.record(p)
         if p.reads:
@@ -816,6 +869,15 @@ class Pipeline:
                 "reads_waiting": len(self._held),
                 "no_reads_held": dict(self._no_reads_held),
                 "counts": dict(self.stats), "capture": self.accounting.report()}
+
+
+def effective_track_timeout_s(settings: PipelineSettings) -> float:
+    """How long a track stays open without a sighting: track_timeout_s, but in continuous mode
+    with detect_rate_hz > 0 at least TRACK_TIMEOUT_INTERVALS detection intervals (at 1 Hz a plate
+    is seen once a second: a 0.6 s timeout would close every track after one sighting)."""
+    if settings.mode == "continuous" and settings.detect_rate_hz > 0:
+        return max(settings.track_timeout_s, TRACK_TIMEOUT_INTERVALS / settings.detect_rate_hz)
+    return settings.track_timeout_s
 
 
 def _describe(exc: BaseException) -> str:

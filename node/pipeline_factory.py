@@ -131,7 +131,9 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
         min_observations=c.min_observations, min_confidence=c.min_confidence, dedup_window_s=c.dedup_window_s,
         queue_size=c.queue_size, lossless_replay=lossless, overview=c.overview, node_id=config.node.id,
         site_id=config.node.site, camera_id=config.node.camera, default_lane=lane,
-        max_no_reads_per_min=c.max_no_reads_per_min)
+        max_no_reads_per_min=c.max_no_reads_per_min,
+        # the look-back keeps window_before_s of frames at the rate they arrive: a clip's own
+        fps=clip.camera.fps if clip is not None else config.camera.fps)
     pipeline = Pipeline(camera_factory=camera_factory, detector=detector, reader=reader, sink=sink, settings=settings,
                         triggers={t.name: TriggerSpec(t.name, t.lane or lane, t.kind, t.region) for t in config.triggers},
                         models=models, clock_sync=system.clock_sync_state,

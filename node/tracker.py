@@ -3,6 +3,12 @@
 Association is greedy by IoU between a detection and each open track's last box, with a
 fallback on centre distance (a plate moves fast between frames at close range). A track
 closes when it has not been seen for `timeout_ns` of frame time.
+
+A track whose last sighting is older than the timeout when the next frame's observations arrive
+(the worker stalled and the frame queue dropped what came between) takes one of them only if
+its text agrees (see _agrees): after such a gap the plate in the same place may be the next
+vehicle's, and joining it to the stale track would lose one of the two reads. A slow worker
+that still sees the same plate keeps its track.
 """
 from __future__ import annotations
 
@@ -47,6 +53,12 @@ class Track:
     # closed, because its pass closed first; the track stays open so the same plate, still in
     # view, is not taken for a new vehicle.
     sent: bool = False
+    # The plate (the pipeline's dedup key) its read was sent or suppressed under: while the track
+    # still sees it, the pipeline keeps that dedup entry fresh (the plate has not gone away).
+    sent_as: str | None = None
+    # Pipeline clock: before this, a track still open is not judged again for an early read
+    # (continuous mode, see Pipeline._emit_long_tracks).
+    retry_ns: int = 0
 
     @property
     def last(self) -> Observation:
@@ -62,6 +74,14 @@ class Track:
         if last < first * 0.9:
             return "receding"
         return "unknown"
+
+
+def _agrees(a: str, b: str) -> bool:
+    """Whether two readings are of one plate: equal, or of equal length with one character
+    different (a misread). Empty readings agree with nothing: there is nothing to compare."""
+    if not a or not b or len(a) != len(b):
+        return False
+    return sum(x != y for x, y in zip(a, b)) <= 1
 
 
 def _near(a: Box, b: Box) -> bool:
@@ -86,6 +106,9 @@ class Tracker:
         for obs in sorted(observations, key=lambda o: -o.detection_score):
             best, best_score = None, 0.0
             for track in unmatched:
+                if obs.time_ns - track.last.time_ns > self.timeout_ns and \
+                        not any(_agrees(obs.text, o.text) for o in track.observations):
+                    continue  # stale: closed below (expire), and this plate starts its own track
                 score = iou(track.last.box, obs.box)
                 if score < 0.1 and _near(track.last.box, obs.box):
                     score = 0.1
