@@ -20,52 +20,26 @@ from hil import cli
 from hil import runner as hil_runner
 from hil import scenario as scenarios
 from hil.errors import BadScenario, RunFailed
-from hil.judge import (
-    Judge,
-    LoggedMessage,
-    NodeRun,
-    OutboxStatus,
-    StoredEvent,
-    StoredRead,
-)
+from hil.judge import Judge, LoggedMessage, NodeRun, OutboxStatus, StoredEvent, StoredRead
 from hil.pace import FrameClock, Pace
 from hil.report import junit_xml
 from hil.runner import RunResult, read_outbox
 from hil.scenario import Expect, Scenario
+from tests.hil.test_cli_run import _clip as _cli_clip
+from tests.hil.test_judge import OFFSET, ORIGIN, S, clip, no_read  # noqa: F401  (clip: the fixture)
 from transport.errors import OutboxFull
 from transport.outbox import Outbox
 
 pytestmark = pytest.mark.hil
 
-S = 1_000_000_000
-OFFSET = 1_700_000_000 * S
-ORIGIN = 5_000 * S
 RESTART = ORIGIN + 30 * S     # the restarted node's replay origin
-
-
-@pytest.fixture
-def clip(tmp_path: Path) -> Clip:
-    """10 s, 10 fps: ABC123 legible 1.6-2.8 s (loop1 2.0-2.6 s), XYZ789 5.6-6.8 s (loop1 6.0-6.6 s),
-    a false trigger at 8.5 s."""
-    with ClipWriter(tmp_path / "c", CameraSettings((64, 36), (32, 18), 10.0)) as w:
-        for i in range(101):
-            w.add_frame(np.zeros((36, 64, 3), np.uint8), i * S // 10)
-        for t_fall, t_rise in ((2.0, 2.6), (6.0, 6.6), (8.5, 9.0)):
-            w.add_trigger(17, "falling", int(t_fall * S), name="loop1")
-            w.add_trigger(17, "rising", int(t_rise * S), name="loop1")
-        w.add_vehicle("ABC123", int(1.6 * S), int(2.8 * S))
-        w.add_vehicle("XYZ789", int(5.6 * S), int(6.8 * S))
-    return Clip.load(tmp_path / "c")
+# test_judge's clip: 10 s, 10 fps: ABC123 legible 1.6-2.8 s (loop1 2.0-2.6 s), XYZ789 5.6-6.8 s
+# (loop1 6.0-6.6 s), a false trigger at 8.5 s
 
 
 def read(seq: int, plate: str, clip_t: float, trigger_t: float, origin: int = ORIGIN) -> StoredRead:
     capture = origin + int(clip_t * S) + OFFSET
     return StoredRead(seq, plate, 0.9, capture, capture + S // 2, f"loop1-{origin + int(trigger_t * S)}", "1")
-
-
-def no_read(seq: int, trigger_t: float, origin: int = ORIGIN) -> StoredEvent:
-    t = origin + int(trigger_t * S)
-    return StoredEvent(seq, "no_read", t + OFFSET, t + OFFSET + S, f"loop1-{t}")
 
 
 def verdict(clip: Clip, judgement, expect: Expect | None = None, pace=(), speed: float = 1.0) -> RunResult:
@@ -86,19 +60,22 @@ def _after_restart(first_seq: int) -> tuple[list[StoredRead], list[StoredEvent]]
             [no_read(first_seq + 2, 8.5, RESTART)])
 
 
-def test_a_misread_before_the_cut_is_a_misread_whatever_the_restarted_node_reads(clip):
+def _judged_across_the_cut(clip: Clip, reads: list[StoredRead], events: list[StoredEvent]):
+    """Run 0, cut at 4.5 s, sent `reads` and `events` (seq 1); the restarted node then did all right."""
     later_reads, later_events = _after_restart(2)
-    j = Judge(clip, _cut_at(4.5), OFFSET, speed=1.0).judge(
-        [read(1, "A8C123", 2.3, 2.0), *later_reads], later_events, OutboxStatus(4, 4, 0, {}))
+    return Judge(clip, _cut_at(4.5), OFFSET, speed=1.0).judge(
+        [*reads, *later_reads], [*events, *later_events], OutboxStatus(4, 4, 0, {}))
+
+
+def test_a_misread_before_the_cut_is_a_misread_whatever_the_restarted_node_reads(clip):
+    j = _judged_across_the_cut(clip, [read(1, "A8C123", 2.3, 2.0)], [])
     assert [v.outcome for v in j.vehicles] == ["misread", "correct"]
     assert j.figures()["misread"] == 1 and j.figures()["reads_correct"] == 1
     assert verdict(clip, j).verdict == "FAIL"
 
 
 def test_a_no_read_before_the_cut_for_a_vehicle_that_passed_is_a_miss_another_run_does_not_excuse(clip):
-    later_reads, later_events = _after_restart(2)
-    j = Judge(clip, _cut_at(4.5), OFFSET, speed=1.0).judge(
-        later_reads, [no_read(1, 2.0), *later_events], OutboxStatus(4, 4, 0, {}))
+    j = _judged_across_the_cut(clip, [], [no_read(1, 2.0)])
     abc = j.vehicles[0]
     assert abc.outcome == "missed" and abc.missed_runs == [0] and [m.run for m in abc.matches] == [1]
     r = verdict(clip, j)
@@ -116,9 +93,7 @@ def test_the_restarted_node_missing_a_vehicle_the_first_run_read_is_a_miss(clip)
 
 
 def test_right_in_both_runs_is_a_re_read_and_a_vehicle_cut_off_is_not_wanted_from_the_cut_run(clip):
-    later_reads, later_events = _after_restart(2)
-    j = Judge(clip, _cut_at(4.5), OFFSET, speed=1.0).judge(
-        [read(1, "ABC123", 2.3, 2.0), *later_reads], later_events, OutboxStatus(4, 4, 0, {}))
+    j = _judged_across_the_cut(clip, [read(1, "ABC123", 2.3, 2.0)], [])
     assert [v.outcome for v in j.vehicles] == ["re-read after restart", "correct"]
     assert j.figures()["re_reads_after_restart"] == 1 and j.figures()["reads_correct"] == 2
     assert verdict(clip, j).verdict == "PASS"
@@ -278,16 +253,6 @@ def test_the_frame_clock_lists_every_late_frame(tmp_path: Path):
 
 
 # -- 4. exit status: a FAIL is 1 whatever else happened ----------------------------------------------
-def _cli_clip(path: Path) -> Path:
-    with ClipWriter(path, CameraSettings((64, 36), (32, 18), 10.0)) as w:
-        for i in range(21):
-            w.add_frame(np.zeros((36, 64, 3), np.uint8), i * S // 10)
-        w.add_trigger(17, "falling", S // 2, name="loop1")
-        w.add_trigger(17, "rising", S, name="loop1")
-        w.add_vehicle("ABC123", S // 4, int(1.5 * S))
-    return path
-
-
 def test_a_fail_exits_1_even_when_another_scenario_is_inconclusive_or_could_not_run(tmp_path, monkeypatch, capsys):
     clip_dir = _cli_clip(tmp_path / "clip")
     for name in ("failing", "slow", "broken"):
@@ -321,10 +286,9 @@ def test_a_fail_exits_1_even_when_another_scenario_is_inconclusive_or_could_not_
 
 # -- 6. numbers and clip.json ------------------------------------------------------------------------
 @pytest.mark.parametrize("body, key", [
-    ("[expect]\nmin_correct = nan\n", "expect.min_correct"),
-    ("[expect]\nmax_latency_s = nan\n", "expect.max_latency_s"),
-    ("[expect]\nmax_latency_s = inf\n", "expect.max_latency_s"),
-    ("[expect]\nmin_read = nan\n", "expect.min_read"),
+    *((f"[expect]\n{name} = {value}\n", f"expect.{name}")
+      for name, value in (("min_correct", "nan"), ("max_latency_s", "nan"), ("max_latency_s", "inf"),
+                          ("min_read", "nan"))),
     ("[[faults]]\nkind = \"broker_restart\"\nat_s = nan\n", "faults[0].at_s"),
 ])
 def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path: Path, body: str, key: str):

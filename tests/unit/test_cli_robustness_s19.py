@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import pytest
 
 from inference.errors import ModelError
 from inference.manifest import Manifest
-from inference.models_dir import DETECTOR_MODEL, OCR_MODEL, shipped_model
+from inference.models_dir import DETECTOR_MODEL, OCR_MODEL
 from inference.training.plates import PlateGenerator
 from node.cli import main
+from tests.unit.test_inference_runtime import copy_model, write_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -200,24 +200,36 @@ def test_recognize_human_output_survives_a_name_that_is_not_utf8(tmp_path: Path,
 
 
 # 4. an image too large for the memory there is
+HUGE = np.full((900, 1600, 3), 120, np.uint8)
+
+
+def huge_and_good(tmp_path: Path) -> tuple[Path, Path]:
+    """huge.png (1600x900, no plate) and good.png (ABC1234) in tmp_path."""
+    huge, good = tmp_path / "huge.png", tmp_path / "good.png"
+    write_rgb(huge, HUGE)
+    write_rgb(good, plate_image("ABC1234"))
+    return huge, good
+
+
+def short_of_memory(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Recognizer.`method` runs out of memory on a 1600 px wide image, and works on the others."""
+    from inference.recognizer import Recognizer
+
+    real = getattr(Recognizer, method)
+
+    def patched(self: Recognizer, image: np.ndarray):
+        if image.shape[1] == 1600:
+            raise MemoryError
+        return real(self, image)
+
+    monkeypatch.setattr(Recognizer, method, patched)
 
 
 @pytest.mark.parametrize("as_json", [True, False])
 def test_recognize_goes_on_after_an_image_runs_out_of_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
-    from inference.recognizer import Recognizer
-
-    huge, good = tmp_path / "huge.png", tmp_path / "good.png"
-    write_rgb(huge, np.full((900, 1600, 3), 120, np.uint8))
-    write_rgb(good, plate_image("ABC1234"))
-    recognize = Recognizer.recognize
-
-    def short_of_memory(self: Recognizer, image: np.ndarray) -> list:
-        if image.shape[1] == 1600:
-            raise MemoryError
-        return recognize(self, image)
-
-    monkeypatch.setattr(Recognizer, "recognize", short_of_memory)
+    huge, good = huge_and_good(tmp_path)
+    short_of_memory(monkeypatch, "recognize")
     code = main(["recognize", *(["--json"] if as_json else []), str(huge), str(good)])
     out, err = capsys.readouterr()
     assert code == 1
@@ -235,9 +247,7 @@ def test_recognize_goes_on_after_an_image_runs_out_of_memory(tmp_path: Path, cap
                                                                  "memory) Failed to allocate 4320000 bytes")])
 def test_an_image_that_runs_out_of_memory_decoding_is_named_with_its_header_size(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
-    huge, good = tmp_path / "huge.png", tmp_path / "good.png"
-    write_rgb(huge, np.full((900, 1600, 3), 120, np.uint8))
-    write_rgb(good, plate_image("ABC1234"))
+    huge, good = huge_and_good(tmp_path)
     data, imdecode = huge.read_bytes(), cv2.imdecode
 
     def decode(buf: np.ndarray, flags: int) -> np.ndarray:
@@ -254,20 +264,11 @@ def test_an_image_that_runs_out_of_memory_decoding_is_named_with_its_header_size
 
 def test_eval_scores_the_others_when_one_image_runs_out_of_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from inference.recognizer import Recognizer
-
     folder = crop_folder(tmp_path, {"good.png": "ABC1234"})
-    write_rgb(folder / "huge.png", np.full((900, 1600, 3), 120, np.uint8))
+    write_rgb(folder / "huge.png", HUGE)
     with (folder / "labels.csv").open("a") as handle:
         handle.write("huge.png,ca,KLM4821\n")
-    real = Recognizer.recognize_with_detections
-
-    def short_of_memory(self: Recognizer, image: np.ndarray) -> tuple:
-        if image.shape[1] == 1600:
-            raise MemoryError
-        return real(self, image)
-
-    monkeypatch.setattr(Recognizer, "recognize_with_detections", short_of_memory)
+    short_of_memory(monkeypatch, "recognize_with_detections")
     assert main(["eval", str(folder), "--json", "--sheet", str(tmp_path / "s.html")]) == 1
     figures = json.loads(capsys.readouterr().out)
     assert figures["unreadable"] == 1 and "1600x900" in figures["errors"][0]["error"]
@@ -289,20 +290,12 @@ def test_labels_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
 # 6. manifest params are checked at load, naming the file and the key
 
 
-def copy_model(tmp_path: Path, name: str) -> tuple[Path, dict]:
-    src = shipped_model(name)
-    dst = tmp_path / name
-    shutil.copy(src, dst)
-    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
-    return dst, json.loads(dst.with_suffix(".json").read_text())
-
-
 @pytest.mark.parametrize("key", ["score_threshold", "tile_score_threshold"])
 @pytest.mark.parametrize("value", [None, "high", math.nan, math.inf, 1.5, -0.1, True, [0.5]])
 def test_bad_detector_thresholds_are_refused_naming_file_and_key(tmp_path: Path, key: str, value: object) -> None:
     path, manifest = copy_model(tmp_path, DETECTOR_MODEL)
     manifest["output"]["params"][key] = value
-    path.with_suffix(".json").write_text(json.dumps(manifest))  # NaN / Infinity: as Python writes them
+    write_manifest(path, manifest)  # NaN / Infinity: as Python writes them
     with pytest.raises(ModelError, match=rf"plate_detector\.json: manifest key 'output\.params\.{key}' must be"):
         Manifest.load(path.with_suffix(".json"))
 
@@ -312,7 +305,7 @@ def test_the_detector_refuses_a_null_threshold_with_a_model_error(tmp_path: Path
 
     path, manifest = copy_model(tmp_path, DETECTOR_MODEL)
     manifest["output"]["params"]["score_threshold"] = None
-    path.with_suffix(".json").write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     with pytest.raises(ModelError, match=r"plate_detector\.json: .*'output\.params\.score_threshold'"):
         PlateDetector(path)
 
@@ -321,7 +314,7 @@ def test_the_detector_refuses_a_null_threshold_with_a_model_error(tmp_path: Path
 def test_a_bad_ocr_max_len_is_refused(tmp_path: Path, value: object) -> None:
     path, manifest = copy_model(tmp_path, OCR_MODEL)
     manifest["output"]["params"]["max_len"] = value
-    path.with_suffix(".json").write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     with pytest.raises(ModelError, match=r"plate_ocr\.json: manifest key 'output\.params\.max_len' must be a positive"):
         Manifest.load(path.with_suffix(".json"))
 
@@ -331,7 +324,7 @@ def test_good_params_still_load(tmp_path: Path, name: str) -> None:
     path, manifest = copy_model(tmp_path, name)
     manifest["output"]["params"].update({"score_threshold": 0, "tile_score_threshold": 1} if name == DETECTOR_MODEL else {})
     manifest["output"]["params"]["note"] = "free-form keys stay free"
-    path.with_suffix(".json").write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
     assert Manifest.load(path.with_suffix(".json")).params["note"] == "free-form keys stay free"
 
 

@@ -11,31 +11,15 @@ import sqlite3
 from typing import Callable
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 import node.pipeline as pipeline_module
 from node.pipeline import MAX_HELD_READS, Pipeline
-from tests.unit.test_pipeline import (
-    LEFT,
-    RIGHT,
-    TOP,
-    committed,
-    plate_text,
-    scene_of,
-    scripted,
-    step_through,
-    two_lanes,
-    visible,
-)
+from tests.unit.test_pipeline import (  # noqa: F401  (keys: the fixture)
+    LEFT, RIGHT, TOP, committed, keys, plate_text, scene_of, scripted, step_through, two_lanes, visible)
 from transport.payload import ReadPayload
 
 pytestmark = pytest.mark.unit
 PLATE = "7ABC123"
-
-
-@pytest.fixture
-def keys() -> tuple[ed25519.Ed25519PrivateKey, x25519.X25519PrivateKey]:
-    return ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
 
 
 class FailingCommits:

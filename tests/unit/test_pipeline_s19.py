@@ -9,32 +9,17 @@ import logging
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 import node.pipeline as pipeline_module
 from node import config as node_config
 from node.errors import BadConfig
 from node.pipeline import Pipeline, PipelineSettings
 from node.tracker import Observation, Tracker
-from tests.unit.test_pipeline import (
-    FPS,
-    LEFT,
-    RIGHT,
-    committed,
-    plate_text,
-    scene_of,
-    scripted,
-    step_through,
-    visible,
-)
+from tests.unit.test_pipeline import (  # noqa: F401  (keys: the fixture)
+    FPS, LEFT, RIGHT, committed, keys, plate_text, scene_of, scripted, step_through, visible)
 
 pytestmark = pytest.mark.unit
 HIT = {"list_version": "2", "entry": "9", "reason": "stolen-vehicle", "match": "exact"}
-
-
-@pytest.fixture
-def keys() -> tuple[ed25519.Ed25519PrivateKey, x25519.X25519PrivateKey]:
-    return ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
 
 
 def feed(pipeline, scene, times_s, start_index=0) -> None:

@@ -17,11 +17,9 @@ import re
 import shlex
 import shutil
 import sqlite3
-import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +28,9 @@ import pytest
 from provisioning import cli, enroll, hqsetup, local, nodeside
 from provisioning import state as hq_state
 from provisioning.errors import StateError
+from tests.broker.test_provisioning_broker import Client
+from tests.conftest import wait_for
+from tests.unit.test_provisioning_root_writes import _never_write_etc, hq  # noqa: F401  (fixtures)
 from transport import topics
 from transport.registry import Registry
 
@@ -39,19 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCAL = '[pipeline]\nmode = "continuous"\n'
 SUDO = "run alpr-provision with sudo (HQ's keys and registry are root's)"
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="running a command as another user needs root")
-
-
-@pytest.fixture(autouse=True)
-def _never_write_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`node install` defaults to /etc/alpr-node/node.toml: never the real one from a test."""
-    monkeypatch.setattr(nodeside, "DEFAULT_CONFIG", tmp_path / "etc" / "alpr-node" / "node.toml")
-
-
-@pytest.fixture
-def hq(tmp_path: Path) -> Path:
-    hq_dir = tmp_path / "hq"
-    hqsetup.init_hq(hq_dir, actor="alice", broker_names=["127.0.0.1"], broker_port=18883, broker_user=ME)
-    return hq_dir
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -238,39 +226,12 @@ def test_docs_name_the_push_certificate_and_the_real_push_path() -> None:
     assert "hq-push" in (ROOT / "docs/provisioning.md").read_text()
 
 
-class _Client:
-    """A paho MQTT v5 client with a certificate, recording messages and PUBACK reason codes."""
+class _Client(Client):
+    """tests/broker's client, recording also whether each message came retained."""
 
     def __init__(self, port: int, ca: Path, cert: Path, key: Path, client_id: str) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.pubacks: dict[int, str] = {}
-        self.connected = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        context = ssl.create_default_context(cafile=str(ca))
-        context.load_cert_chain(str(cert), str(key))
-        self.client.tls_set_context(context)
+        super().__init__(port, ca, cert, key, client_id)
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, m.retain))
-        self.client.on_publish = lambda c, u, mid, rc, p: self.pubacks.__setitem__(mid, str(rc))
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.set() if not rc.is_failure else None
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self.connected.wait(10), f"{client_id} did not connect"
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.mark.broker
@@ -298,7 +259,7 @@ def test_hq_push_pushes_hot_lists_through_the_real_broker_and_nothing_else(tmp_p
         gate = _Client(port, d / "tls/ca.pem", d / "tls/node.pem", d / "tls/node.key", "gate-1")
         clients.append(gate)
         gate.client.subscribe(topics.node_topic("gate-1", "hotlist"), qos=1)
-        _wait(lambda: gate.messages, 10, "the retained hot list")
+        wait_for(lambda: gate.messages, 10, "the retained hot list")
         assert gate.messages[0][:2] == (topics.node_topic("gate-1", "hotlist"), b"signed list v1")
         assert gate.messages[0][2]  # retained
         # hq-push may do nothing else: no acks or config, no node's uplink
@@ -309,7 +270,7 @@ def test_hq_push_pushes_hot_lists_through_the_real_broker_and_nothing_else(tmp_p
         time.sleep(0.3)
         ack = pusher.client.publish(topics.node_topic("gate-1", "ack"), b"forged", qos=1).mid
         cfg_mid = pusher.client.publish(topics.node_topic("gate-1", "config"), b"forged", qos=1).mid
-        _wait(lambda: len(pusher.pubacks) == 2, 5, "two PUBACKs")
+        wait_for(lambda: len(pusher.pubacks) == 2, 5, "two PUBACKs")
         assert pusher.pubacks[ack] == "Not authorized" and pusher.pubacks[cfg_mid] == "Not authorized"
         gate.client.publish(topics.node_topic("gate-1", "read"), b"sealed read", qos=1)
         time.sleep(0.5)
