@@ -23,6 +23,7 @@ class Pass:
     end_ns: int
     wall_ns: int
     open_until_inactive: bool = True
+    released_ns: int | None = None  # when its trigger last went inactive (for a re-trigger merge)
     reads: list[int] = field(default_factory=list)       # sequence numbers of reads sent for this pass
     duplicates: list[str] = field(default_factory=list)  # plates read but already sent (dedup window)
     best_score: float = -1.0

@@ -196,6 +196,13 @@ class PipelineSection(Section):
                                                "memory (camera.fps per second), which counts against the frame "
                                                "memory budget")
     window_after_s: float = Field(default=1.0, ge=0, le=30)
+    retrigger_merge_s: float = Field(default=0.0, ge=0, le=2,
+                                     description="a trigger active again this soon after it went inactive is the "
+                                                 "same vehicle (a tractor and its trailer, a loop dropout), not a "
+                                                 "new pass. 0 (default): every activation is a new pass. Timing "
+                                                 "alone cannot tell a trailer from a car close behind, so set it "
+                                                 "only where vehicles never follow that closely (a gate, a "
+                                                 "weighbridge)")
     max_window_s: float = Field(default=10.0, gt=0, le=120,
                                 description="longest a pass stays open; in continuous mode, a plate in view this "
                                             "long (a parked car) is sent then, not only once it leaves")

@@ -84,6 +84,7 @@ class PipelineSettings:
     window_before_s: float = 0.3
     window_after_s: float = 1.0
     max_window_s: float = 10.0
+    retrigger_merge_s: float = 0.0  # see node.config: off unless a site sets it
     track_timeout_s: float = 0.6
     min_observations: int = 2
     min_confidence: float = 0.3
@@ -381,6 +382,14 @@ class Pipeline:
             spec = self.triggers.get(event.name, TriggerSpec(event.name, self.settings.default_lane, event.kind))
             s = self.settings
             if event.active:
+                again = self._retriggered(event)
+                if again is not None:
+                    # the same vehicle: the gap between a tractor and its trailer, a loop
+                    # detector's dropout. A second pass would end in a false no_read.
+                    again.open_until_inactive = True
+                    again.end_ns = self._pass_limit_ns(again)
+                    self.stats["retriggers_merged"] += 1
+                    continue
                 p = Pass(trigger_id=f"{event.name}-{event.time_ns}", trigger_name=event.name, lane=spec.lane,
                          source=spec.kind,
                          start_ns=event.time_ns - int(s.window_before_s * 1e9),
@@ -399,7 +408,26 @@ class Pipeline:
                 for p in self._passes:
                     if p.trigger_name == event.name and p.open_until_inactive:
                         p.open_until_inactive = False
+                        p.released_ns = event.time_ns
                         p.end_ns = min(p.end_ns, event.time_ns + int(s.window_after_s * 1e9))
+
+    def _retriggered(self, event: TriggerEvent) -> Pass | None:
+        """The open pass of this trigger that it released at most `retrigger_merge_s` before
+        this activation (the same vehicle), if any."""
+        merge_ns = int(self.settings.retrigger_merge_s * 1e9)
+        if merge_ns <= 0:
+            return None
+        for p in reversed(self._passes):
+            if (p.trigger_name == event.name and not p.open_until_inactive and p.released_ns is not None
+                    and 0 <= event.time_ns - p.released_ns <= merge_ns):
+                return p
+        return None
+
+    def _pass_limit_ns(self, p: Pass) -> int:
+        """The latest a pass may stay open: max_window_s after its trigger (its window starts
+        window_before_s before that)."""
+        s = self.settings
+        return p.start_ns + int(s.window_before_s * 1e9) + int(s.max_window_s * 1e9)
 
     def _active_pass(self, ts: int) -> Pass | None:
         """The newest pass whose window covers `ts` (a vehicle close behind belongs to its own trigger)."""

@@ -127,7 +127,8 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
     lane = config.node.lane or "1"
     settings = PipelineSettings(
         mode=c.mode, detect_rate_hz=c.detect_rate_hz, window_before_s=c.window_before_s,
-        window_after_s=c.window_after_s, max_window_s=c.max_window_s, track_timeout_s=c.track_timeout_s,
+        window_after_s=c.window_after_s, max_window_s=c.max_window_s, retrigger_merge_s=c.retrigger_merge_s,
+        track_timeout_s=c.track_timeout_s,
         min_observations=c.min_observations, min_confidence=c.min_confidence, dedup_window_s=c.dedup_window_s,
         queue_size=c.queue_size, lossless_replay=lossless, overview=c.overview, node_id=config.node.id,
         site_id=config.node.site, camera_id=config.node.camera, default_lane=lane,
