@@ -122,21 +122,34 @@ class AccessLog:
         return [Entry(*r) for r in self.db.rows(sql + " ORDER BY id", params)]
 
     def guard_problems(self) -> list[str]:
-        """The append-only triggers that are missing or disabled (each named)."""
+        """The append-only triggers that are missing, disabled or not the ones HQ made (each named).
+
+        PostgreSQL: a trigger fires in normal sessions only when enabled 'O' (origin) or 'A'
+        (always): 'D' (disabled) and 'R' (replica only) let UPDATE and DELETE through, as does a
+        function that no longer raises. SQLite: each trigger's SQL must be the one HQ created
+        (a trigger with `WHEN 0` still reads RAISE(ABORT) but never fires)."""
+        from hq.migrations import append_only_sql  # the definitions HQ created the triggers from
+
         if self.db.postgres:
             found = {name: enabled for name, enabled in self.db.rows(
                 "SELECT t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
                 "WHERE c.relname = 'access_log' AND NOT t.tgisinternal")}
             problems = [f"trigger {name} on access_log is missing (the log is no longer append-only)"
                         for name in ("access_log_append_only", "access_log_no_truncate") if name not in found]
-            problems += [f"trigger {name} on access_log is disabled (the log is no longer append-only)"
-                         for name, enabled in sorted(found.items()) if enabled == "D"]
+            problems += [f"trigger {name} on access_log is disabled (enabled state {enabled!r}; the log is no "
+                         "longer append-only)" for name, enabled in sorted(found.items()) if enabled not in ("O", "A")]
+            body = self.db.value("SELECT prosrc FROM pg_proc WHERE proname = 'access_log_append_only'")
+            if body is None or "RAISE EXCEPTION" not in " ".join(str(body).upper().split()):
+                problems.append("function access_log_append_only no longer refuses changes (the log is no longer "
+                                "append-only)")
             return problems
-        found = {name: sql or "" for name, sql in self.db.rows(
+        found = {name: _normal_sql(sql or "") for name, sql in self.db.rows(
             "SELECT name, sql FROM sqlite_master WHERE type='trigger' AND tbl_name='access_log'")}
-        return [f"trigger {name} on access_log is missing (the log is no longer append-only)"
+        expected = append_only_sql()
+        return [f"trigger {name} on access_log is {'missing' if name not in found else 'not the one HQ made'} "
+                "(the log is no longer append-only)"
                 for name in ("access_log_no_update", "access_log_no_delete")
-                if "RAISE(ABORT" not in found.get(name, "").upper()]
+                if found.get(name) != _normal_sql(expected[name])]
 
     def verify(self, expect_head: tuple[int, str] | None = None) -> VerifyResult:
         """Recompute the chain; every edited entry and every deletion is named in `problems`.
@@ -194,3 +207,8 @@ class AccessLog:
             problems.append(f"{users} users exist but the log records only {created} user-add entries: "
                             "entries were deleted (the log was emptied or rewritten)")
         return VerifyResult(count, prev_id, prev_hash, tuple(problems))
+
+
+def _normal_sql(sql: str) -> str:
+    """SQL with its whitespace normalised, to compare a stored trigger with its definition."""
+    return " ".join(sql.split())

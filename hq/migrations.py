@@ -124,6 +124,11 @@ def _records_tables(dialect: str) -> list[str]:
     ]
 
 
+def append_only_sql() -> dict[str, str]:
+    """SQLite's append-only triggers by name, as HQ creates them (hq.accesslog checks them)."""
+    return {f"access_log_no_{op}": sql for op, sql in zip(("update", "delete"), _append_only(SQLITE))}
+
+
 def _append_only(dialect: str) -> list[str]:
     """Refuse UPDATE and DELETE on the access log inside the database (the hash chain catches the rest)."""
     if dialect == SQLITE:

@@ -217,3 +217,24 @@ def test_sequence_gaps_match_sqlite(pg_url, tmp_path):
     finally:
         pg.close()
         lite.close()
+
+
+def test_a_replica_only_or_hollowed_append_only_trigger_is_reported(pg_url):
+    """ENABLE REPLICA TRIGGER (state 'R') lets normal sessions UPDATE and DELETE; it used to pass
+    the check, which looked for 'D' alone. So did a function rewritten not to raise."""
+    store = ReadStore(pg_url)
+    log = Access(store.db, clock=FakeClock(NOW)).log
+    try:
+        assert log.guard_problems() == []
+        store.db.execute("ALTER TABLE access_log ENABLE REPLICA TRIGGER access_log_append_only")
+        assert log.guard_problems() == ["trigger access_log_append_only on access_log is disabled (enabled state 'R'; "
+                                        "the log is no longer append-only)"]
+        store.db.execute("ALTER TABLE access_log ENABLE TRIGGER access_log_append_only")
+        store.db.execute("CREATE OR REPLACE FUNCTION access_log_append_only() RETURNS trigger LANGUAGE plpgsql "
+                         "AS $f$ BEGIN RETURN NEW; END $f$")
+        assert any("no longer refuses changes" in p for p in log.guard_problems())
+    finally:
+        store.db.execute("CREATE OR REPLACE FUNCTION access_log_append_only() RETURNS trigger LANGUAGE plpgsql "
+                         "AS $f$ BEGIN RAISE EXCEPTION 'access_log is append-only'; END $f$")
+        store.db.execute("ALTER TABLE access_log ENABLE TRIGGER access_log_append_only")
+        store.close()

@@ -371,6 +371,18 @@ def test_audit_verify_fails_without_the_append_only_triggers(site, capsys):
     assert "head " in out
 
 
+def test_audit_verify_fails_on_a_trigger_that_never_fires(site, capsys):
+    """`WHEN 0` keeps RAISE(ABORT in the trigger's text, but it never fires: not HQ's trigger."""
+    run, sql, _ = site
+    sql("DROP TRIGGER access_log_no_delete")
+    sql("CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log WHEN 0 "
+        "BEGIN SELECT RAISE(ABORT, 'access_log is append-only'); END")
+    capsys.readouterr()
+    assert run("audit", "verify", "--user", "ada", password=PW) == 1
+    assert ("FAIL  trigger access_log_no_delete on access_log is not the one HQ made (the log is no longer "
+            "append-only)") in capsys.readouterr().out
+
+
 def test_audit_verify_fails_on_an_emptied_log(site, capsys):
     run, sql, _ = site
     sql("DROP TRIGGER access_log_no_delete")
