@@ -433,6 +433,11 @@ class Judge:
                 return why
         return None
 
+    def _release_ns(self, name: str, t_ns: int) -> int:
+        """Clip time the trigger `name`, active at `t_ns`, next went inactive (`t_ns` if never)."""
+        return next((e.t_ns for e in self.clip.triggers if e.edge == "rising" and e.name == name and e.t_ns >= t_ns),
+                    t_ns)
+
     def _missed_runs(self, v: VehicleResult, t_end_ns: int, own: TriggerRecord | None, origins: dict[int, int],
                      no_read_in: set[int]) -> list[int]:
         """The node runs that saw the vehicle pass and sent no read for it.
@@ -455,8 +460,7 @@ class Judge:
                     continue
                 released = t_end_ns
                 if own is not None:
-                    released = max(released, next((e.t_ns for e in self.clip.triggers if e.edge == "rising"
-                                                   and e.name == own.name and e.t_ns >= own.t_ns), own.t_ns))
+                    released = max(released, self._release_ns(own.name, own.t_ns))
                 if run.index not in no_read_in and released + PASS_CLOSE_NS > cut_at:
                     continue
             out.append(run.index)
@@ -513,8 +517,7 @@ class Judge:
             for edge in self.falling:
                 outcome = seen.get((run.index, edge.t_ns))
                 if outcome is None:
-                    rise = next((e.t_ns for e in self.clip.triggers if e.edge == "rising" and e.name == edge.name
-                                 and e.t_ns >= edge.t_ns), edge.t_ns)
+                    rise = self._release_ns(edge.name, edge.t_ns)
                     if cut_at is not None and rise + PASS_CLOSE_NS > cut_at:
                         outcome = "cut by power loss"
                     else:
@@ -559,7 +562,7 @@ class Judge:
                 older = [s for s in missing if s < oldest][:unlisted]
                 problems.append(f"{unlisted} drops under quota are counted but no longer listed by seq in the "
                                 f"outbox's losses table: taken for {len(older)} unstored seqs below {oldest}")
-                missing = [s for s in missing if s not in set(older)]
+                missing = missing[len(older):]  # `older` is a prefix of the sorted `missing`
             lost = len(missing)
             return DataCheck(committed, len(reads), len(events), dropped, depth, duplicates, hq_conflicts, lost,
                              missing[:50], refused, True)

@@ -16,6 +16,9 @@ from hq.errors import StoreError
 
 SQLITE = "sqlite"
 POSTGRES = "postgres"
+# The largest integer both backends keep (SQLite INTEGER, PostgreSQL BIGINT): times are
+# nanoseconds in it, so nothing after 2262-04-11 can be stored.
+MAX_INT64 = 2**63 - 1
 
 
 def is_postgres_url(target: object) -> bool:

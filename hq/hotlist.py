@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hq import plates
+from hq.db import MAX_INT64
 from hq.access import Access, Actor
 from hq.errors import HQError, NotFound, PolicyError
 from hq.store import ReadStore
@@ -90,7 +91,7 @@ def add_entry(store: ReadStore, access: Access, actor: Actor, *, plate: str, rea
             return problem
         if expires_ns <= access.clock():
             return PolicyError("expiry must be in the future (--expires)")
-        if expires_ns >= 2**63:  # stored as signed 64-bit nanoseconds
+        if expires_ns > MAX_INT64:
             return PolicyError("expiry is past the times HQ stores (2262-04-11) (--expires)")
         return None
 

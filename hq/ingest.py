@@ -44,6 +44,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
+from hq.db import MAX_INT64
 from hq.errors import StoreError
 from hq.files import SET_ASIDE_SUFFIXES, set_aside_stem
 from hq.store import ReadStore, StoreResult
@@ -582,5 +583,5 @@ def check_event(payload: dict) -> None:
         # HQ stores it in a text column, and PostgreSQL text cannot hold U+0000.
         raise EnvelopeError("payload", "event field event: text must not contain U+0000 (NUL)")
     t_ns = payload.get("t_ns")
-    if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not 0 <= t_ns < 2**63:
+    if not isinstance(t_ns, int) or isinstance(t_ns, bool) or not 0 <= t_ns <= MAX_INT64:
         raise EnvelopeError("payload", "event field t_ns: expected an unsigned 63-bit integer")

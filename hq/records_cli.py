@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hq import config as hq_config
+from hq.db import MAX_INT64
 from hq.errors import (
     AccessDenied,
     BadConfig,
@@ -63,7 +64,6 @@ DEFAULT_SESSION = default_session_path()
 
 # -- helpers --------------------------------------------------------------------------------
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MAX_NS = 2**63 - 1
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # A full ISO 8601 time: date, T (or a space), hours and minutes at least, optional seconds,
 # fraction and offset. Anything shorter or in another form (20250301, 2025-03, 2025-W09) is
@@ -91,7 +91,7 @@ def parse_time(text: str, *, end: bool = False, option: str = "time") -> int:
         raise PolicyError(f"{option} {text!r}: {exc}; {hint}") from exc
     # Times are stored as signed 64-bit nanoseconds (SQLite INTEGER, PostgreSQL BIGINT): past
     # 2262-04-11 SQLite fails and PostgreSQL refuses, after the access was already logged.
-    if not 0 <= t_ns < _MAX_NS:
+    if not 0 <= t_ns <= MAX_INT64:
         raise PolicyError(f"{option} {text!r}: outside the times HQ can store (1970-01-01 to 2262-04-11 UTC)")
     return t_ns
 

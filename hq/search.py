@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hq import plates
+from hq.db import MAX_INT64
 from hq.access import Access, Actor, Grant
 from hq.errors import HQError, PolicyError
 from hq.files import private_dir, write_private
@@ -37,7 +38,7 @@ class SearchQuery:
         if not 0 < self.limit <= MAX_LIMIT:
             raise PolicyError(f"limit {self.limit}: must be 1..{MAX_LIMIT}")
         for name, t_ns in (("--from", self.since_ns), ("--to", self.until_ns)):
-            if t_ns is not None and not 0 <= t_ns < 2**63:
+            if t_ns is not None and not 0 <= t_ns <= MAX_INT64:
                 raise PolicyError(f"time range: {name} is outside the times HQ stores (1970 to 2262)")
         if self.since_ns is not None and self.until_ns is not None and self.until_ns <= self.since_ns:
             raise PolicyError("time range: --to must be after --from")

@@ -688,11 +688,7 @@ class Pipeline:
     # -- reads held after a failed commit (see MAX_HELD_READS) ----------------------------
     def _hold(self, pending: _Pending, exc: Exception) -> None:
         """Keep the read of a closed track whose commit failed, to be tried again (_retry_held)."""
-        now = self.clock_ns()
-        pending.attempts += 1
-        pending.last_try_ns = now
-        pending.next_try_ns = now + HELD_RETRY_FIRST_NS
-        pending.error = _describe(exc)
+        _failed_try(pending, self.clock_ns(), exc)
         self._held.append(pending)
         self.stats["emit_errors"] += 1
         self.stats["reads_held"] += 1
@@ -715,10 +711,8 @@ class Pipeline:
                 seq = self.sink.submit_read(pending.read)
             except Exception as exc:  # any failure: the read stays held and backs off, never retried per frame
                 failed += 1
-                pending.attempts += 1
-                pending.last_try_ns = now
-                pending.next_try_ns = now + min(HELD_RETRY_MAX_NS, HELD_RETRY_FIRST_NS << min(pending.attempts - 1, 16))
-                pending.error = error = _describe(exc)
+                _failed_try(pending, now, exc)
+                error = pending.error
                 continue
             self._held.remove(pending)
             self.stats["held_reads_committed"] += 1
@@ -906,6 +900,15 @@ def effective_track_timeout_s(settings: PipelineSettings) -> float:
     if settings.mode == "continuous" and settings.detect_rate_hz > 0:
         return max(settings.track_timeout_s, TRACK_TIMEOUT_INTERVALS / settings.detect_rate_hz)
     return settings.track_timeout_s
+
+
+def _failed_try(pending: _Pending, now_ns: int, exc: BaseException) -> None:
+    """Record a failed commit of a held read: its next try waits twice as long as the last
+    (HELD_RETRY_FIRST_NS, then doubling up to HELD_RETRY_MAX_NS)."""
+    pending.attempts += 1
+    pending.last_try_ns = now_ns
+    pending.next_try_ns = now_ns + min(HELD_RETRY_MAX_NS, HELD_RETRY_FIRST_NS << min(pending.attempts - 1, 16))
+    pending.error = _describe(exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -46,9 +46,9 @@ class Revoked:
     broker: str
 
 
-def _registry(state: hq_state.HQState, *, read_only: bool = False) -> Registry:
-    """The registry, or StateError with a `sudo` hint when this user may not write (or read) it."""
-    return hq_state.open_registry(state, read_only=read_only)
+def _registry(state: hq_state.HQState) -> Registry:
+    """The registry, or StateError with a `sudo` hint when this user may not write it."""
+    return hq_state.open_registry(state)
 
 
 def _same_fingerprint(typed: str, actual: str) -> bool:

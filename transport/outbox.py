@@ -173,9 +173,7 @@ class Outbox:
             self._bytes += size - freed
             self._depth += 1 - dropped
             for gone in dropped_seqs:
-                self._sent.pop(gone, None)
-                self._tried.pop(gone, None)
-                self._strikes.pop(gone, None)
+                self._forget(gone)
             return seq
 
     def _make_room(self, size: int, priority: int, now_ns: int) -> tuple[int, int, list[int]]:
@@ -251,7 +249,8 @@ class Outbox:
             for seq, kind in keys:
                 sent = self._sent.get(seq)
                 if sent is not None:
-                    wait = min(resend_after_ns << min(self._strikes.get(seq, 0), 30), max(MAX_BACKOFF_NS, resend_after_ns))
+                    backoff = resend_after_ns << min(self._strikes.get(seq, 0), 30)
+                    wait = min(backoff, max(MAX_BACKOFF_NS, resend_after_ns))
                     if sent >= now_ns - wait:
                         continue
                 if seq in self._tried:
@@ -302,6 +301,11 @@ class Outbox:
             else:
                 self._sent = {seq: t for seq, t in self._sent.items() if t < since_ns}
 
+    def _forget(self, seq: int) -> None:
+        """Drop a message's publish records once it has left the outbox (acked or dropped)."""
+        self._sent.pop(seq, None)
+        self._tried.pop(seq, None)
+        self._strikes.pop(seq, None)
 
     def in_flight(self, resend_after_ns: int | None = None, now_ns: int | None = None) -> int:
         """Messages published and not yet acknowledged (only those sent within `resend_after_ns`, if
@@ -327,9 +331,7 @@ class Outbox:
                 ).fetchone()
                 self._db.execute(f"DELETE FROM outbox WHERE seq IN ({placeholders})", seqs)
                 for seq in seqs:
-                    self._sent.pop(seq, None)
-                    self._tried.pop(seq, None)
-                    self._strikes.pop(seq, None)
+                    self._forget(seq)
                 if count:
                     self._last_ack_ns = time.monotonic_ns() if now_ns is None else now_ns
                 self._db.execute(

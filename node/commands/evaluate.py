@@ -168,15 +168,19 @@ def whole_image_matches(truths: list[tuple[int, int, int, int]], texts: list[str
     return extra
 
 
-def _inside(box: tuple[int, int, int, int], width: int, height: int, share: float = 0.9) -> bool:
-    """Whether `share` or more of a (x, y, w, h) box lies inside the image (labels may overrun
-    its edge by a pixel or two)."""
+# A labelled plate this much inside the image can be the one a whole-image read is of.
+INSIDE_SHARE = 0.9
+
+
+def _inside(box: tuple[int, int, int, int], width: int, height: int) -> bool:
+    """Whether INSIDE_SHARE or more of a (x, y, w, h) box lies inside the image (labels may
+    overrun its edge by a pixel or two)."""
     x, y, w, h = box
     if w <= 0 or h <= 0:
         return False
     iw = max(0, min(x + w, width) - max(x, 0))
     ih = max(0, min(y + h, height) - max(y, 0))
-    return iw * ih >= share * w * h
+    return iw * ih >= INSIDE_SHARE * w * h
 
 
 def run(args: argparse.Namespace) -> int:
