@@ -109,25 +109,6 @@ def load(hq_dir: Path) -> HQState:
         raise StateError(f"{path}: bad value ({exc})") from exc
 
 
-class _ReadOnlyRegistry(Registry):
-    """The registry opened read-only (SQLite mode=ro): no journal-mode or schema write.
-
-    Registry() always sets WAL mode and creates the tables, which needs write access; a
-    listing (`node list`, `audit`) does not. SQLite can read a WAL database this way only
-    while its -shm file exists (HQ ingest keeps the registry open) or can be created.
-    """
-
-    def __init__(self, path: Path) -> None:  # Registry's, without the writes
-        self.path = Path(path)
-        self._db = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None,
-                                   timeout=10)
-        try:
-            self._db.execute("SELECT count(*) FROM nodes").fetchone()  # fail here, not halfway through a listing
-        except BaseException:
-            self._db.close()
-            raise
-
-
 def _writable(path: Path) -> bool:
     """Whether this user may write the registry: the file, and its folder (SQLite's -wal, -shm)."""
     folder = path.parent
@@ -167,7 +148,7 @@ def open_registry(state: HQState, *, read_only: bool = False) -> Registry:
     if not read_only and not _writable(path):
         raise StateError(f"{path}: not writable by this user; {SUDO_HINT}")
     try:
-        return _ReadOnlyRegistry(path) if read_only else Registry(path)
+        return Registry(path, read_only=read_only)
     except (sqlite3.Error, PermissionError) as exc:
         raise registry_error(path, exc, read_only=read_only) from exc
 

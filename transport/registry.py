@@ -80,8 +80,21 @@ class NodeRecord:
 class Registry:
     """The node registry file. Open one per thread (sqlite3 connections are per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open (and create) the registry; `read_only` opens an existing one without writing
+        anything (SQLite mode=ro: no journal mode, no schema), for a listing by a user who may
+        not write it. SQLite reads a WAL database so only while its -shm file exists (HQ ingest
+        keeps the registry open) or can be created."""
         self.path = Path(path)
+        if read_only:
+            self._db = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None,
+                                       timeout=10)
+            try:
+                self._db.execute("SELECT count(*) FROM nodes").fetchone()  # fail here, not halfway through a listing
+            except BaseException:
+                self._db.close()
+                raise
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
