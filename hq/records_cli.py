@@ -59,8 +59,6 @@ def default_session_path(environ: Mapping[str, str] = os.environ, euid: int | No
     return base / "session"
 
 
-DEFAULT_SESSION = default_session_path()
-
 
 # -- helpers --------------------------------------------------------------------------------
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -227,7 +225,10 @@ def _who(p: argparse.ArgumentParser, why: bool = True, case_required: bool = Fal
     g = p.add_argument_group("who and why (recorded in the access log)")
     g.add_argument("--user", help="log in as this user for this command (password prompted or $ALPR_HQ_PASSWORD)")
     g.add_argument("--password", help=argparse.SUPPRESS)  # for scripts and tests; prefer the prompt or env
-    g.add_argument("--session", type=Path, default=DEFAULT_SESSION, help=f"session token file (default {DEFAULT_SESSION})")
+    # Resolved when the parser is built, not at import: $ALPR_HQ_SESSION and $SUDO_USER are read
+    # for this command, not frozen at whatever they were when the module was first imported.
+    session = default_session_path()
+    g.add_argument("--session", type=Path, default=session, help=f"session token file (default {session})")
     if why:
         g.add_argument("--purpose", required=True, help="why you need this data")
         g.add_argument("--case", required=case_required, default="", help="case or incident number")
@@ -740,10 +741,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("login", help="start a session (token file, mode 0600)")
     p.add_argument("--user", required=True)
     p.add_argument("--password", help=argparse.SUPPRESS)
-    p.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    p.add_argument("--session", type=Path, default=default_session_path())
     p.set_defaults(func=_run(_login))
     p = sub.add_parser("logout", help="end the session")
-    p.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    p.add_argument("--session", type=Path, default=default_session_path())
     p.set_defaults(func=_run(_logout))
 
     # search and reads
