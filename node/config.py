@@ -19,6 +19,10 @@ DEFAULT_PATH = Path("/etc/alpr-node/node.toml")
 Region = tuple[float, float, float, float]
 
 
+# `alpr-node aim`'s default snapshot in the data directory: a vehicle and its plate in clear, which
+# the node removes when it starts so that only ciphertext stays at rest once it reads.
+AIM_SNAPSHOT_NAME = "aim-snapshot.jpg"
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

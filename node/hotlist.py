@@ -67,6 +67,56 @@ def _live(entries: list[dict[str, Any]] | None, now: int) -> dict[str, Any] | No
     return next((e for e in entries or () if e["exp"] > now), None)
 
 
+def _field(where: str, item: Any, name: str, kind: type, size: int | None = None) -> Any:
+    """item[name], checked to be a `kind` (a non-negative int where `kind` is int, `size` bytes
+    long where given); ValueError naming where the field is otherwise."""
+    if not isinstance(item, dict) or name not in item:
+        raise ValueError(f"hot list {where}: field {name!r} missing")
+    value = item[name]
+    # bool is an int subclass, and CBOR true is not a number
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"hot list {where}: field {name!r} is {type(value).__name__}, not {kind.__name__}")
+    if kind is int and value < 0:
+        raise ValueError(f"hot list {where}: field {name!r} is negative")
+    if size is not None and len(value) != size:
+        raise ValueError(f"hot list {where}: field {name!r} is {len(value)} bytes, not {size}")
+    return value
+
+
+_PATTERN_TEXT = re.compile(r"[A-Z0-9?*]{1,32}")
+
+
+def _check_body(body: dict[str, Any]) -> None:
+    """Refuse, naming the field, a signed body this matcher could not use.
+
+    The signature says HQ sent it, not that HQ's compiler was right: a list installed with a
+    text `exp` would make every later match raise inside the pipeline, so the whole list is
+    checked before it replaces the one in use.
+    """
+    _field("body", body, "list_version", int)
+    _field("body", body, "valid_until_ns", int)
+    _field("body 'hash'", _field("body", body, "hash", dict), "key", bytes)
+    groups = _field("body", body, "confusable", list)
+    for i, group in enumerate(groups):
+        if not isinstance(group, list) or not group or not all(isinstance(ch, str) and len(ch) == 1 for ch in group):
+            raise ValueError(f"hot list confusable[{i}]: not a non-empty list of single characters")
+    for i, entry in enumerate(_field("body", body, "exact", list)):
+        where = f"exact[{i}]"
+        _field(where, entry, "x", bytes, HASH_LEN)
+        _field(where, entry, "s", bytes, HASH_LEN)
+        _field(where, entry, "id", int)
+        _field(where, entry, "r", str)
+        _field(where, entry, "exp", int)
+    for i, entry in enumerate(_field("body", body, "patterns", list)):
+        where = f"patterns[{i}]"
+        pattern = _field(where, entry, "p", str)
+        if not _PATTERN_TEXT.fullmatch(pattern):
+            raise ValueError(f"hot list {where}: pattern {pattern!r} is not 1-32 of A-Z, 0-9, ? and *")
+        _field(where, entry, "id", int)
+        _field(where, entry, "r", str)
+        _field(where, entry, "exp", int)
+
+
 class HotList:
     """The list in use. `update(message)` from the uplink thread, `match(read)` from the pipeline."""
 
@@ -108,13 +158,14 @@ class HotList:
         v = body.get("v")
         if type(v) is not int or v != BODY_VERSION:
             raise ValueError(f"hot list body field 'v' is {v!r}; this node reads only version {BODY_VERSION}")
-        version = int(body["list_version"])
+        _check_body(body)
+        version = body["list_version"]
         if version <= self.version:
             log.info("hot list version %d ignored: version %d is in use", version, self.version)
             return False
         skeleton = {ch: group[0] for group in body["confusable"] for ch in group}
         compiled = _Compiled(
-            version=version, valid_until_ns=int(body["valid_until_ns"]), key=bytes(body["hash"]["key"]),
+            version=version, valid_until_ns=body["valid_until_ns"], key=bytes(body["hash"]["key"]),
             skeleton=skeleton,
             exact=_by_hash(body["exact"], "x"),
             confusable=_by_hash(body["exact"], "s"),

@@ -11,10 +11,11 @@ import logging
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Protocol
 
 from node import system
-from node.config import NodeConfig
+from node.config import AIM_SNAPSHOT_NAME, NodeConfig
 from node.hotlist import HotList
 from node.identity import Identity
 from node.sink import ReadSink
@@ -61,6 +62,7 @@ class Runtime:
         self.config = config
         self.stop_event = threading.Event()
         config.node.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_aim_snapshot(config.node.data_dir / AIM_SNAPSHOT_NAME)
         self.identity = Identity.load(config)
         self.outbox = Outbox(config.node.data_dir / "outbox.db", quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
                              max_entries=config.outbox.max_entries)
@@ -159,6 +161,17 @@ class Runtime:
             if time.monotonic() >= next_health:
                 next_health = time.monotonic() + interval
                 self.uplink.publish_health(self.health())
+
+
+def _remove_aim_snapshot(path: Path) -> None:
+    """Delete `alpr-node aim`'s snapshot left in the data directory (a plate in clear)."""
+    try:
+        path.unlink()
+        log.info("removed %s left by alpr-node aim (the data directory keeps only ciphertext)", path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s left by alpr-node aim: %s", path, exc)
 
 
 def liveness_problem(source: Source, link: Any, limit_s: float = STALL_LIMIT_S) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from provisioning.errors import ProvisioningError
 from transport.errors import TransportError
 
-DEFAULT_HQ_DIR = Path(os.environ.get("ALPR_HQ_DIR", "/var/lib/alpr-hq"))
+DEFAULT_HQ_DIR = Path("/var/lib/alpr-hq")
 DEFAULT_NODE_DIR = Path("/var/lib/alpr-node")
 
 
@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def hq(p: argparse.ArgumentParser, actor: bool = True) -> argparse.ArgumentParser:
-        p.add_argument("--dir", type=Path, default=DEFAULT_HQ_DIR,
+        # $ALPR_HQ_DIR is read when the parser is built, not frozen at import.
+        p.add_argument("--dir", type=Path, default=Path(os.environ.get("ALPR_HQ_DIR", DEFAULT_HQ_DIR)),
                        help=f"HQ data dir (default $ALPR_HQ_DIR or {DEFAULT_HQ_DIR})")
         if actor:
             p.add_argument("--actor", required=True, help="your name, for the audit trail")

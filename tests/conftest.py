@@ -30,6 +30,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees an empty home and none of the operator's ALPR_* or sudo variables: a
+    developer's real ~/.config/alpr-hq/session or $ALPR_HQ_PASSWORD must not decide a result."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for name in ("ALPR_HQ_SESSION", "ALPR_HQ_PASSWORD", "ALPR_HQ_NEW_PASSWORD", "ALPR_HQ_DIR", "ALPR_DATA",
+                 "ALPR_CACHE", "SUDO_USER", "SUDO_UID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll `predicate` until true; fail the test naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ them on the snapshot and says which of them holds the plate found.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from node import config as node_config
+from transport import atomic
 
 PLATE_WIDTH_M = 0.305  # a US plate; EU plates are 0.52 m: pass --plate-width-m
 
@@ -214,12 +216,18 @@ def run(args: argparse.Namespace) -> int:
         draw.text((10, 10 + 16 * i), f"{c.name}: {c.value} {c.unit} {c.verdict.upper()} - {c.advice}", fill=colour)
     # The report is the point of the command: a snapshot that cannot be written (a read-only
     # working directory under sudo -u alpr) is reported beside it, not instead of it.
-    snapshot: Path | None = args.snapshot or config.node.data_dir / "aim-snapshot.jpg"
+    snapshot: Path | None = args.snapshot or config.node.data_dir / node_config.AIM_SNAPSHOT_NAME
     snapshot_error = ""
     try:
-        if args.snapshot is None:
-            snapshot.parent.mkdir(parents=True, exist_ok=True)
-        image.save(snapshot, quality=90)
+        # A real vehicle and its plate in clear: 0600 and written atomically (a planted link is
+        # not followed), and the node removes the default one when it starts (node.runtime), so
+        # the data directory holds only ciphertext once the reader runs.
+        if args.snapshot is not None and not snapshot.parent.is_dir():
+            # a folder the technician named is not made for them: a typo would hide the file
+            raise FileNotFoundError(f"folder {snapshot.parent} does not exist")
+        jpeg = io.BytesIO()
+        image.save(jpeg, format="JPEG", quality=90)
+        atomic.write_bytes(snapshot, jpeg.getvalue(), 0o600)
     except (OSError, ValueError) as exc:
         snapshot_error = f"--snapshot {snapshot}: not written: {exc}"
         snapshot = None

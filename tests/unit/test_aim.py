@@ -60,7 +60,21 @@ def test_cli_reports_checks_even_when_the_snapshot_cannot_be_written(tmp_path):
     assert "--snapshot" in bad.stderr and "missing/x.jpg" in bad.stderr
     good = subprocess.run(run, capture_output=True, text=True)
     assert json.loads(good.stdout.strip().splitlines()[-1])["snapshot"] == str(tmp_path / "data" / "aim-snapshot.jpg")
-    assert (tmp_path / "data" / "aim-snapshot.jpg").stat().st_size > 0
+    snap = tmp_path / "data" / "aim-snapshot.jpg"
+    assert snap.stat().st_size > 0
+    # a vehicle and its plate in clear: for the technician's eyes only, and gone once the node runs
+    assert snap.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_node_removes_the_aim_snapshot_when_it_starts(tmp_path):
+    from node.config import AIM_SNAPSHOT_NAME
+    from node.runtime import _remove_aim_snapshot
+
+    snap = tmp_path / AIM_SNAPSHOT_NAME
+    snap.write_bytes(b"jpeg")
+    _remove_aim_snapshot(snap)
+    assert not snap.exists()
+    _remove_aim_snapshot(snap)  # none left: nothing to do, no error
 
 
 def test_region_check_names_the_lanes_holding_the_plate_and_warns_when_none_does():

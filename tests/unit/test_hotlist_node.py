@@ -177,3 +177,37 @@ def test_a_list_that_cannot_be_saved_is_still_used(tmp_path, hq_key, monkeypatch
     assert hot.update(message(hq_key, version=2)[0])
     assert hot.version == 2 and hot.match(read("7ABC123")) is not None
     assert "not saved" in caplog.text and "No space left" in caplog.text
+
+
+def _mangled(body, path, value):
+    """A copy of `body` with the field at `path` (keys and list indexes) set to `value`."""
+    import copy
+    out = copy.deepcopy(body)
+    target = out
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize("path, value, named", [
+    (("exact", 0, "exp"), "tomorrow", "exact[0]: field 'exp' is str"),
+    (("exact", 0, "x"), b"short", "exact[0]: field 'x' is 5 bytes"),
+    (("exact", 0, "id"), True, "exact[0]: field 'id' is bool"),
+    (("patterns", 0, "exp"), -1, "patterns[0]: field 'exp' is negative"),
+    (("patterns", 0, "p"), "4AB.*\n", "patterns[0]: pattern"),
+    (("list_version",), "7", "body: field 'list_version' is str"),
+    (("hash", "key"), "k", "body 'hash': field 'key' is str"),
+    (("confusable", 0), ["0O"], "confusable[0]"),
+])
+def test_a_signed_list_the_matcher_cannot_use_is_refused_naming_the_field(tmp_path, hq_key, caplog, path, value,
+                                                                          named):
+    # HQ's signature says who sent it, not that it is well formed: a list with a text `exp` used
+    # to be installed, and every later match then raised inside the pipeline.
+    hot = HotList(tmp_path / "hotlist.msg", [hq_key.public_key()], "n1")
+    good, body = message(hq_key, version=1)
+    assert hot.update(good)
+    bad = _mangled(dict(body, list_version=2), path, value)
+    assert not hot.update(signed.sign("hotlist", bad, hq_key))
+    assert named in caplog.text
+    assert hot.version == 1 and hot.match(read("7ABC123"))["match"] == "exact"  # the old list stays in use
