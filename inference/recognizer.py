@@ -220,7 +220,15 @@ class Recognizer:
             # it must look like a plate read as much as a detection's reading must
             as_crop = crop or shaped_crop
             fallback = not as_crop and self.whole_image != "always"
-            plausible = not fallback or (len(text.text) >= self.min_chars and text.confidence >= self.min_read_confidence)
+            if fallback:
+                plausible = len(text.text) >= self.min_chars and text.confidence >= self.min_read_confidence
+            elif not crop:
+                # Plate-shaped but not read surely (sky, road, a badge cut out): the same
+                # confidence floor as a detection's reading, not its length floor -- real crops
+                # labelled with one or two characters read right this way (train: "0" three times).
+                plausible = text.confidence >= self.min_read_confidence
+            else:
+                plausible = True
             if text.text and text.confidence >= self.min_confidence and plausible:
                 results.append(PlateResult((0, 0, width, height), text.text, text.confidence, text.region,
                                            text.region_confidence, _plates(text.candidates), text.char_confidences,
