@@ -1,15 +1,28 @@
 """Plate detection on whole frames: `PlateDetector(model_path, threads).detect(image_rgb)`."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 
-from inference.detect_decode import RawBox, decode_ssd, decode_yolo, nms
+from inference.detect_decode import (
+    RawBox,
+    decode_ssd,
+    decode_yolo,
+    nms,
+    ssd_order_from_names,
+    ssd_shape_problem,
+    suppress_across_classes,
+    yolo_row_lengths,
+)
 from inference.errors import ModelError
 from inference.models_dir import DETECTOR_MODEL, shipped_model
 from inference.runtime import MIN_IMAGE_SIDE, Geometry, TFLiteModel
@@ -27,6 +40,22 @@ def tile_grid(width: int, input_width: int) -> int:
     width, so a small plate is seen at about the same scale in any frame (2x2 up to 3x the input
     width, 3x3 above); at least 2, at most MAX_TILE_GRID (larger stills get larger tiles)."""
     return max(2, min(MAX_TILE_GRID, math.ceil(width / input_width) - 1))
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _timed(method: _Method) -> _Method:
+    """Add the time a public detection method takes to its detector's `busy_ms` (whether it
+    returns or raises), so a caller can tell detection time from reading time per image."""
+    @functools.wraps(method)
+    def wrapper(self: PlateDetector, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.busy_ms += (time.perf_counter() - start) * 1000.0
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -50,6 +79,9 @@ class PlateDetector:
     of another shape (a 4:3, square or portrait still in front of a 16:9 model), so no pixels
     of the input are spent on letterbox padding: a plate is seen 1.3x larger in a 4:3 still,
     1.8x in a square one, more in a portrait one.
+
+    `busy_ms` is the time spent in the `detect*` methods since the detector was made: the
+    difference across one image's recognition is that image's detection time.
     """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, score_threshold: float | None = None,
@@ -67,23 +99,40 @@ class PlateDetector:
         self.iou_threshold = iou_threshold
         self.tiles = max(1, int(tiles))
         self.windows = windows
-        classes = len(manifest.classes)
-        self._channels = (4 + classes + (1 if manifest.output_kind == "yolo" else 0),) + ((5,) if classes == 1 else ())
+        self.busy_ms = 0.0
+        self._channels = yolo_row_lengths(manifest.output_kind, len(manifest.classes))
         # Which class ids count as plates: all, unless the manifest names a 'plate' class.
         names = [c.lower() for c in manifest.classes]
         self._plate_ids = {i for i, n in enumerate(names) if "plate" in n} if any("plate" in n for n in names) else None
+        # Which SSD output is which: the manifest's output.params.order (checked against the
+        # outputs at load), else the post-process op's own tensor names when the model kept them,
+        # else told apart by their values at each pass (decode_ssd).
+        self._ssd_order: tuple[str, ...] | None = None
+        if manifest.output_kind == "ssd_postprocess":
+            order = params.get("order") or ssd_order_from_names(self.model.output_names)
+            if order and not ssd_shape_problem(self.model.output_shapes, order):
+                self._ssd_order = tuple(order)
 
     def _raw(self, image: np.ndarray, score_threshold: float) -> tuple[list[RawBox], Geometry]:
         outputs, geometry = self.model.run(image)
         kind = self.model.manifest.output_kind
-        if kind == "ssd_postprocess":
-            raw = decode_ssd(outputs, self.model.input_size, score_threshold=score_threshold)
-        else:
-            raw = decode_yolo(outputs[0], self.model.input_size, objectness=(kind == "yolo"),
-                              score_threshold=score_threshold, iou_threshold=self.iou_threshold,
-                              channels=self._channels)
-        if self._plate_ids is not None:
-            raw = [r for r in raw if r.class_id in self._plate_ids]
+        try:
+            if kind == "ssd_postprocess":
+                raw = decode_ssd(outputs, self.model.input_size, score_threshold=score_threshold, order=self._ssd_order)
+                if self._plate_ids is not None:
+                    raw = [r for r in raw if r.class_id in self._plate_ids]
+                # the op suppresses class by class (regular NMS): plate classes boxed on one plate
+                # are one plate
+                raw = suppress_across_classes(raw, self.iou_threshold)
+            else:
+                # non-plate classes are dropped before NMS, which then runs across the plate classes
+                raw = decode_yolo(outputs[0], self.model.input_size, objectness=(kind == "yolo"),
+                                  score_threshold=score_threshold, iou_threshold=self.iou_threshold,
+                                  channels=self._channels, keep_classes=self._plate_ids)
+        except ValueError as exc:
+            # the load-time checks should have refused such a model; a ModelError names the file
+            # and is reported per image instead of stopping a batch
+            raise ModelError(f"{self.model.path}: detector output cannot be decoded as {kind!r}: {exc}") from exc
         return raw, geometry
 
     def _pass(self, image: np.ndarray, off_x: int = 0, off_y: int = 0,
@@ -100,6 +149,7 @@ class PlateDetector:
                 out.append((x1 + off_x, y1 + off_y, x2 + off_x, y2 + off_y, r.score))
         return out
 
+    @_timed
     def detect(self, image_rgb: np.ndarray, windows: bool | None = None) -> list[Detection]:
         """Plates in `image_rgb` (uint8 HxWx3), best score first; `windows` overrides the setting."""
         windows = self.windows if windows is None else windows
@@ -107,6 +157,7 @@ class PlateDetector:
         window_boxes = self._window_boxes(image_rgb) if windows else []
         return self._merge(self._pass(image_rgb) + tile_boxes + window_boxes, bool(tile_boxes or window_boxes))
 
+    @_timed
     def detect_tiles(self, image_rgb: np.ndarray, tiles: int | None = None) -> list[Detection]:
         """Plates found by the passes on a tiles x tiles grid alone (none for a frame up to twice
         the model's input width): what `tiles` adds, for a caller that has run the single pass.
@@ -132,6 +183,7 @@ class PlateDetector:
                                     self.tile_score_threshold)
         return boxes
 
+    @_timed
     def detect_zoomed_out(self, image_rgb: np.ndarray, factor: float = ZOOM_OUT) -> list[Detection]:
         """Plates found with the frame shown `factor` times smaller than the single pass shows it
         (shrunk onto a grey canvas of the model's input size): the opposite of the tiles, for a
@@ -167,6 +219,7 @@ class PlateDetector:
             sx = sy = min(sx, sy)
         return max(box[2] * sx / in_w, box[3] * sy / in_h)
 
+    @_timed
     def detect_windows(self, image_rgb: np.ndarray) -> list[Detection]:
         """Plates found by the window passes alone (none for a frame of about the model's shape):
         what `detect(windows=True)` adds, for a caller that has already run the single pass."""

@@ -1,12 +1,14 @@
 """The JSON manifest that ships beside every `X.tflite` as `X.json`, and its validation."""
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.detect_decode import SSD_ROLES
 from inference.errors import ModelError, ModelNotFound
 from inference.plate_formats import PlateFormats
 
@@ -17,6 +19,14 @@ DTYPES = ("float32", "int8", "uint8")
 # output.params checked at load (the rest are free-form): scores from 0 to 1, and counts
 PROBABILITY_PARAMS = ("score_threshold", "tile_score_threshold")
 COUNT_PARAMS = ("max_len", "stride")
+# The keys a manifest may have, level by level: what the loader reads, and `training` / `metrics`
+# (provenance and figures, free-form inside, kept for reports). Anything else is refused, since a
+# misspelt key ("color", "normalization", "blank") would otherwise leave its default in force.
+# output.params stays free-form beyond the keys checked above.
+TOP_KEYS = ("name", "version", "sha256", "input", "output", "training", "metrics")
+INPUT_KEYS = ("shape", "dtype", "colour", "resize", "normalisation")
+NORMALISATION_KEYS = ("scale", "mean", "std")
+OUTPUT_KEYS = ("kind", "classes", "alphabet", "blank_index", "pad_char", "region_classes", "plate_formats", "params")
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,21 @@ class Manifest:
                 raise ModelError(f"{source}: manifest key '{where}{key}' must be an object, got {value!r}")
             return dict(value)
 
+        def known_keys(mapping: dict[str, Any], allowed: tuple[str, ...], where: str = "") -> None:
+            for key in mapping:
+                if key not in allowed:
+                    # the nearest allowed key always, as a question only when it is close
+                    ratios = {a: difflib.SequenceMatcher(None, str(key), a).ratio() for a in allowed}
+                    near = max(allowed, key=lambda a: ratios[a])
+                    hint = (f"did you mean '{where}{near}'?" if ratios[near] >= 0.6
+                            else f"the nearest known key is '{where}{near}';")
+                    level = f"keys of '{where[:-1]}'" if where else "top-level keys"
+                    raise ModelError(f"{source}: manifest key '{where}{key}' is not a known key ({hint} {level}: "
+                                     f"{', '.join(allowed)})")
+
+        known_keys(data, TOP_KEYS)
         inp = need(data, "input", dict)
+        known_keys(inp, INPUT_KEYS, "input.")
         shape = need(inp, "shape", list, "input.")
         if len(shape) not in (3, 4) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
             raise ModelError(f"{source}: manifest key 'input.shape' must be 3 or 4 positive integers, got {shape}")
@@ -115,6 +139,11 @@ class Manifest:
         norm = inp.get("normalisation", {"scale": 1.0 / 255.0})
         if not isinstance(norm, dict):
             raise ModelError(f"{source}: manifest key 'input.normalisation' must be an object")
+        known_keys(norm, NORMALISATION_KEYS, "input.normalisation.")
+        if "scale" in norm and "std" in norm:
+            # both divide the pixel: one of them would be dropped without a word
+            raise ModelError(f"{source}: manifest key 'input.normalisation' has both 'scale' and 'std': give "
+                             "{\"scale\": s} (value = (pixel - mean) * s) or {\"mean\": [...], \"std\": [...]}, not both")
         if "scale" in norm:
             scale = number(norm["scale"], "input.normalisation.scale")
             if scale <= 0:
@@ -137,6 +166,7 @@ class Manifest:
                                  f"input.shape has {channels} channel(s): give 1 or {channels}")
 
         output = need(data, "output", dict)
+        known_keys(output, OUTPUT_KEYS, "output.")
         kind = need(output, "kind", str, "output.")
         if kind not in OUTPUT_KINDS:
             raise ModelError(f"{source}: manifest key 'output.kind' must be one of {OUTPUT_KINDS}, got {kind!r}")
@@ -172,6 +202,17 @@ class Manifest:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ModelError(f"{source}: manifest key 'output.params.{key}' must be a positive integer, "
                                      f"got {value!r}")
+        if "order" in params:
+            # which TFLite_Detection_PostProcess output is which, for a model whose values cannot
+            # tell classes from scores (decode_ssd); checked against the outputs' shapes at load
+            order = params["order"]
+            if kind != "ssd_postprocess":
+                raise ModelError(f"{source}: manifest key 'output.params.order' is for output kind 'ssd_postprocess' "
+                                 f"only, not {kind!r}")
+            if not isinstance(order, list) or sorted(map(str, order)) != sorted(SSD_ROLES) \
+                    or not all(isinstance(v, str) for v in order):
+                raise ModelError(f"{source}: manifest key 'output.params.order' must list each of "
+                                 f"{', '.join(SSD_ROLES)} once, in the model's output order, got {order!r}")
         sha = need(data, "sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
             raise ModelError(f"{source}: manifest key 'sha256' is not a 64-digit hex digest")

@@ -59,6 +59,8 @@ class OcrScore:
 
     def add(self, truth: str, reading: str, candidates: list[str] | None = None,
             region_truth: str | None = None, region: str | None = None) -> None:
+        """Score one plate; `region_truth` None (unlabelled, or an OCR that reads no region)
+        leaves it out of the region figure."""
         self.plates += 1
         self.exact += int(reading == truth)
         self.top_k += int(truth in (candidates or [reading]))
@@ -68,7 +70,10 @@ class OcrScore:
             self.region_total += 1
             self.region_correct += int(region == region_truth)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The figures in percent; `region_top1_pct` is None when no plate was scored for its
+        region (no region labels, or an OCR without a region output): 0.0 would say every
+        region was read wrong."""
         def pct(n: int, d: int) -> float:
             return round(100.0 * n / d, 2) if d else 0.0
 
@@ -77,7 +82,7 @@ class OcrScore:
             "exact_pct": pct(self.exact, self.plates),
             "char_accuracy_pct": pct(self.chars - self.char_errors, self.chars),
             "top10_pct": pct(self.top_k, self.plates),
-            "region_top1_pct": pct(self.region_correct, self.region_total),
+            "region_top1_pct": pct(self.region_correct, self.region_total) if self.region_total else None,
         }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inference.detect_decode import ssd_shape_problem, yolo_layout, yolo_row_lengths
 from inference.errors import BackendUnavailable, BadImage, ModelError, ModelNotFound
 from inference.manifest import Manifest, manifest_path_for
 
@@ -69,13 +70,17 @@ class TFLiteModel:
         self.path = Path(model_path)
         if threads < 1:
             raise ModelError(f"{self.path}: threads must be >= 1, got {threads}")
-        self.manifest = Manifest.load(manifest_path or manifest_path_for(self.path))
+        manifest_path = Path(manifest_path) if manifest_path else manifest_path_for(self.path)
+        # The model file first: a mistyped --detector path is reported as the path given, not as
+        # a manifest that nobody asked for.
         try:
             content = self.path.read_bytes()
         except FileNotFoundError:
-            raise ModelNotFound(f"{self.path}: model file not found") from None
+            also = "" if manifest_path.exists() else f" (nor its manifest {manifest_path})"
+            raise ModelNotFound(f"{self.path}: model file not found{also}") from None
         except OSError as exc:
             raise ModelError(f"{self.path}: cannot read model file: {exc}") from exc
+        self.manifest = Manifest.load(manifest_path)
         if len(content) < 8 or content[4:8] != _TFLITE_IDENTIFIER:
             raise ModelError(f"{self.path}: not a TFLite flatbuffer (truncated or corrupt, {len(content)} bytes)")
         digest = sha256_of(content)
@@ -157,6 +162,11 @@ class TFLiteModel:
     def output_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(int(v) for v in d["shape"]) for d in self._outputs]
 
+    @property
+    def output_names(self) -> list[str]:
+        """The output tensors' names, in model order ('' where the model has none)."""
+        return [str(d.get("name", "")) for d in self._outputs]
+
     def prepare(self, image: np.ndarray) -> Geometry:
         """Resize, colour-convert, normalise and quantise `image` into the input buffer."""
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
@@ -226,17 +236,23 @@ class TFLiteModel:
 def _output_problem(kind: str, shapes: list[tuple[int, ...]], manifest: Manifest) -> str:
     """Why `shapes` cannot be outputs of a `kind` model, or '' when they can."""
     if kind == "ssd_postprocess":
-        return "" if len(shapes) == 4 else f"expected 4 outputs (boxes, classes, scores, count), got {len(shapes)}"
+        return ssd_shape_problem(shapes, manifest.params.get("order"))
     if kind in ("yolo", "yolov8"):
         if len(shapes) != 1 or len(shapes[0]) not in (2, 3):
             return "expected one [1, N, 4+1+C] or [1, 4+C, N] output"
-        if manifest.classes:
-            dims = shapes[0][-2:]
-            extra = 4 + len(manifest.classes) + (1 if kind == "yolo" else 0)
-            # a single-class YOLO model may leave out its class column: rows are box + objectness
-            allowed = {extra, 5} if kind == "yolo" and len(manifest.classes) == 1 else {extra}
-            if not allowed.intersection(dims):
-                return f"no output dimension equals {extra} (4 box + {'1 objectness + ' if kind == 'yolo' else ''}{len(manifest.classes)} classes)"
+        dims = (shapes[0][-2], shapes[0][-1])
+        objectness = "1 objectness + " if kind == "yolo" else ""
+        channels = yolo_row_lengths(kind, len(manifest.classes))
+        if manifest.classes and not set(channels).intersection(dims):
+            extra = channels[0]
+            return f"no output dimension equals {extra} (4 box + {objectness}{len(manifest.classes)} classes)"
+        # the row as the decoder will read it (yolo_layout): without class names nothing else says
+        # which dimension it is, and a row too short for a box and a score would only fail per image
+        row = dims[1] if yolo_layout(dims, channels) == "nxc" else dims[0]
+        least = 5
+        if row < least:
+            score = "1 objectness" if kind == "yolo" else "1 class score"
+            return f"rows have {row} values, need at least {least} (4 box + {score})"
         return ""
     # OCR: one [1, T, C] sequence output (one per member in an ensemble file, all the same
     # shape), optionally one [1, R] region output.

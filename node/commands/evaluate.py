@@ -203,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     # det scores the detector's raw boxes; reported scores the plates recognize would print
     # (boxes whose reading passed the recognizer's checks), which is what a user sees.
     ocr, det, reported = OcrScore(), DetectionScore(), DetectionScore()
+    regions = bool(reader.model.manifest.region_classes)
     detect_ms: list[float] = []
     ocr_ms: list[float] = []
     total_ms: list[float] = []
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 image = load_image(item.path)
                 start = time.perf_counter()
+                detector_ms = detector.busy_ms
                 detections, results = recognizer.recognize_with_detections(image)
             except MemoryError:  # a huge image: the others may fit
                 raise out_of_memory(item.path, image) from None
@@ -226,15 +228,18 @@ def run(args: argparse.Namespace) -> int:
             print(printable(f"\nalpr-node: error: {item.path}: {reason}", sys.stderr), file=sys.stderr)
             continue
         total_ms.append((time.perf_counter() - start) * 1000.0)
-        if results:
-            detect_ms.append(results[0].detect_ms)
-            ocr_ms.extend(r.ocr_ms for r in results)
+        # every scored image took its detector passes, plates found or not (a result's own
+        # detect_ms exists only where a plate was reported, and not all passes before it)
+        detect_ms.append(detector.busy_ms - detector_ms)
+        ocr_ms.extend(r.ocr_ms for r in results)
         if item.is_crop:
             truth = item.plates[0].text
             # the plate `recognize` prints first (by confidence), not the recognizer's rank order
             best = by_confidence(results)[0] if results else None
             reading = best.plate if best else ""
-            ocr.add(truth, reading, [c for c, _ in best.candidates] if best else [], item.region, best.region if best else None)
+            # an OCR without a region output is not scored on regions (null, not 0 %)
+            ocr.add(truth, reading, [c for c, _ in best.candidates] if best else [], item.region if regions else None,
+                    best.region if best else None)
             if reading != truth:
                 misreads.append(Misread(item.path.name, truth, reading, _png(image)))
             continue
@@ -281,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
         r = figures["reading"]
         print(printable(f"{args.folder} [{figures['split']}]: {len(items)} images"))
         print(f"  reading: exact {r['exact_pct']}% of {r['plates']}, characters {r['char_accuracy_pct']}%, "
-              f"top-10 {r['top10_pct']}%" + (f", region top-1 {r['region_top1_pct']}%" if ocr.region_total else ""))
+              f"top-10 {r['top10_pct']}%, region top-1 "
+              + (f"{r['region_top1_pct']}%" if r["region_top1_pct"] is not None else "n/a"))
         if "detection" in figures:
             d = figures["detection"]
             print(f"  detection @IoU>={args.iou}: recall {d['recall_pct']}%, precision {d['precision_pct']}% "
