@@ -38,6 +38,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,11 @@ STORE_REJECT_MEMORY_MAX = 4096
 # stored or set aside; QoS 0 ones need no PUBACK, so while the store is down a client publishing
 # them (nodes publish at QoS 1) would fill this worker's memory without end.
 DEFAULT_MAX_PENDING = 2000
+# ... and the bytes they may hold together: 2000 messages of up to max_message_kb (4 MiB) each
+# would be 7.8 GiB of unauthenticated bytes kept before any check. The same rule: a QoS 0 copy
+# past it is refused, a QoS 1 one is kept (counted, so QoS 0 copies give way first); what bounds
+# QoS 1 bytes is the broker's max_inflight_messages (and max_inflight_bytes where it is set).
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024
 
 # Capture times HQ stores: not before 2000 (no ALPR read of ours is older; a node whose clock
 # never got set reports 1970), and not more than the configured skew ahead of HQ's clock.
@@ -105,6 +111,51 @@ class _Verified:
     raw: bytes
 
 
+class _Pending:
+    """Messages waiting for the store, oldest first, with the bytes received for them.
+
+    Either (topic, payload, mid, qos) as the broker delivered it, or a _Verified put back after a
+    failed store; both count the bytes received (a verified one also holds its decrypted payload:
+    the bound is on what clients sent, which is what an unauthenticated flood controls).
+    """
+
+    def __init__(self) -> None:
+        self._items: collections.deque = collections.deque()
+        self.bytes = 0
+
+    @staticmethod
+    def size(item: tuple | _Verified) -> int:
+        """The bytes received for one waiting message."""
+        return len(item.raw) if isinstance(item, _Verified) else len(item[1])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def append(self, item: tuple | _Verified) -> None:
+        """Add at the back (a new message)."""
+        self._items.append(item)
+        self.bytes += self.size(item)
+
+    def appendleft(self, item: tuple | _Verified) -> None:
+        """Add at the front (put back, to be tried first)."""
+        self._items.appendleft(item)
+        self.bytes += self.size(item)
+
+    def extend(self, items: list) -> None:
+        """Add at the back, in order."""
+        for item in items:
+            self.append(item)
+
+    def popleft(self) -> tuple | _Verified:
+        """Take the oldest."""
+        item = self._items.popleft()
+        self.bytes -= self.size(item)
+        return item
+
+
 @dataclass
 class IngestStats:
     """Counters: stored, duplicates, conflicts and rejections by reason."""
@@ -129,6 +180,7 @@ class Ingest:
                  share_group: str = topics.INGEST_GROUP,
                  max_future_skew_s: float = DEFAULT_FUTURE_SKEW_S,
                  max_pending: int = DEFAULT_MAX_PENDING,
+                 max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
                  max_set_aside_bytes: int = DEFAULT_SET_ASIDE_MAX_BYTES,
                  key_usage: KeyUsage | None = None) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
@@ -143,6 +195,9 @@ class Ingest:
         self.max_message_bytes = max_message_bytes
         self.max_batch = max_batch
         self.max_pending = max_pending
+        if max_pending_bytes <= 0:
+            raise ValueError(f"max_pending_bytes {max_pending_bytes}: must be positive")
+        self.max_pending_bytes = max_pending_bytes
         self.shared = shared
         # Refused here rather than at the first CONNACK: a bad name should stop the worker at start.
         topics.ingest_subscriptions(shared, group=share_group)
@@ -159,7 +214,7 @@ class Ingest:
         self._set_aside_full_logged: float | None = None
         self._set_aside_full_since_log = 0
         self.stats = IngestStats()
-        self._pending: collections.deque = collections.deque()
+        self._pending = _Pending()
         self._retry_at = 0.0
         # Digest of the bytes of a message set aside → (when, reason), for its resends.
         self._store_rejected: collections.OrderedDict[bytes, tuple[float, str]] = collections.OrderedDict()
@@ -201,13 +256,19 @@ class Ingest:
                         message.topic, size, self.max_message_bytes)
             client.ack(message.mid, message.qos)  # rejected for good: do not let the broker redeliver it
             return
-        if message.qos == 0 and len(self._pending) >= self.max_pending:
+        if message.qos == 0 and (len(self._pending) >= self.max_pending
+                                 or (len(self._pending) > 0 and self._pending.bytes + size > self.max_pending_bytes)):
             # Dropped, as QoS 0 allows: a QoS 1 one is never dropped unacknowledged here (the
             # broker would hold it in flight for this session), and the broker bounds those.
+            # An empty queue takes any message the size check let through, so a bound set
+            # below max_message_kb cannot refuse one message for good.
             self.stats.received += 1
             self.stats.rejected["overload"] += 1
-            log.warning("ingest: rejected message on %s (%d bytes): overload: QoS 0 and %d messages already wait",
-                        message.topic, size, len(self._pending))
+            bound = (f"max_pending {self.max_pending} messages" if len(self._pending) >= self.max_pending
+                     else f"max_pending_bytes {self.max_pending_bytes}")
+            log.warning("ingest: rejected message on %s (%d bytes): overload: QoS 0 and %d messages (%d bytes) "
+                        "already wait for the store (%s)", message.topic, size, len(self._pending),
+                        self._pending.bytes, bound)
             return
         self._pending.append((message.topic, message.payload, message.mid, message.qos))
 
@@ -226,7 +287,8 @@ class Ingest:
             try:
                 self._store = ReadStore(self.store_path)
             except _DRIVER_ERRORS as exc:  # the store is down: wait for it, reject nothing
-                log.error("ingest: cannot open the store (%r); %d messages wait; will retry", exc, len(self._pending))
+                log.error("ingest: cannot open the store (%r); %d messages (%d bytes) wait; will retry", exc,
+                          len(self._pending), self._pending.bytes)
                 self._store_unavailable("opening the store failed")
                 return
         batch: list[_Verified] = []
@@ -339,10 +401,15 @@ class Ingest:
                 self.stats.purged += 1
                 log.warning("ingest: node %s seq %d arrived again after retention purged it: acknowledged, "
                             "not stored again", result.node_id, result.seq)
-            else:
+            elif result.new:
                 self.stats.conflicts += 1
                 log.error("ingest: node %s seq %d arrived again with different content; kept in seq_conflicts",
                           result.node_id, result.seq)
+            else:
+                # Kept once already: a resend of it, or a replay of a captured copy.
+                self.stats.conflicts += 1
+                log.warning("ingest: node %s seq %d arrived again with the different content already kept in "
+                            "seq_conflicts: acknowledged, not kept again", result.node_id, result.seq)
             acks[result.node_id].append(result.seq)
         for node_id, seqs in acks.items():
             body = {"v": 1, "node": node_id, "seqs": seqs, "t_ns": time.time_ns()}

@@ -7,7 +7,10 @@ than guessed at. Migration 1 for SQLite is the schema HQ ingest shipped with (al
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -217,6 +220,153 @@ def _backfill_purge_watermarks(db: Database) -> None:
                    (node_id, UNKNOWN_SEQ, int(cutoff), now))
 
 
+# SQLite gives an INTEGER PRIMARY KEY without AUTOINCREMENT the largest id in the table plus
+# one, so once retention purged the read with the highest id the next read stored took that id
+# again: an approval's read_ids, a hold, an alert outcome or an access-log entry {"read": N}
+# then named another plate, and `reads tail` (ids above the last one seen) skipped it. SQLite
+# cannot add AUTOINCREMENT to a table, so `reads` is rebuilt (sqlite.org/lang_altertable.html,
+# "other kinds of table schema changes"): the same statement with AUTOINCREMENT, every row with
+# its id, then its indexes and triggers as they were. PostgreSQL takes ids from reads_id_seq,
+# which never hands a value out twice: nothing to do there.
+_READS_PK = re.compile(r"\bid\s+INTEGER\s+PRIMARY\s+KEY\b", re.IGNORECASE)
+_READS_HEAD = re.compile(r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:reads|\"reads\"|`reads`|\[reads\])\s*\(",
+                         re.IGNORECASE)
+# Ids taken from the access log, approvals or holds above this are not believed (a damaged row
+# must not push the sequence near 2^63, where SQLite refuses every further insert).
+_READ_ID_FLOOR_LIMIT = 2**62
+
+
+def _reads_autoincrement(db: Database) -> None:
+    """Rebuild SQLite's reads with AUTOINCREMENT, keeping its rows, ids, indexes and triggers, and
+    start its sequence above every read id the store has handed out or still refers to."""
+    table_sql = db.value("SELECT sql FROM sqlite_master WHERE type='table' AND name='reads'")
+    if table_sql is None:
+        raise StoreError(f"{db.where}: migration 6: there is no reads table to rebuild")
+    head = _READS_HEAD.match(table_sql)
+    rest = table_sql[head.end():] if head else ""
+    pk = _READS_PK.search(rest)
+    if head is None or pk is None:
+        raise StoreError(f"{db.where}: migration 6: reads is not the table HQ created (no `id INTEGER PRIMARY "
+                         f"KEY` in {table_sql[:200]!r}); cannot make its ids never reused")
+    # Already rebuilt (the migration run again by hand): only the sequence is brought up to date.
+    if re.match(r"\s*AUTOINCREMENT\b", rest[pk.end():], re.IGNORECASE) is None:
+        body = rest[:pk.end()] + " AUTOINCREMENT" + rest[pk.end():]
+        # Indexes and triggers go with the table they belong to: their statements are read
+        # first and run again on the new one. Views are recreated so none names a missing table.
+        dependents = [sql for (sql,) in db.rows(
+            "SELECT sql FROM sqlite_master WHERE tbl_name='reads' AND type IN ('index', 'trigger') "
+            "AND sql IS NOT NULL ORDER BY type='trigger', rowid")]
+        views = db.rows("SELECT name, sql FROM sqlite_master WHERE type='view' ORDER BY rowid")
+        columns = ", ".join('"' + str(r[1]).replace('"', '""') + '"' for r in db.rows("PRAGMA table_info(reads)"))
+        log.info("%s: migration 6: rebuilding reads (%d rows) so that read ids are never reused; this needs "
+                 "about the table's size again in free disk space until it commits", db.where,
+                 int(db.value("SELECT COUNT(*) FROM reads")))
+        # A table that names reads in a foreign key would see it missing between DROP and
+        # RENAME: checked at COMMIT instead (reset by COMMIT; foreign_keys cannot be switched
+        # off inside the migration's transaction).
+        db.execute("PRAGMA defer_foreign_keys=ON")
+        for name, _ in views:
+            db.execute('DROP VIEW "' + str(name).replace('"', '""') + '"')
+        db.execute("CREATE TABLE reads_rebuild (" + body)
+        db.execute(f"INSERT INTO reads_rebuild ({columns}) SELECT {columns} FROM reads ORDER BY id")
+        db.execute("DROP TABLE reads")
+        db.execute("ALTER TABLE reads_rebuild RENAME TO reads")
+        for sql in dependents:
+            db.execute(sql)
+        for _, sql in views:
+            db.execute(sql)
+        broken = [r for r in db.rows("PRAGMA foreign_key_check") if r[2] == "reads"]
+        if broken:
+            raise StoreError(f"{db.where}: migration 6: {len(broken)} row(s) refer to reads that the rebuild "
+                             f"lost (first: table {broken[0][0]} row {broken[0][1]}); nothing was changed")
+        db.execute("ANALYZE reads")  # DROP TABLE took reads' planner statistics with it (see migration 3)
+    floor = _read_id_floor(db)
+    current = db.value("SELECT seq FROM sqlite_sequence WHERE name='reads'")
+    if current is None:
+        if floor > 0:
+            db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('reads', ?)", (floor,))
+    elif floor > int(current):
+        db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='reads'", (floor,))
+    log.info("%s: migration 6: new reads get ids above %d", db.where, max(floor, int(current or 0)))
+
+
+def _read_id_floor(db: Database) -> int:
+    """The highest read id the store still has or refers to: reads, holds, alert outcomes,
+    approved releases, and granted access-log entries ({"read": N}, {"alert": N}, {"reads": [...]}).
+    A purged read's id found only there must not be handed to a new read either."""
+    found = [int(v) for v in (
+        db.value("SELECT MAX(id) FROM reads"),
+        db.value("SELECT MAX(read_id) FROM hold_reads"),
+        db.value("SELECT MAX(read_id) FROM alert_outcomes"),
+    ) if v is not None]
+    texts = [("release_requests", "read_ids", t) for (t,) in db.rows(
+        "SELECT read_ids FROM release_requests WHERE read_ids IS NOT NULL")]
+    # Only granted entries: a refused one may name an id that never existed. The LIKE spares
+    # parsing the many entries (logins, searches) that name no read.
+    texts += [("access_log", "query", t) for (t,) in db.rows(
+        "SELECT query FROM access_log WHERE outcome='ok' AND (query LIKE '%\"read%' OR query LIKE '%\"alert\"%')")]
+    for table, column, text in texts:
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            log.warning("%s: migration 6: %s.%s %.80r is not JSON (%s): no read ids taken from it",
+                        db.where, table, column, text, exc)
+            continue
+        ids: list[object] = []
+        if isinstance(value, list):
+            ids = value
+        elif isinstance(value, dict):
+            ids = [value.get("read"), value.get("alert")]
+            if isinstance(value.get("reads"), list):
+                ids += value["reads"]
+        found += [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    believed = [i for i in found if i < _READ_ID_FLOOR_LIMIT]
+    if len(believed) < len(found):
+        log.warning("%s: migration 6: ignored read id(s) at or above 2^62 (largest %d): not an id HQ handed out",
+                    db.where, max(found))
+    return max(believed, default=0)
+
+
+# A node that sends a seq again with other content has that copy kept in seq_conflicts. Every
+# copy used to add a row, so one captured conflicting message replayed without end grew the
+# store without end: a conflict is kept once per (node, seq, payload digest), as a read is kept
+# once per (node, seq). Rows stored twice before this migration are reduced to the first copy.
+_CONFLICTS_ONCE = "CREATE UNIQUE INDEX seq_conflicts_once ON seq_conflicts (node_id, seq, payload_sha256)"
+_CONFLICTS_DEDUP = ("DELETE FROM seq_conflicts WHERE id NOT IN "
+                    "(SELECT MIN(id) FROM seq_conflicts GROUP BY node_id, seq, payload_sha256)")
+CONFLICT_BACKFILL_BATCH = 256  # rows of up to a message each (4 MiB): bounded memory
+
+
+def _backfill_conflict_digests(db: Database) -> None:
+    """SQLite has no SHA-256: the digests of seq_conflicts' payloads, computed here in batches."""
+    last = 0
+    while True:
+        rows = db.rows("SELECT id, payload FROM seq_conflicts WHERE id > ? ORDER BY id LIMIT ?",
+                       (last, CONFLICT_BACKFILL_BATCH))
+        for row_id, payload in rows:
+            db.execute("UPDATE seq_conflicts SET payload_sha256=? WHERE id=?",
+                       (hashlib.sha256(bytes(payload)).digest(), row_id))
+        if len(rows) < CONFLICT_BACKFILL_BATCH:
+            return
+        last = rows[-1][0]
+
+
+_SQLITE_V7 = [
+    # NOT NULL needs a default to be added; every row gets its digest just below.
+    "ALTER TABLE seq_conflicts ADD COLUMN payload_sha256 BLOB NOT NULL DEFAULT x''",
+    _backfill_conflict_digests,
+    _CONFLICTS_DEDUP,
+    _CONFLICTS_ONCE,
+]
+_PG_V7 = [
+    "ALTER TABLE seq_conflicts ADD COLUMN payload_sha256 BYTEA",
+    "UPDATE seq_conflicts SET payload_sha256 = sha256(payload)",
+    "ALTER TABLE seq_conflicts ALTER COLUMN payload_sha256 SET NOT NULL",
+    _CONFLICTS_DEDUP,
+    _CONFLICTS_ONCE,
+]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: its steps for SQLite and for PostgreSQL."""
@@ -239,6 +389,11 @@ MIGRATIONS = (
     Migration(5, "per-node purge watermarks: a read resent after its purge is not stored again",
               (_purge_watermarks_table(SQLITE), _backfill_purge_watermarks),
               (_purge_watermarks_table(POSTGRES), _backfill_purge_watermarks)),
+    Migration(6, "read ids are never reused (SQLite: reads rebuilt with AUTOINCREMENT; PostgreSQL's "
+                 "reads_id_seq never reuses a value)",
+              (_reads_autoincrement,), ()),
+    Migration(7, "a conflicting resend is kept once per (node, seq, payload digest)",
+              tuple(_SQLITE_V7), tuple(_PG_V7)),
 )
 LATEST = MIGRATIONS[-1].version
 

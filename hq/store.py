@@ -40,6 +40,9 @@ class StoreResult:
     node_id: str
     seq: int
     outcome: str  # "stored" | "duplicate" | "conflict" | "purged"
+    # For a conflict: False when this very content was kept in seq_conflicts before (a resend
+    # or a replay of a captured copy): nothing was added, the message is acknowledged again.
+    new: bool = True
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class ReadStore:
         for i, opened, _ in claimable:
             owner.setdefault((opened.header.node_id, opened.header.seq), i)
         digests: dict[tuple[str, int], bytes] = {}  # what is stored for each key, once known
-        rows, conflicts = [], []
+        rows = []
         for i, opened, digest in reads:
             h, p = opened.header, opened.payload
             key = (h.node_id, h.seq)
@@ -163,17 +166,13 @@ class ReadStore:
             if digests[key] == digest:
                 results[i] = StoreResult(h.node_id, h.seq, "duplicate")
             else:
-                conflicts.append((h.node_id, h.seq, now, opened.header_bytes, opened.payload_bytes, opened.signature))
-                results[i] = StoreResult(h.node_id, h.seq, "conflict")
-        cursor = self.db._conn.cursor()
+                # Conflicts are rare: one statement each tells which copies were new.
+                results[i] = self._keep_conflict(opened, digest, now)
         if rows:
-            cursor.executemany(
+            self.db._conn.cursor().executemany(
                 "INSERT INTO reads (node_id, seq, kind, plate, plate_norm, plate_skel, confidence, region, capture_ns, "
                 "stored_ns, site_id, camera_id, direction, trigger_source, lane, payload_sha256, header, payload, "
                 "signature) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows)
-        if conflicts:
-            cursor.executemany("INSERT INTO seq_conflicts (node_id, seq, stored_ns, header, payload, signature) "
-                               "VALUES (%s,%s,%s,%s,%s,%s)", conflicts)
         return results  # type: ignore[return-value]
 
     def _store_one(self, opened: Opened, now: int) -> StoreResult:
@@ -213,10 +212,7 @@ class ReadStore:
         if existing is not None:
             if bytes(existing) == digest:
                 return StoreResult(h.node_id, h.seq, "duplicate")
-            db.execute("INSERT INTO seq_conflicts (node_id, seq, stored_ns, header, payload, signature) "
-                       "VALUES (?,?,?,?,?,?)", (h.node_id, h.seq, now, opened.header_bytes,
-                                                opened.payload_bytes, opened.signature))
-            return StoreResult(h.node_id, h.seq, "conflict")
+            return self._keep_conflict(opened, digest, now)
         if h.kind == "event":
             db.execute(
                 "INSERT INTO events (node_id, seq, event, capture_ns, stored_ns, payload_sha256, header, payload, "
@@ -230,6 +226,16 @@ class ReadStore:
                  p["conf"], p.get("region"), p["t_ns"], now, p["site"], p["camera"], p.get("dir"), p.get("trigger"),
                  p.get("lane"), digest, opened.header_bytes, opened.payload_bytes, opened.signature))
         return StoreResult(h.node_id, h.seq, "stored")
+
+    def _keep_conflict(self, opened: Opened, digest: bytes, now: int) -> StoreResult:
+        """Keep a message whose (node, seq) is stored with other content, once per content: the
+        unique (node_id, seq, payload_sha256) turns every further copy into no row at all."""
+        h = opened.header
+        added = self.db.execute(
+            "INSERT INTO seq_conflicts (node_id, seq, stored_ns, payload_sha256, header, payload, signature) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (node_id, seq, payload_sha256) DO NOTHING",
+            (h.node_id, h.seq, now, digest, opened.header_bytes, opened.payload_bytes, opened.signature)).rowcount
+        return StoreResult(h.node_id, h.seq, "conflict", new=bool(added))
 
     def _below_watermark(self, opened: Opened) -> bool:
         """True when a read's (seq, capture time) is at or below its node's purge watermark."""
@@ -264,8 +270,8 @@ class ReadStore:
         not missing. Worked out in SQL (a year of a busy node is millions of seqs)."""
         mark = self.db.value(f"SELECT seq FROM {migrations.PURGE_WATERMARKS} WHERE node_id=?", (node_id,))
         floor = int(mark or 0)
-        seqs = (f"SELECT seq FROM reads WHERE node_id=? AND seq > ? UNION "
-                f"SELECT seq FROM events WHERE node_id=? AND seq > ?")
+        seqs = ("SELECT seq FROM reads WHERE node_id=? AND seq > ? UNION "
+                "SELECT seq FROM events WHERE node_id=? AND seq > ?")
         params = (node_id, floor, node_id, floor)
         last, count = self.db.one(f"SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM ({seqs}) s", params)
         last, count = int(last), int(count)
@@ -282,7 +288,7 @@ class ReadStore:
             "SELECT COUNT(*) FROM (SELECT node_id, seq FROM reads GROUP BY node_id, seq HAVING COUNT(*) > 1) d"))
 
     def conflicts(self) -> int:
-        """Messages kept aside because their (node, seq) was stored with other content."""
+        """Messages kept aside because their (node, seq) was stored with other content (each content once)."""
         return int(self.db.value("SELECT COUNT(*) FROM seq_conflicts"))
 
     def read(self, read_id: int) -> StoredRead:

@@ -98,6 +98,9 @@ def write_config(directory: Path, *, port: int, ca_file: Path, cert_file: Path, 
         # Bound the broker's memory per client while HQ is away (nodes keep their own outbox).
         "max_queued_bytes 1073741824",
         "max_inflight_messages 1000",
+        # ...and the bytes in flight to one client (ingest's QoS 1 deliveries it has not yet
+        # PUBACKed): without it, 1000 messages of max_packet_size each could be held.
+        "max_inflight_bytes 268435456",
         f"max_packet_size {max_packet_bytes}",
         "log_type error",
         "log_type warning",

@@ -10,7 +10,7 @@ import pytest
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from hq import cli, evidence, releases, report, retention
+from hq import cli, evidence, migrations, releases, report, retention
 from hq.access import Access, Actor
 from hq.db import open_sqlite
 from hq.errors import AccessDenied, PolicyError
@@ -258,7 +258,7 @@ def test_cli_end_to_end(site, capsys):
     capsys.readouterr()
     assert run("retention", "status", "--user", "ada", password=PW) == 0
     status = capsys.readouterr().out
-    assert "schema version 5 (this HQ: 5)" in status and "reads: 2," in status
+    assert f"schema version {migrations.LATEST} (this HQ: {migrations.LATEST})" in status and "reads: 2," in status
     assert run("audit", "report", "--from", "2000-01-01", "--to", "2099-01-01", "--json", "--user", "ada",
                password=PW) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -48,7 +48,7 @@ def test_legacy_store_is_migrated_in_place_and_keeps_its_reads(tmp_path):
     db.commit()
     db.close()
     store = ReadStore(path)
-    assert store.db.rows("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,), (4,), (5,)]
+    assert store.db.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v in range(1, migrations.LATEST + 1)]
     assert store.db.one("SELECT plate_norm, plate_skel FROM reads") == ("7ABC12", "1A8C12")
     assert store.count() == 1
     store.close()
