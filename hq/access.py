@@ -64,8 +64,9 @@ DATA_ACTIONS = frozenset({"search", "view", "image", "export", "alerts", "alert-
 # Actions that must name a case. Placing or releasing a hold does; listing holds ("hold-list")
 # does not: the list spans every case (a --case given to it is still logged).
 CASE_ACTIONS = frozenset({"export", "hold", "release-request"})
-# Allowed with lapsed training: an administrator restoring someone's training (or their own)
-# must not be locked out by the rule they are fixing.
+# Allowed with lapsed training: an administrator restoring someone's training must not be
+# locked out by the rule they are fixing. (Their own training another administrator records:
+# `set_training` refuses it, or one administrator could certify themselves.)
 TRAINING_EXEMPT = frozenset({"users"})
 # Names the access log uses for HQ itself (the retention job, the first user's creator, an
 # unknown session): no user may take them, or their rows could not be told apart.
@@ -126,18 +127,33 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+MAX_NAME = 64
+# ASCII only: str.isalnum() accepts every script, so a Cyrillic 'ѕystem' or 'bеa' would pass
+# as a look-alike of a reserved name or of another administrator (separation of duties).
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a user name, or None: a user name is 1-MAX_NAME ASCII letters,
+    digits, '.', '-', '_'. No ':' in it, so no user can be confused with the `os:NAME` rows of
+    people who were not logged in; no other script, so no name can look like another."""
+    if not name or len(name) > MAX_NAME:
+        return f"1-{MAX_NAME} characters"
+    bad = next((ch for ch in name if ch not in _NAME_CHARS), None)
+    if bad is not None:
+        return (f"character {bad!r} (U+{ord(bad):04X}) is not allowed: ASCII letters, digits, '.', '-', '_' "
+                "only")
+    return None
+
+
 def _name_allowed(name: str) -> bool:
-    """A user name HQ accepts: letters, digits, '.', '-', '_'. No ':' in it, so no user can be
-    confused with the `os:NAME` rows of people who were not logged in."""
-    return bool(name) and name.replace("-", "").replace(".", "").replace("_", "").isalnum()
+    """True when `name` could be a user name (`name_problem` finds nothing)."""
+    return name_problem(name) is None
 
 
 def _clean(text: str, allowed: str, limit: int) -> str:
     """`text` reduced to the `allowed` characters and `limit` long (for names logged verbatim)."""
     return "".join(ch for ch in text if ch in allowed)[:limit]
-
-
-_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
 
 def os_account() -> str:
@@ -152,11 +168,11 @@ def os_account() -> str:
     try:
         import pwd  # POSIX only; HQ runs on Linux
 
-        name = _clean(pwd.getpwuid(uid).pw_name, _NAME_CHARS, 64)
+        name = _clean(pwd.getpwuid(uid).pw_name, _NAME_CHARS, MAX_NAME)
     except (ImportError, KeyError):  # no passwd entry (e.g. a container's arbitrary uid)
         name = ""
     name = name or f"uid-{uid}"
-    sudo_user = _clean(os.environ.get("SUDO_USER", ""), _NAME_CHARS, 64) if uid == 0 else ""
+    sudo_user = _clean(os.environ.get("SUDO_USER", ""), _NAME_CHARS, MAX_NAME) if uid == 0 else ""
     return f"os:{name}" + (f" (sudo {sudo_user})" if sudo_user else "")
 
 
@@ -229,8 +245,9 @@ class Access:
             return "first-user-role", PolicyError(f"role {role!r}: must be one of {', '.join(ROLES)}")
         if len(password) < MIN_PASSWORD:
             return "first-user-password", PolicyError(f"password: at least {MIN_PASSWORD} characters")
-        if not _name_allowed(name):
-            return "first-user-name", PolicyError(f"user name {name!r}: letters, digits, '.', '-', '_' only")
+        bad_name = name_problem(name)
+        if bad_name is not None:
+            return "first-user-name", PolicyError(f"user name {name!r}: {bad_name}")
         if name in RESERVED_NAMES:
             return "first-user-name", PolicyError(f"user name {name!r} is reserved (the access log uses it for "
                                                   "HQ itself)")
@@ -258,7 +275,7 @@ class Access:
         if action not in NO_LOGIN_ACTIONS or reason not in NO_LOGIN_REASONS:
             raise PolicyError(f"no-login refusal {action!r}/{reason!r}: not one HQ records")
         query: dict[str, str] = {"command": command_text(attempt)}
-        if _name_allowed(login_as) and len(login_as) <= 64:
+        if _name_allowed(login_as):
             query["login_as"] = login_as
         self.log.append(user=os_account(), role=NOT_LOGGED_IN, action=action, outcome="denied", purpose="",
                         query=query, detail=NO_LOGIN_REASONS[reason])
@@ -274,9 +291,20 @@ class Access:
                 for r in self.db.rows("SELECT name, role, trained_until_ns, active FROM users ORDER BY name")]
 
     def set_training(self, by: Actor, name: str, trained_until_ns: int | None) -> None:
-        """Record when a user's ALPR training expires (None: no training on file)."""
-        self.require_role(by, "users", query={"user": name, "trained_until_ns": trained_until_ns},
-                          check=lambda: self._unknown_user(name))
+        """Record when a user's ALPR training expires (None: no training on file). Not one's
+        own: another administrator records it (a logged refusal otherwise)."""
+        def problem() -> HQError | None:
+            unknown = self._unknown_user(name)
+            if unknown is not None:
+                return unknown
+            if name == by.name:
+                # Training is what lets a user at the data; an administrator who could certify
+                # themselves would need nobody else, as with reviewing their own release request.
+                return PolicyError(f"users training {name!r}: an administrator may not record their own "
+                                   "training; another administrator must")
+            return None
+
+        self.require_role(by, "users", query={"user": name, "trained_until_ns": trained_until_ns}, check=problem)
         with self.db.transaction():
             self.db.execute("UPDATE users SET trained_until_ns=? WHERE name=?", (trained_until_ns, name))
             self.log.append(user=by.name, role=by.role, action="user-training", purpose="administration",
@@ -330,7 +358,7 @@ class Access:
             if row is None:
                 # No such user: what was typed is not a name HQ knows, so it goes in only if it
                 # could be one (the login_as rule), never as the row's user: no chosen text.
-                query = {"login_as": name} if _name_allowed(name) and len(name) <= 64 else None
+                query = {"login_as": name} if _name_allowed(name) else None
                 self.log.append(user=os_account(), role=NOT_LOGGED_IN, action="login", outcome="denied",
                                 purpose="login", query=query, detail="bad user name or password")
             else:
@@ -412,7 +440,8 @@ class Access:
                      check: Callable[[], HQError | None] | None = None) -> None:
         """AccessDenied unless the actor's role has the permission and the user is active and
         trained (except TRAINING_EXEMPT actions); for actions without a purpose. A refusal is
-        logged; an allowed check is not (the action logs itself where it changes anything).
+        logged; an allowed check is not: the action logs itself where it changes anything, and
+        a command that only reads uses `permit`, which logs the allowed attempt too.
 
         Then `check`, if given, runs (only for an actor who passed, as in `authorize`): the
         input's own conditions. The error it returns is logged as a refusal and raised.
@@ -427,6 +456,16 @@ class Access:
         if problem is not None:
             self._deny(actor, action, str(problem), query=query)
             raise problem
+
+    def permit(self, actor: Actor, action: str, *, purpose: str, query: Mapping[str, Any] | None = None,
+               check: Callable[[], HQError | None] | None = None) -> Grant:
+        """`require_role` for a command that changes nothing but reads what the action covers
+        (`users list`, `release list`, `audit verify`, `retention status`): refusals are logged
+        as there, and an allowed attempt is one row too (outcome ok, `purpose` a fixed text
+        naming the command), since every attempt, allowed or refused, is in the access log."""
+        self.require_role(actor, action, query=query, check=check)
+        entry = self.log.append(user=actor.name, role=actor.role, action=action, purpose=purpose, query=query)
+        return Grant(actor, action, purpose, "", entry.id)
 
     def authorize(self, actor: Actor, action: str, *, purpose: str, case_no: str = "",
                   query: Mapping[str, Any] | None = None,
@@ -489,6 +528,16 @@ class Access:
         # (a traceback would show the refused user how the input was checked).
         if problem is not None:
             self.refuse(actor, action, problem, purpose=purpose, case_no=case_no, query=query)
+
+    def withdraw(self, grant: Grant, problem: HQError, *, query: Mapping[str, Any] | None = None) -> NoReturn:
+        """Refuse an access that was granted but could not be carried out, because the record
+        changed between the check and the write (e.g. another administrator reviewed the same
+        request first): logged as a refusal under the grant's action, purpose and case, with
+        the reason, then `problem` is raised. Call it outside the write's transaction, whose
+        rollback would undo the row."""
+        self._deny(grant.actor, grant.action, str(problem), purpose=grant.purpose, case_no=grant.case_no,
+                   query={"grant": grant.log_id, **(query or {})})
+        raise problem
 
     def recheck(self, grant: Grant, *, token: str | None = None, login_ns: int | None = None) -> None:
         """Re-check a long-running access (e.g. `reads tail`) before it shows more data.

@@ -23,8 +23,12 @@ marks it exported, in one transaction with the `export-written` log row, only if
 holds that claim. An export that fails for any reason removes what it wrote, gives the claim
 back (the request is approved again, to be retried) and logs `export-failed`.
 
-`verify_package` needs nothing but the directory (and, better, HQ's public key obtained by
-another channel: a package can only vouch for itself with the key it carries).
+`verify_package` needs nothing but the directory and HQ's public key, obtained by another
+channel. Without that key a package can only vouch for itself: anyone can make a new "HQ"
+key and a new "node" key, sign made-up reads with the one and the manifest (which names the
+node keys in nodes/*.json) with the other, and every check passes. Such a result is
+consistent, not verified (`PackageCheck.ok` is False; `alpr-hq evidence verify` says
+UNVERIFIED and exits 3). The node keys are only as good as the HQ signature over them.
 """
 from __future__ import annotations
 
@@ -214,15 +218,25 @@ def _write_package(store: ReadStore, access: Access, actor: Actor, grant: Grant,
 
 @dataclass(frozen=True)
 class PackageCheck:
-    """The outcome of verifying a package: problems (empty = valid) and what was checked."""
+    """The outcome of verifying a package: problems, what was checked, and whether HQ's
+    signature was checked against a key the caller trusts (not the one the package carries)."""
 
     problems: tuple[str, ...]
     reads_checked: int
     hq_key_id: str
+    hq_key_trusted: bool = False
+
+    @property
+    def intact(self) -> bool:
+        """No problem found: the package agrees with the keys it was checked with. Without a
+        trusted HQ key those are the package's own, so this alone proves nothing."""
+        return not self.problems
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """Verified: intact, and HQ's signature checked against the trusted HQ key (which
+        vouches for the node keys in the package, and so for the reads)."""
+        return self.intact and self.hq_key_trusted
 
 
 def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | None = None) -> PackageCheck:
@@ -231,6 +245,8 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
 
     A package is evidence handed to others, so anything in it may have been altered: each
     malformed file or field becomes a problem naming it, and the remaining checks still run.
+    Only with `trusted_hq_key` can the result be `ok`: the node keys come from the package,
+    and only HQ's signature over the manifest (which hashes them) ties them to HQ.
     """
     root = Path(directory)
     problems: list[str] = []
@@ -271,12 +287,14 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
         if _read_problems(root, read_id, node_keys, problems):
             checked += 1
     hq_key_id = manifest.get("hq_key_id", "")
-    return PackageCheck(tuple(problems), checked, hq_key_id if isinstance(hq_key_id, str) else "")
+    return PackageCheck(tuple(problems), checked, hq_key_id if isinstance(hq_key_id, str) else "",
+                        hq_key_trusted=trusted_hq_key is not None)
 
 
 def _hq_signature_problems(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
                            trusted: ed25519.Ed25519PublicKey | None) -> list[str]:
-    """Problems with HQ's signature over manifest.json (the key in the manifest, else the trusted one)."""
+    """Problems with HQ's signature over manifest.json: checked with the key in the manifest,
+    which must be the trusted one when one is given (else the trusted key alone is used)."""
     problems: list[str] = []
     public = None
     raw = manifest.get("hq_public_key")

@@ -78,7 +78,7 @@ def add_entry(store: ReadStore, access: Access, actor: Actor, *, plate: str, rea
     pattern = plates.is_pattern(plate)
     text, problem = plate, None
     try:
-        text = plates.check_pattern(plate) if pattern else plates.check_plate(plate)
+        text = plates.check_hotlist_pattern(plate) if pattern else plates.check_plate(plate)
     except plates.PlateQueryError as exc:  # raised by the gate's check, after the access check
         problem = exc
 

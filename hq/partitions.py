@@ -13,6 +13,9 @@ from hq.db import Database
 
 _NAME = re.compile(r"^reads_p(\d{4})(\d{2})$")
 _NS = 1_000_000_000
+# The longest retention HQ computes a cutoff for: 100 years, the most records.retention_days
+# allows (hq.config). Far more and the date arithmetic overflows (year 1 is the floor).
+MAX_RETENTION_DAYS = 36500
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,11 @@ def retention_cutoff_ns(now_ns: int, min_days: int) -> int:
     That instant is `now - min_days` days; for `min_days` >= 365 it is also no later than
     `min_days // 365` calendar years back, then the remaining days: "365 days" stands for a
     year in the policy, and across 29 February a year is 366 days.
+
+    ValueError naming min_days outside 1..MAX_RETENTION_DAYS (callers refuse it first, logged).
     """
+    if not 1 <= min_days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"min_days {min_days}: must be 1 to {MAX_RETENTION_DAYS} days")
     now = dt.datetime.fromtimestamp(now_ns // _NS, tz=dt.UTC)
     keep_from = now - dt.timedelta(days=min_days)
     if min_days >= 365:

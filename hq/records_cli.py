@@ -314,7 +314,7 @@ def _users_add(ctx: Context) -> int:
 
 
 def _users_list(ctx: Context) -> int:
-    ctx.access.require_role(ctx.actor(), "users")
+    ctx.access.permit(ctx.actor(), "users", purpose="list users")
     for u in ctx.access.users():
         print(f"{u.name:<20} {u.role:<14} training {fmt_until(u.trained_until_ns)}  "
               f"{'active' if u.active else 'disabled'}")
@@ -480,9 +480,18 @@ def _hotlist_remove(ctx: Context) -> int:
 def _hotlist_publish(ctx: Context) -> int:
     from hq import hotlist
 
-    compiled = hotlist.publish(ctx.store, ctx.access, ctx.actor(), ctx.sign_key(), purpose=ctx.args.purpose,
+    actor = ctx.actor()
+    # The key after the login, and a missing one refused after the gate (logged): only someone
+    # who may publish learns about HQ's key files.
+    try:
+        sign_key = ctx.sign_key()
+    except BadConfig as exc:
+        ctx.access.refuse(actor, "hotlist-publish", exc, purpose=ctx.args.purpose, query={"out": str(ctx.args.out)})
+    compiled = hotlist.publish(ctx.store, ctx.access, actor, sign_key, purpose=ctx.args.purpose,
                                valid_hours=ctx.cfg.records.hotlist_valid_hours)
-    ctx.args.out.write_bytes(compiled.message)
+    # The message holds the list's HMAC key and its patterns in clear: a fresh 0600 file renamed
+    # into place, never written through a link planted at --out or into an older, wider file.
+    atomic.write_bytes(ctx.args.out, compiled.message, 0o600)
     print(f"hot list version {compiled.version}: {len(compiled.body['exact'])} exact, "
           f"{len(compiled.body['patterns'])} patterns; signed message in {ctx.args.out}")
     return 0
@@ -521,15 +530,31 @@ def _export(ctx: Context) -> int:
     from hq import evidence
 
     a = ctx.args
-    registry = ctx.registry()
+    actor = ctx.actor()
+    # The registry and key after the login, and a missing one refused after the gate (logged):
+    # only someone who may export learns about HQ's files.
+    registry = None
     try:
-        result = evidence.export(ctx.store, ctx.access, ctx.actor(), case_no=a.case, release_id=a.release, out=a.out,
-                                 sign_key=ctx.sign_key(), registry=registry)
+        registry = ctx.registry()
+        sign_key = ctx.sign_key()
+    except BadConfig as exc:
+        if registry is not None:
+            registry.close()
+        ctx.access.refuse(actor, "export", exc, purpose=f"release request {a.release}", case_no=a.case,
+                          query={"release": a.release, "out": str(a.out)})
+    try:
+        result = evidence.export(ctx.store, ctx.access, actor, case_no=a.case, release_id=a.release, out=a.out,
+                                 sign_key=sign_key, registry=registry)
     finally:
         registry.close()
     print(f"evidence package for case {a.case}: {result.reads} read(s) in {result.directory}; "
           f"manifest sha256 {result.manifest_sha256}")
     return 0
+
+
+# `evidence verify`: 0 verified with --hq-key, 1 a problem found, 2 an error (hq.cli),
+# EXIT_UNVERIFIED no problem found but no trusted HQ key given, so nothing is proved.
+EXIT_UNVERIFIED = 3
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -542,10 +567,17 @@ def _verify(args: argparse.Namespace) -> int:
     check = evidence.verify_package(args.dir, trusted)
     for problem in check.problems:
         print(f"FAIL  {problem}")
-    if check.ok:
-        print(f"OK  {check.reads_checked} read(s): files, node signatures and HQ signature (key {check.hq_key_id}) "
-              f"verify" + ("" if trusted else "; give --hq-key to pin HQ's key"))
-    return 0 if check.ok else 1
+    if not check.intact:
+        return 1
+    if not check.ok:
+        # The package agrees only with keys it carries itself: anyone can make such a package.
+        print(f"UNVERIFIED  {check.reads_checked} read(s) agree with the HQ key (key {check.hq_key_id}) and node keys "
+              "the package carries itself, which anyone can make: nothing shows it came from HQ or the reads from "
+              "a node. Give --hq-key with HQ's public key (hq-sign.pub) obtained separately.")
+        return EXIT_UNVERIFIED
+    print(f"OK  {check.reads_checked} read(s): files, node signatures and HQ signature verify with the trusted "
+          f"HQ key (key {check.hq_key_id})")
+    return 0
 
 
 def _release_request(ctx: Context) -> int:
@@ -570,7 +602,7 @@ def _release_review(ctx: Context) -> int:
 def _release_list(ctx: Context) -> int:
     from hq import releases
 
-    ctx.access.require_role(ctx.actor(), "release-review")
+    ctx.access.permit(ctx.actor(), "release-review", purpose="list release requests")
     for r in releases.all_requests(ctx.store):
         print(f"{r.id:>6}  case={r.case_no} agency={r.agency!r} requester={r.requester!r} {r.status} "
               f"filed by {r.requested_by} {fmt_ns(r.requested_ns)} reviewed by {r.reviewed_by or '-'}")
@@ -596,6 +628,7 @@ def _retention_run(ctx: Context) -> int:
                         rejects_dir=ctx.cfg.hq.data_dir / "rejected")
     print(f"retention ({days} days): purged {r.reads_deleted} read(s) captured before {fmt_ns(r.cutoff_ns)}, "
           f"dropped {r.partitions_dropped} partition(s), kept {r.held_kept} under hold, "
+          f"deleted {r.events_deleted} event(s) captured before then ({r.events_held} kept with held reads), "
           f"removed {r.set_aside_removed} set-aside message(s) received before then, {r.seconds:.2f} s")
     return 0
 
@@ -603,7 +636,7 @@ def _retention_run(ctx: Context) -> int:
 def _store_status(ctx: Context) -> int:
     from hq import migrations, partitions
 
-    ctx.access.require_role(ctx.actor(), "retention")
+    ctx.access.permit(ctx.actor(), "retention", purpose="store status")
     db = ctx.store.db
     oldest, newest = db.one("SELECT MIN(capture_ns), MAX(capture_ns) FROM reads") or (None, None)
     days = ctx.cfg.records.retention_days
@@ -632,7 +665,9 @@ def _audit_verify(ctx: Context) -> int:
     actor = ctx.actor()
     with ctx.refusing(actor, "audit", {"expect_head": ctx.args.expect_head}, why=False):
         expect = parse_head(ctx.args.expect_head) if ctx.args.expect_head else None
-    ctx.access.require_role(actor, "audit")
+    # Logged before the chain is checked, so the row is part of what is verified.
+    ctx.access.permit(actor, "audit", purpose="verify access log",
+                      query={"expect_head": ctx.args.expect_head} if ctx.args.expect_head else None)
     result = ctx.access.log.verify(expect_head=expect)
     for problem in result.problems:
         print(f"FAIL  {problem}")
@@ -655,6 +690,8 @@ def _audit_report(ctx: Context) -> int:
     with ctx.refusing(actor, "audit", {"from": a.since, "to": a.until}, why=False):
         since_ns = parse_time(a.since, option="--from")
         until_ns = parse_time(a.until, end=True, option="--to")
+        if until_ns <= since_ns:  # as search: an empty period would print an empty, clean-looking report
+            raise PolicyError("time range: --to must be after --from")
     registry = None
     path = ctx.cfg.hq.data_dir / "registry.db"
     if path.exists():
@@ -831,9 +868,11 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True)
     _who(p, why=False)
     p.set_defaults(func=_run(_export))
-    p = ev.add_parser("verify", help="check a package offline (no HQ database needed)")
+    p = ev.add_parser("verify", help="check a package offline (no HQ database needed); exit 0 verified, "
+                                     "1 a problem found, 3 UNVERIFIED (no --hq-key)")
     p.add_argument("dir", type=Path)
-    p.add_argument("--hq-key", type=Path, help="HQ's public signing key (PEM), obtained separately")
+    p.add_argument("--hq-key", type=Path, help="HQ's public signing key (PEM), obtained separately; without it "
+                   "the package is only checked against keys it carries itself: UNVERIFIED, exit 3")
     p.set_defaults(func=_verify)
 
     # releases

@@ -90,6 +90,16 @@ def all_requests(store: ReadStore, since_ns: int = 0, until_ns: int | None = Non
     return [_request(r) for r in store.db.rows(sql + " ORDER BY id", params)]
 
 
+def requests_in_period(store: ReadStore, since_ns: int, until_ns: int) -> list[ReleaseRequest]:
+    """Requests filed, reviewed or exported (or claimed by an export) in [since, until), oldest
+    first: what an audit of the period must see, also for a request filed before it."""
+    during = "({0} >= ? AND {0} < ?)"
+    sql = (f"SELECT {_COLUMNS} FROM release_requests WHERE "
+           + " OR ".join(during.format(col) for col in ("requested_ns", "reviewed_ns", "exported_ns"))
+           + " ORDER BY id")
+    return [_request(r) for r in store.db.rows(sql, [since_ns, until_ns] * 3)]
+
+
 def request(store: ReadStore, access: Access, actor: Actor, *, case_no: str, agency: str, requester: str,
             purpose: str) -> ReleaseRequest:
     """File a request (pending until an administrator reviews it). The gate comes first (it
@@ -146,12 +156,24 @@ def review(store: ReadStore, access: Access, actor: Actor, request_id: int, *, a
                              query={"request": request_id, "approve": approve, "note": note}, check=problem)
     req = get(store, request_id)
     with store.db.transaction():
-        store.db.execute("UPDATE release_requests SET status=?, reviewed_by=?, reviewed_ns=?, review_note=?, "
-                         "read_ids=? WHERE id=? AND status='pending'",
-                         ("approved" if approve else "denied", actor.name, access.clock(), note,
-                          json.dumps(held) if approve else None, request_id))
-        access.record(grant, "release-approved" if approve else "release-denied",
-                      query={"request": request_id, "case": req.case_no, "reads": held})
+        # Conditional on still being pending, and the row count checked: two administrators
+        # reviewing at once both pass the check above, but only one decision may be recorded
+        # (and logged as the decision); the other is told, and its attempt logged as refused.
+        decided = store.db.execute(
+            "UPDATE release_requests SET status=?, reviewed_by=?, reviewed_ns=?, review_note=?, "
+            "read_ids=? WHERE id=? AND status='pending'",
+            ("approved" if approve else "denied", actor.name, access.clock(), note,
+             json.dumps(held) if approve else None, request_id)).rowcount
+        if decided == 1:
+            access.record(grant, "release-approved" if approve else "release-denied",
+                          query={"request": request_id, "case": req.case_no, "reads": held})
+    if decided != 1:
+        now = find(store, request_id)
+        by = f" by {now.reviewed_by}" if now is not None and now.reviewed_by else ""
+        status = now.status if now is not None else "gone"
+        access.withdraw(grant, PolicyError(
+            f"release request {request_id} was reviewed{by} while this review was being made (it is {status} "
+            f"now): this decision is not recorded"), query={"request": request_id, "approve": approve})
     return get(store, request_id)
 
 

@@ -1,6 +1,7 @@
 """The audit report (Civil Code 1798.90.51(b)(2)(D), 1798.90.52): who accessed ALPR information,
-why, with which case; searches without a case number; refusals; releases; purges; holds;
-node provisioning events; and whether the access log's hash chain is intact.
+why, with which case; searches without a case number; refusals; releases (filed, reviewed or
+exported in the period); purges; holds; node provisioning events; and whether the access
+log's hash chain is intact.
 
 The report shows counts and entry ids, not plates: auditors do not need plate data to audit.
 """
@@ -48,7 +49,9 @@ def build(store: ReadStore, access: Access, actor: Actor, *, since_ns: int, unti
         "accesses_per_user": {u: dict(sorted(c.items())) for u, c in sorted(per_user.items())},
         "searches_without_case": no_case,
         "denied": denied,
-        "releases": [asdict(r) for r in releases.all_requests(store, since_ns, until_ns)],
+        # Filed, reviewed or exported in the period, as holds placed or released in it: a
+        # request filed last month and approved and exported in this one belongs to this audit.
+        "releases": [asdict(r) for r in releases.requests_in_period(store, since_ns, until_ns)],
         "purges": purges,
         "holds": holds,
         "provisioning": provisioning,

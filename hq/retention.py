@@ -17,6 +17,13 @@ transaction (each batch's) it raises the node's purge watermark
 `purged` and not stored (hq.store.ReadStore.store). Held reads stay in the store and dedup as
 before.
 
+Events (`events`: a node's `no_read` with its best frame and the plate it had already sent
+as `duplicate_of`, `overview` with the image of a read) are purged by the same cutoff, by
+their capture time, in batches on both backends (`_purge_events`); an `overview` of a read
+under an active hold (its `read_seq` names the read) is kept with the read. Their seqs raise
+the node's purge watermark like those of purged reads: what retention removed is not counted
+as missing (hq.store.ReadStore.sequence_gaps).
+
 Ingest's set-aside messages (DATA_DIR/rejected/, hq.ingest) are removed by the same cutoff,
 by when they were received (purge_set_aside).
 """
@@ -37,6 +44,8 @@ from hq.db import Database
 from hq.errors import HQError, NotFound, PolicyError
 from hq.files import SET_ASIDE_FILE, SET_ASIDE_SUFFIXES
 from hq.store import PURGE_LOCK, ReadStore, raise_purge_watermarks
+from transport import cbor
+from transport.errors import EncodingError
 
 log = logging.getLogger(__name__)
 ACTIVE_HELD = ("SELECT hr.read_id FROM hold_reads hr JOIN holds h ON h.id = hr.hold_id "
@@ -57,6 +66,8 @@ class PurgeResult:
     held_kept: int
     seconds: float
     set_aside_removed: int = 0  # messages ingest set aside (DATA_DIR/rejected/) removed
+    events_deleted: int = 0  # events (no_read frames, overview images) purged by the same cutoff
+    events_held: int = 0  # overview events past the cutoff kept because their read is held
 
 
 @dataclass(frozen=True)
@@ -124,10 +135,18 @@ def release_hold(store: ReadStore, access: Access, actor: Actor, hold_id: int, *
 
     # The case goes into the log row only (not shown), so reading it first tells nobody anything.
     case_no = store.db.value("SELECT case_no FROM holds WHERE id=?", (hold_id,)) or "(unknown hold)"
-    access.authorize(actor, "hold", purpose=note or "release hold", case_no=case_no,
-                     query={"release_hold": hold_id}, check=problem, purpose_option="--note")
-    store.db.execute("UPDATE holds SET released_ns=?, released_by=?, release_note=? WHERE id=?",
-                     (access.clock(), actor.name, note, hold_id))
+    # The note is the release's purpose: the gate refuses a blank one ("" and " " alike), naming --note.
+    grant = access.authorize(actor, "hold", purpose=note, case_no=case_no, query={"release_hold": hold_id},
+                             check=problem, purpose_option="--note")
+    # Conditional on the hold still being active: two releases that both passed the check
+    # above must not both be recorded (the second would overwrite who released it and why).
+    with store.db.transaction():
+        released = store.db.execute(
+            "UPDATE holds SET released_ns=?, released_by=?, release_note=? WHERE id=? AND released_ns IS NULL",
+            (access.clock(), actor.name, note, hold_id)).rowcount
+    if released != 1:
+        access.withdraw(grant, PolicyError(f"hold {hold_id} was already released (by another release meanwhile); "
+                                           "nothing changed"), query={"release_hold": hold_id})
     return get_hold(store, hold_id)
 
 
@@ -171,6 +190,10 @@ def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365
     def problem() -> PolicyError | None:
         if min_days < 1:
             return PolicyError(f"retention.min_days {min_days}: must be at least 1")
+        if min_days > partitions.MAX_RETENTION_DAYS:
+            # Far past what a date can go back (OverflowError), and past any policy.
+            return PolicyError(f"--min-days {min_days}: at most {partitions.MAX_RETENTION_DAYS} days "
+                               "(the largest records.retention_days allows)")
         if retention_days is not None and min_days < retention_days:
             return PolicyError(f"retention.min_days {min_days}: below records.retention_days ({retention_days}); "
                                "reads are kept at least the configured period")
@@ -185,11 +208,15 @@ def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365
         deleted, dropped = _purge_postgres(store, cutoff)
     else:
         deleted, dropped = _purge_sqlite(store, cutoff)
+    events, events_held = _purge_events(store.db, cutoff)
+    if not store.db.postgres:
+        store.db.execute("PRAGMA incremental_vacuum")  # after the events too: their frames take much of the space
     held = int(store.db.value(f"SELECT COUNT(*) FROM reads WHERE capture_ns < ? AND id IN ({ACTIVE_HELD})",
                               (cutoff,)))
     set_aside = 0 if rejects_dir is None else purge_set_aside(rejects_dir, cutoff)
     seconds = clock() - started
-    detail = f"deleted {deleted} reads, dropped {dropped} partitions, kept {held} held"
+    detail = (f"deleted {deleted} reads, dropped {dropped} partitions, kept {held} held, "
+              f"deleted {events} events, kept {events_held} held events")
     if rejects_dir is not None:
         detail += f", removed {set_aside} set-aside messages"
     with store.db.transaction():
@@ -199,7 +226,7 @@ def purge(store: ReadStore, access: Access, actor: Actor, *, min_days: int = 365
         access.log.append(user=actor.name, role=actor.role, action="purge", purpose="retention policy",
                           query={"min_days": min_days, "cutoff_ns": cutoff}, detail=detail)
     log.info("retention: cutoff %d: %s, %.2f s", cutoff, detail, seconds)
-    return PurgeResult(cutoff, deleted, dropped, held, seconds, set_aside)
+    return PurgeResult(cutoff, deleted, dropped, held, seconds, set_aside, events, events_held)
 
 
 def purge_set_aside(rejects_dir: Path, cutoff_ns: int) -> int:
@@ -300,8 +327,7 @@ def _purge_sqlite(store: ReadStore, cutoff: int) -> tuple[int, int]:
         deleted += n
         if n < BATCH:
             break
-    db.execute("PRAGMA incremental_vacuum")
-    return deleted, 0
+    return deleted, 0  # the caller vacuums, once events are purged too
 
 
 def _purge_postgres(store: ReadStore, cutoff: int) -> tuple[int, int]:
@@ -326,6 +352,61 @@ def _purge_postgres(store: ReadStore, cutoff: int) -> tuple[int, int]:
         # Stores never touch alert_outcomes: no PURGE_LOCK needed, so ingest is not held up by it.
         db.execute(f"DELETE FROM alert_outcomes WHERE capture_ns < ? AND read_id NOT IN ({ACTIVE_HELD})", (cutoff,))
     return deleted, dropped
+
+
+def _held_overviews(db: Database) -> dict[str, set[int]]:
+    """The seqs of reads under an active hold, by node: an `overview` event naming one of
+    them (`read_seq`) is kept with it."""
+    held: dict[str, set[int]] = collections.defaultdict(set)
+    for node_id, seq in db.rows(f"SELECT node_id, seq FROM reads WHERE id IN ({ACTIVE_HELD})"):
+        held[node_id].add(int(seq))
+    return held
+
+
+def _purge_events(db: Database, cutoff: int) -> tuple[int, int]:
+    """Delete the events captured before `cutoff`, BATCH at a time (both backends: `events` is
+    one table on each); returns (deleted, kept because their read is held).
+
+    Events hold what reads hold: a `no_read` carries the best frame of the vehicle and, as
+    `duplicate_of`, the plate already sent; an `overview` carries an image of a read. So they
+    go with the reads' cutoff, by capture time. An overview of a read under an active hold
+    stays (read from its payload: the link is `read_seq`, not a column). Each batch raises the
+    watermark of its seqs in its transaction, under PURGE_LOCK as for reads' dedup keys, so a
+    purged event is not reported as a gap. Batches walk ids upwards from where the last one
+    stopped, so the held overviews kept are not looked at again.
+    """
+    deleted = kept = 0
+    after = 0
+    while True:
+        # "reads_partitions" first (the lock a hold is placed under), so a hold placed now is
+        # either seen by this batch or placed after its overviews are gone, as for reads.
+        with db.transaction(lock="reads_partitions"), db.transaction(lock=PURGE_LOCK):
+            held = _held_overviews(db)
+            rows = db.rows("SELECT id, node_id, seq, event FROM events WHERE capture_ns < ? AND id > ? "
+                           "ORDER BY id LIMIT ?", (cutoff, after, BATCH))
+            doomed: list[int] = []
+            highest: dict[str, int] = {}
+            for event_id, node_id, seq, event in rows:
+                if event == "overview" and held.get(node_id):
+                    try:
+                        payload = cbor.loads(bytes(db.value("SELECT payload FROM events WHERE id=?", (event_id,))))
+                    except EncodingError:  # ingest verified and decoded it before storing: not expected
+                        payload = {}
+                    read_seq = payload.get("read_seq") if isinstance(payload, dict) else None
+                    if isinstance(read_seq, int) and read_seq in held[node_id]:
+                        kept += 1
+                        continue
+                doomed.append(int(event_id))
+                highest[node_id] = max(int(seq), highest.get(node_id, int(seq)))
+            if highest:
+                raise_purge_watermarks(db, highest, cutoff)
+            for i in range(0, len(doomed), 500):  # SQLite allows 999 parameters in older versions
+                chunk = doomed[i:i + 500]
+                db.execute(f"DELETE FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        deleted += len(doomed)
+        if len(rows) < BATCH:
+            return deleted, kept
+        after = int(rows[-1][0])
 
 
 def _purge_read_keys(db: Database, cutoff: int) -> int:
