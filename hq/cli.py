@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -10,9 +11,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hq import config as hq_config
 from hq.errors import BadConfig, HQError
+
+if TYPE_CHECKING:
+    from hq.store import NodeState
 
 log = logging.getLogger("alpr-hq")
 POLL_S = 0.3  # `reads tail`: how often it looks for new reads (and re-checks the access)
@@ -91,10 +96,12 @@ def _nodes(args: argparse.Namespace) -> int:
     try:
         # Counts and gaps hold no plate, but they are read from the store: a login and a row in
         # the access log, like every other access. The purpose is the command's own.
-        ctx.access.authorize(ctx.actor(), "nodes", purpose="node health: read counts and sequence gaps",
+        ctx.access.authorize(ctx.actor(), "nodes", purpose="node health: heartbeats, read counts and sequence gaps",
                              query={"node": args.node, "gaps": bool(args.gaps)})
         store = ctx.store
         registry = Registry(ctx.cfg.hq.data_dir / "registry.db")
+        states = store.node_states()
+        now = time.time_ns()
         try:
             for node in registry.nodes():
                 if args.node and node.node_id != args.node:
@@ -104,6 +111,8 @@ def _nodes(args: argparse.Namespace) -> int:
                 line = (f"{node.node_id:<16} site={node.site_id:<14} {node.status:<8} reads={store.count(node.node_id):<7} "
                         f"last_seq={last:<7} gaps={lost}")
                 print(line)
+                if node.status != "revoked":
+                    print("    " + describe_state(states.get(node.node_id), now))
                 if args.gaps:
                     for a, b in missing:
                         print(f"    missing seq {a}" + (f"..{b}" if b > a else ""))
@@ -112,6 +121,47 @@ def _nodes(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     return 0
+
+
+# A heartbeat older than this is called stale (the node's default interval is 10 s).
+STALE_AFTER_S = 120
+
+
+def describe_state(state: NodeState | None, now_ns: int) -> str:
+    """One line on a node's latest heartbeat and status, as ingest recorded them."""
+    if state is None or state.health_ns is None:
+        status = f"; status {state.status}" if state is not None and state.status else ""
+        return f"no heartbeat received yet (ingest records them from this version on){status}"
+    age = max(0.0, (now_ns - state.health_ns) / 1e9)
+    parts = [f"heartbeat {_age(age)} ago" + (" STALE" if age > STALE_AFTER_S else "")]
+    if state.status:
+        parts.append(f"status {state.status} ({_age(max(0.0, (now_ns - (state.status_ns or now_ns)) / 1e9))} ago)")
+    try:
+        health = json.loads(state.health or "{}")
+    except ValueError:
+        health = {}
+    pipeline = health.get("pipeline") if isinstance(health.get("pipeline"), dict) else {}
+    camera = pipeline.get("camera") if isinstance(pipeline.get("camera"), dict) else {}
+    outbox = health.get("outbox") if isinstance(health.get("outbox"), dict) else {}
+    if camera.get("state") is not None:
+        parts.append(f"camera {camera['state']}")
+    if pipeline.get("fps") is not None:
+        parts.append(f"fps {pipeline['fps']}")
+    if outbox:
+        parts.append(f"outbox {outbox.get('depth', '?')} waiting, oldest {outbox.get('oldest_age_s', '?')} s")
+    if isinstance(health.get("disk_free_bytes"), int):
+        parts.append(f"disk free {health['disk_free_bytes'] // 2**20} MiB")
+    if isinstance(pipeline.get("inputs_active_long"), dict) and pipeline["inputs_active_long"]:
+        parts.append("inputs active long: " + ", ".join(sorted(map(str, pipeline["inputs_active_long"]))))
+    return "; ".join(parts)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _broker_settings(cfg, client_id: str):
@@ -152,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="the signed message (e.g. from `alpr-hq hotlist publish --out`)")
     p.add_argument("--worker", default="hq-push", help="HQ client certificate to use (default hq-push)")
     p.set_defaults(func=_push)
-    p = sub.add_parser("nodes", help="enrolled nodes with their read counts and sequence gaps")
+    p = sub.add_parser("nodes", help="enrolled nodes: latest heartbeat and status, read counts and sequence gaps")
     p.add_argument("--node", help="only this node")
     p.add_argument("--gaps", action="store_true", help="list the missing sequence numbers "
                    "(messages not yet delivered, or dropped under the node's outbox quota; reads retention purged "

@@ -55,7 +55,7 @@ from transport.errors import EnvelopeError
 from transport.key_usage import KeyUsage
 from transport.mqtt import BrokerSettings, MqttLink
 from transport.payload import ReadPayload
-from transport.registry import Registry
+from transport.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,11 @@ STORE_REJECT_MEMORY_MAX = 4096
 # limit (max_inflight_messages in the provisioned mosquitto.conf), and ingest PUBACKs only what it
 # stored or set aside; QoS 0 ones need no PUBACK, so while the store is down a client publishing
 # them (nodes publish at QoS 1) would fill this worker's memory without end.
+# Node heartbeats and statuses (figures only): at most this big, this many kept between ticks,
+# written to the store at most this often.
+MAX_NODE_STATE_BYTES = 16 * 1024
+MAX_NODE_STATES = 20_000
+NODE_STATE_EVERY_S = 5.0
 DEFAULT_MAX_PENDING = 2000
 # ... and the bytes they may hold together: 2000 messages of up to max_message_kb (4 MiB) each
 # would be 7.8 GiB of unauthenticated bytes kept before any check. The same rule: a QoS 0 copy
@@ -215,6 +220,9 @@ class Ingest:
         self._set_aside_full_since_log = 0
         self.stats = IngestStats()
         self._pending = _Pending()
+        # (node, "health" | "status") -> (text, received_ns): the latest of each since the last tick
+        self._states: dict[tuple[str, str], tuple[str, int]] = {}
+        self._states_recorded = 0.0
         self._retry_at = 0.0
         # Digest of the bytes of a message set aside → (when, reason), for its resends.
         self._store_rejected: collections.OrderedDict[bytes, tuple[float, str]] = collections.OrderedDict()
@@ -242,9 +250,66 @@ class Ingest:
 
     # -- link thread ----------------------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
-        client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)])
+        client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)]
+                         + topics.node_state_subscriptions(self.shared, group=self.share_group))
+
+    def _note_state(self, client: paho.Client, message: paho.MQTTMessage, node_id: str, leaf: str) -> None:
+        """Keep a node's latest heartbeat or status for the next tick to record (`alpr-hq nodes`).
+
+        Plain JSON / text that the broker's ACL lets only that node publish: no envelope to
+        verify, and nothing is trusted from it but figures to show. Checked for size and form,
+        and recorded only for enrolled nodes (at the tick, which has the registry)."""
+        client.ack(message.mid, message.qos)  # a figure to show, not a read: nothing to redeliver
+        payload = message.payload
+        problem = None
+        if len(payload) > MAX_NODE_STATE_BYTES:
+            problem = f"{len(payload)} bytes, over {MAX_NODE_STATE_BYTES}"
+        else:
+            try:
+                text = payload.decode("utf-8")
+                doc = json.loads(text)
+                if not isinstance(doc, dict):
+                    problem = "not a JSON object"
+                elif leaf == "status":
+                    # {"state": "online" | "offline", "t_ns": ...}: the state is what is shown
+                    text = doc.get("state") if doc.get("state") in ("online", "offline") else ""
+                    if not text:
+                        problem = "state is not 'online' or 'offline'"
+            except (UnicodeDecodeError, ValueError) as exc:
+                problem = f"unreadable ({exc.__class__.__name__})"
+        if problem is not None:
+            self.stats.rejected[f"{leaf}-malformed"] += 1
+            log.warning("ingest: ignored %s of node %s: %s", leaf, node_id, problem)
+            return
+        if (node_id, leaf) not in self._states and len(self._states) >= MAX_NODE_STATES:
+            self.stats.rejected[f"{leaf}-overload"] += 1
+            return
+        self._states[(node_id, leaf)] = (text, time.time_ns())
+
+    def _record_states(self) -> None:
+        """Write the heartbeats and statuses kept since the last tick (enrolled nodes only)."""
+        if not self._states or self._store is None or self._registry is None:
+            return
+        states, self._states = self._states, {}
+        known = []
+        for (node_id, leaf), (text, received_ns) in states.items():
+            try:
+                self._registry.node(node_id)
+            except RegistryError:
+                self.stats.rejected[f"{leaf}-unknown-node"] += 1
+                continue
+            known.append((node_id, leaf, text, received_ns))
+        try:
+            self._store.note_node_states(known)
+        except _DRIVER_ERRORS as exc:
+            # Figures only: the next heartbeat replaces them; reads are what must not be lost.
+            log.warning("ingest: could not record %d node heartbeats/statuses (%r)", len(known), exc)
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        where = topics.parse(message.topic)
+        if where is not None and where[1] in ("health", "status"):
+            self._note_state(client, message, *where)
+            return
         size = len(message.payload)
         if size > self.max_message_bytes:
             # Refused now, as the size check of _verify would refuse it at the next tick: the
@@ -272,13 +337,11 @@ class Ingest:
             return
         self._pending.append((message.topic, message.payload, message.mid, message.qos))
 
-    def _tick(self, client: paho.Client) -> None:
-        if self.key_usage is not None:
-            self.key_usage.flush()
-        if not self._pending:
-            return
+    def _opened(self) -> bool:
+        """Open the registry and the store on this (the link's) thread, if not yet; False if the
+        store cannot be opened now (it is down: wait for it, reject nothing)."""
         if time.monotonic() < self._retry_at:
-            return
+            return False
         if self._registry is None:
             # sqlite3 connections belong to the thread that made them: open them here.
             self._registry = Registry(self.registry_path)
@@ -286,11 +349,21 @@ class Ingest:
         if self._store is None:
             try:
                 self._store = ReadStore(self.store_path)
-            except _DRIVER_ERRORS as exc:  # the store is down: wait for it, reject nothing
+            except _DRIVER_ERRORS as exc:
                 log.error("ingest: cannot open the store (%r); %d messages (%d bytes) wait; will retry", exc,
                           len(self._pending), self._pending.bytes)
                 self._store_unavailable("opening the store failed")
-                return
+                return False
+        return True
+
+    def _tick(self, client: paho.Client) -> None:
+        if self.key_usage is not None:
+            self.key_usage.flush()
+        if self._states and time.monotonic() - self._states_recorded >= NODE_STATE_EVERY_S and self._opened():
+            self._states_recorded = time.monotonic()
+            self._record_states()
+        if not self._pending or not self._opened():
+            return
         batch: list[_Verified] = []
         unkept: list[_Verified] = []  # out of range but not set aside (disk): not PUBACKed, kept here
         while self._pending and len(batch) < self.max_batch:

@@ -366,6 +366,20 @@ _PG_V7 = [
     _CONFLICTS_ONCE,
 ]
 
+NODE_HEALTH = "node_health"
+
+
+def _node_health_table(dialect: str) -> str:
+    big = "BIGINT" if dialect == POSTGRES else "INTEGER"
+    # One row per node: its latest heartbeat and status as received (no plate data: the node's
+    # heartbeat holds figures only, docs/operations.md "Health"), for `alpr-hq nodes`.
+    return (f"CREATE TABLE {NODE_HEALTH} (node_id TEXT PRIMARY KEY, health TEXT, health_ns {big}, "
+            f"status TEXT, status_ns {big})")
+
+
+# Retention deletes events by capture time: without it each purge scans the table.
+_EVENTS_CAPTURE = "CREATE INDEX events_capture ON events (capture_ns)"
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -394,6 +408,8 @@ MIGRATIONS = (
               (_reads_autoincrement,), ()),
     Migration(7, "a conflicting resend is kept once per (node, seq, payload digest)",
               tuple(_SQLITE_V7), tuple(_PG_V7)),
+    Migration(8, "each node's latest heartbeat and status; events indexed by capture time for retention",
+              (_node_health_table(SQLITE), _EVENTS_CAPTURE), (_node_health_table(POSTGRES), _EVENTS_CAPTURE)),
 )
 LATEST = MIGRATIONS[-1].version
 

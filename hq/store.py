@@ -63,6 +63,17 @@ class ReadRow:
     direction: str | None
 
 
+@dataclass(frozen=True)
+class NodeState:
+    """A node's latest heartbeat (JSON text, as it sent it) and status, with when HQ received each."""
+
+    node_id: str
+    health: str | None
+    health_ns: int | None
+    status: str | None
+    status_ns: int | None
+
+
 class ReadStore:
     """The read store. One instance per thread (its connection belongs to the thread that opened it).
 
@@ -290,6 +301,25 @@ class ReadStore:
     def conflicts(self) -> int:
         """Messages kept aside because their (node, seq) was stored with other content (each content once)."""
         return int(self.db.value("SELECT COUNT(*) FROM seq_conflicts"))
+
+    def note_node_states(self, states: Iterable[tuple[str, str, str, int]]) -> None:
+        """Record (node, leaf, text, received_ns) for leaf "health" or "status"; a later one
+        replaces an earlier one, an older one (delivered late) does not replace a newer."""
+        with self.db.transaction():
+            for node_id, leaf, text, received_ns in states:
+                if leaf not in ("health", "status"):
+                    raise ValueError(f"node state leaf {leaf!r}: must be 'health' or 'status'")
+                self.db.execute(
+                    f"INSERT INTO {migrations.NODE_HEALTH} (node_id, {leaf}, {leaf}_ns) VALUES (?,?,?) "
+                    f"ON CONFLICT (node_id) DO UPDATE SET {leaf} = excluded.{leaf}, {leaf}_ns = excluded.{leaf}_ns "
+                    f"WHERE {migrations.NODE_HEALTH}.{leaf}_ns IS NULL OR {migrations.NODE_HEALTH}.{leaf}_ns <= excluded.{leaf}_ns",
+                    (node_id, text, int(received_ns)))
+
+    def node_states(self) -> dict[str, NodeState]:
+        """Every node's latest heartbeat and status as HQ received them."""
+        return {str(r[0]): NodeState(str(r[0]), r[1], None if r[2] is None else int(r[2]), r[3],
+                                     None if r[4] is None else int(r[4]))
+                for r in self.db.rows(f"SELECT node_id, health, health_ns, status, status_ns FROM {migrations.NODE_HEALTH}")}
 
     def read(self, read_id: int) -> StoredRead:
         """One read with the exact bytes its node signed; NotFound if absent (or purged)."""

@@ -4,7 +4,7 @@ Up (node → HQ), under alpr/v1/node/<node_id>/:
     read     sealed read envelopes                      QoS 1
     alert    sealed hot-list match envelopes            QoS 1, published ahead of reads
     event    sealed events (vehicle passed, no read)    QoS 1
-    status   "online"/"offline" JSON, retained, also the last will
+    status   {"state": "online"|"offline", "t_ns"} JSON, retained, also the last will
     health   heartbeat JSON (no plate data)             QoS 0
 Down (HQ → node):
     ack      HQ-signed list of stored sequence numbers  QoS 1
@@ -52,6 +52,18 @@ def ingest_subscriptions(shared: bool = True, group: str = INGEST_GROUP) -> list
         raise ValueError(f"share group {group!r}: use 1-100 letters, digits, '_', '.', '-'")
     topics = [f"{ROOT}/+/{leaf}" for leaf in SEALED]
     return [f"$share/{group}/{t}" for t in topics] if shared else topics
+
+
+def node_state_subscriptions(shared: bool = True, group: str = INGEST_GROUP) -> list[tuple[str, int]]:
+    """(topic filter, QoS) for the nodes' heartbeats and status, which HQ ingest keeps the latest of.
+
+    Shared like the sealed leaves (one worker records each message); a shared subscription
+    gets no retained message when it subscribes, so a node's status shows from its next change.
+    """
+    if not _SHARE_GROUP.match(group):
+        raise ValueError(f"share group {group!r}: use 1-100 letters, digits, '_', '.', '-'")
+    filters = [(f"{ROOT}/+/health", 0), (f"{ROOT}/+/status", 1)]
+    return [(f"$share/{group}/{t}", q) for t, q in filters] if shared else filters
 
 
 def parse(topic: str) -> tuple[str, str] | None:

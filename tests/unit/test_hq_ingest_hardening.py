@@ -221,7 +221,8 @@ def test_ingest_subscribes_with_the_configured_group(tmp_path, monkeypatch, capl
     monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
     w = World(tmp_path, share_group=SECRET_GROUP)
     w.ingest._connected(w.client, False)
-    assert sorted(t for t, _ in w.client.subscribed) == sorted(topics.ingest_subscriptions(group=SECRET_GROUP))
+    assert sorted(t for t, _ in w.client.subscribed) == sorted(
+        topics.ingest_subscriptions(group=SECRET_GROUP) + [t for t, _ in topics.node_state_subscriptions(group=SECRET_GROUP)])
     with caplog.at_level(logging.WARNING, logger="hq.ingest"):
         w.ingest.start()
     assert "share_group" not in caplog.text
