@@ -194,6 +194,11 @@ class ReadStore:
         if h.kind == "event":
             event_row = (h.node_id, h.seq, str(p.get("event", "")), int(p.get("t_ns", h.time_ns)), now, digest,
                          opened.header_bytes, opened.payload_bytes, opened.signature)
+        if h.kind == "event" and self._below_watermark(opened) and db.value(
+                "SELECT 1 FROM events WHERE node_id=? AND seq=?", (h.node_id, h.seq)) is None:
+            # Events are purged with the reads' cutoff (hq.retention): a late resend of one is not
+            # stored again, as a read's is not.
+            return StoreResult(h.node_id, h.seq, "purged")
         if h.kind == "event" and db.postgres:
             # Two workers can get the same resend at once: let the unique key decide, not a SELECT.
             inserted = db.execute(

@@ -93,10 +93,10 @@ def test_reads_the_watermark_does_not_cover_are_stored(env):
     out = store.store([
         node.read(11, "NEXT011", NOW - DAY),   # above the watermark: new
         node.read(8, "LATE008", NOW - DAY),    # below it but captured after the purge's cutoff: never purged
-        _event(node, 9, OLD),                  # events are not purged, so they keep their own dedup
+        _event(node, 9, OLD),                  # events are purged with reads: not stored again either
     ])
-    assert [r.outcome for r in out] == ["stored", "stored", "stored"]
-    assert store.seqs("node-a") == [8, 11] and store.seqs("node-a", "events") == [9]
+    assert [r.outcome for r in out] == ["stored", "stored", "purged"]
+    assert store.seqs("node-a") == [8, 11] and store.seqs("node-a", "events") == []
 
 
 def test_purge_in_several_batches_marks_every_batch(env, monkeypatch):
