@@ -5,11 +5,12 @@ and outputs (IR illuminator, status LED).
 provides the same module name on top of lgpio. Numbering is always BCM. Pass
 `gpio_module=StandinGPIO()` to run without a Pi.
 
-The two implementations differ in ways this adapter evens out (read in RPi.GPIO's py_gpio.c /
-event_gpio.c and waveform80/rpi-lgpio's RPi/GPIO): rpi-lgpio lets failures of the lgpio calls
+The two implementations differ in ways this adapter evens out (read in RPi.GPIO 0.7.1's
+py_gpio.c / event_gpio.c and rpi-lgpio 0.6's RPi/GPIO): rpi-lgpio lets failures of the lgpio calls
 underneath escape as `lgpio.error`, a plain Exception rather than RuntimeError, so the error types
-caught here include the module's `lgpio.error` when it has one; and rpi-lgpio silently accepts a
-second add_event_detect on a pin (RPi.GPIO raises), so each pin is claimed once per process here.
+caught here include the module's `lgpio.error` when it has one; and rpi-lgpio's setup(OUT)
+silently drops a pin's edge detection, so each pin is claimed once per process here. (A second
+add_event_detect raises RuntimeError("Conflicting edge detection ...") in both.)
 """
 from __future__ import annotations
 
@@ -74,9 +75,9 @@ _claims: weakref.WeakKeyDictionary[Any, dict[int, tuple[weakref.ref[Any], str]]]
 def _claim(gpio: Any, pin: int, owner: Any, label: str) -> None:
     """Refuse a pin another TriggerInput/OutputPin of this process holds on the same module.
 
-    RPi.GPIO would refuse a second edge detection itself, but rpi-lgpio accepts one with the same
-    edge and bouncetime (both callbacks then fire) and lets setup(OUT) silently drop an input's
-    edge detection, so the check is made here, the same for both.
+    Both libraries refuse a second edge detection themselves, but only with "Conflicting edge
+    detection", which names neither user, and rpi-lgpio lets setup(OUT) silently drop an input's
+    edge detection; so the check is made here, the same for both, naming the holder.
     """
     with _claims_lock:
         pins = _claims.setdefault(gpio, {})
@@ -131,7 +132,8 @@ class TriggerInput:
 
     active_low=True suits a relay contact or open-collector output switching the pin to ground
     against the pull-up: contact closed -> pin low -> active. `on_trigger` runs on the GPIO
-    library's callback thread: keep it short and never block (hand off to a queue).
+    library's callback thread (or this input's resync timer), one event at a time and in the
+    order the pin was read: keep it short and never block (hand off to a queue).
     """
 
     def __init__(
@@ -160,6 +162,10 @@ class TriggerInput:
         self._gpio = load_gpio_module(gpio_module)
         self._errors = gpio_errors(self._gpio)
         self._lock = threading.Lock()
+        # Held from reading the pin to the end of on_trigger, so that events reach the consumer
+        # in the order the pin was read, whichever thread (the library's callback thread or the
+        # resync timer) reads it. Reentrant: on_trigger may drive a stand-in pin in tests.
+        self._delivery = threading.RLock()
         self._closed = False
         self._events = 0
         # RPi.GPIO drops every edge within bouncetime of the last one it reported: after a
@@ -211,35 +217,44 @@ class TriggerInput:
         self._report_change("check after the bounce time")
 
     def _report_change(self, where: str) -> None:
-        now = self._clock()
-        try:
-            level = int(self._gpio.input(self.pin))
-        except self._errors:  # the pin went away under us (closed, or the chip is gone)
-            log.exception("TriggerInput %s: reading BCM %d in the %s failed", self.name, self.pin, where)
-            return
-        with self._lock:
-            if self._closed or level == self._level:
-                return  # a bounce that settled back, or a duplicate
-            self._level = level
-            self._events += 1
-            if self._resync_s > 0:
-                if self._resync is not None:
-                    self._resync.cancel()
-                self._resync = threading.Timer(self._resync_s, self._check_settled)
-                self._resync.daemon = True
-                self._resync.name = f"gpio-settle-{self.pin}"
-                self._resync.start()
-        event = TriggerEvent(self.pin, self.name, self.kind, "rising" if level else "falling",
-                             self._is_active(level), now)
-        log.debug("trigger %s", event)
-        if self._on_trigger is not None:
+        # Read, compare and deliver under one lock: otherwise a thread preempted between updating
+        # the level and calling on_trigger delivers its event after a newer one, and the consumer
+        # is left holding the older state while the pin is at rest (no later change corrects it).
+        with self._delivery:
+            now = self._clock()
             try:
-                self._on_trigger(event)
-            except Exception:  # a consumer bug must not kill the GPIO callback thread
-                log.exception("on_trigger for %s raised", self.name)
+                level = int(self._gpio.input(self.pin))
+            except self._errors:  # the pin went away under us (closed, or the chip is gone)
+                log.exception("TriggerInput %s: reading BCM %d in the %s failed", self.name, self.pin, where)
+                return
+            with self._lock:
+                if self._closed or level == self._level:
+                    return  # a bounce that settled back, or a duplicate
+                self._level = level
+                self._events += 1
+                if self._resync_s > 0:
+                    if self._resync is not None:
+                        self._resync.cancel()
+                    self._resync = threading.Timer(self._resync_s, self._check_settled)
+                    self._resync.daemon = True
+                    self._resync.name = f"gpio-settle-{self.pin}"
+                    self._resync.start()
+            event = TriggerEvent(self.pin, self.name, self.kind, "rising" if level else "falling",
+                                 self._is_active(level), now)
+            log.debug("trigger %s (%s)", event, where)
+            if self._on_trigger is not None:
+                try:
+                    self._on_trigger(event)
+                except Exception:  # a consumer bug must not kill the GPIO callback thread
+                    log.exception("on_trigger for %s raised", self.name)
 
     def close(self) -> None:
-        """Stop edge detection and release the pin. Safe to call twice."""
+        """Stop edge detection and release the pin. Safe to call twice.
+
+        Does not wait for an event being delivered (the delivery lock is not taken), so it may be
+        called from on_trigger or while a consumer is slow; an event already being delivered
+        finishes, and no other starts.
+        """
         with self._lock:
             if self._closed:
                 return

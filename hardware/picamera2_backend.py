@@ -15,10 +15,21 @@ queued; `make_array("lores")` of a YUV420 stream is the planar image with its ro
 shape (h * 3 / 2, stride); jobs run in order on picamera2's event loop and `stop()` is queued
 behind them, so a camera with a capture job still waiting must be `cancel_all_and_flush()`ed
 before `stop()`/`close()` or they block forever.
+
+Also read there (picamera2 0.3.38): `Picamera2(camera_num)` opens a pipe before it checks that
+the camera is listed and does not close it when it raises, so every failed construction leaks a
+file descriptor; `Picamera2.global_camera_info()` is static and opens nothing, so it is asked
+first. `process_requests` takes a finished capture job off its list under its lock but signals
+it only after releasing the lock, so `cancel_all_and_flush()` can miss a job that is about to
+deliver a request; the job's `signal_function` is how such a request is still given back.
+`tuning=None` deletes LIBCAMERA_RPI_TUNING_FILE from the environment, so a tuning file can only
+be chosen through `tuning=`.
 """
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -39,6 +50,9 @@ METADATA_KEYS = ("SensorTimestamp", "ExposureTime", "AnalogueGain", "DigitalGain
                  "ColourTemperature", "LensPosition", "FocusFoM", "SensorTemperature", "AfState")
 AF_MODE_MANUAL = 0  # libcamera.controls.AfModeEnum.Manual
 AF_MODE_CONTINUOUS = 2  # libcamera.controls.AfModeEnum.Continuous
+# After cancelling a timed-out capture job, how long past one frame period to wait for a request
+# the event loop may already have taken for it (see _cancel_pending).
+CANCEL_SETTLE_MARGIN_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,10 @@ class Picamera2Config:
     lens_position: dioptres (1 / distance in m) for manual focus on Camera Module 3; None = AF
     continuous where the camera has autofocus.
     still: use create_still_configuration instead of create_video_configuration.
+    tuning: the libcamera tuning file, for a sensor variant the default file does not suit (a
+    NoIR module under IR light: "imx708_noir.json"). A path (it contains a "/") is passed on as
+    it is; a bare name is looked up in libcamera's tuning directories with picamera2's
+    load_tuning_file (".json" is added when missing). None = libcamera's default for the sensor.
     """
 
     main_size: tuple[int, int] = (1920, 1080)
@@ -65,6 +83,7 @@ class Picamera2Config:
     main_format: str = "RGB888"
     lores_format: str = "YUV420"
     still: bool = False
+    tuning: str | None = None
 
     def controls(self) -> dict[str, Any]:
         """The libcamera controls this configuration implies."""
@@ -91,26 +110,37 @@ class Picamera2Camera(Camera):
         self.config = config or Picamera2Config()
         self._module = picamera2_module
         self._cam: Any | None = None
+        self._started = False
         self._pending: Any | None = None  # a capture job that timed out; its frame is used next
+        # Jobs given up on while the event loop may still deliver them; their requests are
+        # released from the job's signal (see _cancel_pending).
+        self._abandoned: set[Any] = set()
+        self._abandoned_lock = threading.Lock()
         self._layout: dict[str, _Layout] = {}
         self._index = 0
         self._closed = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Open, configure (main + lores) and start the camera."""
+        """Open, configure (main + lores) and start the camera; after stop(), start it again."""
         if self._closed:
             raise CameraError("Picamera2Camera: closed; make a new one")
         if self._cam is not None:
+            if not self._started:
+                self._restart(self._cam)
             return
         module = self._load_module()
         cfg = self.config
+        listed = self._check_listed(module)
+        tuning = self._tuning(module)
         try:
-            cam = module.Picamera2(cfg.camera_num)
+            cam = module.Picamera2(cfg.camera_num, tuning=tuning)
         except (RuntimeError, IndexError) as exc:
-            # IndexError: current picamera2 indexes its camera list before its own try block, so
-            # "no camera" (or a camera number past the end) surfaces as IndexError, not RuntimeError.
-            raise CameraDisconnected(f"camera {cfg.camera_num}: cannot open: {exc!r}") from exc
+            # A listed camera that fails to open is busy in another process, has a bad tuning file
+            # or a driver error (picamera2 wraps the cause: name it). Unlisted, it is not there.
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            error = CameraError if listed else CameraDisconnected
+            raise error(f"camera {cfg.camera_num}: cannot open: {exc!r}{cause}") from exc
         try:
             create = cam.create_still_configuration if cfg.still else cam.create_video_configuration
             controls = cfg.controls()
@@ -133,8 +163,65 @@ class Picamera2Camera(Camera):
             cam.close()
             raise CameraError(f"camera {cfg.camera_num}: configure/start failed: {exc}") from exc
         self._cam = cam
+        self._started = True
         log.info("camera %d started: main %s %s, lores %s %s, %s fps", cfg.camera_num, self._layout["main"].size,
                  cfg.main_format, self._layout["lores"].size, cfg.lores_format, cfg.fps)
+
+    def _restart(self, cam: Any) -> None:
+        """start() after stop(): the camera is still open and configured, only streaming stopped."""
+        try:
+            cam.start()
+        except RuntimeError as exc:
+            raise CameraError(f"camera {self.config.camera_num}: restart failed: {exc}") from exc
+        self._started = True
+        log.info("camera %d restarted", self.config.camera_num)
+
+    def _check_listed(self, module: Any) -> bool:
+        """Refuse a camera number libcamera does not list, before Picamera2() is made; False when
+        this picamera2 cannot list its cameras.
+
+        picamera2 0.3.38 opens a pipe before it checks the number and leaks it when it raises;
+        the supervisor retries a missing camera for ever, so asking first keeps a node booted
+        without its camera from running out of file descriptors. global_camera_info() is static
+        and opens nothing.
+        """
+        num = self.config.camera_num
+        if num < 0:
+            raise CameraError(f"Picamera2Config.camera_num: must be >= 0, got {num}")
+        info = getattr(module.Picamera2, "global_camera_info", None)
+        if info is None:  # not in this picamera2: construct and let it fail as it does
+            return False
+        try:
+            cameras = list(info())
+        except RuntimeError as exc:
+            raise CameraError(f"camera {num}: listing the cameras failed: {exc}") from exc
+        if num >= len(cameras):
+            models = ", ".join(str(c.get("Model", "?")) for c in cameras) or "none"
+            raise CameraDisconnected(f"camera {num}: not connected (libcamera lists {len(cameras)} camera(s): "
+                                     f"{models}); check the ribbon cable and `rpicam-hello --list-cameras`")
+        return True
+
+    def _tuning(self, module: Any) -> str | dict[str, Any] | None:
+        """What to pass as Picamera2(tuning=...): a path unchanged, a bare name loaded from
+        libcamera's tuning directories, or None.
+
+        A file that is not there is refused here: picamera2 would hand the path to libcamera,
+        whose failure comes out of Picamera2() (and leaks a file descriptor each time).
+        """
+        tuning = self.config.tuning
+        if tuning is None:
+            return None
+        if "/" in tuning:
+            if not os.path.isfile(tuning):
+                raise CameraError(f"camera {self.config.camera_num}: tuning file {tuning} does not exist")
+            return tuning
+        name = tuning if tuning.endswith(".json") else tuning + ".json"
+        try:
+            loaded = module.Picamera2.load_tuning_file(name)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise CameraError(f"camera {self.config.camera_num}: tuning {name!r}: {exc} (give a path, or a name "
+                              "from /usr/share/libcamera/ipa/rpi/vc4 or .../pisp)") from exc
+        return dict(loaded)
 
     def _load_module(self) -> Any:
         if self._module is None:
@@ -176,10 +263,13 @@ class Picamera2Camera(Camera):
         cam = self._cam
         if cam is None:
             raise CameraError("Picamera2Camera: capture() before start()")
+        if not self._started:
+            # picamera2 would queue the job and wait for ever: no frame comes while stopped.
+            raise CameraError("Picamera2Camera: capture() while stopped; start() it again")
         job = self._pending
         try:
             if job is None:
-                job = cam.capture_request(wait=False)
+                job = cam.capture_request(wait=False, signal_function=self._job_signalled)
             request = job.get_result(timeout=timeout)
         except TimeoutError:
             # Keep the job: its request arrives later and must be used (or released), not leaked.
@@ -238,15 +328,20 @@ class Picamera2Camera(Camera):
             raise CameraError(f"camera {self.config.camera_num}: set_controls: {exc}") from exc
 
     def stop(self) -> None:
-        """Stop streaming."""
-        if self._cam is not None:
+        """Stop streaming; start() streams again."""
+        if self._cam is not None and self._started:
             self._cancel_pending(self._cam)
-            self._cam.stop()
+            self._started = False
+            try:
+                self._cam.stop()
+            except RuntimeError as exc:
+                raise CameraError(f"camera {self.config.camera_num}: stop failed: {exc}") from exc
 
     def close(self) -> None:
         """Stop, release any held request and close the camera. Safe to call twice."""
         self._closed = True
         cam, self._cam = self._cam, None
+        self._started = False
         if cam is None:
             return
         try:
@@ -256,11 +351,14 @@ class Picamera2Camera(Camera):
             cam.close()
 
     def _cancel_pending(self, cam: Any) -> None:
-        """Drop a capture job left by a timeout, releasing its request if it has one by now.
+        """Drop a capture job left by a timeout, giving back the request it delivers, if any.
 
         picamera2's stop() is a job queued behind this one; if the camera is stalled or unplugged
         this job never completes and stop() (and close()) would block forever, so the queue is
-        flushed first (picamera2 documents cancel_all_and_flush for exactly this case).
+        flushed first (picamera2 documents cancel_all_and_flush for exactly this case). The
+        event loop may have taken the job off its list, with a request, just before the flush
+        and not signalled it yet: that request is waited for about a frame period, and if it
+        comes later still, the job's signal releases it (_job_signalled).
         """
         job, self._pending = self._pending, None
         if job is None:
@@ -272,9 +370,41 @@ class Picamera2Camera(Camera):
             log.warning("camera %d: this picamera2 has no cancel_all_and_flush(); stop() may block",
                         self.config.camera_num)
         try:
-            job.get_result(timeout=0).release()  # completed just before the cancel: give it back
-        except (TimeoutError, CancelledError, RuntimeError):
-            pass  # never completed: nothing is held
+            request = job.get_result(timeout=1.0 / self.config.fps + CANCEL_SETTLE_MARGIN_S)
+        except TimeoutError:
+            with self._abandoned_lock:
+                # Checked again under the lock: a signal that came since then found no entry.
+                try:
+                    request = job.get_result(timeout=0)
+                except TimeoutError:
+                    self._abandoned.add(job)
+                    log.debug("camera %d: a cancelled capture is still in flight; its request is released "
+                              "when it arrives", self.config.camera_num)
+                    return
+                except (CancelledError, RuntimeError):
+                    return
+        except (CancelledError, RuntimeError):
+            return  # cancelled, or failed: nothing is held
+        self._release_quietly(request, "after cancelling")
+
+    def _job_signalled(self, job: Any) -> None:
+        """picamera2's signal_function, on its event loop thread: release the request of a job
+        given up on in _cancel_pending. Must not raise (it would break picamera2's loop)."""
+        with self._abandoned_lock:
+            if job not in self._abandoned:
+                return
+            self._abandoned.discard(job)
+        try:
+            request = job.get_result(timeout=0)
+        except Exception:  # noqa: BLE001 - any outcome but a request means nothing is held
+            return
+        self._release_quietly(request, "arriving after close")
+
+    def _release_quietly(self, request: Any, when: str) -> None:
+        try:
+            request.release()
+        except (RuntimeError, AttributeError) as exc:
+            log.warning("camera %d: releasing a request %s failed: %s", self.config.camera_num, when, exc)
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,25 @@ edge callbacks fire synchronously in the driving thread, honouring `bouncetime` 
 object's clock. Outputs are recorded with their times in `output_history(pin)`.
 
 `library` picks whose behaviour to copy where the two implementations of this API differ (read
-in RPi.GPIO's source/py_gpio.c and event_gpio.c, and waveform80/rpi-lgpio's RPi/GPIO):
+in RPi.GPIO 0.7.1's source/py_gpio.c and event_gpio.c, and rpi-lgpio 0.6's RPi/GPIO):
 
-- "RPi.GPIO" (default): a second add_event_detect on a channel raises RuntimeError
-  ("Conflicting edge detection ..."); bouncetime must be an int > 0 or left out (None is a
-  TypeError); `fail_edge_detection()` makes add_event_detect raise RuntimeError("Failed to add
-  edge detection"), which RPi.GPIO 0.7.1 does on every edge on kernels >= 6.6 (raspberrypi/linux
-  issue #6037); `deny_gpio_access()` makes setup raise RuntimeError("No access to /dev/mem...").
-- "rpi-lgpio": a second add_event_detect with the same edge and bouncetime is accepted and only
-  adds the callback (a different one still conflicts); bouncetime=None means none; setup(OUT)
-  refuses any pull_up_down; failures of the lgpio calls underneath raise `lgpio.error`, an
-  Exception that is NOT a RuntimeError, reachable as `module.lgpio.error` as on the real module
-  (it imports lgpio): `deny_gpio_access()` makes setmode raise lgpio.error('can not open
-  gpiochip') and `claim_elsewhere(pin)` makes setup raise lgpio.error('GPIO busy').
+- Both: a second add_event_detect on a channel raises RuntimeError("Conflicting edge detection
+  already enabled for this GPIO channel"), whatever its edge and bouncetime. (rpi-lgpio means to
+  accept one with the same edge and bouncetime, but compares the edge lgpio reports, an lgpio
+  constant on gpiochip v2 kernels, with RPi.GPIO's constant, so on Raspberry Pi OS it always
+  conflicts.) pull_up_down defaults to PUD_OFF, and an output takes no other value.
+- "RPi.GPIO" (default): bouncetime, pull_up_down and initial are C ints (None is a TypeError);
+  bouncetime must be > 0 or left out; `fail_edge_detection()` makes add_event_detect raise
+  RuntimeError("Failed to add edge detection"), which RPi.GPIO 0.7.1 does on every edge on
+  kernels >= 6.6 (raspberrypi/linux issue #6037); `deny_gpio_access()` makes setup raise
+  RuntimeError("No access to /dev/mem...").
+- "rpi-lgpio": bouncetime=None means none; pull_up_down=None is refused (ValueError); initial
+  defaults to None (an output then keeps the line's level) and an input refuses any other;
+  setup(OUT) silently drops the pin's edge detection; failures of the lgpio calls underneath
+  raise `lgpio.error`, an Exception that is NOT a RuntimeError, reachable as
+  `module.lgpio.error` as on the real module (it imports lgpio): `deny_gpio_access()` makes
+  setmode raise lgpio.error('can not open gpiochip') and `claim_elsewhere(pin)` makes setup
+  raise lgpio.error('GPIO busy').
 
 Differences from the real modules, on purpose: callbacks run in the caller's thread (the real ones
 have their own thread), so tests are deterministic; only the 40-pin header (BCM 0-27) exists
@@ -46,7 +52,8 @@ BOARD_TO_BCM: dict[int, int] = {
 }
 
 _NO_BOUNCETIME = -666  # RPi.GPIO's own "argument not given" value (py_gpio.c)
-_NOT_GIVEN: Any = object()  # pull_up_down left out (RPi.GPIO defaults it to PUD_OFF, rpi-lgpio to None)
+_NOT_GIVEN: Any = object()  # initial left out (RPi.GPIO's default is -1, rpi-lgpio's None)
+_PUD_OFF = 20  # both libraries' default pull_up_down
 _MODE_MESSAGE = "Please set pin numbering mode using GPIO.setmode(GPIO.BOARD) or GPIO.setmode(GPIO.BCM)"
 LIBRARIES = ("RPi.GPIO", "rpi-lgpio")
 
@@ -144,18 +151,19 @@ class StandinGPIO:
         """The numbering mode, or None before setmode()."""
         return self._mode
 
-    def setup(self, channel: int | Iterable[int], direction: int, pull_up_down: int | None = _NOT_GIVEN,
-              initial: int | None = -1) -> None:
+    def setup(self, channel: int | Iterable[int], direction: int, pull_up_down: int | None = _PUD_OFF,
+              initial: int | None = _NOT_GIVEN) -> None:
         """Configure one channel or a list of channels as input or output."""
         channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
+        if not self._lgpio and (pull_up_down is None or initial is None):
+            # RPi.GPIO parses both as C ints ("Oi|ii")
+            raise TypeError("'NoneType' object cannot be interpreted as an integer")
         if direction not in (self.IN, self.OUT):
             raise ValueError("An invalid direction was passed to setup()")
-        if direction == self.OUT and pull_up_down is not _NOT_GIVEN and (
-                self._lgpio or pull_up_down != self.PUD_OFF):  # rpi-lgpio refuses even PUD_OFF here
+        if direction == self.OUT and pull_up_down != self.PUD_OFF:  # None too, under rpi-lgpio
             raise ValueError("pull_up_down parameter is not valid for outputs")
-        if pull_up_down is _NOT_GIVEN or (pull_up_down is None and self._lgpio):
-            pull_up_down = self.PUD_OFF
-        if direction == self.IN and initial not in (-1, None):  # -1: RPi.GPIO's "not given", None: rpi-lgpio's
+        not_given = (_NOT_GIVEN, None) if self._lgpio else (_NOT_GIVEN, -1)
+        if direction == self.IN and initial not in not_given:
             raise ValueError("initial parameter is not valid for inputs")
         if pull_up_down not in (self.PUD_OFF, self.PUD_UP, self.PUD_DOWN):
             raise ValueError("Invalid value for pull_up_down - should be either PUD_OFF, PUD_UP or PUD_DOWN")
@@ -168,7 +176,13 @@ class StandinGPIO:
             with self._lock:
                 existing = self._channels.get(bcm)
                 if direction == self.OUT:  # becoming an output drops edge detection, as rpi-lgpio does
-                    level = self.HIGH if initial == self.HIGH else self.LOW
+                    if self._lgpio and initial in not_given:
+                        # rpi-lgpio reads the line and keeps that level
+                        level = existing.level if existing is not None else self.LOW
+                    elif self._lgpio:
+                        level = self.HIGH if initial else self.LOW  # rpi-lgpio: bool(initial)
+                    else:
+                        level = self.HIGH if initial == self.HIGH else self.LOW
                     self._channels[bcm] = _Channel(self.OUT, self.PUD_OFF, level, channel=ch)
                     self._history.append(OutputChange(self.clock(), bcm, level))
                 elif existing is not None and existing.direction == self.IN:
@@ -222,12 +236,7 @@ class StandinGPIO:
         if bouncetime <= 0 and bouncetime != _NO_BOUNCETIME:
             raise ValueError("Bouncetime must be greater than 0")
         with self._lock:
-            if ch.edge is not None:
-                same = ch.edge == edge and ch.bouncetime_ms == (0 if bouncetime == _NO_BOUNCETIME else bouncetime)
-                if self._lgpio and same:  # rpi-lgpio reuses the existing alert and just adds the callback
-                    if callback is not None:
-                        (ch.callbacks or []).append(callback)
-                    return
+            if ch.edge is not None:  # both libraries, whatever the edge (see the module docstring)
                 raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
             if self._edge_detection_broken and not self._lgpio:
                 raise RuntimeError("Failed to add edge detection")  # add_edge_detect() returned 2

@@ -3,10 +3,14 @@
 Same call signatures and the same errors as picamera2 (checked against raspberrypi/picamera2's
 picamera2.py, request.py, job.py and controls.py):
 
-- `Picamera2(camera_num=0, tuning=None)`: a camera that is not listed (none connected, or the
-  number is out of range) raises IndexError, as current picamera2 does (it indexes
-  `global_camera_info()` before its try block); older releases raised RuntimeError("Camera
-  __init__ sequence did not complete.").
+- `Picamera2(camera_num=0, verbose_console=None, tuning=None, allocator=None)`, a class on the
+  module object as in picamera2, with the static `Picamera2.global_camera_info()` (one dict per
+  listed camera: Model, Location, Rotation, Id, Num; nothing is opened) and
+  `Picamera2.load_tuning_file(name, dir=None)`. A camera number that is not listed raises
+  RuntimeError('No camera number N found - use "rpicam-hello --list-cameras" ...') as 0.3.38
+  does; a tuning path that is not a file raises RuntimeError("Camera __init__ sequence did not
+  complete."), as libcamera's failure comes out of picamera2. (picamera2 0.3.38 also leaks a
+  pipe on each of these; the stand-in counts constructions in `module.constructed` instead.)
 - `create_video_configuration(main=..., lores=..., raw=..., colour_space=..., buffer_count=...,
   controls=..., queue=...)` and `create_still_configuration(...)`: the same defaults (formats,
   sizes, buffer counts, colour space, NoiseReductionMode/FrameDurationLimits controls, a raw
@@ -16,10 +20,14 @@ picamera2.py, request.py, job.py and controls.py):
   bigger than main, or a non-YUV lores on a Pi 4 raise RuntimeError. Afterwards each stream
   configuration carries "stride" and "framesize"; YUV420 rows are padded to the stride (see
   `YUV_STRIDE_ALIGN`), so `make_array` returns the padding as picamera2 does.
-- `start()` (configures the preview configuration if none was set), `stop()`, `close()`.
+- `start()` (configures the preview configuration if none was set), `stop()`, `close()`;
+  start() after stop() streams again.
 - `capture_request(wait=None, signal_function=None, flush=None)`: `wait=False` returns a job
   (`get_result(timeout)` raises TimeoutError, or CancelledError once cancelled); a number waits
-  that long and leaves the job queued on a timeout, as picamera2 >= 0.3.17 does.
+  that long and leaves the job queued on a timeout, as picamera2 >= 0.3.17 does. Jobs are
+  served in order; a job is taken off the queue when its frame is due and signalled (result set,
+  then `signal_function(job)` with the same job object) after that, so, as in picamera2's
+  process_requests, `cancel_all_and_flush()` in between does not cancel it.
 - requests: `make_array(name)` (RuntimeError for a stream that is not configured),
   `get_metadata()`, `release()` (a second release raises RuntimeError; using a released request
   raises AttributeError, which is what picamera2 raises since it drops its stream map).
@@ -34,9 +42,21 @@ instead, after waiting `module.stop_grace_s` for the job to finish.
 Deliberately stricter than picamera2: capture while not started raises RuntimeError (picamera2
 would wait forever).
 
-Frames come from a source: a callable `source(index) -> RGB array or None` (None = no more
-frames: the camera stalls), or a `Clip`. Faults are injected through the module object:
-`stall()` / `resume()`, `disconnect()` / `reconnect()`, `fail_next_capture(exc)`.
+Frames are paced as a sensor makes them: frame k (counted across restarts) is due at
+t0 + k * frame duration on the module's clock (`clock`, CLOCK_MONOTONIC ns by default), t0 being
+one frame after start(), and the frame duration the first value of FrameDurationLimits. With
+queue=False, the only way the adapter configures it, a request gets the first frame due at or
+after it was queued (the producer waits until then, polling an injected clock so that a test can
+move it), and frames that nobody asked for in time are gone, as with a slow consumer on a Pi;
+`SensorTimestamp` is the frame's due time, so it is never in the future. While stalled,
+disconnected or out of buffers no frame is made, and the next one is the first due afterwards.
+
+Frames come from a source: a callable `source(k) -> RGB array or None`, called with the frame
+number (None = no more frames: the camera stalls), or a `Clip`, whose frame k is then shown at
+the sensor's frame k. Faults are injected through the module object: `stall()` / `resume()`;
+`disconnect()` / `reconnect()` (a pulled cable: the camera stays listed, as libcamera keeps a
+probed sensor, but no frame completes and start() fails with an I/O error); `num_cameras = 0`
+(booted without a camera: nothing is listed); `fail_next_capture(exc)`.
 
     module = StandinPicamera2Module(lambda i: image)
     camera = Picamera2Camera(config, picamera2_module=module)
@@ -44,10 +64,12 @@ frames: the camera stalls), or a `Clip`. Faults are injected through the module 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +110,11 @@ SENSOR_RESOLUTION = (4608, 2592)
 SENSOR_FORMAT = "SRGGB10_CSI2P"
 # libcamera.controls.draft.NoiseReductionModeEnum values picamera2 puts in its default controls.
 NR_FAST, NR_HIGH_QUALITY, NR_MINIMAL = 1, 2, 3
+# start() while disconnected: a RuntimeError, as picamera2 lets libcamera's failed Camera::start()
+# through; the errno text is what a sensor that does not answer should give (not seen on a Pi).
+START_IO_ERROR = "Failed to start camera: Input/output error"
+# Longest single wait of a frame producer: an injected clock is read again at least this often.
+CLOCK_POLL_S = 0.005
 
 
 class WouldBlockForever(RuntimeError):
@@ -154,6 +181,10 @@ class StandinJob:
     def __init__(self, future: Future[StandinRequest]) -> None:
         self._future = future
 
+    def done(self) -> bool:
+        """Whether the job has a result (or failed, or was cancelled)."""
+        return self._future.done()
+
     def get_result(self, timeout: float | None = None) -> StandinRequest:
         """The request; TimeoutError when none came in time, CancelledError once cancelled."""
         return self._future.result(timeout=timeout)
@@ -196,13 +227,30 @@ class StandinRequest:
 
 
 class StandinPicamera2:
-    """One camera from a `StandinPicamera2Module`; see the module docstring."""
+    """One camera from a `StandinPicamera2Module`; see the module docstring.
 
-    def __init__(self, module: StandinPicamera2Module, camera_num: int = 0, tuning: Any = None) -> None:
-        if module.faults.disconnected or not 0 <= camera_num < module.num_cameras:
-            raise IndexError("list index out of range")
-        self._module = module
-        self.camera_idx = camera_num
+    Made through `module.Picamera2(...)`, a subclass bound to its module (as picamera2's
+    Picamera2 is bound to its process-wide camera manager).
+    """
+
+    _module: StandinPicamera2Module  # set on the per-module subclass
+
+    def __init__(self, camera_num: int = 0, verbose_console: int | None = None, tuning: Any = None,
+                 allocator: Any = None) -> None:
+        module = self._module
+        module.constructed += 1
+        cameras = module.camera_info()
+        if camera_num >= len(cameras):  # picamera2 0.3.38's own test and message
+            raise RuntimeError(f'No camera number {camera_num} found - use "rpicam-hello --list-cameras" to '
+                               "check connected cameras")
+        number = cameras[camera_num]["Num"]  # a negative number past the start: IndexError, as there
+        if isinstance(tuning, str) and not os.path.isfile(tuning):
+            # picamera2 hands a str to libcamera (LIBCAMERA_RPI_TUNING_FILE), which fails to open
+            # the camera; picamera2 reports that as this.
+            raise RuntimeError("Camera __init__ sequence did not complete.")
+        self.camera_idx = number
+        self.tuning = tuning
+        self.allocator = allocator
         self.sensor_resolution = SENSOR_RESOLUTION
         self.sensor_format = SENSOR_FORMAT
         self.camera_config: dict[str, Any] | None = None
@@ -212,8 +260,11 @@ class StandinPicamera2:
         self._lock = threading.Condition()
         self._jobs: list[Future[StandinRequest]] = []  # queued capture jobs, oldest first
         self._outstanding = 0
-        self._sequence = 0
+        # Frame schedule: frame k is due at _t0_ns + (k - _k0) * _frame_ns (see the module docstring).
+        self._next_frame = 0  # the first frame no request has taken yet
+        self._k0 = 0
         self._t0_ns = 0
+        self._frame_ns = 33_333_000
         self.released_count = 0
         module.opened.append(self)
 
@@ -372,8 +423,13 @@ class StandinPicamera2:
             self.configure(config)
         if self.started:
             return
-        self._t0_ns = time.monotonic_ns()
-        self.started = True
+        if self._module.faults.disconnected:
+            raise RuntimeError(START_IO_ERROR)
+        with self._lock:
+            self._frame_ns = self._duration_ns()
+            self._k0 = self._next_frame
+            self._t0_ns = self._module.clock() + self._frame_ns  # the first exposure takes a frame
+            self.started = True
 
     def stop(self) -> None:
         """Stop streaming; a no-op if not started. Raises WouldBlockForever where picamera2 hangs."""
@@ -382,7 +438,9 @@ class StandinPicamera2:
         with self._lock:
             pending = [job for job in self._jobs if not job.done()]
         if pending:
-            _, not_done = wait_futures(pending, timeout=self._module.stop_grace_s)
+            # A job that is merely waiting for its frame finishes within a frame period.
+            grace = self._module.stop_grace_s + self._frame_ns / 1e9
+            _, not_done = wait_futures(pending, timeout=grace)
             if not_done:
                 raise WouldBlockForever(
                     "picamera2's stop() is a job queued behind pending capture jobs; with no frame coming "
@@ -414,7 +472,16 @@ class StandinPicamera2:
         self._check_open()
         for name in controls:
             self._check_control(name)
-        self._controls.update(controls)
+        with self._lock:
+            if self.started and "FrameDurationLimits" in controls:
+                # The new frame rate starts at the next frame: re-anchor the schedule there.
+                k = max(self._next_frame, self._first_due_at(self._module.clock()))
+                self._t0_ns, self._k0 = self._due(k), k
+                self._controls.update(controls)
+                self._frame_ns = self._duration_ns()
+            else:
+                self._controls.update(controls)
+            self._lock.notify_all()
         self._module.control_log.append(dict(controls))
 
     def capture_request(self, wait: bool | float | None = None,
@@ -425,14 +492,15 @@ class StandinPicamera2:
         if not self.started:
             raise RuntimeError("Camera is not started: call start() before capture_request()")
         future: Future[StandinRequest] = Future()
+        job = StandinJob(future)
         with self._lock:
+            queued_ns = self._module.clock()
             self._jobs.append(future)
-        thread = threading.Thread(target=self._produce, args=(future, signal_function), daemon=True,
+        thread = threading.Thread(target=self._produce, args=(job, queued_ns, signal_function), daemon=True,
                                   name="standin-picamera2-frame")
         thread.start()
         if wait is None:
             wait = signal_function is None
-        job = StandinJob(future)
         if wait is False:
             return job
         # A number is a timeout (picamera2's dispatch_functions); on TimeoutError the job stays queued.
@@ -458,50 +526,77 @@ class StandinPicamera2:
             if future in self._jobs:
                 self._jobs.remove(future)
 
-    def _produce(self, future: Future[StandinRequest], signal_function: Callable[[Any], None] | None) -> None:
-        """Make the next request; blocks while stalled, disconnected or out of buffers."""
+    def _duration_ns(self) -> int:
+        return max(1, int(self._controls.get("FrameDurationLimits", (33333, 33333))[0])) * 1000
+
+    def _due(self, k: int) -> int:
+        return self._t0_ns + (k - self._k0) * self._frame_ns
+
+    def _first_due_at(self, t_ns: int) -> int:
+        """The number of the first frame due at or after `t_ns`."""
+        return self._k0 + max(0, -(-(t_ns - self._t0_ns) // self._frame_ns))
+
+    def _produce(self, job: StandinJob, queued_ns: int,
+                 signal_function: Callable[[Any], None] | None) -> None:
+        """Deliver the first frame due at or after `queued_ns` (or after a stall ended)."""
+        future = job._future
         faults = self._module.faults
+        clock = self._module.clock
         try:
             with faults.lock:
                 error, faults.next_error = faults.next_error, None
             if error is not None:
                 raise error
             config = self.camera_config or {}
+            since: int | None = queued_ns  # frames before this are not this job's
             with self._lock:
-                # All buffers held by the application: the pipeline stalls, as on a Pi.
-                while self.started and not future.done() and (
-                        self._outstanding >= config.get("buffer_count", 1)
-                        or faults.stalled.is_set() or faults.disconnected):
-                    self._lock.wait(0.01)
-                if not self.started or future.done():
-                    return  # stopped or cancelled: the job never completes (or already failed)
+                while True:
+                    if not self.is_open or future.done():
+                        return  # closed or cancelled: the job never completes (or already failed)
+                    if (not self.started or self._outstanding >= config.get("buffer_count", 1)
+                            or faults.stalled.is_set() or faults.disconnected):
+                        # No frame is made while stopped, stalled, unplugged or with every buffer held
+                        # by the application; the next one is the first due once that is over (a job
+                        # queued before stop() stays queued, as in picamera2).
+                        since = None
+                        self._lock.wait(CLOCK_POLL_S)
+                        continue
+                    now = clock()
+                    if since is None:
+                        since = now
+                    if self._jobs and self._jobs[0] is not future:
+                        self._lock.wait(CLOCK_POLL_S)  # an earlier job is served first
+                        continue
+                    k = max(self._next_frame, self._first_due_at(since))
+                    due = self._due(k)
+                    if now >= due:
+                        break
+                    self._lock.wait(min((due - now) / 1e9, CLOCK_POLL_S))
+                # Taken off the queue now; signalled below, outside the lock, as picamera2 does.
+                self._jobs.remove(future)
+                self._next_frame = k + 1
                 self._outstanding += 1
-                index = self._sequence
-                self._sequence += 1
-            rgb = self._module.source(index)
+                self._lock.notify_all()
+            rgb = self._module.source(k)
             if rgb is None:
                 with self._lock:
                     self._outstanding -= 1
                 faults.stalled.set()  # out of frames: nothing more will ever complete
                 return
-            request = self._build_request(rgb, index)
-            with self._lock:
-                delivered = not future.done()
-                if delivered:
-                    future.set_result(request)
-                if future in self._jobs:
-                    self._jobs.remove(future)
-            if not delivered:  # cancelled while the frame was being made: hand the buffer back
+            request = self._build_request(rgb, due)
+            try:
+                future.set_result(request)
+            except InvalidStateError:  # failed or cancelled meanwhile: hand the buffer back
                 request.release()
                 return
             if signal_function is not None:
-                signal_function(StandinJob(future))
+                signal_function(job)
         except BaseException as exc:  # noqa: BLE001 - delivered to the waiter, as picamera2's Job does
             self._forget(future)
             if not future.done():
                 future.set_exception(exc)
 
-    def _build_request(self, rgb: np.ndarray, index: int) -> StandinRequest:
+    def _build_request(self, rgb: np.ndarray, sensor_ns: int) -> StandinRequest:
         config = self.camera_config or {}
         colour_space = config.get("colour_space") or StandinColorSpace.Sycc()
         main_cfg = config["main"]
@@ -514,7 +609,7 @@ class StandinPicamera2:
         exposure = self._controls.get("ExposureTime", min(duration, 20000))
         gain = float(self._controls.get("AnalogueGain", 1.0))
         metadata = {
-            "SensorTimestamp": self._t0_ns + index * int(duration) * 1000,
+            "SensorTimestamp": int(sensor_ns),
             "ExposureTime": int(exposure),
             "AnalogueGain": gain,
             "DigitalGain": 1.0,
@@ -579,25 +674,55 @@ class StandinPicamera2Module:
 
     source: a callable `index -> RGB array or None`, or a Clip.
     platform: "vc4" (Pi 4 and older: lores must be YUV) or "pisp" (Pi 5).
+    num_cameras: how many cameras libcamera lists (0: booted without one); may be changed.
     stop_grace_s: how long stop() waits for a queued capture job before raising WouldBlockForever.
+    clock: the sensor's clock, ns (CLOCK_MONOTONIC by default, as SensorTimestamp on a Pi).
+    tuning_files: what `Picamera2.load_tuning_file(name)` finds, by file name.
     """
 
+    Picamera2: type[StandinPicamera2]
+
     def __init__(self, source: FrameSource | Clip, *, platform: str = "vc4", num_cameras: int = 1,
-                 stop_grace_s: float = 0.5) -> None:
+                 stop_grace_s: float = 0.5, clock: Callable[[], int] = time.monotonic_ns,
+                 tuning_files: dict[str, dict[str, Any]] | None = None) -> None:
         if platform not in YUV_STRIDE_ALIGN:
             raise ValueError(f"platform: one of {', '.join(YUV_STRIDE_ALIGN)}, got {platform!r}")
         self.source: FrameSource = clip_source(source) if isinstance(source, Clip) else source
         self.platform = platform
         self.num_cameras = num_cameras
         self.stop_grace_s = stop_grace_s
+        self.clock = clock
+        self.tuning_files = dict(tuning_files or {})
         self.faults = _Faults()
         self.opened: list[StandinPicamera2] = []
         self.closed_count = 0
+        self.constructed = 0  # Picamera2() calls, failed ones included
         self.control_log: list[dict[str, Any]] = []
+        # picamera2.Picamera2 is a class with static methods; here it is one bound to this module.
+        self.Picamera2 = type("Picamera2", (StandinPicamera2,), {
+            "_module": self,
+            "global_camera_info": staticmethod(self.camera_info),
+            "load_tuning_file": staticmethod(self.load_tuning_file),
+        })
 
-    def Picamera2(self, camera_num: int = 0, tuning: Any = None) -> StandinPicamera2:
-        """Open a stand-in camera, like `picamera2.Picamera2(camera_num)`."""
-        return StandinPicamera2(self, camera_num, tuning)
+    def camera_info(self) -> list[dict[str, Any]]:
+        """What `Picamera2.global_camera_info()` returns: the listed cameras, in picamera2's order
+        (sorted by Id, descending, USB cameras last). Opens nothing."""
+        cameras = [{"Model": "imx708", "Location": 2, "Rotation": 180,
+                    "Id": f"/base/soc/i2c0mux/i2c@{num}/imx708@1a", "Num": num} for num in range(self.num_cameras)]
+        return sorted(cameras, key=lambda cam: ("/usb" not in cam["Id"], cam["Id"]), reverse=True)
+
+    def load_tuning_file(self, tuning_file: str, dir: str | None = None) -> dict[str, Any]:
+        """What `Picamera2.load_tuning_file` returns: `tuning_files[name]`, or the JSON file in
+        `dir`; RuntimeError("Tuning file not found") otherwise, as picamera2 raises."""
+        if dir is not None:
+            path = os.path.join(dir, tuning_file)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as fp:
+                    return dict(json.load(fp))
+        elif tuning_file in self.tuning_files:
+            return copy.deepcopy(self.tuning_files[tuning_file])
+        raise RuntimeError("Tuning file not found")
 
     # ---- fault injection -----------------------------------------------------------------------
     def stall(self) -> None:
@@ -609,7 +734,8 @@ class StandinPicamera2Module:
         self.faults.stalled.clear()
 
     def disconnect(self) -> None:
-        """Frames stop and opening a camera fails (it is no longer listed) until reconnect()."""
+        """A pulled cable: frames stop and start() fails, until reconnect(). The camera stays
+        listed (libcamera keeps a sensor probed at boot), so Picamera2() still succeeds."""
         self.faults.disconnected = True
 
     def reconnect(self) -> None:

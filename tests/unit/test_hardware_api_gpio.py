@@ -1,6 +1,6 @@
 """TriggerInput/OutputPin and StandinGPIO against what RPi.GPIO (source/py_gpio.c, event_gpio.c)
-and rpi-lgpio (RPi/GPIO, over lgpio) really do where the two differ: lgpio.error is not a
-RuntimeError, rpi-lgpio accepts a second edge detection, RPi.GPIO 0.7.1's edge detection fails
+and rpi-lgpio 0.6 (RPi/GPIO, over lgpio) really do where the two differ: lgpio.error is not a
+RuntimeError, a second edge detection conflicts in both, RPi.GPIO 0.7.1's edge detection fails
 on kernels >= 6.6, and importing rpi-lgpio fails where the working directory is not writable."""
 import sys
 from pathlib import Path
@@ -31,19 +31,36 @@ def test_lgpio_error_is_not_a_runtime_error_and_is_reachable_from_the_module() -
     assert gpio_errors(StandinGPIO()) == (RuntimeError, ValueError)
 
 
-def test_standin_rpi_lgpio_accepts_a_repeated_edge_detection() -> None:
-    gpio = StandinGPIO(library="rpi-lgpio")
+@pytest.mark.parametrize("library", ["RPi.GPIO", "rpi-lgpio"])
+def test_standin_refuses_a_repeated_edge_detection_like_both_libraries(library: str) -> None:
+    # rpi-lgpio 0.6 compares lgpio's edge constant with RPi.GPIO's on gpiochip v2 kernels (all of
+    # Raspberry Pi OS), so even the same edge and bouncetime conflict there, as in RPi.GPIO.
+    gpio = StandinGPIO(library=library)
     gpio.setmode(gpio.BCM)
     gpio.setup(17, gpio.IN, pull_up_down=gpio.PUD_UP)
     seen: list[str] = []
-    gpio.add_event_detect(17, gpio.FALLING, callback=lambda ch: seen.append("a"), bouncetime=None)
-    gpio.add_event_detect(17, gpio.FALLING, callback=lambda ch: seen.append("b"))  # same edge: accepted
-    with pytest.raises(RuntimeError, match="Conflicting edge detection"):
-        gpio.add_event_detect(17, gpio.FALLING, bouncetime=5)  # different bouncetime
+    gpio.add_event_detect(17, gpio.FALLING, callback=lambda ch: seen.append("a"), bouncetime=5)
+    for edge, bouncetime in ((gpio.FALLING, 5), (gpio.FALLING, 10), (gpio.RISING, 5)):
+        with pytest.raises(RuntimeError, match="Conflicting edge detection already enabled for this GPIO channel"):
+            gpio.add_event_detect(17, edge, callback=lambda ch: seen.append("b"), bouncetime=bouncetime)
     gpio.drive_low(17)
-    assert seen == ["a", "b"]
-    with pytest.raises(ValueError, match="not valid for outputs"):
-        gpio.setup(18, gpio.OUT, pull_up_down=gpio.PUD_OFF)  # rpi-lgpio refuses even PUD_OFF
+    assert seen == ["a"]
+
+
+def test_standin_pull_up_down_on_outputs_like_rpi_lgpio() -> None:
+    gpio = StandinGPIO(library="rpi-lgpio")
+    gpio.setmode(gpio.BCM)
+    gpio.setup(18, gpio.OUT, pull_up_down=gpio.PUD_OFF, initial=gpio.LOW)  # the default: accepted
+    for pull in (gpio.PUD_UP, None):
+        with pytest.raises(ValueError, match="not valid for outputs"):
+            gpio.setup(19, gpio.OUT, pull_up_down=pull)
+    with pytest.raises(ValueError, match="Invalid value for pull_up_down"):
+        gpio.setup(20, gpio.IN, pull_up_down=None)
+    rpi = StandinGPIO()
+    rpi.setmode(rpi.BCM)
+    rpi.setup(18, rpi.OUT, pull_up_down=rpi.PUD_OFF)
+    with pytest.raises(TypeError):
+        rpi.setup(19, rpi.IN, pull_up_down=None)  # RPi.GPIO parses it as a C int
 
 
 def test_standin_cleanup_before_setmode_does_nothing_like_both_libraries() -> None:

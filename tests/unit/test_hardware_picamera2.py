@@ -39,9 +39,11 @@ def test_two_streams_from_one_request_in_rgb(module: StandinPicamera2Module) -> 
     # RGB order survives libcamera's "RGB888" = [B, G, R] layout and the YUV420 lores.
     assert tuple(f0.main[10, 10]) == (220, 0, 0) and tuple(f0.main[10, 100]) == (0, 0, 220)
     assert abs(int(f0.lores[5, 5, 0]) - 220) < 12 and int(f0.lores[5, 5, 2]) < 20
-    # Both streams are the same exposure: the green level (frame number) matches.
-    assert int(f1.main[..., 1].mean()) == 10
-    assert abs(int(f1.lores[..., 1].mean()) - 10) < 6
+    # Both streams are the same exposure: the green level (frame number) matches. The frame
+    # number is 1 unless this thread was held up past a frame period (the stand-in is paced).
+    green = int(f1.main[..., 1].mean())
+    assert green >= 10 and green % 10 == 0
+    assert abs(int(f1.lores[..., 1].mean()) - green) < 6
     assert (f0.index, f1.index) == (0, 1)
     cam.close()
 
@@ -54,7 +56,9 @@ def test_metadata_and_timestamps(module: StandinPicamera2Module) -> None:
     assert f0.metadata["AnalogueGain"] == 4.0
     assert f0.metadata["LensPosition"] == 2.5
     assert "Lux" in f0.metadata
-    assert f1.timestamp_ns - f0.timestamp_ns == 33_333_000  # 30 fps frame duration
+    gap = f1.timestamp_ns - f0.timestamp_ns
+    assert gap > 0 and gap % 33_333_000 == 0  # 30 fps frame duration (more if a frame went by)
+    assert f1.timestamp_ns <= time.monotonic_ns()  # a sensor timestamp is never in the future
     assert f0.timestamp_ns == f0.metadata["SensorTimestamp"]
     assert abs(f0.wall_time_ns - time.time_ns()) < 5_000_000_000
     cam.close()
@@ -110,9 +114,14 @@ def test_stall_times_out_then_the_late_frame_is_used(module: StandinPicamera2Mod
     cam.close()
 
 
-def test_disconnected_camera_cannot_open(module: StandinPicamera2Module) -> None:
-    module.disconnect()
-    with pytest.raises(CameraDisconnected, match="cannot open: IndexError"):  # current picamera2
+def test_a_pulled_cable_fails_at_start_and_no_camera_is_disconnected(module: StandinPicamera2Module) -> None:
+    module.disconnect()  # the camera stays listed, as libcamera keeps a sensor probed at boot
+    with pytest.raises(CameraError, match="configure/start failed: Failed to start camera") as info:
+        Picamera2Camera(CONFIG, picamera2_module=module).start()
+    assert not isinstance(info.value, CameraDisconnected)
+    assert module.closed_count == 1 and not module.opened  # the half-opened camera was closed
+    module.num_cameras = 0  # not listed at all: booted without it
+    with pytest.raises(CameraDisconnected, match="not connected"):
         Picamera2Camera(CONFIG, picamera2_module=module).start()
 
 

@@ -170,7 +170,7 @@ def test_picamera2_standin_stall_then_disconnect_then_recovery() -> None:
                            on_status=lambda s: statuses.append(s.state))
     sup.start()
     assert wait_for(lambda: sup.stats().frames >= 3)
-    module.disconnect()  # frames stop, and reopening fails while unplugged
+    module.disconnect()  # a pulled cable: frames stop, and restarting fails while unplugged
     assert wait_for(lambda: sup.stats().errors >= 2)
     frames_before = sup.stats().frames
     module.reconnect()
@@ -178,9 +178,28 @@ def test_picamera2_standin_stall_then_disconnect_then_recovery() -> None:
     sup.stop()
     stats = sup.stats()
     assert stats.stalls >= 1 and stats.errors >= 2 and stats.restarts >= 2
-    assert CameraState.STALLED in statuses and CameraState.DISCONNECTED in statuses
+    # The camera stays listed, so it shows as stalled (captures time out) and error (start fails),
+    # never as disconnected, which is kept for a camera libcamera does not list.
+    assert CameraState.STALLED in statuses and CameraState.ERROR in statuses
+    assert CameraState.DISCONNECTED not in statuses
     assert statuses[-1] is CameraState.STOPPED
     assert sup.seconds_since_last_frame() is not None
+
+
+def test_picamera2_standin_no_camera_listed_is_disconnected_until_it_is() -> None:
+    module = StandinPicamera2Module(lambda i: np.zeros((48, 64, 3), np.uint8), num_cameras=0)
+    cfg = Picamera2Config(main_size=(64, 48), lores_size=(32, 24), exposure_us=None)
+    statuses: list[CameraState] = []
+    sup = CameraSupervisor(lambda: Picamera2Camera(cfg, picamera2_module=module), lambda f: None,
+                           capture_timeout_s=0.2, backoff_initial_s=0.01, backoff_max_s=0.02,
+                           on_status=lambda s: statuses.append(s.state))
+    sup.start()
+    assert wait_for(lambda: sup.stats().errors >= 3)
+    assert module.constructed == 0  # every retry stopped at global_camera_info()
+    module.num_cameras = 1
+    assert wait_for(lambda: sup.stats().frames >= 2)
+    sup.stop()
+    assert CameraState.DISCONNECTED in statuses and CameraState.RUNNING in statuses
 
 
 def test_bad_arguments_refused() -> None:
