@@ -8,11 +8,29 @@ its byte or entry quota, the oldest overview images go first, then the oldest or
 events and reads; alerts go last. Every dropped message is counted by kind, and its
 sequence number is kept in `losses` so health reports and HQ can account for the gap.
 
-Sequence numbers never repeat, even if the database is lost or salvaged: a ceiling is
-reserved in a small side file (`sequence.reserved`) before numbers below it are used.
+Sequence numbers do not repeat when the database is lost or salvaged, nor when it comes back
+older than it was by more than a block: a ceiling SEQ_BLOCK above the next number is reserved
+in a small side file (`sequence.reserved`) before numbers below it are used (so, when written,
+the ceiling is exactly next_seq + SEQ_BLOCK), and a clean close lowers it to exactly what was
+handed out. An open that finds the database lost, or its next_seq below the ceiling's block
+(proof that it went back past a reservation), continues at the ceiling, recording the numbers
+it skips in `skipped` (ranges) so that HQ's gap is accounted for. An ordinary unclean stop
+(a power cut, a kill) leaves the database's next_seq inside the block: committed messages are
+fsync'd (WAL, synchronous=FULL), so it is right, and nothing is skipped -- HQ sees no gap. What
+cannot be told from that is storage that lied about a sync and lost less than a block of
+commits: those numbers may be used again, and HQ keeps each such second message beside the
+first as a conflict (docs/wire-format.md, step 7), nothing deleted.
+
+Disk space: the quota is capped by what the filesystem has free, a database or disk full error
+on a commit makes room by the same quota policy and tries once more, and a small preallocated
+file (`<outbox>.reserve`) is given up on such an error so that drops and HQ's acks can still
+commit; it is made again once there is room.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import heapq
 import logging
 import os
 import sqlite3
@@ -28,7 +46,17 @@ from transport.errors import OutboxError, OutboxFull, OutboxTooLarge
 log = logging.getLogger(__name__)
 
 PRIORITY = {"alert": 0, "read": 1, "event": 1, "overview": 2}
-SEQ_BLOCK = 10_000
+# Numbers reserved at a time: one small fsync'd write per block; a database that comes back
+# older by more than this is detected (see the module docstring).
+SEQ_BLOCK = 1_000
+# Given up when the disk is full so that drops and acks can still commit; also the free space
+# the outbox leaves on the card for everything else (logs, the hot list).
+RESERVE_BYTES = 4 * 1024 * 1024
+# Rows of the queue one due() call reads at most looking for messages never published: they are
+# read once each, in order, so this bounds only a call after mark_sent() of many never offered.
+MAX_SCAN_ROWS = 5_000
+FREE_SPACE_CHECK_NS = 10**9  # statvfs at most once a second: a syscall, but commits can be many
+MAX_SKIPPED_KEPT = 1000  # ranges; one per unclean stop at most
 # The longest a message HQ keeps leaving unacknowledged waits between copies (see Outbox.due).
 MAX_BACKOFF_NS = 3600 * 10**9
 SCHEMA = """
@@ -43,6 +71,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_send ON outbox (priority, seq, kind);
 CREATE TABLE IF NOT EXISTS losses (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, dropped_ns INTEGER NOT NULL);
+-- seqs first..last never given to a message: passed over because the database came back below
+-- the reservation (a WAL lost, an unclean stop), so that none of them can be used twice
+CREATE TABLE IF NOT EXISTS skipped (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, skipped_ns INTEGER NOT NULL);
 """
 
 
@@ -70,17 +101,21 @@ class OutboxStats:
     ignored_by_hq: int = 0
     # new messages not kept because only more valuable ones were left to drop (no seq taken)
     refused: dict[str, int] = field(default_factory=dict)
+    # seqs passed over, never used, after the database came back below its reservation
+    # (ranges in Outbox.skipped_ranges): part of HQ's gap, like the drops
+    skipped: int = 0
 
 
 class Outbox:
     """A bounded, crash-safe queue of sealed messages. Thread-safe (one connection, one lock)."""
 
     def __init__(self, path: Path, *, quota_bytes: int = 512 * 1024 * 1024, max_entries: int = 1_000_000,
-                 max_losses_kept: int = 100_000) -> None:
+                 max_losses_kept: int = 100_000, reserve_bytes: int = RESERVE_BYTES) -> None:
         self.path = Path(path)
         self.quota_bytes = quota_bytes
         self.max_entries = max_entries
         self.max_losses_kept = max_losses_kept
+        self.reserve_bytes = reserve_bytes
         self._lock = threading.Lock()
         # Publish attempts live in memory on purpose: after a restart everything unacked is
         # sent again anyway, and updating a row would rewrite its blob. Their times are on the
@@ -95,46 +130,229 @@ class Outbox:
         self._tried: dict[int, int] = {}
         self._strikes: dict[int, int] = {}
         self._last_ack_ns = 0  # monotonic time of the last ack that removed something
+        # due()'s indexes, so that a tick never walks every message published and unacked (a
+        # backlog of 200k while HQ is down took 1.4 s a call, holding the lock from the camera):
+        # _prio: priority of each tried message; _waiting[strikes]: heap of (sent, seq) for those
+        # sent with that many strikes (one wait each, so sent order is due order whatever
+        # resend_after_ns due() is given), valid while _sent[seq] == sent; _ready: heap of
+        # (priority, seq) of tried messages due again, valid while seq is in _ready_set;
+        # _scanned[p]: every row of priority p up to that seq is tried or in _untried[p] (untried
+        # rows due() has already read).
+        self._prio: dict[int, int] = {}
+        self._waiting: dict[int, list[tuple[int, int]]] = {}
+        self._ready: list[tuple[int, int]] = []
+        self._ready_set: set[int] = set()
+        self._scanned: dict[int, int] = {}
+        self._untried: dict[int, set[int]] = {}
         self._seq_file = reservation_path(self.path)
+        self._reserve_file = self.path.with_name(self.path.name + ".reserve")
+        self._disk_cap = quota_bytes
+        self._next_disk_check = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._open()
-        self._next_seq, self._ceiling = self._load_sequence()
-        self._bytes, self._depth = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox").fetchone()
+        self._lock_fd = self._take_owner_lock()
+        try:
+            self._db = self._open()
+            self._bytes, self._depth = self._db.execute(
+                "SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox").fetchone()
+            self._next_seq, self._ceiling = self._load_sequence()
+        except BaseException:
+            self._release_owner_lock()
+            raise
+        self._make_reserve()
+        self._refresh_disk_cap(force=True)
 
     # -- opening and recovery -------------------------------------------------------------
-    def _open(self) -> sqlite3.Connection:
+    def _take_owner_lock(self) -> int | None:
+        """An exclusive flock on `<outbox>.lock` while this object has the outbox open: only the
+        owner (the node) may judge from the reservation that the database came back older, or
+        lower the reservation on close; `alpr-node outbox status` run beside a live node must do
+        neither. A file of its own: closing any other descriptor of outbox.db would drop
+        SQLite's own (POSIX) locks on it."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            result = db.execute("PRAGMA quick_check").fetchone()[0]
-            if result != "ok":
-                raise sqlite3.DatabaseError(result)
-            db.executescript(SCHEMA)
-            return db
-        except sqlite3.DatabaseError as exc:
-            raise OutboxError(
-                f"{self.path}: outbox database is corrupt ({exc}). Nothing has been deleted. "
-                f"Stop the service (`sudo systemctl stop alpr-node`), then run `sudo alpr-node outbox salvage "
-                f"--data-dir {self.path.parent}` to move it aside and copy every readable message into a new "
-                f"outbox (docs/operations.md, 'Recovery': 'Corrupt or truncated outbox')."
-            ) from exc
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            log.warning("outbox %s: cannot open %s (%s): opening as a second user (no reservation checks)",
+                        self.path, lock_path, exc)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None  # another process (or object) has it open: it is the owner
+        return fd
+
+    def _release_owner_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def _open(self) -> sqlite3.Connection:
+        for attempt in (0, 1):
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                result = db.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    raise sqlite3.DatabaseError(result)
+                db.executescript(SCHEMA)
+                return db
+            except sqlite3.DatabaseError as exc:
+                if _disk_full(exc):
+                    # Not corruption: salvage would not help. Opening may need a little room
+                    # (the shared-memory index, the new tables): the reserve is for this.
+                    if attempt == 0 and self._release_reserve(f"opening failed ({exc})"):
+                        continue
+                    raise OutboxError(f"{self.path}: cannot open the outbox: the disk is full ({exc}); free "
+                                      f"space in {self.path.parent}'s filesystem. Nothing has been deleted.") from exc
+                raise OutboxError(
+                    f"{self.path}: outbox database is corrupt ({exc}). Nothing has been deleted. "
+                    f"Stop the service (`sudo systemctl stop alpr-node`), then run `sudo alpr-node outbox salvage "
+                    f"--data-dir {self.path.parent}` to move it aside and copy every readable message into a new "
+                    f"outbox (docs/operations.md, 'Recovery': 'Corrupt or truncated outbox')."
+                ) from exc
+        raise AssertionError("unreachable")
 
     def _load_sequence(self) -> tuple[int, int]:
+        """(next seq, reserved ceiling) at open; see the module docstring for the rules."""
         row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
         max_seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
-        reserved = _read_int(self._seq_file)
-        # If the database was lost or salvaged, numbers up to the reserved ceiling may have
-        # been used already: start above it so HQ never sees one sequence number twice.
-        start = max(row[0] if row else 1, max_seq + 1, reserved if row is None else 1)
+        known = max(row[0] if row else 1, max_seq + 1)
+        try:
+            reserved = _read_int(self._seq_file)
+        except OutboxError as exc:
+            if row is None:
+                raise OutboxError(
+                    f"{self._seq_file}: the sequence reservation is unreadable ({exc.__cause__}) and {self.path} does "
+                    f"not say how far it got (no next_seq), so sequence numbers could be used twice. Nothing has "
+                    f"been changed. Find the highest seq HQ stored for this node (`alpr-hq nodes --gaps` shows "
+                    f"last_seq), then move {self._seq_file.name} aside and write a number well above it into "
+                    f"{self._seq_file} (e.g. that seq + {SEQ_BLOCK}) before starting the node again "
+                    f"(docs/operations.md, 'Recovery')."
+                ) from exc
+            # The database knows how far it got: one bad byte in the side file must not stop the
+            # node, nor may deleting the file by hand reuse numbers. Kept for whoever looks.
+            aside = _set_aside(self._seq_file, "unreadable")
+            ceiling = known + SEQ_BLOCK
+            self._write_reservation(ceiling)
+            log.error("outbox %s: %s unreadable (%s): moved to %s and rewritten as %d from the database's "
+                      "next_seq %d", self.path, self._seq_file, exc.__cause__, aside, ceiling, known)
+            return known, ceiling
+        start = known
+        lost = row is None and reserved > known
+        # The ceiling was written when next_seq reached ceiling - SEQ_BLOCK: a database below
+        # that went back past the write (a WAL lost or cut, a copy restored). Not judged by a
+        # second opener (`outbox status` beside the live node), which may read mid-block.
+        older = self._lock_fd is not None and known < reserved - SEQ_BLOCK
+        if lost or older:
+            # Numbers below the reservation may have been handed out already: continue above
+            # them, and say which ones were passed over, so that HQ's gap is accounted for.
+            start = reserved
+            self._record_skip(known, reserved - 1, lost=lost)
         return start, max(reserved, start)
+
+    def _record_skip(self, first: int, last: int, *, lost: bool) -> None:
+        log.warning("outbox %s: %s; continuing at seq %d above the reservation in %s: seqs %d..%d are never used "
+                    "(recorded in the outbox's `skipped` table)", self.path,
+                    "the database was lost or had no next_seq" if lost else
+                    "the database's next_seq is below the reservation's block (it came back older: its WAL lost or cut)",
+                    last + 1, self._seq_file, first, last)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?)", (first, last, time.time_ns()))
+            self._db.execute("INSERT INTO meta VALUES ('skipped', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
+                             (last - first + 1, last - first + 1))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (last + 1,))
+            self._db.execute("DELETE FROM skipped WHERE first < (SELECT first FROM skipped ORDER BY first DESC "
+                             "LIMIT 1 OFFSET ?)", (MAX_SKIPPED_KEPT - 1,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # Still safe: the reservation keeps these numbers from being used; only the record is missing.
+            self._rollback()
+            log.exception("outbox %s: could not record skipped seqs %d..%d", self.path, first, last)
+
+    def _write_reservation(self, value: int) -> None:
+        """Store the ceiling durably; on a full disk, give up the reserve and try once more."""
+        try:
+            _write_int(self._seq_file, value)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not self._release_reserve(f"writing {self._seq_file} failed ({exc})"):
+                raise
+            _write_int(self._seq_file, value)
+
+    # -- disk space -----------------------------------------------------------------------
+    def _make_reserve(self) -> None:
+        """Preallocate the reserve file (real blocks, not a sparse file) if it is missing."""
+        if self.reserve_bytes <= 0:
+            return
+        try:
+            fd = os.open(self._reserve_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0),
+                         0o600)
+        except OSError as exc:
+            log.warning("outbox %s: cannot keep a disk reserve in %s (%s)", self.path, self._reserve_file, exc)
+            return
+        try:
+            os.posix_fallocate(fd, 0, self.reserve_bytes)
+            os.fsync(fd)
+        except OSError as exc:
+            # No room yet: a half-allocated reserve would only take the space it is meant to keep.
+            log.warning("outbox %s: cannot preallocate the %d-byte disk reserve %s (%s); trying again once "
+                        "there is room", self.path, self.reserve_bytes, self._reserve_file, exc)
+            try:
+                os.unlink(self._reserve_file)
+            except OSError:
+                pass
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self, why: str) -> bool:
+        """Give the reserve's blocks back to the filesystem; True if there was one to give."""
+        try:
+            os.unlink(self._reserve_file)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("outbox %s: cannot release the disk reserve %s (%s)", self.path, self._reserve_file, exc)
+            return False
+        log.error("outbox %s: the disk is full: %s; released the %d-byte reserve %s so that drops and acks can "
+                  "commit", self.path, why, self.reserve_bytes, self._reserve_file)
+        return True
+
+    def _refresh_disk_cap(self, force: bool = False) -> None:
+        """Cap the quota by the room the filesystem has (at most once a second): the configured
+        quota alone never engages on a card that fills first, and SQLite then fails every commit."""
+        now = time.monotonic_ns()
+        if not force and now < self._next_disk_check:
+            return
+        self._next_disk_check = now + FREE_SPACE_CHECK_NS
+        try:
+            st = os.statvfs(self.path.parent)
+            page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            free_pages = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("outbox %s: cannot read the free space (%s); keeping the quota at %d bytes",
+                        self.path, exc, self._disk_cap)
+            return
+        free = st.f_bavail * st.f_frsize
+        # Halved: new pages are written twice (the WAL, then the database at a checkpoint). The
+        # database's own free pages (left by drops and acks) are reused without more disk.
+        room = max(0, free - self.reserve_bytes) // 2 + free_pages * page_size
+        self._disk_cap = self._bytes + room
+        if self.reserve_bytes > 0 and free >= 2 * self.reserve_bytes and not self._reserve_file.exists():
+            self._make_reserve()
+
+    def _quota(self) -> int:
+        return min(self.quota_bytes, self._disk_cap)
 
     # -- producer side --------------------------------------------------------------------
     def commit(self, kind: str, build: Callable[[int], bytes], now_ns: int | None = None) -> int:
         """Assign the next sequence number, build the sealed message for it, commit durably.
 
         `build(seq)` must return the sealed envelope bytes for that sequence number. The
-        message is on disk (fsync'd) when this returns.
+        message is on disk (fsync'd) when this returns. On a full disk, room is made by the
+        quota policy (OutboxFull if only more valuable messages are left) and the commit tried
+        once more; the sqlite3 error if that fails too.
         """
         if kind not in PRIORITY:
             raise ValueError(f"unknown outbox kind {kind!r}")
@@ -143,31 +361,45 @@ class Outbox:
             seq = self._next_seq
             if seq >= self._ceiling:
                 ceiling = seq + SEQ_BLOCK
-                _write_int(self._seq_file, ceiling)  # durable before any number below it is used
+                self._write_reservation(ceiling)  # durable before any number below it is used
                 self._ceiling = ceiling
             message = build(seq)
             size = len(message)
             if size > self.quota_bytes:
                 raise OutboxTooLarge(f"{self.path}: a {kind} of {size} bytes is larger than the whole outbox quota "
                                   f"({self.quota_bytes} bytes); raise outbox.quota_mb")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                freed, dropped, dropped_seqs = self._make_room(size, PRIORITY[kind], now_ns)
-                self._db.execute(
-                    "INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
-                    (seq, kind, PRIORITY[kind], now_ns, size, message),
-                )
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (seq + 1,))
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('committed', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
-                self._db.execute("COMMIT")
-            except OutboxFull:
-                self._rollback()
-                self._count_refused(kind, size)
-                raise
-            except BaseException:
-                self._rollback()
-                raise
+            self._refresh_disk_cap()
+            for attempt in (0, 1):
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    freed, dropped, dropped_seqs = self._make_room(size, PRIORITY[kind], now_ns)
+                    self._db.execute(
+                        "INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
+                        (seq, kind, PRIORITY[kind], now_ns, size, message),
+                    )
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (seq + 1,))
+                    self._db.execute(
+                        "INSERT INTO meta VALUES ('committed', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1")
+                    self._db.execute("COMMIT")
+                    break
+                except OutboxFull:
+                    self._rollback()
+                    self._count_refused(kind, size)
+                    raise
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    if attempt or not _disk_full(exc):
+                        raise
+                    # The card filled before the quota did: make room as the quota would (the
+                    # least valuable first), with the reserve's blocks to write the drops with.
+                    self._release_reserve(f"committing a {kind} of {size} bytes failed ({exc})")
+                    self._disk_cap = max(0, min(self._disk_cap, self._bytes) - size)
+                    self._next_disk_check = time.monotonic_ns() + FREE_SPACE_CHECK_NS
+                    log.error("outbox %s: disk full committing seq %d (%s): dropping by the quota policy down to "
+                              "%d bytes and trying once more", self.path, seq, kind, self._disk_cap)
+                except BaseException:
+                    self._rollback()
+                    raise
             # In-memory accounting changes only once the transaction is durable.
             self._next_seq = seq + 1
             self._bytes += size - freed
@@ -185,7 +417,8 @@ class Outbox:
         OutboxFull when only more valuable messages are left to drop (the caller rolls back).
         """
         freed, dropped, seqs = 0, 0, []
-        while self._depth - dropped > 0 and (self._bytes - freed + size > self.quota_bytes
+        quota = self._quota()
+        while self._depth - dropped > 0 and (self._bytes - freed + size > quota
                                              or self._depth - dropped + 1 > self.max_entries):
             # The least valuable priority present, then its oldest: two index lookups, where
             # ORDER BY priority DESC, seq ASC sorted the whole table for every message dropped.
@@ -232,6 +465,29 @@ class Outbox:
                     "not kept", self.path, kind, size)
 
     # -- uplink side ----------------------------------------------------------------------
+    def _wait(self, strikes: int, resend_after_ns: int) -> int:
+        return min(resend_after_ns << strikes, max(MAX_BACKOFF_NS, resend_after_ns))
+
+    def _push_waiting(self, seq: int, sent: int) -> None:
+        heapq.heappush(self._waiting.setdefault(min(self._strikes.get(seq, 0), 30), []), (sent, seq))
+
+    def _push_ready(self, seq: int) -> None:
+        if seq not in self._ready_set and seq in self._prio:
+            self._ready_set.add(seq)
+            heapq.heappush(self._ready, (self._prio[seq], seq))
+
+    def _compact(self) -> None:
+        """Rebuild the heaps when stale entries (lazy deletion) outnumber the live ones."""
+        if sum(map(len, self._waiting.values())) > 2 * len(self._sent) + 1024:
+            self._waiting = {}
+            for seq, sent in self._sent.items():
+                self._waiting.setdefault(min(self._strikes.get(seq, 0), 30), []).append((sent, seq))
+            for heap in self._waiting.values():
+                heapq.heapify(heap)
+        if len(self._ready) > 2 * len(self._ready_set) + 1024:
+            self._ready = [(self._prio[s], s) for s in self._ready_set]
+            heapq.heapify(self._ready)
+
     def due(self, limit: int, resend_after_ns: int, now_ns: int | None = None,
             max_resends: int | None = None) -> list[Pending]:
         """Messages never sent since start/reconnect, or sent longer ago than `resend_after_ns`
@@ -241,34 +497,76 @@ class Outbox:
         the queue, leave room for the ones behind them."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         with self._lock:
-            # Only the first `limit + tried` keys can qualify: read keys from the covering
-            # index, then fetch just the chosen blobs.
-            keys = self._db.execute("SELECT seq, kind FROM outbox ORDER BY priority, seq LIMIT ?",
-                                    (limit + len(self._tried),)).fetchall()
-            chosen, held_back, resends = [], [], 0
-            for seq, kind in keys:
+            for strikes, heap in self._waiting.items():
+                cutoff = now_ns - self._wait(strikes, resend_after_ns)
+                while heap and heap[0][0] < cutoff:
+                    sent, seq = heapq.heappop(heap)
+                    if self._sent.get(seq) == sent:
+                        self._push_ready(seq)
+            # The first `limit` tried messages that are due, in send order.
+            again: list[tuple[int, int]] = []
+            while self._ready and len(again) < limit:
+                prio, seq = heapq.heappop(self._ready)
+                if seq not in self._ready_set:
+                    continue  # stale: sent again, acked or dropped since
+                self._ready_set.discard(seq)
                 sent = self._sent.get(seq)
-                if sent is not None:
-                    backoff = resend_after_ns << min(self._strikes.get(seq, 0), 30)
-                    wait = min(backoff, max(MAX_BACKOFF_NS, resend_after_ns))
-                    if sent >= now_ns - wait:
-                        continue
+                if sent is not None and sent >= now_ns - self._wait(min(self._strikes.get(seq, 0), 30),
+                                                                    resend_after_ns):
+                    self._push_waiting(seq, sent)  # not due at this `now` (a caller's clock went back)
+                    continue
+                again.append((prio, seq))
+            for prio, seq in again:  # still due until mark_sent says they went
+                self._ready_set.add(seq)
+                heapq.heappush(self._ready, (prio, seq))
+            candidates = self._first_untried(limit) + again
+            candidates.sort()
+            chosen, held_back, resends = [], [], 0
+            for _, seq in candidates:
                 if seq in self._tried:
                     if max_resends is not None and resends >= max_resends:
-                        held_back.append((seq, kind))
+                        held_back.append(seq)
                         continue
                     resends += 1
-                chosen.append((seq, kind))
+                chosen.append(seq)
                 if len(chosen) >= limit:
                     break
             # room the messages never sent did not take goes to the copies held back
             chosen += held_back[:limit - len(chosen)]
+            self._compact()
             if not chosen:
                 return []
-            blobs = dict(self._db.execute(
-                f"SELECT seq, message FROM outbox WHERE seq IN ({','.join('?' * len(chosen))})",
-                [seq for seq, _ in chosen]).fetchall())
-        return [Pending(seq, kind, bytes(blobs[seq])) for seq, kind in chosen if seq in blobs]
+            rows = {seq: (kind, blob) for seq, kind, blob in self._db.execute(
+                f"SELECT seq, kind, message FROM outbox WHERE seq IN ({','.join('?' * len(chosen))})", chosen)}
+        return [Pending(seq, rows[seq][0], bytes(rows[seq][1])) for seq in chosen if seq in rows]
+
+    def _first_untried(self, limit: int) -> list[tuple[int, int]]:
+        """The first `limit` messages never published, as (priority, seq), in send order: those
+        read before and still untried, then rows beyond what was read, each row read once."""
+        found: list[tuple[int, int]] = []
+        budget = MAX_SCAN_ROWS
+        for prio in sorted(set(PRIORITY.values())):
+            untried = self._untried.setdefault(prio, set())
+            found += [(prio, seq) for seq in sorted(untried)[:limit - len(found)]]
+            while len(found) < limit:
+                if budget <= 0:
+                    return found  # a prefix of the send order: the rest is read by the next calls
+                rows = self._db.execute("SELECT seq FROM outbox WHERE priority=? AND seq>? ORDER BY seq LIMIT ?",
+                                        (prio, self._scanned.get(prio, 0),
+                                         min(budget, max(limit - len(found), 256)))).fetchall()
+                if not rows:
+                    break
+                budget -= len(rows)
+                for (seq,) in rows:
+                    self._scanned[prio] = seq
+                    if seq not in self._tried:
+                        untried.add(seq)
+                        found.append((prio, seq))
+                        if len(found) >= limit:
+                            break
+            if len(found) >= limit:
+                break
+        return found
 
     def mark_sent(self, seqs: Iterable[int], now_ns: int | None = None) -> None:
         """Record a publish attempt (in memory: after a restart, all is resent), for the messages
@@ -281,8 +579,8 @@ class Outbox:
             # A message the producer dropped under quota after due() chose it is gone: recorded
             # anyway, it would stay here (counted in flight) until the next reconnect, one more
             # with each such race while the outbox is full.
-            present = {row[0] for row in self._db.execute(
-                f"SELECT seq FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)}
+            present = dict(self._db.execute(
+                f"SELECT seq, priority FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs).fetchall())
             for seq in seqs:
                 if seq in present:
                     previous = self._tried.get(seq)
@@ -290,6 +588,10 @@ class Outbox:
                         self._strikes[seq] = self._strikes.get(seq, 0) + 1
                     self._sent[seq] = now_ns
                     self._tried[seq] = now_ns
+                    self._prio[seq] = present[seq]
+                    self._untried.get(present[seq], set()).discard(seq)
+                    self._ready_set.discard(seq)
+                    self._push_waiting(seq, now_ns)
 
     def reset_sent(self, since_ns: int | None = None) -> None:
         """Forget publish attempts (after a reconnect), so those unacked messages go again: all
@@ -297,15 +599,26 @@ class Outbox:
         schedule. A message's strikes stay (see due())."""
         with self._lock:
             if since_ns is None:
+                again = list(self._sent)
                 self._sent.clear()
+                self._waiting = {}
             else:
-                self._sent = {seq: t for seq, t in self._sent.items() if t < since_ns}
+                again = [seq for seq, t in self._sent.items() if t >= since_ns]
+                for seq in again:
+                    del self._sent[seq]  # their _waiting entries are stale now
+            for seq in again:
+                self._push_ready(seq)
+            self._compact()
 
     def _forget(self, seq: int) -> None:
         """Drop a message's publish records once it has left the outbox (acked or dropped)."""
         self._sent.pop(seq, None)
         self._tried.pop(seq, None)
         self._strikes.pop(seq, None)
+        self._ready_set.discard(seq)
+        prio = self._prio.pop(seq, None)
+        for untried in ([self._untried.get(prio, set())] if prio is not None else self._untried.values()):
+            untried.discard(seq)
 
     def in_flight(self, resend_after_ns: int | None = None, now_ns: int | None = None) -> int:
         """Messages published and not yet acknowledged (only those sent within `resend_after_ns`, if
@@ -318,29 +631,40 @@ class Outbox:
 
     def ack(self, seqs: Iterable[int], now_ns: int | None = None) -> int:
         """Delete messages HQ confirmed it stored; returns how many were still here (`now_ns`
-        on mark_sent's clock, monotonic by default: when HQ last showed it acknowledges)."""
+        on mark_sent's clock, monotonic by default: when HQ last showed it acknowledges). On a
+        full disk the reserve is given up and the ack tried once more."""
         seqs = list(seqs)
         if not seqs:
             return 0
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                placeholders = ",".join("?" * len(seqs))
-                freed, count = self._db.execute(
-                    f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE seq IN ({placeholders})", seqs
-                ).fetchone()
-                self._db.execute(f"DELETE FROM outbox WHERE seq IN ({placeholders})", seqs)
-                for seq in seqs:
-                    self._forget(seq)
-                if count:
-                    self._last_ack_ns = time.monotonic_ns() if now_ns is None else now_ns
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('acked', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
-                    (count, count))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+            for attempt in (0, 1):
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    placeholders = ",".join("?" * len(seqs))
+                    freed, count = self._db.execute(
+                        f"SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox WHERE seq IN ({placeholders})", seqs
+                    ).fetchone()
+                    self._db.execute(f"DELETE FROM outbox WHERE seq IN ({placeholders})", seqs)
+                    self._db.execute(
+                        "INSERT INTO meta VALUES ('acked', ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
+                        (count, count))
+                    self._db.execute("COMMIT")
+                    break
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    # An ack is what frees room: it must not fail for want of the WAL space to write it.
+                    if attempt or not _disk_full(exc) or not self._release_reserve(f"an ack failed ({exc})"):
+                        raise
+                except BaseException:
+                    self._rollback()
+                    raise
+            # Only once the DELETE is durable: an ack whose COMMIT failed (disk full, card remounted
+            # read-only) leaves the messages here, and forgetting their publish times would make
+            # them look never sent, so due() would hand them out again at the very next tick.
+            for seq in seqs:
+                self._forget(seq)
+            if count:
+                self._last_ack_ns = time.monotonic_ns() if now_ns is None else now_ns
             self._bytes -= freed
             self._depth -= count
             return count
@@ -364,7 +688,7 @@ class Outbox:
             depth=self._depth, bytes=self._bytes,
             oldest_age_s=(now_ns - oldest) / 1e9 if oldest else 0.0,
             committed=meta.get("committed", 0), acked=meta.get("acked", 0), dropped=dropped, ignored_by_hq=ignored,
-            refused=refused,
+            refused=refused, skipped=meta.get("skipped", 0),
         )
 
     def losses(self, limit: int = 1000) -> list[tuple[int, str]]:
@@ -372,66 +696,237 @@ class Outbox:
         with self._lock:
             return self._db.execute("SELECT seq, kind FROM losses ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
 
-    def close(self) -> None:
-        """Close the database; safe to call twice."""
+    def skipped_ranges(self, limit: int = 100) -> list[tuple[int, int]]:
+        """Ranges (first, last) of sequence numbers never used (see the `skipped` table), newest first."""
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None  # type: ignore[assignment]
+            return self._db.execute("SELECT first, last FROM skipped ORDER BY first DESC LIMIT ?",
+                                    (limit,)).fetchall()
+
+    def close(self) -> None:
+        """Close the database; safe to call twice. The owner lowers the reservation to exactly the
+        next seq, so that the next open can tell a clean stop from a database that came back older."""
+        with self._lock:
+            if self._db is None:
+                return
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+            if self._lock_fd is not None and self._ceiling > self._next_seq:
+                try:
+                    _write_int(self._seq_file, self._next_seq)
+                    self._ceiling = self._next_seq
+                except OSError as exc:
+                    # Still safe: the next open skips to the old ceiling and records the skip.
+                    log.warning("outbox %s: could not lower the reservation %s to %d (%s)", self.path,
+                                self._seq_file, self._next_seq, exc)
+            self._release_owner_lock()
 
 
-def salvage(path: Path) -> tuple[Path, int]:
-    """Move a corrupt outbox aside and copy every readable message into a fresh one.
+SALVAGED = "salvaged:"  # meta key prefix: an aside file whose messages this outbox already holds
 
-    Returns (where the corrupt file went, how many messages were recovered). Messages that
-    cannot be read are logged; their sequence numbers are unknown, so HQ sees them as a gap.
+
+def salvage(path: Path) -> tuple[Path | None, int]:
+    """Copy every readable message of a corrupt outbox into a new one, and move the old aside.
+
+    Returns (where the corrupt file went, how many messages the new outbox holds). Safe to kill
+    at any point and to run again: the new outbox is built under a temp name and fsynced first,
+    the old files are kept under a new, unique `<outbox>.corrupt-<time>-<n>` name (never over an
+    earlier one), and only then is the new one renamed into place. A run also reads earlier
+    `*.corrupt-*` files that the current outbox does not record as copied (an interrupted
+    salvage), naming them in the log. Messages that cannot be read are logged; their sequence
+    numbers are unknown, so HQ sees them as a gap. Stop the node first.
     """
     path = Path(path)
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(path) + suffix)
-        if src.exists():
-            os.replace(src, Path(str(aside) + suffix))
-    recovered: list[tuple] = []
-    next_seq = 1
+    lock_path = path.with_name(path.name + ".lock")
+    lock_fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            # The node (the lock's owner while it has the outbox open) would go on writing into
+            # the file being moved aside, and those reads would be lost.
+            raise OutboxError(f"{path}: the outbox is open by a running node; stop it first "
+                              f"(`sudo systemctl stop alpr-node`), then salvage") from None
+        return _salvage(path)
+    finally:
+        os.close(lock_fd)
+
+
+def _salvage(path: Path) -> tuple[Path | None, int]:
+    folder = path.parent
+    for stale in folder.glob(f"{path.name}.salvage-*"):
+        # A temp outbox of an interrupted run: everything in it came from files still here.
+        log.warning("salvage %s: removing %s, left by an interrupted salvage", path, stale)
+        stale.unlink()
+    consumed = _salvaged_from(path) if path.exists() else set()
+    earlier = sorted(p for p in folder.glob(f"{path.name}.corrupt-*")
+                     if not p.name.endswith(("-wal", "-shm")) and p.name not in consumed)
+    if earlier:
+        log.warning("salvage %s: also reading %s, set aside by an earlier salvage that did not finish (or not "
+                    "copied since)", path, ", ".join(str(p) for p in earlier))
+    sources = ([path] if path.exists() else []) + earlier
+    try:
+        reserved: int | None = _read_int(reservation_path(path))
+    except OutboxError as exc:
+        log.error("salvage %s: %s", path, exc)
+        reserved = None
+    rows: dict[int, tuple] = {}
+    losses: dict[int, tuple] = {}
+    skipped: dict[int, tuple] = {}
+    next_seqs: list[int] = []
+    for source in sources:
+        next_seq = _read_source(source, reserved or 0, rows, losses, skipped)
+        if next_seq is not None:
+            next_seqs.append(next_seq)
+    if reserved is None and not next_seqs:
+        raise OutboxError(
+            f"{reservation_path(path)}: the sequence reservation is unreadable and no outbox file here says how far "
+            f"the node got (no next_seq), so sequence numbers could be used twice. Nothing has been changed. Find "
+            f"the highest seq HQ stored for this node (`alpr-hq nodes --gaps` shows last_seq), move the file aside, "
+            f"write a number well above that seq into it, then run salvage again (docs/operations.md, 'Recovery').")
+    top = max([reserved or 0, 1] + next_seqs + [seq + 1 for seq in rows])
+    aside = _unique_aside(path) if sources and sources[0] == path else None
+    tmp = path.with_name(f"{path.name}.salvage-{os.getpid()}")
+    new = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        # A rollback journal, not WAL: when COMMIT returns the whole outbox is in this one file,
+        # which can then be renamed into place with nothing beside it.
+        new.execute("PRAGMA journal_mode=DELETE")
+        new.execute("PRAGMA synchronous=FULL")
+        new.executescript(SCHEMA)
+        new.execute("BEGIN IMMEDIATE")
+        new.executemany("INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
+                        list(rows.values()))
+        new.executemany("INSERT INTO losses VALUES (?,?,?)", list(losses.values()))
+        new.executemany("INSERT INTO skipped VALUES (?,?,?)", list(skipped.values()))
+        new.execute("INSERT INTO meta VALUES ('next_seq', ?)", (top,))
+        new.execute("INSERT INTO meta VALUES ('committed', ?)", (len(rows),))
+        for source in ([aside] if aside else []) + earlier:
+            new.execute("INSERT OR REPLACE INTO meta VALUES (?, 1)", (SALVAGED + source.name,))
+        new.execute("COMMIT")
+    finally:
+        new.close()
+    _fsync(tmp)
+    _fsync(folder)
+    if aside is not None:
+        # Links first: at every instant the old files exist under one name or the other.
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                os.link(src, Path(str(aside) + suffix))  # FileExistsError, never an overwrite
+        _fsync(folder)
+        for suffix in ("-wal", "-shm"):
+            # The old WAL must not meet the new database: SQLite would replay it into it.
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    os.replace(tmp, path)
+    _fsync(folder)
+    log.warning("salvage %s: %d message(s) recovered, sequence continues at %d; old files kept as %s*",
+                path, len(rows), top, aside)
+    return aside, len(rows)
+
+
+def _salvaged_from(path: Path) -> set[str]:
+    """Names of aside files the outbox at `path` records as copied into it (none if unreadable)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {key[len(SALVAGED):] for (key,) in db.execute(
+                "SELECT key FROM meta WHERE key LIKE ?", (SALVAGED + "%",))}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return set()
+
+
+def _read_source(source: Path, reserved: int, rows: dict[int, tuple], losses: dict[int, tuple],
+                 skipped: dict[int, tuple]) -> int | None:
+    """Add every readable message (and loss/skip record) of one outbox file; its next_seq, if readable."""
+    next_seq = None
+    try:
+        old = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        log.error("salvage %s: database unreadable (%s)", source, exc)
+        return None
+    try:
+        try:
+            old.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            # Not a database at all (or its first page gone): nothing to probe, key by key or otherwise.
+            log.error("salvage %s: database unreadable (%s)", source, exc)
+            return None
         try:
             row = old.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-            next_seq = row[0] if row else 1
+            next_seq = row[0] if row else None
         except sqlite3.DatabaseError as exc:
-            log.error("salvage %s: meta table unreadable (%s)", aside, exc)
+            log.error("salvage %s: meta table unreadable (%s)", source, exc)
+        for table, into in (("losses", losses), ("skipped", skipped)):
+            try:
+                for rec in old.execute(f"SELECT * FROM {table}"):
+                    into.setdefault(rec[0], rec)
+            except sqlite3.DatabaseError as exc:
+                log.error("salvage %s: %s table unreadable (%s)", source, table, exc)
         try:
-            seqs = [r[0] for r in old.execute("SELECT seq FROM outbox ORDER BY seq")]
+            seqs: Iterable[int] = [r[0] for r in old.execute("SELECT seq FROM outbox ORDER BY seq")]
         except sqlite3.DatabaseError as exc:
             # The table scan crosses a damaged page: probe each possible key on its own, so
             # every message on an intact page is still found.
-            upper = max(next_seq, _read_int(reservation_path(path)), 1)
-            log.error("salvage %s: scan failed (%s); probing seq 1..%d one by one", aside, exc, upper)
+            upper = max(next_seq or 0, reserved, 1)
+            log.error("salvage %s: scan failed (%s); probing seq 1..%d one by one", source, exc, upper)
             seqs = range(1, upper + 1)
         for seq in seqs:
+            if seq in rows:
+                continue
             try:
                 row = old.execute(
                     "SELECT seq, kind, priority, created_ns, size, message FROM outbox WHERE seq=?", (seq,)).fetchone()
             except sqlite3.DatabaseError as exc:
-                log.error("salvage %s: message seq %d unreadable (%s)", aside, seq, exc)
+                log.error("salvage %s: message seq %d unreadable (%s)", source, seq, exc)
                 continue
             if row is not None:
-                recovered.append(row)
-        old.close()
+                rows[seq] = row
     except sqlite3.DatabaseError as exc:
-        log.error("salvage %s: database unreadable (%s); starting an empty outbox", aside, exc)
-    box = Outbox(path)
-    with box._lock:
-        box._db.execute("BEGIN IMMEDIATE")
-        box._db.executemany(
-            "INSERT OR IGNORE INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
-            [r for r in recovered if r])
-        top = max([next_seq, box._next_seq] + [r[0] + 1 for r in recovered if r])
-        box._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', ?)", (top,))
-        box._db.execute("COMMIT")
-    box.close()
-    return aside, len(recovered)
+        log.error("salvage %s: database unreadable (%s)", source, exc)
+    finally:
+        old.close()
+    return next_seq
+
+
+def _unique_aside(path: Path) -> Path:
+    """`<outbox>.corrupt-<time>-<n>` with none of its -wal/-shm names taken: two runs in one
+    second (or a rerun) must never put their files over an earlier run's."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        if not any(Path(str(aside) + suffix).exists() for suffix in ("", "-wal", "-shm")):
+            return aside
+    raise OutboxError(f"{path}: 1000 salvage copies made this second; not making another")
+
+
+def _set_aside(path: Path, why: str) -> Path:
+    """Rename `path` to a new `<name>.<why>-<time>-<n>` (never over an existing file); returns it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
+        try:
+            os.link(path, aside)
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return aside
+    raise OutboxError(f"{path}: cannot find a free name to move it aside")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL: 'database or disk is full' (ENOSPC on a write, or the WAL unable to grow)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc)
 
 
 def reservation_path(db_path: Path) -> Path:

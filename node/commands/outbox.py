@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "salvage":
             aside, count = outbox.salvage(path)
-            print(f"moved the corrupt outbox to {aside}; recovered {count} messages into {path}")
+            moved = f"moved the corrupt outbox to {aside}" if aside else "no outbox to move aside"
+            print(f"{moved}; recovered {count} messages into {path} (earlier set-aside files it read, if any, "
+                  f"are named in the log above)")
             return 0
         box = outbox.Outbox(path)
         try:
