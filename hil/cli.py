@@ -153,7 +153,8 @@ def _pace_figures(result: RunResult) -> str:
 def _details(result: RunResult) -> list[str]:
     """The lines under a scenario's summary: problems, then each vehicle not read right and each false read."""
     note = result.real_time_note()
-    out = [*result.errors, *([note] if note else []), *result.expectation_failures(), *result.judgement.problems]
+    out = [*result.errors, *([note] if note else []), *result.expectation_failures(),
+           *result.judgement.lane_failures(), *result.judgement.problems]
     for v in result.judgement.vehicles:
         if v.correct or (v.excused and not v.matches):
             continue

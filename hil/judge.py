@@ -19,10 +19,17 @@ data lost. (A message the outbox refused, OutboxFull, took no seq and is no gap.
 What the node logged committing per pass (read / no_read, and which seqs its outbox dropped
 under quota: hil.nodelog) is attached to each trigger, so a pass whose message never reached
 HQ because it was dropped still shows what it ended in.
+Lanes: a clip's ground truth has no lane (docs/clips.md), but each vehicle drives its own
+lane's loop. Where the scenario wires the node's inputs itself ([[node.triggers]], `wiring`:
+pin → name and lane), a vehicle's lane is the lane of the pin of its own loop edge, and every
+read of it must be stored in that lane; only the wired pins' edges are then expected to end in a
+message (the node does not listen to the others). Without that wiring the node puts every pin
+in lane "1" and no lane is judged.
 """
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +134,15 @@ class VehicleResult:
     excused: str | None = None
     # node runs (0-based) that saw the vehicle pass and sent no read for it (see Judge._outcome)
     missed_runs: list[int] = field(default_factory=list)
+    # the lane its reads must be stored in (its own loop's, as the scenario wires it); None: not judged
+    lane: str | None = None
+
+    @property
+    def wrong_lane(self) -> list[ReadMatch]:
+        """Its reads that HQ stored in another lane than the vehicle's."""
+        if self.lane is None:
+            return []
+        return [m for m in self.matches if m.read.lane != self.lane]
 
     @property
     def duplicate_correct(self) -> bool:
@@ -199,6 +215,13 @@ class Judgement:
                 out.append(min(firsts))
         return out
 
+    def lane_failures(self) -> list[str]:
+        """One line per read stored in another lane than its vehicle's (see VehicleResult.lane)."""
+        return [f"wrong lane: {v.plate} drives lane {v.lane}'s loop ({v.trigger}), but HQ stored its read "
+                f"{m.read.plate} (seq {m.read.seq}, run {m.run + 1}, trigger {m.read.trigger_id}) in lane "
+                f"{m.read.lane if m.read.lane is not None else '(none)'}"
+                for v in self.vehicles for m in v.wrong_lane]
+
     def figures(self) -> dict[str, Any]:
         """The per-scenario figures: vehicles, correct, missed, duplicates, latency, data lost."""
         lat = self.latencies
@@ -213,6 +236,7 @@ class Judgement:
             "duplicates": sum(1 for v in self.vehicles if v.outcome == "duplicate"),
             "re_reads_after_restart": sum(1 for v in self.vehicles if v.outcome == "re-read after restart"),
             "phantom_reads": len(self.phantom_reads),
+            "wrong_lane": sum(1 for v in self.vehicles if v.wrong_lane),
             "triggers": len(self.triggers),
             "triggers_unaccounted": sum(1 for t in self.triggers if t.outcome == "unaccounted"),
             "triggers_without_message": sum(1 for t in self.triggers if t.outcome == "suppressed as duplicate"),
@@ -268,13 +292,24 @@ class Judge:
     """Matches HQ's rows to a clip's ground truth for a set of node runs."""
 
     def __init__(self, clip: Clip, runs: list[NodeRun], wall_minus_mono_ns: int, *, speed: float,
-                 excused_ns: list[tuple[int, int, str]] | None = None) -> None:
+                 excused_ns: list[tuple[int, int, str]] | None = None,
+                 wiring: dict[int, tuple[str, str]] | None = None) -> None:
+        """wiring: BCM pin → (trigger name, lane) of the node's [[triggers]] when the scenario sets
+        them (hil.scenario.Scenario.wiring); None when the node wires the clip's own pins."""
+        if wiring:
+            # The node names its passes after its [[triggers]], which may not be the clip's labels.
+            clip = dataclasses.replace(clip, triggers=tuple(
+                dataclasses.replace(t, name=wiring[t.pin][0]) if t.pin in wiring else t for t in clip.triggers))
         self.clip = clip
         self.runs = runs
         self.offset = wall_minus_mono_ns
         self.speed = speed
         self.excused = excused_ns or []
-        self.falling = [t for t in clip.triggers if t.edge == "falling"]
+        self.wiring = wiring
+        # every loop a vehicle drove (its own trigger, its lane) ...
+        self._all_falling = [t for t in clip.triggers if t.edge == "falling"]
+        # ... and those the node listens to, each of which must end in a message
+        self.falling = [t for t in self._all_falling if not wiring or t.pin in wiring]
         period = clip.duration_ns // max(1, len(clip) - 1)
         self.tolerance = max(150_000_000, int(1.5 * period))
         self._by_name: dict[str, list[TriggerRecord]] = {}
@@ -350,6 +385,8 @@ class Judge:
         own_trigger = [self._own_trigger(v.t_start_ns, v.t_end_ns) for v in self.clip.vehicles]
         for result, edge in zip(vehicles, own_trigger):
             result.trigger = f"{edge.name}@{edge.t_ns / 1e9:.2f}s" if edge else None
+            if edge is not None and self.wiring and edge.pin in self.wiring:
+                result.lane = self.wiring[edge.pin][1]
         phantoms: list[ReadMatch] = []
         for read in sorted(reads, key=lambda r: r.seq):
             run, clip_t = self._place(read.trigger_id, read.capture_ns, origins)
@@ -411,7 +448,7 @@ class Judge:
 
     def _own_trigger(self, start_ns: int, end_ns: int) -> TriggerRecord | None:
         """The loop edge a vehicle fires: a falling edge inside (or just before) its legible window."""
-        near = [e for e in self.falling if start_ns - 500_000_000 <= e.t_ns <= end_ns]
+        near = [e for e in self._all_falling if start_ns - 500_000_000 <= e.t_ns <= end_ns]
         middle = (start_ns + end_ns) // 2
         return min(near, key=lambda e: abs(e.t_ns - middle)) if near else None
 
@@ -433,10 +470,10 @@ class Judge:
                 return why
         return None
 
-    def _release_ns(self, name: str, t_ns: int) -> int:
-        """Clip time the trigger `name`, active at `t_ns`, next went inactive (`t_ns` if never)."""
-        return next((e.t_ns for e in self.clip.triggers if e.edge == "rising" and e.name == name and e.t_ns >= t_ns),
-                    t_ns)
+    def _release_ns(self, edge: TriggerRecord) -> int:
+        """Clip time the input that `edge` made active next went inactive (`edge.t_ns` if never)."""
+        return next((e.t_ns for e in self.clip.triggers if e.edge == "rising" and e.pin == edge.pin
+                     and e.t_ns >= edge.t_ns), edge.t_ns)
 
     def _missed_runs(self, v: VehicleResult, t_end_ns: int, own: TriggerRecord | None, origins: dict[int, int],
                      no_read_in: set[int]) -> list[int]:
@@ -460,7 +497,7 @@ class Judge:
                     continue
                 released = t_end_ns
                 if own is not None:
-                    released = max(released, self._release_ns(own.name, own.t_ns))
+                    released = max(released, self._release_ns(own))
                 if run.index not in no_read_in and released + PASS_CLOSE_NS > cut_at:
                     continue
             out.append(run.index)
@@ -517,7 +554,7 @@ class Judge:
             for edge in self.falling:
                 outcome = seen.get((run.index, edge.t_ns))
                 if outcome is None:
-                    rise = self._release_ns(edge.name, edge.t_ns)
+                    rise = self._release_ns(edge)
                     if cut_at is not None and rise + PASS_CLOSE_NS > cut_at:
                         outcome = "cut by power loss"
                     else:

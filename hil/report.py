@@ -1,7 +1,8 @@
 """Reports of judged runs: JUnit XML (for CI) and a self-contained HTML page (for people).
 
 JUnit: one <testsuite> per scenario; test cases "data path: exactly once", "every trigger ends in
-a read or a no_read event", one per vehicle, and one for false reads. A vehicle that was not
+a read or a no_read event", one per vehicle, one for lanes (where the scenario wires the node's
+inputs: hil.judge) and one for false reads. A vehicle that was not
 read correctly is a <failure> with the reason when the scenario's plate marks (min_correct,
 min_read) were missed; when they held, the scenario allows it (close-following admits one
 misread), and the case passes with "allowed by [expect]" and the reason in its <system-out>, so
@@ -89,6 +90,11 @@ def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -
             lat = [m.latency_s for m in v.matches if m.latency_s is not None]
             _case(suite, f"vehicle {v.plate} ({v.t_start_s:.2f}-{v.t_end_s:.2f}s)", min(lat) if lat else 0.0, failure,
                   output, not_judged=note if k in late else None)
+        judged_lanes = [v for v in j.vehicles if v.lane is not None]
+        if judged_lanes:
+            # Only where the scenario wires the node's inputs ([[node.triggers]]): else no lane is known.
+            _case(suite, "every read stored in its vehicle's lane", 0.0, "\n".join(j.lane_failures()) or None,
+                  ", ".join(f"{v.plate}: lane {v.lane}" for v in judged_lanes))
         _case(suite, "no false reads (reads outside every vehicle's window)", 0.0,
               ("; ".join(f"{m.read.plate} ({m.read.confidence:.2f}) seq {m.read.seq}" for m in j.phantom_reads)
                or None))
@@ -195,7 +201,8 @@ def _scenario_html(r: RunResult) -> str:
             f"({len(r.clip)} frames, {r.clip.duration_ns / 1e9:.1f}s), speed {s.speed:g}, faults: "
             f"{html.escape(faults)}</small></p>")]
     note = r.real_time_note()
-    for problem in [*r.errors, *([note] if note else []), *r.expectation_failures(), *j.problems]:
+    for problem in [*r.errors, *([note] if note else []), *r.expectation_failures(), *j.lane_failures(),
+                    *j.problems]:
         out.append(f"<p class='{'warn' if problem == note else 'bad'}'>{html.escape(problem)}</p>")
     lags = [p.max_lag_s for p in r.pace if p.max_lag_s is not None]
     if lags:
@@ -216,7 +223,8 @@ def _scenario_html(r: RunResult) -> str:
         label = v.outcome + (f" (excused: {v.excused})" if v.excused else "")
         rows = v.matches or [None]
         for k, m in enumerate(rows):
-            head = (f"<td rowspan='{len(rows)}'>{html.escape(v.plate)}<br><small>{html.escape(v.trigger or '')}</small></td>"
+            where = (v.trigger or "") + (f", lane {v.lane}" if v.lane is not None else "")
+            head = (f"<td rowspan='{len(rows)}'>{html.escape(v.plate)}<br><small>{html.escape(where)}</small></td>"
                     f"<td rowspan='{len(rows)}'>{v.t_start_s:.2f}-{v.t_end_s:.2f}s</td>"
                     f"<td rowspan='{len(rows)}' class='{cls}'>{html.escape(label)}</td>") if k == 0 else ""
             if m is None:

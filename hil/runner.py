@@ -81,7 +81,11 @@ class RunResult:
 
     @property
     def _clean(self) -> bool:
-        return not self.errors and self.judgement.data_path_ok and self.judgement.every_trigger_has_a_message
+        # A read stored in the wrong lane is the node's doing whatever the machine's pace (the
+        # lane comes from the pass a read is credited to, not from timing a frame), so it fails
+        # the run and is never excused as INCONCLUSIVE.
+        return (not self.errors and self.judgement.data_path_ok and self.judgement.every_trigger_has_a_message
+                and not self.judgement.lane_failures())
 
     @property
     def real_time_limit_s(self) -> float | None:
@@ -242,10 +246,12 @@ class RunResult:
                           "note": self.real_time_note(), "node_runs": [vars(p) for p in self.pace]},
             "expect": vars(self.scenario.expect),
             "figures": j.figures(), "errors": self.errors, "expectation_failures": self.expectation_failures(),
-            "problems": j.problems, "node_exit_codes": self.node_exit_codes,
+            "problems": j.problems, "node_exit_codes": self.node_exit_codes, "lane_failures": j.lane_failures(),
             "vehicles": [{"plate": v.plate, "outcome": v.outcome, "excused": v.excused, "trigger": v.trigger,
+                          "lane": v.lane,
                           "reads": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq,
-                                     "run": m.run, "correct": m.correct, "latency_s": m.latency_s}
+                                     "run": m.run, "correct": m.correct, "latency_s": m.latency_s,
+                                     "lane": m.read.lane}
                                     for m in v.matches]} for v in j.vehicles],
             "phantom_reads": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq}
                               for m in j.phantom_reads],
@@ -295,9 +301,14 @@ class ScenarioRunner:
             # chattering trigger's would be, unless a scenario sets a limit of its own.
             "pipeline": {"max_no_reads_per_min": 600},
         }
+        if not clip.triggers and not s.triggers:
+            # Nothing to trigger on: the node refuses triggered mode then (it would read nothing),
+            # so a clip without trigger edges is read as a camera without inputs is, continuously,
+            # unless the scenario sets a mode of its own.
+            sections["pipeline"]["mode"] = "continuous"
         for name, values in s.node.items():
             sections.setdefault(name, {}).update(values)
-        return tomlout.document(sections)
+        return tomlout.document(sections) + _triggers_toml(s.triggers)
 
     # -- processes -------------------------------------------------------------------------
     def _track(self, proc: subprocess.Popen) -> subprocess.Popen:
@@ -414,7 +425,7 @@ class ScenarioRunner:
         self.errors.extend(nodelog.clip_errors(log_text, log_path))
         self.errors.extend(nodelog.stall_problems(log_text, s.faults, s.speed, _STARTED, log_path))
         excused = [(int(f.at_s * 1e9), int(f.end_s * 1e9), "camera stalled") for f in s.faults if f.kind == "camera_stall"]
-        judge = Judge(clip, self._runs, wall_minus_mono, speed=s.speed, excused_ns=excused)
+        judge = Judge(clip, self._runs, wall_minus_mono, speed=s.speed, excused_ns=excused, wiring=s.wiring())
         judgement = judge.judge(reads, events, status, dups, conflicts, suppressed=self._suppressed(lab),
                                 logged=nodelog.messages(log_text))
         self._timeline_from_hq(judge, judgement, reads, events, wall_minus_mono)
@@ -513,6 +524,13 @@ class ScenarioRunner:
                                                f"stored; trigger {r.trigger_id}"))
         for e in events:
             self.timeline.append(TimelineEntry(e.stored_ns, e.event, f"{e.event} seq {e.seq} stored; trigger {e.trigger_id}"))
+
+
+def _triggers_toml(triggers: tuple[dict[str, Any], ...]) -> str:
+    """The scenario's [[node.triggers]] as the node's [[triggers]] entries (after every [section]:
+    an array of tables may follow them, where a top-level key could not)."""
+    return "".join("\n[[triggers]]\n" + "".join(f"{key} = {tomlout.value(v)}\n" for key, v in entry.items())
+                   for entry in triggers)
 
 
 def _schedule(faults: tuple[Fault, ...]) -> list[tuple[float, str, Fault]]:

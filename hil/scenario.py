@@ -11,6 +11,11 @@
     [node]                         # merged into the node's TOML: any section but [node]/[broker]
     outbox = { quota_mb = 0.2 }
 
+    [[node.triggers]]              # the node's [[triggers]]: replace the clip's own wiring (one
+    name = "loop2"                 # loop input per recorded pin, all in lane "1"); the judge then
+    pin = 27                       # checks each vehicle's reads are stored in its loop's lane
+    lane = "2"
+
     [[faults]]
     kind = "broker_outage"         # see FAULT_KINDS
     at_s = 2.0                     # seconds after the node reports it started (replay start)
@@ -48,6 +53,13 @@ FAULT_KINDS = {
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 CLIP_DIR = Path(__file__).resolve().parent / "clips"
 _NODE_SECTIONS_REFUSED = ("node", "broker", "keys", "source")
+# The keys of the node's [[triggers]] entries (node/config.py TriggerSection: hil drives the node
+# from outside and cannot import it; tests/hil/test_lanes_s20.py keeps the two in step). The node
+# checks the values when it starts; the bench checks what it judges by (name, pin, lane) here.
+TRIGGER_KEYS = frozenset({"name", "pin", "kind", "lane", "pull", "active_low", "bouncetime_ms", "region"})
+# The lane of a [[node.triggers]] entry that names none: the node's node.lane, else "1", and a
+# scenario cannot set [node] node (the bench does).
+DEFAULT_LANE = "1"
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,42 @@ class Scenario:
     repeat: int = 1
     node: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: tuple[Fault, ...] = ()
+    # [[node.triggers]]: the node's [[triggers]] entries, as written (see `wiring`)
+    triggers: tuple[dict[str, Any], ...] = ()
     expect: Expect = field(default_factory=Expect)
+
+    def wiring(self) -> dict[int, tuple[str, str]] | None:
+        """BCM pin → (trigger name, lane) as the node is wired by [[node.triggers]]; None when the
+        scenario gives none (the node then wires the clip's own pins, every one in lane "1")."""
+        if not self.triggers:
+            return None
+        return {t["pin"]: (t["name"], t.get("lane") or DEFAULT_LANE) for t in self.triggers}
+
+
+def _triggers(raw: Any, path: Path) -> tuple[dict[str, Any], ...]:
+    """Check [[node.triggers]] entries for what the bench relies on; the node checks the rest at start."""
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise _fail(path, "node.triggers", "must be an array of tables ([[node.triggers]]), as [[triggers]] in "
+                                           "the node's config")
+    names: dict[str, int] = {}
+    pins: dict[int, int] = {}
+    for i, item in enumerate(raw):
+        where = f"node.triggers[{i}]"
+        _known(item, set(TRIGGER_KEYS), path, where)
+        name, pin, lane = item.get("name"), item.get("pin"), item.get("lane")
+        if not isinstance(name, str) or not name:
+            raise _fail(path, f"{where}.name", f"required: the trigger's name (got {name!r})")
+        if isinstance(pin, bool) or not isinstance(pin, int) or not 0 <= pin <= 27:
+            raise _fail(path, f"{where}.pin", f"required: a BCM pin 0-27 (got {pin!r})")
+        if lane is not None and (not isinstance(lane, str) or not lane):
+            # TOML `lane = 2` is an int; the node's lanes are text, as HQ stores them
+            raise _fail(path, f"{where}.lane", f"must be a non-empty string, e.g. lane = \"2\" (got {lane!r})")
+        if name in names:
+            raise _fail(path, f"{where}.name", f"{name!r} is also node.triggers[{names[name]}]'s name")
+        if pin in pins:
+            raise _fail(path, f"{where}.pin", f"BCM {pin} is also node.triggers[{pins[pin]}]'s pin")
+        names[name], pins[pin] = i, i
+    return tuple(dict(item) for item in raw)
 
 
 @dataclass(frozen=True)
@@ -310,8 +357,14 @@ def load(path: Path) -> Scenario:
     if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 100_000:
         raise _fail(path, "scenario.repeat", "must be an int 1..100000")
     node = doc.get("node", {})
-    if not isinstance(node, dict) or not all(isinstance(v, dict) for v in node.values()):
+    if not isinstance(node, dict):
         raise _fail(path, "node", "must be a table of tables, e.g. node.outbox = { quota_mb = 0.2 }")
+    node = dict(node)
+    triggers = _triggers(node.pop("triggers"), path) if "triggers" in node else ()
+    for section, value in node.items():
+        if not isinstance(value, dict):
+            raise _fail(path, f"node.{section}", "must be a table, e.g. node.outbox = { quota_mb = 0.2 } (or "
+                                                 "[[node.triggers]] entries)")
     for section in node:
         if section in _NODE_SECTIONS_REFUSED:
             raise _fail(path, f"node.{section}", "is set by the bench itself and cannot be overridden")
@@ -365,4 +418,4 @@ def load(path: Path) -> Scenario:
     return Scenario(
         name=path.stem, path=path, clip=clip, description=description,
         speed=speed, timeout_s=timeout_s, long=long, repeat=repeat, node=node,
-        faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect)
+        faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect, triggers=triggers)

@@ -4,8 +4,11 @@ All state lives under `node.data_dir`; paths left unset default to their place i
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -24,7 +27,9 @@ Region = tuple[float, float, float, float]
 AIM_SNAPSHOT_NAME = "aim-snapshot.jpg"
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # TOML has inf and nan: a heartbeat every inf seconds, a nan window (every comparison false)
+    # would be accepted by every bound and then never fire, so no float may be either.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class NodeSection(Section):
@@ -96,6 +101,11 @@ class CameraSection(Section):
     lens_position: Optional[float] = Field(default=None, ge=0, le=32, description="manual focus (dioptres), CM3")
     camera_num: int = Field(default=0, ge=0)
     capture_timeout_s: float = Field(default=2.0, gt=0, le=60, description="a frame later than this is a stall")
+    # picamera2 drops $LIBCAMERA_RPI_TUNING_FILE when given no tuning, so this is the only way to
+    # give a NoIR / IR-converted sensor the tuning that matches its IR illuminator.
+    tuning: Optional[str] = Field(default=None, min_length=1, max_length=255,
+                                  description="libcamera tuning file: a name in libcamera's tuning folders "
+                                              "(imx708_noir.json) or an absolute path")
 
     @model_validator(mode="after")
     def _camera_can_deliver(self) -> "CameraSection":
@@ -107,6 +117,9 @@ class CameraSection(Section):
         if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
             raise ValueError(f"camera.lores_size: {self.lores_size[0]} x {self.lores_size[1]} is larger than "
                              f"camera.main_size {self.main_size[0]} x {self.main_size[1]}")
+        if self.tuning is not None and "/" in self.tuning and not self.tuning.startswith("/"):
+            raise ValueError(f"camera.tuning: {self.tuning!r} is a relative path: give a tuning file name "
+                             f"(imx708_noir.json) or an absolute path")
         frame_us = 1e6 / self.fps
         if self.exposure_us is not None and self.exposure_us > frame_us:
             raise ValueError(f"camera.exposure_us: {self.exposure_us} us is longer than a frame at camera.fps "
@@ -182,6 +195,73 @@ def frame_buffer_bytes(main_size: tuple[int, int], lores_size: tuple[int, int], 
     return (queue_size + lookback_frames(queue_size, window_before_s, fps)) * frame_bytes(main_size, lores_size)
 
 
+# node.pipeline.TRACK_TIMEOUT_INTERVALS: in continuous mode with detect_rate_hz > 0 a track stays
+# open at least this many detection intervals (config cannot import the pipeline and its numpy).
+TRACK_TIMEOUT_INTERVALS = 2.5
+MAX_TRACK_TIMEOUT_S = 10.0
+MIN_DETECT_RATE_HZ = TRACK_TIMEOUT_INTERVALS / MAX_TRACK_TIMEOUT_S
+# A track must outlive this many frame periods: a plate the detector misses in one frame (a
+# reflection, a wiper) would otherwise end its track, and the vehicle is then
+# cut into single-frame tracks that min_observations discards, or read again as a new vehicle.
+MIN_TRACK_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class ClipWiring:
+    """What the node's config checks need from a clip: the BCM pins it records trigger edges on,
+    and its camera.fps (None where clip.json does not give a number)."""
+
+    pins: frozenset[int]
+    fps: Optional[float]
+
+
+def clip_wiring(path: Path) -> Optional[ClipWiring]:
+    """A clip's pins and frame rate, read from its clip.json; None when that cannot be read.
+
+    Only a peek (json, no image library): hardware.clip.Clip.load checks the whole clip when
+    the node builds its pipeline, and node.pipeline_factory repeats these checks then.
+    """
+    try:
+        doc = json.loads((Path(path) / "clip.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    triggers = doc.get("triggers", [])
+    pins = frozenset(t["pin"] for t in triggers if isinstance(t, dict) and isinstance(t.get("pin"), int)) \
+        if isinstance(triggers, list) else frozenset()
+    camera = doc.get("camera")
+    fps = camera.get("fps") if isinstance(camera, dict) else None
+    ok = isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0
+    return ClipWiring(pins, float(fps) if ok else None)
+
+
+def no_trigger_source_message(clip: Path) -> str:
+    """Why a triggered node replaying `clip` with no [[triggers]] and no edges in the clip cannot read."""
+    return (f"triggers: pipeline.mode = 'triggered' needs trigger inputs, and there is no [[triggers]] entry and "
+            f"the clip {clip} (source.clip) records no trigger edge to take them from: no pass would ever "
+            f"open. Replay a clip with its trigger edges, or set pipeline.mode = 'continuous'")
+
+
+def track_timeout_problem(pipe: PipelineSection, fps: float, fps_key: str) -> Optional[str]:
+    """Why pipeline.track_timeout_s cannot work with frames at `fps` (named `fps_key`), or None.
+
+    The timeout in effect (node.pipeline.effective_track_timeout_s: in continuous mode with
+    detect_rate_hz > 0, at least TRACK_TIMEOUT_INTERVALS detection intervals) must outlive
+    MIN_TRACK_FRAMES frame periods.
+    """
+    effective = pipe.track_timeout_s
+    if pipe.mode == "continuous" and pipe.detect_rate_hz > 0:
+        effective = max(effective, TRACK_TIMEOUT_INTERVALS / pipe.detect_rate_hz)
+    least = MIN_TRACK_FRAMES / fps
+    if effective >= least:
+        return None
+    return (f"pipeline.track_timeout_s: {pipe.track_timeout_s:g} s is shorter than {MIN_TRACK_FRAMES} frame periods "
+            f"at {fps:g} fps ({fps_key}), {least:.3g} s: a plate missed in a single frame would end its track, so one "
+            f"vehicle is cut into short tracks (dropped under pipeline.min_observations, or each sent as a read "
+            f"of its own once pipeline.dedup_window_s has passed); use at least {math.ceil(least * 1000) / 1000:g} s")
+
+
 class OutputsSection(Section):
     ir_pin: Optional[int] = Field(default=None, ge=0, le=27, description="BCM pin of the IR illuminator")
     led_pin: Optional[int] = Field(default=None, ge=0, le=27, description="BCM pin of the status LED")
@@ -192,7 +272,8 @@ class OutputsSection(Section):
 class PipelineSection(Section):
     mode: Literal["triggered", "continuous"] = Field(default="triggered", description="detect around triggers or always")
     detect_rate_hz: float = Field(default=0.0, ge=0,
-                                  description="continuous mode: detections per second (0 = every frame); a "
+                                  description="continuous mode: detections per second (0 = every frame, else at "
+                                              "least 0.25); a "
                                               "track then stays open for at least 2.5 detection intervals "
                                               "(see track_timeout_s)")
     window_before_s: float = Field(default=0.3, ge=0, le=5,
@@ -208,9 +289,11 @@ class PipelineSection(Section):
                                                  "only where vehicles never follow that closely (a gate, a "
                                                  "weighbridge)")
     max_window_s: float = Field(default=10.0, gt=0, le=120,
-                                description="longest a pass stays open; in continuous mode, a plate in view this "
-                                            "long (a parked car) is sent then, not only once it leaves")
-    track_timeout_s: float = Field(default=0.6, gt=0, le=10,
+                                description="longest a pass stays open after its trigger, unless the trigger is "
+                                            "still active (then until its release; reported in the heartbeat as "
+                                            "inputs_active_long); a plate in view this long (a parked car) is sent "
+                                            "then, in either mode, not only once it leaves")
+    track_timeout_s: float = Field(default=0.6, gt=0, le=MAX_TRACK_TIMEOUT_S,
                                    description="a plate not seen for this long has left; in continuous mode with "
                                                "detect_rate_hz > 0 at least 2.5 / detect_rate_hz (the value in "
                                                "effect is logged at start)")
@@ -224,6 +307,19 @@ class PipelineSection(Section):
                                       description="no_read events a trigger may send per minute; more (a chattering "
                                                   "input) are counted and reported with the next one sent")
 
+    @field_validator("detect_rate_hz")
+    @classmethod
+    def _detect_rate(cls, value: float) -> float:
+        # A track stays open TRACK_TIMEOUT_INTERVALS detection intervals (node.pipeline): below
+        # MIN_DETECT_RATE_HZ that is longer than the longest track_timeout_s allowed, and at
+        # 1e-9 Hz a plate would stay "in view" for decades and never be sent.
+        if 0 < value < MIN_DETECT_RATE_HZ:
+            raise ValueError(f"{value:g} Hz: use 0 (detect on every frame) or at least {MIN_DETECT_RATE_HZ:g} Hz: a "
+                             f"track stays open {TRACK_TIMEOUT_INTERVALS:g} detection intervals, "
+                             f"{TRACK_TIMEOUT_INTERVALS / value:.3g} s at this rate, more than the "
+                             f"{MAX_TRACK_TIMEOUT_S:g} s pipeline.track_timeout_s may be")
+        return value
+
 
 class ModelsSection(Section):
     detector: Optional[Path] = Field(default=None, description="detector .tflite (default: shipped)")
@@ -231,7 +327,8 @@ class ModelsSection(Section):
 
 
 class HealthSection(Section):
-    interval_s: float = Field(default=10.0, gt=0, description="heartbeat period")
+    # at most an hour: HQ learns the node is alive (and its capture rate and disk) only from these
+    interval_s: float = Field(default=10.0, gt=0, le=3600, description="heartbeat period")
 
 
 class NodeConfig(Section):
@@ -255,17 +352,35 @@ class NodeConfig(Section):
         if self.pipeline.mode == "triggered" and not self.triggers and self.source.kind == "camera":
             raise ValueError("triggers: pipeline.mode = 'triggered' needs at least one [[triggers]] entry "
                              "(or set pipeline.mode = 'continuous')")
+        clip = clip_wiring(self.source.clip) if self.source.kind == "clip" and self.source.clip else None
+        if self.pipeline.mode == "triggered" and not self.triggers and clip is not None and not clip.pins:
+            # A clip source without [[triggers]] is wired from the clip's own pins
+            # (node.pipeline_factory); with neither, no pass ever opens. A clip that cannot be
+            # read here is checked when the node builds its pipeline.
+            raise ValueError(no_trigger_source_message(self.source.clip))
         for trigger in self.triggers:
             # a trigger that names no lane is in the node's lane, so its passes and the reads
             # credited to no pass are counted in one lane
             trigger.lane = trigger.lane or self.node.lane or "1"
-        names = [t.name for t in self.triggers]
-        if len(names) != len(set(names)):
-            raise ValueError("triggers: names must be unique")
-        pins = [t.pin for t in self.triggers] + [p for p in (self.outputs.ir_pin, self.outputs.led_pin) if p is not None]
-        if len(pins) != len(set(pins)):
-            raise ValueError("triggers/outputs: a BCM pin is used twice")
-        cam, pipe = self.camera, self.pipeline
+        self._unique_names_and_pins()
+        pipe = self.pipeline
+        if pipe.window_after_s >= pipe.max_window_s:
+            raise ValueError(f"pipeline.window_after_s: {pipe.window_after_s:g} s is not shorter than "
+                             f"pipeline.max_window_s {pipe.max_window_s:g} s: a pass closes max_window_s after its "
+                             f"trigger at the latest, so the window after its input releases would never apply; "
+                             f"make pipeline.window_after_s shorter or pipeline.max_window_s longer")
+        # Frames arrive at camera.fps from a camera, at the clip's own rate from a clip (when it
+        # cannot be read here, node.pipeline_factory checks it); a synthetic source has no frames.
+        fps_source: Optional[tuple[str, float]] = None
+        if self.source.kind == "camera":
+            fps_source = ("camera.fps", self.camera.fps)
+        elif clip is not None and clip.fps is not None:
+            fps_source = (f"camera.fps of the clip {self.source.clip}", clip.fps)
+        if fps_source is not None:
+            problem = track_timeout_problem(pipe, fps_source[1], fps_source[0])
+            if problem:
+                raise ValueError(problem)
+        cam = self.camera
         w, h = cam.main_size
         budget = FRAME_BUFFER_BUDGET_BYTES
         queue_only = frame_buffer_bytes(cam.main_size, cam.lores_size, pipe.queue_size)
@@ -291,12 +406,38 @@ class NodeConfig(Section):
                              f"camera.main_size")
         return self
 
+    def _unique_names_and_pins(self) -> None:
+        """Refuse a trigger name or a BCM pin given twice, naming both entries and the value."""
+        named: dict[str, int] = {}
+        for i, trigger in enumerate(self.triggers):
+            if trigger.name in named:
+                j = named[trigger.name]
+                # passes are told apart by trigger name (trigger ids, lanes, regions): the second
+                # entry's lane and region would silently replace the first's
+                raise ValueError(f"triggers.{i}.name: {trigger.name!r} is also the name of triggers.{j} "
+                                 f"([[triggers]] entries {j + 1} and {i + 1}): trigger names must be unique")
+            named[trigger.name] = i
+        used: dict[int, str] = {}
+        o = self.outputs
+        claims = [(f"triggers.{i}.pin", f"triggers.{i} ({t.name!r})", t.pin) for i, t in enumerate(self.triggers)]
+        claims += [(key, key, pin) for key, pin in (("outputs.ir_pin", o.ir_pin), ("outputs.led_pin", o.led_pin))
+                   if pin is not None]
+        for key, user, pin in claims:
+            if pin in used:
+                raise ValueError(f"{key}: BCM {pin} is already used by {used[pin]}: a BCM pin is used twice "
+                                 "(one pin is one input or one output)")
+            used[pin] = user
+
     # resolved paths ----------------------------------------------------------------------
     def path(self, value: Optional[Path], default: str) -> Path:
         """A configured path, or its default under data_dir; relative paths are under data_dir."""
         if value is None:
             return self.node.data_dir / default
         return value if value.is_absolute() else self.node.data_dir / value
+
+
+# The key a cross-check names at the start of its message ("triggers.1.pin: BCM 17 is ...").
+_NAMED_KEY = re.compile(r"[a-z_]+(\.[a-z_0-9]+)*")
 
 
 def format_errors(path: Path, exc: ValidationError) -> str:
@@ -307,6 +448,15 @@ def format_errors(path: Path, exc: ValidationError) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (typo?)"
+        elif error["type"] == "finite_number":
+            message = f"{message}, not {error['input']!r}"
+        elif error["type"] == "value_error" and len(error["loc"]) <= 1:
+            # A check across keys (a section's or the whole file's) has no key of its own in
+            # pydantic's eyes ("(top level)"); its message starts with the key it is about.
+            text = message.removeprefix("Value error, ")
+            named = text.split(": ", 1)[0]
+            if _NAMED_KEY.fullmatch(named) and named.startswith(key if error["loc"] else ""):
+                key, message = named, text.split(": ", 1)[1]
         lines.append(f"{path}: {key}: {message}")
     return "\n".join(lines)
 

@@ -6,13 +6,17 @@
 Triggers (GPIO edges) arrive on the GPIO library's thread and are only queued; the worker
 turns them into passes (windows of frame time) and decides per frame whether to detect.
 Every pass ends in at least one read or in a "no_read" event with its best frame (a trigger
-that chatters past `max_no_reads_per_min` has the rest counted, in its next event's `suppressed`).
+that chatters past `max_no_reads_per_min` has the rest counted, in its next event's `suppressed`),
+unless another trigger's pass was credited with the read of the same vehicle (a loop and a beam
+on one lane, a radar over the lanes: see _same_vehicle). A pass stays open, and detecting, for as
+long as its trigger stays active, past max_window_s if need be (see _overdue).
 """
 from __future__ import annotations
 
 import collections
 import io
 import logging
+import math
 import queue
 import threading
 import time
@@ -67,9 +71,13 @@ HELD_RETRY_MAX_NS = 10 * 10**9
 # Continuous mode with detect_rate_hz > 0: a track stays open at least this many detection
 # intervals (its plate is seen once per interval; one missed detection must not end it).
 TRACK_TIMEOUT_INTERVALS = 2.5
-# Continuous mode: a track in view longer than max_window_s that is not sent yet (too few or too
-# weak readings so far) is judged again at most this often (pipeline clock).
+# A track in view longer than max_window_s that is not sent yet (too few or too weak readings so
+# far) is judged again at most this often (pipeline clock).
 EARLY_READ_RETRY_NS = 10**9
+# Reads (and repeats) credited to passes, kept to tell whether a pass closing without a read saw
+# the same vehicle as another trigger's pass (_covered_by). Only those whose passes overlap a pass
+# still open matter: far more than MAX_OPEN_PASSES passes' worth.
+MAX_CREDITS = 4 * MAX_OPEN_PASSES
 # A point or a box in the camera image as fractions of its width and height (see TriggerSpec.region).
 Point = tuple[float, float]
 Region = tuple[float, float, float, float]
@@ -114,6 +122,31 @@ class TriggerSpec:
 
 
 @dataclass
+class _Pass(Pass):
+    """A pass as the pipeline keeps it.
+
+    `follow_on`: not a vehicle its trigger announced but what the trigger covers after its pass
+    was read while it stayed active past max_window_s (a stuck input, or traffic past a vehicle
+    standing on it; see _overdue). It carries the trigger's id so its reads name the trigger, but
+    it is not counted in capture accounting and never ends in a no_read: no new activation said
+    a vehicle was there.
+    """
+
+    follow_on: bool = False
+
+
+@dataclass(frozen=True)
+class _Credit:
+    """A read or a repeat credited to pass `pass_`: the span its track was seen in, and where its
+    plate was in its best frame (None: not known)."""
+
+    pass_: Pass
+    first_ns: int
+    last_ns: int
+    point: Point | None
+
+
+@dataclass
 class _Sighting(Observation):
     """An observation that also says where its plate was in the frame."""
 
@@ -152,6 +185,10 @@ class _Pending:
     overview_jpeg: bytes | None
     overview_wall_ns: int
     frames: int                         # observations in its track, for the log line
+    # Its track's time span and where its plate was in the best frame, for _covered_by.
+    first_ns: int = 0
+    last_ns: int = 0
+    point: Point | None = None
     # Held reads only: failed commits so far, when (pipeline clock) to try next, and the last error.
     attempts: int = 0
     next_try_ns: int = 0
@@ -213,6 +250,11 @@ class Pipeline:
         self._no_reads_sent: collections.defaultdict[str, collections.deque[int]] = collections.defaultdict(
             lambda: collections.deque(maxlen=settings.max_no_reads_per_min))
         self._no_reads_held: collections.Counter = collections.Counter()
+        # Inputs active now, by trigger name: since when (pipeline clock); and those active longer
+        # than max_window_s, already warned about in this activation. Bounded by the inputs.
+        self._active: dict[str, int] = {}
+        self._active_long: set[str] = set()
+        self._credits: collections.deque[_Credit] = collections.deque(maxlen=MAX_CREDITS)
         self._last_detect_ns = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -307,6 +349,13 @@ class Pipeline:
                 self.done.set()
 
     def _finish(self, now_ns: int) -> None:
+        # Edges queued since the worker last took them (a vehicle arriving as the node stops):
+        # their passes close below like the others, so the vehicle is still counted and reported.
+        try:
+            self._take_triggers(now_ns)
+        except Exception:  # what is already open must still be flushed
+            self.stats["frame_errors"] += 1
+            log.exception("pipeline: trigger edges queued at stop could not be taken")
         self._emit_all(self.tracker.close_all())
         # One last try for the reads still held, whatever their backoff; what still fails is
         # logged and counted as lost (held only in memory, it would not survive the exit), and
@@ -341,12 +390,15 @@ class Pipeline:
             except Exception:
                 self.stats["emit_errors"] += 1
                 log.exception("pipeline: pass %s could not be closed", p.trigger_id)
+            # A closed pass may still be referred to (_credits): not its frame, some 6 MB at 1080p.
+            p.best_frame = None
 
     def _idle(self, now_ns: int) -> None:
         try:
             self._take_triggers(now_ns)
             self._emit_all(self.tracker.expire(now_ns))
             self._retry_held()
+            self._check_inputs(now_ns)
             self._close_due_passes(now_ns)
         except Exception:  # see _run: keep reading
             self.stats["frame_errors"] += 1
@@ -354,9 +406,57 @@ class Pipeline:
 
     def _close_due_passes(self, now_ns: int) -> None:
         grace = int(self.track_timeout_s * 1e9)
-        due = [q for q in self._passes if now_ns > q.end_ns + grace]
+        due = []
+        for q in list(self._passes):
+            if now_ns <= q.end_ns + grace:
+                continue
+            if q.open_until_inactive:
+                self._overdue(q, now_ns)
+            else:
+                due.append(q)
         if due:
             self._close_passes(due)
+
+    def _overdue(self, q: Pass, now_ns: int) -> None:
+        """Pass `q` is past max_window_s and its trigger is still active: it is not closed.
+
+        Closing it used to end detection for that trigger (frames are read only inside a pass)
+        and report a no_read while the vehicle still stood on the loop (queued at a light): when
+        it drove off, its plate was never read, and a loop stuck active left its lane unread. So
+        the pass stays open, and its frames are read, until the trigger is released (then
+        window_after_s more, as for any pass). A plate in view all that time is sent once it has
+        been in view max_window_s (_emit_long_tracks), as a closing pass sent it before.
+
+        Bounded: once `q` has its read (or a repeat, or a held read), it is closed and counted now,
+        and a follow-on pass (see _Pass) takes its place until the trigger is released, replaced
+        in turn each time it is credited with a read. A trigger keeps one pass open however long
+        it stays active, and one holding only reads, never a backlog of them.
+        """
+        if not (q.reads or q.duplicates or self._awaits_held(q)):
+            return  # its vehicle may still be on the trigger: read it when it leaves
+        follow = _Pass(trigger_id=q.trigger_id, trigger_name=q.trigger_name, lane=q.lane, source=q.source,
+                       start_ns=now_ns, end_ns=now_ns, wall_ns=self._wall(now_ns), follow_on=True)
+        # The same trigger id: q's tracks still in view continue in the follow-on (they are not
+        # sent early for q's closing), and its reads name the activation that is still going on.
+        self._passes = [p for p in self._passes if p is not q] + [follow]
+        self.stats["follow_on_passes"] += 1
+        self._close_all([q])
+
+    def _check_inputs(self, now_ns: int) -> None:
+        """Warn, once per activation, about an input active longer than max_window_s: a vehicle
+        stopped on it, or a stuck input (a loop detector failed "occupied"). The heartbeat
+        reports it as long as it lasts (health: inputs_active_long)."""
+        limit = int(self.settings.max_window_s * 1e9)
+        for name, since in self._active.items():
+            if name in self._active_long or now_ns - since <= limit:
+                continue
+            self._active_long.add(name)
+            self.stats["inputs_active_long"] += 1
+            spec = self.triggers.get(name)
+            log.warning("trigger %s (lane %s): input active for more than %gs (pipeline.max_window_s): a vehicle "
+                        "stopped on it, or the input is stuck; its plates are still read while it stays active",
+                        name, spec.lane if spec is not None else self.settings.default_lane,
+                        self.settings.max_window_s)
 
     def _close_passes(self, due: list[Pass]) -> None:
         """Close `due` (passes in self._passes): send the reads of their plates still in view, then
@@ -365,7 +465,22 @@ class Pipeline:
         # A plate can stay in view after its pass's window (a slow vehicle, or one that stops
         # past the loop). Waiting for its track to end would credit the read to whichever pass
         # is open then, and report this one as a false no_read: send it now, for this pass.
-        self._emit_all([t for t in self.tracker.open_tracks() if t.trigger_id in due_ids], final=False)
+        tracks = self.tracker.open_tracks()
+        send = [t for t in tracks if t.trigger_id in due_ids]
+        chosen = {id(t) for t in send}
+        # Likewise a plate this pass saw that another trigger's pass, still open, follows (a beam
+        # that clears before the loop beside it): most likely this pass's vehicle too. Its read is
+        # sent now, for that pass, so this one is not reported unread (see _covered_by).
+        for q in due:
+            if q.reads or _follow_on(q):
+                continue
+            for t in tracks:
+                own = self._pass_of(t.trigger_id) if t.trigger_id not in due_ids and not t.sent else None
+                if own is not None and id(t) not in chosen and self._same_vehicle(
+                        q, own, _first_seen(t), t.last.time_ns, _centre(t.last)):
+                    send.append(t)
+                    chosen.add(id(t))
+        self._emit_all(send, final=False)
         self._passes = [q for q in self._passes if q.trigger_id not in due_ids]
         self._close_all(due)
 
@@ -382,6 +497,8 @@ class Pipeline:
             spec = self.triggers.get(event.name, TriggerSpec(event.name, self.settings.default_lane, event.kind))
             s = self.settings
             if event.active:
+                # (an activation without a release between, a missed edge, keeps the first time)
+                self._active.setdefault(event.name, event.time_ns)
                 again = self._retriggered(event)
                 if again is not None:
                     # the same vehicle: the gap between a tractor and its trailer, a loop
@@ -390,10 +507,10 @@ class Pipeline:
                     again.end_ns = self._pass_limit_ns(again)
                     self.stats["retriggers_merged"] += 1
                     continue
-                p = Pass(trigger_id=f"{event.name}-{event.time_ns}", trigger_name=event.name, lane=spec.lane,
-                         source=spec.kind,
-                         start_ns=event.time_ns - int(s.window_before_s * 1e9),
-                         end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=self._wall(event.time_ns))
+                p = _Pass(trigger_id=f"{event.name}-{event.time_ns}", trigger_name=event.name, lane=spec.lane,
+                          source=spec.kind,
+                          start_ns=event.time_ns - int(s.window_before_s * 1e9),
+                          end_ns=event.time_ns + int(s.max_window_s * 1e9), wall_ns=self._wall(event.time_ns))
                 self._passes.append(p)
                 self.stats["triggers"] += 1
                 if len(self._passes) > MAX_OPEN_PASSES:
@@ -405,11 +522,19 @@ class Pipeline:
                     if old.timestamp_ns >= p.start_ns and old.index not in self._detected:
                         self._process(old, replay=True)
             else:
+                since = self._active.pop(event.name, None)
+                if event.name in self._active_long:
+                    self._active_long.discard(event.name)
+                    log.info("trigger %s: input released after %.1fs active", event.name,
+                             (event.time_ns - since) / 1e9 if since is not None else float("nan"))
+                after = event.time_ns + int(s.window_after_s * 1e9)
                 for p in self._passes:
                     if p.trigger_name == event.name and p.open_until_inactive:
                         p.open_until_inactive = False
                         p.released_ns = event.time_ns
-                        p.end_ns = min(p.end_ns, event.time_ns + int(s.window_after_s * 1e9))
+                        # Released after max_window_s (its vehicle stood on the trigger, see
+                        # _overdue): it drives off now, so the window after the release still applies.
+                        p.end_ns = after if event.time_ns > p.end_ns else min(p.end_ns, after)
 
     def _retriggered(self, event: TriggerEvent) -> Pass | None:
         """The open pass of this trigger that it released at most `retrigger_merge_s` before
@@ -432,9 +557,13 @@ class Pipeline:
     def _active_pass(self, ts: int) -> Pass | None:
         """The newest pass whose window covers `ts` (a vehicle close behind belongs to its own trigger)."""
         for p in reversed(self._passes):
-            if p.start_ns <= ts <= p.end_ns:
+            if _covers(p, ts):
                 return p
         return None
+
+    def _pass_of(self, trigger_id: str | None) -> Pass | None:
+        """The open pass with this trigger id (a track's own pass), if any."""
+        return next((p for p in self._passes if p.trigger_id == trigger_id), None) if trigger_id else None
 
     def _region_of(self, p: Pass) -> Region | None:
         spec = self.triggers.get(p.trigger_name)
@@ -446,12 +575,23 @@ class Pipeline:
         region = self._region_of(p)
         return region is None or (point is not None and _inside(region, point))
 
+    def _holds(self, p: Pass, point: Point | None) -> bool:
+        """Whether p's trigger has a region and `point` lies in it."""
+        region = self._region_of(p)
+        return region is not None and point is not None and _inside(region, point)
+
     def _pass_at(self, ts: int, point: Point | None) -> Pass | None:
-        """The newest pass whose window covers `ts` and whose region (if any) holds `point`."""
-        for p in reversed(self._passes):
-            if p.start_ns <= ts <= p.end_ns and self._admits(p, point):
-                return p
-        return None
+        """The pass whose window covers `ts` and whose region (if any) holds `point`: a trigger's
+        own pass before a follow-on (_Pass), then one whose region holds the plate before one with
+        no region (a radar over both lanes fires with the lane's loop: the loop names the lane),
+        then the newest."""
+        best, rank = None, (False, False, -1)
+        for i, p in enumerate(self._passes):
+            if _covers(p, ts) and self._admits(p, point):
+                key = (not _follow_on(p), self._holds(p, point), i)
+                if key > rank:
+                    best, rank = p, key
+        return best
 
     def _lane_at(self, point: Point | None) -> str:
         """The lane a plate seen at `point` is in, for a read credited to no pass: the lane of
@@ -485,17 +625,19 @@ class Pipeline:
             else self.tracker.expire(frame.timestamp_ns)
         self._emit_all(closed)
         if not replay:
-            if s.mode == "continuous":
-                self._emit_long_tracks(frame.timestamp_ns)
+            self._emit_long_tracks(frame.timestamp_ns)
             self._retry_held()
+            self._check_inputs(frame.timestamp_ns)
             self._close_due_passes(frame.timestamp_ns)
 
     def _emit_long_tracks(self, now_ns: int) -> None:
-        """Continuous mode: send the read of a plate in view longer than max_window_s (a parked
-        car) now, as a pass closing does in triggered mode, rather than when it leaves: its
-        hot-list alert must not wait for that. Sent once: the track is marked sent and stays open,
-        so the same plate still in view is not taken for a new vehicle. A track that does not
-        qualify yet (too few or too weak readings) is judged again later (EARLY_READ_RETRY_NS)."""
+        """Send the read of a plate in view longer than max_window_s (a parked car; in triggered
+        mode, one standing on a trigger that stays active, see _overdue) now, rather than when it
+        leaves: its hot-list alert must not wait for that. Sent once: the track is marked sent and
+        stays open, so the same plate still in view is not taken for a new vehicle. A track that
+        does not qualify yet (too few or too weak readings) is judged again later
+        (EARLY_READ_RETRY_NS). In triggered mode a pass closes within max_window_s unless its
+        trigger stays active, so this only finds the plates of such passes."""
         limit = int(self.settings.max_window_s * 1e9)
         due = [t for t in self.tracker.open_tracks()
                if not t.sent and t.first_seen_ns is not None and now_ns - t.first_seen_ns >= limit
@@ -510,8 +652,9 @@ class Pipeline:
 
         A track belongs to the pass open when it is first seen in one (see _pass_for). The
         tracker would give every new track the frame's newest pass; with regions each plate
-        must get the newest pass whose region holds it, so the pipeline assigns it here.
-        Without regions this is the same pass as before.
+        must get the pass _pass_at chooses (whose region holds it, preferred to one with no
+        region), so the pipeline assigns it here. Without regions (and follow-on passes) this is
+        the newest pass, as before.
         """
         closed = self.tracker.update(observations, None)
         this_frame = {id(o) for o in observations}
@@ -567,7 +710,7 @@ class Pipeline:
             # takes one here, as before.
             for q in self._passes:
                 if q.best_frame is None and (q is p or (self._region_of(q) is not None
-                                                        and q.start_ns <= frame.timestamp_ns <= q.end_ns)):
+                                                        and _covers(q, frame.timestamp_ns))):
                     q.best_frame = frame
                     q.lux = frame.metadata.get("Lux")
         return observations
@@ -622,6 +765,7 @@ class Pipeline:
                          s.dedup_window_s, earlier.seq)
                 if p is not None:
                     p.duplicates.append(duplicate_of)
+                    self._credits.append(_Credit(p, _first_seen(track), track.last.time_ns, _centre(best)))
                 return
             log.warning("track %d repeats read seq %s within %.0fs but matches hot-list entry %s: sent as an alert",
                         track.id, earlier.seq, s.dedup_window_s, hit.get("entry"))
@@ -643,7 +787,8 @@ class Pipeline:
         pending = _Pending(track_id=track.id, read=read, pass_=p, text=result.text, strong=strong,
                            seen_ns=best.time_ns, hit=hit, duplicate_of=duplicate_of,
                            overview_jpeg=best.overview_jpeg, overview_wall_ns=best.wall_ns,
-                           frames=len(track.observations))
+                           frames=len(track.observations), first_ns=_first_seen(track),
+                           last_ns=track.last.time_ns, point=_centre(best))
         try:
             seq = self.sink.submit_read(read)
         except Exception as exc:
@@ -677,6 +822,7 @@ class Pipeline:
         # Credited before the overview is committed: the read is durable whatever happens to it.
         if pending.pass_ is not None:
             pending.pass_.reads.append(seq)
+            self._credits.append(_Credit(pending.pass_, pending.first_ns, pending.last_ns, pending.point))
         if pending.overview_jpeg is not None:
             # A separate, lower-priority message: under the outbox quota it goes before any read.
             try:
@@ -780,12 +926,27 @@ class Pipeline:
     # technician said where each lane's plates appear, so a plate elsewhere (a lane without a
     # loop, the far kerb) is not any of those vehicles, and crediting it by time would bring
     # back the crossed reads regions are there to stop. Its read is still sent (see _emit).
+    #
+    # A pass whose region holds the plate is preferred to one with no region (a radar over both
+    # lanes fires with the lane's loop: the loop names the lane). And one vehicle may set off two
+    # triggers (a loop and a beam on one lane, a radar and a lane's loop): its read goes to one
+    # pass, and the other, closing without a read, is counted with it, not reported as a vehicle
+    # passed unread (_covered_by).
     def _pass_for(self, track: Track, best: Observation) -> Pass | None:
-        """The pass a track's read belongs to: the one it began in (the newest open, whose region
-        held the plate, when it was first seen in one), else the newest covering its best frame
-        whose region holds the plate there."""
-        own = next((p for p in self._passes if p.trigger_id == track.trigger_id), None)
-        return own or self._pass_at(best.time_ns, _centre(best))
+        """The pass a track's read belongs to: the one it began in (the pass _pass_at chose when
+        it was first seen), unless that one has no region and another open pass over the track,
+        not a follow-on, has a region holding the plate in its best frame (the lane's loop, which
+        fired after the radar); else the pass _pass_at chooses for its best frame."""
+        point = _centre(best)
+        own = self._pass_of(track.trigger_id)
+        if own is None:
+            return self._pass_at(best.time_ns, point)
+        if self._region_of(own) is not None:
+            return own  # chosen by its region when first seen: a plate drifting out of it stays
+        first, last = _first_seen(track), track.last.time_ns
+        holding = [q for q in self._passes if not _follow_on(q) and self._holds(q, point)
+                   and q.start_ns <= last and first <= _end(q)]
+        return holding[-1] if holding else own
 
     def _spare_pass(self, track: Track, p: Pass | None, point: Point | None) -> Pass | None:
         """The pass to credit a new read to, given the track's own pass `p` and where its plate
@@ -794,19 +955,49 @@ class Pipeline:
         If `p` already has a read, this is most likely another vehicle seen while `p` was the
         newest pass (a second lane, or the next vehicle): the oldest other pass whose window
         overlaps the track, whose region (if any) holds `point`, and that has no read (and no
-        repeat) gets it instead. The region test keeps a lane's second vehicle from filling
+        repeat) gets it instead, one whose region holds `point` before one without a region. The region test keeps a lane's second vehicle from filling
         the other lane's empty pass.
         """
         # A read held for another commit counts as the pass's read here: it will be credited.
         if p is None or not (p.reads or self._awaits_held(p)):
             return p
-        first = track.first_seen_ns if track.first_seen_ns is not None else \
-            min(o.time_ns for o in track.observations)
-        last = track.last.time_ns
-        spare = next((q for q in self._passes if q is not p and not q.reads and not q.duplicates
-                      and not self._awaits_held(q)
-                      and q.start_ns <= last and first <= q.end_ns and self._admits(q, point)), None)
-        return spare or p
+        first, last = _first_seen(track), track.last.time_ns
+        # (a follow-on announced no vehicle: it waits for no read)
+        spares = [q for q in self._passes if q is not p and not q.reads and not q.duplicates
+                  and not _follow_on(q) and not self._awaits_held(q)
+                  and q.start_ns <= last and first <= _end(q) and self._admits(q, point)]
+        # One whose region holds the plate before one with none, as in _pass_at.
+        return next((q for q in spares if self._holds(q, point)), spares[0] if spares else p)
+
+    def _same_vehicle(self, q: Pass, p: Pass, first_ns: int, last_ns: int, point: Point | None) -> bool:
+        """Whether pass `q` saw the vehicle whose plate (seen from `first_ns` to `last_ns`, at
+        `point` in its best frame) was credited to pass `p`.
+
+        Both announced vehicles (no follow-on), by different triggers whose inputs were active at
+        the same time: one vehicle on a loop and in a beam at once, or on a loop under a radar.
+        And the two name the same lane, or `q` has no region and `p` has one (a radar over both
+        lanes, and the loop whose region holds the plate). Then `q` must have been open while the
+        plate was in view, and admit it where it was. Two vehicles close behind in one lane set
+        off the sensors one after the other, not at once; the same trigger twice is two vehicles.
+        """
+        if q is p or q.trigger_name == p.trigger_name or _follow_on(q) or _follow_on(p):
+            return False
+        if q.lane != p.lane and not (self._region_of(q) is None and self._region_of(p) is not None):
+            return False
+        before = int(self.settings.window_before_s * 1e9)
+        if not (q.start_ns + before <= _released(p) and p.start_ns + before <= _released(q)):
+            return False
+        return q.start_ns <= last_ns and first_ns <= _end(q) and self._admits(q, point)
+
+    def _covered_by(self, q: Pass) -> Pass | None:
+        """The pass credited with the read (or repeat) of the vehicle pass `q` saw too, if any
+        (_same_vehicle): `q` is then no vehicle passed unread. A read held for another commit
+        counts: it will be credited."""
+        held = [_Credit(h.pass_, h.first_ns, h.last_ns, h.point) for h in self._held if h.pass_ is not None]
+        for credit in [*self._credits, *held]:
+            if self._same_vehicle(q, credit.pass_, credit.first_ns, credit.last_ns, credit.point):
+                return credit.pass_
+        return None
 
     def _duplicate_of(self, text: str, strong: frozenset[str], now_ns: int) -> str | None:
         """The plate sent within the dedup window that this reading repeats, if any.
@@ -838,6 +1029,16 @@ class Pipeline:
             self._recent_plates.move_to_end(plate)
 
     def _close_pass(self, p: Pass) -> None:
+        if _follow_on(p):
+            return  # no vehicle of its own to count or report (see _Pass)
+        if not p.reads:
+            other = self._covered_by(p)
+            if other is not None:
+                # One vehicle, two triggers: counted once, with the pass that has its read.
+                self.stats["passes_same_vehicle"] += 1
+                log.info("trigger %s (lane %s): its vehicle is the one read for trigger %s (lane %s); "
+                         "counted there, no no_read", p.trigger_id, p.lane, other.trigger_id, other.lane)
+                return
         self.accounting.record(p)
         if p.reads:
             return
@@ -890,7 +1091,15 @@ class Pipeline:
                 "open_tracks": self.tracker.open_count, "open_passes": len(self._passes),
                 "reads_waiting": len(self._held),
                 "no_reads_held": dict(self._no_reads_held),
+                "inputs_active_long": self._inputs_active_long(),
                 "counts": dict(self.stats), "capture": self.accounting.report()}
+
+    def _inputs_active_long(self) -> dict[str, float]:
+        """Inputs active longer than max_window_s now, with how long (s): a vehicle stopped on a
+        loop, or an input stuck active (see _check_inputs). Read from the heartbeat's thread."""
+        now, limit = self.clock_ns(), int(self.settings.max_window_s * 1e9)
+        return {name: round((now - since) / 1e9, 1) for name, since in dict(self._active).items()
+                if now - since > limit}
 
 
 def effective_track_timeout_s(settings: PipelineSettings) -> float:
@@ -914,6 +1123,31 @@ def _failed_try(pending: _Pending, now_ns: int, exc: BaseException) -> None:
 def _describe(exc: BaseException) -> str:
     """An error as its type and message, for a log line (a sink's errors carry no plate text)."""
     return f"{type(exc).__name__}: {exc}"
+
+
+def _follow_on(p: Pass) -> bool:
+    """Whether `p` is a follow-on pass (see _Pass)."""
+    return isinstance(p, _Pass) and p.follow_on
+
+
+def _end(p: Pass) -> float:
+    """The end of p's window: open while its trigger is still active (see Pipeline._overdue)."""
+    return math.inf if p.open_until_inactive else p.end_ns
+
+
+def _covers(p: Pass, ts: int) -> bool:
+    """Whether p's window covers `ts`."""
+    return p.start_ns <= ts <= _end(p)
+
+
+def _released(p: Pass) -> float:
+    """When p's trigger was released (infinity while it is still active)."""
+    return math.inf if p.open_until_inactive or p.released_ns is None else p.released_ns
+
+
+def _first_seen(track: Track) -> int:
+    """When a track's plate was first seen (its oldest observations may have been dropped)."""
+    return track.first_seen_ns if track.first_seen_ns is not None else min(o.time_ns for o in track.observations)
 
 
 def _centre(obs: Observation) -> Point | None:

@@ -16,7 +16,12 @@ from hardware.timeline import ReplayTimeline
 from inference.detector import PlateDetector
 from inference.ocr import PlateReader
 from node import system
-from node.config import NodeConfig
+from node.config import (
+    NodeConfig,
+    TriggerSection,
+    no_trigger_source_message,
+    track_timeout_problem,
+)
 from node.errors import BadConfig
 from node.pipeline import Pipeline, PipelineSettings, TriggerSpec
 from node.sink import ReadSink
@@ -104,8 +109,33 @@ def camera_source(config: NodeConfig) -> CameraSource:
     cam = config.camera
     p2 = Picamera2Config(main_size=tuple(cam.main_size), lores_size=tuple(cam.lores_size), fps=cam.fps,
                          exposure_us=cam.exposure_us, analogue_gain=cam.analogue_gain,
-                         lens_position=cam.lens_position, camera_num=cam.camera_num)
+                         lens_position=cam.lens_position, camera_num=cam.camera_num, tuning=cam.tuning)
     return CameraSource(lambda: Picamera2Camera(p2))
+
+
+def check_clip_wiring(config: NodeConfig, clip: Clip) -> None:
+    """The checks node.config makes of a clip source when it can read the clip, made again on the
+    loaded clip (the config may have been validated where the clip was not at hand); and a
+    warning naming the clip's pins that no [[triggers]] entry takes, whose edges go nowhere.
+
+    Raises BadConfig when the clip's frame rate is too high for pipeline.track_timeout_s, or when
+    a triggered node has no [[triggers]] and the clip records no edge to take them from.
+    """
+    problem = track_timeout_problem(config.pipeline, clip.camera.fps, f"camera.fps of the clip {clip.path}")
+    if problem:
+        raise BadConfig(problem)
+    recorded = sorted({record.pin for record in clip.triggers})
+    if config.pipeline.mode == "triggered" and not config.triggers and not recorded:
+        raise BadConfig(no_trigger_source_message(clip.path))
+    wired = {t.pin for t in config.triggers}
+    unwired = [pin for pin in recorded if pin not in wired]
+    if config.triggers and unwired:
+        names = {record.pin: record.name for record in clip.triggers if record.name}
+        listed = ", ".join(f"BCM {pin} ({names[pin]})" if pin in names else f"BCM {pin}" for pin in unwired)
+        # [[triggers]] replace the clip's own wiring, so a pin left out is not read at all: its
+        # vehicles get no pass (and no lane of their own), which looks like missed reads.
+        log.warning("source.clip %s records trigger edges on %s, which no [[triggers]] entry takes: those "
+                    "edges are ignored; add a [[triggers]] entry (name, pin, lane) for each", clip.path, listed)
 
 
 def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
@@ -123,6 +153,8 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
     models = {"detector": model_id(detector.model.manifest), "ocr": model_id(reader.model.manifest)}
     src = camera_source(config)
     gpio, pins, clock_ns, ends, lossless, clip = src.gpio, src.pins, src.clock_ns, src.ends, src.lossless, src.clip
+    if clip is not None:
+        check_clip_wiring(config, clip)
     camera_factory = src.factory
     lane = config.node.lane or "1"
     settings = PipelineSettings(
@@ -141,13 +173,17 @@ def make_pipeline(config: NodeConfig, sink: ReadSink) -> CameraPipeline:
                         capture_timeout_s=config.camera.capture_timeout_s, ends=ends, clock_ns=clock_ns)
     trigger_cfgs = list(config.triggers)
     if config.source.kind == "clip" and not trigger_cfgs:
-        # A clip carries its own wiring: each recorded pin is a pulled-up, active-low loop input.
-        from node.config import TriggerSection
+        # A clip carries its own wiring: each recorded pin is a pulled-up, active-low loop input,
+        # in the node's lane (a clip records no lanes: give [[triggers]] to set them).
         seen: dict[int, str] = {}
         for record in clip.triggers:
             seen.setdefault(record.pin, record.name or f"gpio{record.pin}")
         trigger_cfgs = [TriggerSection(name=name, pin=pin) for pin, name in sorted(seen.items())]
         pipeline.triggers.update({t.name: TriggerSpec(t.name, t.lane or lane, t.kind) for t in trigger_cfgs})
+        # Said at start: every pass of such a replay is in one lane, which HQ's capture rate per
+        # lane shows only as a lane with all the traffic.
+        log.info("source.clip: no [[triggers]]: wired from the clip's pins %s, all in lane %s (node.lane)",
+                 ", ".join(f"BCM {t.pin} ({t.name})" for t in trigger_cfgs) or "(none)", lane)
     inputs = [TriggerInput(t.pin, name=t.name, kind=t.kind, pull=t.pull, active_low=t.active_low,
                            bouncetime_ms=t.bouncetime_ms, on_trigger=pipeline.on_trigger, gpio_module=gpio,
                            clock_ns=clock_ns) for t in trigger_cfgs]

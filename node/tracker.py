@@ -1,8 +1,13 @@
 """Tracks plates across frames so one vehicle pass gives one read.
 
-Association is greedy by IoU between a detection and each open track's last box, with a
-fallback on centre distance (a plate moves fast between frames at close range). A track
-closes when it has not been seen for `timeout_ns` of frame time.
+Association is global over each frame: every (track, detection) pair whose boxes overlap is
+considered first, the best overlap first, and only the tracks and detections left over are
+then paired by centre distance (a plate moves fast between frames at close range), nearest
+first. Matching detection by detection instead, in detection-score order, let a plate near a
+track take it before the track's own, strongly overlapping plate was considered: a close
+follower's plate (scored higher, just above the leader's) took the leader's track, and one of
+the two reads was lost or the two swapped. A track closes when it has not been seen for
+`timeout_ns` of frame time.
 
 A track whose last sighting is older than the timeout when the next frame's observations arrive
 (the worker stalled and the frame queue dropped what came between) takes one of them only if
@@ -84,6 +89,14 @@ def _agrees(a: str, b: str) -> bool:
     return sum(x != y for x, y in zip(a, b)) <= 1
 
 
+def _distance(a: Box, b: Box) -> float:
+    """Distance between two boxes' centres, in units of the larger box's size along each axis
+    (the scale _near judges by), so that a large, close plate and a small, far one compare."""
+    ax, ay = a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx, by = b[0] + b[2] / 2, b[1] + b[3] / 2
+    return float(np.hypot((ax - bx) / max(a[2], b[2], 1), (ay - by) / max(a[3], b[3], 1)))
+
+
 def _near(a: Box, b: Box) -> bool:
     ax, ay = a[0] + a[2] / 2, a[1] + a[3] / 2
     bx, by = b[0] + b[2] / 2, b[1] + b[3] / 2
@@ -102,30 +115,21 @@ class Tracker:
 
     def update(self, observations: list[Observation], trigger_id: str | None) -> list[Track]:
         """Add one frame's observations; returns the tracks that closed."""
-        unmatched = list(self._open)
-        for obs in sorted(observations, key=lambda o: -o.detection_score):
-            best, best_score = None, 0.0
-            for track in unmatched:
-                if obs.time_ns - track.last.time_ns > self.timeout_ns and \
-                        not any(_agrees(obs.text, o.text) for o in track.observations):
-                    continue  # stale: closed below (expire), and this plate starts its own track
-                score = iou(track.last.box, obs.box)
-                if score < 0.1 and _near(track.last.box, obs.box):
-                    score = 0.1
-                if score > best_score:
-                    best, best_score = track, score
-            if best is None:
-                best = Track(self._next_id, trigger_id=trigger_id, first_seen_ns=obs.time_ns)
+        # Detection-score order: what the fallback and new tracks fall back on when all else ties.
+        ordered = sorted(observations, key=lambda o: -o.detection_score)
+        assigned = self._assign(ordered)
+        for i, obs in enumerate(ordered):
+            track = assigned.get(i)
+            if track is None:
+                track = Track(self._next_id, trigger_id=trigger_id, first_seen_ns=obs.time_ns)
                 self._next_id += 1
-                self._open.append(best)
-            else:
-                unmatched.remove(best)
-            best.observations.append(obs)
-            if len(best.observations) > self.max_observations:
+                self._open.append(track)
+            track.observations.append(obs)
+            if len(track.observations) > self.max_observations:
                 # Keep the most confident readings: they decide the vote anyway.
-                best.observations.remove(min(best.observations[:-1], key=lambda o: o.confidence))
-            if best.trigger_id is None:
-                best.trigger_id = trigger_id
+                track.observations.remove(min(track.observations[:-1], key=lambda o: o.confidence))
+            if track.trigger_id is None:
+                track.trigger_id = trigger_id
         closed = []
         if observations:
             now = max(o.time_ns for o in observations)
@@ -133,6 +137,36 @@ class Tracker:
         while len(self._open) > self.max_tracks:
             closed.append(self._open.pop(0))
         return closed
+
+    def _assign(self, ordered: list[Observation]) -> dict[int, Track]:
+        """Which open track each observation (by its index in `ordered`) continues.
+
+        Overlapping pairs first, largest IoU first; then, among the tracks and observations
+        still unpaired, pairs whose centres are near (_near), nearest first. A pair is taken
+        only if neither side is taken yet, so a track keeps its own overlapping plate whatever
+        order the detector scored them in.
+        """
+        overlaps: list[tuple[float, int, int, Track]] = []
+        nears: list[tuple[float, int, int, Track]] = []
+        for i, obs in enumerate(ordered):
+            for j, track in enumerate(self._open):
+                if obs.time_ns - track.last.time_ns > self.timeout_ns and \
+                        not any(_agrees(obs.text, o.text) for o in track.observations):
+                    continue  # stale: closed below (expire), and this plate starts its own track
+                score = iou(track.last.box, obs.box)
+                if score > 0:
+                    overlaps.append((-score, i, j, track))
+                elif _near(track.last.box, obs.box):
+                    nears.append((_distance(track.last.box, obs.box), i, j, track))
+        assigned: dict[int, Track] = {}
+        taken: set[int] = set()
+        # (i, j) break ties: the higher-scored detection, then the older track, as before.
+        for pairs in (overlaps, nears):
+            for _, i, j, track in sorted(pairs, key=lambda c: c[:3]):
+                if i not in assigned and j not in taken:
+                    assigned[i] = track
+                    taken.add(j)
+        return assigned
 
     def expire(self, now_ns: int) -> list[Track]:
         """Close the tracks not seen for the timeout."""
