@@ -19,6 +19,10 @@ from transport import atomic, topics
 # so the fragment for /etc/mosquitto/conf.d leaves all of them to the including file.
 PROCESS_OPTIONS = ("pid_file", "user", "persistence", "persistence_location", "log_dest")
 INCLUDE_NAME = "alpr.conf"
+# mosquitto.conf's pid_file, in the broker's folder: mosquitto 2.0 writes it after it drops to its
+# `user` (so that user must own the folder) and removes it when it stops. A reload command can
+# then signal the broker without a shell: `pkill -HUP -F <folder>/mosquitto.pid -x mosquitto`.
+PID_FILE = "mosquitto.pid"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def write_config(directory: Path, *, port: int, ca_file: Path, cert_file: Path, 
     start and again on SIGHUP (`systemctl reload mosquitto`).
     `clientid_from_cert`: force each client's MQTT client id to its certificate CN, so one
     node cannot take over another node's session by using its client id.
+    mosquitto.conf (not alpr.conf) writes the broker's process id to `directory`/PID_FILE.
     """
     directory = Path(directory)
     acl = directory / "acl"
@@ -85,6 +90,7 @@ def write_config(directory: Path, *, port: int, ca_file: Path, cert_file: Path, 
     conf = directory / "mosquitto.conf"
     process = [
         *([f"user {run_as}"] if run_as else []),
+        f"pid_file {directory / PID_FILE}",
         f"persistence {'true' if persistence else 'false'}",
         f"persistence_location {directory}/",
         f"log_dest file {log_file or directory / 'mosquitto.log'}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shlex
 import sqlite3
 import sys
@@ -23,6 +24,8 @@ from transport.errors import TransportError
 
 DEFAULT_HQ_DIR = Path("/var/lib/alpr-hq")
 DEFAULT_NODE_DIR = Path("/var/lib/alpr-node")
+# Where removable media are mounted: an --out below one of these must land on a mounted stick.
+REMOVABLE_ROOTS = (Path("/media"), Path("/mnt"), Path("/run/media"))
 
 
 def _q(value: object) -> str:
@@ -42,6 +45,34 @@ def _sudo(hq_dir: Path) -> str:
     except (OSError, ValueError):
         return "sudo "
     return "" if owner == typed_by else "sudo "
+
+
+def _checked_out(out: Path | None, example: str) -> Path | None:
+    """--out as given; refused before anything is made when it cannot be where the technician meant.
+
+    A folder that does not exist is a stick that is not mounted (/media/usb/...): writing there
+    would create the folder on this machine's own disk and report success. Below /media, /mnt
+    or /run/media, an existing folder that is not on a mounted file system is the empty mount
+    point of a stick that is not there. `example` is a file name to suggest for a folder.
+    """
+    if out is None:
+        return None
+    out = Path(out)
+    if out.is_dir():
+        raise ProvisioningError(f"--out {out}: is a folder; give the file's name in it, e.g. --out {out / example}")
+    parent = Path(os.path.abspath(out.parent))
+    if not parent.is_dir():
+        raise ProvisioningError(f"--out {out}: folder {parent} does not exist (is the stick mounted?); mount it and "
+                                "run the command again (nothing was made)")
+    for root in REMOVABLE_ROOTS:
+        if parent == root or not parent.is_relative_to(root):
+            continue
+        folders = [parent, *parent.parents]
+        below = folders[:folders.index(root)]  # parent up to, not including, /media
+        if not any(os.path.ismount(f) for f in below):
+            raise ProvisioningError(f"--out {out}: {parent} is on this machine's own disk, not on a mounted stick "
+                                    "(is the stick mounted?); mount it and run the command again (nothing was made)")
+    return out
 
 
 def _when(t_ns: int | None) -> str:
@@ -124,22 +155,54 @@ def _ca_rotate_hpke(args: argparse.Namespace) -> int:
 
 def _ca_retire_hpke(args: argparse.Namespace) -> int:
     from provisioning import hqsetup
-    path = hqsetup.retire_hpke(args.dir, args.key_id, actor=args.actor, force=args.force)
-    print(f"deleted {path}; reads sealed for key {args.key_id} can no longer be opened")
+    done = hqsetup.retire_hpke(args.dir, args.key_id, actor=args.actor, force=args.force)
+    print(f"deleted {done.path}; reads sealed for key {args.key_id} can no longer be opened")
+    if done.skipped:
+        print("    skipped revoked nodes whose revocation grace period is over (HQ ingest refuses all they send): "
+              + ", ".join(f"{node} (grace ended {_when(t)})" for node, t in sorted(done.skipped.items())))
+    if done.forced_for:
+        print(f"    --force: still used by {', '.join(done.forced_for)}")
     return 0
 
 
 def _ca_crl(args: argparse.Namespace) -> int:
-    from provisioning import enroll, hqsetup, state
+    from provisioning import enroll
     path = enroll.regenerate_crl(args.dir, actor=args.actor)
     print(f"wrote a fresh CRL to {path}")
-    print(f"next: {hqsetup.reload_broker(state.load(args.dir))}")
-    return 0
+    return _reload_after(args, "fresh CRL written")
 
 
 def _ca_reload_broker(args: argparse.Namespace) -> int:
-    from provisioning import enroll
+    from provisioning import enroll, hqsetup
+    if args.set_command is not None:
+        state = hqsetup.set_reload(args.dir, args.set_command, actor=args.actor)
+        if state.broker_reload:
+            print(f"reload command saved in {state.path}: {state.broker_reload!r} (run as the words "
+                  f"{shlex.join(hqsetup.check_reload_command(state.broker_reload))}, without a shell)")
+        else:
+            print(f"reload command removed from {state.path}: the command to run is printed instead")
     print(f"broker: {enroll.reload_broker(args.dir, actor=args.actor)}")
+    return 0
+
+
+def _reload_after(args: argparse.Namespace, done: str, node_id: str | None = None) -> int:
+    """Run the broker reload command after a step that is already done (`done` says which).
+
+    What is done is on the screen before the command runs; a failing command leaves it done,
+    says so, and exits 1 so that a script sees the broker step is still owed.
+    """
+    from provisioning import enroll
+    sys.stdout.flush()
+    try:
+        told = enroll.reload_broker(args.dir, actor=args.actor, node_id=node_id)
+    except ProvisioningError as exc:
+        sudo, again = _sudo(args.dir), f"--dir {_q(args.dir)} --actor {_q(args.actor)}"
+        print(f"alpr-provision: error: {done}; broker not reloaded: {exc}\n"
+              f"    fix the command, then run `{sudo}alpr-provision ca reload-broker {again}` "
+              f"(`{sudo}alpr-provision ca reload-broker --set-command 'NEW COMMAND' {again}` saves a new one "
+              "and runs it)", file=sys.stderr)
+        return 1
+    print(f"    broker: {told}")
     return 0
 
 
@@ -159,7 +222,8 @@ def _node_enroll(args: argparse.Namespace) -> int:
 
 def _node_bundle(args: argparse.Namespace) -> int:
     from provisioning import bundle, enroll, hqsetup, state
-    out = enroll.make_bundle(args.dir, args.node_id, actor=args.actor, out=args.out, valid_hours=args.hours)
+    wanted = _checked_out(args.out, f"{args.node_id}.alprbundle")
+    out = enroll.make_bundle(args.dir, args.node_id, actor=args.actor, out=wanted, valid_hours=args.hours)
     st = state.load(args.dir)
     fp = bundle.fingerprint(hqsetup.sign_raw(st))
     print(f"wrote {out} for node {args.node_id}, signed by HQ key {hqsetup.group(fp[:16])}")
@@ -194,11 +258,16 @@ def _node_list(args: argparse.Namespace) -> int:
 
 def _node_revoke(args: argparse.Namespace) -> int:
     from provisioning import enroll
-    done = enroll.revoke(args.dir, args.node_id, actor=args.actor, reason=args.reason, reload=not args.no_reload)
+    # the revocation first, the broker after: a failing reload command must not hide that
+    # the node is revoked already (registry and CRL)
+    done = enroll.revoke(args.dir, args.node_id, actor=args.actor, reason=args.reason, reload=False)
     print(f"revoked node {args.node_id}: HQ ingest rejects anything it made from {_when(done.record.revoked_ns)}")
     print(f"    certificates revoked: {', '.join(done.serials) or '-'}; CRL written to {done.crl}")
-    print(f"    broker: {done.broker}")
-    return 0
+    if args.no_reload:
+        print(f"    broker: not reloaded (--no-reload); next: {_sudo(args.dir)}alpr-provision ca reload-broker "
+              f"--dir {_q(args.dir)} --actor {_q(args.actor)}")
+        return 0
+    return _reload_after(args, "revoked", node_id=args.node_id)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -211,11 +280,13 @@ def _audit(args: argparse.Namespace) -> int:
 # -- node, Pi side ------------------------------------------------------------------------
 def _node_keygen(args: argparse.Namespace) -> int:
     from provisioning import nodeside
+    out = _checked_out(args.out, f"{args.node_id}.json")
     done = nodeside.keygen(args.data_dir, args.node_id, actor=args.actor, user=args.user, hq_key_id=args.hq_key_id,
-                           out=args.out)
-    print(f"made keys for node {done.node_id} in {Path(args.data_dir).resolve()} (private keys stay on this Pi)")
+                           out=out)
+    data_dir = Path(args.data_dir).resolve()
+    print(f"made keys for node {done.node_id} in {data_dir} (private keys stay on this Pi)")
     print(f"    signing key id {done.sign_key_id}")
-    print(f"    request {done.request}")
+    print(f"    request {done.request}" + (f" (also kept as {data_dir / nodeside.REQUEST})" if out else ""))
     print(f"    request fingerprint: {done.fingerprint}   <- write this down; HQ checks it at enrol")
     print(f"next: carry {done.request} to HQ: sudo alpr-provision node enroll {_q(done.request.name)} --site SITE "
           f"--actor NAME --fingerprint {done.fingerprint}")
@@ -224,9 +295,11 @@ def _node_keygen(args: argparse.Namespace) -> int:
 
 def _node_rotate_key(args: argparse.Namespace) -> int:
     from provisioning import nodeside
-    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=args.out, replace=args.replace)
+    out = _checked_out(args.out, "rotate-request.json")
+    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=out, replace=args.replace)
     print(f"node {done.node_id}: new signing key {done.sign_key_id} made (kept aside until HQ's bundle names it)")
-    print(f"    request {done.request}, fingerprint {done.fingerprint}")
+    print(f"    request {done.request}, fingerprint {done.fingerprint}"
+          + (f" (also kept as {Path(args.data_dir).resolve() / nodeside.ROTATE_REQUEST})" if out else ""))
     print(f"next: at HQ: sudo alpr-provision node add-key {_q(done.request.name)} --actor NAME; "
           f"sudo alpr-provision node bundle {_q(done.node_id)} --actor NAME; then here: "
           "sudo alpr-provision node install BUNDLE --actor NAME and restart alpr-node")
@@ -237,7 +310,8 @@ def _node_install(args: argparse.Namespace) -> int:
     from provisioning import nodeside
     extra = args.extra.read_text() if args.extra else None
     done = nodeside.install(args.bundle, args.data_dir, actor=args.actor, hq_key_id=args.hq_key_id,
-                            config_path=args.config, extra_toml=extra)
+                            config_path=args.config, extra_toml=extra, extra_source=f"--extra {args.extra}",
+                            check_config=True)
     print(f"bundle verified (HQ key {done.hq_key_id}) and installed for node {done.node_id}:")
     for path in done.written:
         print(f"    {path}")
@@ -248,13 +322,33 @@ def _node_install(args: argparse.Namespace) -> int:
               f"{', '.join(done.dropped)} (to keep them, copy them from {_q(done.dropped_kept_in)} into "
               f"{_q(args.extra)} and install again)")
     print(f"    certificate valid until {done.cert_not_after:%Y-%m-%d}")
+    if done.config_problem:
+        print(f"warning: {done.config} (its local sections kept as they were) does not pass "
+              f"`alpr-node check-config --toml-only` yet:\n{done.config_problem}\n"
+              "  fix it (or install again with --extra site.toml) before starting the node", file=sys.stderr)
     config = _q(done.config)
+    # alpr-node runs as the service user: run as root once, it leaves root-owned files in the data
+    # folder (outbox.db, sequence.reserved) that the service then cannot open.
+    as_user = _as_service_user(done.user)
     if done.config == nodeside.DEFAULT_CONFIG:
-        print(f"next: sudo -u alpr alpr-node check-config --config {config}; then sudo systemctl enable --now "
-              "alpr-node (or restart it)")
+        print(f"next: {_as_service_user(done.user or 'alpr')}alpr-node check-config --config {config}; then sudo "
+              "systemctl enable --now alpr-node (or restart it)")
     else:
-        print(f"next: alpr-node check-config --config {config}; then alpr-node run --config {config}")
+        print(f"next: {as_user}alpr-node check-config --config {config}; then {as_user}alpr-node run --config {config}"
+              + (f" (as {done.user}, the data folder's owner: not as root)" if as_user else ""))
     return 0
+
+
+def _as_service_user(user: str) -> str:
+    """`sudo -u USER ` to run alpr-node as the node's service user, "" when that is whoever types it."""
+    if not user:
+        return ""
+    typed_by = os.environ.get("SUDO_USER") if os.geteuid() == 0 else None
+    try:
+        me = typed_by or pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no passwd entry (a container): say sudo -u, to be safe
+        me = ""
+    return "" if user == me else f"sudo -u {_q(user)} "
 
 
 def _default_node_config() -> Path:
@@ -291,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-port", type=int, default=8883)
     p.add_argument("--broker-bind", default="", help="listener address (default: every address)")
     p.add_argument("--broker-reload", default="",
-                   help="command run after a revocation, e.g. 'systemctl restart mosquitto' (default: print it)")
+                   help="command run after a revocation, e.g. 'systemctl restart mosquitto' (default: print it); "
+                        "split into words and run without a shell; change it later with ca reload-broker "
+                        "--set-command")
     p.add_argument("--broker-user", default="mosquitto",
                    help="user mosquitto runs as; when run as root its folder is given to it (default mosquitto)")
     p.add_argument("--workers", type=int, default=1, help="HQ ingest worker certificates hq-ingest-1..N")
@@ -314,8 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete it even though active nodes' latest bundles still carry it")
     p.set_defaults(func=_ca_retire_hpke)
     hq(ca.add_parser("crl", help="write a fresh CRL (before the current one expires)")).set_defaults(func=_ca_crl)
-    hq(ca.add_parser("reload-broker", help="run the broker reload command (after --no-reload, issue-hq, crl)")
-       ).set_defaults(func=_ca_reload_broker)
+    p = hq(ca.add_parser("reload-broker", help="run the broker reload command (after --no-reload, issue-hq, crl, "
+                                               "or a reload that failed)"))
+    p.add_argument("--set-command", metavar="COMMAND",
+                   help="save COMMAND as the reload command (as ca init --broker-reload; '' removes it), then run "
+                        "it. It is split into words and run without a shell, e.g. 'systemctl restart mosquitto' or "
+                        "'pkill -HUP -F HQ_DIR/broker/mosquitto.pid -u mosquitto -x mosquitto'")
+    p.set_defaults(func=_ca_reload_broker)
 
     node = sub.add_parser("node", help="node enrolment, bundles, revocation").add_subparsers(
         dest="node_command", required=True, metavar="STEP")

@@ -16,7 +16,7 @@ from provisioning import bundle as bundle_format
 from provisioning import hqsetup, pki, request
 from provisioning import state as hq_state
 from provisioning.authority import Authority
-from provisioning.errors import BadRequest, ProvisioningError, StateError
+from provisioning.errors import BadRequest, ProvisioningError, ReloadFailed, StateError
 from provisioning.names import node_id_problem
 from transport import atomic
 from transport.keys import raw_public
@@ -129,7 +129,8 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
 
 def make_bundle(hq_dir: Path, node_id: str, *, actor: str, out: Path | None = None,
                 valid_hours: float | None = None, now_ns: int | None = None) -> Path:
-    """Write a signed provisioning bundle for an enrolled, active node."""
+    """Write a signed provisioning bundle for an enrolled, active node, to `out` or else to
+    HQ_DIR/nodes/<id>/<id>.alprbundle (only one of them: a lost copy is a new `make_bundle` away)."""
     state = hq_state.load(hq_dir)
     registry = _registry(state)
     try:
@@ -190,7 +191,12 @@ def add_key(hq_dir: Path, request_path: Path, *, actor: str, grace_hours: float 
 
 
 def revoke(hq_dir: Path, node_id: str, *, actor: str, reason: str, reload: bool = True) -> Revoked:
-    """Revoke a node: registry (ingest rejects its new messages), CRL (the broker refuses it), reload."""
+    """Revoke a node: registry (ingest rejects its new messages), CRL (the broker refuses it), reload.
+
+    A failing reload command raises ReloadFailed, which says the revocation itself is done and
+    carries its Revoked; `alpr-provision node revoke` revokes with reload=False and prints that
+    first, then reloads.
+    """
     if not reason:
         raise ProvisioningError("--reason: required")
     state = hq_state.load(hq_dir)
@@ -208,14 +214,28 @@ def revoke(hq_dir: Path, node_id: str, *, actor: str, reason: str, reload: bool 
         registry.record(actor, "crl", node_id, f"revoked serials={','.join(format(s, 'x') for s in serials)}")
     finally:
         registry.close()
-    told = reload_broker(hq_dir, actor=actor, node_id=node_id) if reload else "not reloaded (--no-reload)"
-    return Revoked(record, [format(s, "x") for s in serials], crl, told)
+    done = Revoked(record, [format(s, "x") for s in serials], crl, "not reloaded (--no-reload)")
+    if not reload:
+        return done
+    try:
+        told = reload_broker(hq_dir, actor=actor, node_id=node_id)
+    except ProvisioningError as exc:
+        raise ReloadFailed(f"node {node_id} revoked (registry, CRL {crl}); broker not reloaded: {exc}: fix the "
+                           "command, then run `alpr-provision ca reload-broker`", done) from exc
+    return Revoked(record, done.serials, crl, told)
 
 
 def reload_broker(hq_dir: Path, *, actor: str, node_id: str | None = None) -> str:
-    """Run the broker reload command from `ca init --broker-reload` (audited); returns what happened."""
+    """Run the broker reload command from `ca init --broker-reload` (audited, and so is a failure);
+    returns what happened."""
     state = hq_state.load(hq_dir)
-    told = hqsetup.reload_broker(state)
+    try:
+        told = hqsetup.reload_broker(state)
+    except ProvisioningError as exc:
+        # the trail shows a revocation whose broker step is still owed
+        with hq_state.registry(state) as registry:
+            registry.record(actor, "broker-reload-failed", node_id, f"{state.broker_reload}: {exc}")
+        raise
     if state.broker_reload:
         registry = _registry(state)
         try:

@@ -19,3 +19,13 @@ class BadRequest(ProvisioningError, ValueError):
 
 class StateError(ProvisioningError, RuntimeError):
     """A step run out of order: HQ not initialised, keys missing, node already enrolled, ..."""
+
+
+class ReloadFailed(ProvisioningError):
+    """A step that changed what the broker must reread (a revocation, a CRL) is done, and the
+    broker reload command that should have followed it failed. `done` is the finished step's
+    result: the caller reports it before the failure."""
+
+    def __init__(self, message: str, done: object = None) -> None:
+        super().__init__(message)
+        self.done = done

@@ -166,6 +166,7 @@ def init_hq(hq_dir: Path, *, actor: str, ca_dir: Path | None = None, broker_name
     ca_dir = Path(ca_dir).resolve() if ca_dir else default_ca_dir(hq_dir)
     if ca_dir == hq_dir or hq_dir in ca_dir.parents:
         raise ProvisioningError(f"--ca-dir {ca_dir}: keep the offline CA outside HQ's data folder {hq_dir}")
+    check_reload_command(broker_reload)
     names = broker_names or ["localhost", "127.0.0.1"]
     worker_names = tuple(f"hq-ingest-{i + 1}" for i in range(workers))
     hq_config = hq_dir / "hq.toml"
@@ -270,20 +271,71 @@ def _give(folder: Path, owner: tuple[int, int]) -> None:
             log.warning("%s (left as it is)", exc)
 
 
+# Words only a shell understands. The reload command is split into words (shlex) and run
+# without a shell, so `kill -HUP $(cat FILE)` would pass "$(cat" to kill: refused when saved.
+_SHELL_WORDS = frozenset({"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1", "&>"})
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
+
+
+def pid_file(state: hq_state.HQState) -> Path:
+    """Where a broker started as `mosquitto -c HQ_DIR/broker/mosquitto.conf` writes its process id."""
+    return state.broker_dir / broker_config.PID_FILE
+
+
+def check_reload_command(command: str, option: str = "--broker-reload") -> list[str]:
+    """The broker reload command split into the words it is run as; "" is no command.
+
+    ProvisioningError, naming `option`, when it cannot be split or needs a shell: it is run
+    without one, and `kill -HUP $(cat FILE)` would otherwise fail only at the next revocation.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ProvisioningError(f"{option} {command!r}: cannot be split into words ({exc}); check the quotes") from exc
+    if argv and Path(argv[0]).name not in _SHELLS:
+        shell = [w for w in argv if w in _SHELL_WORDS or w.startswith("$") or "$(" in w or "`" in w]
+        if shell:
+            raise ProvisioningError(
+                f"{option} {command!r}: {', '.join(repr(w) for w in shell)} only mean something to a shell, and "
+                "the command is split into words and run without one: give the signal by pid file, e.g. "
+                "'pkill -HUP -F HQ_DIR/broker/mosquitto.pid -u mosquitto -x mosquitto', or run a shell "
+                "yourself: sh -c '...'")
+    return argv
+
+
+def set_reload(hq_dir: Path, command: str, *, actor: str) -> hq_state.HQState:
+    """Save `command` as the broker reload command (ca init --broker-reload), audited; "" removes it."""
+    state = hq_state.load(hq_dir)
+    check_reload_command(command, "--set-command")
+    old = state.broker_reload
+    state = state.with_(broker_reload=command)
+    state.save()
+    _audit(state, actor, "set-reload", None, f"{old!r} -> {command!r}")
+    return state
+
+
 def reload_broker(state: hq_state.HQState) -> str:
-    """Run the configured broker reload command; returns what to tell the technician."""
+    """Run the configured broker reload command; returns what to tell the technician.
+
+    The command is split into words and run without a shell (check_reload_command).
+    """
     if not state.broker_reload:
         return (f"the broker must reread {state.broker_dir}: restart it, as it was started: "
                 "`sudo systemctl restart mosquitto` (Debian's service), or stop the "
                 f"`mosquitto -c {shlex.quote(str(state.broker_dir / 'mosquitto.conf'))}` process and start it again "
-                "(a restart also drops open connections; a reload (SIGHUP) only refuses new ones)")
+                "(a restart also drops open connections; a reload (SIGHUP), e.g. "
+                f"`sudo pkill -HUP -F {shlex.quote(str(pid_file(state)))}"
+                + (f" -u {shlex.quote(state.broker_user)}" if state.broker_user else "")
+                + " -x mosquitto`, only refuses new ones)")
+    argv = check_reload_command(state.broker_reload, f"broker reload command ({state.path})")
     try:
-        result = subprocess.run(shlex.split(state.broker_reload), check=False, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProvisioningError(f"broker reload command {state.broker_reload!r} failed: {exc}") from exc
     if result.returncode != 0:
-        raise ProvisioningError(f"broker reload command {state.broker_reload!r} exited {result.returncode}: "
-                                f"{result.stderr.strip()}")
+        said = (result.stderr.strip() or result.stdout.strip() or "no output").replace("\n", " | ")
+        raise ProvisioningError(f"broker reload command {state.broker_reload!r} (run as the words "
+                                f"{shlex.join(argv)}, without a shell) exited {result.returncode}: {said}")
     return f"ran {state.broker_reload!r}"
 
 
@@ -403,12 +455,61 @@ def _utc(t_ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t_ns / 1e9))
 
 
-def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False) -> Path:
+# hq.config's [ingest] revocation_grace_h default (provisioning must not import hq/; a unit
+# test keeps the two equal).
+DEFAULT_REVOCATION_GRACE_H = 24.0
+
+
+def revocation_grace_s(state: hq_state.HQState) -> float:
+    """HQ ingest's [ingest] revocation_grace_h from HQ_DIR/hq.toml, in seconds (its default when unset).
+
+    After a revoked node's grace, ingest refuses everything it sends (transport.registry), so
+    which HPKE key it seals for no longer matters.
+    """
+    path = state.hq_dir / "hq.toml"
+    try:
+        parsed = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return DEFAULT_REVOCATION_GRACE_H * 3600
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StateError(f"{path}: cannot read [ingest] revocation_grace_h ({exc}); fix the file") from exc
+    ingest = parsed.get("ingest", {})
+    hours = ingest.get("revocation_grace_h", DEFAULT_REVOCATION_GRACE_H) if isinstance(ingest, dict) else None
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not 0 <= hours < float("inf"):
+        raise StateError(f"{path}: [ingest] revocation_grace_h: expected a number of hours >= 0, found {hours!r}")
+    return float(hours) * 3600
+
+
+@dataclass(frozen=True)
+class RetiredKey:
+    """What `retire_hpke` did."""
+
+    path: Path
+    # revoked nodes whose grace period is over, left out of the checks: node -> when its grace ended
+    skipped: dict[str, int]
+    # with --force: the nodes that still used the key
+    forced_for: tuple[str, ...] = ()
+
+
+def _grace_ends(state: hq_state.HQState, nodes: list[str]) -> dict[str, int]:
+    """Which of `nodes` are revoked: node -> when its revocation grace period ends (ns)."""
+    if not nodes:
+        return {}
+    grace_ns = int(revocation_grace_s(state) * 1e9)
+    with hq_state.registry(state) as registry:  # as hpke_users: retire-hpke writes the audit trail
+        records = {r.node_id: r for r in registry.nodes()}
+    return {node: records[node].revoked_ns + grace_ns for node in nodes
+            if node in records and records[node].status == "revoked" and records[node].revoked_ns is not None}
+
+
+def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False, now_ns: int | None = None) -> RetiredKey:
     """Delete an old HPKE private key (reads still sealed for it can then never be opened).
 
     Refused while an active node's latest bundle still carries the key (its node seals
     every read for it), or while a node's latest message HQ's ingest opened was sealed for it
     (its new bundle is not installed yet, or it still sends reads sealed before), unless `force`.
+    A revoked node whose revocation grace period ([ingest] revocation_grace_h) is over is left
+    out: ingest refuses all it sends, and it can never send a message sealed for the new key.
     """
     state = hq_state.load(hq_dir)
     if kid == state.hpke_current:
@@ -416,6 +517,7 @@ def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False) -> P
     path = state.keys_dir / f"hq-hpke-{kid}.key"
     if not path.exists():
         raise StateError(f"{path}: no such HPKE key")
+    now = time.time_ns() if now_ns is None else now_ns
     users = hpke_users(state, kid)
     if users and not force:
         raise StateError(f"{path}: still used by active nodes whose latest bundle carries key {kid}: "
@@ -424,15 +526,23 @@ def retire_hpke(hq_dir: Path, kid: str, *, actor: str, force: bool = False) -> P
     # A bundle made is not a bundle installed: what ingest last opened from each node says
     # which key the node really seals for (transport.key_usage).
     sealing = key_usage.still_sealing(key_usage.merged(state.keys_dir), kid)
+    revoked = _grace_ends(state, sorted(sealing))
+    skipped = {node: end for node, end in revoked.items() if now > end}
+    sealing = {node: t for node, t in sealing.items() if node not in skipped}
     if sealing and not force:
-        seen = ", ".join(f"{node} (last {_utc(t)})" for node, t in sorted(sealing.items()))
+        seen = ", ".join(f"{node} (last {_utc(t)}" + (f"; revoked: HQ accepts the reads it queued before until "
+                                                      f"{_utc(revoked[node])}, then it is left out)"
+                                                      if node in revoked else ")")
+                         for node, t in sorted(sealing.items()))
         raise StateError(f"{path}: nodes whose latest message HQ opened was sealed for key {kid}: {seen}; they "
                          "have not been seen to use the new key yet (bundle not installed, or reads sealed before "
-                         "still queued). Wait until each has sent a message since its new bundle, or pass --force "
-                         "to lose what they seal for it")
+                         "still queued). Wait until each has sent a message since its new bundle (a revoked node: "
+                         "until its revocation grace period, [ingest] revocation_grace_h in hq.toml, is over), or "
+                         "pass --force to lose what they seal for it")
     users = users or sorted(sealing)
     os.remove(path)
     (state.keys_dir / f"hq-hpke-{kid}.pub").unlink(missing_ok=True)
     _audit(state, actor, "retire-hpke", None, f"key={kid}" + (f" forced; still used by {','.join(users)}"
-                                                              if users else ""))
-    return path
+                                                              if users else "")
+           + (f" skipped revoked nodes past their grace: {','.join(sorted(skipped))}" if skipped else ""))
+    return RetiredKey(path, skipped, tuple(users) if force else ())

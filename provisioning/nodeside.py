@@ -30,6 +30,9 @@ import pwd
 import re
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -102,6 +105,11 @@ class InstallResult:
     # ("[camera]", "[[triggers]]", "[broker] backoff_max_s", ...), in file order
     dropped: tuple[str, ...] = ()
     dropped_kept_in: Path | None = None  # where the dropped sections can still be copied from
+    # the service user chosen at keygen (provisioning/node.json), "" if none: who must run alpr-node
+    user: str = ""
+    # without --extra: why the node.toml written (local sections kept as they were) does not
+    # pass `alpr-node check-config --toml-only` yet, or "" if it does
+    config_problem: str = ""
 
 
 def _audit(data_dir: Path, actor: str, action: str, detail: str) -> None:
@@ -353,7 +361,8 @@ def _trust_anchor(data_dir: Path, meta: dict, typed: str | None, named: bytes, s
 
 
 def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | None = None,
-            config_path: Path | None = None, extra_toml: str | None = None, now_ns: int | None = None) -> InstallResult:
+            config_path: Path | None = None, extra_toml: str | None = None, now_ns: int | None = None,
+            extra_source: str = "--extra", check_config: bool = False) -> InstallResult:
     """Verify a bundle and put its files in place; write node.toml for `alpr-node run --config`.
 
     `config_path`: the node.toml to write. The `node install` command passes DEFAULT_CONFIG
@@ -361,7 +370,13 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     a lab or test node in one folder.
     `extra_toml`: local sections ([source], [pipeline], ...) and [broker] tuning keys to add
     to the bundle's; None keeps those of the existing node.toml (or, when there is none yet,
-    of DATA_DIR/node.toml left by an older install).
+    of DATA_DIR/node.toml left by an older install). `extra_source` names it in errors.
+    `check_config` (the `node install` command): the node.toml it would write is checked first
+    with `alpr-node check-config --toml-only` (check_node_toml). With `extra_toml` a refusal
+    stops the install before anything is written; without, the kept sections are the
+    technician's as they were, so the install goes on (a certificate renewal must not wait on
+    them) and InstallResult.config_problem says why. Off for the lab and tests
+    (provisioning.local), which give nodes that never run alpr-node only the sections they use.
     Every file is replaced atomically, installed.json last: an install that stopped halfway
     is finished by running it again with the same bundle.
     """
@@ -430,8 +445,25 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         existing = _read_text(data_dir, keep_from) if keep_from.exists() else ""
         broker_local, extra = local_part(existing, str(keep_from), strict=False)
     else:
-        broker_local, extra = local_part(extra_toml, "--extra", strict=True)
+        broker_local, extra = local_part(extra_toml, extra_source, strict=True)
         dropped = _dropped_by_extra(data_dir, keep_from, broker_local, extra)
+
+    node_section = {"id": node_id, "site": b.site, "camera": b.camera, "lane": b.lane or None,
+                    "data_dir": str(data_dir)}
+    text = tomlout.document({"node": node_section, "broker": {"host": b.broker_host, "port": b.broker_port, **broker_local}},
+                            header=f"Written by alpr-provision node install from bundle {b.id}.\n"
+                                   "[node] and [broker] host/port come from HQ; other [broker] keys and\n"
+                                   "the sections after [broker] are local and kept by the next install.")
+    if extra:
+        text += "\n" + extra.strip() + "\n"
+    else:
+        text += ("\n# Add this site's sections below ([pipeline], [[triggers]], [camera], [source], ...),\n"
+                 "# or pass them with `alpr-provision node install --extra FILE`.\n")
+    problem = check_node_toml(text, f"{config_path} (as install would write it)") if check_config else None
+    if problem and extra_toml is not None:
+        raise ProvisioningError(f"{extra_source}: the node.toml it makes does not pass `alpr-node check-config "
+                                f"--toml-only`:\n{problem}\nnothing was installed and {config_path} is unchanged: "
+                                f"fix {extra_source} and run install again")
 
     owner = _owner(meta.get("user"))
     written = [
@@ -445,17 +477,6 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         # the old private key is gone: its reads are already sealed
         safefs.replace(data_dir, NEXT_SIGN_KEY, SIGN_KEY)
         written.append(data_dir / SIGN_KEY)
-    node_section = {"id": node_id, "site": b.site, "camera": b.camera, "lane": b.lane or None,
-                    "data_dir": str(data_dir)}
-    text = tomlout.document({"node": node_section, "broker": {"host": b.broker_host, "port": b.broker_port, **broker_local}},
-                            header=f"Written by alpr-provision node install from bundle {b.id}.\n"
-                                   "[node] and [broker] host/port come from HQ; other [broker] keys and\n"
-                                   "the sections after [broker] are local and kept by the next install.")
-    if extra:
-        text += "\n" + extra.strip() + "\n"
-    else:
-        text += ("\n# Add this site's sections below ([pipeline], [[triggers]], [camera], [source], ...),\n"
-                 "# or pass them with `alpr-provision node install --extra FILE`.\n")
     if config_path.exists():
         before = _read_text(data_dir, config_path)
         if before != text:
@@ -474,7 +495,37 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     return InstallResult(node_id, config_path, written, rotated_to, bundle_format.fingerprint(b.hq_sign_pub)[:16],
                          cert.not_valid_after_utc, dropped,
                          (config_path.with_name(config_path.name + ".bak") if keep_from == config_path else keep_from)
-                         if dropped else None)
+                         if dropped else None, user=meta.get("user") or "", config_problem=problem or "")
+
+
+# How long `alpr-node check-config --toml-only` may take (it reads a clip's clip.json at most).
+CHECK_CONFIG_TIMEOUT_S = 120.0
+
+
+def check_node_toml(text: str, shown_as: str) -> str | None:
+    """Run `alpr-node check-config --toml-only` on node.toml `text`; None if it passes, else its errors.
+
+    A process, not an import: provisioning may not use node/'s internals, and the node's own
+    validation is the one that decides whether `alpr-node run` starts. It runs this
+    interpreter with this process's import path (the same alpr-node code), from a fresh
+    private folder holding only the file, so nothing in the folder install was started from
+    (a USB stick) is on its import path. `shown_as` replaces the temporary file's name in the errors.
+    """
+    with tempfile.TemporaryDirectory(prefix="alpr-install-check-") as folder:
+        path = Path(folder) / "node.toml"
+        path.write_text(text)
+        argv = [sys.executable, "-P", "-m", "node.cli", "check-config", "--toml-only", "--config", str(path)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            result = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, check=False,
+                                    timeout=CHECK_CONFIG_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ProvisioningError(f"cannot check {shown_as}: `alpr-node check-config --toml-only` did not run "
+                                    f"({exc})") from exc
+    if result.returncode == 0:
+        return None
+    lines = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}").splitlines()
+    return "\n".join("    " + line.removeprefix("alpr-node: error: ").replace(str(path), shown_as) for line in lines)
 
 
 def _dropped_by_extra(data_dir: Path, existing: Path, broker_local: dict, extra: str) -> tuple[str, ...]:

@@ -28,6 +28,33 @@ log = logging.getLogger(__name__)
 
 # A tick hook failing on every turn (about a hundred a second) is logged at most this often.
 TICK_FAILURE_LOG_S = 10.0
+# A broker that refuses us on every attempt (a revoked certificate, another CA, an expired CRL
+# at the broker) fails each backoff turn, for days: the first failure is logged at once, then
+# at most one line this often, with how many attempts failed since.
+CONNECT_FAILURE_LOG_S = 60.0
+# How long to wait for CONNACK once TCP and TLS are up.
+CONNACK_TIMEOUT_S = 10.0
+
+# What a TLS failure means for the person reading the journal, by the text OpenSSL gives.
+# The alerts come from the broker (it refused our certificate); "certificate verify failed"
+# on our side means we refused the broker's.
+_TLS_HINTS = (
+    ("certificate revoked", ("the broker refuses this client's certificate as revoked (the CA's CRL lists it): "
+                             "ask HQ (`alpr-provision node list`); a revoked node needs a new id (keygen, "
+                             "enrol), an HQ worker a new certificate (`alpr-provision ca issue-hq --replace`)")),
+    ("unknown ca", ("the broker does not trust the CA that issued this client's certificate: install a bundle "
+                    "from this broker's HQ")),
+    ("certificate expired", ("a certificate has expired: this client's, or the CRL the broker checks against "
+                             "(at HQ: `alpr-provision ca crl`, then reload the broker)")),
+    ("certificate verify failed", ("the broker's certificate is not signed by the CA file (broker ca) or not "
+                                   "issued for the broker host name")),
+    ("bad certificate", "the broker refused this client's certificate"),
+    # mosquitto under TLS 1.2 closes without an alert when it refuses a client certificate
+    ("eof occurred in violation of protocol", ("the broker closed the connection during the TLS handshake: it "
+                                               "most likely refused this client's certificate (revoked, issued by "
+                                               "another CA, or the broker's CRL has expired); the broker's log "
+                                               "says which")),
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +84,9 @@ class LinkStats:
     connects: int = 0
     disconnects: int = 0
     failures: int = 0
-    last_error: str = ""
+    failures_in_a_row: int = 0   # connection attempts failed since the last CONNACK
+    last_error: str = ""         # why the last attempt (or the last connection) failed
+    last_error_ns: int = 0       # when, wall clock (0: never)
     since_ns: int = field(default_factory=time.time_ns)
 
 
@@ -93,6 +122,10 @@ class MqttLink:
         self._tick_ok = time.monotonic()  # last turn the tick hook completed (see stalled_s)
         self._tick_failures = 0           # turns in a row it raised
         self._tick_failure_logged = float("-inf")
+        self._connect_failure_logged = float("-inf")
+        self._failures_at_log = 0         # stats.failures_in_a_row when the last failure was logged
+        self._paho_error = ""             # paho's last error log line (the socket or TLS error text)
+        self._refused = ""                # a failure CONNACK's reason, for _connect_once
         self._connected = threading.Event()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=paho.MQTTv5,
@@ -113,6 +146,11 @@ class MqttLink:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        # paho turns a socket or TLS error into a bare rc ("The connection was lost.") and says
+        # what it was only through its log: under TLS 1.3 a broker refusing our certificate
+        # (revoked, unknown CA) shows up as an alert on the first read after connect(), and
+        # without this line nothing would say so.
+        self._client.on_log = self._handle_log
         self._has_will = will is not None
 
     @property
@@ -167,7 +205,7 @@ class MqttLink:
                 self._beat = time.monotonic()
                 rc = self._client.loop(timeout=self._tick_interval)
                 if rc != paho.MQTT_ERR_SUCCESS:
-                    self.stats.last_error = f"loop: {paho.error_string(rc)}"
+                    self._set_error(f"loop: {self._why(rc)}")
                     break
                 now = time.monotonic()
                 if now >= next_tick and self._connected.is_set() and self._on_tick is not None:
@@ -201,35 +239,83 @@ class MqttLink:
     def _connect_once(self) -> bool:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.settings.session_expiry_s
+        self._paho_error = ""
+        self._refused = ""
         try:
             self._client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
                                  clean_start=False, properties=properties)
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self.stats.failures += 1
-            self.stats.last_error = f"connect: {exc}"
-            log.warning("mqtt %s: cannot connect to %s:%d: %s", self.name, self.settings.host, self.settings.port, exc)
+            self._connect_failed(f"connect: {exc}")
             return False
         # Wait for CONNACK (or failure) without blocking shutdown.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + CONNACK_TIMEOUT_S
+        reason = f"no CONNACK within {CONNACK_TIMEOUT_S:g} s"
         while not self._stop.is_set() and time.monotonic() < deadline:
             self._beat = time.monotonic()
             rc = self._client.loop(timeout=0.05)
             if self._connected.is_set():
+                if self.stats.failures_in_a_row:
+                    log.info("mqtt %s: connected after %d failed attempts (last: %s)", self.name,
+                             self.stats.failures_in_a_row, self.stats.last_error)
+                self.stats.failures_in_a_row = 0
+                self._failures_at_log = 0
+                self._paho_error = ""
+                self._connect_failure_logged = float("-inf")
                 return True
-            if rc != paho.MQTT_ERR_SUCCESS:
+            if self._refused:
+                reason = self._refused
                 break
-        self.stats.failures += 1
-        self.stats.last_error = self.stats.last_error or "no CONNACK"
+            if rc != paho.MQTT_ERR_SUCCESS:
+                reason = f"connection closed before CONNACK: {self._why(rc)}"
+                break
+        if self._stop.is_set() and not self._refused:
+            return False  # stopping, not failing: nothing to report
+        self._connect_failed(reason)
         try:
             self._client.disconnect()
         except (OSError, ValueError):
             pass
         return False
 
+    def _why(self, rc: int) -> str:
+        """paho's error for `rc`, with the socket or TLS error it logged when there is one."""
+        text = paho.error_string(rc)
+        return f"{text} ({self._paho_error})" if self._paho_error else text
+
+    def _set_error(self, reason: str) -> None:
+        self.stats.last_error = reason
+        self.stats.last_error_ns = time.time_ns()
+
+    def _connect_failed(self, reason: str) -> None:
+        """Count a failed attempt and log it: the first at once, then once per CONNECT_FAILURE_LOG_S."""
+        self.stats.failures += 1
+        self.stats.failures_in_a_row += 1
+        self._set_error(reason)
+        now = time.monotonic()
+        if now - self._connect_failure_logged < CONNECT_FAILURE_LOG_S:
+            return
+        self._connect_failure_logged = now
+        lower = reason.lower()
+        hint = next((f"; {h}" for needle, h in _TLS_HINTS if needle in lower), "")
+        count = self.stats.failures_in_a_row
+        since = (f" ({count - self._failures_at_log} more failed attempts since the last report, {count} in a row; "
+                 f"retrying with backoff up to {self.settings.backoff_max_s:g} s)"
+                 if self._failures_at_log else f" (retrying with backoff up to {self.settings.backoff_max_s:g} s)")
+        self._failures_at_log = count
+        log.warning("mqtt %s: cannot connect to %s:%d as %s: %s%s%s", self.name, self.settings.host,
+                    self.settings.port, self.settings.client_id, reason, hint, since)
+
+    def _handle_log(self, client, userdata, level, buf) -> None:
+        # Only errors are kept (for _why), and only the first since the attempt began: it is the
+        # cause ("failed to receive on socket: ..."); what follows is paho noting it is not
+        # connected any more. paho's debug lines are its per-packet chatter.
+        if level in (paho.MQTT_LOG_ERR, paho.MQTT_LOG_WARNING) and not self._paho_error:
+            self._paho_error = buf
+
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.stats.last_error = f"refused: {reason_code}"
-            log.warning("mqtt %s: broker refused the connection: %s", self.name, reason_code)
+            # logged (rate-limited) by _connect_once, which sees this before its next turn
+            self._refused = f"broker refused the connection: {reason_code}"
             return
         self.stats.connects += 1
         self.stats.connected = True
@@ -248,7 +334,7 @@ class MqttLink:
         try:
             self._on_message(client, message)
         except Exception:
-            self.stats.last_error = f"message handler failed on {message.topic}"
+            self._set_error(f"message handler failed on {message.topic}")
             log.exception("mqtt %s: handler failed for a message on %s", self.name, message.topic)
 
     def alive(self) -> bool:
@@ -266,7 +352,9 @@ class MqttLink:
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set():
-            log.warning("mqtt %s: disconnected: %s", self.name, reason_code)
+            why = f"{reason_code} ({self._paho_error})" if self._paho_error else str(reason_code)
+            self._set_error(f"disconnected: {why}")
+            log.warning("mqtt %s: disconnected: %s", self.name, why)
         self._mark_down()
 
     def _mark_down(self) -> None:

@@ -318,7 +318,7 @@ OUTPUTS_ONLY = """[pipeline]
 mode = "continuous"
 
 [outbox]
-max_mb = 100
+quota_mb = 100
 """
 
 
