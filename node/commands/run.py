@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pwd
 import signal
 from pathlib import Path
 
 from node import config as node_config
+from node.errors import BadConfig
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +23,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _refuse_root_on_anothers_data(data_dir: Path) -> None:
+    """Run as root on the service user's data directory, the node would leave root-owned files
+    there (outbox.db, sequence.reserved) that the service could then not open: refuse, and say
+    how to run it instead."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = data_dir.stat().st_uid
+    except FileNotFoundError:
+        return
+    if owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise BadConfig(f"{data_dir} belongs to {name}, and this is root: files the node made would be root's and "
+                        f"the service could not open them. Run it as that user: sudo -u {name} alpr-node run ...")
+
+
 def run(args: argparse.Namespace) -> int:
     from node.runtime import Runtime
 
     config = node_config.load(args.config)
+    _refuse_root_on_anothers_data(config.node.data_dir)
     runtime = Runtime(config)
 
     def _stop(signum, frame) -> None:  # SIGTERM and SIGINT only set the stop event
