@@ -383,9 +383,14 @@ class Judge:
         origins = self.origins(ids)
         vehicles = [VehicleResult(v.plate, v.t_start_ns / 1e9, v.t_end_ns / 1e9, None) for v in self.clip.vehicles]
         own_trigger = [self._own_trigger(v.t_start_ns, v.t_end_ns) for v in self.clip.vehicles]
-        for result, edge in zip(vehicles, own_trigger):
+        for i, (result, edge) in enumerate(zip(vehicles, own_trigger)):
             result.trigger = f"{edge.name}@{edge.t_ns / 1e9:.2f}s" if edge else None
-            if edge is not None and self.wiring and edge.pin in self.wiring:
+            # Judged only where the edge is this vehicle's alone: two vehicles side by side in two
+            # lanes, legible at once, each have both lanes' edges in their windows, and time
+            # cannot say which loop was whose.
+            shared = edge is not None and any(
+                j != i and self._near(v.t_start_ns, v.t_end_ns, edge) for j, v in enumerate(self.clip.vehicles))
+            if edge is not None and not shared and self.wiring and edge.pin in self.wiring:
                 result.lane = self.wiring[edge.pin][1]
         phantoms: list[ReadMatch] = []
         for read in sorted(reads, key=lambda r: r.seq):
@@ -446,9 +451,14 @@ class Judge:
         run = self._run_of(parsed[1] if parsed else mono)
         return run, mono - origins[run]
 
+    @staticmethod
+    def _near(start_ns: int, end_ns: int, edge: TriggerRecord) -> bool:
+        """Whether `edge` could be the loop edge of a vehicle legible from start_ns to end_ns."""
+        return start_ns - 500_000_000 <= edge.t_ns <= end_ns
+
     def _own_trigger(self, start_ns: int, end_ns: int) -> TriggerRecord | None:
         """The loop edge a vehicle fires: a falling edge inside (or just before) its legible window."""
-        near = [e for e in self._all_falling if start_ns - 500_000_000 <= e.t_ns <= end_ns]
+        near = [e for e in self._all_falling if self._near(start_ns, end_ns, e)]
         middle = (start_ns + end_ns) // 2
         return min(near, key=lambda e: abs(e.t_ns - middle)) if near else None
 

@@ -257,6 +257,10 @@ def _reads_autoincrement(db: Database) -> None:
             "SELECT sql FROM sqlite_master WHERE tbl_name='reads' AND type IN ('index', 'trigger') "
             "AND sql IS NOT NULL ORDER BY type='trigger', rowid")]
         views = db.rows("SELECT name, sql FROM sqlite_master WHERE type='view' ORDER BY rowid")
+        # Triggers on other tables that name reads: the RENAME below checks them against a
+        # schema without reads and fails; they are dropped and made again like the views.
+        foreign_triggers = db.rows("SELECT name, sql FROM sqlite_master WHERE type='trigger' AND tbl_name != 'reads' "
+                                   "AND sql LIKE '%reads%' ORDER BY rowid")
         columns = ", ".join('"' + str(r[1]).replace('"', '""') + '"' for r in db.rows("PRAGMA table_info(reads)"))
         log.info("%s: migration 6: rebuilding reads (%d rows) so that read ids are never reused; this needs "
                  "about the table's size again in free disk space until it commits", db.where,
@@ -267,6 +271,8 @@ def _reads_autoincrement(db: Database) -> None:
         db.execute("PRAGMA defer_foreign_keys=ON")
         for name, _ in views:
             db.execute('DROP VIEW "' + str(name).replace('"', '""') + '"')
+        for name, _ in foreign_triggers:
+            db.execute('DROP TRIGGER "' + str(name).replace('"', '""') + '"')
         db.execute("CREATE TABLE reads_rebuild (" + body)
         db.execute(f"INSERT INTO reads_rebuild ({columns}) SELECT {columns} FROM reads ORDER BY id")
         db.execute("DROP TABLE reads")
@@ -274,6 +280,8 @@ def _reads_autoincrement(db: Database) -> None:
         for sql in dependents:
             db.execute(sql)
         for _, sql in views:
+            db.execute(sql)
+        for _, sql in foreign_triggers:
             db.execute(sql)
         broken = [r for r in db.rows("PRAGMA foreign_key_check") if r[2] == "reads"]
         if broken:
@@ -423,6 +431,22 @@ def current_version(db: Database) -> int:
 
 def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
     """Apply every migration not yet applied, each in its own transaction; returns those applied."""
+    # SQLite: a table rebuild (migration 6) drops the old table, and with foreign keys on, that
+    # DROP runs the ON DELETE actions of any table referring to it (an operator's own table could
+    # lose its rows). They are off while migrating -- a PRAGMA that only works outside a
+    # transaction -- and each rebuild checks the foreign keys itself (PRAGMA foreign_key_check).
+    restore_fk = (not db.postgres and not db._conn.in_transaction
+                  and bool(db.value("PRAGMA foreign_keys")))
+    if restore_fk:
+        db.execute("PRAGMA foreign_keys=OFF")
+    try:
+        return _migrate(db, migrations)
+    finally:
+        if restore_fk:
+            db.execute("PRAGMA foreign_keys=ON")
+
+
+def _migrate(db: Database, migrations: tuple[Migration, ...]) -> list[int]:
     applied = []
     with db.transaction(lock="schema_version"):
         version = current_version(db)

@@ -119,7 +119,9 @@ class ReadStore:
         now = time.time_ns()
         with self.db.transaction():
             if self.db.postgres:
-                if reads:
+                if batch:
+                    # reads and events alike: both are purged, and a resend read against the
+                    # watermark before a purge commits would be stored again after it
                     self.db.execute("SELECT pg_advisory_xact_lock_shared(hashtext(?))", (PURGE_LOCK,))
                 return self._store_batch_postgres(batch, now)
             return [self._store_one(opened, now) for opened in batch]

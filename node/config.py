@@ -5,6 +5,7 @@ All state lives under `node.data_dir`; paths left unset default to their place i
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import tomllib
@@ -20,6 +21,8 @@ from transport.topics import valid_node_id
 DEFAULT_PATH = Path("/etc/alpr-node/node.toml")
 # [x0, y0, x1, y1]: a box in the camera image, as fractions of its width and height
 Region = tuple[float, float, float, float]
+
+log = logging.getLogger(__name__)
 
 
 # `alpr-node aim`'s default snapshot in the data directory: a vehicle and its plate in clear, which
@@ -199,11 +202,15 @@ def frame_buffer_bytes(main_size: tuple[int, int], lores_size: tuple[int, int], 
 # open at least this many detection intervals (config cannot import the pipeline and its numpy).
 TRACK_TIMEOUT_INTERVALS = 2.5
 MAX_TRACK_TIMEOUT_S = 10.0
-MIN_DETECT_RATE_HZ = TRACK_TIMEOUT_INTERVALS / MAX_TRACK_TIMEOUT_S
-# A track must outlive this many frame periods: a plate the detector misses in one frame (a
-# reflection, a wiper) would otherwise end its track, and the vehicle is then
-# cut into single-frame tracks that min_observations discards, or read again as a new vehicle.
-MIN_TRACK_FRAMES = 2
+# A track stays open 2.5 detection intervals: 250 s at this rate (a car park watched every
+# 100 s); a rate like 1e-9 Hz would keep a plate "in view" for decades and never send it.
+MIN_DETECT_RATE_HZ = 0.01
+# A track must outlive one frame period, or every frame starts a new track (refused); it should
+# outlive two, or a plate the detector misses in one frame (a reflection, a wiper) ends its track
+# and the vehicle is cut into short tracks that min_observations discards, or read again as a new
+# vehicle (a warning: configs that did so before still start).
+MIN_TRACK_FRAMES = 1
+GOOD_TRACK_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -243,23 +250,32 @@ def no_trigger_source_message(clip: Path) -> str:
             f"open. Replay a clip with its trigger edges, or set pipeline.mode = 'continuous'")
 
 
-def track_timeout_problem(pipe: PipelineSection, fps: float, fps_key: str) -> Optional[str]:
+def track_timeout_problem(pipe: PipelineSection, fps: float, fps_key: str, frames: int = MIN_TRACK_FRAMES) -> Optional[str]:
     """Why pipeline.track_timeout_s cannot work with frames at `fps` (named `fps_key`), or None.
 
     The timeout in effect (node.pipeline.effective_track_timeout_s: in continuous mode with
     detect_rate_hz > 0, at least TRACK_TIMEOUT_INTERVALS detection intervals) must outlive
-    MIN_TRACK_FRAMES frame periods.
+    `frames` frame periods: MIN_TRACK_FRAMES to work at all, GOOD_TRACK_FRAMES to work well
+    (see track_timeout_warning).
     """
     effective = pipe.track_timeout_s
     if pipe.mode == "continuous" and pipe.detect_rate_hz > 0:
         effective = max(effective, TRACK_TIMEOUT_INTERVALS / pipe.detect_rate_hz)
-    least = MIN_TRACK_FRAMES / fps
+    least = frames / fps
     if effective >= least:
         return None
-    return (f"pipeline.track_timeout_s: {pipe.track_timeout_s:g} s is shorter than {MIN_TRACK_FRAMES} frame periods "
-            f"at {fps:g} fps ({fps_key}), {least:.3g} s: a plate missed in a single frame would end its track, so one "
-            f"vehicle is cut into short tracks (dropped under pipeline.min_observations, or each sent as a read "
-            f"of its own once pipeline.dedup_window_s has passed); use at least {math.ceil(least * 1000) / 1000:g} s")
+    what = ("every frame would start a new track, so no vehicle is followed from frame to frame" if frames <= 1 else
+            "a plate missed in a single frame would end its track, so one vehicle is cut into short tracks (dropped "
+            "under pipeline.min_observations, or each sent as a read of its own once pipeline.dedup_window_s has "
+            "passed)")
+    periods = "a frame period" if frames == 1 else f"{frames} frame periods"
+    return (f"pipeline.track_timeout_s: {pipe.track_timeout_s:g} s is shorter than {periods} at {fps:g} fps "
+            f"({fps_key}), {least:.3g} s: {what}; use at least {math.ceil(least * 1000) / 1000:g} s")
+
+
+def track_timeout_warning(pipe: PipelineSection, fps: float, fps_key: str) -> Optional[str]:
+    """track_timeout_problem at GOOD_TRACK_FRAMES: a config that works, but loses vehicles to one missed frame."""
+    return track_timeout_problem(pipe, fps, fps_key, GOOD_TRACK_FRAMES)
 
 
 class OutputsSection(Section):
@@ -273,7 +289,7 @@ class PipelineSection(Section):
     mode: Literal["triggered", "continuous"] = Field(default="triggered", description="detect around triggers or always")
     detect_rate_hz: float = Field(default=0.0, ge=0,
                                   description="continuous mode: detections per second (0 = every frame, else at "
-                                              "least 0.25); a "
+                                              "least 0.01); a "
                                               "track then stays open for at least 2.5 detection intervals "
                                               "(see track_timeout_s)")
     window_before_s: float = Field(default=0.3, ge=0, le=5,
@@ -316,8 +332,8 @@ class PipelineSection(Section):
         if 0 < value < MIN_DETECT_RATE_HZ:
             raise ValueError(f"{value:g} Hz: use 0 (detect on every frame) or at least {MIN_DETECT_RATE_HZ:g} Hz: a "
                              f"track stays open {TRACK_TIMEOUT_INTERVALS:g} detection intervals, "
-                             f"{TRACK_TIMEOUT_INTERVALS / value:.3g} s at this rate, more than the "
-                             f"{MAX_TRACK_TIMEOUT_S:g} s pipeline.track_timeout_s may be")
+                             f"{TRACK_TIMEOUT_INTERVALS / value:.3g} s at this rate, so a plate would be sent "
+                             f"that long after it left")
         return value
 
 
@@ -364,11 +380,8 @@ class NodeConfig(Section):
             trigger.lane = trigger.lane or self.node.lane or "1"
         self._unique_names_and_pins()
         pipe = self.pipeline
-        if pipe.window_after_s >= pipe.max_window_s:
-            raise ValueError(f"pipeline.window_after_s: {pipe.window_after_s:g} s is not shorter than "
-                             f"pipeline.max_window_s {pipe.max_window_s:g} s: a pass closes max_window_s after its "
-                             f"trigger at the latest, so the window after its input releases would never apply; "
-                             f"make pipeline.window_after_s shorter or pipeline.max_window_s longer")
+        # window_after_s >= max_window_s is allowed: a pass whose input releases after
+        # max_window_s still gets its window after the release (node.pipeline).
         # Frames arrive at camera.fps from a camera, at the clip's own rate from a clip (when it
         # cannot be read here, node.pipeline_factory checks it); a synthetic source has no frames.
         fps_source: Optional[tuple[str, float]] = None
@@ -380,6 +393,9 @@ class NodeConfig(Section):
             problem = track_timeout_problem(pipe, fps_source[1], fps_source[0])
             if problem:
                 raise ValueError(problem)
+            warning = track_timeout_warning(pipe, fps_source[1], fps_source[0])
+            if warning:
+                log.warning("%s", warning)
         cam = self.camera
         w, h = cam.main_size
         budget = FRAME_BUFFER_BUDGET_BYTES

@@ -21,6 +21,7 @@ from node.config import (
     TriggerSection,
     no_trigger_source_message,
     track_timeout_problem,
+    track_timeout_warning,
 )
 from node.errors import BadConfig
 from node.pipeline import Pipeline, PipelineSettings, TriggerSpec
@@ -124,6 +125,9 @@ def check_clip_wiring(config: NodeConfig, clip: Clip) -> None:
     problem = track_timeout_problem(config.pipeline, clip.camera.fps, f"camera.fps of the clip {clip.path}")
     if problem:
         raise BadConfig(problem)
+    warning = track_timeout_warning(config.pipeline, clip.camera.fps, f"camera.fps of the clip {clip.path}")
+    if warning:
+        log.warning("%s", warning)
     recorded = sorted({record.pin for record in clip.triggers})
     if config.pipeline.mode == "triggered" and not config.triggers and not recorded:
         raise BadConfig(no_trigger_source_message(clip.path))

@@ -65,7 +65,7 @@ class Runtime:
         _remove_aim_snapshot(config.node.data_dir / AIM_SNAPSHOT_NAME)
         self.identity = Identity.load(config)
         self.outbox = Outbox(config.node.data_dir / "outbox.db", quota_bytes=int(config.outbox.quota_mb * 1024 * 1024),
-                             max_entries=config.outbox.max_entries)
+                             max_entries=config.outbox.max_entries, owner=True)
         self.hotlist = HotList(config.node.data_dir / "hotlist.msg", list(self.identity.hq_sign), config.node.id)
         self.sink = ReadSink(self.identity, self.outbox, hotlist_match=self.hotlist.match)
         self.uplink = Uplink(self.outbox, broker_settings(config), config.node.id, list(self.identity.hq_sign),

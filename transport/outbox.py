@@ -110,7 +110,11 @@ class Outbox:
     """A bounded, crash-safe queue of sealed messages. Thread-safe (one connection, one lock)."""
 
     def __init__(self, path: Path, *, quota_bytes: int = 512 * 1024 * 1024, max_entries: int = 1_000_000,
-                 max_losses_kept: int = 100_000, reserve_bytes: int = RESERVE_BYTES) -> None:
+                 max_losses_kept: int = 100_000, reserve_bytes: int = RESERVE_BYTES, owner: bool = False) -> None:
+        """Open (or create) the outbox at `path`. `owner=True` is the node itself: it refuses to
+        open while another process has the outbox (a salvage, a second node on one data
+        directory) or while a salvage was interrupted; `alpr-node outbox status` opens as a
+        non-owner beside a live node and judges nothing."""
         self.path = Path(path)
         self.quota_bytes = quota_bytes
         self.max_entries = max_entries
@@ -150,6 +154,8 @@ class Outbox:
         self._next_disk_check = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._take_owner_lock()
+        if owner:
+            self._check_owner()
         try:
             self._db = self._open()
             self._bytes, self._depth = self._db.execute(
@@ -181,6 +187,20 @@ class Outbox:
             os.close(fd)
             return None  # another process (or object) has it open: it is the owner
         return fd
+
+    def _check_owner(self) -> None:
+        """OutboxError unless this process holds the owner lock and no salvage was cut short."""
+        if self._lock_fd is None:
+            raise OutboxError(f"{self.path}: the outbox is open by another process (an `alpr-node outbox salvage`, "
+                              f"or a second node on this data directory); the node does not start beside it")
+        interrupted = sorted(self.path.parent.glob(f"{self.path.name}.salvage-*"))
+        if interrupted:
+            self._release_owner_lock()
+            # The messages are in the set-aside files that salvage has not finished copying:
+            # starting on what is here now would strand them.
+            raise OutboxError(f"{self.path}: a salvage of this outbox was interrupted ({interrupted[0].name} is "
+                              f"still here); run `alpr-node outbox salvage --data-dir {self.path.parent}` again "
+                              f"before starting the node (docs/operations.md, 'Recovery')")
 
     def _release_owner_lock(self) -> None:
         if self._lock_fd is not None:
@@ -240,24 +260,37 @@ class Outbox:
                       "next_seq %d", self.path, self._seq_file, exc.__cause__, aside, ceiling, known)
             return known, ceiling
         start = known
-        lost = row is None and reserved > known
-        # The ceiling was written when next_seq reached ceiling - SEQ_BLOCK: a database below
-        # that went back past the write (a WAL lost or cut, a copy restored). Not judged by a
-        # second opener (`outbox status` beside the live node), which may read mid-block.
-        older = self._lock_fd is not None and known < reserved - SEQ_BLOCK
-        if lost or older:
-            # Numbers below the reservation may have been handed out already: continue above
-            # them, and say which ones were passed over, so that HQ's gap is accounted for.
+        owner = self._lock_fd is not None
+        block_row = self._db.execute("SELECT value FROM meta WHERE key='reservation_block'").fetchone()
+        if row is None and reserved > known:
+            # The database was lost (or is new beside an old reservation): numbers below the
+            # reservation were used, and most likely stored at HQ; which, nobody here knows, so
+            # they are not counted as skipped. Continue above them.
+            log.warning("outbox %s: no database state (lost or new) beside the reservation %s: continuing at seq %d; "
+                        "lower numbers may have been used already", self.path, self._seq_file, reserved)
             start = reserved
-            self._record_skip(known, reserved - 1, lost=lost)
+        elif owner and block_row is not None and known < reserved - int(block_row[0]):
+            # The ceiling was written when next_seq reached ceiling - block: a database below
+            # that went back past the write (a WAL lost or cut, a copy restored). Numbers below
+            # the reservation may have been handed out: continue above them, and say which ones
+            # were passed over, so that HQ's gap is accounted for. Not judged by a second opener
+            # (`outbox status` beside the live node), which may read mid-block.
+            start = reserved
+            self._record_skip(known, reserved - 1)
+        if owner and (block_row is None or int(block_row[0]) != SEQ_BLOCK):
+            # A database from before the block rule (its ceiling up to 10,000 ahead, never
+            # lowered), or one with another block size: nothing can be judged from it this once;
+            # from now on the ceiling follows this rule.
+            if reserved > start + SEQ_BLOCK:
+                self._write_reservation(start + SEQ_BLOCK)
+                reserved = start + SEQ_BLOCK
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('reservation_block', ?)", (SEQ_BLOCK,))
         return start, max(reserved, start)
 
-    def _record_skip(self, first: int, last: int, *, lost: bool) -> None:
-        log.warning("outbox %s: %s; continuing at seq %d above the reservation in %s: seqs %d..%d are never used "
-                    "(recorded in the outbox's `skipped` table)", self.path,
-                    "the database was lost or had no next_seq" if lost else
-                    "the database's next_seq is below the reservation's block (it came back older: its WAL lost or cut)",
-                    last + 1, self._seq_file, first, last)
+    def _record_skip(self, first: int, last: int) -> None:
+        log.warning("outbox %s: the database's next_seq is below the reservation's block (it came back older: its "
+                    "WAL lost or cut); continuing at seq %d above the reservation in %s: seqs %d..%d are never used "
+                    "(recorded in the outbox's `skipped` table)", self.path, last + 1, self._seq_file, first, last)
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR REPLACE INTO skipped VALUES (?,?,?)", (first, last, time.time_ns()))
@@ -784,6 +817,11 @@ def _salvage(path: Path) -> tuple[Path | None, int]:
             f"the highest seq HQ stored for this node (`alpr-hq nodes --gaps` shows last_seq), move the file aside, "
             f"write a number well above that seq into it, then run salvage again (docs/operations.md, 'Recovery').")
     top = max([reserved or 0, 1] + next_seqs + [seq + 1 for seq in rows])
+    # How far the readable files say the node got; from there to the ceiling nothing was handed
+    # out as far as anything here knows: recorded as skipped, like an open's jump.
+    reached = max([1] + next_seqs + [seq + 1 for seq in rows])
+    if next_seqs and top > reached:
+        skipped[reached] = (reached, top - 1, time.time_ns())
     aside = _unique_aside(path) if sources and sources[0] == path else None
     tmp = path.with_name(f"{path.name}.salvage-{os.getpid()}")
     new = sqlite3.connect(tmp, isolation_level=None)
@@ -800,6 +838,8 @@ def _salvage(path: Path) -> tuple[Path | None, int]:
         new.executemany("INSERT INTO skipped VALUES (?,?,?)", list(skipped.values()))
         new.execute("INSERT INTO meta VALUES ('next_seq', ?)", (top,))
         new.execute("INSERT INTO meta VALUES ('committed', ?)", (len(rows),))
+        new.execute("INSERT INTO meta VALUES ('skipped', ?)", (sum(last - first + 1 for first, last, _ in skipped.values()),))
+        new.execute("INSERT INTO meta VALUES ('reservation_block', ?)", (SEQ_BLOCK,))
         for source in ([aside] if aside else []) + earlier:
             new.execute("INSERT OR REPLACE INTO meta VALUES (?, 1)", (SALVAGED + source.name,))
         new.execute("COMMIT")

@@ -222,3 +222,40 @@ def test_after_a_retention_purge_a_logged_read_id_names_no_other_plate(tmp_path)
     with pytest.raises(NotFound):
         store.read(2)  # still "purged", as an approval or the access log naming read 2 expects
     store.close()
+
+
+def test_the_rebuild_keeps_rows_of_an_operators_table_that_refers_to_reads(tmp_path: Path):
+    # With foreign keys on, DROP TABLE reads would run the ON DELETE actions of a table that
+    # refers to it: migrations run with them off, and the rebuild checks them itself.
+    path = tmp_path / "hq.db"
+    _store_at_version_5(path)
+    db = open_sqlite(path)
+    db.execute("CREATE TABLE read_notes (read_id INTEGER REFERENCES reads(id) ON DELETE CASCADE, note TEXT)")
+    for seq in (1, 2):
+        db.execute("INSERT INTO reads (node_id, seq, kind, plate, plate_norm, plate_skel, confidence, region, "
+                   "capture_ns, stored_ns, site_id, camera_id, payload_sha256, header, payload, signature) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   ("n1", seq, "read", f"ABC{seq}", f"ABC{seq}", f"A8C{seq}", 9300, None, NOW, NOW, "s", "c",
+                    b"d", b"h", b"p", b"s"))
+    db.execute("INSERT INTO read_notes VALUES (1, 'evidence for case 7'), (2, 'owner called')")
+    db.close()
+    store = ReadStore(path)
+    assert store.db.rows("SELECT read_id, note FROM read_notes ORDER BY read_id") == [
+        (1, "evidence for case 7"), (2, "owner called")]
+    assert store.db.value("PRAGMA foreign_keys") == 1  # switched back on after migrating
+    store.close()
+
+
+def test_a_trigger_on_another_table_that_names_reads_survives_the_rebuild(tmp_path: Path):
+    path = tmp_path / "hq.db"
+    _store_at_version_5(path)
+    db = open_sqlite(path)
+    db.execute("CREATE TABLE watch (plate TEXT)")
+    db.execute("CREATE TRIGGER watch_hits AFTER INSERT ON watch BEGIN UPDATE reads SET lane = lane "
+               "WHERE plate = NEW.plate; END")
+    db.close()
+    store = ReadStore(path)  # refused before: "error in trigger watch_hits: no such table: main.reads"
+    assert store.db.value("SELECT COUNT(*) FROM sqlite_master WHERE type='trigger' AND name='watch_hits'") == 1
+    assert "AUTOINCREMENT" in store.db.value("SELECT sql FROM sqlite_master WHERE name='reads'")
+    store.close()
+

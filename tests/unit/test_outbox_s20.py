@@ -428,3 +428,65 @@ def test_salvage_refuses_while_the_node_has_the_outbox_open(tmp_path: Path) -> N
     assert node.commit("read", msg()) == 2  # untouched: the node goes on
     node.close()
     assert salvage(path)[1] == 2  # stopped: salvage runs
+
+
+# -- review of the reworked outbox (upgrades, salvage beside the node) ------------------------
+def test_an_outbox_from_before_the_block_rule_skips_nothing_on_its_first_owner_open(tmp_path: Path) -> None:
+    # The previous release reserved 10,000 ahead and never lowered it on a clean stop.
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, owner=True)
+    for _ in range(50):
+        box.commit("read", msg())
+    box.close()
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM meta WHERE key='reservation_block'")
+    db.commit()
+    db.close()
+    reservation_path(path).write_text("10001")
+    box = Outbox(path, owner=True)
+    assert box.commit("read", msg()) == 51 and box.stats().skipped == 0 and box.skipped_ranges() == []
+    assert int(reservation_path(path).read_text()) <= 51 + SEQ_BLOCK  # the ceiling follows the rule from now on
+    box.close()
+
+
+def test_the_node_does_not_open_its_outbox_beside_a_salvage_or_after_one_was_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, owner=True)
+    box.commit("read", msg())
+    with pytest.raises(OutboxError, match="open by another process"):
+        Outbox(path, owner=True)
+    status = Outbox(path)  # `alpr-node outbox status` beside it still works
+    status.close()
+    box.close()
+    (tmp_path / "outbox.db.salvage-4242").write_bytes(b"half a salvage")
+    with pytest.raises(OutboxError, match="a salvage of this outbox was interrupted .* run `alpr-node outbox salvage"):
+        Outbox(path, owner=True)
+
+
+def test_a_lost_database_does_not_claim_its_numbers_were_never_used(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, owner=True)
+    for _ in range(30):
+        box.commit("read", msg())
+    box.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    box = Outbox(path, owner=True)
+    assert box.commit("read", msg()) == 31  # above the reservation: no number used twice
+    assert box.stats().skipped == 0 and box.skipped_ranges() == []  # 1..30 were used (and are at HQ)
+    box.close()
+
+
+def test_salvage_records_the_jump_to_the_reservation_and_keeps_the_skipped_count(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, owner=True)
+    for _ in range(5):
+        box.commit("read", msg())
+    box._lock_fd and os.close(box._lock_fd)  # as a kill leaves it: reservation 1 + SEQ_BLOCK, not lowered
+    box._lock_fd = None
+    box._db.close()
+    _, count = salvage(path)
+    box = Outbox(path, owner=True)
+    assert count == 5 and box.commit("read", msg()) == 1 + SEQ_BLOCK
+    assert box.skipped_ranges() == [(6, SEQ_BLOCK)] and box.stats().skipped == SEQ_BLOCK - 5
+    box.close()
