@@ -122,7 +122,7 @@ def test_bad_triggers_are_refused_naming_the_key(tmp_path: Path, extra: str, exp
 
 def test_a_read_stored_in_another_lane_fails_the_run(two_lane_clip: Clip, tmp_path: Path):
     wiring = {17: ("loop1", "1"), 27: ("loop2", "2")}
-    reads = [stored(1, "ABC123", 2.2, "loop1", 2.0, "1"), stored(2, "XYZ789", 6.3, "loop2", 6.0, "1")]
+    reads = [_stored(1, "ABC123", 2.2, "loop1", 2.0, "1"), stored(2, "XYZ789", 6.3, "loop2", 6.0, "1")]
     j = Judge(two_lane_clip, one_run(), OFFSET, speed=1.0, wiring=wiring).judge(reads, [], OutboxStatus(2, 2, 0, {}))
     assert [v.lane for v in j.vehicles] == ["1", "2"]
     assert [v.outcome for v in j.vehicles] == ["correct", "correct"]
@@ -141,7 +141,7 @@ def test_a_read_stored_in_another_lane_fails_the_run(two_lane_clip: Clip, tmp_pa
 
 
 def test_without_wiring_no_lane_is_judged(two_lane_clip: Clip):
-    reads = [stored(1, "ABC123", 2.2, "loop1", 2.0, "1"), stored(2, "XYZ789", 6.3, "loop2", 6.0, "1")]
+    reads = [_stored(1, "ABC123", 2.2, "loop1", 2.0, "1"), stored(2, "XYZ789", 6.3, "loop2", 6.0, "1")]
     j = Judge(two_lane_clip, one_run(), OFFSET, speed=1.0).judge(reads, [], OutboxStatus(2, 2, 0, {}))
     assert [v.lane for v in j.vehicles] == [None, None] and j.lane_failures() == []
 
@@ -149,7 +149,7 @@ def test_without_wiring_no_lane_is_judged(two_lane_clip: Clip):
 def test_the_node_names_passes_after_its_triggers_and_unwired_pins_owe_no_message(two_lane_clip: Clip):
     # Wired as "north" on BCM 17 only: the node's trigger ids say "north", and loop2's edges go
     # nowhere (the node warns at start), so they are not unaccounted triggers.
-    reads = [stored(1, "ABC123", 2.2, "north", 2.0, "1")]
+    reads = [_stored(1, "ABC123", 2.2, "north", 2.0, "1")]
     j = Judge(two_lane_clip, one_run(), OFFSET, speed=1.0, wiring={17: ("north", "1")}).judge(
         reads, [], OutboxStatus(1, 1, 0, {}))
     assert [(t.name, t.outcome) for t in j.triggers] == [("north", "read")]
@@ -187,3 +187,34 @@ def test_a_clip_without_trigger_edges_is_replayed_continuously(tmp_path: Path):
     wired = scenarios.load(write_scenario(tmp_path, ""))
     body = tomllib.loads(ScenarioRunner(wired, tmp_path / "out")._node_body(Clip.load(CLOSE_FOLLOWING)))
     assert "mode" not in body["pipeline"]
+
+
+# -- side by side --------------------------------------------------------------------------
+_S = 1_000_000_000
+_OFFSET = 1_700_000_000 * _S
+_ORIGIN = 5_000 * _S
+
+
+def _stored(seq, plate, clip_t, trigger, trigger_t, lane):
+    capture = _ORIGIN + int(clip_t * _S) + _OFFSET
+    return StoredRead(seq, plate, 0.9, capture, capture + _S // 2, f"{trigger}-{_ORIGIN + int(trigger_t * _S)}", lane)
+
+
+def test_side_by_side_vehicles_legible_at_once_are_not_judged_by_the_other_lanes_loop(tmp_path):
+    """Two vehicles side by side, legible at once: time cannot say whose loop edge was whose, so
+    neither lane is judged (before, both were given loop2's lane and a right node FAILED)."""
+    with ClipWriter(tmp_path / "c", CameraSettings((64, 36), (32, 18), 10.0)) as w:
+        for i in range(61):
+            w.add_frame(np.zeros((36, 64, 3), np.uint8), i * _S // 10)
+        w.add_trigger(17, "falling", int(1.2 * _S), name="loop1"); w.add_trigger(17, "rising", int(1.8 * _S), name="loop1")
+        w.add_trigger(27, "falling", int(1.9 * _S), name="loop2"); w.add_trigger(27, "rising", int(2.5 * _S), name="loop2")
+        w.add_vehicle("ABC123", int(1.0 * _S), int(3.0 * _S))   # lane 1, on loop1 at 1.2 s
+        w.add_vehicle("XYZ789", int(1.5 * _S), int(2.5 * _S))   # lane 2, on loop2 at 1.9 s
+    clip = Clip.load(tmp_path / "c")
+    wiring = {17: ("loop1", "1"), 27: ("loop2", "2")}
+    # the node got it right: each read credited to its own loop, in its own lane
+    reads = [_stored(1, "ABC123", 1.4, "loop1", 1.2, "1"), _stored(2, "XYZ789", 2.0, "loop2", 1.9, "2")]
+    runs = [NodeRun(0, _ORIGIN + 40_000_000, _ORIGIN + 20 * _S, False)]
+    j = Judge(clip, runs, _OFFSET, speed=1.0, wiring=wiring).judge(reads, [], OutboxStatus(2, 2, 0, {}))
+    assert j.lane_failures() == []
+    assert [v.lane for v in j.vehicles] == [None, None]
