@@ -135,15 +135,22 @@ class _Pass(Pass):
     follow_on: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Credit:
     """A read or a repeat credited to pass `pass_`: the span its track was seen in, and where its
-    plate was in its best frame (None: not known)."""
+    plate was in its best frame (None: not known).
+
+    `covered`: the triggers one of whose passes it has already been counted for (_covered_by). One
+    vehicle sets off each other trigger once: a second pass of the same trigger is another vehicle
+    (a loop held occupied by two close vehicles, and the beam that parts them), not this one again.
+    Shared with the held read it came from (_Pending.covered), so a retry keeps what it covered.
+    """
 
     pass_: Pass
     first_ns: int
     last_ns: int
     point: Point | None
+    covered: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -185,10 +192,12 @@ class _Pending:
     overview_jpeg: bytes | None
     overview_wall_ns: int
     frames: int                         # observations in its track, for the log line
-    # Its track's time span and where its plate was in the best frame, for _covered_by.
+    # Its track's time span and where its plate was in the best frame, for _covered_by, and the
+    # triggers whose passes it has been counted for while held (see _Credit.covered).
     first_ns: int = 0
     last_ns: int = 0
     point: Point | None = None
+    covered: set[str] = field(default_factory=set)
     # Held reads only: failed commits so far, when (pipeline clock) to try next, and the last error.
     attempts: int = 0
     next_try_ns: int = 0
@@ -351,8 +360,12 @@ class Pipeline:
     def _finish(self, now_ns: int) -> None:
         # Edges queued since the worker last took them (a vehicle arriving as the node stops):
         # their passes close below like the others, so the vehicle is still counted and reported.
+        # Their look-back frames are not read: detection and OCR of each (several per pass, at
+        # seconds per frame on a Pi) would run inside stop()'s bounded time, and a worker still
+        # busy then is abandoned with the outbox left open. Such a pass is credited with the read
+        # of a track already open, or ends in a no_read.
         try:
-            self._take_triggers(now_ns)
+            self._take_triggers(now_ns, replay=False)
         except Exception:  # what is already open must still be flushed
             self.stats["frame_errors"] += 1
             log.exception("pipeline: trigger edges queued at stop could not be taken")
@@ -471,15 +484,30 @@ class Pipeline:
         # Likewise a plate this pass saw that another trigger's pass, still open, follows (a beam
         # that clears before the loop beside it): most likely this pass's vehicle too. Its read is
         # sent now, for that pass, so this one is not reported unread (see _covered_by).
-        for q in due:
-            if q.reads or _follow_on(q):
-                continue
-            for t in tracks:
-                own = self._pass_of(t.trigger_id) if t.trigger_id not in due_ids and not t.sent else None
-                if own is not None and id(t) not in chosen and self._same_vehicle(
-                        q, own, _first_seen(t), t.last.time_ns, _centre(t.last)):
-                    send.append(t)
-                    chosen.add(id(t))
+        # A pass a read already sent covers needs none sent early (it would go with fewer
+        # readings). Which credit covers which is claimed for real as the passes close below
+        # (_covered_by), in this order; it is claimed here for the time of this loop only, so that
+        # a credit counted for one pass of a trigger is not counted again for the next pass of
+        # the same trigger due with it (a credit covers one pass per trigger, see _Credit.covered).
+        claimed: list[tuple[_Credit, str]] = []
+        try:
+            for q in due:
+                if q.reads or _follow_on(q) or self._awaits_held(q):
+                    continue
+                credit = self._cover_for(q)
+                if credit is not None:
+                    credit.covered.add(q.trigger_name)
+                    claimed.append((credit, q.trigger_name))
+                    continue
+                for t in tracks:
+                    own = self._pass_of(t.trigger_id) if t.trigger_id not in due_ids and not t.sent else None
+                    if own is not None and id(t) not in chosen and self._same_vehicle(
+                            q, own, _first_seen(t), t.last.time_ns, _centre(t.last)):
+                        send.append(t)
+                        chosen.add(id(t))
+        finally:
+            for credit, name in claimed:
+                credit.covered.discard(name)
         self._emit_all(send, final=False)
         self._passes = [q for q in self._passes if q.trigger_id not in due_ids]
         self._close_all(due)
@@ -488,7 +516,13 @@ class Pipeline:
         """A time on the pipeline clock as UTC ns."""
         return self.wall_clock_ns() - (self.clock_ns() - t_ns)
 
-    def _take_triggers(self, now_ns: int) -> None:
+    def _take_triggers(self, now_ns: int, replay: bool = True) -> None:
+        """Turn the queued trigger edges into passes (opened, merged, released).
+
+        `replay`: read a new pass's look-back frames (those of `_recent` in its window) now. When
+        False (the pipeline stopping, see _finish) they are not read; the newest of them is only
+        kept as the pass's frame, for its no_read event.
+        """
         while True:
             try:
                 event: TriggerEvent = self._trigger_events.get_nowait()
@@ -517,10 +551,17 @@ class Pipeline:
                     early = self._passes[:len(self._passes) - MAX_OPEN_PASSES]
                     self.stats["passes_closed_early"] += len(early)
                     self._close_passes(early)
-                # Frames just before the trigger are still in hand: read them too.
-                for old in list(self._recent):
-                    if old.timestamp_ns >= p.start_ns and old.index not in self._detected:
-                        self._process(old, replay=True)
+                if replay:
+                    # Frames just before the trigger are still in hand: read them too.
+                    for old in list(self._recent):
+                        if old.timestamp_ns >= p.start_ns and old.index not in self._detected:
+                            self._process(old, replay=True)
+                else:
+                    # Not read, only shown: the newest frame in its window (what the camera saw
+                    # last), so its no_read still has a picture.
+                    last = next((f for f in reversed(self._recent) if f.timestamp_ns >= p.start_ns), None)
+                    if last is not None:
+                        p.best_frame, p.lux = last, last.metadata.get("Lux")
             else:
                 since = self._active.pop(event.name, None)
                 if event.name in self._active_long:
@@ -822,7 +863,8 @@ class Pipeline:
         # Credited before the overview is committed: the read is durable whatever happens to it.
         if pending.pass_ is not None:
             pending.pass_.reads.append(seq)
-            self._credits.append(_Credit(pending.pass_, pending.first_ns, pending.last_ns, pending.point))
+            self._credits.append(_Credit(pending.pass_, pending.first_ns, pending.last_ns, pending.point,
+                                         pending.covered))
         if pending.overview_jpeg is not None:
             # A separate, lower-priority message: under the outbox quota it goes before any read.
             try:
@@ -975,29 +1017,50 @@ class Pipeline:
 
         Both announced vehicles (no follow-on), by different triggers whose inputs were active at
         the same time: one vehicle on a loop and in a beam at once, or on a loop under a radar.
-        And the two name the same lane, or `q` has no region and `p` has one (a radar over both
-        lanes, and the loop whose region holds the plate). Then `q` must have been open while the
+        And the two name the same lane, or `q` is a radar without a region and `p` has one (a
+        radar over both lanes, and the loop whose region holds the plate). Only a radar: a lane's
+        own loop or beam without a region (valid: it takes plates from anywhere) looks the same
+        but sees only its lane, so a plate-less vehicle on it beside a read vehicle in the other
+        lane is a vehicle of its own, reported unread. Then `q` must have been open while the
         plate was in view, and admit it where it was. Two vehicles close behind in one lane set
         off the sensors one after the other, not at once; the same trigger twice is two vehicles.
         """
         if q is p or q.trigger_name == p.trigger_name or _follow_on(q) or _follow_on(p):
             return False
-        if q.lane != p.lane and not (self._region_of(q) is None and self._region_of(p) is not None):
+        if q.lane != p.lane and not (self._spans_lanes(q) and self._region_of(q) is None
+                                     and self._region_of(p) is not None):
             return False
         before = int(self.settings.window_before_s * 1e9)
         if not (q.start_ns + before <= _released(p) and p.start_ns + before <= _released(q)):
             return False
         return q.start_ns <= last_ns and first_ns <= _end(q) and self._admits(q, point)
 
+    def _spans_lanes(self, p: Pass) -> bool:
+        """Whether p's trigger is one that sees more than one lane: a radar (kind "radar"). Loops,
+        beams and manual inputs are a lane's own, region or not."""
+        spec = self.triggers.get(p.trigger_name)
+        return (spec.kind if spec is not None else p.source) == "radar"
+
+    def _cover_for(self, q: Pass) -> _Credit | None:
+        """The credit of the read (or repeat) of the vehicle pass `q` saw too, if any
+        (_same_vehicle) and if it has not yet been counted for another pass of q's trigger (see
+        _Credit.covered). A read held for another commit counts: it will be credited."""
+        held = [_Credit(h.pass_, h.first_ns, h.last_ns, h.point, h.covered) for h in self._held if h.pass_ is not None]
+        for credit in [*self._credits, *held]:
+            if q.trigger_name not in credit.covered and self._same_vehicle(
+                    q, credit.pass_, credit.first_ns, credit.last_ns, credit.point):
+                return credit
+        return None
+
     def _covered_by(self, q: Pass) -> Pass | None:
         """The pass credited with the read (or repeat) of the vehicle pass `q` saw too, if any
-        (_same_vehicle): `q` is then no vehicle passed unread. A read held for another commit
-        counts: it will be credited."""
-        held = [_Credit(h.pass_, h.first_ns, h.last_ns, h.point) for h in self._held if h.pass_ is not None]
-        for credit in [*self._credits, *held]:
-            if self._same_vehicle(q, credit.pass_, credit.first_ns, credit.last_ns, credit.point):
-                return credit.pass_
-        return None
+        (_cover_for): `q` is then no vehicle passed unread, and that credit now stands for q's
+        trigger, so it covers no other pass of it."""
+        credit = self._cover_for(q)
+        if credit is None:
+            return None
+        credit.covered.add(q.trigger_name)
+        return credit.pass_
 
     def _duplicate_of(self, text: str, strong: frozenset[str], now_ns: int) -> str | None:
         """The plate sent within the dedup window that this reading repeats, if any.

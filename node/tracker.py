@@ -1,13 +1,15 @@
 """Tracks plates across frames so one vehicle pass gives one read.
 
-Association is global over each frame: every (track, detection) pair whose boxes overlap is
-considered first, the best overlap first, and only the tracks and detections left over are
-then paired by centre distance (a plate moves fast between frames at close range), nearest
-first. Matching detection by detection instead, in detection-score order, let a plate near a
-track take it before the track's own, strongly overlapping plate was considered: a close
-follower's plate (scored higher, just above the leader's) took the leader's track, and one of
-the two reads was lost or the two swapped. A track closes when it has not been seen for
-`timeout_ns` of frame time.
+Association is global over each frame: every (track, detection) pair whose boxes overlap by
+at least MIN_OVERLAP_IOU is considered first, the best overlap first, and only the tracks and
+detections left over are then paired among those that barely overlap or whose centres are near
+(a plate moves fast between frames at close range): the higher-scored detection first, each to
+its nearest track. Matching detection by detection instead, in detection-score order, let a
+plate near a track take it before the track's own, strongly overlapping plate was considered: a
+close follower's plate (scored higher, just above the leader's) took the leader's track, and one
+of the two reads was lost or the two swapped. A barely overlapping pair is no better evidence
+than a near one (a new plate grazing the edge of a fast leader's last box), so it does not
+outrank them. A track closes when it has not been seen for `timeout_ns` of frame time.
 
 A track whose last sighting is older than the timeout when the next frame's observations arrive
 (the worker stalled and the frame queue dropped what came between) takes one of them only if
@@ -24,6 +26,11 @@ import numpy as np
 from inference.metrics import box_iou as iou
 
 Box = tuple[int, int, int, int]
+# The least overlap (IoU) with a track's last box that ranks a detection as that track's own plate,
+# ahead of every near pair. Below it a graze (a new plate whose box just touches a fast plate's last
+# one) says no more than nearness: such pairs are ranked with the near ones, as the score-order
+# matching before did (it gave both a score of 0.1).
+MIN_OVERLAP_IOU = 0.1
 
 
 @dataclass
@@ -141,30 +148,37 @@ class Tracker:
     def _assign(self, ordered: list[Observation]) -> dict[int, Track]:
         """Which open track each observation (by its index in `ordered`) continues.
 
-        Overlapping pairs first, largest IoU first; then, among the tracks and observations
-        still unpaired, pairs whose centres are near (_near), nearest first. A pair is taken
+        Pairs overlapping by at least MIN_OVERLAP_IOU first, largest IoU first; then, among the
+        tracks and observations still unpaired, pairs that overlap less or whose centres are
+        near (_near): the higher-scored detection first (as the score-order matching before
+        ranked them all alike), each to its nearest track (then the older one). A pair is taken
         only if neither side is taken yet, so a track keeps its own overlapping plate whatever
         order the detector scored them in.
+
+        Centre distance alone does not rank the second phase: it is measured in box sizes, so a
+        fast plate that moved one box height is "farther" from its own last box than a new plate
+        grazing that box's edge.
         """
-        overlaps: list[tuple[float, int, int, Track]] = []
-        nears: list[tuple[float, int, int, Track]] = []
+        # (rank, observation index, track index): each list is taken in rank order
+        overlaps: list[tuple[tuple[float, int, int], int, int]] = []
+        nears: list[tuple[tuple[int, float, int], int, int]] = []
         for i, obs in enumerate(ordered):
             for j, track in enumerate(self._open):
                 if obs.time_ns - track.last.time_ns > self.timeout_ns and \
                         not any(_agrees(obs.text, o.text) for o in track.observations):
                     continue  # stale: closed below (expire), and this plate starts its own track
                 score = iou(track.last.box, obs.box)
-                if score > 0:
-                    overlaps.append((-score, i, j, track))
-                elif _near(track.last.box, obs.box):
-                    nears.append((_distance(track.last.box, obs.box), i, j, track))
+                if score >= MIN_OVERLAP_IOU:
+                    # ties: the higher-scored detection, then the older track
+                    overlaps.append(((-score, i, j), i, j))
+                elif score > 0 or _near(track.last.box, obs.box):
+                    nears.append(((i, _distance(track.last.box, obs.box), j), i, j))
         assigned: dict[int, Track] = {}
         taken: set[int] = set()
-        # (i, j) break ties: the higher-scored detection, then the older track, as before.
         for pairs in (overlaps, nears):
-            for _, i, j, track in sorted(pairs, key=lambda c: c[:3]):
+            for _, i, j in sorted(pairs, key=lambda c: c[0]):
                 if i not in assigned and j not in taken:
-                    assigned[i] = track
+                    assigned[i] = self._open[j]
                     taken.add(j)
         return assigned
 
