@@ -900,7 +900,7 @@ def register(sub: Any) -> None:
         dest="retention_command", required=True)
     p = ret.add_parser("run", help="purge now (also from a systemd timer with --system)")
     p.add_argument("--min-days", type=int, help="keep reads longer than records.retention_days "
-                   "(a value below it is refused)")
+                   "(a value below it is refused; at most 36500)")
     p.add_argument("--system", action="store_true", help="run as the scheduled system job (no login)")
     _who(p, why=False)
     p.set_defaults(func=_run(_retention_run))

@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-port", type=int, default=8883)
     p.add_argument("--broker-bind", default="", help="listener address (default: every address)")
     p.add_argument("--broker-reload", default="",
-                   help="command run after a revocation, e.g. 'systemctl restart mosquitto' (default: print it); "
+                   help="command run after a revocation and after ca crl, e.g. 'systemctl restart mosquitto' (default: print it); "
                         "split into words and run without a shell; change it later with ca reload-broker "
                         "--set-command")
     p.add_argument("--broker-user", default="mosquitto",

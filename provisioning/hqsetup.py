@@ -275,6 +275,7 @@ def _give(folder: Path, owner: tuple[int, int]) -> None:
 # without a shell, so `kill -HUP $(cat FILE)` would pass "$(cat" to kill: refused when saved.
 _SHELL_WORDS = frozenset({"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1", "&>"})
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
+_SHELL_CHARS = ("|", "&", ";", ">", "<", "$", "`")
 
 
 def pid_file(state: hq_state.HQState) -> Path:
@@ -293,7 +294,8 @@ def check_reload_command(command: str, option: str = "--broker-reload") -> list[
     except ValueError as exc:
         raise ProvisioningError(f"{option} {command!r}: cannot be split into words ({exc}); check the quotes") from exc
     if argv and Path(argv[0]).name not in _SHELLS:
-        shell = [w for w in argv if w in _SHELL_WORDS or w.startswith("$") or "$(" in w or "`" in w]
+        # in a word as well as on its own: `mosquitto; echo done` splits into "mosquitto;", ...
+        shell = [w for w in argv if w in _SHELL_WORDS or any(ch in w for ch in _SHELL_CHARS)]
         if shell:
             raise ProvisioningError(
                 f"{option} {command!r}: {', '.join(repr(w) for w in shell)} only mean something to a shell, and "

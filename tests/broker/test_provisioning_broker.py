@@ -205,7 +205,7 @@ def test_provisioned_node_is_accepted_then_revoked(site) -> None:
         assert ingest.stats.stored == 1
         # the reload command is the broker's SIGHUP, as `systemctl reload mosquitto` would send
         st = hq_state.load(hq_dir)
-        st.with_(broker_reload=f"{sys.executable} -c \"import os; os.kill({broker.process.pid}, 1)\"").save()
+        st.with_(broker_reload=f"{sys.executable} -c \"__import__('os').kill({broker.process.pid}, 1)\"").save()
         assert "ran" in enroll.reload_broker(hq_dir, actor="carol", node_id="gate-1")
         # a new connection with the revoked certificate fails the TLS handshake (CRL)
         wait_for(lambda: handshake_error(broker.port, nodes["gate-1"].data_dir) is not None, 5,

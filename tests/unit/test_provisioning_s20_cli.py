@@ -167,7 +167,7 @@ def test_install_without_extra_warns_about_a_node_toml_that_will_not_run(hq: Pat
 
 # -- 4. broker reload ------------------------------------------------------------------------
 def _failing_reload(hq: Path) -> None:
-    hq_state.load(hq).with_(broker_reload=f'{sys.executable} -c "import sys; sys.exit(3)"').save()
+    hq_state.load(hq).with_(broker_reload=f'{sys.executable} -c "raise SystemExit(3)"').save()
 
 
 def test_a_failed_reload_says_the_revocation_is_done(hq: Path, tmp_path: Path,
@@ -211,7 +211,8 @@ def test_the_reload_command_can_be_changed(hq: Path, tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.parametrize("command", ["kill -HUP $(cat /var/lib/alpr-hq/broker/mosquitto.pid)",
-                                     "systemctl reload mosquitto && echo ok", "kill -HUP $PID", "echo 'x"])
+                                     "systemctl reload mosquitto && echo ok", "kill -HUP $PID", "echo 'x",
+                                     "systemctl restart mosquitto; echo done", "systemctl reload mosquitto >/dev/null"])
 def test_a_reload_command_that_needs_a_shell_is_refused_when_saved(hq: Path, tmp_path: Path, command: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run(capsys, "ca", "reload-broker", "--set-command", command, "--dir", str(hq), "--actor", "alice")
