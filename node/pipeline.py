@@ -1001,7 +1001,9 @@ class Pipeline:
         the other lane's empty pass.
         """
         # A read held for another commit counts as the pass's read here: it will be credited.
-        if p is None or not (p.reads or self._awaits_held(p)):
+        # A follow-on announced no vehicle (its input is still active from before): a plate
+        # first seen in one goes to a pass that announced it, such as a beam's beside a stuck loop.
+        if p is None or not (p.reads or _follow_on(p) or self._awaits_held(p)):
             return p
         first, last = _first_seen(track), track.last.time_ns
         # (a follow-on announced no vehicle: it waits for no read)

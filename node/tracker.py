@@ -150,8 +150,9 @@ class Tracker:
 
         Pairs overlapping by at least MIN_OVERLAP_IOU first, largest IoU first; then, among the
         tracks and observations still unpaired, pairs that overlap less or whose centres are
-        near (_near): the higher-scored detection first (as the score-order matching before
-        ranked them all alike), each to its nearest track (then the older one). A pair is taken
+        near (_near): those whose reading agrees with the track first, then the higher-scored
+        detection (as the score-order matching before ranked them all alike), each to its
+        nearest track (then the older one). A pair is taken
         only if neither side is taken yet, so a track keeps its own overlapping plate whatever
         order the detector scored them in.
 
@@ -161,7 +162,7 @@ class Tracker:
         """
         # (rank, observation index, track index): each list is taken in rank order
         overlaps: list[tuple[tuple[float, int, int], int, int]] = []
-        nears: list[tuple[tuple[int, float, int], int, int]] = []
+        nears: list[tuple[tuple[bool, int, float, int], int, int]] = []
         for i, obs in enumerate(ordered):
             for j, track in enumerate(self._open):
                 if obs.time_ns - track.last.time_ns > self.timeout_ns and \
@@ -172,7 +173,10 @@ class Tracker:
                     # ties: the higher-scored detection, then the older track
                     overlaps.append(((-score, i, j), i, j))
                 elif score > 0 or _near(track.last.box, obs.box):
-                    nears.append(((i, _distance(track.last.box, obs.box), j), i, j))
+                    # a reading that agrees with the track's first: a fast plate keeps its track
+                    # when a higher-scored new plate grazes or nears its last box
+                    differs = not any(_agrees(obs.text, o.text) for o in track.observations)
+                    nears.append(((differs, i, _distance(track.last.box, obs.box), j), i, j))
         assigned: dict[int, Track] = {}
         taken: set[int] = set()
         for pairs in (overlaps, nears):

@@ -149,6 +149,7 @@ class Outbox:
         self._scanned: dict[int, int] = {}
         self._untried: dict[int, set[int]] = {}
         self._seq_file = reservation_path(self.path)
+        self._mark_file = self._seq_file.with_name(self._seq_file.name + ".mark")
         self._reserve_file = self.path.with_name(self.path.name + ".reserve")
         self._disk_cap = quota_bytes
         self._next_disk_check = 0
@@ -253,6 +254,9 @@ class Outbox:
                 ) from exc
             # The database knows how far it got: one bad byte in the side file must not stop the
             # node, nor may deleting the file by hand reuse numbers. Kept for whoever looks.
+            if self._lock_fd is None:
+                # A second opener (`outbox status` beside the node) changes nothing on disk.
+                return known, known + SEQ_BLOCK
             aside = _set_aside(self._seq_file, "unreadable")
             ceiling = known + SEQ_BLOCK
             self._write_reservation(ceiling)
@@ -261,7 +265,7 @@ class Outbox:
             return known, ceiling
         start = known
         owner = self._lock_fd is not None
-        block_row = self._db.execute("SELECT value FROM meta WHERE key='reservation_block'").fetchone()
+        block = self._mark_block(reserved)
         if row is None and reserved > known:
             # The database was lost (or is new beside an old reservation): numbers below the
             # reservation were used, and most likely stored at HQ; which, nobody here knows, so
@@ -269,7 +273,7 @@ class Outbox:
             log.warning("outbox %s: no database state (lost or new) beside the reservation %s: continuing at seq %d; "
                         "lower numbers may have been used already", self.path, self._seq_file, reserved)
             start = reserved
-        elif owner and block_row is not None and known < reserved - int(block_row[0]):
+        elif owner and block is not None and known < reserved - block:
             # The ceiling was written when next_seq reached ceiling - block: a database below
             # that went back past the write (a WAL lost or cut, a copy restored). Numbers below
             # the reservation may have been handed out: continue above them, and say which ones
@@ -277,15 +281,25 @@ class Outbox:
             # (`outbox status` beside the live node), which may read mid-block.
             start = reserved
             self._record_skip(known, reserved - 1)
-        if owner and (block_row is None or int(block_row[0]) != SEQ_BLOCK):
-            # A database from before the block rule (its ceiling up to 10,000 ahead, never
-            # lowered), or one with another block size: nothing can be judged from it this once;
-            # from now on the ceiling follows this rule.
-            if reserved > start + SEQ_BLOCK:
-                self._write_reservation(start + SEQ_BLOCK)
-                reserved = start + SEQ_BLOCK
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('reservation_block', ?)", (SEQ_BLOCK,))
+        if owner and block != SEQ_BLOCK:
+            # A reservation this rule did not write (the previous release's, up to 10,000 ahead
+            # and never lowered; or one written by it after a downgrade), or one of another block
+            # size: nothing can be judged from it this once; from now on the ceiling follows
+            # the rule (and its mark says so).
+            ceiling = min(reserved, start + SEQ_BLOCK) if reserved > start else start
+            self._write_reservation(max(ceiling, start))
+            reserved = max(ceiling, start)
         return start, max(reserved, start)
+
+    def _mark_block(self, reserved: int) -> int | None:
+        """The block size the reservation `reserved` was written with, from its mark file, or
+        None when the mark does not vouch for it (missing, unreadable, or naming another ceiling:
+        the reservation was written by code without the block rule, e.g. after a downgrade)."""
+        try:
+            ceiling, block = (int(x) for x in self._mark_file.read_text().split())
+        except (OSError, ValueError):
+            return None
+        return block if ceiling == reserved and block > 0 else None
 
     def _record_skip(self, first: int, last: int) -> None:
         log.warning("outbox %s: the database's next_seq is below the reservation's block (it came back older: its "
@@ -306,13 +320,20 @@ class Outbox:
             log.exception("outbox %s: could not record skipped seqs %d..%d", self.path, first, last)
 
     def _write_reservation(self, value: int) -> None:
-        """Store the ceiling durably; on a full disk, give up the reserve and try once more."""
-        try:
-            _write_int(self._seq_file, value)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC or not self._release_reserve(f"writing {self._seq_file} failed ({exc})"):
-                raise
-            _write_int(self._seq_file, value)
+        """Store the ceiling durably, then its mark (the ceiling and the block it was reserved
+        with: what lets an open judge a database older than the block, see _load_sequence); on a
+        full disk, give up the reserve and try once more. A stop between the two leaves a mark
+        that names another ceiling: the next open judges nothing, which is safe (nothing at or
+        above the old next_seq was committed)."""
+        for attempt in (0, 1):
+            try:
+                _write_int(self._seq_file, value)
+                atomic.write_text(self._mark_file, f"{value} {SEQ_BLOCK}\n", mode=0o600)
+                return
+            except OSError as exc:
+                if attempt or exc.errno != errno.ENOSPC or not self._release_reserve(
+                        f"writing {self._seq_file} failed ({exc})"):
+                    raise
 
     # -- disk space -----------------------------------------------------------------------
     def _make_reserve(self) -> None:
@@ -839,9 +860,10 @@ def _salvage(path: Path) -> tuple[Path | None, int]:
         new.execute("INSERT INTO meta VALUES ('next_seq', ?)", (top,))
         new.execute("INSERT INTO meta VALUES ('committed', ?)", (len(rows),))
         new.execute("INSERT INTO meta VALUES ('skipped', ?)", (sum(last - first + 1 for first, last, _ in skipped.values()),))
-        new.execute("INSERT INTO meta VALUES ('reservation_block', ?)", (SEQ_BLOCK,))
-        for source in ([aside] if aside else []) + earlier:
-            new.execute("INSERT OR REPLACE INTO meta VALUES (?, 1)", (SALVAGED + source.name,))
+        # Every aside ever copied, not only this run's: an earlier run's aside must not be read
+        # again by the next salvage, or messages HQ acknowledged since would come back.
+        for name in sorted(consumed | {source.name for source in ([aside] if aside else []) + earlier}):
+            new.execute("INSERT OR REPLACE INTO meta VALUES (?, 1)", (SALVAGED + name,))
         new.execute("COMMIT")
     finally:
         new.close()

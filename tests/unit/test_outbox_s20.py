@@ -438,11 +438,7 @@ def test_an_outbox_from_before_the_block_rule_skips_nothing_on_its_first_owner_o
     for _ in range(50):
         box.commit("read", msg())
     box.close()
-    db = sqlite3.connect(path)
-    db.execute("DELETE FROM meta WHERE key='reservation_block'")
-    db.commit()
-    db.close()
-    reservation_path(path).write_text("10001")
+    reservation_path(path).write_text("10001")  # as the previous release left it, with no mark
     box = Outbox(path, owner=True)
     assert box.commit("read", msg()) == 51 and box.stats().skipped == 0 and box.skipped_ranges() == []
     assert int(reservation_path(path).read_text()) <= 51 + SEQ_BLOCK  # the ceiling follows the rule from now on
@@ -489,4 +485,56 @@ def test_salvage_records_the_jump_to_the_reservation_and_keeps_the_skipped_count
     box = Outbox(path, owner=True)
     assert count == 5 and box.commit("read", msg()) == 1 + SEQ_BLOCK
     assert box.skipped_ranges() == [(6, SEQ_BLOCK)] and box.stats().skipped == SEQ_BLOCK - 5
+    box.close()
+
+
+def test_a_reservation_written_after_a_downgrade_is_not_judged(tmp_path: Path) -> None:
+    # New code, then the previous release (which reserves 10,000 ahead and writes no mark), then
+    # new code again: only clean stops happened, so nothing may be skipped.
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, owner=True)
+    box.commit("read", msg())
+    box.close()
+    db = sqlite3.connect(path)
+    for seq in range(2, 7):
+        db.execute("INSERT INTO outbox (seq, kind, priority, created_ns, size, message) VALUES (?,?,?,?,?,?)",
+                   (seq, "read", 1, 0, 1, b"x"))
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seq', 7)")
+    db.commit()
+    db.close()
+    reservation_path(path).write_text(str(6 + 10_000))
+    box = Outbox(path, owner=True)
+    assert box.commit("read", msg()) == 7 and box.stats().skipped == 0
+    box.close()
+
+
+def test_outbox_status_beside_the_node_leaves_a_bad_reservation_to_the_node(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    node = Outbox(path, owner=True)
+    node.commit("read", msg())
+    reservation_path(path).write_bytes(b"\xff\xfe")
+    status = Outbox(path)
+    status.close()
+    assert reservation_path(path).read_bytes() == b"\xff\xfe"  # a second opener changes nothing on disk
+    assert not list(tmp_path.glob("sequence.reserved.unreadable-*"))
+    node.close()
+
+
+def test_a_later_salvage_does_not_bring_back_what_an_earlier_one_copied(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, owner=True)
+    pending = [box.commit("read", msg()) for _ in range(3)]
+    box.close()
+    salvage(path)  # first aside holds 1..3
+    box = Outbox(path, owner=True)
+    box.ack(pending)  # HQ stored them
+    box.commit("read", msg())
+    box.close()
+    salvage(path)  # second aside; the first was copied before
+    box = Outbox(path, owner=True)
+    box.ack([4])
+    box.close()
+    salvage(path)  # third: neither earlier aside may be read again
+    box = Outbox(path, owner=True)
+    assert box.stats().depth == 0 and box.due(10, 10**9) == []
     box.close()

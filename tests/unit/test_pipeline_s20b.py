@@ -188,3 +188,39 @@ def test_a_trigger_queued_at_stop_is_counted_with_a_track_already_open(tmp_path,
     assert calls == []
     assert [(r["plate"], r["trigger_id"]) for r in reads] == [("7ABC123", "loop1-500000000")] and events == []
     assert passes(pipeline) == {"passes": 1, "read": 1} and pipeline.stats["passes_same_vehicle"] == 1
+
+
+# -- second review: a fast leader's track, a stuck loop beside a beam -------------------------
+def test_a_fast_leader_keeps_its_track_from_a_higher_scored_follower_near_its_last_box():
+    tracker = Tracker(timeout_ns=600_000_000)
+    tracker.update([_obs(0.0, "7ABC123", (140, 90, 60, 12), 0.9)], None)
+    # the leader moved 10 px (IoU 0.09 with its last box); the follower, scored higher, appears
+    # just above that box: the reading that agrees with the track wins the near phase
+    tracker.update([_obs(0.05, "5XYZ987", (150, 80, 34, 10), 0.95), _obs(0.05, "7ABC123", (140, 100, 60, 12), 0.9)],
+                   None)
+    got = sorted((t.id, [o.text for o in t.observations]) for t in tracker.open_tracks())
+    assert got == [(1, ["7ABC123", "7ABC123"]), (2, ["5XYZ987"])], got
+
+
+def test_a_fast_leader_and_a_follower_give_two_reads(tmp_path, keys):
+    def leader(t):  # fast: 10 lores px a frame at 20 fps
+        return [((140, int(20 + 200 * (t - 0.5)), 60, 12), plate_text("7ABC123"))] if 0.5 <= t <= 1.2 else []
+
+    def follower(t):  # slower, further away; listed first: the detector scores it higher
+        return [((150, int(80 + 4 * (t - 0.9)), 34, 10), plate_text("5XYZ987"))] if 0.9 <= t <= 1.25 else []
+    pipeline, scene, outbox = scripted(tmp_path, keys, scene_of(follower, leader))
+    step_through(pipeline, scene, 4, [(0.4, True, "loop1"), (1.0, False, "loop1"),
+                                      (1.05, True, "loop1"), (1.6, False, "loop1")])
+    reads, _ = committed(outbox, keys)
+    assert sorted(r["plate"] for r in reads) == ["5XYZ987", "7ABC123"]
+
+
+def test_a_plate_first_seen_in_a_stuck_loops_follow_on_goes_to_the_beam_that_announced_it(tmp_path, keys):
+    script = scene_of(visible(2.0, 3.5, LEFT, plate_text("7ABC123")), visible(14.0, 15.5, LEFT, plate_text("5XYZ987")))
+    pipeline, scene, outbox = scripted(tmp_path, keys, script, triggers=BEAM_AND_LOOP)
+    # loop1 sticks "occupied" at 1 s; the beam works: A 2.5-2.9 s, B 14.5-14.9 s
+    step_through(pipeline, scene, 20, [(1.0, True, "loop1"), (2.5, True, "beam1"), (2.9, False, "beam1"),
+                                       (14.5, True, "beam1"), (14.9, False, "beam1")])
+    reads, events = committed(outbox, keys)
+    assert sorted(r["plate"] for r in reads) == ["5XYZ987", "7ABC123"]
+    assert events == [], "B was read: its beam pass is not a vehicle passed unread"
