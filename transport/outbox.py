@@ -11,8 +11,9 @@ sequence number is kept in `losses` so health reports and HQ can account for the
 Sequence numbers do not repeat when the database is lost or salvaged, nor when it comes back
 older than it was by more than a block: a ceiling SEQ_BLOCK above the next number is reserved
 in a small side file (`sequence.reserved`) before numbers below it are used (so, when written,
-the ceiling is exactly next_seq + SEQ_BLOCK), and a clean close lowers it to exactly what was
-handed out. An open that finds the database lost, or its next_seq below the ceiling's block
+the ceiling is exactly next_seq + SEQ_BLOCK; `sequence.reserved.mark` repeats the ceiling with
+the block, so that a reservation written by code without this rule -- an older release, a
+downgrade -- is never judged), and a clean close lowers it to exactly what was handed out. An open that finds the database lost, or its next_seq below the ceiling's block
 (proof that it went back past a reservation), continues at the ceiling, recording the numbers
 it skips in `skipped` (ranges) so that HQ's gap is accounted for. An ordinary unclean stop
 (a power cut, a kill) leaves the database's next_seq inside the block: committed messages are
