@@ -34,6 +34,10 @@ TICK_FAILURE_LOG_S = 10.0
 CONNECT_FAILURE_LOG_S = 60.0
 # How long to wait for CONNACK once TCP and TLS are up.
 CONNACK_TIMEOUT_S = 10.0
+# The longest a blocking connect() (name lookup, TCP, TLS handshake) counts as planned before
+# stalled_s calls it a hang: above resolv.conf's worst case (3 nameservers x 2 attempts x 5 s)
+# plus TCP and TLS timeouts.
+CONNECT_ALLOWANCE_S = 90.0
 
 # What a TLS failure means for the person reading the journal, by the text OpenSSL gives.
 # The alerts come from the broker (it refused our certificate); "certificate verify failed"
@@ -241,6 +245,10 @@ class MqttLink:
         properties.SessionExpiryInterval = self.settings.session_expiry_s
         self._paho_error = ""
         self._refused = ""
+        # connect() blocks in name lookup (no timeout of its own: nameservers that drop queries
+        # take 20 s and more), TCP and TLS: a planned wait, bounded, not a hang -- or anyone who
+        # can disturb DNS could make the watchdog kill the node, camera and all.
+        self._beat = time.monotonic() + CONNECT_ALLOWANCE_S
         try:
             self._client.connect(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
                                  clean_start=False, properties=properties)

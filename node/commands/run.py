@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import pwd
@@ -12,6 +13,7 @@ from node import config as node_config
 from node.errors import BadConfig
 
 log = logging.getLogger(__name__)
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,9 +44,25 @@ def _refuse_root_on_anothers_data(data_dir: Path) -> None:
                         f"the service could not open them. Run it as that user: sudo -u {name} alpr-node run ...")
 
 
+def not_dumpable() -> bool:
+    """Mark this process not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and no other
+    process of the same user can ptrace it or read its memory through /proc. The node holds its
+    signing and TLS keys, the hot list's key and plates in clear in memory. False (logged) where
+    prctl is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+        return True
+    except (OSError, AttributeError) as exc:
+        log.warning("could not mark the process not dumpable (%s): a core dump would hold keys and plates", exc)
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from node.runtime import Runtime
 
+    not_dumpable()
     config = node_config.load(args.config)
     _refuse_root_on_anothers_data(config.node.data_dir)
     runtime = Runtime(config)

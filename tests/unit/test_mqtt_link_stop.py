@@ -57,3 +57,26 @@ def test_stop_during_a_stalled_tls_handshake(tmp_path):
         server.close()
         for conn in held:
             conn.close()
+
+
+def test_a_connect_blocked_in_name_lookup_or_handshake_is_not_a_hang(tmp_path):
+    """connect() blocks (DNS that drops queries takes 20 s and more; here a TLS handshake that
+    never answers): the watchdog must not call the link hung, or anyone who can disturb DNS
+    could have systemd kill the node, camera and all. A planned, bounded wait."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    cert, key = _self_signed(tmp_path)
+    settings = BrokerSettings("127.0.0.1", server.getsockname()[1], cert, cert, key, "n1", connect_timeout_s=3.0)
+    link = MqttLink(settings, name="slow", on_connect=lambda c, s: None, on_message=lambda c, m: None)
+    link.start()
+    try:
+        time.sleep(1.5)  # inside connect() the whole time
+        assert link.stalled_s() == 0.0
+    finally:
+        link.stop(settings.connect_timeout_s + 2.0)
+        server.close()
+        for conn in held:
+            conn.close()
