@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         # A mistyped --data-dir must not create an empty outbox and report it as the node's.
         raise BadConfig(f"{path}: no outbox here (is --data-dir the node's data directory?)")
+    _become_owner(args.data_dir)
     try:
         if args.action == "salvage":
             aside, count = outbox.salvage(path)
@@ -43,6 +44,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         _give_back(args.data_dir)
+
+
+def _become_owner(data_dir: Path) -> None:
+    """Run as root (the docs say sudo), work as the data directory's owner instead.
+
+    That user can write in the folder: as root, a file this command creates there by name (the
+    salvage's temp outbox) could be a link that user planted, and root would write through it
+    anywhere on the system. As the owner, every file made is the owner's, as the node needs."""
+    if os.geteuid() != 0:
+        return
+    st = data_dir.stat()
+    if st.st_uid == 0:
+        return
+    os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+    log.info("outbox: working as the data directory's owner (uid %d), not root", st.st_uid)
 
 
 def _give_back(data_dir: Path) -> None:
