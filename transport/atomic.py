@@ -43,7 +43,14 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             pass
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)  # the target is untouched; no copy left beside it either
+        except OSError:
+            pass
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -22,7 +22,6 @@ import argparse
 import base64
 import html
 import json
-import os
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from node.commands.recognize import (
     printable,
 )
 from node.errors import BadInput
+from transport import atomic
 
 
 def _split(text: str) -> str:
@@ -135,17 +135,11 @@ def write_sheet(path: Path, title: str, misreads: list[Misread], figures: dict[s
     )
     data = page.encode("utf-8", "backslashreplace")  # before any file is touched
     path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            temp.unlink()
-        except OSError:
-            pass
-        raise
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+    # Plate crops and their text: 0600, and written so that a planted link is not followed
+    # (transport.atomic: O_EXCL|O_NOFOLLOW temp file, fsync, rename).
+    atomic.write_bytes(path, data, 0o600)
 
 
 def whole_image_matches(truths: list[tuple[int, int, int, int]], texts: list[str], readings: list[Any],

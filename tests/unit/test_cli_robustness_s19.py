@@ -161,7 +161,7 @@ def test_a_failed_sheet_write_leaves_the_old_sheet_and_no_partial_file(tmp_path:
     def fail(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(evaluate.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
         evaluate.write_sheet(sheet, "t", [], {})
     assert sheet.read_text() == "old sheet" and sorted(p.name for p in tmp_path.iterdir()) == ["s.html"]
@@ -345,3 +345,15 @@ def test_reported_plates_hold_no_empty_candidate(monkeypatch: pytest.MonkeyPatch
                          whole_image="never").recognize(np.zeros((480, 640, 3), np.uint8))
     assert [r.plate for r in results] == ["7ABC123"]
     assert [t for t, _ in results[0].candidates] == ["7ABC123", "7A8C123", "7ABC12"]
+
+
+def test_the_misread_sheet_is_private_and_not_written_through_a_planted_link(tmp_path: Path) -> None:
+    # It holds plate crops and their text.
+    from node.commands import evaluate
+
+    target = tmp_path / "elsewhere"
+    target.write_text("not yours")
+    (tmp_path / "s.html.tmp").symlink_to(target)
+    sheet = tmp_path / "s.html"
+    evaluate.write_sheet(sheet, "t", [], {})
+    assert sheet.stat().st_mode & 0o777 == 0o600 and target.read_text() == "not yours"
