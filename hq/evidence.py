@@ -1,21 +1,27 @@
 """Evidence packages: the held reads of a case, exported for portable media and verifiable offline.
 
-Layout of a package directory (format "alpr-evidence-v1"):
+Layout of a package directory (format "alpr-evidence-v1", format_revision 2; docs/records.md
+"Evidence package" describes every field):
 
-    manifest.json            case, who, when, release request, HQ public key, SHA-256 of every file
+    README.txt               what the package is, for whom, who released and exported it, how to verify it
+    manifest.json            case, release request, approver, exporter, time, access-log head,
+                             HQ public key, SHA-256 of every other file
     manifest.sig             Ed25519 signature of HQ (data_dir/keys/hq-sign.key) over manifest.json, hex
-    reads.json               the reads' fields as HQ decoded them
+    reads.json               each read as its node signed it (decoded from payload.cbor), plus HQ's receipt time
     reads/<id>/header.cbor   the node's exact header bytes
     reads/<id>/payload.cbor  the node's exact payload bytes (includes the crop)
     reads/<id>/signature.bin the node's Ed25519 signature over ["alpr-sig-v1", header, payload]
     reads/<id>/crop.jpg      the crop, extracted (also inside payload.cbor)
-    nodes/<node>.json        the node's public keys from the registry
-    access-log.json          every access-log entry for this case, up to and including this export
+    nodes/<node>.json        the node's registry record (status, revocation) and public keys
+    access-log.json          the access-log entries for this case or naming these reads, up to this export
     release.json             the approved release request this export fulfils
     holds.json               the holds that kept these reads
 
-The reads are exactly those the release approval recorded (release.json `read_ids`). Folders
-are created 0700 and files 0600, then made 0400: a package holds plates and crops.
+The reads are exactly those the release approval recorded (release.json `read_ids`), and the
+package discloses nothing else: holds.json and access-log.json are limited to the approved reads
+(other reads' ids and other plates are redacted). reads.json is made from the signed payloads,
+never from HQ's database columns, and `verify_package` compares the two. Folders are created
+0700 and files 0600, then made 0400: a package holds plates and crops.
 
 One approval, one package: the export claims the release request before it writes anything
 (hq.releases.claim_export; a second export of the same request is refused and logged) and
@@ -28,15 +34,20 @@ channel. Without that key a package can only vouch for itself: anyone can make a
 key and a new "node" key, sign made-up reads with the one and the manifest (which names the
 node keys in nodes/*.json) with the other, and every check passes. Such a result is
 consistent, not verified (`PackageCheck.ok` is False; `alpr-hq evidence verify` says
-UNVERIFIED and exits 3). The node keys are only as good as the HQ signature over them.
+UNVERIFIED and exits 3). The node keys are only as good as the HQ signature over them: the
+enrolment request and certificate are not in the package, so a recipient trusts HQ's registry
+for which key is the node's.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+import re
+import stat
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +56,22 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hq import releases, retention
 from hq.access import Access, Actor, Grant
+from hq.accesslog import AccessLog, Entry, entry_hash
 from hq.errors import HQError, PolicyError
 from hq.files import private_dir, write_private
 from hq.store import ReadStore
 from transport import cbor
 from transport.envelope import signed_bytes
 from transport.keys import key_id, raw_public
+from transport.payload import SCALE
 
 FORMAT = "alpr-evidence-v1"
+# Revision 2 of the layout: reads.json from the signed payloads, node status, README.txt,
+# limited holds/access log. A package without it was written before and is checked with the
+# files it has (its missing parts are warnings, not failures).
+FORMAT_REVISION = 2
+REQUIRED_FILES = ("README.txt", "reads.json", "release.json", "holds.json", "access-log.json")
+REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True)
@@ -92,10 +111,11 @@ def _json(value: Any) -> bytes:
 
 
 def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, release_id: int, out: Path,
-           sign_key: ed25519.Ed25519PrivateKey, registry: Any) -> ExportResult:
+           sign_key: ed25519.Ed25519PrivateKey, registry: Any, agency_name: str | None = None) -> ExportResult:
     """Write the package for an approved release request: exactly the reads its approval
     recorded, or nothing (a read no longer held or no longer stored is named). Every refusal
-    is logged. Folders are 0700, files 0600 while written and 0400 after.
+    is logged. Folders are 0700, files 0600 while written and 0400 after. `agency_name` (the
+    agency running HQ) goes into README.txt and the manifest when given.
 
     One approval allows one export: the request is claimed (approved -> exporting) as the last
     check before anything is written, so an overlapping export of the same request is refused,
@@ -152,7 +172,8 @@ def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, rele
     written: list[Path] = []
     try:
         req = replace(releases.get(store, release_id), status="approved", exported_ns=None)  # as approved
-        result = _write_package(store, access, actor, grant, req, out, sign_key, registry, written)
+        result = _write_package(store, access, actor, grant, req, out, sign_key, registry, written,
+                                agency_name=agency_name)
         with store.db.transaction():
             if not releases.mark_exported(store, release_id, result.manifest_sha256, access.clock(),
                                           claimed_ns=claimed_ns):
@@ -172,40 +193,318 @@ def export(store: ReadStore, access: Access, actor: Actor, *, case_no: str, rele
     return result
 
 
+def iso_utc(t_ns: Any) -> str | None:
+    """UTC nanoseconds as ISO 8601 with all nine digits and `Z` (2026-12-01T22:07:03.383866297Z);
+    None for anything that is not such a time. Integer arithmetic: a float would lose the ns."""
+    if isinstance(t_ns, bool) or not isinstance(t_ns, int) or not 0 <= t_ns < 2**63:
+        return None
+    seconds, ns = divmod(t_ns, 10**9)
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+
+
+def _fraction(units: Any) -> float | None:
+    """A confidence in 1/10000 (as signed) as a fraction 0..1; None if it is not an integer."""
+    if isinstance(units, bool) or not isinstance(units, int):
+        return None
+    return units / SCALE
+
+
+def _alternatives(alts: Any) -> Any:
+    """The signed alternates [[plate, units], ...] as objects with both units and fraction; a
+    value of another shape is passed through as it is, so that verify still compares it."""
+    if not isinstance(alts, list) or not all(isinstance(a, list) and len(a) == 2 for a in alts):
+        return alts
+    return [{"plate": a[0], "conf_units": a[1], "confidence": _fraction(a[1])} for a in alts]
+
+
+def signed_fields(read_id: int, header: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """A read's reads.json entry as it follows from the node's signed header and payload: the
+    export writes it and `verify_package` recomputes it from payload.cbor and compares every
+    key. Confidences are given both as signed (`*_units`, 1/10000) and as a fraction 0..1;
+    times as signed (UTC ns) and as ISO 8601 UTC."""
+    crop = payload.get("crop")
+    has_crop = isinstance(crop, bytes) and len(crop) > 0
+    return {
+        "id": read_id,
+        "node_id": payload.get("node"),
+        "seq": payload.get("seq"),
+        "kind": payload.get("kind"),
+        "plate": payload.get("plate"),
+        "confidence": _fraction(payload.get("conf")),
+        "conf_units": payload.get("conf"),
+        "char_conf_units": payload.get("char_conf"),
+        "alternatives": _alternatives(payload.get("alts")),
+        "region": payload.get("region"),
+        "region_conf_units": payload.get("region_conf"),
+        "capture_ns": payload.get("t_ns"),
+        "capture_utc": iso_utc(payload.get("t_ns")),
+        "clock": payload.get("clock"),
+        "site_id": payload.get("site"),
+        "camera_id": payload.get("camera"),
+        "direction": payload.get("dir"),
+        "lane": payload.get("lane"),
+        "trigger": payload.get("trigger"),
+        "trigger_id": payload.get("trigger_id"),
+        "box": payload.get("box"),
+        "models": payload.get("models"),
+        "hotlist": payload.get("hotlist"),
+        "signer_key_id": header.get("sk"),
+        "crop": f"reads/{read_id}/crop.jpg" if has_crop else None,
+        "crop_sha256": hashlib.sha256(crop).hexdigest() if has_crop else None,
+    }
+
+
+def _decode_stored(read_id: int, header_bytes: bytes, payload_bytes: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored header and payload of a read as maps; PolicyError if the store holds anything else."""
+    try:
+        header, payload = cbor.loads(header_bytes), cbor.loads(payload_bytes)
+    except ValueError as exc:
+        raise PolicyError(f"read {read_id}: its stored header or payload is not valid CBOR ({exc}): HQ's store "
+                          "is damaged; nothing exported") from exc
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise PolicyError(f"read {read_id}: its stored header or payload is not a CBOR map: HQ's store is "
+                          "damaged; nothing exported")
+    return header, payload
+
+
+def _node_doc(registry: Any, node_id: str) -> dict[str, Any]:
+    """nodes/<node>.json: the registry's record of the node (status, revocation and its reason)
+    and its public keys with their validity windows, so a verifier can judge each read's time."""
+    from transport.registry import RegistryError
+
+    try:
+        record = registry.node(node_id)
+    except RegistryError as exc:
+        raise PolicyError(f"node {node_id}: not in the node registry ({exc}): its reads could not be verified; "
+                          "nothing exported") from exc
+    reason = None
+    if record.status == "revoked":  # the registry keeps the reason only in its audit trail
+        reason = next((detail for _t, _actor, action, node, detail in reversed(registry.audit_log())
+                       if action == "revoke" and node == node_id), None)
+    keys = [{"key_id": k.key_id, "public_raw": raw_public(k.public).hex(), "valid_from_ns": k.valid_from_ns,
+             "valid_from_utc": iso_utc(k.valid_from_ns), "retired_ns": k.retired_ns,
+             "retired_utc": iso_utc(k.retired_ns)} for k in registry.keys(node_id)]
+    return {"node_id": node_id, "site_id": record.site_id, "status": record.status,
+            "enrolled_ns": record.enrolled_ns, "enrolled_utc": iso_utc(record.enrolled_ns),
+            "enrolled_by": record.enrolled_by, "revoked_ns": record.revoked_ns,
+            "revoked_utc": iso_utc(record.revoked_ns), "revoked_by": record.revoked_by, "revoke_reason": reason,
+            "keys": keys}
+
+
+# Query keys of access-log rows that hold a plate or plate pattern, and those that hold free text.
+_PLATE_KEYS = ("plate", "pattern", "add", "text", "matched_text")
+_TEXT_KEYS = ("note", "reason", "why", "purpose")
+_WORD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{2,10}(?![A-Za-z0-9])")
+
+
+def _norm_plate(text: str) -> str:
+    return text.upper().replace(" ", "").replace("-", "")
+
+
+class _Redactor:
+    """Keeps holds.json and access-log.json within the approval: other reads' ids and plates
+    other than the approved reads' are replaced with "[redacted]"; each changed row names its
+    changed fields in `redacted`. Free text (purpose, detail, notes) is redacted for words that
+    are the plate of a read in HQ's store."""
+
+    def __init__(self, store: ReadStore, read_ids: set[int], plates: set[str]) -> None:
+        self.store, self.read_ids, self.plates = store, read_ids, {_norm_plate(p) for p in plates}
+        self._known: dict[str, bool] = {}
+
+    def _stored_plate(self, word: str) -> bool:
+        norm = _norm_plate(word)
+        if norm not in self._known:
+            self._known[norm] = self.store.db.value("SELECT 1 FROM reads WHERE plate_norm=? LIMIT 1", (norm,)) is not None
+        return self._known[norm]
+
+    def text(self, value: str) -> str:
+        """Free text with the plates of other reads replaced."""
+        def swap(m: re.Match[str]) -> str:
+            word = m.group(0)
+            return REDACTED if _norm_plate(word) not in self.plates and self._stored_plate(word) else word
+        return _WORD.sub(swap, value)
+
+    def query(self, query: Any, changed: list[str]) -> Any:
+        """An access-log query (decoded JSON) limited to the approved reads and plates."""
+        if not isinstance(query, dict):
+            return query
+        out = dict(query)
+        for key, value in query.items():
+            new = value
+            other_plate = key in _PLATE_KEYS and isinstance(value, str) and _norm_plate(value) not in self.plates
+            other_read = key in ("read", "alert") and isinstance(value, int) and value not in self.read_ids
+            if other_plate or other_read:
+                new = REDACTED
+            elif key == "reads" and isinstance(value, list):
+                new = [i for i in value if i in self.read_ids]
+            elif key in _TEXT_KEYS and isinstance(value, str):
+                new = self.text(value)
+            if new != value:
+                out[key] = new
+                changed.append(f"query.{key}")
+        return out
+
+
+def _ids_named(query: Any) -> set[int]:
+    """The read ids an access-log query names ({"read": N}, {"alert": N}, {"reads": [...]})."""
+    if not isinstance(query, dict):
+        return set()
+    ids = [query.get("read"), query.get("alert")]
+    if isinstance(query.get("reads"), list):
+        ids += query["reads"]
+    return {i for i in ids if isinstance(i, int) and not isinstance(i, bool)}
+
+
+def _log_extract(store: ReadStore, grant: Grant, case_no: str, redactor: _Redactor) -> list[dict[str, Any]]:
+    """The access-log rows up to this export's grant that carry the case number or name one of
+    the exported reads (a view, a crop copy, a hold or search under another case), redacted to
+    the approval. `hash` is the row's hash in HQ's log: it recomputes from the row as given
+    only where nothing was redacted."""
+    # The LIKE spares decoding the many rows (logins, searches) that name no read.
+    rows = store.db.rows(f"SELECT {AccessLog.COLUMNS} FROM access_log WHERE id <= ? AND (case_no = ? OR "
+                         "query LIKE '%\"read%' OR query LIKE '%\"alert\"%') ORDER BY id", (grant.log_id, case_no))
+    extract = []
+    for entry in (Entry(*r) for r in rows):
+        try:
+            query = json.loads(entry.query)
+        except ValueError:
+            query = None
+        if entry.case_no != case_no and not _ids_named(query) & redactor.read_ids:
+            continue
+        doc = asdict(entry)
+        doc["utc"] = iso_utc(entry.t_ns)
+        changed: list[str] = []
+        new_query = redactor.query(query, changed)
+        if changed:
+            doc["query"] = json.dumps(new_query, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+        for name in ("purpose", "detail"):
+            text = redactor.text(doc[name])
+            if text != doc[name]:
+                doc[name] = text
+                changed.append(name)
+        if changed:
+            doc["redacted"] = changed
+        extract.append(doc)
+    return extract
+
+
+def _holds_doc(store: ReadStore, case_no: str, redactor: _Redactor) -> list[dict[str, Any]]:
+    """The case's holds that kept approved reads, with only those reads (a hold of other reads
+    only is left out: the approval did not release them)."""
+    doc = []
+    for hold in retention.holds(store, case_no):
+        kept = [i for i in hold.read_ids if i in redactor.read_ids]
+        if not kept:
+            continue
+        entry = asdict(hold)
+        entry.update(read_ids=kept, created_utc=iso_utc(hold.created_ns), released_utc=iso_utc(hold.released_ns))
+        changed = ["read_ids"] if len(kept) < len(hold.read_ids) else []
+        reason = redactor.text(hold.reason)
+        if reason != hold.reason:
+            entry["reason"] = reason
+            changed.append("reason")
+        if changed:
+            entry["redacted"] = changed
+        doc.append(entry)
+    return doc
+
+
+def _log_head(store: ReadStore) -> str | None:
+    """The access log's head as `audit verify` prints it (ID:HASH)."""
+    head = store.db.one("SELECT last_id, last_hash FROM access_log_head WHERE k=1")
+    return f"{int(head[0])}:{head[1]}" if head else None
+
+
+def _readme(manifest: dict[str, Any], req: releases.ReleaseRequest, agency_name: str | None) -> bytes:
+    """README.txt: the package explained for a court or a receiving agency."""
+    reads = manifest["reads"]
+    lines = [
+        "ALPR EVIDENCE PACKAGE (alpr-evidence-v1)",
+        "",
+        f"Issued by:          {agency_name or '(agency name not configured)'}, ALPR HQ records system",
+        f"Case:               {req.case_no}",
+        f"Release request:    {req.id}, for {req.agency} (requested by {req.requester}); purpose: {req.purpose}",
+        f"Approved by:        {req.reviewed_by} at {iso_utc(req.reviewed_ns)} (administrator; note: {req.review_note})",
+        f"Exported by:        {manifest['created_by']} ({manifest['created_by_role']}) at {manifest['created_utc']}",
+        f"Reads:              {len(reads)} (ids {', '.join(map(str, reads))})",
+        f"Access log head:    {manifest['access_log_head']} (as `alpr-hq audit verify` prints it)",
+        f"HQ signing key id:  {manifest['hq_key_id']}",
+        "",
+        "All times are UTC (ISO 8601, ending in Z; *_ns fields are nanoseconds since 1970-01-01 UTC).",
+        "A read's time is the capturing node's clock; reads.json `clock` says whether that clock was",
+        "synchronised (\"synced\") when the read was made.",
+        "",
+        "What is here: each read exactly as the roadside node signed it (reads/<id>/header.cbor,",
+        "payload.cbor, signature.bin), its plate crop (crop.jpg), the reads decoded (reads.json), the",
+        "nodes' registry records and public keys (nodes/), the approved release request (release.json),",
+        "the holds that kept the reads (holds.json) and the access-log entries for this case or these",
+        "reads (access-log.json). Other reads and plates are redacted from holds.json and",
+        "access-log.json: the approval released these reads only.",
+        "",
+        "How to verify: obtain HQ's public signing key (hq-sign.pub) from the agency by another channel,",
+        "then run",
+        f"    alpr-hq evidence verify THIS_FOLDER --hq-key hq-sign.pub --case {req.case_no} --release {req.id}",
+        "It prints OK and exits 0 only if HQ's signature, every file hash and every node signature hold.",
+        "To verify by hand (no HQ software), follow \"Evidence package\" in docs/records.md and the",
+        "signature format in docs/wire-format.md of the ALPR system's source.",
+        "",
+        "Limits: the node keys are those in HQ's node registry (the enrolment records are not included),",
+        "and manifest.sig is made with HQ's online signing key, without an external timestamp.",
+        "",
+    ]
+    return "\n".join(lines).encode()
+
+
 def _write_package(store: ReadStore, access: Access, actor: Actor, grant: Grant, req: releases.ReleaseRequest,
                    out: Path, sign_key: ed25519.Ed25519PrivateKey, registry: Any,
-                   written: list[Path]) -> ExportResult:
+                   written: list[Path], agency_name: str | None = None) -> ExportResult:
     """Write the package of `req` (claimed for this export) into `out`; every path written
     goes to `written` first. Files are made 0400 at the end."""
     case_no, release_id = req.case_no, req.id
     read_ids = list(req.read_ids or ())
     files: dict[str, str] = {}
     private_dir(out)
-    reads_doc, node_ids = [], set()
+    reads_doc, node_ids, plates = [], set(), set()
     for read_id in read_ids:
         stored = store.read(read_id)
+        # Everything about the read comes from the bytes its node signed, never from HQ's
+        # index columns, which anyone who can write hq.db could have changed.
+        header, payload = _decode_stored(read_id, stored.header, stored.payload)
         base = f"reads/{read_id}"
         _write(out, f"{base}/header.cbor", stored.header, files, written)
         _write(out, f"{base}/payload.cbor", stored.payload, files, written)
         _write(out, f"{base}/signature.bin", stored.signature, files, written)
-        crop = stored.crop_jpeg()
-        if crop:
+        crop = payload.get("crop")
+        if isinstance(crop, bytes) and crop:
             _write(out, f"{base}/crop.jpg", crop, files, written)
-        reads_doc.append(asdict(stored.row))
-        node_ids.add(stored.row.node_id)
+        entry = signed_fields(read_id, header, payload)
+        # HQ's own record, not signed by the node: when ingest stored the read.
+        entry.update(stored_ns=stored.row.stored_ns, stored_utc=iso_utc(stored.row.stored_ns))
+        reads_doc.append(entry)
+        node = header.get("node")
+        if not isinstance(node, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", node):
+            raise PolicyError(f"read {read_id}: node id {node!r} in its stored header cannot name a file "
+                              "(nodes/<node>.json): HQ's store is damaged; nothing exported")
+        node_ids.add(node)
+        if isinstance(payload.get("plate"), str):
+            plates.add(payload["plate"])
     _write(out, "reads.json", _json(reads_doc), files, written)
     for node_id in sorted(node_ids):
-        keys = [{"key_id": k.key_id, "public_raw": raw_public(k.public).hex(), "valid_from_ns": k.valid_from_ns,
-                 "retired_ns": k.retired_ns} for k in registry.keys(node_id)]
-        _write(out, f"nodes/{node_id}.json", _json({"node_id": node_id, "keys": keys}), files, written)
-    _write(out, "holds.json", _json([asdict(h) for h in retention.holds(store, case_no)]), files, written)
+        _write(out, f"nodes/{node_id}.json", _json(_node_doc(registry, node_id)), files, written)
+    redactor = _Redactor(store, set(read_ids), plates)
+    _write(out, "holds.json", _json(_holds_doc(store, case_no, redactor)), files, written)
     _write(out, "release.json", _json(asdict(req)), files, written)
-    log_entries = [asdict(e) for e in access.log.entries(case_no=case_no) if e.id <= grant.log_id]
-    _write(out, "access-log.json", _json(log_entries), files, written)
+    _write(out, "access-log.json", _json(_log_extract(store, grant, case_no, redactor)), files, written)
     public = sign_key.public_key()
-    manifest = {"format": FORMAT, "case": case_no, "created_ns": access.clock(), "created_by": actor.name,
-                "release_request": release_id, "reads": read_ids, "hq_public_key": raw_public(public).hex(),
-                "hq_key_id": key_id(public), "files": dict(sorted(files.items()))}
+    created_ns = access.clock()
+    manifest = {"format": FORMAT, "format_revision": FORMAT_REVISION, "case": case_no,
+                "release_request": release_id, "agency": req.agency, "requester": req.requester,
+                "approved_by": req.reviewed_by, "approved_ns": req.reviewed_ns, "hq_name": agency_name,
+                "created_ns": created_ns, "created_utc": iso_utc(created_ns), "created_by": actor.name,
+                "created_by_role": actor.role, "reads": read_ids, "access_log_head": _log_head(store),
+                "hq_public_key": raw_public(public).hex(), "hq_key_id": key_id(public)}
+    _write(out, "README.txt", _readme(manifest, req, agency_name), files, written)
+    manifest["files"] = dict(sorted(files.items()))
     manifest_bytes = _json(manifest)
     for name, data in (("manifest.json", manifest_bytes),
                        ("manifest.sig", (sign_key.sign(manifest_bytes).hex() + "\n").encode())):
@@ -218,13 +517,16 @@ def _write_package(store: ReadStore, access: Access, actor: Actor, grant: Grant,
 
 @dataclass(frozen=True)
 class PackageCheck:
-    """The outcome of verifying a package: problems, what was checked, and whether HQ's
-    signature was checked against a key the caller trusts (not the one the package carries)."""
+    """The outcome of verifying a package: problems, warnings, what was checked, what the
+    package says it is (`summary`), and whether HQ's signature was checked against a key the
+    caller trusts (not the one the package carries)."""
 
     problems: tuple[str, ...]
     reads_checked: int
     hq_key_id: str
     hq_key_trusted: bool = False
+    warnings: tuple[str, ...] = ()
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def intact(self) -> bool:
@@ -239,59 +541,145 @@ class PackageCheck:
         return self.intact and self.hq_key_trusted
 
 
-def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | None = None) -> PackageCheck:
-    """Check a package offline: HQ's signature on the manifest, every file's hash, every read's
-    node signature (with the node keys in the package), header/payload binding, crops.
+@dataclass
+class _NodeInfo:
+    """A node as nodes/<node>.json states it: keys by key id with their windows, and its status."""
+
+    keys: dict[str, tuple[ed25519.Ed25519PublicKey, Any, Any]] = field(default_factory=dict)
+    status: Any = None
+    revoked_ns: Any = None
+    reason: Any = None
+
+
+class _Package:
+    """The package's plain files, found without following links: anything else is a problem,
+    and only plain files are ever read (a link could point anywhere, a folder cannot be read)."""
+
+    def __init__(self, root: Path, problems: list[str]) -> None:
+        self.root = root
+        self.files: set[str] = set()
+        for folder, dirs, names in os.walk(root, followlinks=False):
+            for name in sorted(dirs + names):
+                path = Path(folder) / name
+                rel = path.relative_to(root).as_posix()
+                try:
+                    mode = path.lstat().st_mode
+                except OSError as exc:
+                    problems.append(f"{rel}: unreadable ({exc})")
+                    continue
+                if stat.S_ISLNK(mode):
+                    problems.append(f"{rel}: is a symbolic link (a package holds only plain files and folders; "
+                                    "what it points to is not checked)")
+                elif stat.S_ISREG(mode):
+                    self.files.add(rel)
+                elif not stat.S_ISDIR(mode):
+                    problems.append(f"{rel}: not a regular file (a device, socket or pipe)")
+
+    def read(self, rel: str) -> bytes:
+        """A plain file of the package; OSError naming it if it is missing or anything else."""
+        if rel not in self.files:
+            path = self.root / rel
+            what = "is a folder" if path.is_dir() and not path.is_symlink() else "missing or not a plain file"
+            raise FileNotFoundError(f"{rel}: {what}")
+        # O_NOFOLLOW: a link put in place since the walk is refused, not followed.
+        fd = os.open(self.root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+
+
+def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | None = None, *,
+                   expect_case: str | None = None, expect_release: int | None = None) -> PackageCheck:
+    """Check a package offline: HQ's signature on the manifest, every file's hash, that no file
+    was added (no links, no special files), every read's node signature (with the node keys in
+    the package), header/payload binding (node, seq, kind, time), the signing key's validity at
+    the read's time, the node's revocation, reads.json against the signed payloads, crops, the
+    manifest's reads against the approval in release.json, and access-log entry hashes.
+    `expect_case` / `expect_release`: the case and release request the package must be for.
 
     A package is evidence handed to others, so anything in it may have been altered: each
     malformed file or field becomes a problem naming it, and the remaining checks still run.
-    Only with `trusted_hq_key` can the result be `ok`: the node keys come from the package,
-    and only HQ's signature over the manifest (which hashes them) ties them to HQ.
+    Warnings (a node clock that was not synchronised, a read made before its key was enrolled,
+    a revoked node) do not fail the package. Only with `trusted_hq_key` can the result be `ok`:
+    the node keys come from the package, and only HQ's signature over the manifest (which
+    hashes them) ties them to HQ.
     """
     root = Path(directory)
     problems: list[str] = []
+    warnings: list[str] = []
+    if not root.is_dir():
+        return PackageCheck((f"{root}: not an evidence package: not a folder",), 0, "")
+    pkg = _Package(root, problems)
     try:
-        manifest_bytes = (root / "manifest.json").read_bytes()
+        manifest_bytes = pkg.read("manifest.json")
         manifest = json.loads(manifest_bytes)
     except (OSError, ValueError) as exc:
-        return PackageCheck((f"{root}: not an evidence package: manifest.json: {exc}",), 0, "")
+        return PackageCheck(tuple(problems) + (f"{root}: not an evidence package: manifest.json: {exc}",), 0, "")
     if not isinstance(manifest, dict):
         return PackageCheck((f"manifest.json: not a JSON object ({type(manifest).__name__})",), 0, "")
     if manifest.get("format") != FORMAT:
         return PackageCheck((f"manifest.json: format {manifest.get('format')!r} is not {FORMAT}",), 0, "")
-    problems += _hq_signature_problems(root, manifest, manifest_bytes, trusted_hq_key)
+    revision = manifest.get("format_revision")
+    current = isinstance(revision, int) and not isinstance(revision, bool) and revision >= FORMAT_REVISION
+    problems += _hq_signature_problems(pkg, manifest, manifest_bytes, trusted_hq_key)
     files = manifest.get("files", {})
     if not isinstance(files, dict):
         problems.append("manifest.json: field files is not a map of file name to SHA-256; file hashes not checked")
         files = {}
     for rel, expected in files.items():
-        path = root / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute() or not path.is_file():
+        if ".." in Path(rel).parts or Path(rel).is_absolute() or rel not in pkg.files:
             problems.append(f"{rel}: missing")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            continue
+        try:
+            data = pkg.read(rel)
+        except OSError as exc:
+            problems.append(f"{rel}: unreadable ({exc})")
+            continue
+        if hashlib.sha256(data).hexdigest() != expected:
             problems.append(f"{rel}: SHA-256 differs from the manifest (file changed)")
-    extra = sorted(rel for p in root.rglob("*") if p.is_file()
-                   and (rel := p.relative_to(root).as_posix()) not in files
-                   and rel not in ("manifest.json", "manifest.sig"))
+    extra = sorted(pkg.files - set(files) - {"manifest.json", "manifest.sig"})
     problems += [f"{rel}: not in the manifest (file added)" for rel in extra]
-    node_keys = _node_keys(root, problems)
+    for rel in REQUIRED_FILES:
+        if rel not in files:
+            if current:
+                problems.append(f"{rel}: not in the package (manifest format_revision {revision} requires it)")
+            else:
+                warnings.append(f"{rel}: not in the package (written before format_revision {FORMAT_REVISION}); "
+                                "what it would show is not checked")
+    nodes = _node_infos(pkg, current, problems)
     read_ids = manifest.get("reads", [])
     if not isinstance(read_ids, list):
         problems.append("manifest.json: field reads is not a list of read ids; no read checked")
         read_ids = []
+    release = _release_problems(pkg, manifest, read_ids, files, problems)
+    reads_doc = _reads_doc(pkg, read_ids, files, problems)
     checked = 0
     for read_id in read_ids:
         if isinstance(read_id, bool) or not isinstance(read_id, int):
             problems.append(f"manifest.json: field reads: {read_id!r} is not a read id")
             continue
-        if _read_problems(root, read_id, node_keys, problems):
+        if _read_problems(pkg, read_id, nodes, reads_doc, current, problems, warnings):
             checked += 1
+    if "access-log.json" in files:
+        _access_log_problems(pkg, problems, warnings)
+    case, release_id = manifest.get("case"), manifest.get("release_request")
+    if expect_case is not None and case != expect_case:
+        problems.append(f"manifest.json: this package is for case {case!r}, not case {expect_case!r} (--case)")
+    if expect_release is not None and release_id != expect_release:
+        problems.append(f"manifest.json: this package is for release request {release_id!r}, not {expect_release} "
+                        "(--release)")
     hq_key_id = manifest.get("hq_key_id", "")
+    summary = {"case": case, "release_request": release_id,
+               "agency": manifest.get("agency", release.get("agency")),
+               "requester": manifest.get("requester", release.get("requester")),
+               "approved_by": manifest.get("approved_by", release.get("reviewed_by")),
+               "created_by": manifest.get("created_by"), "created_by_role": manifest.get("created_by_role"),
+               "created_utc": iso_utc(manifest.get("created_ns")), "hq_name": manifest.get("hq_name"),
+               "reads": read_ids, "access_log_head": manifest.get("access_log_head")}
     return PackageCheck(tuple(problems), checked, hq_key_id if isinstance(hq_key_id, str) else "",
-                        hq_key_trusted=trusted_hq_key is not None)
+                        hq_key_trusted=trusted_hq_key is not None, warnings=tuple(warnings), summary=summary)
 
 
-def _hq_signature_problems(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
+def _hq_signature_problems(pkg: _Package, manifest: dict[str, Any], manifest_bytes: bytes,
                            trusted: ed25519.Ed25519PublicKey | None) -> list[str]:
     """Problems with HQ's signature over manifest.json: checked with the key in the manifest,
     which must be the trusted one when one is given (else the trusted key alone is used)."""
@@ -312,8 +700,8 @@ def _hq_signature_problems(root: Path, manifest: dict[str, Any], manifest_bytes:
         problems.append("manifest.sig: not checked (no HQ public key in the manifest; give --hq-key)")
         return problems
     try:
-        signature = bytes.fromhex((root / "manifest.sig").read_text().strip())
-    except (OSError, ValueError) as exc:
+        signature = bytes.fromhex(pkg.read("manifest.sig").decode().strip())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         problems.append(f"manifest.sig: unreadable ({exc})")
         return problems
     try:
@@ -323,26 +711,39 @@ def _hq_signature_problems(root: Path, manifest: dict[str, Any], manifest_bytes:
     return problems
 
 
-def _node_keys(root: Path, problems: list[str]) -> dict[tuple[str, str], ed25519.Ed25519PublicKey]:
-    """The node public keys in nodes/*.json, by (node id, key id); malformed files and keys go to `problems`."""
-    node_keys: dict[tuple[str, str], ed25519.Ed25519PublicKey] = {}
-    for path in sorted((root / "nodes").glob("*.json")):
-        rel = path.relative_to(root).as_posix()
-        try:
-            doc = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            problems.append(f"{rel}: not valid JSON ({exc})")
-            continue
-        if not isinstance(doc, dict):
-            problems.append(f"{rel}: not a JSON object ({type(doc).__name__})")
+def _json_file(pkg: _Package, rel: str, kind: type, problems: list[str]) -> Any:
+    """A JSON file of the package of the given type, or None (the problem recorded)."""
+    try:
+        doc = json.loads(pkg.read(rel))
+    except (OSError, ValueError) as exc:
+        problems.append(f"{rel}: not valid JSON ({exc})")
+        return None
+    if not isinstance(doc, kind):
+        problems.append(f"{rel}: not a JSON {'object' if kind is dict else 'list'} ({type(doc).__name__})")
+        return None
+    return doc
+
+
+def _node_infos(pkg: _Package, current: bool, problems: list[str]) -> dict[str, _NodeInfo]:
+    """The nodes in nodes/*.json with their keys and status; malformed files and keys go to `problems`."""
+    nodes: dict[str, _NodeInfo] = {}
+    for rel in sorted(f for f in pkg.files if f.startswith("nodes/") and f.endswith(".json") and f.count("/") == 1):
+        doc = _json_file(pkg, rel, dict, problems)
+        if doc is None:
             continue
         node_id, keys = doc.get("node_id"), doc.get("keys")
         if not isinstance(node_id, str):
             problems.append(f"{rel}: field node_id missing or not text")
             continue
+        if rel != f"nodes/{node_id}.json":
+            problems.append(f"{rel}: field node_id {node_id!r} is not the file's name")
         if not isinstance(keys, list):
             problems.append(f"{rel}: field keys missing or not a list")
             continue
+        info = nodes.setdefault(node_id, _NodeInfo())
+        info.status, info.revoked_ns, info.reason = doc.get("status"), doc.get("revoked_ns"), doc.get("revoke_reason")
+        if current and info.status not in ("active", "revoked"):
+            problems.append(f"{rel}: field status {info.status!r} is not active or revoked")
         for i, k in enumerate(keys):
             if not isinstance(k, dict) or not isinstance(k.get("key_id"), str):
                 problems.append(f"{rel}: keys[{i}]: field key_id missing or not text")
@@ -355,19 +756,85 @@ def _node_keys(root: Path, problems: list[str]) -> dict[tuple[str, str], ed25519
             except (TypeError, ValueError) as exc:
                 problems.append(f"{rel}: keys[{i}]: field public_raw is not an Ed25519 public key in hex ({exc})")
                 continue
-            node_keys[(node_id, k["key_id"])] = public
-    return node_keys
+            if key_id(public) != k["key_id"]:
+                problems.append(f"{rel}: keys[{i}]: key_id {k['key_id']} is not the id of its public key "
+                                f"({key_id(public)})")
+                continue
+            if current and not _is_time(k.get("valid_from_ns")):
+                problems.append(f"{rel}: keys[{i}]: field valid_from_ns missing or not a time in ns")
+            if current and k.get("retired_ns") is not None and not _is_time(k.get("retired_ns")):
+                problems.append(f"{rel}: keys[{i}]: field retired_ns is not a time in ns")
+            info.keys[k["key_id"]] = (public, k.get("valid_from_ns"), k.get("retired_ns"))
+    return nodes
 
 
-def _read_problems(root: Path, read_id: int, node_keys: dict[tuple[str, str], ed25519.Ed25519PublicKey],
-                   problems: list[str]) -> bool:
-    """Check one read's files against its node's signature; False if it could not be checked."""
-    base = root / "reads" / str(read_id)
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _release_problems(pkg: _Package, manifest: dict[str, Any], read_ids: list[Any], files: dict[str, str],
+                      problems: list[str]) -> dict[str, Any]:
+    """Check release.json against the manifest: same request and case, approved by an
+    administrator other than the one who filed it, and exactly the approved reads exported."""
+    if "release.json" not in files:
+        return {}
+    release = _json_file(pkg, "release.json", dict, problems)
+    if release is None:
+        return {}
+    if release.get("id") != manifest.get("release_request"):
+        problems.append(f"release.json: request {release.get('id')!r} is not the manifest's release_request "
+                        f"{manifest.get('release_request')!r}")
+    if release.get("case_no") != manifest.get("case"):
+        problems.append(f"release.json: case {release.get('case_no')!r} is not the manifest's case "
+                        f"{manifest.get('case')!r}")
+    if release.get("status") != "approved" or not release.get("reviewed_by"):
+        problems.append(f"release.json: status {release.get('status')!r}, reviewed by {release.get('reviewed_by')!r}: "
+                        "not an approved request")
+    elif release.get("reviewed_by") == release.get("requested_by"):
+        problems.append(f"release.json: approved by {release.get('reviewed_by')}, who filed it: approval needs "
+                        "another administrator")
+    approved = release.get("read_ids")
+    if not isinstance(approved, list) or sorted(map(str, approved)) != sorted(map(str, read_ids)):
+        problems.append(f"manifest.json: reads {read_ids} are not the reads the release approved "
+                        f"(release.json read_ids {approved})")
+    if "approved_by" in manifest and manifest["approved_by"] != release.get("reviewed_by"):
+        problems.append(f"manifest.json: approved_by {manifest['approved_by']!r} is not release.json reviewed_by "
+                        f"{release.get('reviewed_by')!r}")
+    return release
+
+
+def _reads_doc(pkg: _Package, read_ids: list[Any], files: dict[str, str],
+               problems: list[str]) -> dict[int, dict[str, Any]] | None:
+    """reads.json by read id (None if absent or unreadable); its reads must be the manifest's."""
+    if "reads.json" not in files:
+        return None
+    doc = _json_file(pkg, "reads.json", list, problems)
+    if doc is None:
+        return {}
+    by_id: dict[int, dict[str, Any]] = {}
+    for i, entry in enumerate(doc):
+        if not isinstance(entry, dict) or isinstance(entry.get("id"), bool) or not isinstance(entry.get("id"), int):
+            problems.append(f"reads.json: [{i}]: not an object with an integer id")
+            continue
+        if entry["id"] in by_id:
+            problems.append(f"reads.json: read {entry['id']} is listed twice")
+        by_id[entry["id"]] = entry
+    listed = {i for i in read_ids if isinstance(i, int)}
+    for read_id in sorted(set(by_id) - listed):
+        problems.append(f"reads.json: read {read_id} is not in the manifest's reads")
+    return by_id
+
+
+def _read_problems(pkg: _Package, read_id: int, nodes: dict[str, _NodeInfo],
+                   reads_doc: dict[int, dict[str, Any]] | None, current: bool,
+                   problems: list[str], warnings: list[str]) -> bool:
+    """Check one read's files against its node's signature, key and status, and its reads.json
+    entry against the signed payload; False if it could not be checked."""
     rel = f"reads/{read_id}"
     try:
-        header_bytes = (base / "header.cbor").read_bytes()
-        payload_bytes = (base / "payload.cbor").read_bytes()
-        sig = (base / "signature.bin").read_bytes()
+        header_bytes = pkg.read(f"{rel}/header.cbor")
+        payload_bytes = pkg.read(f"{rel}/payload.cbor")
+        sig = pkg.read(f"{rel}/signature.bin")
         header, payload = cbor.loads(header_bytes), cbor.loads(payload_bytes)
     except (OSError, ValueError) as exc:
         problems.append(f"read {read_id}: unreadable ({exc})")
@@ -383,19 +850,105 @@ def _read_problems(root: Path, read_id: int, node_keys: dict[tuple[str, str], ed
     if not isinstance(node, str) or not isinstance(sk, str):
         problems.append(f"{rel}/header.cbor: fields node and sk missing or not text")
         return False
-    key = node_keys.get((node, sk))
+    info = nodes.get(node)
+    key = info.keys.get(sk) if info else None
     if key is None:
         problems.append(f"read {read_id}: no public key for node {node} key {sk}")
         return False
     try:
-        key.verify(sig, signed_bytes(header_bytes, payload_bytes))
+        key[0].verify(sig, signed_bytes(header_bytes, payload_bytes))
     except InvalidSignature:
         problems.append(f"read {read_id}: node signature does not verify")
         return False
-    for name in ("node", "seq", "kind"):
+    for name in ("node", "seq", "kind", "t_ns"):
         if payload.get(name) != header.get(name):
-            problems.append(f"read {read_id}: payload field {name} does not match the header")
-    crop_path = base / "crop.jpg"
-    if crop_path.exists() and crop_path.read_bytes() != payload.get("crop"):
-        problems.append(f"read {read_id}: crop.jpg is not the crop the node signed")
+            problems.append(f"read {read_id}: payload field {name} ({payload.get(name)!r}) does not match the header "
+                            f"({header.get(name)!r})")
+    if header.get("v") != 1 or isinstance(header.get("v"), bool):
+        problems.append(f"{rel}/header.cbor: field v is {header.get('v')!r}, not 1")
+    _time_problems(read_id, header.get("t_ns"), node, sk, key, info, problems, warnings)
+    clock = payload.get("clock")
+    if clock != "synced":
+        warnings.append(f"read {read_id}: the node's clock was {clock!r} (not synchronised) when it was made: its "
+                        f"time {iso_utc(payload.get('t_ns'))} is the node's own and may be off")
+    crop = payload.get("crop")
+    crop_rel = f"{rel}/crop.jpg"
+    if crop_rel in pkg.files or (pkg.root / crop_rel).exists() or (pkg.root / crop_rel).is_symlink():
+        try:
+            if pkg.read(crop_rel) != crop:
+                problems.append(f"read {read_id}: crop.jpg is not the crop the node signed")
+        except OSError as exc:
+            problems.append(f"read {read_id}: crop.jpg unreadable ({exc})")
+    elif isinstance(crop, bytes) and crop:
+        problems.append(f"read {read_id}: crop.jpg missing, though the node signed a crop")
+    if reads_doc is not None:
+        _reads_json_problems(read_id, header, payload, reads_doc.get(read_id), current, problems)
     return True
+
+
+def _time_problems(read_id: int, t_ns: Any, node: str, sk: str, key: tuple[ed25519.Ed25519PublicKey, Any, Any],
+                   info: _NodeInfo, problems: list[str], warnings: list[str]) -> None:
+    """The read's (header) time against its key's window and its node's revocation, as ingest judged it."""
+    if not _is_time(t_ns):
+        problems.append(f"read {read_id}: header t_ns {t_ns!r} is not a time in ns")
+        return
+    _public, valid_from, retired = key
+    if _is_time(retired) and t_ns >= retired:
+        problems.append(f"read {read_id}: made {iso_utc(t_ns)}, at or after its key {sk} was retired "
+                        f"{iso_utc(retired)}: HQ would not accept it")
+    if _is_time(valid_from) and t_ns < valid_from:
+        # Ingest accepts it (a node's backlog from before HQ recorded the key, or a node clock
+        # behind HQ's): a warning for the reader, not a failure.
+        warnings.append(f"read {read_id}: made {iso_utc(t_ns)}, before HQ recorded its key {sk} "
+                        f"({iso_utc(valid_from)}): the node's clock or a backlog from before enrolment")
+    if info.status == "revoked":
+        reason = f" (reason: {info.reason})" if info.reason else ""
+        if not _is_time(info.revoked_ns):
+            problems.append(f"nodes/{node}.json: node revoked, but revoked_ns {info.revoked_ns!r} is not a time")
+        elif t_ns >= info.revoked_ns:
+            problems.append(f"read {read_id}: made {iso_utc(t_ns)}, at or after node {node} was revoked "
+                            f"{iso_utc(info.revoked_ns)}{reason}: HQ would not accept it")
+        else:
+            warnings.append(f"read {read_id}: node {node} was revoked {iso_utc(info.revoked_ns)}{reason}, after this "
+                            "read was made")
+
+
+# Keys of reads.json that are HQ's own record (not signed by the node), so not compared.
+_UNSIGNED_KEYS = ("stored_ns", "stored_utc")
+
+
+def _reads_json_problems(read_id: int, header: dict[str, Any], payload: dict[str, Any], entry: dict[str, Any] | None,
+                         current: bool, problems: list[str]) -> None:
+    """Compare a read's reads.json entry with what its node signed, field by field: every field
+    of a current package; those present in one written before reads.json came from the payload."""
+    if entry is None:
+        problems.append(f"reads.json: read {read_id} is missing")
+        return
+    expected = signed_fields(read_id, header, payload)
+    for name, value in expected.items():
+        if name not in entry:
+            if current:
+                problems.append(f"reads.json: read {read_id}: field {name} missing (the node signed {value!r})")
+            continue
+        if entry[name] != value or type(entry[name]) is not type(value):
+            problems.append(f"reads.json: read {read_id}: {name} is {entry[name]!r}, but the node signed {value!r}")
+    for name in sorted(set(entry) - set(expected) - set(_UNSIGNED_KEYS)):
+        if current:
+            problems.append(f"reads.json: read {read_id}: field {name} is not one HQ writes (not signed by the node)")
+
+
+def _access_log_problems(pkg: _Package, problems: list[str], warnings: list[str]) -> None:
+    """Every access-log row that was not redacted must recompute to its hash (the chain's
+    formula, docs/records.md); redacted rows cannot, and say which fields were redacted."""
+    doc = _json_file(pkg, "access-log.json", list, problems)
+    if doc is None:
+        return
+    fields = ("id", "t_ns", "user", "role", "action", "outcome", "purpose", "case_no", "query", "detail", "prev_hash")
+    for i, row in enumerate(doc):
+        if not isinstance(row, dict) or any(name not in row for name in fields + ("hash",)):
+            problems.append(f"access-log.json: [{i}]: not an access-log entry (fields {', '.join(fields)}, hash)")
+            continue
+        if row.get("redacted"):
+            continue
+        if entry_hash(*(row[name] for name in fields)) != row["hash"]:
+            problems.append(f"access-log.json: entry {row['id']}: hash does not recompute (entry edited)")

@@ -544,7 +544,9 @@ def _export(ctx: Context) -> int:
                           query={"release": a.release, "out": str(a.out)})
     try:
         result = evidence.export(ctx.store, ctx.access, actor, case_no=a.case, release_id=a.release, out=a.out,
-                                 sign_key=sign_key, registry=registry)
+                                 sign_key=sign_key, registry=registry,
+                                 # a configured name, once hq.toml has one ([records] agency_name)
+                                 agency_name=a.agency_name or getattr(ctx.cfg.records, "agency_name", None))
     finally:
         registry.close()
     print(f"evidence package for case {a.case}: {result.reads} read(s) in {result.directory}; "
@@ -564,20 +566,51 @@ def _verify(args: argparse.Namespace) -> int:
     from transport.keys import load_public_key
 
     trusted = load_public_key(args.hq_key, ed25519.Ed25519PublicKey) if args.hq_key else None
-    check = evidence.verify_package(args.dir, trusted)
+    check = evidence.verify_package(args.dir, trusted, expect_case=args.case, expect_release=args.release)
     for problem in check.problems:
         print(f"FAIL  {problem}")
     if not check.intact:
-        return 1
-    if not check.ok:
+        status = 1
+        print(f"FAILED  {len(check.problems)} problem(s): this package is not what HQ exported, or not for what "
+              "was asked (--case, --release)")
+    elif not check.ok:
         # The package agrees only with keys it carries itself: anyone can make such a package.
+        status = EXIT_UNVERIFIED
         print(f"UNVERIFIED  {check.reads_checked} read(s) agree with the HQ key (key {check.hq_key_id}) and node keys "
               "the package carries itself, which anyone can make: nothing shows it came from HQ or the reads from "
               "a node. Give --hq-key with HQ's public key (hq-sign.pub) obtained separately.")
-        return EXIT_UNVERIFIED
-    print(f"OK  {check.reads_checked} read(s): files, node signatures and HQ signature verify with the trusted "
-          f"HQ key (key {check.hq_key_id})")
-    return 0
+    else:
+        status = 0
+        print(f"OK  {check.reads_checked} read(s): files, node signatures and HQ signature verify with the trusted "
+              f"HQ key (key {check.hq_key_id})")
+    # Which package this was, as it states it (signed by HQ when OK): a stick labelled for one
+    # case may hold another case's genuine package.
+    for line in _package_lines(check.summary, checked=status == 0):
+        print(line)
+    for warning in check.warnings:
+        print(f"WARN  {warning}")
+    return status
+
+
+def _package_lines(summary: dict[str, Any], *, checked: bool) -> list[str]:
+    """The package's case, release, approver, exporter, time and reads, for `evidence verify`."""
+    if not summary:
+        return []
+    say = "" if checked else " (as the package states it; not verified)"
+    reads = summary.get("reads") or []
+    role = f" ({summary['created_by_role']})" if summary.get("created_by_role") else ""
+    lines = [f"  package{say}:",
+             f"    case             {summary.get('case')}",
+             (f"    release request  {summary.get('release_request')} for {summary.get('agency')} "
+              f"({summary.get('requester')}), approved by {summary.get('approved_by')}"),
+             f"    exported by      {summary.get('created_by')}{role} at {summary.get('created_utc')} (UTC)",
+             f"    reads            {len(reads)}: {', '.join(map(str, reads))}"]
+    if summary.get("hq_name"):
+        lines.insert(1, f"    issued by        {summary['hq_name']}")
+    if summary.get("access_log_head"):
+        lines.append(f"    access log head  {summary['access_log_head']} (check at HQ: alpr-hq audit verify "
+                     f"--expect-head {summary['access_log_head']})")
+    return lines
 
 
 def _release_request(ctx: Context) -> int:
@@ -866,6 +899,7 @@ def register(sub: Any) -> None:
     p.add_argument("--case", required=True)
     p.add_argument("--release", type=int, required=True, help="approved release request id")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--agency-name", help="the agency running HQ, named in the package's README.txt and manifest")
     _who(p, why=False)
     p.set_defaults(func=_run(_export))
     p = ev.add_parser("verify", help="check a package offline (no HQ database needed); exit 0 verified, "
@@ -873,6 +907,8 @@ def register(sub: Any) -> None:
     p.add_argument("dir", type=Path)
     p.add_argument("--hq-key", type=Path, help="HQ's public signing key (PEM), obtained separately; without it "
                    "the package is only checked against keys it carries itself: UNVERIFIED, exit 3")
+    p.add_argument("--case", help="the case the package must be for (FAIL if it is another's)")
+    p.add_argument("--release", type=int, help="the release request the package must fulfil (FAIL if another)")
     p.set_defaults(func=_verify)
 
     # releases
