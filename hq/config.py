@@ -4,6 +4,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from typing import Optional
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hq.errors import BadConfig
@@ -66,6 +68,8 @@ class RecordsSection(Section):
     session_hours: float = Field(default=8.0, gt=0, le=24 * 7, description="a login session expires after this")
     hotlist_valid_hours: float = Field(default=24.0, gt=0, le=24 * 30,
                                        description="nodes stop matching a hot list this long after it was published")
+    agency_name: Optional[str] = Field(default=None, min_length=1, max_length=200,
+                                       description="the agency named in evidence packages (README.txt)")
 
 
 class HQConfig(Section):

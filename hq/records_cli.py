@@ -545,8 +545,7 @@ def _export(ctx: Context) -> int:
     try:
         result = evidence.export(ctx.store, ctx.access, actor, case_no=a.case, release_id=a.release, out=a.out,
                                  sign_key=sign_key, registry=registry,
-                                 # a configured name, once hq.toml has one ([records] agency_name)
-                                 agency_name=a.agency_name or getattr(ctx.cfg.records, "agency_name", None))
+                                 agency_name=a.agency_name or ctx.cfg.records.agency_name)
     finally:
         registry.close()
     print(f"evidence package for case {a.case}: {result.reads} read(s) in {result.directory}; "
