@@ -282,7 +282,7 @@ def _node_keygen(args: argparse.Namespace) -> int:
     from provisioning import nodeside
     out = _checked_out(args.out, f"{args.node_id}.json")
     done = nodeside.keygen(args.data_dir, args.node_id, actor=args.actor, user=args.user, hq_key_id=args.hq_key_id,
-                           out=out)
+                           out=out, config_path=args.config)
     data_dir = Path(args.data_dir).resolve()
     print(f"made keys for node {done.node_id} in {data_dir} (private keys stay on this Pi)")
     print(f"    signing key id {done.sign_key_id}")
@@ -296,7 +296,8 @@ def _node_keygen(args: argparse.Namespace) -> int:
 def _node_rotate_key(args: argparse.Namespace) -> int:
     from provisioning import nodeside
     out = _checked_out(args.out, "rotate-request.json")
-    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=out, replace=args.replace)
+    done = nodeside.rotate_key(args.data_dir, actor=args.actor, out=out, replace=args.replace,
+                               config_path=args.config)
     print(f"node {done.node_id}: new signing key {done.sign_key_id} made (kept aside until HQ's bundle names it)")
     print(f"    request {done.request}, fingerprint {done.fingerprint}"
           + (f" (also kept as {Path(args.data_dir).resolve() / nodeside.ROTATE_REQUEST})" if out else ""))
@@ -322,6 +323,8 @@ def _node_install(args: argparse.Namespace) -> int:
               f"{', '.join(done.dropped)} (to keep them, copy them from {_q(done.dropped_kept_in)} into "
               f"{_q(args.extra)} and install again)")
     print(f"    certificate valid until {done.cert_not_after:%Y-%m-%d}")
+    if done.first_record:
+        print(f"note: {done.first_record}")
     if done.config_problem:
         print(f"warning: {done.config} (its local sections kept as they were) does not pass "
               f"`alpr-node check-config --toml-only` yet:\n{done.config_problem}\n"
@@ -370,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
         if actor:
             p.add_argument("--actor", required=True, help="your name, for the audit trail")
         return p
+
+    def record_config(p: argparse.ArgumentParser) -> None:
+        # the --config install is given: root keeps its record of the node (trusted HQ key, pin,
+        # service user) in provisioning/ beside it, never in the service user's data dir
+        p.add_argument("--config", type=Path, default=_default_node_config(),
+                       help=f"the node.toml `node install` writes (default {_default_node_config()}); root keeps "
+                            "its record of this node's HQ key pin and service user in provisioning/ beside it")
 
     def pi(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data-dir", type=Path, default=DEFAULT_NODE_DIR, help=f"node data dir (default {DEFAULT_NODE_DIR})")
@@ -425,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="service user to own the files (needs root)")
     p.add_argument("--hq-key-id", help="pin HQ's signing key fingerprint now (16+ hex digits)")
     p.add_argument("--out", type=Path, help="also write the request here (e.g. a USB stick)")
+    record_config(p)
     p.set_defaults(func=_node_keygen)
     p = hq(node.add_parser("enroll", help="(at HQ) sign the node's CSR and register it"))
     p.add_argument("request", type=Path)
@@ -451,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path)
     p.add_argument("--replace", action="store_true",
                    help="discard a rotated key still waiting for HQ's bundle and make a new one")
+    record_config(p)
     p.set_defaults(func=_node_rotate_key)
     p = hq(node.add_parser("add-key", help="(at HQ) enrol a rotated signing key"))
     p.add_argument("request", type=Path)

@@ -12,12 +12,17 @@ Private keys are made here and never leave the node. Files, under the node's dat
     provisioning/installed.json  the last bundle installed (refuses older ones)
     provisioning/audit.log    what was done here, by whom (JSON lines)
 
-and, outside it, /etc/alpr-node/node.toml (`install --config`), where alpr-node reads it.
+and, outside it, /etc/alpr-node/node.toml (`install --config`), where alpr-node reads it, and
+beside it root's own record (provisioning/anchor.py): /etc/alpr-node/provisioning/node.json,
+hq-sign.pub and installed.json, written at keygen and at each install. The data dir is the
+service user's: its copies of the HQ key, pin, user and installed version are for alpr-node
+at run time, and root never decides from them.
 
 Trust in the bundle (see docs/provisioning.md): the node checks the bundle's signature
-against, in this order, the HQ signing key already installed (re-provisioning), else the
-fingerprint typed with --hq-key-id at install, else the one pinned at keygen. With none of
-these it refuses: there is no silent trust on first use.
+against, in this order, the HQ signing key already installed (root's hq-sign.pub), else the
+fingerprint typed with --hq-key-id at install, else the one pinned at keygen (root's
+node.json). With none of these it refuses: there is no silent trust on first use. A node set
+up before root kept a record has none: its first install needs --hq-key-id.
 """
 from __future__ import annotations
 
@@ -42,8 +47,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
+from provisioning import anchor, pki, request, safefs, tomlout
 from provisioning import bundle as bundle_format
-from provisioning import pki, request, safefs, tomlout
 from provisioning.errors import (
     BadBundle,
     BadRequest,
@@ -54,7 +59,7 @@ from provisioning.errors import (
 from provisioning.names import node_id_problem
 from transport import atomic
 from transport.errors import KeyFileError
-from transport.keys import key_id, load_public_key, parse_private_key, raw_public
+from transport.keys import key_id, parse_private_key, raw_public
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,10 @@ class InstallResult:
     # without --extra: why the node.toml written (local sections kept as they were) does not
     # pass `alpr-node check-config --toml-only` yet, or "" if it does
     config_problem: str = ""
+    # root's record of the trusted HQ key, installed version and service user (anchor.py)
+    record: Path | None = None
+    # for a node set up before root kept that record: what this first install took from where
+    first_record: str = ""
 
 
 def _audit(data_dir: Path, actor: str, action: str, detail: str) -> None:
@@ -210,14 +219,86 @@ def _load_private(data_dir: Path, rel: str, kind: type) -> object:
     return parse_private_key(data, path, kind)
 
 
-def _load_meta(data_dir: Path) -> dict:
-    path = data_dir / META
+def _record(data_dir: Path, config_path: Path) -> anchor.Record:
+    """Root's record of the node in `data_dir` whose node.toml is `config_path`.
+
+    Looked for beside node.toml first, then beside the data dir (where keygen keeps it when
+    it is given no --config outside the data dir, and where a lab node's record lives: an
+    install with a new --config carries it over). Neither: a node set up before root kept a
+    record, whose facts come from the data dir, checked (`_legacy_record`).
+    """
+    folder = anchor.folder_for(data_dir, config_path)
+    for candidate in dict.fromkeys((folder, anchor.beside_data_dir(data_dir))):
+        record = anchor.load(candidate)
+        if record is None:
+            continue
+        if record.data_dir != str(data_dir):
+            raise StateError(f"{record.source}: is root's record of the node in {record.data_dir}, not of "
+                             f"{data_dir}; pass --data-dir {record.data_dir}, or a --config of this node's own")
+        return record
+    return _legacy_record(data_dir)
+
+
+def _data_dir_owner(data_dir: Path) -> int:
+    """The uid owning the data dir: the service user. It cannot give the folder to another account."""
     try:
-        return json.loads(_read_text(data_dir, path))
+        return os.stat(data_dir).st_uid
+    except FileNotFoundError as exc:
+        raise StateError(f"{data_dir / META}: missing; run alpr-provision node keygen --data-dir {data_dir} "
+                         "first") from exc
+
+
+def _legacy_record(data_dir: Path) -> anchor.Record:
+    """The keygen facts of a node set up before root kept its own record, from the data dir.
+
+    Read through safefs (no symlink, no FIFO, a plain file with one link) and trusted only
+    so far as the service user cannot use them against root: the file must belong to root or
+    to the data dir's owner, and the user it names, who gets the files, must be that owner
+    (the one account the service user can always act as anyway). The HQ key pin and the
+    installed HQ key there are not used at all: the first install of such a node needs
+    --hq-key-id (`_trust_anchor`).
+    """
+    path = data_dir / META
+    owner_uid = _data_dir_owner(data_dir)
+    try:
+        data, st = safefs.read_stat(data_dir, META)
     except FileNotFoundError as exc:
         raise StateError(f"{path}: missing; run alpr-provision node keygen --data-dir {data_dir} first") from exc
+    if st.st_uid not in (os.geteuid(), owner_uid):
+        raise StateError(f"{path}: belongs to uid {st.st_uid}, neither root nor {data_dir}'s owner; remove it and "
+                         "run alpr-provision node keygen again")
+    try:
+        meta = json.loads(data)
     except ValueError as exc:
         raise StateError(f"{path}: corrupt ({exc})") from exc
+    node_id, user = (meta.get("node_id"), meta.get("user") or "") if isinstance(meta, dict) else (None, None)
+    if not isinstance(node_id, str) or not node_id or not isinstance(user, str):
+        raise StateError(f"{path}: corrupt (node_id or user missing or not text); run alpr-provision node keygen "
+                         "in an empty data dir")
+    if user:
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError as exc:
+            raise ProvisioningError(f"{path}: service user {user}: no such user (create it first)") from exc
+        if uid != owner_uid:
+            raise StateError(f"{path}: names service user {user!r}, but {data_dir} belongs to uid {owner_uid}; root "
+                             f"gives the node's files only to the data dir's owner: sudo chown -R {user}: {data_dir} "
+                             "if that is the service user, else start again with keygen")
+    return anchor.Record(None, node_id, user, "", str(data_dir))
+
+
+def _display_user(data_dir: Path) -> str:
+    """The service user the data dir's node.json names, for install's `next: sudo -u USER` hint only.
+
+    Never whom files are given to (root's record decides that); root is never named, so the
+    hint cannot be turned into running alpr-node as root. "" when there is none or it cannot be read.
+    """
+    try:
+        meta = json.loads(safefs.read_bytes(data_dir, META)[0])
+        user = meta.get("user") if isinstance(meta, dict) else ""
+        return user if isinstance(user, str) and user and pwd.getpwnam(user).pw_uid != 0 else ""
+    except (OSError, ValueError, KeyError, ProvisioningError):
+        return ""
 
 
 def _sign_key(data_dir: Path, rel: str) -> ed25519.Ed25519PrivateKey:
@@ -241,9 +322,13 @@ def _existing_key(data_dir: Path, rel: str, kind: type, step: str) -> object | N
 
 
 def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None, hq_key_id: str | None = None,
-           out: Path | None = None) -> KeygenResult:
+           out: Path | None = None, config_path: Path | None = None) -> KeygenResult:
     """Make the node's keys and its enrolment request. Refuses to replace the keys of a finished keygen.
 
+    `config_path`: the node.toml install will write (as install's; the `node keygen` command
+    passes DEFAULT_CONFIG). Root's record of the node id, service user and HQ key pin goes
+    beside it (anchor.py), where install reads them: the data dir's node.json is the
+    service user's to change.
     Crash-safe: provisioning/node.json is written last and marks keygen finished. A keygen
     that stopped before it (power cut, a failing --out) is finished by running it again:
     keys it already wrote are kept and a fresh request is made for them.
@@ -259,6 +344,9 @@ def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None,
                              "signing key, or start from an empty data dir")
     pin = bundle_format.normalise_pin(hq_key_id) if hq_key_id else ""
     owner = _owner(user)
+    # before any key: a record root cannot keep (no sudo for /etc/alpr-node) stops keygen here
+    record_folder = anchor.prepare(anchor.folder_for(data_dir, Path(config_path) if config_path
+                                                     else data_dir / LEGACY_CONFIG))
     # keys first, each atomically: every later step can be redone from them
     # Each file is written through safefs, already owned by the service user (`owner`): the data
     # dir is that user's, and root must neither write nor chown through a symlink it put there.
@@ -279,7 +367,9 @@ def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None,
     if out:
         request.write(Path(out), req)
     _chown(data_dir, owner, [data_dir / p for p in (SIGN_KEY, TLS_KEY, TLS_CSR, REQUEST)])
-    # node.json last: its presence means keygen finished
+    # root's record, then the data dir's node.json last: its presence means keygen finished. A
+    # stop between the two is finished by running keygen again, which rewrites the record.
+    anchor.write_keygen(record_folder, node_id=node_id, user=user or "", hq_pin=pin, data_dir=data_dir)
     _put(data_dir, data_dir / META, (json.dumps({"node_id": node_id, "user": user or "", "hq_pin": pin},
                                                 indent=1) + "\n").encode(), 0o644, owner)
     _chown(data_dir, owner, [data_dir / META])
@@ -288,38 +378,44 @@ def keygen(data_dir: Path, node_id: str, *, actor: str, user: str | None = None,
     return KeygenResult(node_id, Path(out) if out else data_dir / REQUEST, fp, key_id(sign.public_key()))
 
 
-def _pending_request_names(path: Path, key: ed25519.Ed25519PrivateKey) -> bool:
-    """Whether the rotation request at `path` is for `key` (False if missing or unreadable)."""
-    if not path.exists():
-        return False
+def _pending_request_names(data_dir: Path, key: ed25519.Ed25519PrivateKey) -> bool:
+    """Whether the data dir's rotation request is for `key` (False if missing or unreadable).
+
+    Read through safefs: the file is in the service user's folder, and a symlink or FIFO put
+    there must neither be followed nor hang root. Such a file counts as unreadable, so the
+    request is made again (written over it, never through it).
+    """
     try:
-        return request.load(path, request.ROTATE).sign_key_id == key_id(key.public_key())
-    except BadRequest:
+        data = safefs.read_bytes(data_dir, ROTATE_REQUEST)[0]
+        return request.loads(data, data_dir / ROTATE_REQUEST, request.ROTATE).sign_key_id == key_id(key.public_key())
+    except (FileNotFoundError, safefs.UnsafePath, BadRequest):
         return False
 
 
-def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None, replace: bool = False) -> KeygenResult:
+def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None, replace: bool = False,
+               config_path: Path | None = None) -> KeygenResult:
     """Make a new signing key (kept aside until HQ's bundle names it) and a rotation request.
 
     A key already waiting (keys/node-sign.next.key) is not replaced unless `replace`: HQ may
     have enrolled it already. If its request is missing (an interrupted rotate-key), a new
-    request is made for that same key.
+    request is made for that same key. The node id and the service user the files go to come
+    from root's record (`config_path` as install's), not from the data dir.
     """
     data_dir = Path(data_dir).resolve()
-    meta = _load_meta(data_dir)
-    owner = _owner(meta.get("user"))
+    record = _record(data_dir, Path(config_path) if config_path else data_dir / LEGACY_CONFIG)
+    owner = _owner(record.user)
     old = _sign_key(data_dir, SIGN_KEY)
     next_path = data_dir / NEXT_SIGN_KEY
     replaced = replace and next_path.exists()
     pending = None if replace else _existing_key(data_dir, NEXT_SIGN_KEY, ed25519.Ed25519PrivateKey, "rotate-key")
-    if pending is not None and _pending_request_names(data_dir / ROTATE_REQUEST, pending):
+    if pending is not None and _pending_request_names(data_dir, pending):
         raise StateError(f"{next_path}: key {key_id(pending.public_key())} is already waiting for HQ's bundle "
                          f"(request {data_dir / ROTATE_REQUEST}); take that request to HQ (node add-key), or "
                          "pass --replace to discard it and make a new key")
     new = pending or ed25519.Ed25519PrivateKey.generate()
     if pending is None:
         _put(data_dir, next_path, _private_pem(new), 0o600, owner)
-    req, fp = request.make_rotate(meta["node_id"], new, old, actor=actor, host=socket.gethostname())
+    req, fp = request.make_rotate(record.node_id, new, old, actor=actor, host=socket.gethostname())
     _put(data_dir, data_dir / ROTATE_REQUEST, request.dumps(req), 0o644, owner)
     if out:
         request.write(Path(out), req)
@@ -327,37 +423,64 @@ def rotate_key(data_dir: Path, *, actor: str, out: Path | None = None, replace: 
     _audit(data_dir, actor, "rotate-key", f"old={key_id(old.public_key())} new={key_id(new.public_key())} "
            f"request={fp}" + (" (request remade for the waiting key)" if pending else "")
            + (" (replaced the waiting key)" if replaced else ""))
-    return KeygenResult(meta["node_id"], Path(out) if out else data_dir / ROTATE_REQUEST, fp,
+    return KeygenResult(record.node_id, Path(out) if out else data_dir / ROTATE_REQUEST, fp,
                         key_id(new.public_key()))
 
 
-def _trust_anchor(data_dir: Path, meta: dict, typed: str | None, named: bytes, source: str) -> ed25519.Ed25519PublicKey:
-    """The HQ key this node trusts (see the module docstring for the order)."""
-    installed = data_dir / HQ_SIGN
-    if installed.exists():
-        try:
-            key = load_public_key(installed, ed25519.Ed25519PublicKey)
-        except KeyFileError as exc:
-            raise StateError(str(exc)) from exc
-        if typed and not bundle_format.fingerprint(raw_public(key)).startswith(bundle_format.normalise_pin(typed)):
-            raise BadBundle(f"--hq-key-id {typed}: does not match the HQ key already installed in {installed}")
-        return key
+def _trust_anchor(record: anchor.Record, typed: str | None, named: bytes, source: str) -> ed25519.Ed25519PublicKey:
+    """The HQ key this node trusts (see the module docstring for the order), from root's record only.
+
+    The data dir's hq/hq-sign.pub and node.json are never read for this: the service user
+    could put its own key there, or a symlink or FIFO. A node without root's record yet (set
+    up before it was kept) trusts nothing but a typed --hq-key-id.
+    """
     typed_pin = bundle_format.normalise_pin(typed) if typed else ""
-    keygen_pin = meta.get("hq_pin", "")
+    if record.hq_sign is not None:
+        installed = record.folder / anchor.HQ_SIGN
+        if typed_pin and not bundle_format.fingerprint(record.hq_sign).startswith(typed_pin):
+            raise BadBundle(f"--hq-key-id {typed}: does not match the HQ key already installed in {installed}")
+        return ed25519.Ed25519PublicKey.from_public_bytes(record.hq_sign)
+    if record.folder is None and not typed_pin:
+        raise BadBundle(f"{source}: this node was set up before root kept its own record of the trusted HQ key, "
+                        f"and the copies in {record.data_dir} belong to the service user, so they are not "
+                        "trusted: pass --hq-key-id with HQ's signing key fingerprint (printed by `alpr-provision "
+                        "ca init` and `node bundle`) for this first install; later ones need none")
+    keygen_pin = record.hq_pin
     if typed_pin and keygen_pin and not (typed_pin.startswith(keygen_pin) or keygen_pin.startswith(typed_pin)):
         # two different anchors: one of them is wrong, and picking either silently could trust the wrong HQ
         raise BadBundle(f"--hq-key-id {typed_pin[:16]} is not the HQ key {keygen_pin[:16]} pinned at keygen "
-                        f"({data_dir / META}); check the work order, or leave --hq-key-id out to use the pin")
+                        f"({record.source}); check the work order, or leave --hq-key-id out to use the pin")
     pin = max(typed_pin, keygen_pin, key=len)  # when both agree, the longer one checks more digits
     if not pin:
         raise BadBundle(f"{source}: no trusted HQ key on this node yet: pass --hq-key-id with HQ's signing key "
                         "fingerprint (printed by `alpr-provision ca init` and `node bundle`), or pin it at keygen")
     if not bundle_format.fingerprint(named).startswith(pin):
         why = ("or a mistyped --hq-key-id" if pin == typed_pin and not keygen_pin
-               else f"or the pin given at keygen ({data_dir / META}) was wrong")
+               else f"or the pin given at keygen ({record.source}) was wrong")
         raise BadBundle(f"{source}: signed by HQ key {bundle_format.fingerprint(named)[:16]}, not the pinned "
                         f"{pin[:16]}: refusing it (not from our HQ, {why})")
     return ed25519.Ed25519PublicKey.from_public_bytes(named)
+
+
+def _previous_install(record: anchor.Record, data_dir: Path) -> dict | None:
+    """The last bundle installed, for the rollback check: root's record, or for a node without one the data dir's.
+
+    The data dir's installed.json only ever raises the bar for a bundle that must pass the
+    typed --hq-key-id anyway; it is read through safefs, never through a link or a FIFO.
+    """
+    if record.folder is not None:
+        return record.installed
+    path = data_dir / INSTALLED
+    try:
+        previous = json.loads(safefs.read_bytes(data_dir, INSTALLED)[0])
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise StateError(f"{path}: corrupt ({exc}); remove it (it only stops an older bundle being installed) "
+                         "and install again") from exc
+    if not isinstance(previous, dict) or not isinstance(previous.get("t_ns", 0), int):
+        raise StateError(f"{path}: corrupt (t_ns missing or not a number); remove it and install again")
+    return previous
 
 
 def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | None = None,
@@ -377,14 +500,19 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     technician's as they were, so the install goes on (a certificate renewal must not wait on
     them) and InstallResult.config_problem says why. Off for the lab and tests
     (provisioning.local), which give nodes that never run alpr-node only the sections they use.
+    Which HQ key to trust, the keygen pin, whom the files go to and the newest bundle installed
+    come from root's record beside node.toml (anchor.py), never from the data dir, and the
+    record is brought up to date last of all.
     Every file is replaced atomically, installed.json last: an install that stopped halfway
     is finished by running it again with the same bundle.
     """
     data_dir = Path(data_dir).resolve()
     bundle_path = Path(bundle_path)
     source = str(bundle_path)
-    meta = _load_meta(data_dir)
-    node_id = meta["node_id"]
+    config_path = Path(config_path) if config_path else data_dir / LEGACY_CONFIG
+    record = _record(data_dir, config_path)
+    record_folder = anchor.folder_for(data_dir, config_path)
+    node_id = record.node_id
     try:
         data = bundle_path.read_bytes()
     except FileNotFoundError as exc:
@@ -392,7 +520,7 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     except OSError as exc:
         raise BadBundle(f"{source}: cannot read bundle: {exc.strerror or exc}") from exc
     named, _ = bundle_format.candidate_key(data, source)
-    trusted = _trust_anchor(data_dir, meta, hq_key_id, named, source)
+    trusted = _trust_anchor(record, hq_key_id, named, source)
     b = bundle_format.verify(data, source, node_id=node_id, trusted=trusted, now_ns=now_ns)
 
     # the bundle must name this node's own keys: made for another node's keys means refused
@@ -430,13 +558,12 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
     except PKIError as exc:
         raise BadBundle(str(exc)) from exc
     installed_path = data_dir / INSTALLED
-    if installed_path.exists():
-        previous = json.loads(_read_text(data_dir, installed_path))
-        if int(previous.get("t_ns", 0)) > b.t_ns:
-            raise BadBundle(f"{source}: field t_ns: older than the bundle installed already "
-                            f"({previous.get('id')}); refusing to roll back")
-    config_path = Path(config_path) if config_path else data_dir / LEGACY_CONFIG
+    previous = _previous_install(record, data_dir)
+    if previous is not None and int(previous.get("t_ns", 0)) > b.t_ns:
+        raise BadBundle(f"{source}: field t_ns: older than the bundle installed already "
+                        f"({previous.get('id')}); refusing to roll back")
     _check_writable(config_path)
+    anchor.prepare(record_folder)  # before anything is written: a folder root cannot keep stops the install here
     keep_from = config_path
     if not keep_from.exists() and (data_dir / LEGACY_CONFIG).exists():
         keep_from = data_dir / LEGACY_CONFIG
@@ -465,7 +592,7 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
                                 f"--toml-only`:\n{problem}\nnothing was installed and {config_path} is unchanged: "
                                 f"fix {extra_source} and run install again")
 
-    owner = _owner(meta.get("user"))
+    owner = _owner(record.user)
     written = [
         _put(data_dir, data_dir / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644, owner),
         _put(data_dir, data_dir / CA_CERT, ca.public_bytes(serialization.Encoding.PEM), 0o644, owner),
@@ -482,20 +609,32 @@ def install(bundle_path: Path, data_dir: Path, *, actor: str, hq_key_id: str | N
         if before != text:
             _put(data_dir, config_path.with_name(config_path.name + ".bak"), before.encode(), 0o644, owner)
     written.append(_put(data_dir, config_path, text.encode(), 0o644, owner))
-    written.append(_put(data_dir, installed_path,
-                        (json.dumps({"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by,
-                                     "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}) + "\n").encode(),
-                        0o644, owner))
+    done = {"id": b.id, "t_ns": b.t_ns, "issued_by": b.issued_by, "hq_key": bundle_format.fingerprint(b.hq_sign_pub)}
+    written.append(_put(data_dir, installed_path, (json.dumps(done) + "\n").encode(), 0o644, owner))
     _chown(data_dir, owner, written)
+    # root's record last: until it is written, a rerun with the same bundle meets the old one and passes
+    first_record = ""
+    if record.folder is None:
+        first_record = (f"{record.data_dir} had no root-owned record yet (set up before one was kept): HQ key "
+                        f"from --hq-key-id, service user {record.user or '(none)'} checked against the data "
+                        f"dir's owner; later installs trust {record_folder} only")
+    elif record.folder != record_folder:
+        first_record = f"root's record carried over from {record.folder} to {record_folder}"
+    anchor.write_install(record_folder, anchor.Record(record_folder, node_id, record.user,
+                                                      record.hq_pin or (bundle_format.normalise_pin(hq_key_id)
+                                                                        if hq_key_id else ""),
+                                                      str(data_dir)),
+                         hq_sign_pem=_public_pem(trusted), installed=done)
     _audit(data_dir, actor, "install", f"bundle={b.id} issued_by={b.issued_by} rotated_to={rotated_to}"
            + (f" extra replaced the local sections; dropped from {keep_from}: {', '.join(dropped)}"
-              if dropped else ""))
+              if dropped else "") + (f" ({first_record})" if first_record else ""))
     if dropped:
         log.warning("--extra replaces the local sections; dropped from %s: %s", keep_from, ", ".join(dropped))
     return InstallResult(node_id, config_path, written, rotated_to, bundle_format.fingerprint(b.hq_sign_pub)[:16],
                          cert.not_valid_after_utc, dropped,
                          (config_path.with_name(config_path.name + ".bak") if keep_from == config_path else keep_from)
-                         if dropped else None, user=meta.get("user") or "", config_problem=problem or "")
+                         if dropped else None, user=record.user or _display_user(data_dir),
+                         config_problem=problem or "", record=record_folder, first_record=first_record)
 
 
 # How long `alpr-node check-config --toml-only` may take (it reads a clip's clip.json at most).

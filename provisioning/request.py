@@ -120,12 +120,24 @@ def load(path: Path, kind: str | None = None) -> Request:
     """Read and check a request file; BadRequest names the file and the field that is wrong."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise BadRequest(f"{path}: request file not found") from exc
     except OSError as exc:
         raise BadRequest(f"{path}: cannot read request file: {exc.strerror or exc}") from exc
-    except ValueError as exc:
+    return loads(data, path, kind)
+
+
+def loads(data: bytes, path: Path, kind: str | None = None) -> Request:
+    """Check the bytes of a request file read from `path` (named in errors), as `load`.
+
+    For a caller that must read the file its own way: root reads the node's own
+    rotate-request.json from the service user's folder without following a symlink (safefs).
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise BadRequest(f"{path}: not a JSON request file ({exc})") from exc
     if not isinstance(raw, dict) or raw.get("format") not in _FIELDS:
         raise BadRequest(f"{path}: field format: expected {ENROLL} or {ROTATE}")

@@ -193,21 +193,52 @@ def _open_entry(base: Path, rel: str | PurePosixPath) -> tuple[int, Path]:
         os.close(dir_fd)
 
 
+def _read_open(fd: int, path: Path) -> tuple[bytes, os.stat_result]:
+    """(contents, fstat) of the opened entry `path`; UnsafePath unless it is a plain file with one link."""
+    st = _check_plain(fd, path)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks), st
+
+
+def read_stat(base: Path, rel: str | PurePosixPath) -> tuple[bytes, os.stat_result]:
+    """(contents, fstat) of the plain file `base/rel`, read without following a symlink.
+
+    As read_bytes, with the whole fstat of what was read: its owner, for a caller that
+    trusts the file only if the expected account wrote it.
+    """
+    fd, path = _open_entry(Path(base), rel)
+    try:
+        return _read_open(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_in(dir_fd: int, name: str, path: Path) -> tuple[bytes, os.stat_result]:
+    """(contents, fstat) of the plain file `name` in the folder open as `dir_fd` (`path` in errors).
+
+    For a caller that has checked the folder itself (its owner, its mode) and must read from
+    that very folder, not from whatever its name leads to a moment later. O_NOFOLLOW and
+    O_NONBLOCK as everywhere here: a symlink is refused, a FIFO neither opened for long nor read.
+    FileNotFoundError if it is missing.
+    """
+    fd = _open_child(dir_fd, name, os.O_RDONLY | _FILE_FLAGS, path)
+    try:
+        return _read_open(fd, path)
+    finally:
+        os.close(fd)
+
+
 def read_bytes(base: Path, rel: str | PurePosixPath) -> tuple[bytes, int]:
     """(contents, st_mode) of the plain file `base/rel`, read without following a symlink.
 
     FileNotFoundError if it is missing. For files root reads in a folder another account owns:
-    a symlink there must not make root copy, parse or use a file that account cannot read.
+    a symlink there must not make root copy, parse or use a file that account cannot read,
+    and a FIFO must not hang it (opened O_NONBLOCK, then refused as not a plain file).
     """
-    fd, path = _open_entry(Path(base), rel)
-    try:
-        st = _check_plain(fd, path)
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks), st.st_mode
-    finally:
-        os.close(fd)
+    data, st = read_stat(base, rel)
+    return data, st.st_mode
 
 
 def chown(base: Path, rel: str | PurePosixPath, owner: tuple[int, int]) -> Path:
