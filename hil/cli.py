@@ -83,6 +83,9 @@ def _run(args: argparse.Namespace) -> int:
         chosen = [scenarios.load(scenarios.find(n)) for n in args.scenarios]
     else:
         raise HilError("name at least one scenario, or --all")
+    for s in chosen:
+        for warning in s.warnings:
+            print(f"warning: {warning}", flush=True)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="alpr-hil-"))
     results = []
     not_run: dict[str, str] = {}
@@ -156,6 +159,8 @@ def _details(result: RunResult) -> list[str]:
     out = [*result.errors, *([note] if note else []), *result.expectation_failures(),
            *result.judgement.lane_failures(), *result.judgement.problems]
     for v in result.judgement.vehicles:
+        if v.unwired_pin is not None and not v.matches:
+            out.append(f"{v.excuse_text}: {v.plate} ({v.trigger}, legible {v.t_start_s:.2f}-{v.t_end_s:.2f}s)")
         if v.correct or (v.excused and not v.matches):
             continue
         readings = ", ".join(f"{m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1})" for m in v.matches)
@@ -166,6 +171,9 @@ def _details(result: RunResult) -> list[str]:
     for m in result.judgement.phantom_reads:
         out.append(f"false read: {m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1}) seq {m.read.seq}, "
                    f"outside every vehicle's legible window")
+    for m in result.judgement.unjudged_reads:
+        out.append(f"not judged: clip has no ground truth: read {m.read.plate} ({m.read.confidence:.2f}, "
+                   f"run {m.run + 1}) seq {m.read.seq}")
     return out
 
 

@@ -7,7 +7,10 @@ events ("loop1-<monotonic ns>"): the replay maps clip time t to monotonic origin
 node run's origin is the offset that lines its trigger ids up with the clip's edges.
 
 Per vehicle, judged per node run: exactly one read, with the right plate; latency = HQ stored_ns
-minus the wall time of the vehicle's own loop trigger. A power cut restarts the replay from the
+minus the wall time of the vehicle's own loop trigger. At speed s the replay is s times real
+time, so clip time t is reached (and its trigger fires) t / s after the origin: every clip-time
+offset is divided by the speed before it is set against a wall or monotonic time (speed 0,
+lossless: no wall time is known for a clip time, so latency is not measured). A power cut restarts the replay from the
 clip's start, so a vehicle read before the cut may be read again after it: that is reported as
 a re-read (right in both runs), one per run, and only more than one read in the same run is a
 duplicate. A wrong read in any run is a misread (it reached HQ), and a run that saw the vehicle
@@ -24,7 +27,12 @@ lane's loop. Where the scenario wires the node's inputs itself ([[node.triggers]
 pin → name and lane), a vehicle's lane is the lane of the pin of its own loop edge, and every
 read of it must be stored in that lane; only the wired pins' edges are then expected to end in a
 message (the node does not listen to the others). Without that wiring the node puts every pin
-in lane "1" and no lane is judged.
+in lane "1" and no lane is judged. A vehicle whose own loop is on a pin the wiring leaves out is
+not judged at all (`not judged: loop on BCM 17 not wired`): the node does not listen to that
+loop, so it owes that vehicle nothing.
+A clip without ground truth (a recording whose `ground_truth.vehicles` is empty) is judged for
+the data path and the trigger accounting only: its reads are listed as not judged, never as
+false reads.
 """
 from __future__ import annotations
 
@@ -118,6 +126,8 @@ class ReadMatch:
     run: int
     correct: bool
     latency_s: float | None
+    # the read's trigger id names the vehicle's own loop edge (its own pass), in that run
+    own_pass: bool = False
 
 
 @dataclass
@@ -136,6 +146,29 @@ class VehicleResult:
     missed_runs: list[int] = field(default_factory=list)
     # the lane its reads must be stored in (its own loop's, as the scenario wires it); None: not judged
     lane: str | None = None
+    # BCM pin of its own loop when the scenario's wiring leaves that pin out (then not judged)
+    unwired_pin: int | None = None
+
+    @property
+    def excuse_text(self) -> str | None:
+        """Why the vehicle is left out of the figures, as reports show it; None when it is judged."""
+        if self.excused is None:
+            return None
+        return f"not judged: {self.excused}" if self.unwired_pin is not None else f"excused: {self.excused}"
+
+    @property
+    def latency_s(self) -> float | None:
+        """Trigger-to-HQ latency of the vehicle: its first read credited to its own pass.
+
+        Not the first read of all: a stray read of the plate made in an earlier pass (the
+        vehicle seen while another loop was active) may be stored before this vehicle's loop
+        fired, and says nothing about how long the node took once it did. Only where no read
+        names the vehicle's own pass (a tailgater read in the leader's pass) is its first read
+        taken. Never negative (ReadMatch.latency_s is clamped at 0).
+        """
+        own = [m.latency_s for m in self.matches if m.own_pass and m.latency_s is not None]
+        pool = own or [m.latency_s for m in self.matches if m.latency_s is not None]
+        return min(pool) if pool else None
 
     @property
     def wrong_lane(self) -> list[ReadMatch]:
@@ -204,16 +237,13 @@ class Judgement:
     origins: dict[int, int]
     problems: list[str]
     latency_measured: bool
+    # reads of a clip without ground truth: nothing to judge them against, so never false reads
+    unjudged_reads: list[ReadMatch] = field(default_factory=list)
 
     @property
     def latencies(self) -> list[float]:
-        """Latency of the first read of each vehicle (seconds)."""
-        out = []
-        for v in self.vehicles:
-            firsts = [m.latency_s for m in v.matches if m.latency_s is not None]
-            if firsts:
-                out.append(min(firsts))
-        return out
+        """Latency of each vehicle with a measured one (VehicleResult.latency_s, seconds)."""
+        return [v.latency_s for v in self.vehicles if v.latency_s is not None]
 
     def lane_failures(self) -> list[str]:
         """One line per read stored in another lane than its vehicle's (see VehicleResult.lane)."""
@@ -236,6 +266,7 @@ class Judgement:
             "duplicates": sum(1 for v in self.vehicles if v.outcome == "duplicate"),
             "re_reads_after_restart": sum(1 for v in self.vehicles if v.outcome == "re-read after restart"),
             "phantom_reads": len(self.phantom_reads),
+            "reads_not_judged": len(self.unjudged_reads),
             "wrong_lane": sum(1 for v in self.vehicles if v.wrong_lane),
             "triggers": len(self.triggers),
             "triggers_unaccounted": sum(1 for t in self.triggers if t.outcome == "unaccounted"),
@@ -392,15 +423,31 @@ class Judge:
                 j != i and self._near(v.t_start_ns, v.t_end_ns, edge) for j, v in enumerate(self.clip.vehicles))
             if edge is not None and not shared and self.wiring and edge.pin in self.wiring:
                 result.lane = self.wiring[edge.pin][1]
+            if edge is not None and self.wiring and edge.pin not in self.wiring:
+                # The node does not listen to this loop ([[node.triggers]] leaves its pin out), so
+                # it owes the vehicle nothing: judging it would count a miss the wiring made.
+                result.unwired_pin = edge.pin
         phantoms: list[ReadMatch] = []
+        unjudged: list[ReadMatch] = []
         for read in sorted(reads, key=lambda r: r.seq):
             run, clip_t = self._place(read.trigger_id, read.capture_ns, origins)
+            if not self.clip.vehicles:
+                # No ground truth (a recording nobody has annotated yet): a read cannot be told
+                # right or false, only counted; the data path and triggers are still judged.
+                unjudged.append(ReadMatch(read, run, False, None))
+                continue
             index = self._vehicle_for(read, clip_t)
             latency = None
-            if self.speed > 0 and index is not None and own_trigger[index] is not None:
-                trigger_wall = origins[run] + own_trigger[index].t_ns + self.offset
-                latency = (read.stored_ns - trigger_wall) / 1e9
-            match = ReadMatch(read, run, False, latency)
+            own = own_trigger[index] if index is not None else None
+            if self.speed > 0 and own is not None:
+                # Clamped at 0: a read stored before the vehicle's own loop fired was made in an
+                # earlier pass (the plate seen while another loop was active); the node made the
+                # vehicle wait for nothing after its loop, and a negative figure would pull the
+                # median down and could hide a slow read elsewhere.
+                latency = max(0.0, (read.stored_ns - self._wall_ns(run, own.t_ns, origins)) / 1e9)
+            resolved = self._resolve(read.trigger_id, origins)
+            own_pass = own is not None and resolved is not None and resolved[0] == run and resolved[1] == own
+            match = ReadMatch(read, run, False, latency, own_pass)
             if index is None:
                 phantoms.append(match)
                 continue
@@ -419,6 +466,8 @@ class Judge:
         for i, v in enumerate(vehicles):
             truth = self.clip.vehicles[i]
             v.excused = self._excuse(truth.t_start_ns, truth.t_end_ns)
+            if v.unwired_pin is not None:
+                v.excused = f"loop on BCM {v.unwired_pin} not wired"
             v.missed_runs = self._missed_runs(v, truth.t_end_ns, own_trigger[i], origins, no_read_runs.get(i, set()))
             v.outcome = self._outcome(v)
         data = self._data(reads, events, status, hq_duplicates, hq_conflicts, problems)
@@ -442,7 +491,22 @@ class Judge:
             if t.outcome == "unaccounted" and suppressed > 0:
                 t.outcome = "suppressed as duplicate"
                 suppressed -= 1
-        return Judgement(vehicles, triggers, phantoms, data, origins, problems, self.speed > 0)
+        return Judgement(vehicles, triggers, phantoms, data, origins, problems, self.speed > 0, unjudged)
+
+    def _wall_ns(self, run: int, clip_t_ns: int, origins: dict[int, int]) -> int:
+        """Wall time at which run `run` replayed clip time clip_t_ns (speed > 0): the replay is
+        `speed` times real time, so clip time t comes t / speed after the run's origin."""
+        return origins[run] + int(clip_t_ns / self.speed) + self.offset
+
+    def _cut_clip_ns(self, run: NodeRun, origins: dict[int, int]) -> int:
+        """Clip time a killed run had reached when it was killed (its monotonic end, in clip time).
+
+        At speed s, real seconds after the origin are s times as many clip seconds. At speed 0
+        (lossless) the replay runs at the machine's pace and its position at the kill is not
+        known from outside: the real time since the origin is taken, as a replay at speed 1.
+        """
+        elapsed = run.end_mono_ns - origins.get(run.index, run.start_mono_ns)
+        return int(elapsed * self.speed) if self.speed > 0 else elapsed
 
     def _place(self, trigger_id: str | None, capture_ns: int, origins: dict[int, int]) -> tuple[int, int]:
         """(run, clip time in ns) of something captured at wall time capture_ns."""
@@ -502,7 +566,7 @@ class Judge:
             if run.index in read_in:
                 continue
             if run.killed:
-                cut_at = run.end_mono_ns - origins.get(run.index, run.start_mono_ns)
+                cut_at = self._cut_clip_ns(run, origins)
                 if t_end_ns > cut_at:
                     continue
                 released = t_end_ns
@@ -560,7 +624,7 @@ class Judge:
                 first_stored[key] = min(first_stored.get(key, item.stored_ns), item.stored_ns)
         out = []
         for run in self.runs:
-            cut_at = (run.end_mono_ns - origins[run.index]) if run.killed else None
+            cut_at = self._cut_clip_ns(run, origins) if run.killed else None
             for edge in self.falling:
                 outcome = seen.get((run.index, edge.t_ns))
                 if outcome is None:
@@ -572,7 +636,10 @@ class Judge:
                 latency = None
                 stored = first_stored.get((run.index, edge.t_ns))
                 if stored is not None and self.speed > 0:
-                    latency = (stored - (origins[run.index] + edge.t_ns + self.offset)) / 1e9
+                    # Clamped at 0 as a read's latency is: a message naming the trigger cannot be
+                    # stored before it fired; below 0 is only the edge's recorded time against the
+                    # node's (within self.tolerance).
+                    latency = max(0.0, (stored - self._wall_ns(run.index, edge.t_ns, origins)) / 1e9)
                 said = node_said.get((run.index, edge.t_ns), [])
                 out.append(TriggerResult(edge.name or f"gpio{edge.pin}", edge.t_ns / 1e9, run.index, outcome, latency,
                                          tuple(f"{m.kind} seq {m.seq}" for m in said),

@@ -76,7 +76,7 @@ def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -
         for k, v in enumerate(j.vehicles):
             readings = ", ".join(f"{m.read.plate} ({m.read.confidence:.2f}, run {m.run + 1})" for m in v.matches)
             failure = None
-            output = f"outcome {v.outcome}{' (excused: ' + v.excused + ')' if v.excused else ''}; reads: {readings or '-'}"
+            output = f"outcome {v.outcome}{' (' + v.excuse_text + ')' if v.excuse_text else ''}; reads: {readings or '-'}"
             if v.missed_runs and v.matches:
                 output += f"; no read in run {', '.join(str(n + 1) for n in v.missed_runs)}"
             if v.excused and not v.matches:
@@ -87,8 +87,7 @@ def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -
                     output += (f"\nallowed by [expect] min_correct = {e.min_correct:g}, min_read = {e.min_read:g} "
                                f"(the scenario's plate marks held): {failure}")
                     failure = None
-            lat = [m.latency_s for m in v.matches if m.latency_s is not None]
-            _case(suite, f"vehicle {v.plate} ({v.t_start_s:.2f}-{v.t_end_s:.2f}s)", min(lat) if lat else 0.0, failure,
+            _case(suite, f"vehicle {v.plate} ({v.t_start_s:.2f}-{v.t_end_s:.2f}s)", v.latency_s or 0.0, failure,
                   output, not_judged=note if k in late else None)
         judged_lanes = [v for v in j.vehicles if v.lane is not None]
         if judged_lanes:
@@ -97,7 +96,10 @@ def junit_xml(results: list[RunResult], not_run: dict[str, str] | None = None) -
                   ", ".join(f"{v.plate}: lane {v.lane}" for v in judged_lanes))
         _case(suite, "no false reads (reads outside every vehicle's window)", 0.0,
               ("; ".join(f"{m.read.plate} ({m.read.confidence:.2f}) seq {m.read.seq}" for m in j.phantom_reads)
-               or None))
+               or None),
+              ("not judged: clip has no ground truth: " + "; ".join(
+                  f"{m.read.plate} ({m.read.confidence:.2f}) seq {m.read.seq}" for m in j.unjudged_reads))
+              if j.unjudged_reads else "")
         for problem in [*r.errors, *r.expectation_failures()]:
             _case(suite, f"bench: {problem[:80]}", 0.0, problem,
                   not_judged=excuse if problem in r.expectation_failures() else None)
@@ -220,7 +222,7 @@ def _scenario_html(r: RunResult) -> str:
                "<th>confidence</th><th>run</th><th>latency</th></tr>")
     for v in j.vehicles:
         cls = "ok" if v.correct else ("warn" if v.excused else "bad")
-        label = v.outcome + (f" (excused: {v.excused})" if v.excused else "")
+        label = v.outcome + (f" ({v.excuse_text})" if v.excuse_text else "")
         rows = v.matches or [None]
         for k, m in enumerate(rows):
             where = (v.trigger or "") + (f", lane {v.lane}" if v.lane is not None else "")
@@ -237,6 +239,10 @@ def _scenario_html(r: RunResult) -> str:
     for m in j.phantom_reads:
         out.append(f"<tr><td>(no vehicle)</td><td></td><td class='bad'>false read</td><td>{_crop(m.read.crop)}</td>"
                    f"<td>{html.escape(m.read.plate)}</td><td>{m.read.confidence:.2f}</td><td>{m.run + 1}</td><td></td></tr>")
+    for m in j.unjudged_reads:
+        out.append(f"<tr><td>(no ground truth)</td><td></td><td class='warn'>not judged: clip has no ground truth</td>"
+                   f"<td>{_crop(m.read.crop)}</td><td>{html.escape(m.read.plate)}</td><td>{m.read.confidence:.2f}</td>"
+                   f"<td>{m.run + 1}</td><td></td></tr>")
     out.append("</table>")
     out.append(_timeline_svg(r))
     out.append("<details><summary>timeline</summary><table><tr><th>t</th><th>what</th><th></th></tr>")

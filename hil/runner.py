@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 NODE_ID = "hil-node"
 _STARTED = f"node {NODE_ID} started"
 _DRAIN_S = 30.0   # after the node's last run ends, how long HQ gets to store what was acked
+# How long the node may take to log that it started (lab up, models loaded). Not part of
+# timeout_s, which bounds the run from that line on, as load() checks the faults against it.
+_START_S = 120.0
 # The node's default pipeline.track_timeout_s (node/config.py, docs/hil.md): a scenario may set its own.
 NODE_TRACK_TIMEOUT_S = 0.6
 
@@ -211,9 +214,8 @@ class RunResult:
             judged_vs = [(k, v) for k, v in enumerate(self.judgement.vehicles) if v.excused is None or v.matches]
             f["reads_correct"] = sum(1 for k, v in judged_vs if v.correct or k in benefit)
             f["missed"] = sum(1 for k, v in judged_vs if v.outcome == "missed" and k not in benefit)
-            lat = [min(m.latency_s for m in v.matches if m.latency_s is not None)
-                   for k, v in enumerate(self.judgement.vehicles)
-                   if k not in benefit and any(m.latency_s is not None for m in v.matches)]
+            lat = [v.latency_s for k, v in enumerate(self.judgement.vehicles)
+                   if k not in benefit and v.latency_s is not None]
             f["latency_worst_s"] = round(max(lat), 3) if lat else None
         judged = f["vehicles"] - f["excused"]
         out = []
@@ -248,13 +250,16 @@ class RunResult:
             "figures": j.figures(), "errors": self.errors, "expectation_failures": self.expectation_failures(),
             "problems": j.problems, "node_exit_codes": self.node_exit_codes, "lane_failures": j.lane_failures(),
             "vehicles": [{"plate": v.plate, "outcome": v.outcome, "excused": v.excused, "trigger": v.trigger,
-                          "lane": v.lane,
+                          "lane": v.lane, "not_judged": v.excuse_text if v.unwired_pin is not None else None,
+                          "latency_s": v.latency_s,
                           "reads": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq,
                                      "run": m.run, "correct": m.correct, "latency_s": m.latency_s,
-                                     "lane": m.read.lane}
+                                     "own_pass": m.own_pass, "lane": m.read.lane}
                                     for m in v.matches]} for v in j.vehicles],
             "phantom_reads": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq}
                               for m in j.phantom_reads],
+            "reads_not_judged": [{"plate": m.read.plate, "confidence": m.read.confidence, "seq": m.read.seq,
+                                  "run": m.run, "why": "clip has no ground truth"} for m in j.unjudged_reads],
             "triggers": [vars(t) for t in j.triggers],
             "data": vars(j.data),
         }
@@ -376,9 +381,12 @@ class ScenarioRunner:
             ingest: subprocess.Popen | None = None
             if not any(f.kind == "ingest_down" and f.at_s == 0 for f in s.faults):
                 ingest = self._track(lab.start_ingest())
-            deadline = began + s.timeout_s
-            proc, start_mono = self._start_node(lab, node, deadline)
-            t0 = time.monotonic()
+            proc, start_mono = self._start_node(lab, node, time.monotonic() + _START_S)
+            # The fault timeline and timeout_s both start at the node's "started" line: lab setup
+            # and model loading vary from machine to machine, and load() checks every fault's end
+            # against timeout_s on this same timeline.
+            t0 = start_mono / 1e9
+            deadline = t0 + s.timeout_s
             actions = _schedule(s.faults)
             watch = nodelog.ClipErrorWatch(lab.root / f"{NODE_ID}.log")
             while True:
@@ -392,7 +400,7 @@ class ScenarioRunner:
                 if proc is not None and proc.poll() is not None and not actions:
                     break
                 if time.monotonic() > deadline:
-                    self.errors.append(f"node did not finish within timeout_s = {s.timeout_s:g}")
+                    self.errors.append(f"node did not finish within timeout_s = {s.timeout_s:g} of its start")
                     break
                 if watch.seen():
                     # The replay cannot get past a frame it cannot read (the camera is restarted
@@ -402,6 +410,7 @@ class ScenarioRunner:
                         proc.send_signal(signal.SIGTERM)
                     break
                 time.sleep(self.poll_s)
+            ingest = self._undo_pending(lab, node, actions, proc, start_mono, ingest, exit_codes, deadline)
             if proc is not None:
                 code = _stop(proc, 10.0)
                 self._time_frames()
@@ -453,6 +462,26 @@ class ScenarioRunner:
                                f"{now_s:.1f}s after it started (exit {code}){why}")
         skipped = {id(fault) for fault in late}
         return [a for a in actions if id(a[2]) not in skipped]
+
+    def _undo_pending(self, lab: Lab, node: NodeHandle, actions: list[tuple[float, str, Fault]],
+                      proc: subprocess.Popen | None, start_mono: int, ingest: subprocess.Popen | None,
+                      exit_codes: list[int | None], deadline: float) -> subprocess.Popen | None:
+        """The run loop ended (timeout, or a ClipError) with faults still in place: end them now.
+
+        A broker still down or an HQ ingest still dead would leave the node's messages in its
+        outbox, and the judge would count them against the node; with the broker and HQ back the
+        node can still deliver while it is being stopped. A power cut not yet over is left as it
+        is: restarting the node only to stop it proves nothing. Returns the ingest process.
+        """
+        begun = [fault for _, phase, fault in actions if phase == "end"
+                 and not any(f is fault and ph == "begin" for _, ph, f in actions)]
+        for fault in begun:
+            if fault.kind not in ("broker_outage", "ingest_down"):
+                continue
+            self._note("fault", f"{fault.kind} from {fault.at_s:g}s ended early: the run stopped before its "
+                                f"end at {fault.end_s:g}s, and the bench undoes every fault before judging")
+            _, _, ingest = self._apply(lab, node, fault, "end", proc, start_mono, ingest, exit_codes, deadline)
+        return ingest
 
     def _apply(self, lab: Lab, node: NodeHandle, fault: Fault, phase: str, proc: subprocess.Popen | None,
                start_mono: int, ingest: subprocess.Popen | None, exit_codes: list[int | None],
@@ -516,7 +545,9 @@ class ScenarioRunner:
         for run in judge.runs:
             origin = j.origins.get(run.index, run.start_mono_ns)
             for edge in judge.clip.triggers:
-                wall = origin + edge.t_ns + offset
+                # At speed s clip time t is replayed t / s after the origin; at speed 0 (lossless)
+                # its wall time is not known, and the clip time is drawn as if at speed 1.
+                wall = origin + (int(edge.t_ns / self.scenario.speed) if self.scenario.speed > 0 else edge.t_ns) + offset
                 if wall <= run.end_mono_ns + offset and edge.edge == "falling":
                     self.timeline.append(TimelineEntry(wall, "trigger", f"{edge.name} falling (run {run.index + 1})"))
         for r in reads:

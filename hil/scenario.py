@@ -2,9 +2,10 @@
 
     [scenario]
     description = "Daylight, broker down for 4 s mid-clip"
-    clip = "day-3-vehicles"        # a name in hil/clips, or a path (relative to the scenario file)
+    clip = "day-3-vehicles"        # a bare name: a shipped clip (hil/clips); with a '/' or a leading
+                                   # '.': a path, relative to the scenario file (see _clip_dir)
     speed = 1.0                    # 0 = lossless, as fast as possible (latency is then not measured)
-    timeout_s = 40                 # wall-clock bound for the whole run
+    timeout_s = 40                 # wall-clock bound from the node's start (as fault times; setup not counted)
     long = false                   # soak: only with `pytest --long` or when named on the command line
     repeat = 1                     # replay the clip this many times (a soak; >1 makes one long clip)
 
@@ -30,6 +31,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -60,6 +62,20 @@ TRIGGER_KEYS = frozenset({"name", "pin", "kind", "lane", "pull", "active_low", "
 # The lane of a [[node.triggers]] entry that names none: the node's node.lane, else "1", and a
 # scenario cannot set [node] node (the bench does).
 DEFAULT_LANE = "1"
+# The node's default pipeline.dedup_window_s (node/config.py PipelineSection; hil cannot import
+# it, tests/hil/test_bench_s20_faults.py keeps the two in step): a soak's repeats within it are
+# suppressed as "seen again".
+NODE_DEDUP_WINDOW_S = 60.0
+# What each fault kind holds down while it lasts: two faults on one resource at once would
+# undo each other (the first one's end starts the broker the second still wants down; two HQ
+# ingests would share one client id), so load() refuses them (_check_overlaps).
+FAULT_RESOURCE = {
+    "broker_outage": "the broker",
+    "broker_restart": "the broker",
+    "ingest_down": "HQ ingest",
+    "power_cut": "the node",
+    "camera_stall": "the camera (clip time)",
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,8 @@ class Scenario:
     # [[node.triggers]]: the node's [[triggers]] entries, as written (see `wiring`)
     triggers: tuple[dict[str, Any], ...] = ()
     expect: Expect = field(default_factory=Expect)
+    # things load() found suspicious but not wrong, each naming the file and keys (the CLI prints them)
+    warnings: tuple[str, ...] = ()
 
     def wiring(self) -> dict[int, tuple[str, str]] | None:
         """BCM pin → (trigger name, lane) as the node is wired by [[node.triggers]]; None when the
@@ -304,6 +322,93 @@ def _check_begin(where: str, fault: Fault, replay_end: float, after: str, span: 
                                         f"must begin before {replay_end:.2f} s")
 
 
+def _check_overlaps(parsed: list[tuple[str, Fault, float]], faults: list[Fault], path: Path) -> None:
+    """Refuse two faults on one resource at once (FAULT_RESOURCE), each every_s repeat included.
+
+    The bench holds a resource down for one fault at a time: an outage inside another is ended
+    by the first one's end (so the second is shorter than written); a broker_restart inside an
+    outage starts the broker the outage wants down; two ingest_down at once start two HQ ingests
+    with one client id; two stalls' gaps merge into one. None of that is what the file says.
+    Fault windows are [at_s, at_s + duration_s]; one that begins exactly as another ends follows it.
+    """
+    written = {id(fault): where for where, fault, _ in parsed}
+    # _check_timing lists each written Fault followed by its every_s repeats (new Fault objects)
+    origin: dict[int, str] = {}
+    where = ""
+    for fault in faults:
+        where = written.get(id(fault), where)
+        origin[id(fault)] = where
+    by_resource: dict[str, list[Fault]] = {}
+    for fault in faults:
+        by_resource.setdefault(FAULT_RESOURCE[fault.kind], []).append(fault)
+    for resource, items in by_resource.items():
+        # Sorted by start, any overlap shows between neighbours.
+        items.sort(key=lambda f: (f.at_s, f.end_s))
+        for a, b in itertools.pairwise(items):
+            inside = b.at_s < a.end_s                                # b begins before a is over
+            same_time = b.at_s == a.at_s                             # two begin at once
+            instant_on_edge = b.duration_s == 0 and a.duration_s > 0 and b.at_s <= a.end_s
+            if not (inside or same_time or instant_on_edge) or origin[id(a)] == origin[id(b)]:
+                # (every_s > duration_s, checked above, keeps one fault's repeats apart)
+                continue
+            first, second = sorted((origin[id(a)], origin[id(b)]), key=_fault_index)
+            span = f"from {a.at_s:g} s to {a.end_s:g} s" if a.duration_s else f"at {a.at_s:g} s"
+            raise _fail(path, f"{second}.at_s", f"{second} ({b.kind} at {b.at_s:g} s) overlaps {first} "
+                                                f"({a.kind} {span}) on {resource}: one fault at a time per "
+                                                "resource (the bench would undo one with the other)")
+
+
+def _fault_index(where: str) -> int:
+    """3 for 'faults[3]'."""
+    return int(where.removeprefix("faults[").removesuffix("]"))
+
+
+def _clip_dir(clip_name: str, path: Path) -> Path:
+    """The clip folder `scenario.clip` names: a bare name is a shipped clip (hil/clips/<name>); a
+    name with a '/' or a leading '.' is a path, relative to the scenario file's folder.
+
+    A bare name that is not shipped is looked for beside the scenario file (a tester's own
+    recording); a bare name that is both is refused as ambiguous, naming both folders: taking
+    either silently would replay a clip the tester did not mean.
+    """
+    if "/" in clip_name or clip_name.startswith("."):
+        clip = (path.parent / clip_name).resolve()
+        if not (clip / "clip.json").is_file():
+            raise _fail(path, "scenario.clip", f"{clip_name!r} is a path (it has a '/' or a leading '.'), and "
+                                               f"{clip} is no clip directory (no clip.json)")
+        return clip
+    shipped_clip = CLIP_DIR / clip_name
+    local = (path.parent / clip_name).resolve()
+    is_shipped = (shipped_clip / "clip.json").is_file()
+    if is_shipped and local.is_dir() and local != shipped_clip.resolve():
+        raise _fail(path, "scenario.clip", f"{clip_name!r} is ambiguous: a shipped clip ({shipped_clip}) and a "
+                                           f"folder beside the scenario file ({local}); write "
+                                           f"\"./{clip_name}\" for the folder, or rename it")
+    if is_shipped:
+        return shipped_clip
+    if (local / "clip.json").is_file():
+        return local
+    raise _fail(path, "scenario.clip", f"{clip_name!r} is neither a shipped clip in {CLIP_DIR} nor a clip "
+                                       f"directory beside the scenario file ({local})")
+
+
+def _dedup_warning(repeat: int, loaded: Clip, node: dict[str, dict[str, Any]], path: Path) -> str | None:
+    """A warning when a repeated clip's plates come round again within the node's dedup window."""
+    if repeat <= 1:
+        return None
+    period_s = repeat_period_ns(loaded) / 1e9
+    window = node.get("pipeline", {}).get("dedup_window_s")
+    default = isinstance(window, bool) or not isinstance(window, (int, float))
+    if default:
+        window = NODE_DEDUP_WINDOW_S
+    if window < period_s:
+        return None
+    whose = " (the node's default)" if default else ""
+    return (f"{path}: scenario.repeat = {repeat} replays the clip every {period_s:.2f} s, but "
+            f"node.pipeline.dedup_window_s = {window:g} s{whose} is not shorter: the node will suppress "
+            f"each repeat's reads as \"seen again\"; set node.pipeline.dedup_window_s below {period_s:.2f}")
+
+
 def find(name_or_path: str) -> Path:
     """A scenario by name (hil/scenarios/<name>.toml) or by path."""
     candidate = Path(name_or_path)
@@ -339,11 +444,7 @@ def load(path: Path) -> Scenario:
     clip_name = head.get("clip")
     if not isinstance(clip_name, str) or not clip_name:
         raise _fail(path, "scenario.clip", "required: a clip name in hil/clips or a path")
-    clip = CLIP_DIR / clip_name
-    if not (clip / "clip.json").is_file():
-        clip = (path.parent / clip_name).resolve()
-    if not (clip / "clip.json").is_file():
-        raise _fail(path, "scenario.clip", f"{clip_name!r} is neither in {CLIP_DIR} nor a clip directory")
+    clip = _clip_dir(clip_name, path)
     try:
         # Here rather than at run time: in a multi-scenario run a broken clip must stop
         # everything before the first scenario runs, not discard the runs already made.
@@ -385,6 +486,10 @@ def load(path: Path) -> Scenario:
         if fault.kind in ("broker_outage", "ingest_down", "camera_stall", "power_cut") and fault.duration_s <= 0:
             raise _fail(path, f"{where}.duration_s", f"must be > 0 for {fault.kind}")
         every = _number(item, "every_s", 0.0, path, where)
+        if fault.kind == "broker_restart" and "duration_s" in item:
+            # A restart is instant; a duration_s made the bench restart the broker again at its end.
+            raise _fail(path, f"{where}.duration_s", "is not taken by broker_restart (a stop and start at "
+                                                     "at_s); for the broker down a while use broker_outage")
         if every and every <= fault.duration_s:
             raise _fail(path, f"{where}.every_s", "must be longer than duration_s (faults would overlap)")
         if every and fault.kind == "camera_stall":
@@ -399,6 +504,7 @@ def load(path: Path) -> Scenario:
         parsed.append((where, fault, every))
     span = replay_span(loaded, repeat, speed, clip_name)
     faults = _check_timing(parsed, span, timeout_s, path)
+    _check_overlaps(parsed, faults, path)
     expect_doc = doc.get("expect", {})
     if not isinstance(expect_doc, dict):
         raise _fail(path, "expect", "must be a table")
@@ -415,7 +521,9 @@ def load(path: Path) -> Scenario:
     description = head.get("description", "")
     if not isinstance(description, str):
         raise _fail(path, "scenario.description", "must be a string")
+    warning = _dedup_warning(repeat, loaded, node, path)
     return Scenario(
         name=path.stem, path=path, clip=clip, description=description,
         speed=speed, timeout_s=timeout_s, long=long, repeat=repeat, node=node,
-        faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect, triggers=triggers)
+        faults=tuple(sorted(faults, key=lambda f: f.at_s)), expect=expect, triggers=triggers,
+        warnings=(warning,) if warning else ())
