@@ -101,7 +101,12 @@ class Uplink:
         # keep their schedule, and HQ's silence keeps counting across reconnects (_progress_ns is
         # set by acks only): a link that drops every minute while HQ is down used to resend the
         # whole window at each reconnect, at the base interval, into the broker's queue for HQ.
-        self.outbox.reset_sent(since_ns=time.monotonic_ns() - self.resend_after_ns)
+        # A broker that comes back without this client's session (session_present False: it was
+        # restarted without persistence, or lost its store) lost everything queued for HQ too:
+        # every unacknowledged message goes again now (a window at a time), not after a resend
+        # interval grown long while the broker was away.
+        self.outbox.reset_sent(since_ns=None if not session_present else
+                               time.monotonic_ns() - self.resend_after_ns)
 
     def _tick(self, client: paho.Client) -> None:
         health, self._health = self._health, None

@@ -248,3 +248,29 @@ def test_a_link_that_keeps_dropping_while_hq_is_down_does_not_resend_the_window_
     reads = [t for t in client.published if t.endswith("/read")]
     assert len(reads) <= 10 * up.window, f"{len(reads)} copies in an hour of HQ silence"
     box.close()
+
+
+def test_a_broker_back_without_the_session_gets_every_unacknowledged_message_again_at_once(
+        tmp_path: Path, monkeypatch) -> None:
+    """The broker restarted without persistence (session_present False): what it had queued for
+    HQ is gone, so the unacknowledged messages go again at the reconnect, not after a resend
+    interval that grew while HQ was silent (a 9 s outage left reads waiting 16 s and more)."""
+    box, up, wall, mono = filled_uplink(tmp_path, 5, 10, monkeypatch)
+    client = PubackedClient()
+
+    def reads() -> int:
+        return sum(1 for topic in client.published if topic.endswith("/read"))
+    up._tick(client)
+    assert reads() == 5
+    for _ in range(125):  # HQ silent: copies at 0, 30 and 90 s, the interval now 120 s
+        wall[0] += S
+        mono[0] += S
+        up._tick(client)
+    before = reads()
+    up._connected(client, True)  # a reconnect that kept the session: the copies keep their schedule
+    up._tick(client)
+    assert reads() == before
+    up._connected(client, False)  # the broker lost the session, and what it queued for HQ
+    up._tick(client)
+    assert reads() == before + 5
+    box.close()
