@@ -345,9 +345,14 @@ def _check_overlaps(parsed: list[tuple[str, Fault, float]], faults: list[Fault],
         # Sorted by start, any overlap shows between neighbours.
         items.sort(key=lambda f: (f.at_s, f.end_s))
         for a, b in itertools.pairwise(items):
-            inside = b.at_s < a.end_s                                # b begins before a is over
-            same_time = b.at_s == a.at_s                             # two begin at once
-            instant_on_edge = b.duration_s == 0 and a.duration_s > 0 and b.at_s <= a.end_s
+            # Compared in whole microseconds: 1.1 + 2.2 is 3.3000000000000003 in floating point,
+            # and a fault written to begin at 3.3 s as the other ends must follow it.
+            a_at, a_end, b_at = (round(t * 1e6) for t in (a.at_s, a.end_s, b.at_s))
+            inside = b_at < a_end                                    # b begins before a is over
+            same_time = b_at == a_at                                 # two begin at once
+            # an instant fault (broker_restart) at the very end of an outage would start the
+            # broker the outage is about to start
+            instant_on_edge = b.duration_s == 0 and a.duration_s > 0 and b_at <= a_end
             if not (inside or same_time or instant_on_edge) or origin[id(a)] == origin[id(b)]:
                 # (every_s > duration_s, checked above, keeps one fault's repeats apart)
                 continue

@@ -54,7 +54,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from hq import releases, retention
+from hq import plates, releases, retention
 from hq.access import Access, Actor, Grant
 from hq.accesslog import AccessLog, Entry, entry_hash
 from hq.errors import HQError, PolicyError
@@ -294,11 +294,14 @@ def _node_doc(registry: Any, node_id: str) -> dict[str, Any]:
 # Query keys of access-log rows that hold a plate or plate pattern, and those that hold free text.
 _PLATE_KEYS = ("plate", "pattern", "add", "text", "matched_text")
 _TEXT_KEYS = ("note", "reason", "why", "purpose")
-_WORD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{2,10}(?![A-Za-z0-9])")
+# A plate as people write it in free text: letters and digits, maybe split by single spaces,
+# dashes or tabs ("XYZ 789", "XYZ-789"), which hq.plates.normalize drops.
+_WORD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]+(?:[ \t-][A-Za-z0-9]+)*(?![A-Za-z0-9])")
+_PIECE = re.compile(r"[A-Za-z0-9]+")
 
 
 def _norm_plate(text: str) -> str:
-    return text.upper().replace(" ", "").replace("-", "")
+    return plates.normalize(text)
 
 
 class _Redactor:
@@ -318,10 +321,26 @@ class _Redactor:
         return self._known[norm]
 
     def text(self, value: str) -> str:
-        """Free text with the plates of other reads replaced."""
+        """Free text with the plates of other reads replaced, however they are split."""
         def swap(m: re.Match[str]) -> str:
-            word = m.group(0)
-            return REDACTED if _norm_plate(word) not in self.plates and self._stored_plate(word) else word
+            run = m.group(0)
+            pieces = [(p.start(), p.end()) for p in _PIECE.finditer(run)]
+            out, i = [], 0
+            while i < len(pieces):
+                # the longest run of pieces from here that is a plate of another read
+                for j in range(len(pieces), i, -1):
+                    candidate = run[pieces[i][0]:pieces[j - 1][1]]
+                    norm = _norm_plate(candidate)
+                    if 2 <= len(norm) <= plates.MAX_PLATE and norm not in self.plates and self._stored_plate(norm):
+                        out.append(REDACTED)
+                        break
+                else:
+                    j = i + 1
+                    out.append(run[pieces[i][0]:pieces[i][1]])
+                if j < len(pieces):
+                    out.append(run[pieces[j - 1][1]:pieces[j][0]])  # the separator kept as written
+                i = j
+            return "".join(out)
         return _WORD.sub(swap, value)
 
     def query(self, query: Any, changed: list[str]) -> Any:

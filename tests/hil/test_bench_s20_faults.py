@@ -86,6 +86,12 @@ def test_faults_one_after_another_or_on_different_resources_are_accepted(tmp_pat
                                                     ("broker_restart", 6)]
 
 
+def test_back_to_back_faults_at_decimal_times_follow_each_other(tmp_path: Path):
+    # 1.1 + 2.2 is 3.3000000000000003 in floating point: the second outage was refused as inside the first.
+    s = scenarios.load(_write(tmp_path, DAY + _fault("broker_outage", 1.1, 2.2) + _fault("broker_outage", 3.3, 1)))
+    assert [f.at_s for f in s.faults] == [1.1, 3.3]
+
+
 def test_a_broker_restart_takes_no_duration(tmp_path: Path):
     # It was restarted twice: once at at_s, and again at at_s + duration_s (the runner's "end").
     message = _refusal(_write(tmp_path, DAY + _fault("broker_restart", 2, 3)))

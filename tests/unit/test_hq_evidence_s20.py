@@ -290,3 +290,16 @@ def test_readme_utc_times_clock_warning_and_log_head(site, capsys):
     assert cli.main(["evidence", "verify", str(out), "--hq-key", str(site.tmp / "hq.pub")]) == 0  # a warning only
     text = capsys.readouterr().out
     assert f"WARN  read {ids[0]}: the node's clock was 'unsynced'" in text and "issued by        Example County" in text
+
+
+def test_free_text_redacts_another_reads_plate_however_it_is_written(tmp_path):
+    """A hold reason naming another case's plate as "XYZ 789" or "XYZ-789" left it in the package:
+    only the unbroken spelling was redacted."""
+    store = ReadStore(tmp_path / "hq.db")
+    node = SyntheticNode.create("node-a", "main-st")
+    now = time.time_ns()
+    store.store([node.read(1, "XYZ789", now), node.read(2, "AB123", now)])
+    redactor = evidence._Redactor(store, {2}, {"AB123"})
+    text = "with XYZ 789 and XYZ-789 and xyz789 and XYZ\t789; AB 123 stays"
+    assert redactor.text(text) == ("with [redacted] and [redacted] and [redacted] and [redacted]; AB 123 stays")
+    store.close()
