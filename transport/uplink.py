@@ -56,6 +56,9 @@ class Uplink:
         # When HQ last acknowledged something, on the monotonic clock (as the outbox's send
         # times): a wall clock step must neither stall resends nor unleash them all at once.
         self._progress_ns = time.monotonic_ns()
+        # When every unacknowledged message was last made due again for a broker that lost the
+        # session (see _connected): at most once per resend interval.
+        self._full_reset_ns = -(1 << 62)
         self.stats = UplinkStats()
         self._on_control = on_control
         self._health: bytes | None = None
@@ -96,17 +99,23 @@ class Uplink:
         if not _awaiting_puback(self._status_info):
             self._status_info = client.publish(topics.node_topic(self.node_id, "status"), _status("online"),
                                                qos=1, retain=True)
-        # What was in flight on the old connection may be lost (a broker restarted without its
-        # queue): what was sent within the last resend interval goes again now. Older copies
-        # keep their schedule, and HQ's silence keeps counting across reconnects (_progress_ns is
-        # set by acks only): a link that drops every minute while HQ is down used to resend the
-        # whole window at each reconnect, at the base interval, into the broker's queue for HQ.
-        # A broker that comes back without this client's session (session_present False: it was
-        # restarted without persistence, or lost its store) lost everything queued for HQ too:
-        # every unacknowledged message goes again now (a window at a time), not after a resend
-        # interval grown long while the broker was away.
-        self.outbox.reset_sent(since_ns=None if not session_present else
-                               time.monotonic_ns() - self.resend_after_ns)
+        # With the session kept (session_present), the broker still holds what it PUBACKed for
+        # HQ, and paho sends again by itself what it had not: nothing to do. A broker back
+        # without it (restarted without persistence, its store lost) lost what it had queued
+        # for HQ too: every unacknowledged message is made due again (a window at a time). At
+        # most once per current resend interval, though, which grows while HQ is silent: a
+        # broker that never keeps sessions (expiry capped at 0, a load-balanced cluster) and a
+        # link that drops every few seconds made the whole window go again at every reconnect.
+        now = time.monotonic_ns()
+        if not session_present and now - self._full_reset_ns >= self._resend_after(now):
+            self._full_reset_ns = now
+            self.outbox.reset_sent(since_ns=None)
+
+    def _resend_after(self, now: int) -> int:
+        """The resend interval now: it doubles with each interval of HQ's silence (capped)."""
+        silent = now - self._progress_ns
+        doublings = int(math.log2(silent / self.resend_after_ns)) if silent > self.resend_after_ns else 0
+        return min(self.resend_after_ns << min(doublings, 20), self.max_resend_after_ns)
 
     def _tick(self, client: paho.Client) -> None:
         health, self._health = self._health, None
@@ -116,9 +125,7 @@ class Uplink:
         # acknowledges nothing, the resend interval doubles with each interval of silence
         # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
         now = time.monotonic_ns()
-        silent = now - self._progress_ns
-        doublings = int(math.log2(silent / self.resend_after_ns)) if silent > self.resend_after_ns else 0
-        resend_after = min(self.resend_after_ns << min(doublings, 20), self.max_resend_after_ns)
+        resend_after = self._resend_after(now)
         # A copy leaves _queued only at its PUBACK, however old: paho holds every unacknowledged
         # QoS 1 copy until then (and resends it itself after a reconnect), so forgetting it by age
         # let a broker that never PUBACKs collect another window of copies every max_resend_after.

@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         # A mistyped --data-dir must not create an empty outbox and report it as the node's.
         raise BadConfig(f"{path}: no outbox here (is --data-dir the node's data directory?)")
+    # Files a run as root left root's (an older release allowed `alpr-node run` as root) go to
+    # the owner first, safely (no links, single-linked regular files): working as the owner,
+    # this command could not open them, and the node could not either.
+    _give_back(args.data_dir)
     _become_owner(args.data_dir)
     try:
         if args.action == "salvage":

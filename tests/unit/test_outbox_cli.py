@@ -81,3 +81,27 @@ def test_handing_back_as_root_never_follows_a_planted_link(tmp_path, monkeypatch
     assert "outbox.db" in names
     assert "outbox.db-planted" not in names and "outbox.db-hard" not in names
     assert all(kw.get("follow_symlinks") is False for _, kw in chowned)
+
+
+def test_salvage_as_root_repairs_outbox_files_a_root_run_left_behind(tmp_path):
+    """An older release let `alpr-node run` run as root, leaving root-owned outbox files in the
+    service user's folder: `sudo alpr-node outbox salvage` must still work (it works as the
+    folder's owner, so those files go to the owner first)."""
+    if os.geteuid() != 0:
+        pytest.skip("root-only: the case is files root left behind")
+    import shutil
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="alpr-outbox-cli-", dir="/tmp"))
+    base.chmod(0o711)
+    try:
+        data = base / "data"
+        data.mkdir()
+        box = Outbox(data / "outbox.db")
+        box.commit("read", lambda seq: b"x" * 10)
+        box.close()
+        os.chown(data, 65534, 65534)  # the folder is the service user's; its files still root's
+        res = cli("salvage", "--data-dir", str(data))
+        assert res.returncode == 0, res.stderr
+        assert all(p.stat().st_uid == 65534 for p in data.iterdir() if p.name.startswith("outbox.db"))
+    finally:
+        shutil.rmtree(base)
