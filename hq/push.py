@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import paho.mqtt.client as paho
 
@@ -16,10 +15,6 @@ from transport.mqtt import BrokerSettings, MqttLink
 from transport.registry import Registry
 
 log = logging.getLogger(__name__)
-# The broker alpr-provision configures keeps retained messages on disk every second
-# (autosave_interval 1): a PUBACK says the broker has the list, not that a broker killed right
-# after would still have it. Nothing repeats a push, so it is reported done only after a save.
-BROKER_AUTOSAVE_WAIT_S = 1.5
 
 
 def push(settings: BrokerSettings, registry_path, leaf: str, message: bytes, timeout: float = 30.0) -> list[str]:
@@ -50,8 +45,6 @@ def push(settings: BrokerSettings, registry_path, leaf: str, message: bytes, tim
     try:
         if node_ids and not done.wait(timeout):
             raise TimeoutError(f"push {leaf}: the broker did not confirm within {timeout}s")
-        if node_ids:
-            time.sleep(BROKER_AUTOSAVE_WAIT_S)
     finally:
         link.stop()
     log.info("pushed %s (%d bytes) to %d nodes", leaf, len(message), len(node_ids))
