@@ -84,6 +84,20 @@ def filled_uplink(tmp_path: Path, messages: int, window: int, monkeypatch: pytes
         wall, mono
 
 
+def _an_hour_of_reconnects(up: Uplink, wall: list[int], mono: list[int], every_s: int, session_present: bool) -> int:
+    """An hour of HQ silence on a broker that PUBACKs at once, the link reconnecting every
+    `every_s` seconds (reporting `session_present`): the copies of reads published."""
+    client = PubackedClient()
+    up._connected(client, False)
+    for second in range(3600):
+        wall[0] += S
+        mono[0] += S
+        if second % every_s == every_s - 1:
+            up._connected(client, session_present)
+        up._tick(client)
+    return sum(1 for topic in client.published if topic.endswith("/read"))
+
+
 def test_a_broker_that_never_pubacks_gets_at_most_a_window_of_copies(tmp_path: Path, monkeypatch) -> None:
     """Two hours connected to a broker that takes everything and PUBACKs nothing, reconnecting
     every minute: paho's queue (which nothing but a PUBACK empties) must stay within the window.
@@ -238,16 +252,8 @@ def test_a_link_that_keeps_dropping_while_hq_is_down_does_not_resend_the_window_
     queue for HQ. Now the interval keeps doubling through reconnects and only copies sent in
     the last interval go again."""
     box, up, wall, mono = filled_uplink(tmp_path, 5000, 500, monkeypatch)
-    client = PubackedClient()
-    up._connected(client, False)
-    for second in range(3600):
-        wall[0] += S
-        mono[0] += S
-        if second % 60 == 59:
-            up._connected(client, True)
-        up._tick(client)
-    reads = [t for t in client.published if t.endswith("/read")]
-    assert len(reads) <= 10 * up.window, f"{len(reads)} copies in an hour of HQ silence"
+    copies = _an_hour_of_reconnects(up, wall, mono, every_s=60, session_present=True)
+    assert copies <= 10 * up.window, f"{copies} copies in an hour of HQ silence"
     box.close()
 
 
@@ -283,14 +289,6 @@ def test_a_broker_that_never_keeps_the_session_and_a_link_that_keeps_dropping_ma
     full resend happens at most once per (grown) resend interval, not at every reconnect (an hour
     of that sent 360,500 copies of 5,000 reads)."""
     box, up, wall, mono = filled_uplink(tmp_path, 5000, 500, monkeypatch)
-    client = PubackedClient()
-    up._connected(client, False)
-    for second in range(3600):
-        wall[0] += S
-        mono[0] += S
-        if second % 5 == 4:
-            up._connected(client, False)
-        up._tick(client)
-    copies = sum(1 for topic in client.published if topic.endswith("/read"))
+    copies = _an_hour_of_reconnects(up, wall, mono, every_s=5, session_present=False)
     assert copies <= 12 * up.window, f"{copies} copies in an hour"
     box.close()

@@ -33,13 +33,19 @@ def _self_signed(folder: Path, key_mode: int = 0o600) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_stop_during_a_stalled_tls_handshake(tmp_path):
-    # A listener that accepts TCP and never answers the TLS ClientHello: paho's connect blocks.
+def _silent_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener that accepts TCP and never answers the TLS ClientHello: paho's connect blocks.
+    Returns it and the list its accepted connection goes into (close both after)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     held: list[socket.socket] = []
     threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    return server, held
+
+
+def test_stop_during_a_stalled_tls_handshake(tmp_path):
+    server, held = _silent_listener()
     cert, key = _self_signed(tmp_path)
     settings = BrokerSettings("127.0.0.1", server.getsockname()[1], cert, cert, key, "n1", connect_timeout_s=1.5)
     link = MqttLink(settings, name="stall", on_connect=lambda c, s: None, on_message=lambda c, m: None)
@@ -63,11 +69,7 @@ def test_a_connect_blocked_in_name_lookup_or_handshake_is_not_a_hang(tmp_path):
     """connect() blocks (DNS that drops queries takes 20 s and more; here a TLS handshake that
     never answers): the watchdog must not call the link hung, or anyone who can disturb DNS
     could have systemd kill the node, camera and all. A planned, bounded wait."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    server, held = _silent_listener()
     cert, key = _self_signed(tmp_path)
     settings = BrokerSettings("127.0.0.1", server.getsockname()[1], cert, cert, key, "n1", connect_timeout_s=3.0)
     link = MqttLink(settings, name="slow", on_connect=lambda c, s: None, on_message=lambda c, m: None)
