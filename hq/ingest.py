@@ -27,6 +27,10 @@ whose signing key an attacker holds could otherwise fill HQ's disk with far-futu
 it is full a message that would be set aside is PUBACKed but not kept and not acknowledged to
 its node (reason `set_aside_full`, logged at most once a minute): the node keeps its copy and
 sends it again, as it does for every message HQ has not acknowledged.
+
+Every verified message set aside (kept, or not for want of room) is answered `later` in its
+node's next signed ack: the node keeps it but stops letting its copies hold the publish window,
+so the reads behind a run of set-aside ones are not held back (docs/wire-format.md).
 """
 from __future__ import annotations
 
@@ -226,6 +230,9 @@ class Ingest:
         self._retry_at = 0.0
         # Digest of the bytes of a message set aside → (when, reason), for its resends.
         self._store_rejected: collections.OrderedDict[bytes, tuple[float, str]] = collections.OrderedDict()
+        # node -> seqs of verified messages set aside this tick: answered "later" in the node's
+        # next ack, so that they stop holding its window (transport.outbox.Outbox.defer)
+        self._later: dict[str, list[int]] = collections.defaultdict(list)
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         self.link = MqttLink(settings, name=f"ingest-{settings.client_id}", on_connect=self._connected,
@@ -362,6 +369,13 @@ class Ingest:
         if self._states and time.monotonic() - self._states_recorded >= NODE_STATE_EVERY_S and self._opened():
             self._states_recorded = time.monotonic()
             self._record_states()
+        try:
+            self._store_pending(client)
+        finally:
+            self._send_acks(client, {})  # the "later" answers no stored message carried
+
+    def _store_pending(self, client: paho.Client) -> None:
+        """Verify, check and store up to a batch of what waits; acknowledge what was stored."""
         if not self._pending or not self._opened():
             return
         batch: list[_Verified] = []
@@ -484,8 +498,15 @@ class Ingest:
                 log.warning("ingest: node %s seq %d arrived again with the different content already kept in "
                             "seq_conflicts: acknowledged, not kept again", result.node_id, result.seq)
             acks[result.node_id].append(result.seq)
-        for node_id, seqs in acks.items():
-            body = {"v": 1, "node": node_id, "seqs": seqs, "t_ns": time.time_ns()}
+        self._send_acks(client, acks)
+
+    def _send_acks(self, client: paho.Client, acks: dict[str, list[int]]) -> None:
+        """Send each node one signed ack: the seqs stored (`seqs`) and those set aside (`later`)."""
+        later, self._later = self._later, collections.defaultdict(list)
+        for node_id in list(acks) + [n for n in later if n not in acks]:
+            body: dict = {"v": 1, "node": node_id, "seqs": acks.get(node_id, []), "t_ns": time.time_ns()}
+            if later.get(node_id):
+                body["later"] = sorted(set(later[node_id]))
             client.publish(topics.node_topic(node_id, "ack"), signed.sign("ack", body, self.sign_key), qos=1)
             self.stats.acks_sent += 1
 
@@ -581,6 +602,7 @@ class Ingest:
                           h.node_id, h.seq, reason, error)
                 self._set_aside_full_logged = now
                 self._set_aside_full_since_log = 0
+            self._later[h.node_id].append(h.seq)
             return True
         try:
             self.rejects_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -596,6 +618,7 @@ class Ingest:
             return False
         self.stats.rejected[reason] += 1
         self._remember_refused(bytes.fromhex(digest), reason)
+        self._later[h.node_id].append(h.seq)
         log.warning("ingest: rejected message on %s (%d bytes): %s: node %s seq %d: %s; kept as %s",
                     item.topic, len(item.raw), reason, h.node_id, h.seq, error, self.rejects_dir / f"{stem}.msg")
         return True
@@ -639,6 +662,7 @@ class Ingest:
             del self._store_rejected[digest]
             return False
         self.stats.rejected[reason] += 1
+        self._later[opened.header.node_id].append(opened.header.seq)
         log.warning("ingest: rejected message from node %s seq %d (%d bytes): %s: refused before, "
                     "already kept in %s", opened.header.node_id, opened.header.seq, len(raw), reason,
                     self.rejects_dir)

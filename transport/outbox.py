@@ -134,6 +134,10 @@ class Outbox:
         # cannot hold the window from the reads behind it (see due()).
         self._tried: dict[int, int] = {}
         self._strikes: dict[int, int] = {}
+        # Copies HQ answered "later" (received and verified, set aside, not stored): seq -> the
+        # _tried time of the copy it answered. That copy no longer holds a place in the window
+        # and has had its strike (see defer()).
+        self._answered: dict[int, int] = {}
         self._last_ack_ns = 0  # monotonic time of the last ack that removed something
         # due()'s indexes, so that a tick never walks every message published and unacked (a
         # backlog of 200k while HQ is down took 1.4 s a call, holding the lock from the camera):
@@ -556,7 +560,9 @@ class Outbox:
                 cutoff = now_ns - self._wait(strikes, resend_after_ns)
                 while heap and heap[0][0] < cutoff:
                     sent, seq = heapq.heappop(heap)
-                    if self._sent.get(seq) == sent:
+                    # stale unless this copy is still unanswered at this strike level (defer()
+                    # moves a copy to the next level, leaving its old entry behind)
+                    if self._sent.get(seq) == sent and min(self._strikes.get(seq, 0), 30) == strikes:
                         self._push_ready(seq)
             # The first `limit` tried messages that are due, in send order.
             again: list[tuple[int, int]] = []
@@ -639,7 +645,9 @@ class Outbox:
             for seq in seqs:
                 if seq in present:
                     previous = self._tried.get(seq)
-                    if previous is not None and previous < self._last_ack_ns:
+                    # a copy HQ answered "later" had its strike then (defer())
+                    if (previous is not None and previous < self._last_ack_ns
+                            and self._answered.get(seq) != previous):
                         self._strikes[seq] = self._strikes.get(seq, 0) + 1
                     self._sent[seq] = now_ns
                     self._tried[seq] = now_ns
@@ -665,11 +673,38 @@ class Outbox:
                 self._push_ready(seq)
             self._compact()
 
+    def defer(self, seqs: Iterable[int]) -> int:
+        """HQ received these messages and verified them but will not store them now (set aside:
+        a capture time too far ahead, a store refusal). Each published copy so answered takes a
+        strike at once, so it waits twice as long before its next copy, and stops holding a place
+        in the window: a window's worth of them at the front of the outbox used to hold back every
+        read behind them while HQ acknowledged nothing else (with a window of 1, for ever).
+        Returns how many copies it applied to (unknown, unpublished or repeated answers are
+        ignored)."""
+        applied = 0
+        with self._lock:
+            for seq in seqs:
+                tried = self._tried.get(seq)
+                if tried is None or self._answered.get(seq) == tried:
+                    continue  # never published by this process, acked since, or answered already
+                self._answered[seq] = tried
+                self._strikes[seq] = self._strikes.get(seq, 0) + 1
+                applied += 1
+                self._ready_set.discard(seq)  # due again only after its longer wait
+                sent = self._sent.get(seq)
+                if sent is not None:
+                    self._push_waiting(seq, sent)
+                else:
+                    self._push_ready(seq)  # forgotten by a reconnect's reset: due now, as the rest
+            self._compact()
+        return applied
+
     def _forget(self, seq: int) -> None:
         """Drop a message's publish records once it has left the outbox (acked or dropped)."""
         self._sent.pop(seq, None)
         self._tried.pop(seq, None)
         self._strikes.pop(seq, None)
+        self._answered.pop(seq, None)
         self._ready_set.discard(seq)
         prio = self._prio.pop(seq, None)
         for untried in ([self._untried.get(prio, set())] if prio is not None else self._untried.values()):
@@ -682,7 +717,8 @@ class Outbox:
             if resend_after_ns is None:
                 return len(self._sent)
             cutoff = (time.monotonic_ns() if now_ns is None else now_ns) - resend_after_ns
-            return sum(1 for sent in self._sent.values() if sent >= cutoff)
+            return sum(1 for seq, sent in self._sent.items()
+                       if sent >= cutoff and self._answered.get(seq) != sent)
 
     def ack(self, seqs: Iterable[int], now_ns: int | None = None) -> int:
         """Delete messages HQ confirmed it stored; returns how many were still here (`now_ns`

@@ -34,6 +34,9 @@ class UplinkStats:
     acked: int = 0
     bad_acks: int = 0
     last_ack_ns: int = 0
+    # copies HQ answered "later": received and verified, set aside there, not stored (they stay
+    # in the outbox and back off; HQ's ingest log says why)
+    deferred: int = 0
 
 
 class Uplink:
@@ -178,9 +181,11 @@ class Uplink:
         try:
             body = signed.verify("ack", payload, self.hq_sign_keys, self.node_id)
             seqs = body["seqs"]
+            later = body.get("later", [])  # absent from HQs before it
             # type() is int: CBOR true would pass isinstance(s, int) and delete seq 1
-            if not (isinstance(seqs, list) and all(type(s) is int for s in seqs)):
-                raise EnvelopeError("malformed", "ack field seqs: expected a list of integers")
+            for field, value in (("seqs", seqs), ("later", later)):
+                if not (isinstance(value, list) and all(type(s) is int for s in value)):
+                    raise EnvelopeError("malformed", f"ack field {field}: expected a list of integers")
         except (EnvelopeError, KeyError, ValueError) as exc:
             self.stats.bad_acks += 1
             log.warning("uplink: ignored an ack that failed verification: %s", exc)
@@ -188,7 +193,13 @@ class Uplink:
         removed = self.outbox.ack(seqs)
         self.stats.acks += 1
         self.stats.acked += removed
+        if later:
+            deferred = self.outbox.defer(later)
+            self.stats.deferred += deferred
+            log.info("uplink: HQ set aside %d message(s) (seq %s%s), kept here and sent again later",
+                     len(later), later[0], f"..{later[-1]}" if len(later) > 1 else "")
         self.stats.last_ack_ns = time.time_ns()  # for health reports: a UTC time
+        # HQ answered: its silence is what grows the resend interval, and a "later" is an answer
         self._progress_ns = time.monotonic_ns()
 
 

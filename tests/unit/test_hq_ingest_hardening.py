@@ -67,6 +67,10 @@ class FakeClient:
     def acked_seqs(self) -> list[int]:
         return sorted(s for _, m in self.published for s in cbor.loads(cbor.loads(m)[0])["seqs"])
 
+    def later_seqs(self) -> list[int]:
+        """The seqs answered "later" (set aside at HQ, not stored) in the acks sent."""
+        return sorted(s for _, m in self.published for s in cbor.loads(cbor.loads(m)[0]).get("later", []))
+
 
 class Message:
     """What paho hands the message callback."""

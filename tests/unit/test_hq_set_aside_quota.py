@@ -65,9 +65,11 @@ def test_a_full_folder_keeps_nothing_more_and_the_node_keeps_its_copy(tmp_path, 
         second, third = w.deliver(w.message(3, time.time_ns() + 2 * DAY), w.message(4, time.time_ns() + 2 * DAY))
     # Settled with the broker (it would otherwise hold them in flight for ever) ...
     assert {first, second, third} <= set(w.client.pubacks)
-    # ... but nothing written and nothing acknowledged to the node: it sends them again.
+    # ... but nothing written and nothing acknowledged to the node: it keeps them, answered
+    # "later" (it backs off and sends them again).
     assert sorted(p.name for p in _folder(w).iterdir()) == kept
-    assert w.client.published == [] and w.ingest.stats.stored == 0
+    assert w.client.acked_seqs() == [] and w.ingest.stats.stored == 0
+    assert w.client.later_seqs() == [2, 3, 4]
     assert dict(w.ingest.stats.rejected) == {"time": 1, "set_aside_full": 2}
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1  # once a minute, not once a message
@@ -84,7 +86,7 @@ def test_files_already_in_the_folder_count(tmp_path, make_world):
     (folder / "left-from-last-year.msg").write_bytes(b"\0" * 10_000)
     w = make_world(max_set_aside_bytes=10_500)
     (mid,) = w.deliver(w.message(2, time.time_ns() + 2 * DAY))
-    assert mid in w.client.pubacks and w.client.published == []
+    assert mid in w.client.pubacks and w.client.acked_seqs() == [] and w.client.later_seqs() == [2]
     assert sorted(p.name for p in folder.iterdir()) == ["left-from-last-year.msg"]
     assert dict(w.ingest.stats.rejected) == {"set_aside_full": 1}
 
