@@ -35,11 +35,13 @@ so the reads behind a run of set-aside ones are not held back (docs/wire-format.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -175,6 +177,7 @@ class IngestStats:
     purged: int = 0  # reads sent again after retention purged them: acknowledged, not stored
     conflicts: int = 0
     acks_sent: int = 0
+    generations: int = 0  # new generations announced to the nodes (one per (re)connect)
     store_errors: int = 0  # consecutive failed store attempts blamed on the store (drives backoff)
     rejected: collections.Counter = field(default_factory=collections.Counter)
 
@@ -235,8 +238,14 @@ class Ingest:
         self._later: dict[str, list[int]] = collections.defaultdict(list)
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
-        self.link = MqttLink(settings, name=f"ingest-{settings.client_id}", on_connect=self._connected,
-                             on_message=self._message, on_tick=self._tick, manual_ack=True)
+        # No session kept for a worker (expiry 0): a stopped or dead worker's session used to keep
+        # its turn of the shared subscription for 7 days, the broker queueing every other message
+        # for it, and mosquitto does not restore a `$share` subscription with a session anyway.
+        # What the broker held for a worker that went is not lost: the nodes still have it, and
+        # publish it again when a worker announces a new generation (_connected).
+        self.link = MqttLink(dataclasses.replace(settings, session_expiry_s=0), name=f"ingest-{settings.client_id}",
+                             on_connect=self._connected, on_message=self._message, on_tick=self._tick,
+                             manual_ack=True)
 
     def start(self) -> None:
         """Start the worker's thread (warning when the shared subscription's name is the well-known default)."""
@@ -259,6 +268,15 @@ class Ingest:
     def _connected(self, client: paho.Client, session_present: bool) -> None:
         client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)]
                          + topics.node_state_subscriptions(self.shared, group=self.share_group))
+        # Then a new generation, retained, for every node: what they published while no worker
+        # was subscribed went nowhere (the broker drops a message no subscription takes), so
+        # they publish what HQ has not acknowledged again now rather than after a resend
+        # interval that grew while HQ was silent (up to 10 min). The broker handles this
+        # client's SUBSCRIBE before its PUBLISH, so the resends find the subscription in place.
+        body = {"v": 1, "node": "*", "t_ns": time.time_ns(), "generation": secrets.token_hex(8),
+                "worker": self.link.settings.client_id}
+        client.publish(topics.HQ_INGEST, signed.sign("ingest", body, self.sign_key), qos=1, retain=True)
+        self.stats.generations += 1
 
     def _note_state(self, client: paho.Client, message: paho.MQTTMessage, node_id: str, leaf: str) -> None:
         """Keep a node's latest heartbeat or status for the next tick to record (`alpr-hq nodes`).

@@ -56,12 +56,14 @@ def acl_text(hq_users: list[str]) -> str:
             lines.append(f"topic read {topics.ROOT}/+/{leaf}")
         for leaf in topics.DOWN:
             lines.append(f"topic write {topics.ROOT}/+/{leaf}")
+        lines.append(f"topic write {topics.HQ_INGEST}")
         lines.append("")
-    lines.append("# every other client: a node, confined to its own topics")
+    lines.append("# every other client: a node, confined to its own topics (and HQ's ingest generation)")
     for leaf in topics.UP:
         lines.append(f"pattern write {topics.ROOT}/%u/{leaf}")
     for leaf in topics.DOWN:
         lines.append(f"pattern read {topics.ROOT}/%u/{leaf}")
+    lines.append(f"pattern read {topics.HQ_INGEST}")
     return "\n".join(lines) + "\n"
 
 

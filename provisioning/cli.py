@@ -174,6 +174,7 @@ def _ca_crl(args: argparse.Namespace) -> int:
 
 def _ca_reload_broker(args: argparse.Namespace) -> int:
     from provisioning import enroll, hqsetup
+    from provisioning import state as hq_state
     if args.set_command is not None:
         state = hqsetup.set_reload(args.dir, args.set_command, actor=args.actor)
         if state.broker_reload:
@@ -181,6 +182,10 @@ def _ca_reload_broker(args: argparse.Namespace) -> int:
                   f"{shlex.join(hqsetup.check_reload_command(state.broker_reload))}, without a shell)")
         else:
             print(f"reload command removed from {state.path}: the command to run is printed instead")
+    # The files are written from HQ's state first, so that a reload after an upgrade also
+    # brings the ACL entries a new release needs (alpr/v1/hq/ingest, for instance).
+    files = hqsetup.write_broker_config(hq_state.load(args.dir))
+    print(f"broker files rewritten from HQ's state: {files.conf}, {files.acl}")
     print(f"broker: {enroll.reload_broker(args.dir, actor=args.actor)}")
     return 0
 

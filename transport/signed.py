@@ -6,7 +6,8 @@
 The body is a deterministic CBOR map with at least "v", "node" (or "*") and "t_ns". The node
 checks the signature before it looks at anything in the body.
 
-Only kinds meant for every node (BROADCAST_KINDS: hot lists, configuration) may say "*": an ack
+Only kinds meant for every node (BROADCAST_KINDS: hot lists, configuration, ingest generations)
+may say "*": an ack
 or a bundle addressed to "*" would act on every node that sees it (an ack deletes those
 sequence numbers from the outbox), so it is refused.
 """
@@ -22,7 +23,7 @@ from transport.envelope import bstr_pair
 from transport.errors import EncodingError, EnvelopeError
 
 CONTEXT = "alpr-ctl-v1"
-BROADCAST_KINDS = ("hotlist", "config")
+BROADCAST_KINDS = ("hotlist", "config", "ingest")
 
 
 def sign(kind: str, body: Mapping[str, Any], key: ed25519.Ed25519PrivateKey) -> bytes:

@@ -10,6 +10,9 @@ Down (HQ → node):
     ack      HQ-signed list of stored sequence numbers  QoS 1
     hotlist  HQ-signed hot list, retained               QoS 1
     config   HQ-signed configuration, retained          QoS 1
+And one topic for every node, alpr/v1/hq/ingest (HQ_INGEST): HQ-signed, retained, QoS 1; a new
+"generation" each time an ingest worker (re)subscribes, on which nodes publish what HQ has
+not acknowledged again at once (see transport.uplink).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ UP = ("read", "alert", "event", "status", "health")
 DOWN = ("ack", "hotlist", "config")
 SEALED = ("read", "alert", "event")
 INGEST_GROUP = "hq-ingest"
+HQ_INGEST = "alpr/v1/hq/ingest"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # A share name is one topic level: no '/', and no wildcard characters (MQTT v5 §4.8.2).
 _SHARE_GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")

@@ -37,6 +37,9 @@ class UplinkStats:
     # copies HQ answered "later": received and verified, set aside there, not stored (they stay
     # in the outbox and back off; HQ's ingest log says why)
     deferred: int = 0
+    # new ingest generations seen (a worker subscribed again): unacknowledged messages went again
+    ingest_generations: int = 0
+    bad_generations: int = 0  # generation messages that failed verification (ignored)
 
 
 class Uplink:
@@ -62,6 +65,12 @@ class Uplink:
         # When every unacknowledged message was last made due again for a broker that lost the
         # session (see _connected): at most once per resend interval.
         self._full_reset_ns = -(1 << 62)
+        # HQ ingest's generation last seen (topics.HQ_INGEST), and whether a new one still waits
+        # for its full resend (at most one per base resend interval: a flapping worker must not
+        # make every node resend its window at each flap).
+        self._generation: str | None = None
+        self._generation_reset = False
+        self._generation_reset_ns = -(1 << 62)
         self.stats = UplinkStats()
         self._on_control = on_control
         self._health: bytes | None = None
@@ -96,7 +105,8 @@ class Uplink:
 
     # -- link hooks (link thread) ---------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
-        client.subscribe([(topics.node_topic(self.node_id, leaf), 1) for leaf in topics.DOWN])
+        client.subscribe([(topics.node_topic(self.node_id, leaf), 1) for leaf in topics.DOWN]
+                         + [(topics.HQ_INGEST, 1)])
         # paho keeps an unacknowledged QoS 1 copy and resends it itself on the new connection:
         # one more per reconnect to a broker that never PUBACKs would pile up in its queue.
         if not _awaiting_puback(self._status_info):
@@ -128,6 +138,13 @@ class Uplink:
         # acknowledges nothing, the resend interval doubles with each interval of silence
         # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
         now = time.monotonic_ns()
+        if self._generation_reset and now - self._generation_reset_ns >= self.resend_after_ns:
+            # An ingest worker subscribed again: what was published while none was subscribed
+            # went nowhere (even just after a reconnect's own full resend). HQ is back, so its
+            # silence no longer stretches the interval either.
+            self._generation_reset = False
+            self._generation_reset_ns = self._full_reset_ns = self._progress_ns = now
+            self.outbox.reset_sent(since_ns=None)
         resend_after = self._resend_after(now)
         # A copy leaves _queued only at its PUBACK, however old: paho holds every unacknowledged
         # QoS 1 copy until then (and resends it itself after a reconnect), so forgetting it by age
@@ -168,6 +185,9 @@ class Uplink:
         self.stats.published += len(sent)
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        if message.topic == topics.HQ_INGEST:
+            self._ingest_generation(message.payload, live=not message.retain)
+            return
         parsed = topics.parse(message.topic)
         if parsed is None or parsed[0] != self.node_id:
             return
@@ -201,6 +221,33 @@ class Uplink:
         self.stats.last_ack_ns = time.time_ns()  # for health reports: a UTC time
         # HQ answered: its silence is what grows the resend interval, and a "later" is an answer
         self._progress_ns = time.monotonic_ns()
+
+    def _ingest_generation(self, payload: bytes, live: bool) -> None:
+        """HQ ingest's retained generation: a new one means a worker subscribed again. `live`:
+        published just now (the broker clears the retain flag of a live one), not the copy the
+        broker keeps and hands to every new subscription."""
+        try:
+            generation = _generation_of(signed.verify("ingest", payload, self.hq_sign_keys, self.node_id))
+        except (EnvelopeError, KeyError, ValueError) as exc:
+            self.stats.bad_generations += 1
+            log.warning("uplink: ignored an ingest generation that failed verification: %s", exc)
+            return
+        previous, self._generation = self._generation, generation
+        # The kept copy first seen since start is only remembered: it is older than this
+        # connection, and what a start publishes goes anyway. A live one is a worker that just
+        # subscribed, maybe after this node published into the void.
+        if generation != previous and (live or previous is not None):
+            self.stats.ingest_generations += 1
+            self._generation_reset = True
+            log.info("uplink: HQ ingest subscribed again (generation %s): publishing what it has not "
+                     "acknowledged again", generation)
+
+
+def _generation_of(body: dict) -> str:
+    generation = body.get("generation")
+    if not (isinstance(generation, str) and 0 < len(generation) <= 64):
+        raise EnvelopeError("malformed", "ingest field generation: expected a string of 1-64 characters")
+    return generation
 
 
 def _awaiting_puback(info: paho.MQTTMessageInfo | None) -> bool:

@@ -155,6 +155,24 @@ def test_a_node_cannot_read_another_nodes_topics(site) -> None:
     assert {payload for _, payload in gate1.messages} == {b"for gate-1"}
 
 
+def test_only_hq_ingest_may_announce_a_generation_and_every_node_hears_it(site) -> None:
+    _, _, _, connect = site
+    gate1 = connect("gate-1")
+    gate1.client.subscribe(topics.HQ_INGEST, qos=1)
+    push = connect("hq-push")
+    hq = connect("hq-ingest-1")
+    time.sleep(0.3)
+    forged = gate1.publish(topics.HQ_INGEST, b"from a node")
+    pushed = push.publish(topics.HQ_INGEST, b"from hq-push")
+    real = hq.publish(topics.HQ_INGEST, b"from ingest")
+    wait_for(lambda: len(gate1.pubacks) == 1 and len(push.pubacks) == 1 and len(hq.pubacks) == 1, 5, "PUBACKs")
+    assert gate1.pubacks[forged] == "Not authorized" and push.pubacks[pushed] == "Not authorized"
+    assert hq.pubacks[real] == "Success"
+    wait_for(lambda: gate1.messages, 5, "the node to hear ingest's generation")
+    time.sleep(0.3)
+    assert gate1.messages == [(topics.HQ_INGEST, b"from ingest")]
+
+
 def test_a_node_cannot_take_over_another_nodes_session(site) -> None:
     _, _, _, connect = site
     gate2 = connect("gate-2")

@@ -70,6 +70,7 @@ def bare_uplink(box: Outbox, window: int, resend_after_s: int, monkeypatch: pyte
     up._queued_bytes, up.max_queued_bytes = {}, 32 * 1024 * 1024
     up._progress_ns = mono[0]
     up._full_reset_ns = -(1 << 62)
+    up._generation, up._generation_reset, up._generation_reset_ns = None, False, -(1 << 62)
     return up
 
 

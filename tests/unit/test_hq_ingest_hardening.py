@@ -58,18 +58,19 @@ class FakeClient:
     def ack(self, mid: int, qos: int) -> None:
         self.pubacks.append(mid)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self.published.append((topic, payload))
 
     def subscribe(self, subs: list[tuple[str, int]]) -> None:
         self.subscribed.extend(subs)
 
     def acked_seqs(self) -> list[int]:
-        return sorted(s for _, m in self.published for s in cbor.loads(cbor.loads(m)[0])["seqs"])
+        return sorted(s for t, m in self.published if t.endswith("/ack") for s in cbor.loads(cbor.loads(m)[0])["seqs"])
 
     def later_seqs(self) -> list[int]:
         """The seqs answered "later" (set aside at HQ, not stored) in the acks sent."""
-        return sorted(s for _, m in self.published for s in cbor.loads(cbor.loads(m)[0]).get("later", []))
+        return sorted(s for t, m in self.published if t.endswith("/ack")
+                      for s in cbor.loads(cbor.loads(m)[0]).get("later", []))
 
 
 class Message:

@@ -41,6 +41,7 @@ def bare_uplink(box, window, resend_after_s, monkeypatch):
     monkeypatch.setattr(time, "monotonic_ns", lambda: now[0])
     monkeypatch.setattr(time, "time_ns", lambda: now[0])
     up._progress_ns = now[0]
+    up._generation, up._generation_reset, up._generation_reset_ns = None, False, -(1 << 62)
     return up, now
 
 

@@ -1,0 +1,165 @@
+"""HQ ingest announces a new generation each time a worker subscribes; nodes publish what HQ has not
+acknowledged again on a new one.
+
+Two gaps this closes (review of session 20): mosquitto restores a worker's session but not its
+`$share` subscription after a broker restart, so reads published before the worker subscribed
+again went nowhere and waited a resend interval (117 s measured); and a dead worker's 7-day
+session kept its turn of the shared subscription, the broker queueing every other message for it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+import hq.ingest as ingest_mod
+from provisioning.broker import acl_text
+from tests.unit.test_bounded_uplink import PubackedClient, bare_uplink
+from tests.unit.test_hq_ingest_hardening import FakeLink, World
+from tests.unit.test_provisioning_root_writes import hq  # noqa: F401  (fixture)
+from tests.unit.test_provisioning_s19 import _run as run_cli
+from transport import signed, topics
+from transport.outbox import Outbox
+
+pytestmark = pytest.mark.unit
+S = 10**9
+
+
+class Message:
+    def __init__(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.topic, self.payload, self.retain, self.qos, self.mid = topic, payload, retain, 1, 0
+
+
+def generation(key: ed25519.Ed25519PrivateKey, value: str, node: str = "*") -> bytes:
+    return signed.sign("ingest", {"v": 1, "node": node, "t_ns": 1, "generation": value}, key)
+
+
+# -- HQ: each (re)connect announces a new generation, and keeps no session ---------------------------------
+def test_each_connect_publishes_a_new_signed_retained_generation_for_every_node(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
+    w = World(tmp_path)
+    assert w.ingest.link.settings.session_expiry_s == 0
+    w.ingest._connected(w.client, False)
+    w.ingest._connected(w.client, True)
+    sent = [(t, m) for t, m in w.client.published if t == topics.HQ_INGEST]
+    assert len(sent) == 2 and w.ingest.stats.generations == 2
+    bodies = [signed.verify("ingest", m, [w.ingest.sign_key.public_key()], "node-a") for _, m in sent]
+    assert bodies[0]["generation"] != bodies[1]["generation"]
+    assert bodies[0]["node"] == "*"
+    # subscribed before it is announced: the resends it calls for must find the subscription
+    assert w.client.subscribed
+
+
+def test_the_acl_lets_ingest_write_the_generation_and_every_node_read_it() -> None:
+    text = acl_text(["hq-ingest-1", "hq-push"])
+    ingest_part = text.split("user hq-ingest-1", 1)[1].split("user hq-push", 1)[0]
+    push_part = text.split("user hq-push", 1)[1].split("# every other client", 1)[0]
+    assert f"topic write {topics.HQ_INGEST}" in ingest_part
+    assert topics.HQ_INGEST not in push_part
+    assert f"pattern read {topics.HQ_INGEST}" in text
+    assert f"pattern write {topics.HQ_INGEST}" not in text
+
+
+# -- the node -------------------------------------------------------------------------------------------------
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(5):
+        box.commit("read", lambda seq: b"sealed")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=10, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    key = ed25519.Ed25519PrivateKey.generate()
+    up.hq_sign_keys = [key.public_key()]
+    client = PubackedClient()
+    up._connected(client, False)
+    yield up, box, key, client, mono
+    box.close()
+
+
+def _reads(client: PubackedClient) -> int:
+    return sum(1 for t in client.published if t.endswith("/read"))
+
+
+def _run(up, client, mono, seconds: int) -> None:
+    for _ in range(seconds):
+        mono[0] += S
+        up._tick(client)
+
+
+def test_a_live_new_generation_publishes_everything_unacknowledged_again_at_once(node) -> None:
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))  # the kept copy
+    _run(up, client, mono, 200)  # HQ silent: copies at 0, 30, 90 s; the interval has grown to 120 s
+    before = _reads(client)
+    assert before == 15
+    # the same generation again (this node reconnected): nothing
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1)
+    assert _reads(client) == before
+    # a worker subscribed again: every unacknowledged read goes now, not at 210 s
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == before + 5 and up.stats.ingest_generations == 1
+    # and the interval is back to its base: the next copies 30 s later, not 120
+    _run(up, client, mono, 31)
+    assert _reads(client) == before + 10
+
+
+def test_the_first_kept_copy_is_only_remembered_but_a_first_live_one_resends(node) -> None:
+    up, box, key, client, mono = node
+    _run(up, client, mono, 1)
+    assert _reads(client) == 5
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 5  # older than this connection: what a start publishes went anyway
+    up._generation = None
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 10  # no generation ever seen, and a worker just subscribed
+
+
+def test_a_generation_not_signed_by_hq_is_ignored(node) -> None:
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1)
+    forged = ed25519.Ed25519PrivateKey.generate()
+    up._message(client, Message(topics.HQ_INGEST, generation(forged, "g1"), retain=False))
+    up._message(client, Message(topics.HQ_INGEST, generation(key, ""), retain=False))
+    up._message(client, Message(topics.HQ_INGEST, b"\x00garbage", retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 5
+    assert up.stats.bad_generations == 3 and up._generation == "g0"
+
+
+def test_a_flapping_worker_makes_at_most_one_full_resend_per_base_interval(node) -> None:
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    for second in range(300):  # a new generation every second for 5 minutes
+        up._message(client, Message(topics.HQ_INGEST, generation(key, f"g{second + 1}"), retain=False))
+        _run(up, client, mono, 1)
+    # 5 reads: at most once per 30 s, 10 rounds, plus the first publish
+    assert _reads(client) <= 5 * 11, _reads(client)
+    assert _reads(client) >= 5 * 9  # and they did go, each interval
+
+
+def test_an_acknowledged_read_is_not_published_again_on_a_new_generation(node) -> None:
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1)
+    box.ack([1, 2, 3])
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 5 + 2
+
+
+# -- an upgraded HQ: `ca reload-broker` rewrites the ACL from HQ's state -----------------------------------
+def test_reload_broker_brings_an_old_acl_up_to_date(hq: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    acl = hq / "broker" / "acl"
+    old = "\n".join(line for line in acl.read_text().splitlines() if topics.HQ_INGEST not in line) + "\n"
+    acl.write_text(old)  # as a release before the ingest generation wrote it
+    rc, out, err = run_cli(capsys, "ca", "reload-broker", "--dir", str(hq), "--actor", "alice")
+    assert rc == 0, err
+    assert "broker files rewritten" in out
+    assert f"pattern read {topics.HQ_INGEST}" in acl.read_text()
+    assert f"topic write {topics.HQ_INGEST}" in acl.read_text()
