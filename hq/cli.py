@@ -175,7 +175,9 @@ def _broker_settings(cfg, client_id: str):
 
 
 def _push(args: argparse.Namespace) -> int:
+    from hq.files import PUSHED_HOTLIST, private_dir
     from hq.push import push
+    from transport import atomic
 
     cfg = hq_config.load(args.config)
     message = args.file.read_bytes()
@@ -185,7 +187,13 @@ def _push(args: argparse.Namespace) -> int:
                         f"`alpr-provision ca issue-hq --worker {args.worker} --actor NAME` (a client name "
                         "that no running ingest worker uses: the broker allows one connection per name)")
     nodes = push(settings, cfg.hq.data_dir / "registry.db", args.leaf, message)
-    print(f"pushed {args.file} ({len(message)} bytes) as retained {args.leaf} to {len(nodes)} nodes")
+    # Kept for ingest, which sends it again to a node whose heartbeat shows it missed it (a
+    # broker that lost its retained copy before its autosave, a node offline meanwhile).
+    kept = cfg.hq.data_dir / PUSHED_HOTLIST
+    private_dir(kept.parent)
+    atomic.write_bytes(kept, message, 0o600)
+    print(f"pushed {args.file} ({len(message)} bytes) as retained {args.leaf} to {len(nodes)} nodes; "
+          f"kept as {kept}: ingest sends it again to a node that reports an older hot list")
     return 0
 
 

@@ -47,6 +47,10 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+# The hot list `alpr-hq push` last sent, relative to HQ's data_dir (0600): ingest sends it again
+# to a node whose heartbeat reports an older one (hq.ingest.Ingest._converge_hotlist).
+PUSHED_HOTLIST = "hotlist/pushed.msg"
+
 # Messages ingest sets aside (DATA_DIR/rejected/): `<node>-<seq>-<sha256 prefix of the bytes
 # received>` with .msg, .signed and .json, and .tmp while atomic writes are in progress. Ingest
 # finds a message's files again by this name once it is stored; retention removes old ones.

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from hq.db import MAX_INT64
 from hq.errors import StoreError
-from hq.files import SET_ASIDE_SUFFIXES, set_aside_stem
+from hq.files import PUSHED_HOTLIST, SET_ASIDE_SUFFIXES, set_aside_stem
 from hq.store import ReadStore, StoreResult
 from transport import atomic, cbor, signed, topics
 from transport.envelope import MAX_MESSAGE_BYTES, Opened, open_envelope, read_header
@@ -90,6 +90,12 @@ STORE_REJECT_MEMORY_MAX = 4096
 MAX_NODE_STATE_BYTES = 16 * 1024
 MAX_NODE_STATES = 20_000
 NODE_STATE_EVERY_S = 5.0
+# A node whose heartbeat reports an older hot list than the one `alpr-hq push` last sent (its
+# copy, hq.push.PUSHED_NAME) gets it again, at most this often: the retained copy can be lost
+# (a broker killed before its autosave, a broker restored from an old store) and nothing else
+# would repeat a push until the next one, while the node's list runs out (valid_until_ns).
+HOTLIST_REPUSH_S = 300.0
+MAX_HOTLIST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PENDING = 2000
 # ... and the bytes they may hold together: 2000 messages of up to max_message_kb (4 MiB) each
 # would be 7.8 GiB of unauthenticated bytes kept before any check. The same rule: a QoS 0 copy
@@ -177,6 +183,7 @@ class IngestStats:
     purged: int = 0  # reads sent again after retention purged them: acknowledged, not stored
     conflicts: int = 0
     acks_sent: int = 0
+    hotlist_repushes: int = 0  # pushed hot lists sent again to a node that reported an older one
     generations: int = 0  # new generations announced to the nodes (one per (re)connect)
     store_errors: int = 0  # consecutive failed store attempts blamed on the store (drives backoff)
     rejected: collections.Counter = field(default_factory=collections.Counter)
@@ -236,6 +243,12 @@ class Ingest:
         # node -> seqs of verified messages set aside this tick: answered "later" in the node's
         # next ack, so that they stop holding its window (transport.outbox.Outbox.defer)
         self._later: dict[str, list[int]] = collections.defaultdict(list)
+        # The hot list `alpr-hq push` last sent (hq.push), as (file's stat, version, valid until,
+        # message), and when each node was last sent it again (monotonic).
+        self.pushed_hotlist = self.registry_path.parent / PUSHED_HOTLIST
+        self._pushed: tuple[tuple[int, int], int, int, bytes] | None = None
+        self._pushed_problem: tuple[int, int] | None = None
+        self._repushed: dict[str, float] = {}
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         # No session kept for a worker (expiry 0): a stopped or dead worker's session used to keep
@@ -311,7 +324,7 @@ class Ingest:
             return
         self._states[(node_id, leaf)] = (text, time.time_ns())
 
-    def _record_states(self) -> None:
+    def _record_states(self, client: paho.Client) -> None:
         """Write the heartbeats and statuses kept since the last tick (enrolled nodes only)."""
         if not self._states or self._store is None or self._registry is None:
             return
@@ -319,16 +332,68 @@ class Ingest:
         known = []
         for (node_id, leaf), (text, received_ns) in states.items():
             try:
-                self._registry.node(node_id)
+                record = self._registry.node(node_id)
             except RegistryError:
                 self.stats.rejected[f"{leaf}-unknown-node"] += 1
                 continue
             known.append((node_id, leaf, text, received_ns))
+            if leaf == "health" and record.status == "active":
+                self._converge_hotlist(client, node_id, text)
         try:
             self._store.note_node_states(known)
         except _DRIVER_ERRORS as exc:
             # Figures only: the next heartbeat replaces them; reads are what must not be lost.
             log.warning("ingest: could not record %d node heartbeats/statuses (%r)", len(known), exc)
+
+    def _converge_hotlist(self, client: paho.Client, node_id: str, health: str) -> None:
+        """Send the pushed hot list again to a node whose heartbeat reports an older version."""
+        pushed = self._current_pushed()
+        if pushed is None:
+            return
+        _, version, valid_until_ns, message = pushed
+        held = json.loads(health).get("hotlist")
+        held = held.get("version") if isinstance(held, dict) else None
+        if type(held) is not int or held >= version or time.time_ns() >= valid_until_ns:
+            return  # up to date, a node that does not say, or a list that has run out anyway
+        now = time.monotonic()
+        if now - self._repushed.get(node_id, float("-inf")) < HOTLIST_REPUSH_S:
+            return
+        self._repushed[node_id] = now
+        client.publish(topics.node_topic(node_id, "hotlist"), message, qos=1, retain=True)
+        self.stats.hotlist_repushes += 1
+        log.warning("ingest: node %s reports hot list version %d but version %d was pushed: sent it again "
+                    "(retained)", node_id, held, version)
+
+    def _current_pushed(self) -> tuple[tuple[int, int], int, int, bytes] | None:
+        """The hot list last pushed (read again when its file changes), or None."""
+        try:
+            st = self.pushed_hotlist.stat()
+        except FileNotFoundError:
+            self._pushed = None
+            return None
+        except OSError as exc:
+            log.error("ingest: cannot read the pushed hot list %s: %s", self.pushed_hotlist, exc)
+            return self._pushed
+        key = (st.st_mtime_ns, st.st_size)
+        if self._pushed is not None and self._pushed[0] == key:
+            return self._pushed
+        if self._pushed_problem == key:
+            return None
+        try:
+            if st.st_size > MAX_HOTLIST_BYTES:
+                raise EnvelopeError("oversize", f"{st.st_size} bytes")
+            message = self.pushed_hotlist.read_bytes()
+            body = signed.verify("hotlist", message, [self.sign_key.public_key()], "*")
+            version, valid_until_ns = body["list_version"], body["valid_until_ns"]
+            if type(version) is not int or type(valid_until_ns) is not int:
+                raise EnvelopeError("malformed", "list_version / valid_until_ns are not integers")
+        except (OSError, EnvelopeError, KeyError) as exc:
+            self._pushed_problem = key
+            log.error("ingest: %s is not a hot list signed with this HQ's key (%s): nodes that missed a push "
+                      "are not sent it again", self.pushed_hotlist, exc)
+            return None
+        self._pushed = (key, version, valid_until_ns, message)
+        return self._pushed
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
         where = topics.parse(message.topic)
@@ -386,7 +451,7 @@ class Ingest:
             self.key_usage.flush()
         if self._states and time.monotonic() - self._states_recorded >= NODE_STATE_EVERY_S and self._opened():
             self._states_recorded = time.monotonic()
-            self._record_states()
+            self._record_states(client)
         try:
             self._store_pending(client)
         finally:
