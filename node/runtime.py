@@ -74,6 +74,7 @@ class Runtime:
         self.source = source if source is not None else self._make_source()
         self.notifier = SystemdNotifier()
         self.started_ns = time.time_ns()
+        self._started_mono = time.monotonic()  # uptime: NTP stepping the wall clock must not change it
         self._control_handlers: dict[str, Any] = {"hotlist": self.hotlist.update}
 
     def _make_source(self) -> Source:
@@ -128,7 +129,7 @@ class Runtime:
         stats = self.outbox.stats()
         report: dict[str, Any] = {
             "node": self.config.node.id, "t_ns": time.time_ns(),
-            "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "outbox": asdict(stats), "uplink": asdict(self.uplink.stats),
             "link": asdict(self.uplink.link.stats),
             "reads": self.sink.reads, "alerts": self.sink.alerts, "events": self.sink.events,

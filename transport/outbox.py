@@ -29,6 +29,7 @@ commit; it is made again once there is room.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import heapq
@@ -60,6 +61,10 @@ FREE_SPACE_CHECK_NS = 10**9  # statvfs at most once a second: a syscall, but com
 MAX_SKIPPED_KEPT = 1000  # ranges; one per unclean stop at most
 # The longest a message HQ keeps leaving unacknowledged waits between copies (see Outbox.due).
 MAX_BACKOFF_NS = 3600 * 10**9
+# Commit times kept for the oldest message's age (Outbox._mark_commit): one a second at most,
+# thinned to half when more are kept.
+COMMIT_MARK_EVERY_NS = 10**9
+MAX_COMMIT_MARKS = 4096
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -167,6 +172,13 @@ class Outbox:
             self._bytes, self._depth = self._db.execute(
                 "SELECT COALESCE(SUM(size),0), COUNT(*) FROM outbox").fetchone()
             self._next_seq, self._ceiling = self._load_sequence()
+            # For the oldest message's age: created_ns is the wall clock at commit, which NTP
+            # may step (a Pi boots without a real-time clock); a heartbeat showed -107,974 s.
+            # Messages committed in this run are aged on the monotonic clock (sampled commit
+            # times, _commit_marks), older ones from the wall clock at open plus monotonic since.
+            self._opened_wall, self._opened_mono = time.time_ns(), time.monotonic_ns()
+            self._first_seq_this_run = self._next_seq
+            self._commit_marks: collections.deque[tuple[int, int]] = collections.deque()
         except BaseException:
             self._release_owner_lock()
             raise
@@ -461,11 +473,35 @@ class Outbox:
                     raise
             # In-memory accounting changes only once the transaction is durable.
             self._next_seq = seq + 1
+            self._mark_commit(seq)
             self._bytes += size - freed
             self._depth += 1 - dropped
             for gone in dropped_seqs:
                 self._forget(gone)
             return seq
+
+    def _mark_commit(self, seq: int) -> None:
+        """Remember when (monotonic) this run committed `seq`, at most one sample a second: the
+        oldest message's age is then at most a second too high. Thinned when long (a backlog
+        built over days), so it stays small however long HQ is away."""
+        mono = time.monotonic_ns()
+        marks = self._commit_marks
+        if marks and mono - marks[-1][1] < COMMIT_MARK_EVERY_NS:
+            return
+        marks.append((seq, mono))
+        if len(marks) > MAX_COMMIT_MARKS:
+            self._commit_marks = collections.deque(list(marks)[::2] + ([marks[-1]] if len(marks) % 2 == 0 else []))
+
+    def _oldest_age_ns(self, oldest_seq: int, created_ns: int) -> int:
+        """Age of the oldest message, immune to wall clock steps during this run."""
+        mono = time.monotonic_ns()
+        marks = self._commit_marks
+        while len(marks) >= 2 and marks[1][0] <= oldest_seq:
+            marks.popleft()  # acked or dropped up to there
+        if oldest_seq >= self._first_seq_this_run and marks and marks[0][0] <= oldest_seq:
+            return mono - marks[0][1]
+        # committed before this run: its wall-clock stamp against the wall clock at open
+        return (mono - self._opened_mono) + max(0, self._opened_wall - created_ns)
 
     def _make_room(self, size: int, priority: int, now_ns: int) -> tuple[int, int, list[int]]:
         """Drop the least valuable messages, oldest first, until `size` more bytes fit (inside the
@@ -762,22 +798,27 @@ class Outbox:
 
     # -- reporting ------------------------------------------------------------------------
     def stats(self, now_ns: int | None = None) -> OutboxStats:
-        """Depth, bytes, age of the oldest message and counters, for health reports."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
+        """Depth, bytes, age of the oldest message and counters, for health reports (`now_ns`,
+        a wall-clock time, ages the oldest message by its stamp instead: for tests)."""
         with self._lock:
             if self._db is None:
                 raise OutboxError(f"{self.path}: outbox is closed")
             # the lowest seq is the oldest commit (seqs only grow): found by the primary key, where
             # MIN(created_ns) read every row (seconds on a full outbox, every health interval)
-            row = self._db.execute("SELECT created_ns FROM outbox ORDER BY seq LIMIT 1").fetchone()
-            oldest = row[0] if row else None
+            row = self._db.execute("SELECT seq, created_ns FROM outbox ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                age_ns = 0
+            elif now_ns is not None:
+                age_ns = now_ns - row[1]
+            else:
+                age_ns = self._oldest_age_ns(row[0], row[1])
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             ignored = len(self._strikes)
         dropped = {k[len("dropped_"):]: v for k, v in meta.items() if k.startswith("dropped_")}
         refused = {k[len("refused_"):]: v for k, v in meta.items() if k.startswith("refused_")}
         return OutboxStats(
             depth=self._depth, bytes=self._bytes,
-            oldest_age_s=(now_ns - oldest) / 1e9 if oldest else 0.0,
+            oldest_age_s=age_ns / 1e9,
             committed=meta.get("committed", 0), acked=meta.get("acked", 0), dropped=dropped, ignored_by_hq=ignored,
             refused=refused, skipped=meta.get("skipped", 0),
         )
