@@ -166,6 +166,14 @@ class _Pending:
         for item in items:
             self.append(item)
 
+    def forget_deliveries(self) -> None:
+        """After a connect without a session: the broker's message ids of the last connection
+        name nothing (or another message) now, so none is PUBACKed (paho sends none for QoS 0).
+        The messages are still stored and acknowledged to their nodes end to end."""
+        self._items = collections.deque(
+            dataclasses.replace(item, qos=0) if isinstance(item, _Verified) else (*item[:3], 0)
+            for item in self._items)
+
     def popleft(self) -> tuple | _Verified:
         """Take the oldest."""
         item = self._items.popleft()
@@ -279,6 +287,8 @@ class Ingest:
 
     # -- link thread ----------------------------------------------------------------------
     def _connected(self, client: paho.Client, session_present: bool) -> None:
+        if not session_present:
+            self._pending.forget_deliveries()
         client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)]
                          + topics.node_state_subscriptions(self.shared, group=self.share_group))
         # Then a new generation, retained, for every node: what they published while no worker

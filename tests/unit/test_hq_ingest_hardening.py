@@ -56,7 +56,8 @@ class FakeClient:
         self.subscribed: list[tuple[str, int]] = []
 
     def ack(self, mid: int, qos: int) -> None:
-        self.pubacks.append(mid)
+        if qos:  # paho's Client.ack sends nothing for QoS 0
+            self.pubacks.append(mid)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         self.published.append((topic, payload))

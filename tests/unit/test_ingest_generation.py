@@ -8,6 +8,7 @@ session kept its turn of the shared subscription, the broker queueing every othe
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,19 @@ def test_reload_broker_brings_an_old_acl_up_to_date(hq: Path, capsys: pytest.Cap
     assert "broker files rewritten" in out
     assert f"pattern read {topics.HQ_INGEST}" in acl.read_text()
     assert f"topic write {topics.HQ_INGEST}" in acl.read_text()
+
+
+def test_messages_pending_across_a_reconnect_are_stored_and_acked_to_the_node_but_not_pubacked(tmp_path,
+                                                                                              monkeypatch) -> None:
+    """A worker keeps no session: message ids of the last connection name nothing, or another
+    message, on the next one. What was pending is still stored and acknowledged end to end."""
+    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
+    w = World(tmp_path)
+    w.ingest._retry_at = float("inf")  # the store waits: the message stays pending
+    mids = w.deliver(w.message(1, time.time_ns()))
+    assert w.client.pubacks == [] and len(w.ingest._pending) == 1
+    w.ingest._connected(w.client, False)  # the link dropped and came back, without a session
+    w.ingest._retry_at = 0.0
+    w.ingest._tick(w.client)
+    assert w.client.acked_seqs() == [1]
+    assert mids[0] not in w.client.pubacks
