@@ -154,7 +154,11 @@ def open_postgres(url: str) -> Database:
         raise StoreError("store.url is PostgreSQL but psycopg is not installed: pip install 'psycopg[binary]'") from exc
     shown = url.split("@", 1)[-1] if "@" in url else url
     try:
-        conn = psycopg.connect(url, autocommit=True)
+        # Bounded: ingest opens the store on its MQTT link's thread, and a connect hanging on an
+        # unreachable server longer than the keepalive had the broker drop the worker, which then
+        # reconnected (a new generation, nodes resending) every couple of minutes. A
+        # connect_timeout in the URL wins.
+        conn = psycopg.connect(url, autocommit=True, **({} if "connect_timeout" in url else {"connect_timeout": 10}))
     except psycopg.Error as exc:
         raise StoreError(f"store.url {shown}: cannot connect to PostgreSQL: {exc}") from exc
     return Database(conn, POSTGRES, shown)

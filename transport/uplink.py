@@ -66,8 +66,8 @@ class Uplink:
         # session (see _connected): at most once per resend interval.
         self._full_reset_ns = -(1 << 62)
         # HQ ingest's generation last seen (topics.HQ_INGEST), and whether a new one still waits
-        # for its full resend (at most one per base resend interval: a flapping worker must not
-        # make every node resend its window at each flap).
+        # for its full resend (at most one per current resend interval: a flapping worker must
+        # not make every node resend its window at each flap).
         self._generation: str | None = None
         self._generation_reset = False
         self._generation_reset_ns = -(1 << 62)
@@ -138,12 +138,14 @@ class Uplink:
         # acknowledges nothing, the resend interval doubles with each interval of silence
         # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
         now = time.monotonic_ns()
-        if self._generation_reset and now - self._generation_reset_ns >= self.resend_after_ns:
+        if self._generation_reset and now - self._generation_reset_ns >= self._resend_after(now):
             # An ingest worker subscribed again: what was published while none was subscribed
-            # went nowhere (even just after a reconnect's own full resend). HQ is back, so its
-            # silence no longer stretches the interval either.
+            # went nowhere (even just after a reconnect's own full resend). At most once per
+            # current resend interval, which keeps growing while HQ acknowledges nothing: a
+            # worker that reconnects again and again and stores nothing (its database away)
+            # must not have every node resend its window each time.
             self._generation_reset = False
-            self._generation_reset_ns = self._full_reset_ns = self._progress_ns = now
+            self._generation_reset_ns = self._full_reset_ns = now
             self.outbox.reset_sent(since_ns=None)
         resend_after = self._resend_after(now)
         # A copy leaves _queued only at its PUBACK, however old: paho holds every unacknowledged

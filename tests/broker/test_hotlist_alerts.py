@@ -59,8 +59,13 @@ def test_a_push_the_broker_lost_before_saving_it_reaches_the_node_through_its_he
     pushed = subprocess.run([sys.executable, "-m", "hq.cli", "--config", str(lab.hq_config), "push", "hotlist",
                              str(listed)], capture_output=True, text=True, timeout=60)
     assert pushed.returncode == 0, pushed.stderr
-    lab.broker.kill()  # before its autosave (a second): the retained copy is gone
+    lab.broker.kill()  # before its autosave (a second): the retained copy is gone ...
     lab.broker.start()
+    # ... and for certain (had the autosave come first): an empty retained message clears it
+    tls = lab.hq_dir / "tls"
+    settings = BrokerSettings("127.0.0.1", lab.broker.port, tls / "ca.pem", tls / "hq-ingest-2.pem",
+                              tls / "hq-ingest-2.key", "hq-ingest-2")
+    assert push(settings, lab.registry_path, "hotlist", b"") == ["node-a"]
     kept = lab.hq_dir / PUSHED_HOTLIST
     assert kept.read_bytes() == listed.read_bytes() and stat.S_IMODE(kept.stat().st_mode) == 0o600
     lab.track(lab.start_ingest("hq-ingest-1"))
@@ -68,3 +73,5 @@ def test_a_push_the_broker_lost_before_saving_it_reaches_the_node_through_its_he
     wait_for(lambda: (node.data_dir / "hotlist.msg").exists()
              and (node.data_dir / "hotlist.msg").read_bytes() == listed.read_bytes(), 40,
              "the node to hold hot list version 4")
+    assert "reports hot list version 0 but version 4 was pushed: sent it again" in \
+        (lab.root / "hq-ingest-1.log").read_text()

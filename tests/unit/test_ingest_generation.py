@@ -102,8 +102,10 @@ def test_a_live_new_generation_publishes_everything_unacknowledged_again_at_once
     up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
     _run(up, client, mono, 1)
     assert _reads(client) == before + 5 and up.stats.ingest_generations == 1
-    # and the interval is back to its base: the next copies 30 s later, not 120
-    _run(up, client, mono, 31)
+    # HQ has still acknowledged nothing: the next copies follow the grown interval (not 30 s)
+    _run(up, client, mono, 110)
+    assert _reads(client) == before + 5
+    _run(up, client, mono, 200)
     assert _reads(client) == before + 10
 
 
@@ -133,15 +135,28 @@ def test_a_generation_not_signed_by_hq_is_ignored(node) -> None:
     assert up.stats.bad_generations == 3 and up._generation == "g0"
 
 
-def test_a_flapping_worker_makes_at_most_one_full_resend_per_base_interval(node) -> None:
+def test_a_flapping_worker_that_stores_nothing_makes_no_storm(node) -> None:
+    """A worker reconnecting every second for an hour (its database away, say) while HQ
+    acknowledges nothing: the resends follow the resend interval, which keeps growing, as for
+    a link that keeps dropping (tests/unit/test_bounded_uplink.py: 12 windows an hour at most).
+    With the reset limited only by the base interval it was 120 rounds an hour."""
     up, box, key, client, mono = node
     up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
-    for second in range(300):  # a new generation every second for 5 minutes
+    for second in range(3600):
         up._message(client, Message(topics.HQ_INGEST, generation(key, f"g{second + 1}"), retain=False))
         _run(up, client, mono, 1)
-    # 5 reads: at most once per 30 s, 10 rounds, plus the first publish
-    assert _reads(client) <= 5 * 11, _reads(client)
-    assert _reads(client) >= 5 * 9  # and they did go, each interval
+    assert _reads(client) <= 12 * 5, _reads(client)
+    assert up.stats.ingest_generations == 3600
+
+
+def test_copies_hq_answered_later_keep_their_backoff_across_a_new_generation(node) -> None:
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1)
+    up._apply_ack(signed.sign("ack", {"v": 1, "node": "n1", "seqs": [1], "later": [2, 3], "t_ns": 1}, key))
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 5 + 2  # seqs 4 and 5 again; 2 and 3 reached HQ and wait their turn
 
 
 def test_an_acknowledged_read_is_not_published_again_on_a_new_generation(node) -> None:
