@@ -40,6 +40,7 @@ def _ingest(args: argparse.Namespace) -> int:
                     rejects_dir=cfg.hq.data_dir / "rejected", share_group=cfg.ingest.share_group,
                     max_future_skew_s=cfg.ingest.max_future_skew_h * 3600,
                     max_set_aside_bytes=cfg.ingest.max_set_aside_mb * 1024 * 1024,
+                    session_expiry_s=cfg.ingest.session_expiry_s,
                     key_usage=KeyUsage(keys_dir / f"{FILE_PREFIX}{client_id}.json"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -43,6 +43,12 @@ class IngestSection(Section):
     max_set_aside_mb: int = Field(default=1024, gt=0, le=1 << 20,
                                   description="most megabytes data_dir/rejected/ may hold; when full, messages "
                                               "that would be set aside stay on their nodes")
+    # 0: a worker keeps no broker session (a dead one holds no turn of the shared subscription;
+    # nodes resend on its generation). While nodes of a release before the generation remain,
+    # a session (e.g. 604800, a week) has the broker queue what they send while no worker runs.
+    session_expiry_s: int = Field(default=0, ge=0, le=30 * 24 * 3600,
+                                  description="broker session kept for a worker after it disconnects (0: none; "
+                                              "set one while nodes older than the ingest generation remain)")
     # The default is the old fixed name, so hq.toml files written before this key keep working;
     # ingest warns at start while it is used (`alpr-provision ca init` writes a random one).
     share_group: str = Field(default=topics.INGEST_GROUP,

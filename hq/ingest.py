@@ -95,6 +95,8 @@ NODE_STATE_EVERY_S = 5.0
 # (a broker killed before its autosave, a broker restored from an old store) and nothing else
 # would repeat a push until the next one, while the node's list runs out (valid_until_ns).
 HOTLIST_REPUSH_S = 300.0
+# A worker's generation not relayed back by the broker within this long: its ACL is stale.
+GENERATION_ECHO_S = 10.0
 MAX_HOTLIST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PENDING = 2000
 # ... and the bytes they may hold together: 2000 messages of up to max_message_kb (4 MiB) each
@@ -209,6 +211,7 @@ class Ingest:
                  max_pending: int = DEFAULT_MAX_PENDING,
                  max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
                  max_set_aside_bytes: int = DEFAULT_SET_ASIDE_MAX_BYTES,
+                 session_expiry_s: int = 0,
                  key_usage: KeyUsage | None = None) -> None:
         self.store_path = store_path  # a SQLite path or a postgresql:// URL
         # which HPKE key each node seals for, for `ca retire-hpke` (transport.key_usage)
@@ -251,6 +254,14 @@ class Ingest:
         # node -> seqs of verified messages set aside this tick: answered "later" in the node's
         # next ack, so that they stop holding its window (transport.outbox.Outbox.defer)
         self._later: dict[str, list[int]] = collections.defaultdict(list)
+        # Enrolled nodes whose heartbeat lists "later" in uplink_features: only they are sent an
+        # ack that says nothing but "later" (transport.uplink.FEATURES).
+        self._knows_later: set[str] = set()
+        # This worker's generation on the current connection: when sent (monotonic), and whether
+        # the broker relayed it back (a broker ACL older than the generation refuses it silently).
+        self._generation = ""
+        self._generation_sent = 0.0
+        self._generation_checked = True
         # The hot list `alpr-hq push` last sent (hq.push), as (file's stat, version, valid until,
         # message), and when each node was last sent it again (monotonic).
         self.pushed_hotlist = self.registry_path.parent / PUSHED_HOTLIST
@@ -259,12 +270,17 @@ class Ingest:
         self._repushed: dict[str, float] = {}
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
-        # No session kept for a worker (expiry 0): a stopped or dead worker's session used to keep
-        # its turn of the shared subscription for 7 days, the broker queueing every other message
-        # for it, and mosquitto does not restore a `$share` subscription with a session anyway.
-        # What the broker held for a worker that went is not lost: the nodes still have it, and
-        # publish it again when a worker announces a new generation (_connected).
-        self.link = MqttLink(dataclasses.replace(settings, session_expiry_s=0), name=f"ingest-{settings.client_id}",
+        # No session kept for a worker (expiry 0, the default): a stopped or dead worker's session
+        # used to keep its turn of the shared subscription for 7 days, the broker queueing every
+        # other message for it, and mosquitto does not restore a `$share` subscription with a
+        # session anyway. What the broker held for a worker that went is not lost: the nodes still
+        # have it, and publish it again when a worker announces a new generation (_connected).
+        # Nodes of a release before the generation do not hear it: while they remain, hq.toml
+        # `[ingest] session_expiry_s` keeps a session, so the broker queues what they send.
+        if session_expiry_s < 0:
+            raise ValueError(f"session_expiry_s {session_expiry_s}: must be 0 or more")
+        self.link = MqttLink(dataclasses.replace(settings, session_expiry_s=session_expiry_s),
+                             name=f"ingest-{settings.client_id}",
                              on_connect=self._connected, on_message=self._message, on_tick=self._tick,
                              manual_ack=True)
 
@@ -290,16 +306,39 @@ class Ingest:
         if not session_present:
             self._pending.forget_deliveries()
         client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)]
-                         + topics.node_state_subscriptions(self.shared, group=self.share_group))
+                         + topics.node_state_subscriptions(self.shared, group=self.share_group)
+                         + [(topics.HQ_INGEST, 1)])
         # Then a new generation, retained, for every node: what they published while no worker
         # was subscribed went nowhere (the broker drops a message no subscription takes), so
         # they publish what HQ has not acknowledged again now rather than after a resend
         # interval that grew while HQ was silent (up to 10 min). The broker handles this
         # client's SUBSCRIBE before its PUBLISH, so the resends find the subscription in place.
-        body = {"v": 1, "node": "*", "t_ns": time.time_ns(), "generation": secrets.token_hex(8),
+        self._generation = secrets.token_hex(8)
+        body = {"v": 1, "node": "*", "t_ns": time.time_ns(), "generation": self._generation,
                 "worker": self.link.settings.client_id}
         client.publish(topics.HQ_INGEST, signed.sign("ingest", body, self.sign_key), qos=1, retain=True)
         self.stats.generations += 1
+        self._generation_sent, self._generation_checked = time.monotonic(), False
+
+    def _generation_echo(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        """The broker relayed a generation: this worker's own proves the ACL lets it through."""
+        client.ack(message.mid, message.qos)
+        try:
+            body = signed.verify("ingest", message.payload, [self.sign_key.public_key()], "*")
+        except EnvelopeError:
+            return  # another HQ key's (a rotation), or not ours to judge
+        if body.get("generation") == self._generation:
+            self._generation_checked = True
+
+    def _check_generation(self) -> None:
+        """Say so, once a connection, when the broker did not relay this worker's generation."""
+        if self._generation_checked or time.monotonic() - self._generation_sent < GENERATION_ECHO_S:
+            return
+        self._generation_checked = True
+        log.error("ingest: the broker did not relay this worker's generation on %s within %g s: its ACL is "
+                  "probably older than this release, so nodes are not told when ingest is back and reads "
+                  "sent meanwhile wait a resend interval; run `alpr-provision ca reload-broker` (it rewrites "
+                  "the ACL from HQ's state)", topics.HQ_INGEST, GENERATION_ECHO_S)
 
     def _note_state(self, client: paho.Client, message: paho.MQTTMessage, node_id: str, leaf: str) -> None:
         """Keep a node's latest heartbeat or status for the next tick to record (`alpr-hq nodes`).
@@ -347,8 +386,14 @@ class Ingest:
                 self.stats.rejected[f"{leaf}-unknown-node"] += 1
                 continue
             known.append((node_id, leaf, text, received_ns))
-            if leaf == "health" and record.status == "active":
-                self._converge_hotlist(client, node_id, text)
+            if leaf == "health":
+                features = json.loads(text).get("uplink_features")
+                if isinstance(features, list) and "later" in features:
+                    self._knows_later.add(node_id)
+                else:
+                    self._knows_later.discard(node_id)  # downgraded, or not yet upgraded
+                if record.status == "active":
+                    self._converge_hotlist(client, node_id, text)
         try:
             self._store.note_node_states(known)
         except _DRIVER_ERRORS as exc:
@@ -406,6 +451,9 @@ class Ingest:
         return self._pushed
 
     def _message(self, client: paho.Client, message: paho.MQTTMessage) -> None:
+        if message.topic == topics.HQ_INGEST:
+            self._generation_echo(client, message)
+            return
         where = topics.parse(message.topic)
         if where is not None and where[1] in ("health", "status"):
             self._note_state(client, message, *where)
@@ -459,6 +507,7 @@ class Ingest:
     def _tick(self, client: paho.Client) -> None:
         if self.key_usage is not None:
             self.key_usage.flush()
+        self._check_generation()
         if self._states and time.monotonic() - self._states_recorded >= NODE_STATE_EVERY_S and self._opened():
             self._states_recorded = time.monotonic()
             self._record_states(client)
@@ -596,7 +645,10 @@ class Ingest:
     def _send_acks(self, client: paho.Client, acks: dict[str, list[int]]) -> None:
         """Send each node one signed ack: the seqs stored (`seqs`) and those set aside (`later`)."""
         later, self._later = self._later, collections.defaultdict(list)
-        for node_id in list(acks) + [n for n in later if n not in acks]:
+        # An ack with nothing but "later" goes only to a node known to read it: an older node
+        # would take it as HQ's progress and send its whole window again every resend interval.
+        # Beside stored seqs it is harmless to any node.
+        for node_id in list(acks) + [n for n in later if n not in acks and n in self._knows_later]:
             body: dict = {"v": 1, "node": node_id, "seqs": acks.get(node_id, []), "t_ns": time.time_ns()}
             if later.get(node_id):
                 body["later"] = sorted(set(later[node_id]))

@@ -22,7 +22,7 @@ from node.sink import ReadSink
 from node.watchdog import SystemdNotifier
 from transport.mqtt import BrokerSettings
 from transport.outbox import Outbox
-from transport.uplink import Uplink
+from transport.uplink import FEATURES, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Runtime:
         report: dict[str, Any] = {
             "node": self.config.node.id, "t_ns": time.time_ns(),
             "uptime_s": round(time.monotonic() - self._started_mono, 1),
-            "outbox": asdict(stats), "uplink": asdict(self.uplink.stats),
+            "outbox": asdict(stats), "uplink": asdict(self.uplink.stats), "uplink_features": list(FEATURES),
             "link": asdict(self.uplink.link.stats),
             "reads": self.sink.reads, "alerts": self.sink.alerts, "events": self.sink.events,
             "images_dropped": self.sink.images_dropped,

@@ -172,9 +172,18 @@ def _ca_crl(args: argparse.Namespace) -> int:
     return _reload_after(args, "fresh CRL written")
 
 
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def _ca_reload_broker(args: argparse.Namespace) -> int:
+    from provisioning import broker as broker_config
     from provisioning import enroll, hqsetup
     from provisioning import state as hq_state
+    from transport import atomic
     if args.set_command is not None:
         state = hqsetup.set_reload(args.dir, args.set_command, actor=args.actor)
         if state.broker_reload:
@@ -183,9 +192,20 @@ def _ca_reload_broker(args: argparse.Namespace) -> int:
         else:
             print(f"reload command removed from {state.path}: the command to run is printed instead")
     # The files are written from HQ's state first, so that a reload after an upgrade also
-    # brings the ACL entries a new release needs (alpr/v1/hq/ingest, for instance).
-    files = hqsetup.write_broker_config(hq_state.load(args.dir))
-    print(f"broker files rewritten from HQ's state: {files.conf}, {files.acl}")
+    # brings the ACL entries a new release needs (alpr/v1/hq/ingest, for instance). A file
+    # that changes keeps its previous text beside it (.bak): a hand edit is not lost unseen.
+    state = hq_state.load(args.dir)
+    names = ("mosquitto.conf", broker_config.INCLUDE_NAME, "acl")
+    before = {name: _read_or_none(state.broker_dir / name) for name in names}
+    hqsetup.write_broker_config(state)
+    for name in names:
+        old = before[name]
+        if old is not None and old != _read_or_none(state.broker_dir / name):
+            backup = state.broker_dir / f"{name}.bak"
+            atomic.write_bytes(backup, old, 0o600)
+            print(f"broker file {state.broker_dir / name} rewritten from HQ's state; its previous text is "
+                  f"kept as {backup} (compare them if it was edited by hand)")
+    hqsetup.give_broker_files(state)
     print(f"broker: {enroll.reload_broker(args.dir, actor=args.actor)}")
     return 0
 

@@ -24,6 +24,11 @@ from transport.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+# What this uplink understands beyond release 1's protocol, announced in the heartbeat
+# (`uplink_features`): HQ sends an ack that only says "later" to a node that lists "later" (an
+# older node takes any verified ack as HQ's progress, and would stop backing off).
+FEATURES = ("later", "ingest-generation")
+
 
 @dataclass
 class UplinkStats:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.broker.test_data_path import outbox_depth, start, stored_seqs
 from tests.conftest import wait_for
+from transport import topics
 
 pytestmark = pytest.mark.broker
 
@@ -83,3 +84,21 @@ def test_reads_published_while_no_worker_was_subscribed_go_again_when_one_subscr
     # A resend interval (30 s, grown while HQ was silent) is what they used to wait.
     assert took < 15, f"{took:.1f} s"
     assert "HQ ingest subscribed again" in (lab.root / "node-a.log").read_text()
+
+
+def test_a_broker_acl_older_than_the_generation_is_reported_by_ingest(lab):
+    """HQ upgraded, the broker's ACL not yet rewritten: the broker refuses the generation without
+    a word to the nodes; ingest says so and names the fix."""
+    from provisioning import broker as broker_config
+    from provisioning import state as hq_state
+
+    state = hq_state.load(lab.hq_dir)
+    acl = "".join(line for line in broker_config.acl_text([*state.workers, *state.push_clients]).splitlines(True)
+                  if topics.HQ_INGEST not in line)
+    (lab.hq_dir / "broker" / "acl").write_text(acl)  # as the previous release wrote it
+    lab.broker.stop()
+    lab.broker.start()
+    start(lab, lab.start_ingest())
+    log = lab.root / f"{lab.hq_workers[0]}.log"
+    wait_for(lambda: log.exists() and "ca reload-broker" in log.read_text(), 30,
+             "ingest to report the generation the broker did not relay")

@@ -25,7 +25,8 @@ AHEAD_NS = 30 * 3600 * 10**9
 
 def test_reads_behind_set_aside_ones_are_stored_at_once_with_a_window_of_one(lab):
     poison = 10
-    node = lab.add_node("node-a", body=synthetic(poison + 5, rate=2, extra="window = 1\n"))
+    # (a heartbeat a second: HQ answers "later" alone only to a node whose heartbeat says it reads it)
+    node = lab.add_node("node-a", body=synthetic(poison + 5, rate=2, extra="window = 1\n") + "[health]\ninterval_s = 1\n")
     sign_key = load_private_key(node.data_dir / "keys/node-sign.key", ed25519.Ed25519PrivateKey)
     ahead = time.time_ns() + AHEAD_NS
     box = Outbox(node.data_dir / "outbox.db")  # committed while the node's clock ran ahead

@@ -25,6 +25,7 @@ from transport import cbor, envelope, topics
 from transport.keys import key_id
 from transport.mqtt import BrokerSettings
 from transport.registry import Registry
+from transport.uplink import FEATURES
 
 pytestmark = pytest.mark.unit
 
@@ -114,6 +115,18 @@ class World:
 
     def store(self) -> ReadStore:
         return ReadStore(self.tmp / "hq.db")
+
+    def heartbeat(self, body: dict[str, Any]) -> None:
+        """A heartbeat from node-a, then a tick that records it."""
+        self.mid += 1
+        self.ingest._message(self.client, Message(topics.node_topic("node-a", "health"), json.dumps(body).encode(),
+                                                  self.mid))
+        self.ingest._states_recorded = 0.0  # due for recording now
+        self.ingest._tick(self.client)
+
+    def current_node(self) -> None:
+        """node-a's heartbeat says it reads "later" (a node of this release)."""
+        self.heartbeat({"uplink_features": list(FEATURES)})
 
 
 @pytest.fixture
@@ -228,7 +241,8 @@ def test_ingest_subscribes_with_the_configured_group(tmp_path, monkeypatch, capl
     w = World(tmp_path, share_group=SECRET_GROUP)
     w.ingest._connected(w.client, False)
     assert sorted(t for t, _ in w.client.subscribed) == sorted(
-        topics.ingest_subscriptions(group=SECRET_GROUP) + [t for t, _ in topics.node_state_subscriptions(group=SECRET_GROUP)])
+        topics.ingest_subscriptions(group=SECRET_GROUP) + [t for t, _ in topics.node_state_subscriptions(group=SECRET_GROUP)]
+        + [topics.HQ_INGEST])  # not shared: each worker checks the broker relays its own generation
     with caplog.at_level(logging.WARNING, logger="hq.ingest"):
         w.ingest.start()
     assert "share_group" not in caplog.text

@@ -58,6 +58,7 @@ def _one_set_aside_size(tmp_path: Path, make_world) -> int:
 def test_a_full_folder_keeps_nothing_more_and_the_node_keeps_its_copy(tmp_path, make_world, caplog):
     one = _one_set_aside_size(tmp_path, make_world)
     w = make_world(max_set_aside_bytes=one + one // 2)  # room for one message, not two
+    w.current_node()
     (first,) = w.deliver(w.message(2, time.time_ns() + 2 * DAY))
     kept = sorted(p.name for p in _folder(w).iterdir())
     assert len(kept) == 3 and w.ingest.stats.rejected["time"] == 1
@@ -85,6 +86,7 @@ def test_files_already_in_the_folder_count(tmp_path, make_world):
     folder.mkdir(mode=0o700)
     (folder / "left-from-last-year.msg").write_bytes(b"\0" * 10_000)
     w = make_world(max_set_aside_bytes=10_500)
+    w.current_node()
     (mid,) = w.deliver(w.message(2, time.time_ns() + 2 * DAY))
     assert mid in w.client.pubacks and w.client.acked_seqs() == [] and w.client.later_seqs() == [2]
     assert sorted(p.name for p in folder.iterdir()) == ["left-from-last-year.msg"]

@@ -176,9 +176,14 @@ def test_reload_broker_brings_an_old_acl_up_to_date(hq: Path, capsys: pytest.Cap
     acl.write_text(old)  # as a release before the ingest generation wrote it
     rc, out, err = run_cli(capsys, "ca", "reload-broker", "--dir", str(hq), "--actor", "alice")
     assert rc == 0, err
-    assert "broker files rewritten" in out
     assert f"pattern read {topics.HQ_INGEST}" in acl.read_text()
     assert f"topic write {topics.HQ_INGEST}" in acl.read_text()
+    # what it replaced is kept and named; an unchanged file gets no copy
+    assert f"kept as {hq.resolve() / 'broker' / 'acl.bak'}" in out or "acl.bak" in out
+    assert (hq / "broker" / "acl.bak").read_text() == old
+    assert not (hq / "broker" / "mosquitto.conf.bak").exists()
+    rc, out, err = run_cli(capsys, "ca", "reload-broker", "--dir", str(hq), "--actor", "alice")
+    assert rc == 0 and "kept as" not in out  # nothing changed this time
 
 
 def test_messages_pending_across_a_reconnect_are_stored_and_acked_to_the_node_but_not_pubacked(tmp_path,
@@ -195,3 +200,56 @@ def test_messages_pending_across_a_reconnect_are_stored_and_acked_to_the_node_bu
     w.ingest._tick(w.client)
     assert w.client.acked_seqs() == [1]
     assert mids[0] not in w.client.pubacks
+
+
+def test_a_generation_the_broker_does_not_relay_is_reported_once(tmp_path, monkeypatch, caplog) -> None:
+    """A broker whose ACL predates the generation refuses it without a word (mosquitto PUBACKs
+    'not authorized'): ingest says so, naming the fix, once a connection."""
+    import logging
+
+    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
+    w = World(tmp_path)
+    clock = [1000.0]
+    monkeypatch.setattr(ingest_mod.time, "monotonic", lambda: clock[0])
+    w.ingest._connected(w.client, False)
+    (sent,) = [m for t, m in w.client.published if t == topics.HQ_INGEST]
+    with caplog.at_level(logging.ERROR, logger="hq.ingest"):
+        clock[0] += 5
+        w.ingest._tick(w.client)
+        assert not caplog.records
+        clock[0] += 6
+        w.ingest._tick(w.client)
+        w.ingest._tick(w.client)
+    assert len(caplog.records) == 1 and "ca reload-broker" in caplog.records[0].getMessage()
+    caplog.clear()
+    # relayed back (the ACL rewritten, the worker reconnected): nothing to say
+    w.ingest._connected(w.client, False)
+    sent = [m for t, m in w.client.published if t == topics.HQ_INGEST][-1]
+
+    class Relayed:
+        topic, payload, qos, mid, retain = topics.HQ_INGEST, sent, 1, 77, False
+    w.ingest._message(w.client, Relayed())
+    assert 77 in w.client.pubacks
+    with caplog.at_level(logging.ERROR, logger="hq.ingest"):
+        clock[0] += 60
+        w.ingest._tick(w.client)
+    assert not caplog.records
+
+
+def test_a_session_can_be_kept_while_older_nodes_remain(tmp_path, monkeypatch) -> None:
+    """Nodes of a release before the generation never hear it: while they remain, hq.toml can
+    keep a broker session for the workers, so the broker queues what they send meanwhile."""
+    from hq import config as hq_config
+    from hq.errors import BadConfig
+
+    path = tmp_path / "hq.toml"
+    path.write_text("[ingest]\n")
+    assert hq_config.load(path).ingest.session_expiry_s == 0
+    path.write_text("[ingest]\nsession_expiry_s = 604800\n")
+    assert hq_config.load(path).ingest.session_expiry_s == 604800
+    path.write_text("[ingest]\nsession_expiry_s = -1\n")
+    with pytest.raises(BadConfig, match="ingest.session_expiry_s"):
+        hq_config.load(path)
+    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
+    w = World(tmp_path, session_expiry_s=604800)
+    assert w.ingest.link.settings.session_expiry_s == 604800

@@ -142,6 +142,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_ingest_answers_later_for_a_read_it_sets_aside_and_acks_the_rest_in_the_same_message(world) -> None:
+    world.current_node()
     now = time.time_ns()
     world.deliver(world.message(1, now), world.message(2, now + 2 * DAY), world.message(3, now))
     assert world.ingest.stats.rejected["time"] == 1
@@ -213,3 +214,19 @@ def test_set_aside_copies_keep_their_backoff_across_generations_and_lost_session
     copies = _an_hour_of_set_aside_copies(tmp_path, monkeypatch, generation_every_s=generation_every_s,
                                           reconnect_every_s=reconnect_every_s)
     assert copies <= 8 * 3000, f"{copies} copies of 3000 set-aside messages in an hour"
+
+
+def test_an_older_node_gets_later_only_beside_stored_seqs(world) -> None:
+    """A node of an earlier release takes any verified ack as HQ's progress: an ack saying only
+    "later" would stop its backoff (its whole window again every resend interval). It is sent
+    "later" only beside seqs HQ stored, which it acts on as before."""
+    world.heartbeat({"uplink": {"acks": 3}})  # a heartbeat without uplink_features
+    now = time.time_ns()
+    world.deliver(world.message(2, now + 2 * DAY))
+    assert world.client.published == []
+    world.deliver(world.message(3, now), world.message(4, now + 2 * DAY))
+    assert world.client.acked_seqs() == [3] and world.client.later_seqs() == [4]
+    world.client.published.clear()
+    world.current_node()  # upgraded: later-only answers from now on
+    world.deliver(world.message(5, now + 2 * DAY))
+    assert world.client.acked_seqs() == [] and world.client.later_seqs() == [5]
