@@ -146,6 +146,21 @@ def open_sqlite(path: Path) -> Database:
     return Database(conn, SQLITE, str(path))
 
 
+# Seconds a PostgreSQL connect may take (see open_postgres).
+CONNECT_TIMEOUT_S = 10
+
+
+def _connect_timeout(url: str) -> dict[str, int]:
+    """connect_timeout=10 unless the URL (parsed, not searched) or PGCONNECT_TIMEOUT sets one."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+    try:
+        given = "connect_timeout" in conninfo_to_dict(url)
+    except psycopg.Error:  # a URL psycopg cannot parse: connect() refuses it, naming the problem
+        given = False
+    return {} if given or os.environ.get("PGCONNECT_TIMEOUT") else {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
 def open_postgres(url: str) -> Database:
     """Connect to PostgreSQL (psycopg 3, the `postgres` extra), autocommit outside `transaction()`."""
     try:
@@ -157,8 +172,8 @@ def open_postgres(url: str) -> Database:
         # Bounded: ingest opens the store on its MQTT link's thread, and a connect hanging on an
         # unreachable server longer than the keepalive had the broker drop the worker, which then
         # reconnected (a new generation, nodes resending) every couple of minutes. A
-        # connect_timeout in the URL wins.
-        conn = psycopg.connect(url, autocommit=True, **({} if "connect_timeout" in url else {"connect_timeout": 10}))
+        # connect_timeout in the URL, or PGCONNECT_TIMEOUT, wins.
+        conn = psycopg.connect(url, autocommit=True, **_connect_timeout(url))
     except psycopg.Error as exc:
         raise StoreError(f"store.url {shown}: cannot connect to PostgreSQL: {exc}") from exc
     return Database(conn, POSTGRES, shown)

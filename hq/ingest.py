@@ -97,6 +97,8 @@ NODE_STATE_EVERY_S = 5.0
 HOTLIST_REPUSH_S = 300.0
 # A worker's generation not relayed back by the broker within this long: its ACL is stale.
 GENERATION_ECHO_S = 10.0
+# How long what a worker learnt of a node's features (its heartbeat) stands before it looks again.
+KNOWS_LATER_TTL_S = 30.0
 MAX_HOTLIST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PENDING = 2000
 # ... and the bytes they may hold together: 2000 messages of up to max_message_kb (4 MiB) each
@@ -254,9 +256,11 @@ class Ingest:
         # node -> seqs of verified messages set aside this tick: answered "later" in the node's
         # next ack, so that they stop holding its window (transport.outbox.Outbox.defer)
         self._later: dict[str, list[int]] = collections.defaultdict(list)
-        # Enrolled nodes whose heartbeat lists "later" in uplink_features: only they are sent an
-        # ack that says nothing but "later" (transport.uplink.FEATURES).
-        self._knows_later: set[str] = set()
+        # node -> (when learnt, monotonic; whether its heartbeat lists "later" in uplink_features):
+        # only such nodes are sent an ack that says nothing but "later" (transport.uplink.FEATURES).
+        # Heartbeats are shared among the workers, so what this worker did not see itself it
+        # looks up in the store, where every worker records them (KNOWS_LATER_TTL_S).
+        self._knows_later: dict[str, tuple[float, bool]] = {}
         # This worker's generation on the current connection: when sent (monotonic), and whether
         # the broker relayed it back (a broker ACL older than the generation refuses it silently).
         self._generation = ""
@@ -307,7 +311,7 @@ class Ingest:
             self._pending.forget_deliveries()
         client.subscribe([(t, 1) for t in topics.ingest_subscriptions(self.shared, group=self.share_group)]
                          + topics.node_state_subscriptions(self.shared, group=self.share_group)
-                         + [(topics.HQ_INGEST, 1)])
+                         + [(topics.HQ_INGEST, 0)])  # QoS 0: a check, nothing to PUBACK
         # Then a new generation, retained, for every node: what they published while no worker
         # was subscribed went nowhere (the broker drops a message no subscription takes), so
         # they publish what HQ has not acknowledged again now rather than after a resend
@@ -322,7 +326,8 @@ class Ingest:
 
     def _generation_echo(self, client: paho.Client, message: paho.MQTTMessage) -> None:
         """The broker relayed a generation: this worker's own proves the ACL lets it through."""
-        client.ack(message.mid, message.qos)
+        if message.qos:  # subscribed at QoS 0; a broker that upgrades it still gets its PUBACK
+            client.ack(message.mid, message.qos)
         try:
             body = signed.verify("ingest", message.payload, [self.sign_key.public_key()], "*")
         except EnvelopeError:
@@ -387,11 +392,7 @@ class Ingest:
                 continue
             known.append((node_id, leaf, text, received_ns))
             if leaf == "health":
-                features = json.loads(text).get("uplink_features")
-                if isinstance(features, list) and "later" in features:
-                    self._knows_later.add(node_id)
-                else:
-                    self._knows_later.discard(node_id)  # downgraded, or not yet upgraded
+                self._knows_later[node_id] = (time.monotonic(), _lists_later(text))
                 if record.status == "active":
                     self._converge_hotlist(client, node_id, text)
         try:
@@ -648,7 +649,7 @@ class Ingest:
         # An ack with nothing but "later" goes only to a node known to read it: an older node
         # would take it as HQ's progress and send its whole window again every resend interval.
         # Beside stored seqs it is harmless to any node.
-        for node_id in list(acks) + [n for n in later if n not in acks and n in self._knows_later]:
+        for node_id in list(acks) + [n for n in later if n not in acks and self._reads_later(n)]:
             body: dict = {"v": 1, "node": node_id, "seqs": acks.get(node_id, []), "t_ns": time.time_ns()}
             if later.get(node_id):
                 body["later"] = sorted(set(later[node_id]))
@@ -718,6 +719,22 @@ class Ingest:
                 store.close()
             except _DRIVER_ERRORS as exc:  # closing a broken connection may fail too; it is dropped anyway
                 log.debug("ingest: closing the store after %s: %r", why, exc)
+
+    def _reads_later(self, node_id: str) -> bool:
+        """Whether the node's latest heartbeat (this worker's, or the store's) lists "later"."""
+        now = time.monotonic()
+        known = self._knows_later.get(node_id)
+        if known is not None and now - known[0] < KNOWS_LATER_TTL_S:
+            return known[1]
+        if self._store is None:
+            return known is not None and known[1]
+        try:
+            value = _lists_later(self._store.node_health(node_id))
+        except _DRIVER_ERRORS as exc:  # a figure to decide by, not a read: keep what was known
+            log.warning("ingest: could not look up node %s's heartbeat (%r)", node_id, exc)
+            return known is not None and known[1]
+        self._knows_later[node_id] = (now, value)
+        return value
 
     def _set_aside(self, item: _Verified, reason: str, error: str) -> bool:
         """Count under `reason`, log and keep a message HQ will not store.
@@ -838,6 +855,15 @@ class Ingest:
             self.stats.rejected["invalid"] += 1
             log.warning("ingest: rejected message on %s (%d bytes): invalid: %r", topic, len(payload), exc)
             return None
+
+
+def _lists_later(health: str | None) -> bool:
+    """Whether a heartbeat's uplink_features lists "later" (transport.uplink.FEATURES)."""
+    try:
+        features = json.loads(health).get("uplink_features") if health else None
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(features, list) and "later" in features
 
 
 def _set_aside_stem(item: _Verified) -> str:

@@ -322,6 +322,11 @@ class ReadStore:
                     f"WHERE {migrations.NODE_HEALTH}.{leaf}_ns IS NULL OR {migrations.NODE_HEALTH}.{leaf}_ns <= excluded.{leaf}_ns",
                     (node_id, text, int(received_ns)))
 
+    def node_health(self, node_id: str) -> str | None:
+        """The latest heartbeat (JSON text) recorded for one node, by any worker; None if none."""
+        row = self.db.one(f"SELECT health FROM {migrations.NODE_HEALTH} WHERE node_id=?", (node_id,))
+        return None if row is None or row[0] is None else str(row[0])
+
     def node_states(self) -> dict[str, NodeState]:
         """Every node's latest heartbeat and status as HQ received them."""
         return {str(r[0]): NodeState(str(r[0]), r[1], None if r[2] is None else int(r[2]), r[3],

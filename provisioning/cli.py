@@ -172,10 +172,16 @@ def _ca_crl(args: argparse.Namespace) -> int:
     return _reload_after(args, "fresh CRL written")
 
 
-def _read_or_none(path: Path) -> bytes | None:
+def _broker_file(broker_dir: Path, name: str) -> bytes | None:
+    """A generated broker file as it is now, read without following a link (the broker's user
+    owns the folder); None if it is missing or not a plain file (then no copy is kept)."""
+    from provisioning import safefs
     try:
-        return path.read_bytes()
+        return safefs.read_bytes(broker_dir, name)[0]
     except FileNotFoundError:
+        return None
+    except safefs.UnsafePath as exc:
+        print(f"warning: {exc}: no copy of it kept", file=sys.stderr)
         return None
 
 
@@ -194,18 +200,21 @@ def _ca_reload_broker(args: argparse.Namespace) -> int:
     # The files are written from HQ's state first, so that a reload after an upgrade also
     # brings the ACL entries a new release needs (alpr/v1/hq/ingest, for instance). A file
     # that changes keeps its previous text beside it (.bak): a hand edit is not lost unseen.
+    # The copies live in HQ's own folder, not in the broker's: the broker's user owns that one
+    # and could plant a link there for root to copy (and a copy there would be handed to it).
     state = hq_state.load(args.dir)
     names = ("mosquitto.conf", broker_config.INCLUDE_NAME, "acl")
-    before = {name: _read_or_none(state.broker_dir / name) for name in names}
+    before = {name: _broker_file(state.broker_dir, name) for name in names}
     hqsetup.write_broker_config(state)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
     for name in names:
         old = before[name]
-        if old is not None and old != _read_or_none(state.broker_dir / name):
-            backup = state.broker_dir / f"{name}.bak"
+        if old is not None and old != _broker_file(state.broker_dir, name):
+            backup = state.hq_dir / "broker-previous" / f"{name}.{stamp}"
+            backup.parent.mkdir(mode=0o700, exist_ok=True)
             atomic.write_bytes(backup, old, 0o600)
             print(f"broker file {state.broker_dir / name} rewritten from HQ's state; its previous text is "
                   f"kept as {backup} (compare them if it was edited by hand)")
-    hqsetup.give_broker_files(state)
     print(f"broker: {enroll.reload_broker(args.dir, actor=args.actor)}")
     return 0
 

@@ -76,6 +76,8 @@ class Uplink:
         self._generation: str | None = None
         self._generation_reset = False
         self._generation_reset_ns = -(1 << 62)
+        self._generation_resets = 0  # generation resends since HQ last answered (_generation_progress_ns)
+        self._generation_progress_ns = self._progress_ns
         self.stats = UplinkStats()
         self._on_control = on_control
         self._health: bytes | None = None
@@ -129,6 +131,10 @@ class Uplink:
             self._full_reset_ns = now
             self.outbox.reset_sent(since_ns=None)
 
+    def _generation_wait(self) -> int:
+        """How long after the last generation's full resend the next may come (see _tick)."""
+        return min(self.resend_after_ns << min(max(self._generation_resets - 1, 0), 20), self.max_resend_after_ns)
+
     def _resend_after(self, now: int) -> int:
         """The resend interval now: it doubles with each interval of HQ's silence (capped)."""
         silent = now - self._progress_ns
@@ -143,13 +149,17 @@ class Uplink:
         # acknowledges nothing, the resend interval doubles with each interval of silence
         # (capped): a down HQ gets a trickle of resends, not a storm queued at the broker.
         now = time.monotonic_ns()
-        if self._generation_reset and now - self._generation_reset_ns >= self._resend_after(now):
+        if self._generation_progress_ns != self._progress_ns:
+            self._generation_progress_ns, self._generation_resets = self._progress_ns, 0  # HQ answered since
+        if self._generation_reset and now - self._generation_reset_ns >= self._generation_wait():
             # An ingest worker subscribed again: what was published while none was subscribed
-            # went nowhere (even just after a reconnect's own full resend). At most once per
-            # current resend interval, which keeps growing while HQ acknowledges nothing: a
-            # worker that reconnects again and again and stores nothing (its database away)
-            # must not have every node resend its window each time.
+            # went nowhere (even just after a reconnect's own full resend). On a backoff of its
+            # own: the base interval for the first two since HQ last answered, then doubling (to
+            # the 10 min cap), so a worker that reconnects again and again and stores nothing
+            # (its database away) cannot have every node resend its window each time, while a
+            # worker back after a long outage is not kept waiting by the interval that outage grew.
             self._generation_reset = False
+            self._generation_resets += 1
             self._generation_reset_ns = self._full_reset_ns = now
             self.outbox.reset_sent(since_ns=None)
         resend_after = self._resend_after(now)

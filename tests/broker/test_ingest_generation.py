@@ -1,8 +1,8 @@
 """Reads are not left waiting a resend interval when an ingest worker dies or comes back, over a
 real broker, node and ingest processes.
 
-The node resends every 30 s here (the default), doubling while HQ is silent, so a read that
-reaches HQ within a few seconds got there through the mechanisms under test: a worker keeps no
+The node resends every 60 s here (twice the default), doubling while HQ is silent, so a read
+that reaches HQ within seconds got there through the mechanisms under test: a worker keeps no
 session (a dead one holds no turn of the shared subscription), and a worker that subscribes
 announces a new generation, on which nodes publish what HQ has not acknowledged again.
 """
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.broker
 
 def slow_resends(total: int, rate: float) -> str:
     return (f'[source]\nkind = "synthetic"\n[source.synthetic]\nrate_hz = {rate}\ntotal = {total}\n'
-            f'crop_bytes = 2000\n[outbox]\nresend_after_s = 30\n')
+            f'crop_bytes = 2000\n[outbox]\nresend_after_s = 60\n')
 
 
 def _committed(node) -> int:
@@ -51,14 +51,14 @@ def test_a_dead_worker_holds_no_turn_of_the_shared_subscription(lab):
     first.wait(10)
     killed_at = _committed(node)
     wait_for(lambda: _committed(node) >= 60, 40, "the node to commit its 60 reads")
-    # Every read committed after the kill is stored by the live worker within seconds. With the
+    # Every read committed after the kill is stored by the live worker well within a resend. With the
     # dead worker's 7-day session, the broker queued every other read for it, and each waited
-    # for the node's resend (30 s, then 60, 120 ... while HQ acknowledged the others).
-    deadline = time.monotonic() + 15
+    # for the node's resend (60 s here, then 120, 240 ... while HQ acknowledged the others).
+    deadline = time.monotonic() + 25
     while len(stored_seqs(lab, "node-a")) < 60 and time.monotonic() < deadline:
         time.sleep(0.1)
     missing = sorted(set(range(killed_at + 3, 61)) - set(stored_seqs(lab, "node-a")))
-    assert not missing, f"reads committed after the kill still missing 15 s later: {missing}"
+    assert not missing, f"reads committed after the kill still missing 25 s later: {missing}"
 
 
 def test_reads_published_while_no_worker_was_subscribed_go_again_when_one_subscribes(lab):
@@ -76,13 +76,15 @@ def test_reads_published_while_no_worker_was_subscribed_go_again_when_one_subscr
     wait_for(lambda: _committed(node) >= before + 10, 30, "reads published while no worker is subscribed")
     time.sleep(1)
     assert outbox_depth(node) >= 10
+    void = set(range(1, _committed(node) + 1))  # every read so far, those sent into the void among them
     start(lab, lab.start_ingest())
     came_back = time.monotonic()
-    wait_for(lambda: len(stored_seqs(lab, "node-a")) >= _committed(node) - 1, 20,
+    wait_for(lambda: void <= set(stored_seqs(lab, "node-a")), 50,
              "the reads published while no worker was subscribed, stored once one subscribed")
     took = time.monotonic() - came_back
-    # A resend interval (30 s, grown while HQ was silent) is what they used to wait.
-    assert took < 15, f"{took:.1f} s"
+    # A resend interval (60 s, grown while HQ was silent) is what they used to wait; a worker's
+    # start on a loaded machine takes a few seconds of this.
+    assert took < 40, f"{took:.1f} s"
     assert "HQ ingest subscribed again" in (lab.root / "node-a.log").read_text()
 
 

@@ -71,6 +71,7 @@ def bare_uplink(box: Outbox, window: int, resend_after_s: int, monkeypatch: pyte
     up._progress_ns = mono[0]
     up._full_reset_ns = -(1 << 62)
     up._generation, up._generation_reset, up._generation_reset_ns = None, False, -(1 << 62)
+    up._generation_resets, up._generation_progress_ns = 0, up._progress_ns
     return up
 
 

@@ -74,11 +74,11 @@ def test_the_bytes_are_given_back_as_the_queue_drains(tmp_path, link):
     world = World(tmp_path, max_pending_bytes=3 * MIB)
     ingest, client = world.ingest, FakeClient()
     for i in range(3):
-        ingest._message(client, Published(topics.node_topic("node-a", "read"), b"\x00" * MIB, i, 0))
+        ingest._message(client, Published(topics.node_topic("node-a", "read"), b"\x00" * MIB, i, 1))
     assert ingest._pending.bytes == 3 * MIB
     ingest._tick(client)  # the store is up: checked (and refused as invalid), the queue is empty
     assert len(ingest._pending) == 0 and ingest._pending.bytes == 0
-    assert sum(ingest.stats.rejected.values()) == 3 and sorted(client.pubacks) == [0, 1, 2]
+    assert sum(ingest.stats.rejected.values()) == 3 and sorted(client.pubacks) == [0, 1, 2]  # settled
     for i in range(3):
         ingest._message(client, Published(topics.node_topic("node-a", "read"), b"\x00" * MIB, 10 + i, 0))
     assert len(ingest._pending) == 3 and ingest.stats.rejected["overload"] == 0

@@ -8,6 +8,7 @@ session kept its turn of the shared subscription, the broker queueing every othe
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -178,12 +179,34 @@ def test_reload_broker_brings_an_old_acl_up_to_date(hq: Path, capsys: pytest.Cap
     assert rc == 0, err
     assert f"pattern read {topics.HQ_INGEST}" in acl.read_text()
     assert f"topic write {topics.HQ_INGEST}" in acl.read_text()
-    # what it replaced is kept and named; an unchanged file gets no copy
-    assert f"kept as {hq.resolve() / 'broker' / 'acl.bak'}" in out or "acl.bak" in out
-    assert (hq / "broker" / "acl.bak").read_text() == old
-    assert not (hq / "broker" / "mosquitto.conf.bak").exists()
+    # what it replaced is kept (in HQ's folder, not the broker's) and named; an unchanged file gets no copy
+    (kept,) = (hq / "broker-previous").iterdir()
+    assert kept.name.startswith("acl.") and kept.read_text() == old and f"kept as {kept}" in out
+    assert oct(kept.stat().st_mode & 0o777) == "0o600"
     rc, out, err = run_cli(capsys, "ca", "reload-broker", "--dir", str(hq), "--actor", "alice")
     assert rc == 0 and "kept as" not in out  # nothing changed this time
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root only: the broker's user owning its folder needs a chown")
+def test_reload_broker_copies_nothing_through_a_link_the_broker_user_planted(tmp_path, capsys) -> None:
+    """The broker's user owns the broker folder: a link it puts in place of `acl` must not make
+    root copy the link's target (say /etc/shadow) anywhere."""
+    from provisioning import hqsetup
+
+    hq_dir = tmp_path / "hq"
+    hqsetup.init_hq(hq_dir, actor="alice", broker_names=["127.0.0.1"], broker_port=18883, broker_user="nobody")
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$SECRETHASH:19000:0:99999:7:::\n")
+    secret.chmod(0o600)
+    acl = hq_dir / "broker" / "acl"
+    acl.unlink()
+    acl.symlink_to(secret)
+    rc, out, err = run_cli(capsys, "ca", "reload-broker", "--dir", str(hq_dir), "--actor", "alice")
+    assert rc == 0, err
+    assert "no copy of it kept" in err
+    copies = [p for p in hq_dir.rglob("*") if p.is_file() and "SECRETHASH" in p.read_text(errors="replace")]
+    assert copies == []
+    assert not acl.is_symlink() and topics.HQ_INGEST in acl.read_text()  # the ACL itself is written afresh
 
 
 def test_messages_pending_across_a_reconnect_are_stored_and_acked_to_the_node_but_not_pubacked(tmp_path,
@@ -253,3 +276,21 @@ def test_a_session_can_be_kept_while_older_nodes_remain(tmp_path, monkeypatch) -
     monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
     w = World(tmp_path, session_expiry_s=604800)
     assert w.ingest.link.settings.session_expiry_s == 604800
+
+
+def test_a_worker_back_after_a_long_outage_is_not_kept_waiting_by_the_interval_it_grew(node) -> None:
+    """HQ away 20 min (the resend interval grown to 8 min), then a worker comes up and stores
+    nothing, and another subscribes half a minute later: the reads the node published while none
+    was subscribed go on the second generation, not 8 minutes on (second-round review)."""
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1200)
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
+    _run(up, client, mono, 2)
+    for _ in range(3):
+        box.commit("read", lambda seq: b"sealed")  # published while no worker is subscribed
+    _run(up, client, mono, 30)
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g2"), retain=False))
+    before = _reads(client)
+    _run(up, client, mono, 2)
+    assert _reads(client) - before == 8  # all 8 unacknowledged, the 3 sent into the void among them

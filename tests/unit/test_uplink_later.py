@@ -230,3 +230,49 @@ def test_an_older_node_gets_later_only_beside_stored_seqs(world) -> None:
     world.current_node()  # upgraded: later-only answers from now on
     world.deliver(world.message(5, now + 2 * DAY))
     assert world.client.acked_seqs() == [] and world.client.later_seqs() == [5]
+
+
+def test_a_worker_that_did_not_see_the_nodes_heartbeat_learns_it_from_the_store(world) -> None:
+    """Heartbeats are shared among the workers like reads: each reaches one worker. Another
+    worker that sets aside that node's read looks the node's features up in the store."""
+    world.current_node()  # node-a's heartbeat went to this worker, which recorded it
+    second = World.__new__(World)
+    second.__dict__.update(world.__dict__)
+    second.ingest = ingest_mod.Ingest(world.ingest.link.settings, store_path=world.tmp / "hq.db",
+                                      registry_path=world.tmp / "registry.db",
+                                      decryption_keys=world.ingest.decryption_keys, sign_key=world.ingest.sign_key)
+    second.client = type(world.client)()
+    try:
+        second.deliver(world.message(2, time.time_ns() + 2 * DAY))
+        assert second.client.later_seqs() == [2]
+    finally:
+        if second.ingest._store is not None:
+            second.ingest._store.close()
+
+
+@pytest.mark.parametrize("url, bounded", [
+    ("postgresql://alpr:no_connect_timeout_here@db.example/alpr", True),  # the word in a password
+    ("postgresql://alpr@db.example/connect_timeout_db", True),
+    ("postgresql://alpr@db.example/alpr?application_name=connect_timeout", True),
+    ("postgresql://alpr@db.example/alpr?connect_timeout=3", False),        # the URL's own wins
+])
+def test_the_postgresql_connect_is_bounded_unless_the_url_sets_a_bound(url, bounded, monkeypatch) -> None:
+    import psycopg
+
+    from hq import db
+
+    seen: dict = {}
+
+    def refuse(conninfo: str, **kwargs) -> None:
+        seen.update(kwargs)
+        raise psycopg.OperationalError("not connecting in a unit test")
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    with pytest.raises(db.StoreError):
+        db.open_postgres(url)
+    assert (seen.get("connect_timeout") == db.CONNECT_TIMEOUT_S) is bounded
+    seen.clear()
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "5")  # libpq's own setting wins too
+    with pytest.raises(db.StoreError):
+        db.open_postgres(url)
+    assert "connect_timeout" not in seen
