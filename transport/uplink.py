@@ -132,8 +132,11 @@ class Uplink:
             self.outbox.reset_sent(since_ns=None)
 
     def _generation_wait(self) -> int:
-        """How long after the last generation's full resend the next may come (see _tick)."""
-        return min(self.resend_after_ns << min(max(self._generation_resets - 1, 0), 20), self.max_resend_after_ns)
+        """How long after the last generation's full resend the next may come (see _tick): at
+        once for the first since HQ last answered, then the base interval, doubling each time."""
+        if self._generation_resets == 0:
+            return 0
+        return min(self.resend_after_ns << min(self._generation_resets - 1, 20), self.max_resend_after_ns)
 
     def _resend_after(self, now: int) -> int:
         """The resend interval now: it doubles with each interval of HQ's silence (capped)."""
@@ -154,8 +157,8 @@ class Uplink:
         if self._generation_reset and now - self._generation_reset_ns >= self._generation_wait():
             # An ingest worker subscribed again: what was published while none was subscribed
             # went nowhere (even just after a reconnect's own full resend). On a backoff of its
-            # own: the base interval for the first two since HQ last answered, then doubling (to
-            # the 10 min cap), so a worker that reconnects again and again and stores nothing
+            # own: the first since HQ last answered at once, then the base interval, doubling
+            # (to the 10 min cap), so a worker that reconnects again and again and stores nothing
             # (its database away) cannot have every node resend its window each time, while a
             # worker back after a long outage is not kept waiting by the interval that outage grew.
             self._generation_reset = False

@@ -294,3 +294,21 @@ def test_a_worker_back_after_a_long_outage_is_not_kept_waiting_by_the_interval_i
     before = _reads(client)
     _run(up, client, mono, 2)
     assert _reads(client) - before == 8  # all 8 unacknowledged, the 3 sent into the void among them
+
+
+def test_a_generation_soon_after_another_goes_at_once_when_hq_answered_in_between(node) -> None:
+    """A worker restarted a few seconds after the node's last generation resend, HQ having
+    acknowledged reads in between: nothing to back off from (a broker test waited 60 s)."""
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g1"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 5
+    up._apply_ack(signed.sign("ack", {"v": 1, "node": "n1", "seqs": [1, 2], "t_ns": 1}, key))
+    for _ in range(3):
+        box.commit("read", lambda seq: b"sealed")
+    _run(up, client, mono, 1)
+    assert _reads(client) == 8
+    _run(up, client, mono, 5)
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g2"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == 8 + 6  # the 6 unacknowledged, at once
