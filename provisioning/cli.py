@@ -172,11 +172,19 @@ def _ca_crl(args: argparse.Namespace) -> int:
     return _reload_after(args, "fresh CRL written")
 
 
+# A generated broker file is a few kB; one much bigger was not written by us (and is not copied).
+MAX_BROKER_FILE_BYTES = 4 * 1024 * 1024
+
+
 def _broker_file(broker_dir: Path, name: str) -> bytes | None:
     """A generated broker file as it is now, read without following a link (the broker's user
-    owns the folder); None if it is missing or not a plain file (then no copy is kept)."""
+    owns the folder); None if it is missing, not a plain file or too big (no copy is kept)."""
     from provisioning import safefs
     try:
+        if os.lstat(broker_dir / name).st_size > MAX_BROKER_FILE_BYTES:
+            print(f"warning: {broker_dir / name}: over {MAX_BROKER_FILE_BYTES} bytes: no copy of it kept",
+                  file=sys.stderr)
+            return None
         return safefs.read_bytes(broker_dir, name)[0]
     except FileNotFoundError:
         return None
@@ -185,11 +193,28 @@ def _broker_file(broker_dir: Path, name: str) -> bytes | None:
         return None
 
 
+def _keep_previous(folder: Path, name: str, data: bytes) -> Path:
+    """Write `data` as folder/NAME.<UTC time>[.N], never over an earlier copy; returns its path."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        path = folder / (f"{name}.{stamp}" + (f".{n}" if n else ""))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        return path
+    raise OSError(f"{folder}: a thousand copies of {name} in one second")
+
+
 def _ca_reload_broker(args: argparse.Namespace) -> int:
     from provisioning import broker as broker_config
     from provisioning import enroll, hqsetup
     from provisioning import state as hq_state
-    from transport import atomic
     if args.set_command is not None:
         state = hqsetup.set_reload(args.dir, args.set_command, actor=args.actor)
         if state.broker_reload:
@@ -206,13 +231,10 @@ def _ca_reload_broker(args: argparse.Namespace) -> int:
     names = ("mosquitto.conf", broker_config.INCLUDE_NAME, "acl")
     before = {name: _broker_file(state.broker_dir, name) for name in names}
     hqsetup.write_broker_config(state)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
     for name in names:
         old = before[name]
         if old is not None and old != _broker_file(state.broker_dir, name):
-            backup = state.hq_dir / "broker-previous" / f"{name}.{stamp}"
-            backup.parent.mkdir(mode=0o700, exist_ok=True)
-            atomic.write_bytes(backup, old, 0o600)
+            backup = _keep_previous(state.hq_dir / "broker-previous", name, old)
             print(f"broker file {state.broker_dir / name} rewritten from HQ's state; its previous text is "
                   f"kept as {backup} (compare them if it was edited by hand)")
     print(f"broker: {enroll.reload_broker(args.dir, actor=args.actor)}")

@@ -7,6 +7,7 @@ removes a message. Unacked messages are published again after every reconnect an
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # (`uplink_features`): HQ sends an ack that only says "later" to a node that lists "later" (an
 # older node takes any verified ack as HQ's progress, and would stop backing off).
 FEATURES = ("later", "ingest-generation")
+# Generation resends allowed at once (HQ having answered since the last) within one base resend
+# interval: a node's start and a worker's restart just after it both go at once.
+GENERATION_AT_ONCE = 2
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Uplink:
         self._generation_reset = False
         self._generation_reset_ns = -(1 << 62)
         self._generation_resets = 0  # generation resends since HQ last answered (_generation_progress_ns)
+        self._generation_immediate: collections.deque[int] = collections.deque(maxlen=GENERATION_AT_ONCE)
         self._generation_progress_ns = self._progress_ns
         self.stats = UplinkStats()
         self._on_control = on_control
@@ -131,12 +136,17 @@ class Uplink:
             self._full_reset_ns = now
             self.outbox.reset_sent(since_ns=None)
 
-    def _generation_wait(self) -> int:
-        """How long after the last generation's full resend the next may come (see _tick): at
-        once for the first since HQ last answered, then the base interval, doubling each time."""
+    def _generation_due(self, now: int) -> bool:
+        """Whether a new generation's full resend may go now (see _tick): at once for the first
+        since HQ last answered, but not more than GENERATION_AT_ONCE such in a base resend
+        interval (each ack re-arms it, and the resent copies' acks would re-arm it again for a
+        worker that restarts every few seconds); otherwise the base interval after the last,
+        doubling with each one while HQ answers nothing."""
         if self._generation_resets == 0:
-            return 0
-        return min(self.resend_after_ns << min(self._generation_resets - 1, 20), self.max_resend_after_ns)
+            recent = sum(1 for t in self._generation_immediate if now - t < self.resend_after_ns)
+            return recent < GENERATION_AT_ONCE
+        wait = min(self.resend_after_ns << min(self._generation_resets - 1, 20), self.max_resend_after_ns)
+        return now - self._generation_reset_ns >= wait
 
     def _resend_after(self, now: int) -> int:
         """The resend interval now: it doubles with each interval of HQ's silence (capped)."""
@@ -154,7 +164,7 @@ class Uplink:
         now = time.monotonic_ns()
         if self._generation_progress_ns != self._progress_ns:
             self._generation_progress_ns, self._generation_resets = self._progress_ns, 0  # HQ answered since
-        if self._generation_reset and now - self._generation_reset_ns >= self._generation_wait():
+        if self._generation_reset and self._generation_due(now):
             # An ingest worker subscribed again: what was published while none was subscribed
             # went nowhere (even just after a reconnect's own full resend). On a backoff of its
             # own: the first since HQ last answered at once, then the base interval, doubling
@@ -162,6 +172,8 @@ class Uplink:
             # (its database away) cannot have every node resend its window each time, while a
             # worker back after a long outage is not kept waiting by the interval that outage grew.
             self._generation_reset = False
+            if self._generation_resets == 0:
+                self._generation_immediate.append(now)
             self._generation_resets += 1
             self._generation_reset_ns = self._full_reset_ns = now
             self.outbox.reset_sent(since_ns=None)

@@ -312,3 +312,48 @@ def test_a_generation_soon_after_another_goes_at_once_when_hq_answered_in_betwee
     up._message(client, Message(topics.HQ_INGEST, generation(key, "g2"), retain=False))
     _run(up, client, mono, 1)
     assert _reads(client) == 8 + 6  # the 6 unacknowledged, at once
+
+
+@pytest.mark.parametrize("later_only", [False, True])
+def test_a_worker_restarting_every_2_s_while_hq_answers_makes_no_storm(tmp_path, monkeypatch, later_only) -> None:
+    """Each answer from HQ re-arms an at-once resend, and the resent copies' acks would re-arm it
+    again: a worker restarting every 2 s for 5 minutes, HQ answering one read between restarts,
+    had the node resend its whole window at every restart (150 windows; third-round review).
+    Now at most GENERATION_AT_ONCE at-once resends per resend interval."""
+    from transport import uplink as uplink_mod
+
+    box = Outbox(tmp_path / "o.db")
+    for _ in range(500):
+        box.commit("read", lambda seq: b"sealed")
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=50, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    key = ed25519.Ed25519PrivateKey.generate()
+    up.hq_sign_keys = [key.public_key()]
+    client = PubackedClient()
+    up._connected(client, False)
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 3)
+    start = _reads(client)
+    flaps = 150
+    for flap in range(flaps):
+        body = {"v": 1, "node": "n1", "seqs": [] if later_only else [flap + 1], "t_ns": 1}
+        if later_only:
+            body["later"] = [flap + 1]
+        up._apply_ack(signed.sign("ack", body, key))
+        up._message(client, Message(topics.HQ_INGEST, generation(key, f"g{flap + 1}"), retain=False))
+        _run(up, client, mono, 2)
+    windows = uplink_mod.GENERATION_AT_ONCE * (2 * flaps // 30 + 1)
+    resent = _reads(client) - start
+    assert resent <= windows * 50 + flaps, f"{resent} reads published in {2 * flaps} s"
+    assert resent < 150 * 50 // 4  # against a window at every restart
+
+
+def test_two_reloads_in_one_second_keep_both_previous_texts(tmp_path, monkeypatch) -> None:
+    from provisioning import cli as provisioning_cli
+
+    monkeypatch.setattr(provisioning_cli.time, "gmtime", lambda *a: time.struct_time((2026, 12, 2, 1, 0, 0, 2, 336, 0)))
+    first = provisioning_cli._keep_previous(tmp_path / "prev", "acl", b"hand edit 1")
+    second = provisioning_cli._keep_previous(tmp_path / "prev", "acl", b"hand edit 2")
+    assert first != second and first.name == "acl.20261202T010000Z"
+    assert (first.read_bytes(), second.read_bytes()) == (b"hand edit 1", b"hand edit 2")
+    assert oct(second.stat().st_mode & 0o777) == "0o600"

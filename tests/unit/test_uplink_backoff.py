@@ -43,6 +43,7 @@ def bare_uplink(box, window, resend_after_s, monkeypatch):
     up._progress_ns = now[0]
     up._generation, up._generation_reset, up._generation_reset_ns = None, False, -(1 << 62)
     up._generation_resets, up._generation_progress_ns = 0, up._progress_ns
+    up._generation_immediate = __import__("collections").deque(maxlen=2)
     return up, now
 
 
