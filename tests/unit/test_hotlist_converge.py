@@ -8,7 +8,6 @@ import json
 import logging
 import secrets
 import time
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 import hq.ingest as ingest_mod
 from hq.files import PUSHED_HOTLIST
 from hq.hotlist import build_body
-from tests.unit.test_hq_ingest_hardening import FakeLink, Message, World
+from tests.unit.test_hq_ingest_hardening import Message, World, world  # noqa: F401  (fixture)
 from transport import signed, topics
 from transport.registry import Registry
 
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.unit
 HOUR = 3600 * 10**9
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
-    w = World(tmp_path)
-    yield w
-    if w.ingest._store is not None:
-        w.ingest._store.close()
 
 
 def pushed(w: World, version: int, key: ed25519.Ed25519PrivateKey | None = None, valid_h: float = 24) -> bytes:

@@ -64,17 +64,23 @@ def test_the_acl_lets_ingest_write_the_generation_and_every_node_read_it() -> No
 
 
 # -- the node -------------------------------------------------------------------------------------------------
-@pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def connected_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: int, window: int):
+    """An outbox of `reads` reads under a bare uplink, connected (no session), HQ's key trusted."""
     box = Outbox(tmp_path / "o.db")
-    for _ in range(5):
+    for _ in range(reads):
         box.commit("read", lambda seq: b"sealed")
     wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=10, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    up = bare_uplink(box, window=window, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
     key = ed25519.Ed25519PrivateKey.generate()
     up.hq_sign_keys = [key.public_key()]
     client = PubackedClient()
     up._connected(client, False)
+    return up, box, key, client, mono
+
+
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    up, box, key, client, mono = connected_node(tmp_path, monkeypatch, reads=5, window=10)
     yield up, box, key, client, mono
     box.close()
 
@@ -322,15 +328,7 @@ def test_a_worker_restarting_every_2_s_while_hq_answers_makes_no_storm(tmp_path,
     Now at most GENERATION_AT_ONCE at-once resends per resend interval."""
     from transport import uplink as uplink_mod
 
-    box = Outbox(tmp_path / "o.db")
-    for _ in range(500):
-        box.commit("read", lambda seq: b"sealed")
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=50, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
-    key = ed25519.Ed25519PrivateKey.generate()
-    up.hq_sign_keys = [key.public_key()]
-    client = PubackedClient()
-    up._connected(client, False)
+    up, box, key, client, mono = connected_node(tmp_path, monkeypatch, reads=500, window=50)
     up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
     _run(up, client, mono, 3)
     start = _reads(client)

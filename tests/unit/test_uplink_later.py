@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import hq.ingest as ingest_mod
 from tests.unit.test_bounded_uplink import PubackedClient, bare_uplink
-from tests.unit.test_hq_ingest_hardening import FakeLink, World
+from tests.unit.test_hq_ingest_hardening import World, world  # noqa: F401  (fixture)
 from transport import signed
 from transport.outbox import Outbox
 
@@ -132,13 +132,6 @@ def test_an_ack_whose_later_is_not_a_list_of_integers_is_refused(tmp_path, monke
 
 
 # -- HQ's side: ingest answers "later" for what it set aside ---------------------------------------------
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(ingest_mod, "MqttLink", FakeLink)
-    w = World(tmp_path)
-    yield w
-    if w.ingest._store is not None:
-        w.ingest._store.close()
 
 
 def test_ingest_answers_later_for_a_read_it_sets_aside_and_acks_the_rest_in_the_same_message(world) -> None:
