@@ -11,7 +11,7 @@ import datetime as dt
 
 import pytest
 
-from hq import migrations, retention
+from hq import retention
 from hq.access import SYSTEM, Access, Actor
 from hq.store import ReadStore
 from hq.synthetic import FakeClock, SyntheticNode
