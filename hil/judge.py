@@ -10,8 +10,11 @@ Per vehicle, judged per node run: exactly one read, with the right plate; latenc
 minus the wall time of the vehicle's own loop trigger. At speed s the replay is s times real
 time, so clip time t is reached (and its trigger fires) t / s after the origin: every clip-time
 offset is divided by the speed before it is set against a wall or monotonic time (speed 0,
-lossless: no wall time is known for a clip time, so latency is not measured). A power cut restarts the replay from the
-clip's start, so a vehicle read before the cut may be read again after it: that is reported as
+lossless: no wall time is known for a clip time, so latency is not measured). The stamps
+themselves are origin + t, not scaled: at speed > 1 a killed run's stamps reach past its kill,
+into the restarted run's life, so a message goes to the run that could have stamped it, and
+where two could, to the one its trigger id lines up in (Judge._run_of). A power cut restarts
+the replay from the clip's start, so a vehicle read before the cut may be read again after it: that is reported as
 a re-read (right in both runs), one per run, and only more than one read in the same run is a
 duplicate. A wrong read in any run is a misread (it reached HQ), and a run that saw the vehicle
 pass without reading it (its own pass ended in a no_read, or was over well before the cut) is a
@@ -48,6 +51,7 @@ from inference.training.plates import ALPHABET
 WINDOW_MARGIN_NS = 1_000_000_000   # a read this close to a vehicle's legible window is about it
 PASS_CLOSE_NS = 3_500_000_000      # rising edge to no_read committed: window_after + track timeout + slack
 ORIGIN_SEARCH_NS = 3_000_000_000   # how far a run's replay origin may be from when the bench saw it start
+STAMP_EARLY_NS = 500_000_000      # a run's replay may start this long before the bench sees it start
 
 
 @dataclass(frozen=True)
@@ -349,13 +353,75 @@ class Judge:
         self._times = {name: [e.t_ns for e in edges] for name, edges in self._by_name.items()}
 
     # -- clock recovery ----------------------------------------------------------------------
-    def _run_of(self, mono_ns: int) -> int:
-        """The run that was alive at monotonic time mono_ns (the last one started before it)."""
+    def _last_started(self, mono_ns: int) -> int:
+        """The last run the bench saw start before monotonic time mono_ns."""
         index = 0
         for run in self.runs:
-            if run.start_mono_ns <= mono_ns + 500_000_000:
+            if run.start_mono_ns <= mono_ns + STAMP_EARLY_NS:
                 index = run.index
         return index
+
+    def _stamp_window(self, run: NodeRun) -> tuple[int, int | None]:
+        """The replay-clock stamps (trigger ids, capture times) `run` can have put on its messages.
+
+        The replay stamps clip time t as origin + t whatever the speed (hardware.timeline), so a
+        run killed r real seconds after its origin stamped up to origin + r * speed: at speed > 1
+        past the monotonic time of its kill, into the life of the run restarted after it (the
+        bench's monotonic boundary between the two runs is then no boundary between their
+        stamps); at speed 0 (lossless) anywhere up to the clip's end. The run not killed (the
+        last) has no end.
+        """
+        lo = run.start_mono_ns - STAMP_EARLY_NS
+        if not run.killed:
+            return lo, None
+        if self.speed > 0:
+            # origin + (end - origin) * speed is largest for the earliest origin at speed >= 1;
+            # below 1 no stamp runs ahead of the monotonic clock
+            hi = lo + int((run.end_mono_ns - lo) * max(self.speed, 1.0))
+        else:
+            hi = run.start_mono_ns + self.clip.duration_ns   # the origin is no later than the start
+        return lo, hi + self.tolerance
+
+    def _runs_for(self, mono_ns: int) -> list[int]:
+        """The runs whose stamp window (_stamp_window) holds mono_ns, earliest first; where none
+        does, the last run started before it."""
+        out = []
+        for run in self.runs:
+            lo, hi = self._stamp_window(run)
+            if lo <= mono_ns and (hi is None or mono_ns <= hi):
+                out.append(run.index)
+        return out or [self._last_started(mono_ns)]
+
+    def _run_of(self, name: str, mono_ns: int, origins: dict[int, int]) -> int:
+        """The run a trigger id (name, monotonic ns) came from.
+
+        Where more than one run could have stamped it (a power cut at speed > 1: see
+        _stamp_window), it is the run in which it lines up with an edge of that name on the
+        clip, the closest; a stamp that lines up in none goes to the latest of them.
+        """
+        runs = self._runs_for(mono_ns)
+        if len(runs) == 1:
+            return runs[0]
+        lined_up = []
+        for index in runs:
+            edge = self._edge_for(name, mono_ns, origins[index])
+            if edge is not None:
+                lined_up.append((abs(mono_ns - origins[index] - edge.t_ns), -index))
+        return -min(lined_up)[1] if lined_up else runs[-1]
+
+    def _capture_run(self, read: StoredRead) -> int:
+        """The run a read without a trigger id came from, by its capture time alone.
+
+        Where more than one run could have stamped it, a run that started after HQ stored the
+        read cannot have sent it (a read of the killed run stored before the restart is that
+        run's); what is still open goes to the latest of them.
+        """
+        runs = self._runs_for(read.capture_ns - self.offset)
+        if len(runs) > 1:
+            stored = read.stored_ns - self.offset
+            starts = {run.index: run.start_mono_ns for run in self.runs}
+            runs = [i for i in runs if starts[i] - STAMP_EARLY_NS <= stored] or runs
+        return runs[-1]
 
     def origins(self, ids: list[tuple[str, int]]) -> dict[int, int]:
         """Each run's replay origin (monotonic ns of clip time 0), from the trigger ids it sent.
@@ -366,7 +432,9 @@ class Judge:
         """
         out: dict[int, int] = {}
         for run in self.runs:
-            mine = [(n, m) for n, m in ids if self._run_of(m) == run.index]
+            # every id this run could have stamped: one that another run could have stamped too
+            # (a power cut at speed > 1) lines up with this run's edges only by chance
+            mine = [(n, m) for n, m in ids if run.index in self._runs_for(m)]
             best: tuple[int, int, int] | None = None
             for name, mono in mine[:8]:
                 for edge in self._edges_near(name, mono - run.start_mono_ns, ORIGIN_SEARCH_NS):
@@ -393,7 +461,7 @@ class Judge:
         parsed = parse_trigger_id(trigger_id)
         if parsed is None:
             return None
-        run = self._run_of(parsed[1])
+        run = self._run_of(parsed[0], parsed[1], origins)
         return run, self._edge_for(parsed[0], parsed[1], origins[run])
 
     # -- judging -----------------------------------------------------------------------------
@@ -430,7 +498,7 @@ class Judge:
         phantoms: list[ReadMatch] = []
         unjudged: list[ReadMatch] = []
         for read in sorted(reads, key=lambda r: r.seq):
-            run, clip_t = self._place(read.trigger_id, read.capture_ns, origins)
+            run, clip_t = self._place(read, origins)
             if not self.clip.vehicles:
                 # No ground truth (a recording nobody has annotated yet): a read cannot be told
                 # right or false, only counted; the data path and triggers are still judged.
@@ -508,12 +576,11 @@ class Judge:
         elapsed = run.end_mono_ns - origins.get(run.index, run.start_mono_ns)
         return int(elapsed * self.speed) if self.speed > 0 else elapsed
 
-    def _place(self, trigger_id: str | None, capture_ns: int, origins: dict[int, int]) -> tuple[int, int]:
-        """(run, clip time in ns) of something captured at wall time capture_ns."""
-        parsed = parse_trigger_id(trigger_id)
-        mono = capture_ns - self.offset
-        run = self._run_of(parsed[1] if parsed else mono)
-        return run, mono - origins[run]
+    def _place(self, read: StoredRead, origins: dict[int, int]) -> tuple[int, int]:
+        """(run, clip time in ns) of a read: the run of its trigger id, else of its capture time."""
+        parsed = parse_trigger_id(read.trigger_id)
+        run = self._run_of(parsed[0], parsed[1], origins) if parsed else self._capture_run(read)
+        return run, read.capture_ns - self.offset - origins[run]
 
     @staticmethod
     def _near(start_ns: int, end_ns: int, edge: TriggerRecord) -> bool:

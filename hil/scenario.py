@@ -363,6 +363,39 @@ def _check_overlaps(parsed: list[tuple[str, Fault, float]], faults: list[Fault],
                                                 "resource (the bench would undo one with the other)")
 
 
+def _check_stall_power(parsed: list[tuple[str, Fault, float]], speed: float, path: Path) -> None:
+    """Refuse a camera_stall whose gap, on a node run's timeline, meets a power cut's off-window.
+
+    A stall is a gap in clip time, which a node run replays at_s / speed to end_s / speed seconds
+    after it starts; a power cut kills the run at its at_s and starts a new one duration_s later,
+    which replays the clip (gap included) from its start. A gap that meets the off-window
+    [at_s, at_s + duration_s) of the cut that ends its run (straddling the kill, or due while the
+    node is off) is not what the file says: the node is dead for the stall, or killed mid-gap
+    (before its camera could log the stall and come back) and the gap seen again whole after the
+    restart. A gap over before the cut is seen by both runs (each replays it); one due after the
+    power is back, by the restarted run. A restarted run is counted from when its power comes
+    back (its start-up time comes on top). Windows that only touch follow each other, compared
+    in whole microseconds as in _check_overlaps.
+    """
+    cuts = sorted(((where, f) for where, f, _ in parsed if f.kind == "power_cut"), key=lambda p: p[1].at_s)
+    for where, stall, _ in parsed:
+        if stall.kind != "camera_stall":
+            continue
+        start, run = 0.0, 1
+        for cut_where, cut in cuts:
+            lo, hi = start + stall.at_s / speed, start + stall.end_s / speed
+            if round(lo * 1e6) < round(cut.end_s * 1e6) and round(cut.at_s * 1e6) < round(hi * 1e6):
+                later = max(where, cut_where, key=_fault_index)   # named by the later entry, as _check_overlaps
+                whose = "" if run == 1 else f" as node run {run} replays it (power back at {start:g} s)"
+                raise _fail(path, f"{later}.at_s",
+                            f"{where} (camera_stall from {stall.at_s:g} s to {stall.end_s:g} s of clip time, "
+                            f"{round(lo, 3):g} s to {round(hi, 3):g} s into the run{whose} at speed {speed:g}) "
+                            f"overlaps {cut_where} (power_cut: node off from {cut.at_s:g} s to {cut.end_s:g} s): the node "
+                            "is dead for the stall or killed mid-gap, and the restarted node replays the gap again "
+                            "from the clip's start; a stall must end by the cut or begin once the power is back")
+            start, run = cut.end_s, run + 1
+
+
 def _fault_index(where: str) -> int:
     """3 for 'faults[3]'."""
     return int(where.removeprefix("faults[").removesuffix("]"))
@@ -510,6 +543,7 @@ def load(path: Path) -> Scenario:
     span = replay_span(loaded, repeat, speed, clip_name)
     faults = _check_timing(parsed, span, timeout_s, path)
     _check_overlaps(parsed, faults, path)
+    _check_stall_power(parsed, speed, path)
     expect_doc = doc.get("expect", {})
     if not isinstance(expect_doc, dict):
         raise _fail(path, "expect", "must be a table")

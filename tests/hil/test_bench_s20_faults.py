@@ -92,6 +92,46 @@ def test_back_to_back_faults_at_decimal_times_follow_each_other(tmp_path: Path):
     assert [f.at_s for f in s.faults] == [1.1, 3.3]
 
 
+@pytest.mark.parametrize("speed, faults, expected", [
+    # the kill falls inside the gap: run 1 dies mid-stall, before its camera could log it
+    (1, _fault("power_cut", 4.3, 2) + _fault("camera_stall", 3.2, 3),
+     ("faults[1].at_s: faults[1] (camera_stall from 3.2 s to 6.2 s of clip time, 3.2 s to 6.2 s into the run at "
+      "speed 1) overlaps faults[0] (power_cut: node off from 4.3 s to 6.3 s)")),
+    # the whole gap while the node is off; named by the later entry, the power cut
+    (1, _fault("camera_stall", 3, 2.5) + _fault("power_cut", 2, 4),
+     ("faults[1].at_s: faults[0] (camera_stall from 3 s to 5.5 s of clip time, 3 s to 5.5 s into the run at speed "
+      "1) overlaps faults[1] (power_cut: node off from 2 s to 6 s)")),
+    # clip time 4-7 s is 2-3.5 s into the run at speed 2: the kill at 3 s is inside it
+    (2, _fault("power_cut", 3, 2) + _fault("camera_stall", 4, 3),
+     ("faults[1].at_s: faults[1] (camera_stall from 4 s to 7 s of clip time, 2 s to 3.5 s into the run at speed 2) "
+      "overlaps faults[0] (power_cut: node off from 3 s to 5 s)")),
+    # clear of the first cut, but the node restarted at 2 s replays the gap 5-7.5 s: the second cut's kill
+    (1, _fault("power_cut", 1, 1) + _fault("camera_stall", 3, 2.5) + _fault("power_cut", 6, 1),
+     ("faults[2].at_s: faults[1] (camera_stall from 3 s to 5.5 s of clip time, 5 s to 7.5 s into the run as node "
+      "run 2 replays it (power back at 2 s) at speed 1) overlaps faults[2] (power_cut: node off from 6 s to 7 s)")),
+])
+def test_a_camera_stall_meeting_a_power_cut_is_refused_naming_both_windows(tmp_path: Path, speed: float, faults: str,
+                                                                            expected: str):
+    # A stall is a gap in clip time; a power cut kills the node and the restarted one replays the
+    # clip (gap included) from its start. Accepted before: the stall was then half seen by a node
+    # about to die and seen again whole after the restart, not the one stall the file describes.
+    message = _refusal(_write(tmp_path, DAY.replace("timeout_s = 60", f"timeout_s = 60\nspeed = {speed}") + faults))
+    assert message.startswith(str(tmp_path / "s.toml")), message
+    assert expected in message, message
+    assert "a stall must end by the cut or begin once the power is back" in message
+
+
+@pytest.mark.parametrize("faults", [
+    _fault("camera_stall", 1, 2.5) + _fault("power_cut", 4.3, 2),    # over before the cut: seen by both runs
+    _fault("camera_stall", 1.8, 2.5) + _fault("power_cut", 4.3, 2),  # ends exactly at the kill: follows it
+    _fault("power_cut", 1, 1) + _fault("camera_stall", 2, 3),        # begins as the power comes back
+    _fault("power_cut", 0.5, 1) + _fault("camera_stall", 4, 3),      # after the power is back: the restarted run's
+])
+def test_a_camera_stall_clear_of_the_power_cut_is_accepted(tmp_path: Path, faults: str):
+    s = scenarios.load(_write(tmp_path, DAY + faults))
+    assert sorted(f.kind for f in s.faults) == ["camera_stall", "power_cut"]
+
+
 def test_a_broker_restart_takes_no_duration(tmp_path: Path):
     # It was restarted twice: once at at_s, and again at at_s + duration_s (the runner's "end").
     message = _refusal(_write(tmp_path, DAY + _fault("broker_restart", 2, 3)))

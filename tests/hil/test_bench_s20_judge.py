@@ -3,6 +3,7 @@ vehicle from its own pass and never negative, vehicles on unwired loops left out
 and a clip without ground truth judged for its data path only."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -100,6 +101,55 @@ def test_a_power_cut_at_speed_2_is_placed_in_clip_time(clip):
     assert by_run[(0, 4.0)] == "cut by power loss" and by_run[(0, 6.0)] == "cut by power loss"
     assert j.vehicles[0].outcome == "missed" and j.vehicles[0].missed_runs == [0]
     assert j.vehicles[2].outcome == "correct"
+
+
+def _cut_at_4s_back_at_6s(speed: float) -> tuple[list[NodeRun], int]:
+    """Run 0 killed 4 s (real) after its origin; run 1 replaying from 6 s, as a power cut of 2 s
+    with a node that starts at once. Returns the runs and run 1's origin."""
+    origin2 = ORIGIN + 6 * S
+    return [NodeRun(0, ORIGIN + 40_000_000, ORIGIN + 4 * S, killed=True),
+            NodeRun(1, origin2 + 40_000_000, origin2 + 20 * S, False)], origin2
+
+
+@pytest.mark.parametrize("speed", [1.0, 2.0])
+def test_each_read_is_credited_to_the_run_that_made_it_at_any_speed(clip, speed):
+    # The node stamps clip time t as origin + t whatever the speed (hardware.timeline): at speed 2
+    # run 0, killed 4 s after its origin, had stamped up to origin + 8 s, past run 1's start at
+    # 6 s. XYZ789's run-0 read (trigger loop1 at origin + 6 s) was placed in run 1 by when the
+    # bench saw run 1 start: two reads in run 1, a "duplicate" where the node did right.
+    runs, origin2 = _cut_at_4s_back_at_6s(speed)
+    cut_clip_s = 4 * speed - 0.04 * speed
+    first = [r for r in _every_pass(speed)[0] if r.capture_ns - OFFSET - ORIGIN < cut_clip_s * S]
+    later_reads, later_events = _every_pass(speed, origin2)
+    later_reads = [dataclasses.replace(r, seq=r.seq + len(first)) for r in later_reads]
+    later_events = [dataclasses.replace(e, seq=e.seq + len(first)) for e in later_events]
+    n = len(first) + 4
+    j = Judge(clip, runs, OFFSET, speed=speed).judge([*first, *later_reads], later_events, OutboxStatus(n, n, 0, {}))
+    assert j.origins == {0: ORIGIN, 1: origin2}
+    assert {m.read.seq: m.run for v in j.vehicles for m in v.matches} == {
+        **{r.seq: 0 for r in first}, **{r.seq: 1 for r in later_reads}}
+    read_in_both = {r.plate for r in first}
+    assert [v.outcome for v in j.vehicles] == [
+        "re-read after restart" if v.plate in read_in_both else "correct" for v in j.vehicles]
+    assert j.data_path_ok and j.every_trigger_has_a_message
+    # run 1's loop1 at clip 2 s (origin + 8 s) is within run 0's reach at speed 2: it lines up
+    # with run 1's edges only, and its read is run 1's
+    assert {(t.run, t.t_s): t.outcome for t in j.triggers if t.run == 1} == {
+        (1, 2.0): "read", (1, 4.0): "read", (1, 6.0): "read", (1, 8.5): "no_read"}
+    if speed == 2.0:
+        assert read_in_both == {"ABC123", "QRS456", "XYZ789"}
+        assert all(v.latency_s == pytest.approx(0.7) for v in j.vehicles)
+
+
+def test_a_read_without_a_trigger_id_stored_before_the_restart_is_the_killed_runs(clip):
+    # Continuous mode: no trigger id, only the capture time on the replay clock. XYZ789 captured
+    # at clip 6.3 s by run 0 (origin + 6.3 s, after run 1's start), stored before run 1 started.
+    runs, origin2 = _cut_at_4s_back_at_6s(2.0)
+    first = [dataclasses.replace(r, trigger_id=None) for r in _every_pass(2.0)[0]]
+    later = [dataclasses.replace(r, seq=r.seq + 3, trigger_id=None) for r in _every_pass(2.0, origin2)[0]]
+    j = Judge(clip, runs, OFFSET, speed=2.0).judge([*first, *later], [], OutboxStatus(6, 6, 0, {}))
+    assert {m.read.seq: m.run for v in j.vehicles for m in v.matches} == {1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 1}
+    assert [v.outcome for v in j.vehicles] == ["re-read after restart"] * 3
 
 
 # -- 2. own pass, never negative -------------------------------------------------------------------
