@@ -271,7 +271,8 @@ class Ingest:
         self.pushed_hotlist = self.registry_path.parent / PUSHED_HOTLIST
         self._pushed: tuple[tuple[int, int], int, int, bytes] | None = None
         self._pushed_problem: tuple[int, int] | None = None
-        self._repushed: dict[str, float] = {}
+        self._repushed: dict[str, tuple[float, int, int | None]] = {}  # node -> (when, version, its rejected then)
+        self._push_refused: dict[str, int] = {}  # node -> the pushed version it refused when sent again
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         # No session kept for a worker (expiry 0, the default): a stopped or dead worker's session
@@ -407,14 +408,27 @@ class Ingest:
         if pushed is None:
             return
         _, version, valid_until_ns, message = pushed
-        held = json.loads(health).get("hotlist")
-        held = held.get("version") if isinstance(held, dict) else None
+        state = json.loads(health).get("hotlist")
+        held = state.get("version") if isinstance(state, dict) else None
+        rejected = state.get("rejected") if isinstance(state, dict) else None
         if type(held) is not int or held >= version or time.time_ns() >= valid_until_ns:
             return  # up to date, a node that does not say, or a list that has run out anyway
-        now = time.monotonic()
-        if now - self._repushed.get(node_id, float("-inf")) < HOTLIST_REPUSH_S:
+        if self._push_refused.get(node_id) == version:
             return
-        self._repushed[node_id] = now
+        now = time.monotonic()
+        when, sent_version, rejected_then = self._repushed.get(node_id, (float("-inf"), -1, None))
+        if (sent_version == version and type(rejected) is int and type(rejected_then) is int
+                and rejected > rejected_then):
+            # It got the list and refused it (a signature it cannot check: an HQ key it does not
+            # trust?): sending it again every few minutes until it runs out would change nothing.
+            self._push_refused[node_id] = version
+            log.error("ingest: node %s refused hot list version %d that ingest sent it again (its hotlist.rejected "
+                      "went from %d to %d): not sending it again; see the node's log", node_id, version,
+                      rejected_then, rejected)
+            return
+        if now - when < HOTLIST_REPUSH_S:
+            return
+        self._repushed[node_id] = (now, version, rejected if type(rejected) is int else None)
         client.publish(topics.node_topic(node_id, "hotlist"), message, qos=1, retain=True)
         self.stats.hotlist_repushes += 1
         log.warning("ingest: node %s reports hot list version %d but version %d was pushed: sent it again "

@@ -99,3 +99,22 @@ def test_no_pushed_list_and_heartbeats_without_a_version_send_nothing(world) -> 
     world.ingest._states_recorded = 0.0
     world.ingest._tick(world.client)
     assert resent(world) == []
+
+
+def test_a_node_that_refuses_the_list_sent_again_is_not_sent_it_again(world, monkeypatch, caplog) -> None:
+    """A node that cannot verify the pushed list (it trusts another HQ key, say) counts it under
+    hotlist.rejected: sending it every five minutes until the list runs out would change nothing."""
+    message = pushed(world, 3)
+    world.heartbeat({"hotlist": {"version": 2, "rejected": 0}})
+    assert resent(world) == [message]
+    later = [time.monotonic() + ingest_mod.HOTLIST_REPUSH_S + 1]
+    monkeypatch.setattr(ingest_mod.time, "monotonic", lambda: later[0])
+    with caplog.at_level(logging.ERROR, logger="hq.ingest"):
+        world.heartbeat({"hotlist": {"version": 2, "rejected": 1}})  # it got it, and refused it
+        later[0] += 10 * ingest_mod.HOTLIST_REPUSH_S
+        world.heartbeat({"hotlist": {"version": 2, "rejected": 1}})
+    assert resent(world) == [message]
+    assert sum("refused hot list version 3" in r.getMessage() for r in caplog.records) == 1
+    newer = pushed(world, 4)  # a new push is tried again
+    world.heartbeat({"hotlist": {"version": 2, "rejected": 1}})
+    assert resent(world) == [message, newer]
