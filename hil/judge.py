@@ -432,9 +432,13 @@ class Judge:
         """
         out: dict[int, int] = {}
         for run in self.runs:
-            # every id this run could have stamped: one that another run could have stamped too
-            # (a power cut at speed > 1) lines up with this run's edges only by chance
-            mine = [(n, m) for n, m in ids if run.index in self._runs_for(m)]
+            # The ids only this run could have stamped: at speed > 1 a killed run's stamps reach
+            # into its successor's (see _stamp_window), and the other run's ids in that stretch
+            # would vote for their own origin (the killed run's origin taken from the restarted
+            # run's ids, or its late ids filling the first candidates of the restarted run). The
+            # shared ones count only for a run that has none of its own.
+            shared = [(n, m) for n, m in ids if run.index in self._runs_for(m)]
+            mine = [(n, m) for n, m in shared if self._runs_for(m) == [run.index]] or shared
             best: tuple[int, int, int] | None = None
             for name, mono in mine[:8]:
                 for edge in self._edges_near(name, mono - run.start_mono_ns, ORIGIN_SEARCH_NS):

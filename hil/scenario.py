@@ -364,18 +364,17 @@ def _check_overlaps(parsed: list[tuple[str, Fault, float]], faults: list[Fault],
 
 
 def _check_stall_power(parsed: list[tuple[str, Fault, float]], speed: float, path: Path) -> None:
-    """Refuse a camera_stall whose gap, on a node run's timeline, meets a power cut's off-window.
+    """Refuse a camera_stall whose gap, on a node run's timeline, straddles a power cut's kill.
 
     A stall is a gap in clip time, which a node run replays at_s / speed to end_s / speed seconds
     after it starts; a power cut kills the run at its at_s and starts a new one duration_s later,
-    which replays the clip (gap included) from its start. A gap that meets the off-window
-    [at_s, at_s + duration_s) of the cut that ends its run (straddling the kill, or due while the
-    node is off) is not what the file says: the node is dead for the stall, or killed mid-gap
-    (before its camera could log the stall and come back) and the gap seen again whole after the
-    restart. A gap over before the cut is seen by both runs (each replays it); one due after the
-    power is back, by the restarted run. A restarted run is counted from when its power comes
-    back (its start-up time comes on top). Windows that only touch follow each other, compared
-    in whole microseconds as in _check_overlaps.
+    which replays the clip (gap included) from its start. A gap the kill falls inside is not what
+    the file says: the node is killed mid-gap, before its camera could log the stall and come
+    back, and the gap is seen again whole after the restart. A gap over before the kill is seen
+    by both runs (each replays it); one the killed run would only have reached after its kill
+    (while the node is off, or later), by the restarted run alone, whole. A restarted run is
+    counted from when its power comes back (its start-up time comes on top). Times are compared
+    in whole microseconds as in _check_overlaps; a gap ending exactly at the kill is over by it.
     """
     cuts = sorted(((where, f) for where, f, _ in parsed if f.kind == "power_cut"), key=lambda p: p[1].at_s)
     for where, stall, _ in parsed:
@@ -384,15 +383,15 @@ def _check_stall_power(parsed: list[tuple[str, Fault, float]], speed: float, pat
         start, run = 0.0, 1
         for cut_where, cut in cuts:
             lo, hi = start + stall.at_s / speed, start + stall.end_s / speed
-            if round(lo * 1e6) < round(cut.end_s * 1e6) and round(cut.at_s * 1e6) < round(hi * 1e6):
+            if round(lo * 1e6) < round(cut.at_s * 1e6) < round(hi * 1e6):
                 later = max(where, cut_where, key=_fault_index)   # named by the later entry, as _check_overlaps
                 whose = "" if run == 1 else f" as node run {run} replays it (power back at {start:g} s)"
                 raise _fail(path, f"{later}.at_s",
                             f"{where} (camera_stall from {stall.at_s:g} s to {stall.end_s:g} s of clip time, "
                             f"{round(lo, 3):g} s to {round(hi, 3):g} s into the run{whose} at speed {speed:g}) "
                             f"overlaps {cut_where} (power_cut: node off from {cut.at_s:g} s to {cut.end_s:g} s): the node "
-                            "is dead for the stall or killed mid-gap, and the restarted node replays the gap again "
-                            "from the clip's start; a stall must end by the cut or begin once the power is back")
+                            "is killed mid-gap, and the restarted node replays the gap again from the clip's start; a "
+                            "stall must end by the kill or begin after it")
             start, run = cut.end_s, run + 1
 
 

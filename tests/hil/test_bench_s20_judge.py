@@ -231,3 +231,48 @@ def test_a_lost_message_still_fails_a_clip_without_ground_truth(tmp_path: Path):
     j = Judge(bare, [NodeRun(0, ORIGIN + 40_000_000, ORIGIN + 30 * S, False)], OFFSET, speed=1.0).judge(
         reads[:2], events, OutboxStatus(4, 4, 0, {}))
     assert j.data.lost == 1 and not _verdict(bare, j).passed
+
+
+# -- a final review of the power-cut crediting: each run's origin from its own ids --------------------
+def test_the_killed_runs_origin_is_not_taken_from_the_restarted_runs_ids(clip: Clip):
+    """Speed 4: run 0 killed 1.3 s after its origin with one read sent, run 1 replaying from 2.6 s.
+    Run 0's stamps may reach 6.7 s, so run 1's two ids there used to outvote run 0's one for run 0's
+    origin, and run 0's right read became a phantom."""
+    speed, o1 = 4.0, ORIGIN + 2_600_000_000
+    runs = [NodeRun(0, ORIGIN + 40_000_000, ORIGIN + 1_300_000_000, killed=True),
+            NodeRun(1, o1 + 40_000_000, o1 + 20 * S, False)]
+    reads = [_read(1, "ABC123", 2.2, "loop1", 2.0, 2.0 / speed + 0.7),
+             _read(2, "ABC123", 2.2, "loop1", 2.0, 2.0 / speed + 0.7, origin=o1),
+             _read(3, "QRS456", 4.2, "loop2", 4.0, 4.0 / speed + 0.7, origin=o1),
+             _read(4, "XYZ789", 6.3, "loop1", 6.0, 6.0 / speed + 0.7, origin=o1)]
+    events = [_no_read(5, "loop1", 8.5, 8.5 / speed + 1, origin=o1)]
+    judged = Judge(clip, runs, OFFSET, speed=speed).judge(reads, events, OutboxStatus(5, 5, 0, {}))
+    assert judged.origins == {0: ORIGIN, 1: o1}
+    assert not judged.phantom_reads
+    assert judged.vehicles[0].outcome == "re-read after restart"
+
+
+def test_the_restarted_runs_origin_is_found_after_many_late_stamps_of_the_killed_run(tmp_path: Path):
+    """Speed 4, killed 6 s in (clip 24 s): the killed run's late stamps were the first ids tried for
+    the restarted run's origin, which then lined up by chance (every trigger of run 1 unaccounted)."""
+    edges = [1.0, 2.3, 3.9, 5.2, 6.8, 8.1, 9.7, 11.4, 12.6, 14.3, 15.8, 17.1, 18.9, 20.2, 21.7, 23.5, 24.8,
+             26.4, 27.9, 29.3, 30.6, 32.4, 33.7, 35.1, 36.8]
+    with ClipWriter(tmp_path / "c", CameraSettings((64, 36), (32, 18), 10.0)) as w:
+        for i in range(401):
+            w.add_frame(np.zeros((36, 64, 3), np.uint8), i * S // 10)
+        for t in edges:
+            w.add_trigger(17, "falling", int(t * S), name="loop1")
+            w.add_trigger(17, "rising", int((t + 0.4) * S), name="loop1")
+    clip = Clip.load(tmp_path / "c")
+    speed, o1 = 4.0, ORIGIN + 8 * S
+    runs = [NodeRun(0, ORIGIN + 40_000_000, ORIGIN + 6 * S, killed=True),
+            NodeRun(1, o1 + 40_000_000, o1 + 30 * S, False)]
+    events, seq = [], 0
+    for origin, last in ((ORIGIN, 20.0), (o1, 99.0)):  # a no_read per pass, a second (real) after its edge
+        for t in edges:
+            if t < last:
+                seq += 1
+                events.append(_no_read(seq, "loop1", t, t / speed + 1, origin=origin))
+    judged = Judge(clip, runs, OFFSET, speed=speed).judge([], events, OutboxStatus(seq, seq, 0, {}))
+    assert judged.origins == {0: ORIGIN, 1: o1}
+    assert not [t for t in judged.triggers if t.outcome == "unaccounted"]
