@@ -272,7 +272,7 @@ class Ingest:
         self._pushed: tuple[tuple[int, int], int, int, bytes] | None = None
         self._pushed_problem: tuple[int, int] | None = None
         self._repushed: dict[str, tuple[float, int, int | None]] = {}  # node -> (when, version, its rejected then)
-        self._push_refused: dict[str, int] = {}  # node -> the pushed version it refused when sent again
+        self._push_refused: dict[str, tuple[int, int]] = {}  # node -> (version it refused when sent again, its rejected then)
         self._store: ReadStore | None = None
         self._registry: Registry | None = None
         # No session kept for a worker (expiry 0, the default): a stopped or dead worker's session
@@ -413,15 +413,18 @@ class Ingest:
         rejected = state.get("rejected") if isinstance(state, dict) else None
         if type(held) is not int or held >= version or time.time_ns() >= valid_until_ns:
             return  # up to date, a node that does not say, or a list that has run out anyway
-        if self._push_refused.get(node_id) == version:
-            return
+        refused = self._push_refused.get(node_id)
+        if refused is not None:
+            if refused[0] == version and not (type(rejected) is int and rejected < refused[1]):
+                return
+            del self._push_refused[node_id]  # a newer push, or the node restarted (its count began again)
         now = time.monotonic()
         when, sent_version, rejected_then = self._repushed.get(node_id, (float("-inf"), -1, None))
         if (sent_version == version and type(rejected) is int and type(rejected_then) is int
                 and rejected > rejected_then):
             # It got the list and refused it (a signature it cannot check: an HQ key it does not
             # trust?): sending it again every few minutes until it runs out would change nothing.
-            self._push_refused[node_id] = version
+            self._push_refused[node_id] = (version, rejected)
             log.error("ingest: node %s refused hot list version %d that ingest sent it again (its hotlist.rejected "
                       "went from %d to %d): not sending it again; see the node's log", node_id, version,
                       rejected_then, rejected)

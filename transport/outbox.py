@@ -692,10 +692,11 @@ class Outbox:
                     self._ready_set.discard(seq)
                     self._push_waiting(seq, now_ns)
 
-    def reset_sent(self, since_ns: int | None = None) -> None:
+    def reset_sent(self, since_ns: int | None = None) -> int:
         """Forget publish attempts (after a reconnect), so those unacked messages go again: all
         of them, or those sent at or after `since_ns` (mark_sent's clock); the others, and copies
-        HQ answered "later" (defer()), keep their schedule. A message's strikes stay (see due())."""
+        HQ answered "later" (defer()), keep their schedule. A message's strikes stay (see due()).
+        Returns how many were made due again."""
         with self._lock:
             # A copy HQ answered "later" reached HQ, which verified it and set it aside: it keeps
             # its backoff. Sending every such copy again at each reset (a new ingest generation, a
@@ -707,6 +708,7 @@ class Outbox:
             for seq in again:
                 self._push_ready(seq)
             self._compact()
+        return len(again)
 
     def defer(self, seqs: Iterable[int]) -> int:
         """HQ received these messages and verified them but will not store them now (set aside:

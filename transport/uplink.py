@@ -172,11 +172,13 @@ class Uplink:
             # (its database away) cannot have every node resend its window each time, while a
             # worker back after a long outage is not kept waiting by the interval that outage grew.
             self._generation_reset = False
-            if self._generation_resets == 0:
-                self._generation_immediate.append(now)
-            self._generation_resets += 1
-            self._generation_reset_ns = self._full_reset_ns = now
-            self.outbox.reset_sent(since_ns=None)
+            # One that found nothing unacknowledged (an idle node) is no resend HQ left
+            # unanswered: it counts neither towards the backoff nor against the at-once allowance.
+            if self.outbox.reset_sent(since_ns=None):
+                if self._generation_resets == 0:
+                    self._generation_immediate.append(now)
+                self._generation_resets += 1
+                self._generation_reset_ns = self._full_reset_ns = now
         resend_after = self._resend_after(now)
         # A copy leaves _queued only at its PUBACK, however old: paho holds every unacknowledged
         # QoS 1 copy until then (and resends it itself after a reconnect), so forgetting it by age

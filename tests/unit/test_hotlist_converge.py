@@ -118,3 +118,16 @@ def test_a_node_that_refuses_the_list_sent_again_is_not_sent_it_again(world, mon
     newer = pushed(world, 4)  # a new push is tried again
     world.heartbeat({"hotlist": {"version": 2, "rejected": 1}})
     assert resent(world) == [message, newer]
+
+
+def test_a_node_that_restarted_after_refusing_is_tried_again(world, monkeypatch) -> None:
+    """Its count of refused lists began again (restarted, now trusting HQ's key, say), and it still
+    lacks the pushed version: it is sent it again."""
+    message = pushed(world, 3)
+    world.heartbeat({"hotlist": {"version": 2, "rejected": 0}})
+    later = [time.monotonic() + ingest_mod.HOTLIST_REPUSH_S + 1]
+    monkeypatch.setattr(ingest_mod.time, "monotonic", lambda: later[0])
+    world.heartbeat({"hotlist": {"version": 2, "rejected": 1}})  # refused
+    later[0] += 10 * ingest_mod.HOTLIST_REPUSH_S
+    world.heartbeat({"hotlist": {"version": 2, "rejected": 0}})  # restarted
+    assert resent(world) == [message, message]

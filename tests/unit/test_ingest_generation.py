@@ -355,3 +355,22 @@ def test_two_reloads_in_one_second_keep_both_previous_texts(tmp_path, monkeypatc
     assert first != second and first.name == "acl.20261202T010000Z"
     assert (first.read_bytes(), second.read_bytes()) == (b"hand edit 1", b"hand edit 2")
     assert oct(second.stat().st_mode & 0o777) == "0o600"
+
+
+def test_generations_that_find_nothing_unacknowledged_do_not_count_towards_the_backoff(node) -> None:
+    """A rolling restart of two workers while the node had nothing unacknowledged counted as two
+    unanswered resends: the next needed one then waited twice the base interval (final review)."""
+    up, box, key, client, mono = node
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g0"), retain=True))
+    _run(up, client, mono, 1)
+    up._apply_ack(signed.sign("ack", {"v": 1, "node": "n1", "seqs": [1, 2, 3, 4, 5], "t_ns": 1}, key))
+    _run(up, client, mono, 5)
+    for name in ("g1", "g2"):  # nothing unacknowledged: nothing to resend
+        up._message(client, Message(topics.HQ_INGEST, generation(key, name), retain=False))
+        _run(up, client, mono, 7)
+    box.commit("read", lambda seq: b"sealed")  # published while a worker resubscribes: into the void
+    _run(up, client, mono, 1)
+    before = _reads(client)
+    up._message(client, Message(topics.HQ_INGEST, generation(key, "g3"), retain=False))
+    _run(up, client, mono, 1)
+    assert _reads(client) == before + 1
