@@ -103,6 +103,7 @@ def _nodes(args: argparse.Namespace) -> int:
         registry = Registry(ctx.cfg.hq.data_dir / "registry.db")
         states = store.node_states()
         now = time.time_ns()
+        pushed = _pushed_hotlist_version(ctx.cfg.hq.data_dir)
         try:
             for node in registry.nodes():
                 if args.node and node.node_id != args.node:
@@ -113,7 +114,7 @@ def _nodes(args: argparse.Namespace) -> int:
                         f"last_seq={last:<7} gaps={lost}")
                 print(line)
                 if node.status != "revoked":
-                    print("    " + describe_state(states.get(node.node_id), now))
+                    print("    " + describe_state(states.get(node.node_id), now, pushed))
                 if args.gaps:
                     for a, b in missing:
                         print(f"    missing seq {a}" + (f"..{b}" if b > a else ""))
@@ -128,8 +129,9 @@ def _nodes(args: argparse.Namespace) -> int:
 STALE_AFTER_S = 120
 
 
-def describe_state(state: NodeState | None, now_ns: int) -> str:
-    """One line on a node's latest heartbeat and status, as ingest recorded them."""
+def describe_state(state: NodeState | None, now_ns: int, pushed_hotlist: int | None = None) -> str:
+    """One line on a node's latest heartbeat and status, as ingest recorded them (with
+    `pushed_hotlist`, the version `alpr-hq push` last sent, a node behind it is flagged)."""
     if state is None or state.health_ns is None:
         status = f"; status {state.status}" if state is not None and state.status else ""
         return f"no heartbeat received yet (ingest records them from this version on){status}"
@@ -150,11 +152,33 @@ def describe_state(state: NodeState | None, now_ns: int) -> str:
         parts.append(f"fps {pipeline['fps']}")
     if outbox:
         parts.append(f"outbox {outbox.get('depth', '?')} waiting, oldest {outbox.get('oldest_age_s', '?')} s")
+        if isinstance(outbox.get("ignored_by_hq"), int) and outbox["ignored_by_hq"] > 0:
+            # answered "later" or left unacknowledged: set aside or refused here (ingest's log says why)
+            parts.append(f"{outbox['ignored_by_hq']} held back by HQ (set aside or refused: see ingest's log)")
+    hotlist = health.get("hotlist") if isinstance(health.get("hotlist"), dict) else {}
+    if type(hotlist.get("version")) is int:
+        behind = pushed_hotlist is not None and hotlist["version"] < pushed_hotlist
+        parts.append(f"hot list v{hotlist['version']}" + (f" BEHIND (v{pushed_hotlist} pushed)" if behind else ""))
     if isinstance(health.get("disk_free_bytes"), int):
         parts.append(f"disk free {health['disk_free_bytes'] // 2**20} MiB")
     if isinstance(pipeline.get("inputs_active_long"), dict) and pipeline["inputs_active_long"]:
         parts.append("inputs active long: " + ", ".join(sorted(map(str, pipeline["inputs_active_long"]))))
     return "; ".join(parts)
+
+
+def _pushed_hotlist_version(data_dir: Path) -> int | None:
+    """The list_version of the hot list `alpr-hq push` last sent (hq.files.PUSHED_HOTLIST), or None.
+
+    Only shown, not trusted: ingest verifies the file before it sends it anywhere.
+    """
+    from hq.files import PUSHED_HOTLIST
+    from transport import cbor
+    try:
+        body_bytes, _ = cbor.loads((data_dir / PUSHED_HOTLIST).read_bytes())
+        version = cbor.loads(body_bytes).get("list_version")
+    except (OSError, ValueError, TypeError, AttributeError):  # cbor.EncodingError is a ValueError
+        return None
+    return version if type(version) is int else None
 
 
 def _age(seconds: float) -> str:

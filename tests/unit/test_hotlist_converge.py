@@ -131,3 +131,19 @@ def test_a_node_that_restarted_after_refusing_is_tried_again(world, monkeypatch)
     later[0] += 10 * ingest_mod.HOTLIST_REPUSH_S
     world.heartbeat({"hotlist": {"version": 2, "rejected": 0}})  # restarted
     assert resent(world) == [message, message]
+
+
+def test_alpr_hq_nodes_flags_a_node_behind_the_pushed_list_and_reads_held_back(world) -> None:
+    from hq.cli import _pushed_hotlist_version, describe_state
+    from hq.store import NodeState
+
+    assert _pushed_hotlist_version(world.tmp) is None  # nothing pushed yet
+    pushed(world, 3)
+    assert _pushed_hotlist_version(world.tmp) == 3
+    health = json.dumps({"hotlist": {"version": 2, "rejected": 0},
+                         "outbox": {"depth": 7, "oldest_age_s": 12.0, "ignored_by_hq": 4}})
+    line = describe_state(NodeState("node-a", health, 10**12, "online", 10**12), 10**12, 3)
+    assert "hot list v2 BEHIND (v3 pushed)" in line and "4 held back by HQ" in line
+    line = describe_state(NodeState("node-a", health.replace('"version": 2', '"version": 3'), 10**12, None, None),
+                          10**12, 3)
+    assert "hot list v3" in line and "BEHIND" not in line
