@@ -62,6 +62,21 @@ def test_a_deferred_copy_forgotten_by_a_reconnect_goes_again_with_the_rest(tmp_p
 
 
 # -- the uplink: reads behind a window of set-aside messages ---------------------------------------------
+def _set_aside_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int, set_aside: int):
+    """An outbox whose first `set_aside` messages HQ will set aside, under a bare uplink that trusts
+    a fresh HQ key; `published` collects the seqs the uplink publishes."""
+    box = Outbox(tmp_path / "o.db")
+    poison = {box.commit("read", lambda seq: b"set aside at HQ") for _ in range(set_aside)}
+    wall, mono = [1_700_000_000 * S], [10**12]
+    up = bare_uplink(box, window=window, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
+    key = ed25519.Ed25519PrivateKey.generate()
+    up.hq_sign_keys = [key.public_key()]
+    published: list[int] = []
+    real_mark = box.mark_sent
+    monkeypatch.setattr(box, "mark_sent", lambda seqs, now_ns=None: (published.extend(seqs), real_mark(seqs, now_ns)))
+    return box, poison, up, key, published, wall, mono
+
+
 def _first_good_read_leaves_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, window: int,
                                   set_aside: int) -> tuple[float, int, Outbox]:
     """`set_aside` messages HQ sets aside at the front of the outbox (committed while the node's
@@ -69,15 +84,7 @@ def _first_good_read_leaves_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     second it is published: acknowledged if good, "later" if set aside. Returns the seconds until
     the first good read was acknowledged, the copies of set-aside messages published in the hour,
     and the outbox."""
-    box = Outbox(tmp_path / "o.db")
-    poison = {box.commit("read", lambda seq: b"set aside at HQ") for _ in range(set_aside)}
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=window, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
-    hq_key = ed25519.Ed25519PrivateKey.generate()
-    up.hq_sign_keys = [hq_key.public_key()]
-    published: list[int] = []
-    real_mark = box.mark_sent
-    monkeypatch.setattr(box, "mark_sent", lambda seqs, now_ns=None: (published.extend(seqs), real_mark(seqs, now_ns)))
+    box, poison, up, hq_key, published, wall, mono = _set_aside_first(tmp_path, monkeypatch, window, set_aside)
     client = PubackedClient()
     good: list[int] = []
     first_ack_s: float | None = None
@@ -169,15 +176,7 @@ def _an_hour_of_set_aside_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         def __init__(self, payload: bytes) -> None:
             self.payload = payload
 
-    box = Outbox(tmp_path / "o.db")
-    poison = {box.commit("read", lambda seq: b"set aside at HQ") for _ in range(3000)}
-    wall, mono = [1_700_000_000 * S], [10**12]
-    up = bare_uplink(box, window=500, resend_after_s=30, monkeypatch=monkeypatch, wall=wall, mono=mono)
-    key = ed25519.Ed25519PrivateKey.generate()
-    up.hq_sign_keys = [key.public_key()]
-    published: list[int] = []
-    real_mark = box.mark_sent
-    monkeypatch.setattr(box, "mark_sent", lambda seqs, now_ns=None: (published.extend(seqs), real_mark(seqs, now_ns)))
+    box, poison, up, key, published, wall, mono = _set_aside_first(tmp_path, monkeypatch, 500, 3000)
     client = PubackedClient()
     up._connected(client, False)
     copies = 0
