@@ -482,8 +482,9 @@ class Outbox:
 
     def _mark_commit(self, seq: int) -> None:
         """Remember when (monotonic) this run committed `seq`, at most one sample a second: the
-        oldest message's age is then at most a second too high. Thinned when long (a backlog
-        built over days), so it stays small however long HQ is away."""
+        oldest message's age is then at most a second too high. Thinned to every other sample
+        when long (a backlog built over days), so it stays small however long HQ is away; the
+        age may then be high by the gap between two samples left."""
         mono = time.monotonic_ns()
         marks = self._commit_marks
         if marks and mono - marks[-1][1] < COMMIT_MARK_EVERY_NS:

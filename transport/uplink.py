@@ -74,8 +74,8 @@ class Uplink:
         # When every unacknowledged message was last made due again for a broker that lost the
         # session (see _connected): at most once per resend interval.
         self._full_reset_ns = -(1 << 62)
-        # HQ ingest's generation last seen (topics.HQ_INGEST), and whether a new one still waits
-        # for its full resend (at most one per current resend interval: a flapping worker must
+        # HQ ingest's generation last seen (topics.HQ_INGEST), whether a new one still waits for
+        # its full resend, and that resend's own backoff (_generation_due: a flapping worker must
         # not make every node resend its window at each flap).
         self._generation: str | None = None
         self._generation_reset = False
