@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -393,22 +394,23 @@ class Ingest:
                 continue
             known.append((node_id, leaf, text, received_ns))
             if leaf == "health":
-                self._knows_later[node_id] = (time.monotonic(), _lists_later(text))
+                doc = json.loads(text)  # checked to be a JSON object when it arrived (_note_state)
+                self._knows_later[node_id] = (time.monotonic(), _features_list_later(doc))
                 if record.status == "active":
-                    self._converge_hotlist(client, node_id, text)
+                    self._converge_hotlist(client, node_id, doc)
         try:
             self._store.note_node_states(known)
         except _DRIVER_ERRORS as exc:
             # Figures only: the next heartbeat replaces them; reads are what must not be lost.
             log.warning("ingest: could not record %d node heartbeats/statuses (%r)", len(known), exc)
 
-    def _converge_hotlist(self, client: paho.Client, node_id: str, health: str) -> None:
+    def _converge_hotlist(self, client: paho.Client, node_id: str, health: dict[str, Any]) -> None:
         """Send the pushed hot list again to a node whose heartbeat reports an older version."""
         pushed = self._current_pushed()
         if pushed is None:
             return
         _, version, valid_until_ns, message = pushed
-        state = json.loads(health).get("hotlist")
+        state = health.get("hotlist")
         held = state.get("version") if isinstance(state, dict) else None
         rejected = state.get("rejected") if isinstance(state, dict) else None
         if type(held) is not int or held >= version or time.time_ns() >= valid_until_ns:
@@ -875,11 +877,17 @@ class Ingest:
 
 
 def _lists_later(health: str | None) -> bool:
-    """Whether a heartbeat's uplink_features lists "later" (transport.uplink.FEATURES)."""
+    """Whether a heartbeat (JSON text, as the store keeps it) lists "later" in uplink_features."""
     try:
-        features = json.loads(health).get("uplink_features") if health else None
-    except (ValueError, AttributeError):
+        doc = json.loads(health) if health else None
+    except ValueError:
         return False
+    return _features_list_later(doc)
+
+
+def _features_list_later(health: Any) -> bool:
+    """Whether a parsed heartbeat's uplink_features lists "later" (transport.uplink.FEATURES)."""
+    features = health.get("uplink_features") if isinstance(health, dict) else None
     return isinstance(features, list) and "later" in features
 
 

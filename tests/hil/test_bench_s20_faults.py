@@ -14,8 +14,8 @@ from hardware.clip import CameraSettings, ClipWriter
 from hil import cli
 from hil import runner as hil_runner
 from hil import scenario as scenarios
-from hil.errors import BadScenario
 from hil.scenario import Fault
+from tests.hil.test_scenario_timing import _refusal
 
 pytestmark = pytest.mark.hil
 
@@ -26,12 +26,6 @@ def _write(folder: Path, body: str, name: str = "s") -> Path:
     path = folder / f"{name}.toml"
     path.write_text(body)
     return path
-
-
-def _refusal(path: Path) -> str:
-    with pytest.raises(BadScenario) as info:
-        scenarios.load(path)
-    return str(info.value)
 
 
 def _fault(kind: str, at_s: float, duration_s: float | None = None, every_s: float | None = None) -> str:

@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import NameOID
 
-from provisioning import anchor, cli, enroll, hqsetup, local, nodeside, safefs
+from provisioning import anchor, cli, enroll, local, nodeside, safefs
 from provisioning import bundle as bundle_format
 from provisioning.errors import BadBundle, StateError
+from tests.unit.test_provisioning_root_writes import _never_write_etc, hq  # noqa: F401  (fixtures)
 from transport.keys import load_private_key, raw_public
 
 pytestmark = pytest.mark.unit
@@ -36,21 +37,6 @@ ME = getpass.getuser()
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = '[pipeline]\nmode = "continuous"\n'
 EVIL_HOST = "broker.attacker.example"
-
-
-@pytest.fixture(autouse=True)
-def _never_write_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The node commands' --config default is /etc/alpr-node/node.toml: tests use a copy of /etc."""
-    fake = tmp_path / "etc" / "alpr-node" / "node.toml"
-    monkeypatch.setattr(nodeside, "DEFAULT_CONFIG", fake)
-    return fake
-
-
-@pytest.fixture
-def hq(tmp_path: Path) -> Path:
-    hq_dir = tmp_path / "hq"
-    hqsetup.init_hq(hq_dir, actor="alice", broker_names=["127.0.0.1"], broker_port=18883, broker_user=ME)
-    return hq_dir
 
 
 @pytest.fixture
