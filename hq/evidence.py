@@ -13,6 +13,10 @@ Layout of a package directory (format "alpr-evidence-v1", format_revision 2; doc
     reads/<id>/signature.bin the node's Ed25519 signature over ["alpr-sig-v1", header, payload]
     reads/<id>/crop.jpg      the crop, extracted (also inside payload.cbor)
     nodes/<node>.json        the node's registry record (status, revocation) and public keys
+    nodes/<node>/<key id>.certificate.pem   the chain the CA issued at enrolment, naming that key
+    nodes/<node>/<key id>.rotation.json     the rotation request that key was added by, signed by
+                             it and the key it replaced (transport.provenance; none for a node
+                             enrolled before HQ kept them)
     access-log.json          the access-log entries for this case or naming these reads, up to this export
     release.json             the approved release request this export fulfils
     holds.json               the holds that kept these reads
@@ -34,9 +38,10 @@ channel. Without that key a package can only vouch for itself: anyone can make a
 key and a new "node" key, sign made-up reads with the one and the manifest (which names the
 node keys in nodes/*.json) with the other, and every check passes. Such a result is
 consistent, not verified (`PackageCheck.ok` is False; `alpr-hq evidence verify` says
-UNVERIFIED and exits 3). The node keys are only as good as the HQ signature over them: the
-enrolment request and certificate are not in the package, so a recipient trusts HQ's registry
-for which key is the node's.
+UNVERIFIED and exits 3). Which key is a node's rests on HQ's signature over nodes/*.json, and,
+where the package carries the keys' proofs, also on the CA that enrolled the node: given the CA
+certificate (obtained separately, as HQ's key is), `verify_package` follows each read's key back
+through its rotations to the certificate the CA issued for that node and key.
 """
 from __future__ import annotations
 
@@ -51,8 +56,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
 
 from hq import plates, releases, retention
 from hq.access import Access, Actor, Grant
@@ -60,7 +67,7 @@ from hq.accesslog import AccessLog, Entry, entry_hash
 from hq.errors import HQError, PolicyError
 from hq.files import private_dir, write_private
 from hq.store import ReadStore
-from transport import cbor
+from transport import cbor, provenance
 from transport.envelope import signed_bytes
 from transport.keys import key_id, raw_public
 from transport.payload import SCALE
@@ -267,6 +274,18 @@ def _decode_stored(read_id: int, header_bytes: bytes, payload_bytes: bytes) -> t
     return header, payload
 
 
+_PROOF_SUFFIX = {provenance.CERTIFICATE: "certificate.pem", provenance.ROTATION: "rotation.json"}
+_PROOF_FILE = re.compile(r"nodes/([A-Za-z0-9_][A-Za-z0-9_.-]*)/([0-9a-f]{16})\.(certificate\.pem|rotation\.json)")
+
+
+def proof_file(node_id: str, kid: str, kind: str) -> str:
+    """Where a package keeps a proof of a node's key (nodes/<node>/<key id>.<kind suffix>)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", kid):
+        raise PolicyError(f"node {node_id}: key id {kid!r} in the registry's proofs cannot name a file: "
+                          "HQ's registry is damaged; nothing exported")
+    return f"nodes/{node_id}/{kid}.{_PROOF_SUFFIX[kind]}"
+
+
 def _node_doc(registry: Any, node_id: str) -> dict[str, Any]:
     """nodes/<node>.json: the registry's record of the node (status, revocation and its reason)
     and its public keys with their validity windows, so a verifier can judge each read's time."""
@@ -455,20 +474,24 @@ def _readme(manifest: dict[str, Any], req: releases.ReleaseRequest, agency_name:
         "",
         "What is here: each read exactly as the roadside node signed it (reads/<id>/header.cbor,",
         "payload.cbor, signature.bin), its plate crop (crop.jpg), the reads decoded (reads.json), the",
-        "nodes' registry records and public keys (nodes/), the approved release request (release.json),",
+        "nodes' registry records and public keys with their proofs (nodes/: the certificate the CA",
+        "issued for each node at enrolment names its first key; each later key comes with a rotation",
+        "request signed by the key it replaced), the approved release request (release.json),",
         "the holds that kept the reads (holds.json) and the access-log entries for this case or these",
         "reads (access-log.json). Other reads and plates are redacted from holds.json and",
         "access-log.json: the approval released these reads only.",
         "",
-        "How to verify: obtain HQ's public signing key (hq-sign.pub) from the agency by another channel,",
-        "then run",
-        f"    alpr-hq evidence verify THIS_FOLDER --hq-key hq-sign.pub --case {req.case_no} --release {req.id}",
-        "It prints OK and exits 0 only if HQ's signature, every file hash and every node signature hold.",
+        "How to verify: obtain HQ's public signing key (hq-sign.pub) and its CA certificate (ca.pem)",
+        "from the agency by another channel, then run",
+        f"    alpr-hq evidence verify THIS_FOLDER --hq-key hq-sign.pub --ca-cert ca.pem --case {req.case_no} "
+        f"--release {req.id}",
+        "It prints OK and exits 0 only if HQ's signature, every file hash and every node signature hold,",
+        "and says how many of the reads' node keys the CA's certificates attest.",
         "To verify by hand (no HQ software), follow \"Evidence package\" in docs/records.md and the",
         "signature format in docs/wire-format.md of the ALPR system's source.",
         "",
-        "Limits: the node keys are those in HQ's node registry (the enrolment records are not included),",
-        "and manifest.sig is made with HQ's online signing key, without an external timestamp.",
+        "Limits: a node enrolled before HQ kept key proofs has none here, so its keys rest on HQ's",
+        "registry alone; manifest.sig is made with HQ's online signing key, without an external timestamp.",
         "",
     ]
     return "\n".join(lines).encode()
@@ -510,6 +533,8 @@ def _write_package(store: ReadStore, access: Access, actor: Actor, grant: Grant,
     _write(out, "reads.json", _json(reads_doc), files, written)
     for node_id in sorted(node_ids):
         _write(out, f"nodes/{node_id}.json", _json(_node_doc(registry, node_id)), files, written)
+        for proof in registry.proofs(node_id):
+            _write(out, proof_file(node_id, proof.key_id, proof.kind), proof.document, files, written)
     redactor = _Redactor(store, set(read_ids), plates)
     _write(out, "holds.json", _json(_holds_doc(store, case_no, redactor)), files, written)
     _write(out, "release.json", _json(asdict(req)), files, written)
@@ -607,13 +632,16 @@ class _Package:
 
 
 def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | None = None, *,
-                   expect_case: str | None = None, expect_release: int | None = None) -> PackageCheck:
+                   expect_case: str | None = None, expect_release: int | None = None,
+                   trusted_ca: x509.Certificate | None = None) -> PackageCheck:
     """Check a package offline: HQ's signature on the manifest, every file's hash, that no file
     was added (no links, no special files), every read's node signature (with the node keys in
     the package), header/payload binding (node, seq, kind, time), the signing key's validity at
     the read's time, the node's revocation, reads.json against the signed payloads, crops, the
     manifest's reads against the approval in release.json, and access-log entry hashes.
     `expect_case` / `expect_release`: the case and release request the package must be for.
+    `trusted_ca`: the CA certificate, obtained separately, that the keys' proofs are checked
+    against (else the one the proofs carry, which proves nothing; `_key_proof_problems`).
 
     A package is evidence handed to others, so anything in it may have been altered: each
     malformed file or field becomes a problem naming it, and the remaining checks still run.
@@ -672,12 +700,14 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
     release = _release_problems(pkg, manifest, read_ids, files, problems)
     reads_doc = _reads_doc(pkg, read_ids, files, problems)
     checked = 0
+    used: set[tuple[str, str]] = set()
     for read_id in read_ids:
         if isinstance(read_id, bool) or not isinstance(read_id, int):
             problems.append(f"manifest.json: field reads: {read_id!r} is not a read id")
             continue
-        if _read_problems(pkg, read_id, nodes, reads_doc, current, problems, warnings):
+        if _read_problems(pkg, read_id, nodes, reads_doc, current, problems, warnings, used):
             checked += 1
+    attested = _key_proof_problems(pkg, nodes, used, trusted_ca, problems, warnings)
     if "access-log.json" in files:
         _access_log_problems(pkg, problems, warnings)
     case, release_id = manifest.get("case"), manifest.get("release_request")
@@ -693,7 +723,9 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
                "approved_by": manifest.get("approved_by", release.get("reviewed_by")),
                "created_by": manifest.get("created_by"), "created_by_role": manifest.get("created_by_role"),
                "created_utc": iso_utc(manifest.get("created_ns")), "hq_name": manifest.get("hq_name"),
-               "reads": read_ids, "access_log_head": manifest.get("access_log_head")}
+               "reads": read_ids, "access_log_head": manifest.get("access_log_head"),
+               "node_keys": len(used), "node_keys_attested": attested,
+               "ca": (_ca_name(trusted_ca) + " (--ca-cert)") if trusted_ca is not None else None}
     return PackageCheck(tuple(problems), checked, hq_key_id if isinstance(hq_key_id, str) else "",
                         hq_key_trusted=trusted_hq_key is not None, warnings=tuple(warnings), summary=summary)
 
@@ -846,9 +878,10 @@ def _reads_doc(pkg: _Package, read_ids: list[Any], files: dict[str, str],
 
 def _read_problems(pkg: _Package, read_id: int, nodes: dict[str, _NodeInfo],
                    reads_doc: dict[int, dict[str, Any]] | None, current: bool,
-                   problems: list[str], warnings: list[str]) -> bool:
+                   problems: list[str], warnings: list[str], used: set[tuple[str, str]]) -> bool:
     """Check one read's files against its node's signature, key and status, and its reads.json
-    entry against the signed payload; False if it could not be checked."""
+    entry against the signed payload; False if it could not be checked. The (node, key id)
+    whose signature verified goes to `used`."""
     rel = f"reads/{read_id}"
     try:
         header_bytes = pkg.read(f"{rel}/header.cbor")
@@ -879,6 +912,7 @@ def _read_problems(pkg: _Package, read_id: int, nodes: dict[str, _NodeInfo],
     except InvalidSignature:
         problems.append(f"read {read_id}: node signature does not verify")
         return False
+    used.add((node, sk))
     for name in ("node", "seq", "kind", "t_ns"):
         if payload.get(name) != header.get(name):
             problems.append(f"read {read_id}: payload field {name} ({payload.get(name)!r}) does not match the header "
@@ -930,6 +964,101 @@ def _time_problems(read_id: int, t_ns: Any, node: str, sk: str, key: tuple[ed255
         else:
             warnings.append(f"read {read_id}: node {node} was revoked {iso_utc(info.revoked_ns)}{reason}, after this "
                             "read was made")
+
+
+def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tuple[str, str]],
+                        trusted_ca: x509.Certificate | None, problems: list[str], warnings: list[str]) -> int:
+    """Follow each key that signed a read back to the CA: through rotation requests (each signed
+    by the key it replaced) to the certificate the CA issued for the node and its first key.
+    Returns how many of `used` were so attested by `trusted_ca` (or, without it, by the CA the
+    certificates carry, with a warning: anyone can make a CA).
+
+    A proof that is there but does not hold is a problem (the registry's keys and the CA's
+    record disagree); a missing one is a warning: a node enrolled before HQ kept proofs has
+    none, and its keys rest on HQ's signature alone, as in earlier packages."""
+    proofs: dict[tuple[str, str], dict[str, str]] = {}
+    for rel in pkg.files:
+        m = _PROOF_FILE.fullmatch(rel)
+        if m:
+            kind = provenance.CERTIFICATE if m.group(3) == "certificate.pem" else provenance.ROTATION
+            proofs.setdefault((m.group(1), m.group(2)), {})[kind] = rel
+    attested = 0
+    carried: set[str] = set()
+    for node, sk in sorted(used):
+        info = nodes[node]
+        chain: list[str] = []
+        kid: str | None = sk
+        verdict = None  # True attested, False a problem, None unproven (warned)
+        while verdict is None:
+            if kid in chain:
+                problems.append(f"nodes/{node}/: the rotation proofs of key {sk} go round in a loop ({' <- '.join(chain)})")
+                verdict = False
+                break
+            chain.append(kid)
+            mine = proofs.get((node, kid), {})
+            key = info.keys.get(kid)
+            if key is None:
+                problems.append(f"nodes/{node}/: key {kid}, which key {sk}'s rotations lead to, is not in "
+                                f"nodes/{node}.json")
+                verdict = False
+            elif provenance.CERTIFICATE in mine:
+                rel = mine[provenance.CERTIFICATE]
+                document = _proof_bytes(pkg, rel, problems)
+                ca = trusted_ca or (provenance.carried_ca(document) if document is not None else None)
+                if document is None:
+                    verdict = False
+                elif ca is None:
+                    problems.append(f"{rel}: carries no CA certificate and none was given (--ca-cert)")
+                    verdict = False
+                else:
+                    problem = provenance.certificate_problem(document, ca, node, key[0])
+                    if problem:
+                        problems.append(f"{rel}: {problem}")
+                        verdict = False
+                    else:
+                        if trusted_ca is None:
+                            carried.add(_ca_name(ca))
+                        verdict = True
+            elif provenance.ROTATION in mine:
+                rel = mine[provenance.ROTATION]
+                document = _proof_bytes(pkg, rel, problems)
+                old_kid = provenance.rotation_old_key_id(document) if document is not None else None
+                old = info.keys.get(old_kid) if old_kid else None
+                if document is None:
+                    verdict = False
+                elif old is None:
+                    problems.append(f"{rel}: names old key {old_kid!r}, which is not in nodes/{node}.json")
+                    verdict = False
+                else:
+                    problem = provenance.rotation_problem(document, node, key[0], old[0])
+                    if problem:
+                        problems.append(f"{rel}: {problem}")
+                        verdict = False
+                    else:
+                        kid = old_kid
+            else:
+                how = f"key {sk}" if kid == sk else f"key {sk} comes from key {kid} by rotation, which"
+                warnings.append(f"node {node}: {how} has no proof in the package (enrolled or rotated before HQ "
+                                "kept them): which key is the node's rests on HQ's signature alone")
+                break
+        attested += verdict is True
+    if carried:
+        warnings.append(f"node keys checked against the CA certificate the package carries ({', '.join(sorted(carried))}),"
+                        " which anyone can make: give --ca-cert with HQ's CA certificate obtained separately")
+    return attested if trusted_ca is not None else 0
+
+
+def _proof_bytes(pkg: _Package, rel: str, problems: list[str]) -> bytes | None:
+    try:
+        return pkg.read(rel)
+    except OSError as exc:
+        problems.append(f"{rel}: unreadable ({exc})")
+        return None
+
+
+def _ca_name(ca: x509.Certificate) -> str:
+    names = [a.value for a in ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return f"CA {names[0]!r}" if names else "CA"
 
 
 # Keys of reads.json that are HQ's own record (not signed by the node), so not compared.

@@ -565,7 +565,9 @@ def _verify(args: argparse.Namespace) -> int:
     from transport.keys import load_public_key
 
     trusted = load_public_key(args.hq_key, ed25519.Ed25519PublicKey) if args.hq_key else None
-    check = evidence.verify_package(args.dir, trusted, expect_case=args.case, expect_release=args.release)
+    ca = _load_ca_cert(args.ca_cert) if args.ca_cert else None
+    check = evidence.verify_package(args.dir, trusted, expect_case=args.case, expect_release=args.release,
+                                    trusted_ca=ca)
     for problem in check.problems:
         print(f"FAIL  {problem}")
     if not check.intact:
@@ -591,6 +593,20 @@ def _verify(args: argparse.Namespace) -> int:
     return status
 
 
+def _load_ca_cert(path: Path) -> Any:
+    """The CA certificate given with --ca-cert; HQError naming the file if it is not one."""
+    from cryptography import x509
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise HQError(f"--ca-cert {path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise HQError(f"--ca-cert {path}: not a PEM certificate ({exc})") from exc
+
+
 def _package_lines(summary: dict[str, Any], *, checked: bool) -> list[str]:
     """The package's case, release, approver, exporter, time and reads, for `evidence verify`."""
     if not summary:
@@ -606,6 +622,9 @@ def _package_lines(summary: dict[str, Any], *, checked: bool) -> list[str]:
              f"    reads            {len(reads)}: {', '.join(map(str, reads))}"]
     if summary.get("hq_name"):
         lines.insert(1, f"    issued by        {summary['hq_name']}")
+    if summary.get("ca"):
+        lines.append(f"    node keys        {summary.get('node_keys_attested')} of {summary.get('node_keys')} that "
+                     f"signed these reads attested by {summary['ca']}")
     if summary.get("access_log_head"):
         lines.append(f"    access log head  {summary['access_log_head']} (check at HQ: alpr-hq audit verify "
                      f"--expect-head {summary['access_log_head']})")
@@ -906,6 +925,8 @@ def register(sub: Any) -> None:
     p.add_argument("dir", type=Path)
     p.add_argument("--hq-key", type=Path, help="HQ's public signing key (PEM), obtained separately; without it "
                    "the package is only checked against keys it carries itself: UNVERIFIED, exit 3")
+    p.add_argument("--ca-cert", type=Path, help="HQ's CA certificate (PEM), obtained separately: the node keys' "
+                   "proofs (enrolment certificate, rotations) are checked against it, and the count attested shown")
     p.add_argument("--case", help="the case the package must be for (FAIL if it is another's)")
     p.add_argument("--release", type=int, help="the release request the package must fulfil (FAIL if another)")
     p.set_defaults(func=_verify)

@@ -88,9 +88,10 @@ class Authority:
 
     # -- issuing --------------------------------------------------------------------------
     def sign(self, csr: x509.CertificateSigningRequest, *, server_names: list[str] | None = None,
-             days: int = pki.CLIENT_DAYS, not_before: dt.datetime | None = None) -> x509.Certificate:
-        """Sign a CSR and record the certificate in the index."""
-        cert = pki.sign_csr(self.pair, csr, server_names=server_names, days=days, not_before=not_before)
+             days: int = pki.CLIENT_DAYS, not_before: dt.datetime | None = None,
+             uris: list[str] | None = None) -> x509.Certificate:
+        """Sign a CSR and record the certificate in the index (`uris`: see pki.sign_csr)."""
+        cert = pki.sign_csr(self.pair, csr, server_names=server_names, days=days, not_before=not_before, uris=uris)
         certs, number = self._load()
         certs.append(Issued(cert.serial_number, pki.common_name(cert.subject), "server" if server_names else "client",
                             cert.not_valid_after_utc.isoformat()))

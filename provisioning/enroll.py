@@ -18,7 +18,7 @@ from provisioning import state as hq_state
 from provisioning.authority import Authority
 from provisioning.errors import BadRequest, ProvisioningError, ReloadFailed, StateError
 from provisioning.names import node_id_problem
-from transport import atomic
+from transport import atomic, provenance
 from transport.keys import raw_public
 from transport.registry import NodeRecord, Registry, RegistryError
 
@@ -107,7 +107,10 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
                              f"from another request than {req.fingerprint}; a revoked or taken id is never "
                              "reused: give the node a new id")
         authority = Authority(state.ca_dir)
-        cert = authority.sign(req.csr, days=cert_days, not_before=not_before)
+        # The CA attests the signing key too (a URI subjectAltName), so an evidence package can
+        # prove which key is the node's from the CA certificate, not only from HQ's registry.
+        cert = authority.sign(req.csr, days=cert_days, not_before=not_before,
+                              uris=[provenance.sign_key_uri(req.sign_public)])
         serial = format(cert.serial_number, "x")
         details = {"camera": camera, "lane": lane, "request": req.fingerprint, "host": req.host,
                    "keygen_by": req.actor, "keygen_at": req.created}
@@ -116,8 +119,10 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
             atomic.write_bytes(ndir / "request.json", Path(request_path).read_bytes())
             atomic.write_text(ndir / "node.json", json.dumps({"site": site, **details}, indent=1, sort_keys=True)
                               + "\n")
+            chain = cert.public_bytes(serialization.Encoding.PEM) + authority.cert.public_bytes(
+                serialization.Encoding.PEM)
             record = registry.enroll(req.node_id, site, req.sign_public, actor=actor, cert_serial=serial,
-                                     details=json.dumps(details, sort_keys=True))
+                                     details=json.dumps(details, sort_keys=True), certificate=chain)
         except BaseException:
             # the certificate never left HQ; the files left in nodes/<id>/ are overwritten by a rerun
             authority.revoke_serial(cert.serial_number, "enrolment failed")
@@ -172,7 +177,14 @@ def add_key(hq_dir: Path, request_path: Path, *, actor: str, grace_hours: float 
     Returns (node id, new key id).
     """
     state = hq_state.load(hq_dir)
-    req = request.load(request_path, request.ROTATE)
+    try:
+        data = Path(request_path).read_bytes()
+    except FileNotFoundError as exc:
+        raise BadRequest(f"{request_path}: request file not found") from exc
+    except OSError as exc:
+        raise BadRequest(f"{request_path}: cannot read request file: {exc.strerror or exc}") from exc
+    # the bytes checked are the bytes kept (registry proof, nodes/<id>/), read once
+    req = request.loads(data, Path(request_path), request.ROTATE)
     registry = _registry(state)
     try:
         record = registry.node(req.node_id)
@@ -183,10 +195,11 @@ def add_key(hq_dir: Path, request_path: Path, *, actor: str, grace_hours: float 
             raise BadRequest(f"{request_path}: field old_key_id: {req.old_key_id} is not a valid key of "
                              f"node {req.node_id}")
         req.verify_old_key(old.public, str(request_path))
-        registry.add_key(req.node_id, req.sign_public, actor=actor, retire_old_after_s=grace_hours * 3600)
+        registry.add_key(req.node_id, req.sign_public, actor=actor, retire_old_after_s=grace_hours * 3600,
+                         rotation_request=data)
     finally:
         registry.close()
-    atomic.write_bytes(state.node_dir(req.node_id) / f"rotate-{req.sign_key_id}.json", Path(request_path).read_bytes())
+    atomic.write_bytes(state.node_dir(req.node_id) / f"rotate-{req.sign_key_id}.json", data)
     return req.node_id, req.sign_key_id
 
 

@@ -103,8 +103,13 @@ def make_csr(common_name: str, key: ec.EllipticCurvePrivateKey) -> x509.Certific
 
 
 def sign_csr(ca: CertPair, csr: x509.CertificateSigningRequest, *, server_names: list[str] | None = None,
-             days: int = CLIENT_DAYS, not_before: dt.datetime | None = None) -> x509.Certificate:
-    """Issue a certificate for a CSR: a TLS client certificate, or a server one if `server_names`."""
+             days: int = CLIENT_DAYS, not_before: dt.datetime | None = None,
+             uris: list[str] | None = None) -> x509.Certificate:
+    """Issue a certificate for a CSR: a TLS client certificate, or a server one if `server_names`.
+
+    `uris` (client certificates): subjectAltName URIs the CA attests beside the CN, such as the
+    node's signing key (transport.provenance.sign_key_uri). The broker names the client by its
+    CN only, so they change nothing there."""
     if not csr.is_signature_valid:
         raise PKIError("CSR signature is invalid")
     ca_cert = load_cert(ca.cert)
@@ -127,6 +132,9 @@ def sign_csr(ca: CertPair, csr: x509.CertificateSigningRequest, *, server_names:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     else:
+        if uris:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]), critical=False)
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 

@@ -23,14 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provisioning import pki
 from provisioning.errors import BadRequest, PKIError
-from transport import atomic, cbor
+from transport import atomic, provenance
 from transport.keys import key_id, raw_public
 
-ENROLL = "alpr-enroll-request-v1"
-ROTATE = "alpr-rotate-request-v1"
-CONTEXT = "alpr-request-v1"
-_FIELDS = {ENROLL: ("node_id", "sign_pub", "csr", "created", "actor", "host"),
-           ROTATE: ("node_id", "sign_pub", "old_key_id", "created", "actor", "host")}
+# The format is transport.provenance's: HQ's evidence verifier checks rotation requests too.
+ENROLL = provenance.ENROLL
+ROTATE = provenance.ROTATE
+_FIELDS = provenance.REQUEST_FIELDS
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def _b64(data: bytes) -> str:
 
 
 def _signed(body: dict[str, str]) -> bytes:
-    return cbor.dumps([CONTEXT, body])
+    return provenance.request_signed_bytes(body)
 
 
 def _fingerprint(signed: bytes) -> str:

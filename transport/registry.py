@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from transport.errors import EnvelopeError, TransportError
 from transport.keys import key_id, raw_public
+from transport.provenance import KINDS, KeyProof
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -36,6 +37,16 @@ CREATE TABLE IF NOT EXISTS node_keys (
     valid_from_ns INTEGER NOT NULL,
     retired_ns INTEGER,
     PRIMARY KEY (node_id, key_id)
+);
+-- What proves each key is the node's without this file (transport.provenance): the CA's
+-- certificate chain from enrolment, or the rotation request signed by the key it replaced.
+CREATE TABLE IF NOT EXISTS key_proofs (
+    node_id TEXT NOT NULL REFERENCES nodes(node_id),
+    key_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('certificate', 'rotation')),
+    document BLOB NOT NULL,
+    added_ns INTEGER NOT NULL,
+    PRIMARY KEY (node_id, key_id, kind)
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
@@ -112,8 +123,9 @@ class Registry:
                          (time.time_ns(), actor, action, node_id, detail))
 
     def enroll(self, node_id: str, site_id: str, public: ed25519.Ed25519PublicKey, *, actor: str,
-               cert_serial: str | None = None, details: str = "{}") -> NodeRecord:
-        """Register a new node and its first signing key."""
+               cert_serial: str | None = None, details: str = "{}", certificate: bytes | None = None) -> NodeRecord:
+        """Register a new node and its first signing key; `certificate`: the chain (PEM) the CA
+        issued for it, which names the key (transport.provenance), kept as the key's proof."""
         now = time.time_ns()
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -124,6 +136,8 @@ class Registry:
                 "VALUES (?,?,?,?,?,?,?)", (node_id, site_id, "active", now, actor, cert_serial, details))
             self._db.execute("INSERT INTO node_keys VALUES (?,?,?,?,NULL)",
                              (node_id, key_id(public), raw_public(public), now))
+            if certificate is not None:
+                self._add_proof(KeyProof(node_id, key_id(public), "certificate", certificate), now)
             self._audit(actor, "enroll", node_id, f"site={site_id} key={key_id(public)} cert={cert_serial}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -132,8 +146,10 @@ class Registry:
         return self.node(node_id)
 
     def add_key(self, node_id: str, public: ed25519.Ed25519PublicKey, *, actor: str,
-                retire_old_after_s: float | None = None) -> None:
-        """Rotate: add a new signing key; old keys stay valid for messages made before the rotation."""
+                retire_old_after_s: float | None = None, rotation_request: bytes | None = None) -> None:
+        """Rotate: add a new signing key; old keys stay valid for messages made before the rotation.
+        `rotation_request`: the request file's bytes, signed by the new key and the one it
+        replaces, kept as the new key's proof."""
         self.node(node_id)
         now = time.time_ns()
         self._db.execute("BEGIN IMMEDIATE")
@@ -143,11 +159,31 @@ class Registry:
                                  (now + int(retire_old_after_s * 1e9), node_id))
             self._db.execute("INSERT OR REPLACE INTO node_keys VALUES (?,?,?,?,NULL)",
                              (node_id, key_id(public), raw_public(public), now))
+            if rotation_request is not None:
+                self._add_proof(KeyProof(node_id, key_id(public), "rotation", rotation_request), now)
             self._audit(actor, "rotate-key", node_id, f"new key={key_id(public)}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _add_proof(self, proof: KeyProof, now: int) -> None:
+        if proof.kind not in KINDS:
+            raise RegistryError(f"key proof kind {proof.kind!r}: expected one of {', '.join(KINDS)}")
+        self._db.execute("INSERT OR REPLACE INTO key_proofs VALUES (?,?,?,?,?)",
+                         (proof.node_id, proof.key_id, proof.kind, bytes(proof.document), now))
+
+    def proofs(self, node_id: str) -> list[KeyProof]:
+        """The proofs kept for a node's keys, oldest first (none for a node enrolled before
+        the registry kept them, or in a registry that predates them, opened read-only)."""
+        try:
+            rows = self._db.execute("SELECT node_id, key_id, kind, document FROM key_proofs WHERE node_id=? "
+                                    "ORDER BY added_ns, key_id, kind", (node_id,)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [KeyProof(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
     def revoke(self, node_id: str, *, actor: str, reason: str, at_ns: int | None = None) -> NodeRecord:
         """Revoke a node: messages it made after `at_ns` (default now) are rejected."""

@@ -19,7 +19,7 @@ from provisioning import cli, enroll, hqsetup, local, nodeside, pki, request
 from provisioning import state as hq_state
 from provisioning.authority import Authority
 from provisioning.errors import BadBundle, BadRequest, ProvisioningError, StateError
-from transport import cbor, envelope
+from transport import cbor, envelope, provenance
 from transport.errors import EnvelopeError
 from transport.keys import key_id, load_private_key
 from transport.registry import Registry
@@ -372,7 +372,7 @@ def test_rotation_request_must_be_signed_by_the_enrolled_key(hq: Path, tmp_path:
     # claim the enrolled key, sign everything else correctly: only sig_old is wrong
     forged["old_key_id"] = enrolled_kid
     body = {k: v for k, v in forged.items() if k not in ("sig", "sig_old")}
-    signed = cbor.dumps([request.CONTEXT, body])
+    signed = provenance.request_signed_bytes(body)
     forged["sig"] = base64.b64encode(new.sign(signed)).decode()
     forged["sig_old"] = base64.b64encode(stranger.sign(signed)).decode()
     request.write(tmp_path / "forged.json", forged)
