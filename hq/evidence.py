@@ -59,7 +59,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509.oid import NameOID
 
 from hq import plates, releases, retention
 from hq.access import Access, Actor, Grant
@@ -766,7 +765,7 @@ def _json_file(pkg: _Package, rel: str, kind: type, problems: list[str]) -> Any:
     """A JSON file of the package of the given type, or None (the problem recorded)."""
     try:
         doc = json.loads(pkg.read(rel))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than json can
         problems.append(f"{rel}: not valid JSON ({exc})")
         return None
     if not isinstance(doc, kind):
@@ -1038,8 +1037,17 @@ def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tu
                         kid = old_kid
             else:
                 how = f"key {sk}" if kid == sk else f"key {sk} comes from key {kid} by rotation, which"
-                warnings.append(f"node {node}: {how} has no proof in the package (enrolled or rotated before HQ "
-                                "kept them): which key is the node's rests on HQ's signature alone")
+                enrolment = sorted(rel for (n, _k), kinds in proofs.items() if n == node
+                                   for kind, rel in kinds.items() if kind == provenance.CERTIFICATE)
+                if enrolment:
+                    # The node was enrolled since HQ keeps proofs, so every key it was given since
+                    # has one: a key without is one the registry gained without the node handing over.
+                    problems.append(f"nodes/{node}/: {how} has no proof in the package, though the node's "
+                                    f"enrolment has one ({enrolment[0]}): a key added without a rotation request")
+                    verdict = False
+                else:
+                    warnings.append(f"node {node}: {how} has no proof in the package (enrolled or rotated before "
+                                    "HQ kept them): which key is the node's rests on HQ's signature alone")
                 break
         attested += verdict is True
     if carried:
@@ -1057,8 +1065,8 @@ def _proof_bytes(pkg: _Package, rel: str, problems: list[str]) -> bytes | None:
 
 
 def _ca_name(ca: x509.Certificate) -> str:
-    names = [a.value for a in ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return f"CA {names[0]!r}" if names else "CA"
+    name = provenance.ca_name(ca)
+    return f"CA {name!r}" if name else "CA"
 
 
 # Keys of reads.json that are HQ's own record (not signed by the node), so not compared.

@@ -81,7 +81,9 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
     returns the first enrolment, so a technician can rerun a step whose output was lost.
     """
     state = hq_state.load(hq_dir)
-    req = request.load(request_path, request.ENROLL)
+    data = request.read(request_path)
+    # the bytes checked are the bytes kept (nodes/<id>/request.json), read once
+    req = request.loads(data, Path(request_path), request.ENROLL)
     if expect_fingerprint and not _same_fingerprint(expect_fingerprint, req.fingerprint):
         raise BadRequest(f"{request_path}: fingerprint {req.fingerprint} is not the {expect_fingerprint} "
                          "the node printed; the request was changed or swapped")
@@ -116,7 +118,7 @@ def enroll(hq_dir: Path, request_path: Path, *, site: str, actor: str, camera: s
                    "keygen_by": req.actor, "keygen_at": req.created}
         try:
             pki.write_cert(ndir / "node.pem", cert)
-            atomic.write_bytes(ndir / "request.json", Path(request_path).read_bytes())
+            atomic.write_bytes(ndir / "request.json", data)
             atomic.write_text(ndir / "node.json", json.dumps({"site": site, **details}, indent=1, sort_keys=True)
                               + "\n")
             chain = cert.public_bytes(serialization.Encoding.PEM) + authority.cert.public_bytes(
@@ -177,12 +179,7 @@ def add_key(hq_dir: Path, request_path: Path, *, actor: str, grace_hours: float 
     Returns (node id, new key id).
     """
     state = hq_state.load(hq_dir)
-    try:
-        data = Path(request_path).read_bytes()
-    except FileNotFoundError as exc:
-        raise BadRequest(f"{request_path}: request file not found") from exc
-    except OSError as exc:
-        raise BadRequest(f"{request_path}: cannot read request file: {exc.strerror or exc}") from exc
+    data = request.read(request_path)
     # the bytes checked are the bytes kept (registry proof, nodes/<id>/), read once
     req = request.loads(data, Path(request_path), request.ROTATE)
     registry = _registry(state)

@@ -115,16 +115,20 @@ def _decode(raw: dict, name: str, source: str) -> bytes:
         raise BadRequest(f"{source}: field {name}: not base64") from exc
 
 
-def load(path: Path, kind: str | None = None) -> Request:
-    """Read and check a request file; BadRequest names the file and the field that is wrong."""
-    path = Path(path)
+def read(path: Path) -> bytes:
+    """A request file's bytes; BadRequest names the file if it cannot be read. For a caller
+    that keeps the very bytes it checked (`loads`)."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError as exc:
         raise BadRequest(f"{path}: request file not found") from exc
     except OSError as exc:
         raise BadRequest(f"{path}: cannot read request file: {exc.strerror or exc}") from exc
-    return loads(data, path, kind)
+
+
+def load(path: Path, kind: str | None = None) -> Request:
+    """Read and check a request file; BadRequest names the file and the field that is wrong."""
+    return loads(read(path), Path(path), kind)
 
 
 def loads(data: bytes, path: Path, kind: str | None = None) -> Request:

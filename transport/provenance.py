@@ -75,20 +75,32 @@ def certificate_problem(chain_pem: bytes, ca: x509.Certificate, node_id: str,
     except ValueError as exc:
         return f"not a PEM certificate chain ({exc})"
     cert = certs[0]
+    # cryptography parses names and extensions when first read: a malformed one raises then
     try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return f"certificate {cert.serial_number:x} was not issued by the CA {_cn(ca.subject)!r}"
-    if _cn(cert.subject) != node_id:
-        return f"certificate {cert.serial_number:x} is for {_cn(cert.subject)!r}, not node {node_id}"
-    try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            return f"certificate {cert.serial_number:x} was not issued by the CA {ca_name(ca)!r}"
+        if _cn(cert.subject) != node_id:
+            return f"certificate {cert.serial_number:x} is for {_cn(cert.subject)!r}, not node {node_id}"
+        try:
+            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.UniformResourceIdentifier)
+        except x509.ExtensionNotFound:
+            uris = []
+    except ValueError as exc:
+        return f"certificate {cert.serial_number:x} is malformed ({exc})"
     if sign_key_uri(public) not in uris:
         return f"certificate {cert.serial_number:x} does not name signing key {key_id(public)}"
     return None
+
+
+def ca_name(ca: x509.Certificate) -> str:
+    """A CA certificate's CN for messages ("" when it has none or it cannot be read)."""
+    try:
+        return _cn(ca.subject)
+    except ValueError:
+        return ""
 
 
 def carried_ca(chain_pem: bytes) -> x509.Certificate | None:
@@ -107,7 +119,7 @@ def rotation_problem(request: bytes, node_id: str, new: ed25519.Ed25519PublicKey
     when it does: both keys signed it, and it names the node, the new key and the old key's id."""
     try:
         raw = json.loads(request)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return f"not a JSON request ({exc})"
     if not isinstance(raw, dict) or raw.get("format") != ROTATE:
         return f"field format: not {ROTATE}"
@@ -138,7 +150,7 @@ def rotation_old_key_id(request: bytes) -> str | None:
     """The `old_key_id` a rotation request names (None if it names none): where its chain goes next."""
     try:
         raw = json.loads(request)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     value = raw.get("old_key_id") if isinstance(raw, dict) else None
     return value if isinstance(value, str) else None

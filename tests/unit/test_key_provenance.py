@@ -251,3 +251,58 @@ def test_verify_command_takes_the_ca_certificate(site, tmp_path: Path, capsys) -
     assert f"--ca-cert {tmp_path / 'bad.pem'}: not a PEM certificate" in capsys.readouterr().err
     readme = (out / "README.txt").read_text()
     assert "--ca-cert ca.pem" in readme
+
+
+# -- a tampered package gives FAIL lines, never an exception ---------------------------------------------
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    os.chmod(path, 0o600)
+    path.write_bytes(data)
+
+
+def _proof(out: Path, suffix: str) -> Path:
+    [found] = [p for p in (out / "nodes" / "node-a").iterdir() if p.name.endswith(suffix)]
+    return found
+
+
+def test_a_malformed_carried_ca_is_a_failure_not_a_crash(site, tmp_path: Path, capsys) -> None:
+    out, key = _export(site, tmp_path, site[3])
+    cert_file = _proof(out, ".certificate.pem")
+    leaf, ca = x509.load_pem_x509_certificates(cert_file.read_bytes())
+    # one byte of the carried CA's CN made invalid UTF-8: cryptography raises only when the name is read
+    der = ca.public_bytes(serialization.Encoding.DER).replace(b"County ALPR CA", b"County ALPR C\xff")
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    pem = b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(body[i:i + 64] for i in range(0, len(body), 64)) + \
+        b"\n-----END CERTIFICATE-----\n"
+    _overwrite(cert_file, _pem(leaf) + pem)
+    problems = evidence.verify_package(out, key.public_key()).problems
+    assert any(p.startswith(f"{cert_file.relative_to(out).as_posix()}: certificate") for p in problems), problems
+    write_public_key(tmp_path / "hq.pub", key.public_key())
+    assert cli.main(["evidence", "verify", str(out), "--hq-key", str(tmp_path / "hq.pub")]) == 1
+    assert "FAIL  nodes/node-a/" in capsys.readouterr().out
+
+
+def test_a_deeply_nested_json_proof_is_a_failure_not_a_crash(site, tmp_path: Path) -> None:
+    out, key = _export(site, tmp_path, site[3])
+    rotation = _proof(out, ".rotation.json")
+    _overwrite(rotation, b"[" * 200_000 + b"]" * 200_000)
+    _overwrite(out / "nodes" / "node-a.json", b"[" * 200_000 + b"]" * 200_000)
+    problems = evidence.verify_package(out, key.public_key()).problems
+    assert any(p.startswith("nodes/node-a.json: not valid JSON") for p in problems), problems
+
+
+def test_a_key_without_proof_on_a_node_enrolled_with_one_fails(site, tmp_path: Path) -> None:
+    """A key the registry gained without the node handing it over (no rotation request), on a
+    node whose enrolment the CA proves: what --ca-cert is for, so a failure, not a warning."""
+    store, _access, registry, _ids, ca = site
+    forged = ed25519.Ed25519PrivateKey.generate()
+    registry.add_key("node-a", forged.public_key(), actor="mallory")
+    fake = dataclasses.replace(SyntheticNode.create("node-a", "main-st"), key=forged)
+    store.store([fake.read(9, "FAKE123", NOW - DAY // 4, crop=tiny_jpeg("FAKE123"))])
+    out, key = _export(site, tmp_path, [r.id for r in store.reads_after(0)])
+    check = evidence.verify_package(out, key.public_key(), trusted_ca=pki.load_cert(ca.cert))
+    assert not check.ok
+    assert any(p.startswith(f"nodes/node-a/: key {key_id(forged.public_key())} has no proof in the package, though "
+                            "the node's enrolment has one") for p in check.problems), check.problems
+    assert (check.summary["node_keys"], check.summary["node_keys_attested"]) == (3, 2)
