@@ -658,7 +658,7 @@ def verify_package(directory: Path, trusted_hq_key: ed25519.Ed25519PublicKey | N
     try:
         manifest_bytes = pkg.read("manifest.json")
         manifest = json.loads(manifest_bytes)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return PackageCheck(tuple(problems) + (f"{root}: not an evidence package: manifest.json: {exc}",), 0, "")
     if not isinstance(manifest, dict):
         return PackageCheck((f"manifest.json: not a JSON object ({type(manifest).__name__})",), 0, "")
@@ -969,12 +969,14 @@ def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tu
                         trusted_ca: x509.Certificate | None, problems: list[str], warnings: list[str]) -> int:
     """Follow each key that signed a read back to the CA: through rotation requests (each signed
     by the key it replaced) to the certificate the CA issued for the node and its first key.
-    Returns how many of `used` were so attested by `trusted_ca` (or, without it, by the CA the
-    certificates carry, with a warning: anyone can make a CA).
+    Returns how many of `used` were so attested by `trusted_ca` (0 without it: the certificates
+    are then checked against the CA they carry, with a warning, since anyone can make a CA).
 
     A proof that is there but does not hold is a problem (the registry's keys and the CA's
-    record disagree); a missing one is a warning: a node enrolled before HQ kept proofs has
-    none, and its keys rest on HQ's signature alone, as in earlier packages."""
+    record disagree), and so is a key without one on a node whose enrolment certificate is
+    there: every key such a node was given has a proof. On a node with no certificate a missing
+    proof is a warning: a node enrolled before HQ kept proofs has none, and its keys rest on
+    HQ's signature alone, as in earlier packages."""
     proofs: dict[tuple[str, str], dict[str, str]] = {}
     for rel in pkg.files:
         m = _PROOF_FILE.fullmatch(rel)
@@ -987,73 +989,89 @@ def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tu
         info = nodes[node]
         chain: list[str] = []
         kid: str | None = sk
-        verdict = None  # True attested, False a problem, None unproven (warned)
-        while verdict is None:
+        verdict: bool | None = None  # True attested, False a problem recorded
+        while verdict is None and kid is not None:
             if kid in chain:
-                problems.append(f"nodes/{node}/: the rotation proofs of key {sk} go round in a loop ({' <- '.join(chain)})")
+                problems.append(f"nodes/{node}/: the rotation proofs of key {sk} go round in a loop "
+                                f"({' <- '.join(chain)})")
                 verdict = False
                 break
             chain.append(kid)
-            mine = proofs.get((node, kid), {})
-            key = info.keys.get(kid)
+            mine, key = proofs.get((node, kid), {}), info.keys.get(kid)
             if key is None:
                 problems.append(f"nodes/{node}/: key {kid}, which key {sk}'s rotations lead to, is not in "
                                 f"nodes/{node}.json")
                 verdict = False
             elif provenance.CERTIFICATE in mine:
-                rel = mine[provenance.CERTIFICATE]
-                document = _proof_bytes(pkg, rel, problems)
-                ca = trusted_ca or (provenance.carried_ca(document) if document is not None else None)
-                if document is None:
-                    verdict = False
-                elif ca is None:
-                    problems.append(f"{rel}: carries no CA certificate and none was given (--ca-cert)")
-                    verdict = False
-                else:
-                    problem = provenance.certificate_problem(document, ca, node, key[0])
-                    if problem:
-                        problems.append(f"{rel}: {problem}")
-                        verdict = False
-                    else:
-                        if trusted_ca is None:
-                            carried.add(_ca_name(ca))
-                        verdict = True
+                verdict = _certificate_step(pkg, mine[provenance.CERTIFICATE], node, key[0], trusted_ca, carried,
+                                            problems)
             elif provenance.ROTATION in mine:
-                rel = mine[provenance.ROTATION]
-                document = _proof_bytes(pkg, rel, problems)
-                old_kid = provenance.rotation_old_key_id(document) if document is not None else None
-                old = info.keys.get(old_kid) if old_kid else None
-                if document is None:
-                    verdict = False
-                elif old is None:
-                    problems.append(f"{rel}: names old key {old_kid!r}, which is not in nodes/{node}.json")
-                    verdict = False
-                else:
-                    problem = provenance.rotation_problem(document, node, key[0], old[0])
-                    if problem:
-                        problems.append(f"{rel}: {problem}")
-                        verdict = False
-                    else:
-                        kid = old_kid
+                kid = _rotation_step(pkg, mine[provenance.ROTATION], node, info, key[0], problems)
+                verdict = False if kid is None else None
             else:
-                how = f"key {sk}" if kid == sk else f"key {sk} comes from key {kid} by rotation, which"
-                enrolment = sorted(rel for (n, _k), kinds in proofs.items() if n == node
-                                   for kind, rel in kinds.items() if kind == provenance.CERTIFICATE)
-                if enrolment:
-                    # The node was enrolled since HQ keeps proofs, so every key it was given since
-                    # has one: a key without is one the registry gained without the node handing over.
-                    problems.append(f"nodes/{node}/: {how} has no proof in the package, though the node's "
-                                    f"enrolment has one ({enrolment[0]}): a key added without a rotation request")
-                    verdict = False
-                else:
-                    warnings.append(f"node {node}: {how} has no proof in the package (enrolled or rotated before "
-                                    "HQ kept them): which key is the node's rests on HQ's signature alone")
-                break
+                _unproven(node, sk, kid, proofs, problems, warnings)
+                verdict = False
         attested += verdict is True
     if carried:
         warnings.append(f"node keys checked against the CA certificate the package carries ({', '.join(sorted(carried))}),"
                         " which anyone can make: give --ca-cert with HQ's CA certificate obtained separately")
     return attested if trusted_ca is not None else 0
+
+
+def _certificate_step(pkg: _Package, rel: str, node: str, public: ed25519.Ed25519PublicKey,
+                      trusted_ca: x509.Certificate | None, carried: set[str], problems: list[str]) -> bool:
+    """Whether the certificate proof `rel` attests `public` as `node`'s (with `trusted_ca`, or
+    the CA the proof carries, whose name goes to `carried`); a problem recorded if not."""
+    document = _proof_bytes(pkg, rel, problems)
+    if document is None:
+        return False
+    ca = trusted_ca or provenance.carried_ca(document)
+    if ca is None:
+        problems.append(f"{rel}: carries no CA certificate and none was given (--ca-cert)")
+        return False
+    problem = provenance.certificate_problem(document, ca, node, public)
+    if problem:
+        problems.append(f"{rel}: {problem}")
+        return False
+    if trusted_ca is None:
+        carried.add(_ca_name(ca))
+    return True
+
+
+def _rotation_step(pkg: _Package, rel: str, node: str, info: _NodeInfo, public: ed25519.Ed25519PublicKey,
+                   problems: list[str]) -> str | None:
+    """The key id the rotation proof `rel` hands `public` over from, if it holds; else None,
+    a problem recorded."""
+    document = _proof_bytes(pkg, rel, problems)
+    if document is None:
+        return None
+    old_kid = provenance.rotation_old_key_id(document)
+    old = info.keys.get(old_kid) if old_kid else None
+    if old is None:
+        problems.append(f"{rel}: names old key {old_kid!r}, which is not in nodes/{node}.json")
+        return None
+    problem = provenance.rotation_problem(document, node, public, old[0])
+    if problem:
+        problems.append(f"{rel}: {problem}")
+        return None
+    return old_kid
+
+
+def _unproven(node: str, sk: str, kid: str, proofs: dict[tuple[str, str], dict[str, str]],
+              problems: list[str], warnings: list[str]) -> None:
+    """Key `kid` (key `sk` or one its rotations lead to) has no proof: a problem on a node
+    whose enrolment certificate is in the package, else a warning."""
+    how = f"key {sk}" if kid == sk else f"key {sk} comes from key {kid} by rotation, which"
+    enrolment = sorted(kinds[provenance.CERTIFICATE] for (n, _k), kinds in proofs.items()
+                       if n == node and provenance.CERTIFICATE in kinds)
+    if enrolment:
+        # Enrolled since HQ keeps proofs, so every key it was given has one: a key without is
+        # one the registry gained without the node handing it over.
+        problems.append(f"nodes/{node}/: {how} has no proof in the package, though the node's enrolment has one "
+                        f"({enrolment[0]}): a key added without a rotation request")
+    else:
+        warnings.append(f"node {node}: {how} has no proof in the package (enrolled or rotated before HQ kept "
+                        "them): which key is the node's rests on HQ's signature alone")
 
 
 def _proof_bytes(pkg: _Package, rel: str, problems: list[str]) -> bytes | None:

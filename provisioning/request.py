@@ -140,7 +140,7 @@ def loads(data: bytes, path: Path, kind: str | None = None) -> Request:
     path = Path(path)
     try:
         raw = json.loads(data)
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
         raise BadRequest(f"{path}: not a JSON request file ({exc})") from exc
     if not isinstance(raw, dict) or raw.get("format") not in _FIELDS:
         raise BadRequest(f"{path}: field format: expected {ENROLL} or {ROTATE}")
@@ -155,7 +155,10 @@ def loads(data: bytes, path: Path, kind: str | None = None) -> Request:
     if extra:
         raise BadRequest(f"{path}: unknown field(s) {', '.join(sorted(extra))}")
     body = {"format": fmt, **{name: raw[name] for name in _FIELDS[fmt]}}
-    signed = _signed(body)
+    try:
+        signed = _signed(body)
+    except ValueError as exc:  # UnicodeEncodeError: a lone surrogate, valid in JSON, is not UTF-8
+        raise BadRequest(f"{path}: a field is not UTF-8 text ({exc})") from exc
     pub_raw = _decode(raw, "sign_pub", str(path))
     if len(pub_raw) != 32:
         raise BadRequest(f"{path}: field sign_pub: expected 32 bytes, got {len(pub_raw)}")

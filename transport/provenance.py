@@ -43,6 +43,11 @@ REQUEST_FIELDS = {ENROLL: ("node_id", "sign_pub", "csr", "created", "actor", "ho
                   ROTATE: ("node_id", "sign_pub", "old_key_id", "created", "actor", "host")}
 
 
+# What cryptography raises, lazily, on a certificate's malformed names or extensions (the last
+# two are not ValueErrors).
+_MALFORMED = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+
+
 @dataclass(frozen=True)
 class KeyProof:
     """One proof that `key_id` is node `node_id`'s: `document` is a certificate chain (PEM) or a
@@ -80,7 +85,7 @@ def certificate_problem(chain_pem: bytes, ca: x509.Certificate, node_id: str,
         try:
             cert.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
-            return f"certificate {cert.serial_number:x} was not issued by the CA {ca_name(ca)!r}"
+            return f"certificate {cert.serial_number:x} was not issued by the CA {ca_name(ca) or '(no name)'!r}"
         if _cn(cert.subject) != node_id:
             return f"certificate {cert.serial_number:x} is for {_cn(cert.subject)!r}, not node {node_id}"
         try:
@@ -88,7 +93,7 @@ def certificate_problem(chain_pem: bytes, ca: x509.Certificate, node_id: str,
                 x509.UniformResourceIdentifier)
         except x509.ExtensionNotFound:
             uris = []
-    except ValueError as exc:
+    except _MALFORMED as exc:
         return f"certificate {cert.serial_number:x} is malformed ({exc})"
     if sign_key_uri(public) not in uris:
         return f"certificate {cert.serial_number:x} does not name signing key {key_id(public)}"
@@ -99,7 +104,7 @@ def ca_name(ca: x509.Certificate) -> str:
     """A CA certificate's CN for messages ("" when it has none or it cannot be read)."""
     try:
         return _cn(ca.subject)
-    except ValueError:
+    except _MALFORMED:
         return ""
 
 
@@ -137,7 +142,10 @@ def rotation_problem(request: bytes, node_id: str, new: ed25519.Ed25519PublicKey
         return "fields sign_pub, sig, sig_old: not base64"
     if sign_pub != raw_public(new):
         return f"field sign_pub: not key {key_id(new)}"
-    signed = request_signed_bytes({"format": ROTATE, **{name: raw[name] for name in fields}})
+    try:
+        signed = request_signed_bytes({"format": ROTATE, **{name: raw[name] for name in fields}})
+    except ValueError:  # UnicodeEncodeError: a lone surrogate, valid in JSON, is not UTF-8
+        return f"fields {', '.join(fields)}: not encodable as UTF-8 text"
     for name, signature, public in (("sig", sig, new), ("sig_old", sig_old, old)):
         try:
             public.verify(signature, signed)

@@ -266,6 +266,13 @@ def _proof(out: Path, suffix: str) -> Path:
     return found
 
 
+def _cli_fails_on_node_a(out: Path, key: ed25519.Ed25519PrivateKey, tmp_path: Path, capsys) -> None:
+    """`alpr-hq evidence verify` prints a FAIL line about node-a's proofs and exits 1."""
+    write_public_key(tmp_path / "hq.pub", key.public_key())
+    assert cli.main(["evidence", "verify", str(out), "--hq-key", str(tmp_path / "hq.pub")]) == 1
+    assert "FAIL  nodes/node-a/" in capsys.readouterr().out
+
+
 def test_a_malformed_carried_ca_is_a_failure_not_a_crash(site, tmp_path: Path, capsys) -> None:
     out, key = _export(site, tmp_path, site[3])
     cert_file = _proof(out, ".certificate.pem")
@@ -278,9 +285,7 @@ def test_a_malformed_carried_ca_is_a_failure_not_a_crash(site, tmp_path: Path, c
     _overwrite(cert_file, _pem(leaf) + pem)
     problems = evidence.verify_package(out, key.public_key()).problems
     assert any(p.startswith(f"{cert_file.relative_to(out).as_posix()}: certificate") for p in problems), problems
-    write_public_key(tmp_path / "hq.pub", key.public_key())
-    assert cli.main(["evidence", "verify", str(out), "--hq-key", str(tmp_path / "hq.pub")]) == 1
-    assert "FAIL  nodes/node-a/" in capsys.readouterr().out
+    _cli_fails_on_node_a(out, key, tmp_path, capsys)
 
 
 def test_a_deeply_nested_json_proof_is_a_failure_not_a_crash(site, tmp_path: Path) -> None:
@@ -306,3 +311,54 @@ def test_a_key_without_proof_on_a_node_enrolled_with_one_fails(site, tmp_path: P
     assert any(p.startswith(f"nodes/node-a/: key {key_id(forged.public_key())} has no proof in the package, though "
                             "the node's enrolment has one") for p in check.problems), check.problems
     assert (check.summary["node_keys"], check.summary["node_keys_attested"]) == (3, 2)
+
+
+def test_a_lone_surrogate_in_a_rotation_request_is_a_failure_not_a_crash(site, tmp_path: Path, capsys) -> None:
+    out, key = _export(site, tmp_path, site[3])
+    rotation = _proof(out, ".rotation.json")
+    doc = json.loads(rotation.read_bytes())
+    doc["host"] = "\ud800"  # valid JSON (written as the escape), not encodable as UTF-8
+    _overwrite(rotation, json.dumps(doc).encode())
+    problems = evidence.verify_package(out, key.public_key(), trusted_ca=pki.load_cert(site[4].cert)).problems
+    assert f"{rotation.relative_to(out).as_posix()}: fields node_id, sign_pub, old_key_id, created, actor, host: " \
+        "not encodable as UTF-8 text" in problems
+    with pytest.raises(request.BadRequest, match="a field is not UTF-8 text"):
+        request.loads(json.dumps(doc).encode(), rotation, request.ROTATE)
+    _cli_fails_on_node_a(out, key, tmp_path, capsys)
+
+
+def test_a_duplicate_extension_in_a_carried_chain_is_a_failure_not_a_crash(site, tmp_path: Path) -> None:
+    """cryptography raises DuplicateExtension (not a ValueError) when the extensions are first read."""
+    out, key = _export(site, tmp_path, site[3])
+    cert_file = _proof(out, ".certificate.pem")
+    ca_key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "County ALPR CA")])
+    node_name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "node-a")])
+    now = dt.datetime.now(dt.UTC)
+
+    def build(subject: x509.Name, public, extensions: list) -> x509.Certificate:
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(name).public_key(public).serial_number(7)
+             .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)))
+        for ext in extensions:
+            b = b.add_extension(ext, critical=False)
+        return b.sign(ca_key, None)
+
+    enrolled = site[2].keys("node-a")[-1].public
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(provenance.sign_key_uri(enrolled))])
+    twin = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.99"), san.public_bytes())
+    leaf = build(node_name, pki.new_key().public_key(), [san, twin])
+    # rename the twin's OID to subjectAltName's and sign again: two subjectAltName extensions
+    tbs = leaf.tbs_certificate_bytes.replace(bytes.fromhex("0603551d63"), bytes.fromhex("0603551d11"))
+    der = leaf.public_bytes(serialization.Encoding.DER).replace(leaf.tbs_certificate_bytes, tbs) \
+        .replace(leaf.signature, ca_key.sign(tbs))
+    doubled = x509.load_der_x509_certificate(der)
+    _overwrite(cert_file, _pem(doubled) + _pem(build(name, ca_key.public_key(), [])))
+    problems = evidence.verify_package(out, key.public_key()).problems
+    assert any("certificate 7 is malformed (Duplicate 2.5.29.17 extension" in p for p in problems), problems
+
+
+def test_a_deeply_nested_manifest_is_a_failure_not_a_crash(site, tmp_path: Path) -> None:
+    out, key = _export(site, tmp_path, site[3])
+    _overwrite(out / "manifest.json", b"[" * 200_000 + b"]" * 200_000)
+    check = evidence.verify_package(out, key.public_key())
+    assert not check.intact and "not an evidence package: manifest.json" in check.problems[-1]
