@@ -431,14 +431,15 @@ class Judge:
         with the clip's edges wins.
         """
         out: dict[int, int] = {}
+        runs_of = {m: self._runs_for(m) for _, m in ids}
         for run in self.runs:
             # The ids only this run could have stamped: at speed > 1 a killed run's stamps reach
             # into its successor's (see _stamp_window), and the other run's ids in that stretch
             # would vote for their own origin (the killed run's origin taken from the restarted
             # run's ids, or its late ids filling the first candidates of the restarted run). The
             # shared ones count only for a run that has none of its own.
-            shared = [(n, m) for n, m in ids if run.index in self._runs_for(m)]
-            mine = [(n, m) for n, m in shared if self._runs_for(m) == [run.index]] or shared
+            shared = [(n, m) for n, m in ids if run.index in runs_of[m]]
+            mine = [(n, m) for n, m in shared if runs_of[m] == [run.index]] or shared
             best: tuple[int, int, int] | None = None
             for name, mono in mine[:8]:
                 for edge in self._edges_near(name, mono - run.start_mono_ns, ORIGIN_SEARCH_NS):

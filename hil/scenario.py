@@ -347,7 +347,7 @@ def _check_overlaps(parsed: list[tuple[str, Fault, float]], faults: list[Fault],
         for a, b in itertools.pairwise(items):
             # Compared in whole microseconds: 1.1 + 2.2 is 3.3000000000000003 in floating point,
             # and a fault written to begin at 3.3 s as the other ends must follow it.
-            a_at, a_end, b_at = (round(t * 1e6) for t in (a.at_s, a.end_s, b.at_s))
+            a_at, a_end, b_at = (_us(t) for t in (a.at_s, a.end_s, b.at_s))
             inside = b_at < a_end                                    # b begins before a is over
             same_time = b_at == a_at                                 # two begin at once
             # an instant fault (broker_restart) at the very end of an outage would start the
@@ -383,7 +383,7 @@ def _check_stall_power(parsed: list[tuple[str, Fault, float]], speed: float, pat
         start, run = 0.0, 1
         for cut_where, cut in cuts:
             lo, hi = start + stall.at_s / speed, start + stall.end_s / speed
-            if round(lo * 1e6) < round(cut.at_s * 1e6) < round(hi * 1e6):
+            if _us(lo) < _us(cut.at_s) < _us(hi):
                 later = max(where, cut_where, key=_fault_index)   # named by the later entry, as _check_overlaps
                 whose = "" if run == 1 else f" as node run {run} replays it (power back at {start:g} s)"
                 raise _fail(path, f"{later}.at_s",
@@ -393,6 +393,11 @@ def _check_stall_power(parsed: list[tuple[str, Fault, float]], speed: float, pat
                             "is killed mid-gap, and the restarted node replays the gap again from the clip's start; a "
                             "stall must end by the kill or begin after it")
             start, run = cut.end_s, run + 1
+
+
+def _us(seconds: float) -> int:
+    """Seconds as whole microseconds, for comparing fault times (floating point sums differ)."""
+    return round(seconds * 1e6)
 
 
 def _fault_index(where: str) -> int:

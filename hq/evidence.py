@@ -273,8 +273,11 @@ def _decode_stored(read_id: int, header_bytes: bytes, payload_bytes: bytes) -> t
     return header, payload
 
 
+# A node id that can name a file and folder in a package (nodes/<node>.json, nodes/<node>/).
+_NODE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _PROOF_SUFFIX = {provenance.CERTIFICATE: "certificate.pem", provenance.ROTATION: "rotation.json"}
-_PROOF_FILE = re.compile(r"nodes/([A-Za-z0-9_][A-Za-z0-9_.-]*)/([0-9a-f]{16})\.(certificate\.pem|rotation\.json)")
+_PROOF_KIND = {suffix: kind for kind, suffix in _PROOF_SUFFIX.items()}
+_PROOF_FILE = re.compile(rf"nodes/({_NODE_NAME})/([0-9a-f]{{16}})\.({'|'.join(map(re.escape, _PROOF_KIND))})")
 
 
 def proof_file(node_id: str, kid: str, kind: str) -> str:
@@ -523,7 +526,7 @@ def _write_package(store: ReadStore, access: Access, actor: Actor, grant: Grant,
         entry.update(stored_ns=stored.row.stored_ns, stored_utc=iso_utc(stored.row.stored_ns))
         reads_doc.append(entry)
         node = header.get("node")
-        if not isinstance(node, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", node):
+        if not isinstance(node, str) or not re.fullmatch(_NODE_NAME, node):
             raise PolicyError(f"read {read_id}: node id {node!r} in its stored header cannot name a file "
                               "(nodes/<node>.json): HQ's store is damaged; nothing exported")
         node_ids.add(node)
@@ -978,11 +981,14 @@ def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tu
     proof is a warning: a node enrolled before HQ kept proofs has none, and its keys rest on
     HQ's signature alone, as in earlier packages."""
     proofs: dict[tuple[str, str], dict[str, str]] = {}
-    for rel in pkg.files:
+    enrolments: dict[str, str] = {}  # node -> a certificate proof of it, the first by name
+    for rel in sorted(pkg.files):
         m = _PROOF_FILE.fullmatch(rel)
         if m:
-            kind = provenance.CERTIFICATE if m.group(3) == "certificate.pem" else provenance.ROTATION
+            kind = _PROOF_KIND[m.group(3)]
             proofs.setdefault((m.group(1), m.group(2)), {})[kind] = rel
+            if kind == provenance.CERTIFICATE:
+                enrolments.setdefault(m.group(1), rel)
     attested = 0
     carried: set[str] = set()
     for node, sk in sorted(used):
@@ -990,7 +996,7 @@ def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tu
         chain: list[str] = []
         kid: str | None = sk
         verdict: bool | None = None  # True attested, False a problem recorded
-        while verdict is None and kid is not None:
+        while verdict is None:
             if kid in chain:
                 problems.append(f"nodes/{node}/: the rotation proofs of key {sk} go round in a loop "
                                 f"({' <- '.join(chain)})")
@@ -1009,7 +1015,7 @@ def _key_proof_problems(pkg: _Package, nodes: dict[str, _NodeInfo], used: set[tu
                 kid = _rotation_step(pkg, mine[provenance.ROTATION], node, info, key[0], problems)
                 verdict = False if kid is None else None
             else:
-                _unproven(node, sk, kid, proofs, problems, warnings)
+                _unproven(node, sk, kid, enrolments.get(node), problems, warnings)
                 verdict = False
         attested += verdict is True
     if carried:
@@ -1057,18 +1063,16 @@ def _rotation_step(pkg: _Package, rel: str, node: str, info: _NodeInfo, public: 
     return old_kid
 
 
-def _unproven(node: str, sk: str, kid: str, proofs: dict[tuple[str, str], dict[str, str]],
-              problems: list[str], warnings: list[str]) -> None:
+def _unproven(node: str, sk: str, kid: str, enrolment: str | None, problems: list[str],
+              warnings: list[str]) -> None:
     """Key `kid` (key `sk` or one its rotations lead to) has no proof: a problem on a node
-    whose enrolment certificate is in the package, else a warning."""
+    whose enrolment certificate is in the package (`enrolment`, its file), else a warning."""
     how = f"key {sk}" if kid == sk else f"key {sk} comes from key {kid} by rotation, which"
-    enrolment = sorted(kinds[provenance.CERTIFICATE] for (n, _k), kinds in proofs.items()
-                       if n == node and provenance.CERTIFICATE in kinds)
     if enrolment:
         # Enrolled since HQ keeps proofs, so every key it was given has one: a key without is
         # one the registry gained without the node handing it over.
         problems.append(f"nodes/{node}/: {how} has no proof in the package, though the node's enrolment has one "
-                        f"({enrolment[0]}): a key added without a rotation request")
+                        f"({enrolment}): a key added without a rotation request")
     else:
         warnings.append(f"node {node}: {how} has no proof in the package (enrolled or rotated before HQ kept "
                         "them): which key is the node's rests on HQ's signature alone")

@@ -92,7 +92,7 @@ MAX_NODE_STATE_BYTES = 16 * 1024
 MAX_NODE_STATES = 20_000
 NODE_STATE_EVERY_S = 5.0
 # A node whose heartbeat reports an older hot list than the one `alpr-hq push` last sent (its
-# copy, hq.push.PUSHED_NAME) gets it again, at most this often: the retained copy can be lost
+# copy, hq.files.PUSHED_HOTLIST) gets it again, at most this often: the retained copy can be lost
 # (a broker killed before its autosave, a broker restored from an old store) and nothing else
 # would repeat a push until the next one, while the node's list runs out (valid_until_ns).
 HOTLIST_REPUSH_S = 300.0

@@ -64,10 +64,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _signed(body: dict[str, str]) -> bytes:
-    return provenance.request_signed_bytes(body)
-
-
 def _fingerprint(signed: bytes) -> str:
     digest = hashlib.sha256(signed).hexdigest()[:16]
     return "-".join(digest[i:i + 4] for i in range(0, 16, 4))
@@ -84,7 +80,7 @@ def make_enroll(node_id: str, sign_key: ed25519.Ed25519PrivateKey, csr: x509.Cer
     body = {"node_id": node_id, "sign_pub": _b64(raw_public(sign_key.public_key())),
             "csr": csr.public_bytes(serialization.Encoding.PEM).decode(), "created": _now_text(),
             "actor": actor, "host": host}
-    signed = _signed({"format": ENROLL, **body})
+    signed = provenance.request_signed_bytes({"format": ENROLL, **body})
     return {"format": ENROLL, **body, "sig": _b64(sign_key.sign(signed))}, _fingerprint(signed)
 
 
@@ -93,7 +89,7 @@ def make_rotate(node_id: str, new_key: ed25519.Ed25519PrivateKey, old_key: ed255
     """A key-rotation request signed by both the new key and the enrolled one."""
     body = {"node_id": node_id, "sign_pub": _b64(raw_public(new_key.public_key())),
             "old_key_id": key_id(old_key.public_key()), "created": _now_text(), "actor": actor, "host": host}
-    signed = _signed({"format": ROTATE, **body})
+    signed = provenance.request_signed_bytes({"format": ROTATE, **body})
     request = {"format": ROTATE, **body, "sig": _b64(new_key.sign(signed)), "sig_old": _b64(old_key.sign(signed))}
     return request, _fingerprint(signed)
 
@@ -156,7 +152,7 @@ def loads(data: bytes, path: Path, kind: str | None = None) -> Request:
         raise BadRequest(f"{path}: unknown field(s) {', '.join(sorted(extra))}")
     body = {"format": fmt, **{name: raw[name] for name in _FIELDS[fmt]}}
     try:
-        signed = _signed(body)
+        signed = provenance.request_signed_bytes(body)
     except ValueError as exc:  # UnicodeEncodeError: a lone surrogate, valid in JSON, is not UTF-8
         raise BadRequest(f"{path}: a field is not UTF-8 text ({exc})") from exc
     pub_raw = _decode(raw, "sign_pub", str(path))
